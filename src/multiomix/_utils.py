@@ -1,0 +1,191 @@
+"""Helpers shared by ``pp``/``tl``: input validation and writing results into AnnData/MuData."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from mudata import MuData
+from scipy import sparse
+
+from ._logging import logger
+
+SPLIT_KEY = "split"
+SPLIT_VALUES = ("train", "validation", "test")
+
+
+def added(where: str, key: str) -> None:
+    """Log that ``key`` was written to ``where`` (e.g. ``obsm``)."""
+    logger.info(f"added .{where}[{key!r}]")
+
+
+def write_obs(obj: AnnData | MuData, key: str, values: Any) -> None:
+    """Write a column to ``obj.obs`` (and log it)."""
+    obj.obs[key] = values
+    added("obs", key)
+
+
+def write_obsm(obj: AnnData | MuData, key: str, values: np.ndarray) -> None:
+    """Write an array to ``obj.obsm`` (and log it)."""
+    obj.obsm[key] = values
+    added("obsm", key)
+
+
+def write_uns(obj: AnnData | MuData, key: str, values: Any) -> None:
+    """Write an entry to ``obj.uns`` (and log it)."""
+    obj.uns[key] = values
+    added("uns", key)
+
+
+def check_modalities(mdata: MuData, modalities: Sequence[str] | None) -> list[str]:
+    """Return the requested modalities, checking that each exists in ``mdata``."""
+    if not isinstance(mdata, MuData):
+        raise TypeError(f"Expected a MuData object, got {type(mdata).__name__}.")
+    if modalities is None:
+        return list(mdata.mod.keys())
+    modalities = [modalities] if isinstance(modalities, str) else list(modalities)
+    missing = [m for m in modalities if m not in mdata.mod]
+    if missing:
+        raise KeyError(f"Modalities {missing} not found in the MuData; it has {list(mdata.mod.keys())}.")
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"Modalities must be unique, got {modalities}.")
+    return modalities
+
+
+def check_aligned(mdata: MuData, modalities: Iterable[str]) -> None:
+    """Check that every modality has exactly the MuData's observations, in the same order."""
+    for mod in modalities:
+        names = mdata.mod[mod].obs_names
+        if len(names) != mdata.n_obs or not np.array_equal(names.values, mdata.obs_names.values):
+            raise ValueError(
+                f"Modality {mod!r} has {len(names)} observations that are not aligned with the MuData's "
+                f"{mdata.n_obs} observations. Paired models need every cell/sample in every modality in the same "
+                "order: run `muon.pp.intersect_obs(mdata)` first."
+            )
+
+
+def get_matrix(adata: AnnData, layer: str | None = None):
+    """Return ``adata.X`` or a layer, with a clear error when the layer is missing."""
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"Layer {layer!r} not found; available layers: {list(adata.layers.keys())}.")
+    return adata.layers[layer]
+
+
+def check_finite(matrix, name: str) -> None:
+    """Raise if a dense or sparse matrix holds NaN or infinite values (checked without densifying)."""
+    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+    if not np.issubdtype(values.dtype, np.number):
+        raise TypeError(f"{name} must be numeric, got dtype {values.dtype}.")
+    if not np.isfinite(values).all():
+        n_bad = int((~np.isfinite(values)).sum())
+        raise ValueError(f"{name} contains {n_bad} NaN or infinite values; impute or remove them first.")
+
+
+def check_nonnegative(matrix, name: str) -> None:
+    """Raise if a matrix has negative entries (needed for count or binary losses)."""
+    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+    if values.size and values.min() < 0:
+        raise ValueError(f"{name} has negative values but the chosen loss expects non-negative counts/binary data.")
+
+
+def check_labels(obs: pd.DataFrame, label_key: str, *, rows: np.ndarray | None = None) -> pd.Categorical:
+    """Return ``obs[label_key]`` as a categorical, checking it exists and has at least two classes."""
+    if label_key not in obs.columns:
+        raise KeyError(f"Label key {label_key!r} not found in .obs; available columns: {list(obs.columns)}.")
+    labels = obs[label_key]
+    subset = labels if rows is None else labels.iloc[rows]
+    if subset.isna().any():
+        raise ValueError(f".obs[{label_key!r}] has {int(subset.isna().sum())} missing labels in the training rows.")
+    if subset.nunique() < 2:
+        raise ValueError(f".obs[{label_key!r}] has a single class ({subset.unique().tolist()}); need at least two.")
+    return pd.Categorical(labels)
+
+
+def split_indices(obs: pd.DataFrame, split_key: str = SPLIT_KEY) -> dict[str, np.ndarray] | None:
+    """Return integer row indices per split value when ``obs[split_key]`` exists, else ``None``."""
+    if split_key not in obs.columns:
+        return None
+    split = obs[split_key].astype(str)
+    unknown = sorted(set(split.unique()) - set(SPLIT_VALUES))
+    if unknown:
+        raise ValueError(f".obs[{split_key!r}] has values {unknown}; expected only {list(SPLIT_VALUES)}.")
+    out = {name: np.flatnonzero((split == name).to_numpy()) for name in SPLIT_VALUES}
+    if len(out["train"]) == 0:
+        raise ValueError(f".obs[{split_key!r}] has no 'train' rows.")
+    return out
+
+
+def _snapshot(obj: AnnData) -> dict[str, set]:
+    attrs = ("obs", "obsm", "uns", "varm", "layers", "var")
+    return {a: set(getattr(obj, a).keys()) for a in attrs if getattr(obj, a, None) is not None}
+
+
+class restore_on_error:
+    """Context manager: if the block raises, drop every ``obs``/``obsm``/``uns``/``var``/... key it added.
+
+    Values of existing keys are not expected to change before the error (functions validate first and
+    write last); this undoes side effects such as scvi-tools' registration columns.
+    """
+
+    def __init__(self, obj: AnnData | MuData):
+        self.obj = obj
+        self.mods = dict(obj.mod) if isinstance(obj, MuData) else {}
+
+    def __enter__(self):
+        self.before = _snapshot(self.obj)
+        self.before_mods = {name: _snapshot(mod) for name, mod in self.mods.items()}
+        self.mod_names = list(self.mods)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            return False
+        self._drop(self.obj, self.before)
+        for name, snapshot in self.before_mods.items():
+            self._drop(self.mods[name], snapshot)
+        if isinstance(self.obj, MuData):
+            for name in list(self.obj.mod):
+                if name not in self.mod_names:
+                    del self.obj.mod[name]
+        return False
+
+    @staticmethod
+    def _drop(obj: AnnData, snapshot: dict[str, set]) -> None:
+        for attr, keys in snapshot.items():
+            container = getattr(obj, attr)
+            for key in set(container.keys()) - keys:
+                if attr in ("obs", "var"):
+                    container.drop(columns=key, inplace=True)
+                else:
+                    del container[key]
+
+
+def to_uns(value: Any) -> Any:
+    """Convert a value into something ``write_h5ad``/``write_h5mu`` can store (``None`` -> ``"None"``, tuples -> lists)."""
+    if value is None:
+        return "None"
+    if isinstance(value, dict):
+        return {str(k): to_uns(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        if all(isinstance(v, int | float | str | bool | np.number) for v in value) and len(value) > 0:
+            kinds = {type(v) for v in value}
+            return np.asarray(value) if len(kinds) == 1 or kinds <= {int, float} else [str(v) for v in value]
+        return {str(i): to_uns(v) for i, v in enumerate(value)}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def history_frame(history: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """scvi-tools ``model.history`` (one frame per metric) as one frame indexed by epoch."""
+    columns = {name: frame.iloc[:, 0].to_numpy() for name, frame in history.items() if len(frame)}
+    n = max((len(v) for v in columns.values()), default=0)
+    out = pd.DataFrame(index=pd.RangeIndex(n, name="epoch"))
+    for name, values in columns.items():
+        out[name] = np.pad(values.astype(float), (0, n - len(values)), constant_values=np.nan)
+    return out

@@ -1,0 +1,49 @@
+"""Locating, downloading and checksumming dataset files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pooch
+
+DATA_DIR_ENV = "MULTIOMIX_DATA_DIR"
+
+
+def default_cache_dir() -> Path:
+    """Cache directory for downloads (``$XDG_CACHE_HOME/multiomix`` or ``~/.cache/multiomix``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "multiomix"
+
+
+def fetch(relative_path: str, *, url: str, sha256: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Return a local copy of a dataset file, verified against its sha256.
+
+    The file is looked up, in order, in ``data_dir``, in ``$MULTIOMIX_DATA_DIR`` and in the download cache;
+    if it is in none of them it is downloaded from ``url`` into the cache.
+
+    Parameters
+    ----------
+    relative_path
+        Path of the file below the data directory (e.g. ``"unitednet_patchseq/adata_RNA_TEM.h5ad"``).
+    url
+        Public address of the original file.
+    sha256
+        Expected checksum.
+    data_dir
+        Local directory holding the files (offline use).
+
+    Returns
+    -------
+    Path to the verified file.
+    """
+    for root in (data_dir, os.environ.get(DATA_DIR_ENV)):
+        if root is None:
+            continue
+        candidate = Path(root) / relative_path
+        if candidate.exists():
+            if pooch.file_hash(str(candidate)) != sha256:
+                raise ValueError(f"Checksum mismatch for {candidate}: the file differs from the published original.")
+            return candidate
+    target = default_cache_dir() / relative_path
+    path = pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=target.name, path=target.parent, progressbar=False)
+    return Path(path)

@@ -1,0 +1,236 @@
+"""Shared machinery for multiomix model classes built on scvi-tools.
+
+Every model in :mod:`multiomix.models` registers **one scvi-tools field per modality** (registry key
+``"X_<modality>"``), so a model can be set up over any number of modalities of a MuData. Training goes
+through scvi-tools' ``TrainRunner``/Lightning ``Trainer``: accelerators, ``devices``, ``strategy="ddp*"``,
+progress bars, early stopping and ``history`` come from the engine. Minibatches are sliced from the
+(possibly sparse or backed) matrices by scvi-tools' ``AnnDataLoader`` and densified per minibatch only.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mudata import MuData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField
+from scvi.train import TrainingPlan
+
+from .._utils import check_aligned, check_finite, check_modalities, get_matrix
+
+__all__ = [
+    "BestStateCallback",
+    "Standardizer",
+    "feature_mean_std",
+    "SupervisedTrainingPlan",
+    "modality_key",
+    "register_mudata_fields",
+    "resolve_layers",
+    "split_to_external_indexing",
+]
+
+
+def modality_key(modality: str) -> str:
+    """Registry key of a modality's data field (``"X_<modality>"``)."""
+    return f"X_{modality}"
+
+
+def resolve_layers(modalities: Sequence[str], layer: str | dict[str, str | None] | None) -> dict[str, str | None]:
+    """Expand ``layer`` (one name for all, or a dict per modality) to a dict over ``modalities``."""
+    if layer is None or isinstance(layer, str):
+        return dict.fromkeys(modalities, layer)
+    unknown = sorted(set(layer) - set(modalities))
+    if unknown:
+        raise KeyError(f"`layer` names modalities {unknown} that are not among the model's modalities {modalities}.")
+    return {m: layer.get(m) for m in modalities}
+
+
+def register_mudata_fields(
+    cls,
+    mdata: MuData,
+    *,
+    modalities: Sequence[str] | None,
+    layer: str | dict[str, str | None] | None,
+    label_key: str | None,
+    setup_method_args: dict,
+    check_values: bool = True,
+    **kwargs: Any,
+) -> list[str]:
+    """Validate ``mdata`` and register one layer field per modality (+ labels) with scvi-tools.
+
+    Parameters
+    ----------
+    cls
+        The model class (its ``register_manager`` is called).
+    mdata
+        Paired MuData.
+    modalities
+        Modalities to use (default: all).
+    layer
+        Layer to read for every modality, or a dict modality -> layer (``None`` = ``.X``).
+    label_key
+        Column of ``mdata.obs`` with class labels, or ``None``.
+    setup_method_args
+        Output of ``cls._get_setup_method_args(**locals())``.
+    check_values
+        Check for NaN/inf values (on the stored, possibly sparse, values; nothing is densified).
+    **kwargs
+        Passed to ``AnnDataManager.register_fields`` (e.g. ``source_registry`` on load).
+
+    Returns
+    -------
+    The list of modalities registered.
+    """
+    modalities = check_modalities(mdata, modalities)
+    check_aligned(mdata, modalities)
+    layers = resolve_layers(modalities, layer)
+    for mod in modalities:
+        matrix = get_matrix(mdata.mod[mod], layers[mod])
+        if check_values and not getattr(mdata.mod[mod], "isbacked", False):
+            check_finite(matrix, f"Modality {mod!r} ({'X' if layers[mod] is None else 'layer ' + layers[mod]})")
+    if label_key is not None and label_key not in mdata.obs.columns:
+        raise KeyError(f"Label key {label_key!r} not found in mdata.obs; columns: {list(mdata.obs.columns)}.")
+    fields = [
+        MuDataLayerField(modality_key(mod), layers[mod], mod_key=mod, is_count_data=False, mod_required=True)
+        for mod in modalities
+    ]
+    if label_key is not None:
+        fields.append(MuDataCategoricalObsField(REGISTRY_KEYS.LABELS_KEY, label_key, mod_key=None))
+    manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+    manager.register_fields(mdata, **kwargs)
+    cls.register_manager(manager)
+    return modalities
+
+
+def split_to_external_indexing(
+    splits: dict[str, np.ndarray] | None, *, n_obs: int, validation_size: float, random_state: int
+) -> list[np.ndarray] | None:
+    """Turn ``obs['split']`` indices into scvi-tools' ``external_indexing`` (train, validation, test).
+
+    When no validation rows are given, ``validation_size`` of the train rows are held out internally.
+    """
+    if splits is None:
+        return None
+    train, val, test = splits["train"], splits["validation"], splits["test"]
+    other = np.setdiff1d(np.arange(n_obs), np.concatenate([train, val, test]))
+    if len(val) == 0 and validation_size > 0:
+        rng = np.random.default_rng(random_state)
+        n_val = max(1, int(round(validation_size * len(train))))
+        perm = rng.permutation(train)
+        val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    # rows outside train/validation are never trained on; scvi-tools wants every row assigned
+    return [train, val, np.sort(np.concatenate([test, other]))]
+
+
+class SupervisedTrainingPlan(TrainingPlan):
+    """scvi-tools TrainingPlan for classifiers: logs loss and accuracy per epoch, nothing more.
+
+    The module's ``loss`` must return a :class:`scvi.module.base.LossOutput` with ``logits`` and
+    ``true_labels`` set.
+    """
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        _, _, out = self.forward(batch, loss_kwargs=self.loss_kwargs)
+        n = out.true_labels.shape[0]
+        sync = self.use_sync_dist
+        self.log(f"{stage}_loss", out.loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync,
+                 prog_bar=stage == "train")
+        accuracy = (out.logits.argmax(-1) == out.true_labels.view(-1).long()).float().mean()
+        self.log(f"{stage}_accuracy", accuracy, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        return out.loss
+
+    def training_step(self, batch, batch_idx):  # noqa: D102
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):  # noqa: D102
+        self._step(batch, "validation")
+
+
+class BestStateCallback(pl.Callback):
+    """Keep the module weights of the epoch with the best monitored metric and restore them at the end.
+
+    Parameters
+    ----------
+    monitor
+        Logged metric to watch (e.g. ``"validation_loss"``).
+    mode
+        ``"min"`` or ``"max"``.
+    """
+
+    def __init__(self, monitor: str = "validation_loss", mode: str = "min"):
+        super().__init__()
+        self.monitor, self.mode = monitor, mode
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        better = self.best_score is None or (score < self.best_score if self.mode == "min" else score > self.best_score)
+        if better:
+            self.best_score, self.best_epoch = score, trainer.current_epoch
+            self._best_state = copy.deepcopy(pl_module.module.state_dict())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+        if self._best_state is not None:
+            pl_module.module.load_state_dict(self._best_state)
+
+
+def feature_mean_std(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation over ``rows`` (sparse-aware, nothing densified whole).
+
+    Constant features get a standard deviation of 1.
+    """
+    from scipy import sparse
+    from sklearn.utils.sparsefuncs import mean_variance_axis
+
+    subset = matrix[np.sort(rows)]
+    if sparse.issparse(subset):
+        mean, var = mean_variance_axis(sparse.csr_matrix(subset), axis=0)
+    else:
+        subset = np.asarray(subset, dtype=np.float64)
+        mean, var = subset.mean(0), subset.var(0)
+    std = np.sqrt(var)
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+class Standardizer(torch.nn.Module):
+    """Per-modality feature standardisation with statistics held as buffers (saved with the model)."""
+
+    def __init__(self, in_features: dict[str, int]):
+        super().__init__()
+        self.names = list(in_features)
+        for i, (name, n) in enumerate(in_features.items()):
+            self.register_buffer(f"mean{i}", torch.zeros(n))
+            self.register_buffer(f"std{i}", torch.ones(n))
+
+    def set(self, name: str, mean: np.ndarray, std: np.ndarray) -> None:
+        """Store the statistics of modality ``name``."""
+        i = self.names.index(name)
+        getattr(self, f"mean{i}").copy_(torch.as_tensor(mean))
+        getattr(self, f"std{i}").copy_(torch.as_tensor(std))
+
+    def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Standardise every modality of ``x``."""
+        return {n: (x[n] - getattr(self, f"mean{i}")) / getattr(self, f"std{i}") for i, n in enumerate(self.names)}
+
+
+def class_weights(codes: np.ndarray, n_classes: int) -> torch.Tensor:
+    """sklearn-style ``"balanced"`` class weights ``n / (k * count)``; absent classes get weight 0."""
+    counts = np.bincount(codes.astype(int), minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy with optional class weights, labels given as float column (scvi-tools style)."""
+    return F.cross_entropy(logits, labels.view(-1).long(), weight=weight)
