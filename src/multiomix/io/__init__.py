@@ -1,0 +1,3 @@
+"""multiomix.io"""
+
+from ._tile_bags import read_tile_bags, sample_tile_bags  # noqa: E402, F401

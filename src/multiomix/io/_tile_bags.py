@@ -1,0 +1,221 @@
+"""Read bags of whole-slide-image tile embeddings (one h5 file per slide) into AnnData."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+__all__ = ["read_tile_bags", "sample_tile_bags"]
+
+_H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def _list_files(paths_or_folder: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    if isinstance(paths_or_folder, str | os.PathLike):
+        path = Path(paths_or_folder)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in _H5_SUFFIXES and p.is_file())
+            if not files:
+                raise FileNotFoundError(f"No .h5/.hdf5 files in folder {str(path)!r}.")
+            return files
+        files = [path]
+    else:
+        files = [Path(p) for p in paths_or_folder]
+    if not files:
+        raise ValueError("No tile-bag files given.")
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"Tile-bag files not found: {missing}.")
+    return files
+
+
+def read_tile_bags(
+    paths_or_folder: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    dataset: str = "features",
+    coords_dataset: str | None = "coords",
+    max_tiles: int | None = None,
+    random_state: int | None = 0,
+) -> AnnData:
+    """Read one h5 file of tile embeddings per slide into an AnnData of bags.
+
+    The layout is the one slide pipelines (e.g. CLAM-style feature extraction) write: per slide a file
+    ``<slide>.h5`` with a ``(n_tiles, dim)`` dataset of tile embeddings from a pathology foundation model
+    and an ``(n_tiles, 2)`` dataset of tile coordinates. A leading singleton axis (``(1, n_tiles, dim)``)
+    is accepted.
+
+    Parameters
+    ----------
+    paths_or_folder
+        A folder (every ``*.h5``/``*.hdf5`` file in it, sorted by name), one file, or a list of files.
+    dataset
+        Name of the embedding dataset in each file.
+    coords_dataset
+        Name of the coordinate dataset, or ``None`` to skip coordinates. When given, every file must
+        have it.
+    max_tiles
+        Keep at most this many tiles per slide (a random subset, in file order); ``None`` keeps all.
+    random_state
+        Seed for the ``max_tiles`` subset.
+
+    Returns
+    -------
+    AnnData with one observation per slide (``obs_names`` = file stems; ``obs['path']``,
+    ``obs['n_tiles']``), ``X`` = mean tile embedding, ``obsm['tiles']`` ``(n, n_tiles, dim)`` zero-padded
+    to the largest bag, ``obsm['tile_mask']`` ``(n, n_tiles)`` boolean (``True`` = real tile), and
+    ``obsm['coords']`` ``(n, n_tiles, 2)`` when coordinates are read. Place it beside an ``rna``
+    modality in a MuData whose observations are the same slides/patients.
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> wsi = mx.io.read_tile_bags("features/", max_tiles=500)  # doctest: +SKIP
+    >>> wsi.obsm["tiles"].shape  # doctest: +SKIP
+    (120, 500, 1024)
+    """
+    import h5py
+
+    if max_tiles is not None and max_tiles < 1:
+        raise ValueError(f"max_tiles must be a positive integer or None, got {max_tiles}.")
+    files = _list_files(paths_or_folder)
+    names = [p.stem for p in files]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"Several files share the slide names {dupes}; slide names (file stems) must be unique.")
+    rng = np.random.default_rng(random_state)
+    bags, coords, width = [], [], None
+    for path in files:
+        with h5py.File(path, "r") as f:
+            if dataset not in f:
+                raise KeyError(f"Dataset {dataset!r} not found in {path.name!r}; it has {sorted(f.keys())}.")
+            feats = np.asarray(f[dataset][()])
+            xy = None
+            if coords_dataset is not None:
+                if coords_dataset not in f:
+                    raise KeyError(
+                        f"Dataset {coords_dataset!r} not found in {path.name!r}; it has {sorted(f.keys())}. "
+                        "Pass coords_dataset=None to read the embeddings only."
+                    )
+                xy = np.asarray(f[coords_dataset][()])
+        if feats.ndim == 3 and feats.shape[0] == 1:
+            feats = feats[0]
+        if feats.ndim != 2:
+            raise ValueError(f"{path.name!r}: dataset {dataset!r} must be (n_tiles, dim), got shape {feats.shape}.")
+        if feats.shape[0] == 0:
+            raise ValueError(f"{path.name!r}: dataset {dataset!r} has no tiles.")
+        if not np.issubdtype(feats.dtype, np.number) or not np.isfinite(feats).all():
+            raise ValueError(f"{path.name!r}: dataset {dataset!r} must be finite numbers.")
+        if width is None:
+            width, first = feats.shape[1], path.name
+        elif feats.shape[1] != width:
+            raise ValueError(
+                f"{path.name!r}: tile embeddings are {feats.shape[1]} wide but {first!r} has {width}; all slides "
+                "must come from the same feature extractor."
+            )
+        if xy is not None:
+            if xy.ndim == 3 and xy.shape[0] == 1:
+                xy = xy[0]
+            if xy.ndim != 2 or xy.shape[0] != feats.shape[0]:
+                raise ValueError(
+                    f"{path.name!r}: dataset {coords_dataset!r} has shape {xy.shape}; expected ({feats.shape[0]}, 2) "
+                    f"to match {feats.shape[0]} tiles."
+                )
+        if max_tiles is not None and feats.shape[0] > max_tiles:
+            keep = np.sort(rng.choice(feats.shape[0], size=max_tiles, replace=False))
+            feats = feats[keep]
+            xy = xy[keep] if xy is not None else None
+        bags.append(feats.astype(np.float32))
+        coords.append(xy)
+
+    n_tiles = np.array([b.shape[0] for b in bags])
+    tiles = np.zeros((len(bags), int(n_tiles.max()), width), dtype=np.float32)
+    mask = np.zeros(tiles.shape[:2], dtype=bool)
+    for i, bag in enumerate(bags):
+        tiles[i, : len(bag)] = bag
+        mask[i, : len(bag)] = True
+    obs = pd.DataFrame({"path": [str(p) for p in files], "n_tiles": n_tiles}, index=pd.Index(names, name="slide"))
+    var = pd.DataFrame(index=[f"{dataset}_{j}" for j in range(width)])
+    adata = AnnData(X=tiles.sum(1) / n_tiles[:, None], obs=obs, var=var)
+    adata.obsm["tiles"] = tiles
+    adata.obsm["tile_mask"] = mask
+    if coords_dataset is not None:
+        xy_all = np.zeros((*tiles.shape[:2], coords[0].shape[1]), dtype=np.float32)
+        for i, xy in enumerate(coords):
+            xy_all[i, : len(xy)] = xy
+        adata.obsm["coords"] = xy_all
+    adata.uns["tile_bags"] = {"dataset": dataset, "coords_dataset": coords_dataset or "", "max_tiles": max_tiles or 0}
+    return adata
+
+
+def sample_tile_bags(
+    adata: AnnData,
+    *,
+    bag_size: int,
+    tiles_key: str = "tiles",
+    mask_key: str = "tile_mask",
+    random_state: int | None = 0,
+) -> AnnData:
+    """Return a copy whose bags all have ``bag_size`` slots (a random subset of each slide's real tiles).
+
+    Slides with more real tiles than ``bag_size`` keep a random subset; smaller slides keep all their
+    tiles (the rest of the slots stay masked). ``X`` is recomputed as the mean of the kept tiles, and
+    every other ``obsm`` array of shape ``(n, n_tiles, ...)`` (e.g. ``coords``) is subset the same way.
+    :class:`multiomix.models.MedCrossViT` also redraws bags of a fixed size at every training step
+    (``bag_size=``); this function fixes one draw in the data, e.g. to bound memory.
+
+    Parameters
+    ----------
+    adata
+        Output of :func:`read_tile_bags` (or any AnnData with the two ``obsm`` arrays).
+    bag_size
+        Slots per bag.
+    tiles_key, mask_key
+        ``obsm`` keys of the tiles and the mask.
+    random_state
+        Seed of the draw.
+
+    Returns
+    -------
+    A new AnnData; ``adata`` is not modified.
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> wsi = mx.io.read_tile_bags("features/")  # doctest: +SKIP
+    >>> small = mx.io.sample_tile_bags(wsi, bag_size=64)  # doctest: +SKIP
+    """
+    if bag_size < 1:
+        raise ValueError(f"bag_size must be positive, got {bag_size}.")
+    for key in (tiles_key, mask_key):
+        if key not in adata.obsm:
+            raise KeyError(f"obsm[{key!r}] not found; obsm has {list(adata.obsm.keys())}.")
+    tiles, mask = np.asarray(adata.obsm[tiles_key]), np.asarray(adata.obsm[mask_key]).astype(bool)
+    if tiles.ndim != 3 or mask.shape != tiles.shape[:2]:
+        raise ValueError(f"obsm[{tiles_key!r}] must be (n, n_tiles, dim) and obsm[{mask_key!r}] (n, n_tiles).")
+    rng = np.random.default_rng(random_state)
+    index = np.zeros((adata.n_obs, bag_size), dtype=np.int64)
+    new_mask = np.zeros((adata.n_obs, bag_size), dtype=bool)
+    for i in range(adata.n_obs):
+        real = np.flatnonzero(mask[i])
+        pick = np.sort(rng.choice(real, size=min(bag_size, len(real)), replace=False))
+        index[i, : len(pick)] = pick
+        new_mask[i, : len(pick)] = True
+    rows = np.arange(adata.n_obs)[:, None]
+    out = adata.copy()
+    for key, value in adata.obsm.items():
+        value = np.asarray(value)
+        if value.ndim == 3 and value.shape[1] == tiles.shape[1]:
+            picked = value[rows, index]
+            picked[~new_mask] = 0
+            out.obsm[key] = picked
+    out.obsm[mask_key] = new_mask
+    kept = out.obsm[tiles_key]
+    out.X = (kept * new_mask[..., None]).sum(1) / np.maximum(new_mask.sum(1, keepdims=True), 1)
+    if "n_tiles" in out.obs:
+        out.obs["n_tiles"] = new_mask.sum(1)
+    return out

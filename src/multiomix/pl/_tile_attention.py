@@ -1,0 +1,119 @@
+"""Plot which tiles and genes the Med-CrossViT CLS tokens weigh most, per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mudata import MuData
+
+__all__ = ["tile_attention"]
+
+
+def tile_attention(
+    mdata: MuData,
+    *,
+    key: str = "medcrossvit",
+    groupby: str | None = None,
+    n_top: int = 10,
+    coords_key: str = "coords",
+    show: bool = True,
+    save: str | Path | None = None,
+) -> Figure:
+    """Top genes and an example slide's tile attention per class, from :func:`multiomix.tl.fit_med_crossvit`.
+
+    Top row: per class, the ``n_top`` genes with the largest mean CLS -> gene attention over the class's
+    patients. Bottom row: per class, the patient predicted with the highest confidence; its tiles are
+    drawn at their slide coordinates (``obsm[coords_key]`` of the tile modality, as
+    :func:`multiomix.io.read_tile_bags` stores them) coloured by CLS -> tile attention, or, without
+    coordinates, as its tile weights sorted from largest to smallest.
+
+    Parameters
+    ----------
+    mdata
+        MuData on which :func:`multiomix.tl.fit_med_crossvit` was run.
+    key
+        ``key_added`` of that run.
+    groupby
+        Column of ``mdata.obs`` defining the classes (default: the run's predictions).
+    n_top
+        Genes shown per class.
+    coords_key
+        ``obsm`` key of the tile coordinates in the tile modality.
+    show
+        Call ``plt.show()``.
+    save
+        Save the figure to this path.
+
+    Returns
+    -------
+    The figure.
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> mdata, truth = mx.datasets.synthetic_tile_bags(200)
+    >>> model = mx.tl.fit_med_crossvit(mdata, label_key="label", max_epochs=40)
+    >>> mx.pl.tile_attention(mdata, n_top=8)
+    """
+    if key not in mdata.uns or "attention" not in mdata.uns[key]:
+        raise KeyError(
+            f"mdata.uns[{key!r}]['attention'] not found; run mx.tl.fit_med_crossvit(mdata, key_added={key!r})."
+        )
+    result = mdata.uns[key]
+    params = result["params"]
+    attention = result["attention"]
+    groupby = groupby or f"{key}_prediction"
+    if groupby not in mdata.obs.columns:
+        raise KeyError(f"Column {groupby!r} not found in mdata.obs.")
+    groups = mdata.obs[groupby].astype("category")
+    classes = [c for c in groups.cat.categories if (groups == c).any()]
+    genes = attention["genes"]
+    if not isinstance(genes, pd.DataFrame):
+        genes = pd.DataFrame(np.asarray(genes), index=mdata.obs_names)
+    tiles = np.asarray(attention["tiles"])
+    wsi = mdata.mod[str(params["tiles_modality"])]
+    coords = np.asarray(wsi.obsm[coords_key]) if coords_key in wsi.obsm else None
+    mask_key = str(params.get("mask_key", ""))
+    mask = np.asarray(wsi.obsm[mask_key]).astype(bool) if mask_key and mask_key in wsi.obsm else tiles > 0
+    confidence_key = f"{key}_confidence"
+    confidence = mdata.obs[confidence_key].to_numpy() if confidence_key in mdata.obs else np.ones(mdata.n_obs)
+
+    n = len(classes)
+    fig, axes = plt.subplots(2, n, figsize=(3.6 * n, 6.6), squeeze=False)
+    for j, cls in enumerate(classes):
+        rows = np.flatnonzero((groups == cls).to_numpy())
+        mean = genes.iloc[rows].mean(0).sort_values(ascending=False).iloc[:n_top]
+        ax = axes[0, j]
+        ax.barh(np.arange(len(mean))[::-1], mean.to_numpy(), color="tab:blue")
+        ax.set_yticks(np.arange(len(mean))[::-1], [str(g) for g in mean.index], fontsize=8)
+        ax.axvline(1.0 / genes.shape[1], color="grey", ls="--", lw=0.8, label="uniform")
+        ax.set_title(f"{cls}: CLS -> genes (n={len(rows)})", fontsize=9)
+        ax.set_xlabel("mean attention", fontsize=8)
+        ax.legend(fontsize=7, loc="lower right")
+
+        best = rows[np.argmax(confidence[rows])]
+        weights = tiles[best][mask[best]]
+        ax = axes[1, j]
+        if coords is not None:
+            xy = coords[best][mask[best]]
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=weights, cmap="viridis", s=28, marker="s", vmin=0)
+            ax.invert_yaxis()
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.04, label="CLS -> tile attention")
+        else:
+            ax.bar(np.arange(len(weights)), np.sort(weights)[::-1], color="tab:green")
+            ax.set_xlabel("tile rank", fontsize=8)
+            ax.set_ylabel("CLS -> tile attention", fontsize=8)
+        ax.set_title(f"{mdata.obs_names[best]} ({cls}, {len(weights)} tiles)", fontsize=9)
+    fig.tight_layout()
+    if save is not None:
+        fig.savefig(save, dpi=150, bbox_inches="tight")
+    if show:
+        plt.show()
+    return fig

@@ -1,0 +1,3 @@
+"""Scanpy-style tools: fit models, explain them, and write the results into the data object."""
+
+from ._med_crossvit import fit_med_crossvit  # noqa: E402, F401

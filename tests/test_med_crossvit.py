@@ -1,0 +1,309 @@
+"""Med-CrossViT: tile-bag reader, torch network, scvi-tools model, tl entry point and plot."""
+
+from __future__ import annotations
+
+import h5py
+import matplotlib
+import mudata
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import multiomix as mx
+from multiomix.nn.crossvit import MedCrossViT as MedCrossViTNet
+from multiomix.nn.crossvit import sample_bag_indices
+
+matplotlib.use("Agg")
+
+
+def _write_slide(path, n_tiles, dim, *, seed, features="features", coords="coords"):
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(n_tiles, dim)).astype(np.float32)
+    xy = rng.integers(0, 10_000, size=(n_tiles, 2))
+    with h5py.File(path, "w") as f:
+        if features:
+            f.create_dataset(features, data=feats)
+        if coords:
+            f.create_dataset(coords, data=xy)
+    return feats, xy
+
+
+# ---------------------------------------------------------------- reader
+
+
+def test_read_tile_bags_folder_layout(tmp_path):
+    sizes = {"slideA": 7, "slideB": 3, "slideC": 5}
+    written = {name: _write_slide(tmp_path / f"{name}.h5", n, 6, seed=i) for i, (name, n) in enumerate(sizes.items())}
+    (tmp_path / "notes.txt").write_text("not a slide")
+    adata = mx.io.read_tile_bags(tmp_path)
+    assert list(adata.obs_names) == ["slideA", "slideB", "slideC"]
+    assert adata.obsm["tiles"].shape == (3, 7, 6)
+    assert adata.obsm["tile_mask"].dtype == bool
+    assert adata.obsm["tile_mask"].sum(1).tolist() == [7, 3, 5]
+    assert adata.obs["n_tiles"].tolist() == [7, 3, 5]
+    for i, (feats, xy) in enumerate(written.values()):
+        n = len(feats)
+        np.testing.assert_allclose(adata.obsm["tiles"][i, :n], feats)
+        assert not adata.obsm["tiles"][i, n:].any()  # zero padding
+        np.testing.assert_allclose(adata.obsm["coords"][i, :n], xy)
+        np.testing.assert_allclose(adata.X[i], feats.mean(0), rtol=1e-5)
+    # a list of files, and subsampling to max_tiles (reproducible)
+    files = [tmp_path / "slideA.h5", tmp_path / "slideC.h5"]
+    sub = mx.io.read_tile_bags(files, max_tiles=4, random_state=1)
+    assert sub.obsm["tiles"].shape == (2, 4, 6) and sub.obsm["tile_mask"].all()
+    again = mx.io.read_tile_bags(files, max_tiles=4, random_state=1)
+    np.testing.assert_array_equal(sub.obsm["tiles"], again.obsm["tiles"])
+    rows = {tuple(r) for r in written["slideA"][0]}
+    assert all(tuple(r) in rows for r in sub.obsm["tiles"][0])
+    # without coordinates
+    assert "coords" not in mx.io.read_tile_bags(files, coords_dataset=None).obsm
+
+
+def test_read_tile_bags_errors(tmp_path):
+    _write_slide(tmp_path / "ok.h5", 4, 8, seed=0)
+    _write_slide(tmp_path / "uni.h5", 4, 8, seed=1, features="uni_features")
+    with pytest.raises(KeyError, match="'features' not found in 'uni.h5'"):
+        mx.io.read_tile_bags(tmp_path)
+    assert mx.io.read_tile_bags(tmp_path / "uni.h5", dataset="uni_features").n_obs == 1
+    (tmp_path / "uni.h5").unlink()
+    _write_slide(tmp_path / "wide.h5", 4, 10, seed=2)
+    with pytest.raises(ValueError, match="10 wide but 'ok.h5' has 8"):
+        mx.io.read_tile_bags(tmp_path)
+    _write_slide(tmp_path / "nocoords.h5", 4, 8, seed=3, coords=None)
+    with pytest.raises(KeyError, match="'coords' not found in 'nocoords.h5'"):
+        mx.io.read_tile_bags([tmp_path / "ok.h5", tmp_path / "nocoords.h5"])
+    with pytest.raises(FileNotFoundError):
+        mx.io.read_tile_bags(tmp_path / "empty_dir_that_is_missing.h5")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="No .h5"):
+        mx.io.read_tile_bags(empty)
+
+
+def test_sample_tile_bags_fixed_size():
+    mdata, truth = mx.datasets.synthetic_tile_bags(12, n_tiles=(5, 12), random_state=3)
+    wsi = mdata.mod["wsi"]
+    before = wsi.obsm["tiles"].copy()
+    small = mx.io.sample_tile_bags(wsi, bag_size=6, random_state=0)
+    np.testing.assert_array_equal(wsi.obsm["tiles"], before)
+    assert small.obsm["tiles"].shape == (12, 6, wsi.obsm["tiles"].shape[2])
+    assert small.obsm["coords"].shape == (12, 6, 2)
+    np.testing.assert_array_equal(small.obsm["tile_mask"].sum(1), np.minimum(wsi.obsm["tile_mask"].sum(1), 6))
+    for i in range(12):  # every kept tile is one of the slide's real tiles
+        real = {tuple(r) for r in wsi.obsm["tiles"][i][wsi.obsm["tile_mask"][i]]}
+        kept = small.obsm["tiles"][i][small.obsm["tile_mask"][i]]
+        assert all(tuple(r) in real for r in kept)
+        np.testing.assert_allclose(small.X[i], kept.mean(0), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- network
+
+
+def _net(**kwargs):
+    torch.manual_seed(0)
+    defaults = {"num_classes": 3, "tile_dim": 48, "n_genes": 20, "wsi_dim": 32, "rna_dim": 16, "enc_heads": 2,
+                "cross_heads": 2}
+    return MedCrossViTNet(**{**defaults, **kwargs}).eval()
+
+
+def test_network_masks_padding_and_ignores_tile_order():
+    net = _net()
+    tiles, genes = torch.randn(3, 9, 48), torch.randn(3, 20)
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[0, 5:] = False
+    logits, attn = net(tiles, genes, tile_mask=mask, return_attention=True)
+    assert logits.shape == (3, 3)
+    assert attn["tiles_self"].shape == (3, 9) and attn["genes_cross"].shape == (3, 20)
+    assert torch.all(attn["tiles_self"][0, 5:] == 0) and torch.all(attn["tiles_cross"][0, 5:] == 0)
+    total = attn["tiles_self"].sum(1)  # the CLS's weight on itself is left out
+    assert torch.all((total > 0) & (total < 1))
+    # garbage in padded slots changes nothing
+    noisy = tiles.clone()
+    noisy[0, 5:] = 1e3
+    torch.testing.assert_close(net(noisy, genes, tile_mask=mask), logits)
+    # padded bag == the unpadded bag alone
+    torch.testing.assert_close(net(tiles[:1, :5], genes[:1]), logits[:1], atol=1e-5, rtol=1e-5)
+    # bags are sets: permuting tiles leaves the logits unchanged
+    perm = torch.randperm(9)
+    torch.testing.assert_close(net(tiles[:, perm], genes, tile_mask=mask[:, perm]), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_network_separate_heads_widths_and_tokenizers():
+    net = _net()
+    assert net.wsi_head[1].weight.shape == (3, 32) and net.rna_head[1].weight.shape == (3, 16)
+    wsi, rna, _ = net.encode(torch.randn(2, 4, 48), torch.randn(2, 20))
+    logits = net(torch.randn(2, 4, 48), torch.randn(2, 20))
+    assert wsi.shape == (2, 32) and rna.shape == (2, 16) and logits.shape == (2, 3)
+    # the gene head is used: zeroing it changes the logits
+    tiles, genes = torch.randn(2, 4, 48), torch.randn(2, 20)
+    before = net(tiles, genes)
+    with torch.no_grad():
+        net.rna_head[1].weight.zero_()
+        net.rna_head[1].bias.zero_()
+    assert not torch.allclose(before, net(tiles, genes))
+    dense = _net(gene_tokenizer="dense", pool="mean")
+    assert dense.gene_tokens.dense.weight.shape == (20 * 16, 20)
+    assert dense(torch.randn(2, 4, 48), torch.randn(2, 20)).shape == (2, 3)
+    with pytest.raises(ValueError, match="gene_tokenizer"):
+        _net(gene_tokenizer="conv")
+    with pytest.raises(ValueError, match="max_tiles"):
+        _net(tile_positions=True)
+
+
+def test_sample_bag_indices_draws_real_tiles():
+    mask = torch.zeros(4, 10, dtype=torch.bool)
+    mask[0, :10] = True
+    mask[1, :3] = True
+    mask[2, [1, 4, 7, 8]] = True
+    mask[3, :6] = True
+    idx, new_mask = sample_bag_indices(mask, 5, generator=torch.Generator().manual_seed(0))
+    assert idx.shape == (4, 5)
+    assert new_mask.sum(1).tolist() == [5, 3, 4, 5]
+    assert torch.gather(mask, 1, idx)[new_mask].all()
+    for row in range(4):
+        kept = idx[row][new_mask[row]]
+        assert len(set(kept.tolist())) == len(kept)
+
+
+# ---------------------------------------------------------------- model + tl
+
+
+def _data(n=160, random_state=0, **kwargs):
+    params = {"tile_dim": 16, "n_tiles": (12, 24), "n_genes": 20, "tile_signal": 4.0, "gene_signal": 0.8}
+    mdata, truth = mx.datasets.synthetic_tile_bags(n, random_state=random_state, **{**params, **kwargs})
+    rng = np.random.default_rng(random_state)
+    split = np.array(["train"] * n, dtype=object)
+    perm = rng.permutation(n)
+    split[perm[: n // 4]] = "test"
+    split[perm[n // 4 : n // 4 + n // 8]] = "validation"
+    mdata.obs["split"] = pd.Categorical(split)
+    return mdata, truth
+
+
+FIT = {"max_epochs": 30, "batch_size": 16, "wsi_dim": 32, "rna_dim": 32, "heads": 2, "mlp_dim": 64,
+       "dropout": 0.0, "emb_dropout": 0.0, "accelerator": "cpu", "enable_progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    torch.set_num_threads(1)
+    mdata, truth = _data()
+    model = mx.tl.fit_med_crossvit(mdata, label_key="label", random_state=0, **FIT)
+    return mdata, truth, model
+
+
+def test_fit_learns_planted_signal_and_attends_to_it(fitted):
+    mdata, truth, model = fitted
+    test = (mdata.obs["split"] == "test").to_numpy()
+    y = mdata.obs["label"].astype(str).to_numpy()
+    pred = mdata.obs["medcrossvit_prediction"]
+    assert list(pred.cat.categories) == ["class0", "class1"]
+    accuracy = (pred.astype(str).to_numpy()[test] == y[test]).mean()
+    assert accuracy >= 0.9, accuracy
+    assert mdata.obsm["medcrossvit_proba"].shape == (mdata.n_obs, 2)
+    np.testing.assert_allclose(mdata.obsm["medcrossvit_proba"].sum(1), 1, rtol=1e-5)
+    np.testing.assert_allclose(mdata.obs["medcrossvit_confidence"], mdata.obsm["medcrossvit_proba"].max(1))
+    assert mdata.obsm["X_medcrossvit"].shape == (mdata.n_obs, 64)
+    uns = mdata.uns["medcrossvit"]
+    assert {"train_loss", "validation_loss"} <= set(uns["history"].columns)
+    attn = uns["attention"]
+    mask = mdata.mod["wsi"].obsm["tile_mask"]
+    assert attn["tiles"].shape == mask.shape and not attn["tiles"][~mask].any()
+    # planted tiles are ranked first far more often than chance
+    planted = truth["signal_tiles"]
+    k = planted.sum(1)
+    order = np.argsort(-attn["tiles"], axis=1)
+    hit = np.mean([planted[i, order[i, : k[i]]].mean() for i in np.flatnonzero(test)])
+    chance = np.mean(k[test] / mask[test].sum(1))
+    assert hit > 4 * chance, (hit, chance)
+    genes = attn["genes"]
+    assert list(genes.columns) == list(mdata.mod["rna"].var_names)
+    top = genes.mean(0).sort_values(ascending=False).index[: len(truth["signal_genes"])]
+    assert len(set(top) & set(truth["signal_genes"])) >= len(truth["signal_genes"]) // 2
+
+
+def test_write_h5mu_and_save_load_round_trip(fitted, tmp_path):
+    mdata, _, model = fitted
+    path = tmp_path / "fit.h5mu"
+    mdata.write_h5mu(path)
+    back = mudata.read_h5mu(path)
+    saved, original = back.uns["medcrossvit"]["attention"], mdata.uns["medcrossvit"]["attention"]
+    np.testing.assert_allclose(saved["tiles"], original["tiles"])
+    pd.testing.assert_frame_equal(
+        back.uns["medcrossvit"]["attention"]["genes"], mdata.uns["medcrossvit"]["attention"]["genes"],
+        check_dtype=False, check_names=False,
+    )
+    assert back.uns["medcrossvit"]["params"]["gene_tokenizer"] == "per_gene"
+    np.testing.assert_allclose(back.obsm["X_medcrossvit"], mdata.obsm["X_medcrossvit"])
+    model.save(tmp_path / "model", overwrite=True)
+    loaded = mx.models.MedCrossViT.load(tmp_path / "model", adata=mdata)
+    pd.testing.assert_frame_equal(loaded.predict_proba(), model.predict_proba())
+    # new patients with other bag sizes are read; a different tile width is refused
+    new, _ = _data(40, random_state=5, signal_random_state=0, n_tiles=(30, 40))
+    proba = loaded.predict_proba(new)
+    assert proba.shape == (40, 2)
+    assert (loaded.predict(new).astype(str) == new.obs["label"].astype(str)).mean() >= 0.8
+    wide, _ = _data(20, random_state=6, signal_random_state=0, tile_dim=24)
+    with pytest.raises(ValueError, match="16 wide"):
+        loaded.predict(wide)
+
+
+def test_fit_is_deterministic_and_options_run():
+    mdata, _ = _data(48, random_state=1)
+    opts = {**FIT, "max_epochs": 2}
+    a = mdata.copy()
+    mx.tl.fit_med_crossvit(a, label_key="label", random_state=3, bag_size=8, **opts)
+    b = mdata.copy()
+    mx.tl.fit_med_crossvit(b, label_key="label", random_state=3, bag_size=8, **opts)
+    np.testing.assert_array_equal(a.obsm["medcrossvit_proba"], b.obsm["medcrossvit_proba"])
+    c = mdata.copy()
+    mx.tl.fit_med_crossvit(c, label_key="label", random_state=3, gene_tokenizer="dense", pool="mean",
+                           key_added="dense", **opts)
+    assert c.obsm["X_dense"].shape == (48, 64) and "dense" in c.uns
+
+
+def test_bad_input_raises_and_leaves_object_untouched():
+    mdata, _ = _data(40, random_state=2)
+    snapshot = (set(mdata.uns), list(mdata.obs.columns), set(mdata.obsm), set(mdata.mod["wsi"].uns))
+    opts = {**FIT, "max_epochs": 1}
+
+    def unchanged():
+        return (set(mdata.uns), list(mdata.obs.columns), set(mdata.obsm), set(mdata.mod["wsi"].uns)) == snapshot
+
+    with pytest.raises(KeyError, match="obsm\\['bags'\\] not found in modality 'wsi'"):
+        mx.tl.fit_med_crossvit(mdata, label_key="label", tiles_key="bags", **opts)
+    assert unchanged()
+    with pytest.raises(KeyError, match="tile mask"):
+        mx.tl.fit_med_crossvit(mdata, label_key="label", mask_key="mask", **opts)
+    with pytest.raises(KeyError, match="'histology'"):
+        mx.tl.fit_med_crossvit(mdata, label_key="label", tiles_modality="histology", **opts)
+    with pytest.raises(KeyError, match="'subtype'"):
+        mx.tl.fit_med_crossvit(mdata, label_key="subtype", **opts)
+    assert unchanged()
+    one_class = mdata.copy()
+    one_class.obs["label"] = "class0"
+    with pytest.raises(ValueError, match="single class"):
+        mx.tl.fit_med_crossvit(one_class, label_key="label", **opts)
+    bad = mdata.copy()
+    bad.mod["wsi"].obsm["tiles"][0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        mx.tl.fit_med_crossvit(bad, label_key="label", **opts)
+    empty = mdata.copy()
+    empty.mod["wsi"].obsm["tile_mask"][3] = False
+    with pytest.raises(ValueError, match="no tiles"):
+        mx.tl.fit_med_crossvit(empty, label_key="label", **opts)
+    flat = mdata.copy()
+    flat.mod["wsi"].obsm["tiles"] = flat.mod["wsi"].X.copy()
+    with pytest.raises(ValueError, match="n_tiles, dim"):
+        mx.tl.fit_med_crossvit(flat, label_key="label", mask_key=None, **opts)
+    assert unchanged()
+
+
+def test_tile_attention_plot(fitted, tmp_path):
+    mdata, _, _ = fitted
+    fig = mx.pl.tile_attention(mdata, n_top=5, show=False)
+    assert len(fig.axes) >= 4
+    fig.savefig(tmp_path / "tile_attention.png")
+    with pytest.raises(KeyError, match="fit_med_crossvit"):
+        mx.pl.tile_attention(mdata, key="missing", show=False)
