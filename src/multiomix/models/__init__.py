@@ -1,3 +1,4 @@
 """scvi-tools model classes."""
 
 from ._med_crossvit import MedCrossViT, MedCrossViTModule  # noqa: E402, F401
+from ._unitednet import UnitedNet, UnitedNetModule, UnitedNetTrainingPlan  # noqa: E402, F401

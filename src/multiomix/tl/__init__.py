@@ -1,3 +1,5 @@
 """Scanpy-style tools: fit models, explain them, and write the results into the data object."""
 
 from ._med_crossvit import fit_med_crossvit  # noqa: E402, F401
+from ._predict_modality import predict_modality  # noqa: E402, F401
+from ._unitednet import fit_unitednet, transfer_labels  # noqa: E402, F401

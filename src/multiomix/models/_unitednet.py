@@ -1,0 +1,896 @@
+"""UnitedNet as a scvi-tools model class (Tang et al., Nat Commun 14:2546, 2023)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from anndata import AnnData
+from mudata import MuData
+from scipy import sparse
+from scvi import REGISTRY_KEYS
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.train import TrainingPlan
+
+from multiomix._utils import get_matrix
+from multiomix.nn.unitednet import (
+    UnitedNetwork,
+    contrastive_loss,
+    ddc_loss,
+    lsgan_losses,
+    reconstruction_translation_loss,
+    self_entropy_loss,
+)
+
+from ._base import class_weights, modality_key, register_mudata_fields
+
+logger = logging.getLogger("multiomix")
+
+Mode = Literal["supervised", "unsupervised", "translation"]
+_PHASES = {
+    "supervised": ("translation", "classification"),
+    "unsupervised": ("translation", "clustering"),
+    "translation": ("translation",),
+}
+
+
+def _is_binary(matrix) -> bool:
+    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+    return bool(values.size) and bool(np.isin(values, (0, 1)).all())
+
+
+def _column_stats(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each column over ``rows`` (sparse input is never densified whole)."""
+    sub = matrix[rows]
+    if sparse.issparse(sub):
+        sub = sparse.csr_matrix(sub)
+        mean = np.asarray(sub.mean(0)).ravel()
+        sq = np.asarray(sub.multiply(sub).mean(0)).ravel()
+        std = np.sqrt(np.maximum(sq - mean**2, 0))
+    else:
+        sub = np.asarray(sub, dtype=np.float64)
+        mean, std = sub.mean(0), sub.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+class UnitedNetModule(BaseModuleClass):
+    """scvi-tools module around :class:`~multiomix.nn.unitednet.UnitedNetwork`.
+
+    Holds the per-feature standardisation (fitted on training rows only, stored as buffers so it is saved
+    with the weights), the class weights and the index of the best head. Binary modalities are not
+    standardised and use BCE.
+
+    Parameters
+    ----------
+    modalities
+        Modality names, in registry order.
+    in_features
+        Features per modality.
+    binary
+        Whether each modality is binary (BCE loss, sigmoid output).
+    mode
+        ``"supervised"``, ``"unsupervised"`` or ``"translation"``.
+    n_classes
+        Classes (supervised) or clusters (unsupervised).
+    class_weight
+        Cross-entropy class weights or ``None``.
+    loss_weights
+        Weights of ``reconstruction``, ``translation``, ``contrastive``, ``adversarial``, ``self_entropy``,
+        ``ddc``.
+    contrastive_temperature
+        Temperature of the cross-modal contrastive loss.
+    **net_kwargs
+        Passed to :class:`~multiomix.nn.unitednet.UnitedNetwork`.
+    """
+
+    def __init__(
+        self,
+        *,
+        modalities: Sequence[str],
+        in_features: dict[str, int],
+        binary: dict[str, bool],
+        mode: Mode,
+        n_classes: int,
+        class_weight: Sequence[float] | None = None,
+        loss_weights: dict[str, float] | None = None,
+        contrastive_temperature: float = 0.1,
+        **net_kwargs: Any,
+    ):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.binary = dict(binary)
+        self.mode = mode
+        self.n_classes = n_classes
+        self.contrastive_temperature = contrastive_temperature
+        self.loss_weights = {"reconstruction": 1.0, "translation": 1.0, "contrastive": 1.0, "adversarial": 0.1,
+                             "self_entropy": 1.0, "ddc": 1.0, **(loss_weights or {})}
+        self.net = UnitedNetwork(in_features=in_features, n_classes=0 if mode == "translation" else n_classes,
+                                 **net_kwargs)
+        for i, m in enumerate(self.modalities):
+            self.register_buffer(f"loc_{i}", torch.zeros(in_features[m]))
+            self.register_buffer(f"scale_{i}", torch.ones(in_features[m]))
+        self.register_buffer("scaler_fitted", torch.tensor(False))
+        self.register_buffer("best_head", torch.tensor(0))
+        weight = torch.as_tensor(class_weight, dtype=torch.float32) if class_weight is not None else None
+        self.register_buffer("class_weight", weight)
+
+    # data handling -------------------------------------------------------------------------------------------
+    def set_scaler(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Set per-feature mean and standard deviation of each continuous modality."""
+        for i, m in enumerate(self.modalities):
+            if m in stats and not self.binary[m]:
+                loc, scale = stats[m]
+                getattr(self, f"loc_{i}").copy_(torch.as_tensor(loc))
+                getattr(self, f"scale_{i}").copy_(torch.as_tensor(scale))
+        self.scaler_fitted.fill_(True)
+
+    def standardize(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Standardise continuous modalities with the stored training statistics."""
+        out = {}
+        for m, v in x.items():
+            i = self.modalities.index(m)
+            v = v.float()
+            out[m] = v if self.binary[m] else (v - getattr(self, f"loc_{i}")) / getattr(self, f"scale_{i}")
+        return out
+
+    def to_data_scale(self, target: str, output: torch.Tensor) -> torch.Tensor:
+        """Map a decoder output to the target's original scale (probabilities for binary modalities)."""
+        if self.binary[target]:
+            return torch.sigmoid(output)
+        i = self.modalities.index(target)
+        return output * getattr(self, f"scale_{i}") + getattr(self, f"loc_{i}")
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {"x": {m: tensors[modality_key(m)] for m in self.modalities if modality_key(m) in tensors}}
+
+    @auto_move_data
+    def inference(self, x: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Standardised input, latents and (if any) head outputs."""
+        xs = self.standardize(x)
+        z = self.net.encode(xs)
+        out = {"x": xs, "z": z}
+        if self.net.heads is not None:
+            out.update(self.net.classify(z))
+        return out
+
+    def _get_generative_input(self, tensors, inference_outputs) -> dict[str, Any]:
+        return {"z": inference_outputs["z"]}
+
+    @auto_move_data
+    def generative(self, z: dict[str, torch.Tensor], targets: Sequence[str] | None = None) -> dict[str, Any]:
+        """Decode every target from every source latent."""
+        return {"decoded": self.net.decode(z, targets)}
+
+    # losses ---------------------------------------------------------------------------------------------------
+    def translation_losses(
+        self, xs: dict[str, torch.Tensor], *, groups: torch.Tensor | None = None, generator: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Reconstruction, translation and contrastive terms (+ generator term) on standardised input."""
+        z = self.net.encode(xs)
+        decoded = self.net.decode(z)
+        rec, tra, pairs = reconstruction_translation_loss(xs, decoded, list(z), self.binary)
+        stacked = torch.stack([self.net.latent_projector(z[m]) for m in self.modalities])
+        con = contrastive_loss(stacked, temperature=self.contrastive_temperature, groups=groups)
+        w = self.loss_weights
+        total = w["reconstruction"] * rec + w["translation"] * tra + w["contrastive"] * con
+        out = {"reconstruction": rec, "translation": tra, "contrastive": con, "pairs": pairs, "decoded": decoded}
+        if generator and self.net.discriminators is not None:
+            gen = torch.stack([
+                lsgan_losses(self.net.discriminators[m](xs[m]), self.net.discriminators[m](self._recon(decoded, m)))[1]
+                for m in self.modalities
+            ]).mean()
+            out["generator"] = gen
+            total = total + w["adversarial"] * gen
+        out["loss"] = total
+        return out
+
+    def _recon(self, decoded: dict[str, torch.Tensor], m: str) -> torch.Tensor:
+        out = decoded[m][self.modalities.index(m)]
+        return torch.sigmoid(out) if self.binary[m] else out
+
+    def discriminator_loss(self, xs: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """LSGAN discriminator loss: real input vs (detached) reconstruction."""
+        return torch.stack([
+            lsgan_losses(self.net.discriminators[m](xs[m]),
+                         self.net.discriminators[m](self._recon(decoded, m).detach()))[0]
+            for m in self.modalities
+        ]).mean()
+
+    def head_losses(
+        self, xs: dict[str, torch.Tensor], labels: torch.Tensor | None = None, *, train_encoders: bool = True
+    ) -> torch.Tensor:
+        """Per-head group loss ``(heads,)``: class-weighted CE on labelled rows, or self-entropy + DDC."""
+        if train_encoders:
+            z = self.net.encode(xs)
+        else:
+            with torch.no_grad():
+                z = self.net.encode(xs)
+        out = self.net.classify(z)
+        logits = out["logits"]
+        n_heads = logits.shape[0]
+        if self.mode == "supervised":
+            labels = labels.view(-1).long()
+            keep = labels < self.n_classes  # rows of the unlabelled category are ignored
+            if not bool(keep.any()):
+                return logits.new_zeros(n_heads)
+            logits, labels = logits[:, keep], labels[keep]
+            ce = F.cross_entropy(logits.flatten(0, 1), labels.repeat(n_heads), reduction="none").view(n_heads, -1)
+            w = self.class_weight[labels] if self.class_weight is not None else torch.ones_like(ce[0])
+            return (ce * w).sum(-1) / w.sum().clamp_min(1e-8)
+        proba = logits.softmax(-1)
+        w = self.loss_weights
+        if proba.shape[1] < 3:
+            return w["self_entropy"] * self_entropy_loss(proba)
+        return w["self_entropy"] * self_entropy_loss(proba) + w["ddc"] * ddc_loss(out["hidden"], proba)
+
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Validation-style total: reconstruction + translation (+ best head's group loss)."""
+        xs = inference_outputs["x"]
+        rec, tra, _ = reconstruction_translation_loss(xs, generative_outputs["decoded"], list(xs), self.binary)
+        total = rec + tra
+        logits = None
+        if self.net.heads is not None:
+            labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
+            total = total + self.head_losses(xs, labels)[self.best_head]
+            logits = inference_outputs["logits"][self.best_head]
+        return LossOutput(loss=total, reconstruction_loss=rec + tra, logits=logits,
+                          n_obs_minibatch=next(iter(xs.values())).shape[0])
+
+    def sample(self, *args, **kwargs):
+        """Not defined (UnitedNet is deterministic)."""
+        raise NotImplementedError("UnitedNet is deterministic; use translate() for cross-modal predictions.")
+
+
+class UnitedNetTrainingPlan(TrainingPlan):
+    """Alternating UnitedNet schedule inside a scvi-tools TrainingPlan (Lightning manual optimisation).
+
+    Every minibatch runs the phases of the mode in turn, each with its **own Adam optimiser** and gradient
+    clipping: ``translation`` (encoders, decoders, contrastive projector; reconstruction + translation +
+    contrastive [+ generator]), ``discriminator`` (only with adversarial training; a separate LSGAN update),
+    then ``classification`` (encoders and heads; class-weighted CE on labelled rows, repeated
+    ``classification_repeats`` times) or ``clustering`` (heads only; self-entropy + DDC). The original runs the
+    phases as alternating full passes over the data; alternating per minibatch is the same schedule at finer
+    granularity and keeps one Lightning epoch = one pass.
+
+    At the end of each validation epoch the head with the lowest validation group loss becomes the best head,
+    and the weights with the lowest ``validation_loss`` (reconstruction + translation, + the best head's
+    cross-entropy in supervised mode) are kept and restored when training ends.
+
+    Parameters
+    ----------
+    module
+        A :class:`UnitedNetModule`.
+    lr
+        Learning rate of every phase (a dict ``{phase: lr}`` sets them separately).
+    weight_decay
+        Adam weight decay.
+    classification_repeats
+        Updates of the classification/clustering phase per minibatch.
+    gradient_clip
+        Max gradient norm per phase.
+    **kwargs
+        Passed to :class:`scvi.train.TrainingPlan`.
+    """
+
+    def __init__(
+        self,
+        module: UnitedNetModule,
+        *,
+        lr: float | dict[str, float] = 1e-3,
+        weight_decay: float = 0.0,
+        classification_repeats: int = 1,
+        gradient_clip: float = 25.0,
+        **kwargs: Any,
+    ):
+        super().__init__(module, lr=lr if isinstance(lr, float | int) else 1e-3, weight_decay=weight_decay, **kwargs)
+        self.automatic_optimization = False
+        self.lrs = lr if isinstance(lr, dict) else {}
+        self.base_lr = float(lr) if isinstance(lr, float | int) else 1e-3
+        self.classification_repeats = classification_repeats
+        self.gradient_clip = gradient_clip
+        self.phases = list(_PHASES[module.mode])
+        if module.net.discriminators is not None:
+            self.phases.insert(1, "discriminator")
+        self._val: dict[str, Any] = {}
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def _phase_parameters(self, phase: str) -> list[torch.nn.Parameter]:
+        net = self.module.net
+        groups = {
+            "translation": [net.encoders, net.decoders, net.latent_projector],
+            "discriminator": [net.discriminators],
+            "classification": [net.encoders, net.heads],
+            "clustering": [net.heads],
+        }[phase]
+        return [p for g in groups if g is not None for p in g.parameters()]
+
+    def configure_optimizers(self):
+        return [
+            torch.optim.Adam(self._phase_parameters(p), lr=self.lrs.get(p, self.base_lr),
+                             weight_decay=self.weight_decay)
+            for p in self.phases
+        ]
+
+    def _step(self, opt, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradients(opt, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
+        opt.step()
+
+    def _inputs(self, batch):
+        module = self.module
+        return module.standardize({m: batch[modality_key(m)] for m in module.modalities}), batch.get(
+            REGISTRY_KEYS.LABELS_KEY
+        )
+
+    @torch.no_grad()
+    def _groups(self, xs, labels) -> torch.Tensor | None:
+        """Return groups for the contrastive negatives: known labels where given, else the best head's prediction."""
+        module = self.module
+        if module.net.heads is None:
+            return None
+        pred = module.net.classify(module.net.encode(xs))["logits"][module.best_head].argmax(-1)
+        if labels is not None and module.mode == "supervised":
+            labels = labels.view(-1).long()
+            pred = torch.where(labels < module.n_classes, labels, pred)
+        return pred
+
+    def training_step(self, batch, batch_idx):
+        opts = self.optimizers()
+        opts = dict(zip(self.phases, opts if isinstance(opts, list) else [opts]))
+        xs, labels = self._inputs(batch)
+        n = next(iter(xs.values())).shape[0]
+        log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self.use_sync_dist}
+        out = self.module.translation_losses(xs, groups=self._groups(xs, labels),
+                                             generator="discriminator" in opts)
+        self._step(opts["translation"], out["loss"])
+        self.log("train_loss", out["loss"].detach(), prog_bar=True, **log)
+        for key in ("reconstruction", "translation", "contrastive", "generator"):
+            if key in out:
+                self.log(f"train_{key}", out[key].detach(), **log)
+        if "discriminator" in opts:
+            disc = self.module.discriminator_loss(xs, {k: v.detach() for k, v in out["decoded"].items()})
+            self._step(opts["discriminator"], disc)
+            self.log("train_discriminator", disc.detach(), **log)
+        for phase in ("classification", "clustering"):
+            if phase not in opts:
+                continue
+            for _ in range(self.classification_repeats):
+                heads = self.module.head_losses(xs, labels, train_encoders=phase == "classification")
+                self._step(opts[phase], heads.sum())
+            self.log(f"train_{phase}_loss", heads.detach().min(), **log)
+
+    # validation: epoch-level accounting of per-head losses, best head and best weights -------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"n": 0.0, "reconstruction": 0.0, "translation": 0.0, "heads": 0.0}
+
+    def validation_step(self, batch, batch_idx):
+        xs, labels = self._inputs(batch)
+        n = next(iter(xs.values())).shape[0]
+        out = self.module.translation_losses(xs)
+        self._val["n"] += n
+        self._val["reconstruction"] += float(out["reconstruction"]) * n
+        self._val["translation"] += float(out["translation"]) * n
+        if self.module.net.heads is not None:
+            if self.module.mode == "supervised":
+                keep = labels.view(-1).long() < self.module.n_classes
+                n_lab = int(keep.sum())
+                if n_lab:
+                    self._val["heads"] = self._val["heads"] + self.module.head_losses(xs, labels).detach() * n_lab
+                self._val["n_labelled"] = self._val.get("n_labelled", 0) + n_lab
+            else:
+                self._val["heads"] = self._val["heads"] + self.module.head_losses(xs).detach() * n
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self._val.get("n"):
+            return
+        n = self._val["n"]
+        rec, tra = self._val["reconstruction"] / n, self._val["translation"] / n
+        score = rec + tra
+        self.log("validation_reconstruction", rec, sync_dist=self.use_sync_dist)
+        self.log("validation_translation", tra, sync_dist=self.use_sync_dist)
+        heads = self._val["heads"]
+        if torch.is_tensor(heads):
+            denom = self._val.get("n_labelled", n) if self.module.mode == "supervised" else n
+            heads = heads / max(denom, 1)
+            best = int(heads.argmin())
+            self.module.best_head.fill_(best)
+            self.log("validation_group_loss", float(heads[best]), sync_dist=self.use_sync_dist)
+            self.log("best_head", float(best), sync_dist=self.use_sync_dist)
+            if self.module.mode == "supervised":
+                score = score + float(heads[best])
+        self.log("validation_loss", score, sync_dist=self.use_sync_dist, prog_bar=True)
+        if self.best_score is None or score < self.best_score:
+            self.best_score, self.best_epoch = score, self.current_epoch
+            self._best_state = copy.deepcopy(self.module.state_dict())
+
+    def on_train_end(self) -> None:
+        if self._best_state is not None:
+            self.module.load_state_dict(self._best_state)
+
+
+class UnitedNet(UnsupervisedTrainingMixin, BaseModelClass):
+    """UnitedNet: one network for group identification, cross-modal prediction and a fused embedding.
+
+    An encoder per modality maps into a shared latent; every decoder reads every modality's latent
+    (reconstruction and cross-modal translation); ``n_heads`` fusion heads (softmax weights per modality or per
+    latent dimension) -> projector -> cosine-prototype classifier identify groups, and the head with the lowest
+    validation loss is used. Training alternates a translation phase and a classification (labels) or
+    clustering (self-entropy + DDC) phase, each with its own optimiser, inside :class:`UnitedNetTrainingPlan`
+    (Tang et al., Nat Commun 2023). Continuous modalities are standardised with statistics of the training
+    rows only (MSE loss); binary modalities (e.g. ATAC peaks) use BCE.
+
+    Parameters
+    ----------
+    mdata
+        MuData registered with :meth:`setup_mudata`.
+    mode
+        ``"supervised"`` (needs ``label_key``), ``"unsupervised"`` (clusters, ``n_clusters``) or
+        ``"translation"`` (cross-modal prediction only).
+    n_clusters
+        Clusters in unsupervised mode (default: number of label categories when ``label_key`` is registered).
+    latent_dim
+        Shared latent width.
+    hidden
+        Hidden widths of encoders (reversed for decoders).
+    n_heads
+        Parallel group-identification heads.
+    projection_dim
+        Projector width of the heads.
+    fuser
+        ``"modality"`` (one weight per modality) or ``"feature"`` (one per modality and latent dimension).
+    dropout, input_dropout
+        Dropout in hidden layers and on the encoder inputs.
+    adversarial
+        Add per-modality LSGAN discriminators (a separate optimiser phase).
+    contrastive_temperature
+        Temperature of the cross-modal contrastive loss.
+    head_temperature
+        Temperature of the cosine-prototype logits.
+    loss_weights
+        Override weights of ``reconstruction``, ``translation``, ``contrastive``, ``adversarial``,
+        ``self_entropy``, ``ddc``.
+    binary
+        ``"auto"`` (a modality whose values are all 0/1 is binary) or a dict ``{modality: bool}``.
+    class_weighting
+        Balanced class weights in the cross-entropy.
+    random_state
+        Seed of the weight initialisation and of training.
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> mdata = mx.datasets.patchseq()
+    >>> mx.models.UnitedNet.setup_mudata(mdata, label_key="cell_type_TEM")
+    >>> model = mx.models.UnitedNet(mdata, mode="supervised")
+    >>> model.train(max_epochs=100)
+    >>> model.predict().head()
+    >>> ephys = model.translate(mdata, source="rna", target="ephys")
+    """
+
+    _module_cls = UnitedNetModule
+    _training_plan_cls = UnitedNetTrainingPlan
+
+    def __init__(
+        self,
+        mdata: MuData,
+        *,
+        mode: Mode = "supervised",
+        n_clusters: int | None = None,
+        latent_dim: int = 64,
+        hidden: Sequence[int] = (256,),
+        n_heads: int = 5,
+        projection_dim: int = 100,
+        fuser: Literal["modality", "feature"] = "modality",
+        dropout: float = 0.1,
+        input_dropout: float = 0.0,
+        adversarial: bool = False,
+        contrastive_temperature: float = 0.1,
+        head_temperature: float = 1.0,
+        loss_weights: dict[str, float] | None = None,
+        binary: Literal["auto"] | dict[str, bool] = "auto",
+        class_weighting: bool = True,
+        random_state: int = 0,
+    ):
+        super().__init__(mdata)
+        if mode not in _PHASES:
+            raise ValueError(f"`mode` must be one of {list(_PHASES)}, got {mode!r}.")
+        self.mode = mode
+        modalities = self.modalities
+        if len(modalities) < 2:
+            raise ValueError(f"UnitedNet needs at least two modalities, got {modalities}.")
+        has_labels = REGISTRY_KEYS.LABELS_KEY in self.adata_manager.data_registry
+        if mode == "supervised" and not has_labels:
+            raise ValueError("mode='supervised' needs labels: call setup_mudata(..., label_key=...) first.")
+        layers = self._layers()
+        if binary == "auto":
+            binary = {m: _is_binary(get_matrix(mdata.mod[m], layers[m])) for m in modalities}
+        else:
+            unknown = sorted(set(binary) - set(modalities))
+            if unknown:
+                raise KeyError(f"`binary` names modalities {unknown} that are not among {modalities}.")
+            binary = {m: bool(binary.get(m, False)) for m in modalities}
+        class_weight = None
+        if mode == "supervised":
+            n_classes = len(self._label_categories())
+            if n_classes < 2:
+                raise ValueError(f"Supervised UnitedNet needs at least two classes, got {self._label_categories()}.")
+            codes = self.get_from_registry(mdata, REGISTRY_KEYS.LABELS_KEY).ravel().astype(int)
+            codes = codes[codes < n_classes]
+            if class_weighting:
+                class_weight = class_weights(codes, n_classes).tolist()
+        elif mode == "unsupervised":
+            n_classes = n_clusters if n_clusters is not None else (len(self._label_categories()) or None)
+            if n_classes is None or n_classes < 2:
+                raise ValueError("mode='unsupervised' needs `n_clusters` >= 2 (or a registered label_key).")
+        else:
+            n_classes = 0
+        torch.manual_seed(random_state)
+        self.module = self._module_cls(
+            modalities=modalities,
+            in_features={m: mdata.mod[m].n_vars for m in modalities},
+            binary=binary,
+            mode=mode,
+            n_classes=n_classes,
+            class_weight=class_weight,
+            loss_weights=loss_weights,
+            contrastive_temperature=contrastive_temperature,
+            latent_dim=latent_dim,
+            hidden=list(hidden),
+            n_heads=n_heads,
+            projection_dim=projection_dim,
+            fuser=fuser,
+            dropout=dropout,
+            input_dropout=input_dropout,
+            discriminators=adversarial,
+            temperature=head_temperature,
+        )
+        self.random_state = random_state
+        #: class names (supervised) or cluster names (unsupervised), in the order of the head outputs
+        self.classes_ = self._label_categories() if mode == "supervised" else [str(k) for k in range(n_classes)]
+        self.modality_vars_ = {m: mdata.mod[m].var.copy() for m in modalities}
+        self.binary_ = binary
+        self._model_summary_string = (
+            f"UnitedNet ({mode}) over {modalities}; latent {latent_dim}; {n_heads} heads; "
+            f"{n_classes} {'classes' if mode == 'supervised' else 'clusters' if mode == 'unsupervised' else ''}; "
+            f"binary: {[m for m, b in binary.items() if b]}."
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        *,
+        modalities: Sequence[str] | None = None,
+        label_key: str | None = None,
+        layer: str | dict[str, str | None] | None = None,
+        unlabeled_category: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Register a paired MuData: one data field per modality (+ labels).
+
+        Parameters
+        ----------
+        mdata
+            Paired MuData (every cell in every modality, same order).
+        modalities
+            Modalities to use (default: all; at least two).
+        label_key
+            Column of ``mdata.obs`` with cell labels (needed for ``mode="supervised"``).
+        layer
+            Layer to read (one for all, or a dict per modality); ``None`` reads ``.X``.
+        unlabeled_category
+            Label value of unlabelled cells: they take part in translation/contrastive training only
+            (semi-supervised use, annotation transfer).
+        **kwargs
+            Internal (used by :meth:`load`).
+
+        Examples
+        --------
+        >>> mx.models.UnitedNet.setup_mudata(mdata, modalities=["rna", "ephys"], label_key="cell_type_TEM")
+        """
+        if label_key is not None:
+            if label_key not in mdata.obs.columns:
+                raise KeyError(f"Label key {label_key!r} not found in mdata.obs; columns: {list(mdata.obs.columns)}.")
+            labels = mdata.obs[label_key]
+            if labels.isna().any():
+                raise ValueError(
+                    f"mdata.obs[{label_key!r}] has {int(labels.isna().sum())} missing labels; give unlabelled cells "
+                    "a label and pass it as `unlabeled_category`."
+                )
+            if unlabeled_category is not None and isinstance(labels.dtype, pd.CategoricalDtype):
+                cats = list(labels.cat.categories)
+                if unlabeled_category in cats and cats[-1] != unlabeled_category:
+                    raise ValueError(f"`unlabeled_category` {unlabeled_category!r} must be the last category.")
+        setup_method_args = cls._get_setup_method_args(**locals())
+        register_mudata_fields(
+            cls, mdata, modalities=modalities, layer=layer, label_key=label_key,
+            setup_method_args=setup_method_args, **kwargs,
+        )
+
+    @classmethod
+    def setup_anndata(cls, adata: AnnData, **kwargs: Any) -> None:
+        """Not supported: UnitedNet needs several paired modalities; use :meth:`setup_mudata`."""
+        raise ValueError("UnitedNet models several paired modalities: build a MuData and call UnitedNet.setup_mudata.")
+
+    # properties -------------------------------------------------------------------------------------------------
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities the model reads, in registration order."""
+        args = self.adata_manager.registry["setup_args"]
+        return list(args["modalities"]) if args.get("modalities") else list(self.adata.mod.keys())
+
+    def _layers(self) -> dict[str, str | None]:
+        layer = self.adata_manager.registry["setup_args"].get("layer")
+        return {m: layer.get(m) if isinstance(layer, dict) else layer for m in self.modalities}
+
+    def _label_categories(self) -> list[str]:
+        if REGISTRY_KEYS.LABELS_KEY not in self.adata_manager.data_registry:
+            return []
+        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping
+        unlabeled = self.adata_manager.registry["setup_args"].get("unlabeled_category")
+        return [str(c) for c in mapping if c != unlabeled]
+
+    @property
+    def best_head(self) -> int:
+        """Index of the head chosen on validation loss."""
+        return int(self.module.best_head)
+
+    def fusion_weights(self) -> pd.DataFrame:
+        """Softmax fusion weights of the best head (per modality, or modalities x latent dimensions).
+
+        Examples
+        --------
+        >>> model.fusion_weights()
+        """
+        if self.module.net.heads is None:
+            raise ValueError("A translation-only UnitedNet has no fusion heads.")
+        w = self.module.net.heads.fusion_weights()[self.best_head].detach().cpu().numpy()
+        return pd.DataFrame(w.reshape(len(self.modalities), -1), index=self.modalities)
+
+    # training ---------------------------------------------------------------------------------------------------
+    def train(
+        self,
+        max_epochs: int = 100,
+        *,
+        lr: float | dict[str, float] = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 64,
+        classification_repeats: int = 1,
+        train_indices: np.ndarray | None = None,
+        validation_indices: np.ndarray | None = None,
+        validation_size: float = 0.1,
+        early_stopping: bool = False,
+        early_stopping_patience: int = 30,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        **trainer_kwargs: Any,
+    ):
+        """Train with the alternating schedule through scvi-tools' Lightning engine.
+
+        The standardisation statistics are computed on the training rows (only on the first call). The
+        weights of the epoch with the lowest validation loss are restored at the end; the best head is the
+        one with the lowest validation group loss.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs (one pass over the training rows each).
+        lr
+            Adam learning rate for every phase, or ``{phase: lr}``.
+        weight_decay
+            Adam weight decay.
+        batch_size
+            Minibatch size.
+        classification_repeats
+            Classification/clustering updates per minibatch.
+        train_indices, validation_indices
+            Integer rows to train / validate on; rows in neither are not used. Default: a random
+            ``validation_size`` split of all rows.
+        validation_size
+            Fraction held out for validation when no indices are given.
+        early_stopping, early_stopping_patience
+            Stop when ``validation_loss`` has not improved for that many epochs.
+        accelerator, devices
+            Lightning accelerator and devices (``strategy=...`` goes in ``trainer_kwargs``).
+        plan_kwargs, datasplitter_kwargs
+            Extra arguments of :class:`UnitedNetTrainingPlan` / the data splitter.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer`.
+
+        Examples
+        --------
+        >>> model.train(max_epochs=50, batch_size=32)
+        """
+        n_obs = self.adata.n_obs
+        if train_indices is None:
+            rng = np.random.default_rng(self.random_state)
+            perm = rng.permutation(n_obs)
+            n_val = int(round(validation_size * n_obs))
+            validation_indices, train_indices = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        train_indices = np.asarray(train_indices, dtype=int)
+        validation_indices = np.asarray(validation_indices if validation_indices is not None else [], dtype=int)
+        if len(train_indices) < 2:
+            raise ValueError("UnitedNet needs at least two training rows.")
+        rest = np.setdiff1d(np.arange(n_obs), np.concatenate([train_indices, validation_indices]))
+        if not bool(self.module.scaler_fitted):
+            layers = self._layers()
+            self.module.set_scaler({
+                m: _column_stats(get_matrix(self.adata.mod[m], layers[m]), train_indices) for m in self.modalities
+            })
+        datasplitter_kwargs = {"external_indexing": [train_indices, validation_indices, rest],
+                               **(datasplitter_kwargs or {})}
+        plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "classification_repeats": classification_repeats,
+                       **(plan_kwargs or {})}
+        has_validation = len(validation_indices) > 0
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        trainer_kwargs.setdefault("enable_model_summary", False)
+        torch.manual_seed(self.random_state)
+        np.random.seed(self.random_state)
+        return super().train(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            batch_size=batch_size,
+            early_stopping=early_stopping and has_validation,
+            early_stopping_monitor="validation_loss",
+            early_stopping_patience=early_stopping_patience,
+            early_stopping_mode="min",
+            plan_kwargs=plan_kwargs,
+            datasplitter_kwargs=datasplitter_kwargs,
+            **trainer_kwargs,
+        )
+
+    # inference --------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _collect(self, mdata: MuData | None, indices, batch_size: int) -> dict[str, np.ndarray]:
+        mdata = self._validate_anndata(mdata)
+        loader = self._make_data_loader(adata=mdata, indices=indices, batch_size=batch_size)
+        self.module.eval()
+        h = self.best_head
+        parts: dict[str, list] = {"z": [], "logits": []}
+        for tensors in loader:
+            out = self.module.inference(**self.module._get_inference_input(tensors))
+            if self.module.net.heads is not None:
+                parts["z"].append(out["fused"][h].cpu())
+                parts["logits"].append(out["logits"][h].cpu())
+            else:
+                parts["z"].append(torch.stack(list(out["z"].values())).mean(0).cpu())
+        return {k: torch.cat(v).numpy() for k, v in parts.items() if v}
+
+    def _names(self, mdata: MuData | None, indices) -> pd.Index:
+        names = (mdata if mdata is not None else self.adata).obs_names
+        return names if indices is None else names[np.asarray(indices)]
+
+    def predict_proba(
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
+    ) -> pd.DataFrame:
+        """Class (or cluster) probabilities of the best head (cells x classes).
+
+        Examples
+        --------
+        >>> model.predict_proba().iloc[:3]
+        """
+        if self.module.net.heads is None:
+            raise ValueError("A translation-only UnitedNet (mode='translation') does not predict groups.")
+        logits = self._collect(mdata, indices, batch_size)["logits"]
+        proba = torch.softmax(torch.as_tensor(logits), -1).numpy()
+        return pd.DataFrame(proba, index=self._names(mdata, indices), columns=self.classes_)
+
+    def predict(
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
+    ) -> pd.Series:
+        """Predicted class (supervised) or cluster (unsupervised) of each cell, as a categorical.
+
+        Examples
+        --------
+        >>> model.predict().value_counts()
+        """
+        proba = self.predict_proba(mdata, indices=indices, batch_size=batch_size)
+        codes = proba.to_numpy().argmax(1)
+        return pd.Series(pd.Categorical.from_codes(codes, categories=self.classes_), index=proba.index)
+
+    def get_latent_representation(
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
+    ) -> np.ndarray:
+        """Fused latent of the best head (cells x latent_dim); the mean latent in translation mode.
+
+        Examples
+        --------
+        >>> z = model.get_latent_representation()
+        """
+        return self._collect(mdata, indices, batch_size)["z"]
+
+    def modality_var(self, target: str) -> pd.DataFrame:
+        """Return the ``var`` of a modality the model was trained on.
+
+        Examples
+        --------
+        >>> model.modality_var("ephys").index[:3]
+        """
+        if target not in self.modality_vars_:
+            raise KeyError(f"Modality {target!r} is not among the model's modalities {self.modalities}.")
+        return self.modality_vars_[target].copy()
+
+    def _source_matrix(self, mdata: MuData | AnnData, source: str):
+        if isinstance(mdata, MuData):
+            if source not in mdata.mod:
+                raise KeyError(f"Source modality {source!r} not found in the MuData; it has {list(mdata.mod)}.")
+            adata = mdata.mod[source]
+        elif isinstance(mdata, AnnData):
+            adata = mdata
+        else:
+            raise TypeError(f"Expected a MuData or AnnData, got {type(mdata).__name__}.")
+        expected = self.modality_vars_[source].index
+        position = pd.Index(adata.var_names).get_indexer(expected)
+        if (position < 0).any():
+            missing = expected[position < 0]
+            raise KeyError(
+                f"Modality {source!r} lacks {len(missing)} of the {len(expected)} features the model was trained on "
+                f"(e.g. {list(missing[:5])})."
+            )
+        matrix = get_matrix(adata, self._layers()[source])
+        in_order = np.array_equal(position, np.arange(len(position))) and adata.n_vars == len(expected)
+        return adata, matrix, None if in_order else position
+
+    @torch.inference_mode()
+    def translate(self, mdata: MuData | AnnData, *, source: str, target: str, batch_size: int = 256) -> np.ndarray:
+        """Predict modality ``target`` from modality ``source`` alone (encode ``source``, decode ``target``).
+
+        ``mdata`` needs only the source modality (a MuData holding it, or the source AnnData); its features are
+        matched to the training features by name. Values are on the target's original scale (probabilities for
+        binary modalities).
+
+        Parameters
+        ----------
+        mdata
+            Data holding the source modality.
+        source, target
+            Modality names the model was trained on.
+        batch_size
+            Cells per minibatch (sparse input is densified one minibatch at a time).
+
+        Returns
+        -------
+        Array ``n_obs x n_target_vars``.
+
+        Examples
+        --------
+        >>> ephys = model.translate(mdata, source="rna", target="ephys")
+        """
+        self._check_if_trained(warn=False)
+        for name, what in (("source", source), ("target", target)):
+            if what not in self.modalities:
+                raise KeyError(f"{name} modality {what!r} is not among the model's modalities {self.modalities}.")
+        adata, matrix, position = self._source_matrix(mdata, source)
+        self.module.eval()
+        device = self.module.device
+        out = []
+        for start in range(0, adata.n_obs, batch_size):
+            chunk = matrix[start : start + batch_size]
+            if position is not None:
+                chunk = chunk[:, position]
+            chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
+            xs = self.module.standardize({source: torch.as_tensor(chunk, dtype=torch.float32, device=device)})
+            z = self.module.net.encode(xs)
+            pred = self.module.net.decode(z, [target])[target][0]
+            out.append(self.module.to_data_scale(target, pred).cpu().numpy())
+        if not out:
+            return np.zeros((0, len(self.modality_vars_[target])), dtype=np.float32)
+        return np.concatenate(out, 0)
+
+
+__all__ = ["UnitedNet", "UnitedNetModule", "UnitedNetTrainingPlan"]

@@ -1,0 +1,257 @@
+"""UnitedNet: learning on planted data, cross-modal prediction, transfer, round trips and errors."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from anndata import AnnData
+from mudata import MuData
+from sklearn.metrics import adjusted_rand_score
+
+import multiomix as mx
+from multiomix.models import UnitedNet
+from multiomix.nn.unitednet import (
+    CosinePrototypeHeads,
+    UnitedNetwork,
+    contrastive_loss,
+    ddc_loss,
+    self_entropy_loss,
+)
+
+warnings.filterwarnings("ignore")
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+logging.getLogger("lightning").setLevel(logging.ERROR)
+
+QUIET = {"enable_progress_bar": False}
+
+
+def planted(n: int = 240, k: int = 4, seed: int = 0, shift: float = 0.0) -> MuData:
+    """Three paired modalities driven by one latent with ``k`` planted groups; ``atac`` is binary."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % k
+    centers = np.random.default_rng(100).normal(0, 2.0, (k, 6))
+    z = centers[labels] + rng.normal(0, 0.5, (n, 6))
+    wr, wa, wt = (np.random.default_rng(101 + i).normal(0, 1, (6, d)) for i, d in enumerate((60, 20, 40)))
+    rna = z @ wr + rng.normal(0, 1.0, (n, 60)) + shift
+    adt = np.tanh(z @ wa / 3) * 3 + rng.normal(0, 0.3, (n, 20))
+    atac = ((z @ wt) / 2 + rng.logistic(0, 1, (n, 40)) > 0).astype(np.float32)
+    obs = pd.DataFrame(index=[f"c{seed}_{i}" for i in range(n)])
+    mods = {
+        "rna": AnnData(rna.astype(np.float32), obs=obs.copy(), var=pd.DataFrame(index=[f"g{i}" for i in range(60)])),
+        "adt": AnnData(adt.astype(np.float32), obs=obs.copy(), var=pd.DataFrame(index=[f"p{i}" for i in range(20)])),
+        "atac": AnnData(atac, obs=obs.copy(), var=pd.DataFrame(index=[f"peak{i}" for i in range(40)])),
+    }
+    mdata = MuData(mods)
+    mdata.obs["group"] = pd.Categorical([f"type{c}" for c in labels])
+    return mdata
+
+
+def r2(truth: np.ndarray, pred: np.ndarray) -> float:
+    return float(1 - ((truth - pred) ** 2).sum() / ((truth - truth.mean(0)) ** 2).sum())
+
+
+@pytest.fixture(scope="module")
+def supervised():
+    mdata = planted()
+    rng = np.random.default_rng(0)
+    mdata.obs["split"] = rng.choice(["train", "validation", "test"], p=[0.6, 0.15, 0.25], size=mdata.n_obs)
+    model = mx.tl.fit_unitednet(mdata, label_key="group", max_epochs=25, latent_dim=16, hidden=(64,),
+                                n_heads=3, projection_dim=32, accelerator="cpu", trainer_kwargs=QUIET)
+    return mdata, model
+
+
+# nn ----------------------------------------------------------------------------------------------------------------
+
+
+def test_nn_shapes_and_fusion_mask():
+    net = UnitedNetwork(in_features={"a": 10, "b": 7}, latent_dim=8, hidden=(16,), n_classes=3, n_heads=2,
+                        projection_dim=12, fuser="feature")
+    x = {"a": torch.randn(5, 10), "b": torch.randn(5, 7)}
+    z = net.encode(x)
+    dec = net.decode(z)
+    assert dec["a"].shape == (2, 5, 10) and dec["b"].shape == (2, 5, 7)
+    out = net.classify(z)
+    assert out["logits"].shape == (2, 5, 3) and out["fused"].shape == (2, 5, 8)
+    # with only modality a present, the fused latent is a's latent (weights renormalised over present ones)
+    only_a = net.classify({"a": z["a"]})
+    torch.testing.assert_close(only_a["fused"][0], z["a"])
+    heads = CosinePrototypeHeads(n_modalities=2, latent_dim=4, projection_dim=6, n_classes=3, n_heads=2)
+    torch.testing.assert_close(heads.fusion_weights(), torch.full((2, 2), 0.5))
+
+
+def test_losses_prefer_the_right_answer():
+    torch.manual_seed(0)
+    h = torch.cat([torch.randn(10, 4) - 4, torch.randn(10, 4) + 4])
+    good = torch.cat([torch.tensor([[0.95, 0.05]] * 10), torch.tensor([[0.05, 0.95]] * 10)])
+    assert ddc_loss(h, good) < ddc_loss(h, torch.full_like(good, 0.5))
+    assert ddc_loss(h, good) < ddc_loss(h, good[torch.randperm(20)])
+    assert self_entropy_loss(good) < self_entropy_loss(torch.tensor([[0.95, 0.05]] * 20))
+    z = torch.randn(1, 16, 8)
+    aligned = torch.cat([z, z + 0.01 * torch.randn_like(z)])
+    assert contrastive_loss(aligned) < contrastive_loss(torch.cat([z, torch.randn_like(z)]))
+    # masking same-group negatives removes them from the denominator
+    groups = torch.zeros(16, dtype=torch.long)
+    assert contrastive_loss(aligned, groups=groups) < 1e-4
+
+
+# model ---------------------------------------------------------------------------------------------------------------
+
+
+def test_supervised_learns_and_writes(supervised):
+    mdata, model = supervised
+    test = (mdata.obs["split"] == "test").to_numpy()
+    acc = (mdata.obs["unitednet_prediction"].astype(str) == mdata.obs["group"].astype(str))[test].mean()
+    assert acc > 0.9
+    assert mdata.obsm["X_unitednet"].shape == (mdata.n_obs, 16)
+    assert mdata.obsm["unitednet_proba"].shape == (mdata.n_obs, 4)
+    assert list(mdata.obs["unitednet_prediction"].cat.categories) == ["type0", "type1", "type2", "type3"]
+    assert 0 <= mdata.obs["unitednet_confidence"].min() <= mdata.obs["unitednet_confidence"].max() <= 1
+    info = mdata.uns["unitednet"]
+    assert info["metrics"]["test"]["accuracy"] == pytest.approx(acc)
+    assert info["n_test"] == test.sum()
+    assert model.module.binary == {"rna": False, "adt": False, "atac": True}
+    hist = info["history"]
+    assert hist["train_translation"].iloc[-1] < hist["train_translation"].iloc[0]
+    assert hist["train_classification_loss"].iloc[-1] < hist["train_classification_loss"].iloc[0]
+    # standardisation used training rows only
+    train = (mdata.obs["split"] == "train").to_numpy()
+    np.testing.assert_allclose(model.module.loc_0.numpy(), mdata.mod["rna"].X[train].mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_translation_from_source_only(supervised):
+    mdata, model = supervised
+    test = (mdata.obs["split"] == "test").to_numpy()
+    query = MuData({"rna": mdata.mod["rna"][test].copy()})
+    pred = model.translate(query, source="rna", target="adt")
+    truth = mdata.mod["adt"].X[test]
+    assert pred.shape == truth.shape
+    assert r2(truth, pred) > 0.5
+    atac = model.translate(query, source="rna", target="atac")
+    assert atac.min() >= 0 and atac.max() <= 1  # probabilities for the binary modality
+    # features are matched by name: a shuffled source gives the same prediction
+    shuffled = query.mod["rna"][:, np.random.default_rng(1).permutation(60)].copy()
+    np.testing.assert_allclose(model.translate(shuffled, source="rna", target="adt"), pred, rtol=1e-5, atol=1e-5)
+    mx.tl.predict_modality(query, model, source="rna", target="adt")
+    assert "adt_from_rna" in query.mod
+    assert list(query.mod["adt_from_rna"].var_names) == list(mdata.mod["adt"].var_names)
+    np.testing.assert_allclose(query.mod["adt_from_rna"].X, pred, rtol=1e-6)
+    with pytest.raises(KeyError, match="lacks 1 of the 60"):
+        model.translate(query.mod["rna"][:, 1:].copy(), source="rna", target="adt")
+    with pytest.raises(KeyError, match="not found in the MuData"):
+        model.translate(query, source="adt", target="rna")
+
+
+def test_unsupervised_recovers_clusters():
+    mdata = planted(n=200, seed=3)
+    model = mx.tl.fit_unitednet(mdata, mode="unsupervised", n_clusters=4, label_key="group", max_epochs=30,
+                                latent_dim=16, hidden=(64,), n_heads=3, projection_dim=32, accelerator="cpu",
+                                trainer_kwargs=QUIET)
+    ari = adjusted_rand_score(mdata.obs["group"], mdata.obs["unitednet_prediction"])
+    assert ari > 0.7
+    assert model.classes_ == ["0", "1", "2", "3"]
+    assert mdata.uns["unitednet"]["metrics"]["train"]["ari"] > 0.7
+
+
+def test_translation_mode_error_falls_and_deterministic():
+    mdata = planted(n=160, seed=4)
+    fits = []
+    for _ in range(2):
+        m = mdata.copy()
+        model = mx.tl.fit_unitednet(m, mode="translation", modalities=["rna", "adt"], max_epochs=15, latent_dim=8,
+                                    hidden=(32,), accelerator="cpu", trainer_kwargs=QUIET)
+        fits.append((m, model))
+    (m1, model1), (m2, _) = fits
+    hist = m1.uns["unitednet"]["history"]
+    assert hist["validation_translation"].min() < 0.6 * hist["validation_translation"].iloc[0]
+    assert "unitednet_prediction" not in m1.obs
+    np.testing.assert_array_equal(m1.obsm["X_unitednet"], m2.obsm["X_unitednet"])
+    with pytest.raises(ValueError, match="does not predict groups"):
+        model1.predict()
+
+
+def test_save_load_and_h5mu_round_trip(supervised, tmp_path):
+    mdata, model = supervised
+    model.save(tmp_path / "model", overwrite=True)
+    loaded = UnitedNet.load(tmp_path / "model", adata=mdata)
+    assert loaded.best_head == model.best_head
+    pd.testing.assert_frame_equal(loaded.predict_proba(), model.predict_proba())
+    np.testing.assert_allclose(loaded.translate(mdata, source="adt", target="rna"),
+                               model.translate(mdata, source="adt", target="rna"), rtol=1e-6)
+    out = mdata.copy()
+    for key in [k for k in out.obs.columns if k.startswith("_scvi")]:
+        del out.obs[key]
+    path = tmp_path / "out.h5mu"
+    out.write_h5mu(path)
+    back = mx_read(path)
+    np.testing.assert_allclose(back.obsm["X_unitednet"], mdata.obsm["X_unitednet"])
+    assert list(back.obs["unitednet_prediction"]) == list(mdata.obs["unitednet_prediction"])
+    assert back.uns["unitednet"]["params"]["mode"] == "supervised"
+    assert "train_loss" in back.uns["unitednet"]["history"].columns
+
+
+def mx_read(path):
+    import mudata
+
+    return mudata.read_h5mu(path)
+
+
+def test_transfer_labels_shuffled_query_features():
+    reference = planted(n=200, seed=5)
+    query = planted(n=120, seed=6, shift=0.5)
+    truth = query.obs["group"].astype(str).to_numpy()
+    del query.obs["group"]
+    order = np.random.default_rng(0).permutation(60)
+    shuffled = MuData({
+        "rna": query.mod["rna"][:, order].copy(), "adt": query.mod["adt"].copy(), "atac": query.mod["atac"].copy()
+    })
+    kwargs = {"label_key": "group", "max_epochs": 15, "adapt_epochs": 5, "latent_dim": 16, "hidden": (64,),
+              "n_heads": 2, "projection_dim": 32, "accelerator": "cpu", "trainer_kwargs": QUIET}
+    model = mx.tl.transfer_labels(reference, query, **kwargs)
+    mx.tl.transfer_labels(reference, shuffled, **kwargs)
+    pred = query.obs["group_transferred"].astype(str).to_numpy()
+    assert (pred == truth).mean() > 0.9
+    np.testing.assert_array_equal(pred, shuffled.obs["group_transferred"].astype(str).to_numpy())
+    assert query.obs["group_transferred_confidence"].between(0, 1).all()
+    assert query.obsm["X_unitednet"].shape == (120, 16)
+    assert model.classes_ == ["type0", "type1", "type2", "type3"]
+    # reuse a trained model without adaptation
+    mx.tl.transfer_labels(reference, query, model=model, adapt_epochs=0, key_added="again", label_key="group")
+    assert (query.obs["again"].astype(str).to_numpy() == truth).mean() > 0.9
+
+
+def test_clear_errors(supervised):
+    mdata, model = supervised
+    reference = planted(n=60, seed=7)
+    query = planted(n=30, seed=8)
+    bad = MuData({"rna": query.mod["rna"][:, 5:].copy(), "adt": query.mod["adt"].copy(),
+                  "atac": query.mod["atac"].copy()})
+    with pytest.raises(KeyError, match="lacks 5 of the 60 reference features"):
+        mx.tl.transfer_labels(reference, bad, label_key="group", model=model, adapt_epochs=0)
+    unknown = reference.copy()
+    unknown.obs["group"] = pd.Categorical(["type0"] * 30 + ["alien"] * 30)
+    with pytest.raises(ValueError, match="not trained on"):
+        mx.tl.transfer_labels(unknown, query, label_key="group", model=model, adapt_epochs=0)
+    single = MuData({"rna": reference.mod["rna"].copy()})
+    single.obs["group"] = reference.obs["group"].values
+    with pytest.raises(ValueError, match="at least two modalities"):
+        mx.tl.fit_unitednet(single, label_key="group")
+    with pytest.raises(KeyError, match="nope"):
+        mx.tl.fit_unitednet(reference, label_key="nope")
+    with pytest.raises(ValueError, match="needs `label_key`"):
+        mx.tl.fit_unitednet(reference, mode="supervised")
+    missing = reference.copy()
+    missing.obs["group"] = missing.obs["group"].cat.add_categories([]).astype(object)
+    missing.obs.iloc[0, missing.obs.columns.get_loc("group")] = np.nan
+    before = set(missing.obs.columns), set(missing.uns.keys())
+    with pytest.raises(ValueError, match="missing labels"):
+        mx.tl.fit_unitednet(missing, label_key="group", max_epochs=1)
+    assert (set(missing.obs.columns), set(missing.uns.keys())) == before  # untouched on failure
+    with pytest.raises(ValueError, match="mode"):
+        mx.tl.fit_unitednet(reference, label_key="group", mode="nonsense", max_epochs=1)
+    with pytest.raises(KeyError, match="Source modality"):
+        mx.tl.predict_modality(MuData({"adt": query.mod["adt"].copy()}), model, source="rna", target="adt")
