@@ -166,7 +166,7 @@ class restore_on_error:
 
 
 def to_uns(value: Any) -> Any:
-    """Convert a value into something ``write_h5ad``/``write_h5mu`` can store (``None`` -> ``"None"``, tuples -> lists)."""
+    """Convert a value into something ``write_h5mu`` can store (``None`` -> ``"None"``, tuples -> arrays)."""
     if value is None:
         return "None"
     if isinstance(value, dict):

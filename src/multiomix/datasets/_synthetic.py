@@ -15,13 +15,16 @@ def synthetic_interaction_mudata(
     group_size: int = 5,
     planted: tuple[str, str] = ("methylation", "rna"),
     noise: float = 0.0,
+    within_group_noise: float = 0.5,
     random_state: int = 0,
 ) -> MuData:
-    """Samples whose class depends only on the product of one group of each of two modalities.
+    """Simulate samples whose class depends only on the product of one group of each of two modalities.
 
-    Every feature is standard normal. With ``a`` the mean of the first group (features ``0..group_size-1``)
-    of ``planted[1]`` and ``b`` that of ``planted[0]``, the label is ``"pos"`` when ``a * b > 0`` and ``"neg"``
-    otherwise (an XOR: neither modality alone carries any information). ``noise`` flips that fraction of labels.
+    Features are standard normal, except the first group (features ``0..group_size-1``) of each planted
+    modality, which is co-regulated: each of its features is a shared latent value (``a`` for ``planted[1]``,
+    ``b`` for ``planted[0]``, both standard normal) plus ``within_group_noise`` times independent noise.
+    The label is ``"pos"`` when ``a * b > 0`` and ``"neg"`` otherwise: an XOR, so neither modality alone carries
+    any information about it. ``noise`` flips that fraction of labels.
 
     Parameters
     ----------
@@ -35,6 +38,8 @@ def synthetic_interaction_mudata(
         ``(source, target)`` modalities whose first groups interact.
     noise
         Fraction of labels flipped at random.
+    within_group_noise
+        Standard deviation of the feature-specific noise around the latent value in the planted groups.
     random_state
         Seed.
 
@@ -63,10 +68,15 @@ def synthetic_interaction_mudata(
             raise ValueError(f"n_features[{mod!r}]={n} is not a multiple of group_size={group_size}.")
         var = pd.DataFrame(index=[f"{mod}_{j}" for j in range(n)])
         mods[mod] = ad.AnnData(rng.standard_normal((n_obs, n)).astype(np.float32), obs=obs.copy(), var=var)
-        groups[mod] = {f"{mod}_group{g}": list(var.index[g * group_size : (g + 1) * group_size]) for g in range(n // group_size)}
-    a = mods[target].X[:, :group_size].mean(1)
-    b = mods[source].X[:, :group_size].mean(1)
-    positive = a * b > 0
+        groups[mod] = {
+            f"{mod}_group{g}": list(var.index[g * group_size : (g + 1) * group_size]) for g in range(n // group_size)
+        }
+    latent = {}
+    for mod in (target, source):
+        latent[mod] = rng.standard_normal(n_obs).astype(np.float32)
+        noise_part = within_group_noise * rng.standard_normal((n_obs, group_size)).astype(np.float32)
+        mods[mod].X[:, :group_size] = latent[mod][:, None] + noise_part
+    positive = latent[target] * latent[source] > 0
     flip = rng.random(n_obs) < noise
     mdata = MuData(mods)
     mdata.obs["label"] = pd.Categorical(np.where(positive ^ flip, "pos", "neg"), categories=["neg", "pos"])

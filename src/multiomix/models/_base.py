@@ -140,16 +140,23 @@ class SupervisedTrainingPlan(TrainingPlan):
         _, _, out = self.forward(batch, loss_kwargs=self.loss_kwargs)
         n = out.true_labels.shape[0]
         sync = self.use_sync_dist
-        self.log(f"{stage}_loss", out.loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync,
-                 prog_bar=stage == "train")
+        self.log(
+            f"{stage}_loss",
+            out.loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=sync,
+            prog_bar=stage == "train",
+        )
         accuracy = (out.logits.argmax(-1) == out.true_labels.view(-1).long()).float().mean()
         self.log(f"{stage}_accuracy", accuracy, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
         return out.loss
 
-    def training_step(self, batch, batch_idx):  # noqa: D102
+    def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
 
-    def validation_step(self, batch, batch_idx):  # noqa: D102
+    def validation_step(self, batch, batch_idx):
         self._step(batch, "validation")
 
 
@@ -171,7 +178,7 @@ class BestStateCallback(pl.Callback):
         self.best_epoch: int | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics[self.monitor])
@@ -180,7 +187,7 @@ class BestStateCallback(pl.Callback):
             self.best_score, self.best_epoch = score, trainer.current_epoch
             self._best_state = copy.deepcopy(pl_module.module.state_dict())
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:  # noqa: D102
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._best_state is not None:
             pl_module.module.load_state_dict(self._best_state)
 
@@ -209,7 +216,7 @@ class Standardizer(torch.nn.Module):
     def __init__(self, in_features: dict[str, int]):
         super().__init__()
         self.names = list(in_features)
-        for i, (name, n) in enumerate(in_features.items()):
+        for i, n in enumerate(in_features.values()):
             self.register_buffer(f"mean{i}", torch.zeros(n))
             self.register_buffer(f"std{i}", torch.ones(n))
 

@@ -126,8 +126,9 @@ class CrossAttOmicsModule(BaseModuleClass):
         logits = inference_outputs["logits"]
         labels = tensors[REGISTRY_KEYS.LABELS_KEY]
         ce = cross_entropy(logits, labels, self.class_weight)
-        return LossOutput(loss=ce, classification_loss=ce, logits=logits, true_labels=labels,
-                          n_obs_minibatch=labels.shape[0])
+        return LossOutput(
+            loss=ce, classification_loss=ce, logits=logits, true_labels=labels, n_obs_minibatch=labels.shape[0]
+        )
 
     def sample(self, *args, **kwargs):
         """Not defined for a classifier."""
@@ -268,8 +269,13 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         register_mudata_fields(
-            cls, mdata, modalities=modalities, layer=layer, label_key=label_key,
-            setup_method_args=setup_method_args, **kwargs,
+            cls,
+            mdata,
+            modalities=modalities,
+            layer=layer,
+            label_key=label_key,
+            setup_method_args=setup_method_args,
+            **kwargs,
         )
 
     @classmethod
@@ -284,7 +290,7 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
         return list(args["modalities"]) if args.get("modalities") else list(self.adata.mod.keys())
 
     @property
-    def classes_(self) -> list[str]:
+    def classes(self) -> list[str]:
         """Class names, in the order of the logits."""
         return [str(c) for c in self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping]
 
@@ -336,7 +342,9 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
         early_stopping_patience
             Patience in epochs.
         accelerator, devices
-            Lightning accelerator and devices; ``strategy="ddp_spawn"`` etc. go in ``trainer_kwargs``.
+            Lightning accelerator and devices; ``strategy`` goes in ``trainer_kwargs``: ``"ddp"`` from a
+            script, ``"ddp_notebook"`` (fork-based) in Jupyter or on CPU processes. ``"ddp_spawn"`` is not
+            supported: it pickles scvi-tools' MuData field classes, which cannot be pickled.
         plan_kwargs, datasplitter_kwargs
             Extra arguments of the training plan / data splitter.
         **trainer_kwargs
@@ -344,7 +352,7 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
 
         Examples
         --------
-        >>> model.train(max_epochs=100, accelerator="cpu", devices=2, strategy="ddp_spawn")
+        >>> model.train(max_epochs=100, accelerator="gpu", devices=2, strategy="ddp_notebook")
         """
         n_obs = self.adata.n_obs
         if train_indices is None:
@@ -359,8 +367,10 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
             for m in self.modalities:
                 matrix = self.adata_manager.get_from_registry(modality_key(m))
                 self.module.standardizer.set(m, *feature_mean_std(matrix, train_indices))
-        datasplitter_kwargs = {"external_indexing": [train_indices, validation_indices, rest],
-                               **(datasplitter_kwargs or {})}
+        datasplitter_kwargs = {
+            "external_indexing": [train_indices, validation_indices, rest],
+            **(datasplitter_kwargs or {}),
+        }
         plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
         has_validation = len(validation_indices) > 0
         callbacks = list(trainer_kwargs.pop("callbacks", []))
@@ -406,7 +416,7 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
         proba = torch.softmax(torch.as_tensor(logits), dim=-1).numpy()
         names = (mdata or self.adata).obs_names
         names = names if indices is None else names[np.asarray(indices)]
-        return pd.DataFrame(proba, index=names, columns=self.classes_)
+        return pd.DataFrame(proba, index=names, columns=self.classes)
 
     def predict(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
@@ -419,7 +429,7 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
         """
         proba = self.predict_proba(mdata, indices=indices, batch_size=batch_size)
         codes = proba.to_numpy().argmax(1)
-        return pd.Series(pd.Categorical.from_codes(codes, categories=self.classes_), index=proba.index)
+        return pd.Series(pd.Categorical.from_codes(codes, categories=self.classes), index=proba.index)
 
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512

@@ -53,10 +53,13 @@ def lrp_mode(module: nn.Module):
     Examples
     --------
     >>> from multiomix.nn import CrossAttOmicsNet
-    >>> net = CrossAttOmicsNet(in_features={"a": 10, "b": 8}, n_groups={"a": 2, "b": 2}, group_sizes={"a": [4], "b": [4]},
-    ...                        interaction_graph={"a": ["b"]}, hidden=[8], n_classes=2)
+    >>> from multiomix.nn import CrossAttOmicsNet, random_groups
+    >>> net = CrossAttOmicsNet(
+    ...     in_features={"a": 10, "b": 8}, groups={"a": random_groups(10, 2), "b": random_groups(8, 2)},
+    ...     group_sizes={"a": [4], "b": [4]}, interaction_graph={"a": ["b"]}, hidden=[8], n_classes=2,
+    ... )
     >>> with lrp_mode(net):
-    ...     pass
+    ...     logits = net({"a": torch.randn(3, 10), "b": torch.randn(3, 8)})
     """
     was_training = module.training
     blocks = [m for m in module.modules() if isinstance(m, LRPMixin)]

@@ -51,6 +51,7 @@ class GroupedLinear(nn.Module, LRPMixin):
         nn.init.uniform_(self.weight, -(in_dim**-0.5), in_dim**-0.5)
 
     def forward(self, x: torch.Tensor, in_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Map (N, G, in_dim) to (N, G, out_dim); ``in_mask`` (G, in_dim, 1) zeroes padded inputs' weights."""
         weight = self.weight if in_mask is None else self.weight * in_mask
         linear = torch.einsum("ngi,gio->ngo", x, weight)
         full = linear + self.bias
@@ -78,6 +79,7 @@ class SelfAttention(nn.Module, LRPMixin):
         self.last_attention: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend from the tokens ``x`` (N, T, dim) over ``context`` (N, S, context_dim; default ``x``)."""
         context = x if context is None else context
         q = rearrange(self.to_q(x), "n t (h d) -> n h t d", h=self.heads)
         k, v = rearrange(self.to_kv(context), "n t (two h d) -> two n h t d", two=2, h=self.heads)
@@ -96,8 +98,17 @@ class AttentionBlock(nn.Module, LRPMixin):
         self.attention = SelfAttention(dim=dim, context_dim=source_dim, heads=heads)
         self.norm = nn.LayerNorm(dim)
 
+    def message(self, target: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """Compute what the block adds to ``target``: attention of the target's queries over ``source``."""
+        return self.attention(target, source)
+
+    def combine(self, message: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Residual + LayerNorm of a message onto the target tokens."""
+        return layer_norm(message + target, self.norm, self.lrp)
+
     def forward(self, target: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
-        return layer_norm(self.attention(target, source) + target, self.norm, self.lrp)
+        """Update ``target`` tokens with attention over ``source`` (self-attention when ``None``)."""
+        return self.combine(self.message(target, source), target)
 
 
 class AttOmicsEncoder(nn.Module):

@@ -142,32 +142,37 @@ class CrossAttOmicsNet(nn.Module):
 
     @property
     def part_names(self) -> list[str]:
-        """Names of the fusion parts: every interaction ``source->target``, own target tokens, unimodal branches."""
+        """Fusion parts: each interaction's message ``source->target``, each target's own tokens, unimodal branches.
+
+        The message of ``source->target`` is the cross-attention output before the residual connection, so
+        its relevance is what the source contributes through that interaction; the target's own tokens
+        (residual path, and concatenation with ``add_unimodal_to_multimodal``) form the part named ``target``.
+        """
         names = []
         for t, sources in self.graph.items():
-            names += [interaction_name(s, t) for s in sources]
-            names += [t] if self.add_unimodal_to_multimodal else []
+            names += [interaction_name(s, t) for s in sources] + [t]
         return names + self.unimodal
 
     def parts(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Encode and cross-attend: the fusion parts, named as :attr:`part_names`, each (N, groups, width)."""
+        """Encode and cross-attend: the fusion parts named as :attr:`part_names`, each (N, groups, width)."""
         tokens = {m: self.encoders[m](x[m]) for m in self.modalities}
         parts: dict[str, torch.Tensor] = {}
         for t, sources in self.graph.items():
             for s in sources:
-                parts[interaction_name(s, t)] = self.cross[_module_key(s, t)](tokens[t], tokens[s])
-            if self.add_unimodal_to_multimodal:
-                parts[t] = tokens[t]
+                parts[interaction_name(s, t)] = self.cross[_module_key(s, t)].message(tokens[t], tokens[s])
+            parts[t] = tokens[t]
         for m in self.unimodal:
             parts[m] = tokens[m]
         return parts
 
     def fuse_parts(self, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Fused vector (N, fused_dim) from the fusion parts (target self-attention applied here)."""
+        """Fused vector (N, fused_dim) from the fusion parts (residuals, norms and target self-attention)."""
         flat = []
         for t, sources in self.graph.items():
-            names = [interaction_name(s, t) for s in sources] + ([t] if self.add_unimodal_to_multimodal else [])
-            joined = torch.cat([parts[n] for n in names], dim=1)
+            pieces = [self.cross[_module_key(s, t)].combine(parts[interaction_name(s, t)], parts[t]) for s in sources]
+            if self.add_unimodal_to_multimodal:
+                pieces.append(parts[t])
+            joined = torch.cat(pieces, dim=1)
             if t in self.target_attention:
                 joined = self.target_attention[t](joined)
             flat.append(joined.flatten(1))

@@ -39,7 +39,8 @@ def interaction_importance(
     key
         Key in ``uns``.
     value
-        ``'share'`` (relevance / explained logit, comparable across classes) or ``'mean'`` (raw relevance).
+        ``'share'`` (share of the class's total absolute relevance, rows sum to 1) or ``'mean'`` (signed
+        mean relevance).
     kind
         ``'heatmap'`` or ``'bar'``.
     figsize
@@ -63,11 +64,12 @@ def interaction_importance(
     if value not in ("share", "mean"):
         raise ValueError(f"value must be 'share' or 'mean', got {value!r}.")
     table: pd.DataFrame = mdata.uns[key][value]
-    label = "relevance share of the class logit" if value == "share" else "mean LRP relevance"
+    label = "share of |relevance|" if value == "share" else "mean LRP relevance"
     if kind == "heatmap":
         fig, ax = plt.subplots(figsize=figsize or (1.2 + 1.1 * table.shape[1], 1.0 + 0.45 * table.shape[0]))
         limit = float(np.nanmax(np.abs(table.to_numpy()))) or 1.0
-        image = ax.imshow(table.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+        cmap, vmin = ("Reds", 0.0) if value == "share" else ("RdBu_r", -limit)
+        image = ax.imshow(table.to_numpy(), cmap=cmap, vmin=vmin, vmax=limit, aspect="auto")
         ax.set_xticks(range(table.shape[1]), table.columns, rotation=35, ha="right")
         ax.set_yticks(range(table.shape[0]), table.index)
         for (i, j), v in np.ndenumerate(table.to_numpy()):

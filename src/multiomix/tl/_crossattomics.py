@@ -43,8 +43,9 @@ def training_rows(
     if len(validation) == 0 and validation_size > 0:
         labels = obs[label_key].iloc[train] if label_key is not None else None
         stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
-        train, validation = train_test_split(train, test_size=validation_size, random_state=random_state,
-                                             stratify=stratify)
+        train, validation = train_test_split(
+            train, test_size=validation_size, random_state=random_state, stratify=stratify
+        )
     return np.sort(train), np.sort(validation), splits["test"]
 
 
@@ -84,6 +85,9 @@ def fit_crossattomics(
     dropout: float = 0.1,
     class_weighting: bool = True,
     standardize: bool = True,
+    target_self_attention: bool = True,
+    add_unimodal_branches: bool = True,
+    add_unimodal_to_multimodal: bool = False,
     max_epochs: int = 200,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
@@ -120,6 +124,8 @@ def fit_crossattomics(
         or for all).
     group_sizes, hidden, heads, dropout, class_weighting, standardize
         Architecture and loss options, see :class:`~multiomix.models.CrossAttOmics`.
+    target_self_attention, add_unimodal_branches, add_unimodal_to_multimodal
+        Fusion options, see :class:`~multiomix.nn.CrossAttOmicsNet`.
     max_epochs, lr, weight_decay, batch_size, early_stopping_patience
         Training options, see :meth:`~multiomix.models.CrossAttOmics.train`.
     validation_size
@@ -133,7 +139,7 @@ def fit_crossattomics(
     accelerator, devices
         Lightning accelerator and devices.
     **trainer_kwargs
-        Passed to the Lightning trainer (e.g. ``strategy="ddp_spawn"``, ``enable_progress_bar=False``).
+        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``, ``enable_progress_bar=False``).
 
     Returns
     -------
@@ -151,7 +157,10 @@ def fit_crossattomics(
     modalities = check_modalities(mdata, modalities)
     validate_graph(interaction_graph or default_interaction_graph(modalities), modalities)
     train, validation, test = training_rows(
-        mdata.obs, label_key=label_key, split_key=split_key, validation_size=validation_size,
+        mdata.obs,
+        label_key=label_key,
+        split_key=split_key,
+        validation_size=validation_size,
         random_state=random_state,
     )
     check_labels(mdata.obs, label_key, rows=train)
@@ -160,29 +169,60 @@ def fit_crossattomics(
     with restore_on_error(mdata):
         CrossAttOmics.setup_mudata(mdata, label_key=label_key, modalities=modalities, layer=layer)
         model = CrossAttOmics(
-            mdata, interaction_graph=interaction_graph, groups=groups, group_sizes=group_sizes, hidden=hidden,
-            heads=heads, dropout=dropout, class_weighting=class_weighting, standardize=standardize,
+            mdata,
+            interaction_graph=interaction_graph,
+            groups=groups,
+            group_sizes=group_sizes,
+            hidden=hidden,
+            heads=heads,
+            dropout=dropout,
+            class_weighting=class_weighting,
+            standardize=standardize,
+            target_self_attention=target_self_attention,
+            add_unimodal_branches=add_unimodal_branches,
+            add_unimodal_to_multimodal=add_unimodal_to_multimodal,
             random_state=random_state,
         )
         model.train(
-            max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=train,
-            validation_indices=validation, validation_size=validation_size,
-            early_stopping_patience=early_stopping_patience, accelerator=accelerator, devices=devices,
+            max_epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            train_indices=train,
+            validation_indices=validation,
+            validation_size=validation_size,
+            early_stopping_patience=early_stopping_patience,
+            accelerator=accelerator,
+            devices=devices,
             **trainer_kwargs,
         )
         proba = model.predict_proba(batch_size=512)
         latent = model.get_latent_representation(batch_size=512)
     prediction = write_classifier_outputs(mdata, proba, latent, key=key_added)
     info: dict[str, Any] = {
-        "params": to_uns({
-            "label_key": label_key, "modalities": modalities, "interaction_graph": model.interaction_graph,
-            "group_sizes": list(group_sizes) if not isinstance(group_sizes, Mapping) else dict(group_sizes),
-            "hidden": list(hidden), "heads": heads, "dropout": dropout, "class_weighting": class_weighting,
-            "standardize": standardize, "max_epochs": max_epochs, "lr": lr, "weight_decay": weight_decay,
-            "batch_size": batch_size, "random_state": random_state,
-            "n_groups": {m: len(g) for m, g in model.feature_groups_.items()},
-        }),
-        "classes": np.asarray(model.classes_),
+        "params": to_uns(
+            {
+                "label_key": label_key,
+                "modalities": modalities,
+                "interaction_graph": model.interaction_graph,
+                "group_sizes": list(group_sizes) if not isinstance(group_sizes, Mapping) else dict(group_sizes),
+                "hidden": list(hidden),
+                "heads": heads,
+                "dropout": dropout,
+                "class_weighting": class_weighting,
+                "standardize": standardize,
+                "target_self_attention": target_self_attention,
+                "add_unimodal_branches": add_unimodal_branches,
+                "add_unimodal_to_multimodal": add_unimodal_to_multimodal,
+                "max_epochs": max_epochs,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "batch_size": batch_size,
+                "random_state": random_state,
+                "n_groups": {m: len(g) for m, g in model.feature_groups_.items()},
+            }
+        ),
+        "classes": np.asarray(model.classes),
         "interactions": np.asarray(model.interactions),
         "history": history_frame(model.history),
     }
@@ -225,9 +265,13 @@ def interaction_importance(
 
     Returns
     -------
-    Nothing; writes ``uns[key_added]`` with ``mean`` (groups x parts, mean relevance), ``share`` (the same
-    divided by the group's mean explained logit), ``per_sample`` (samples x parts), ``conservation_error``
-    (mean |sum of relevances - logit| / mean |logit|) and ``params``.
+    Nothing; writes ``uns[key_added]`` with ``mean`` (groups x parts, signed mean relevance), ``mean_abs``
+    (mean absolute relevance), ``share`` (each part's share of the group's total absolute relevance: the
+    importance, rows sum to 1), ``overall_share`` (the same over all samples, sorted: the ranking),
+    ``per_sample`` (samples x parts, signed), ``conservation_error`` (mean |sum of relevances - logit| /
+    mean |logit|) and ``params``. Parts are each interaction's attention message ``source->target`` (what
+    the source contributes through cross-attention), each target's own tokens (its residual path), and
+    the unimodal branches.
 
     Examples
     --------
@@ -243,7 +287,7 @@ def interaction_importance(
     model._validate_anndata(mdata)
     module = model.module
     module.eval()
-    classes = model.classes_
+    classes = model.classes
     relevances, logits = [], []
     loader = model._make_data_loader(adata=mdata, batch_size=batch_size)
     device = next(module.parameters()).device
@@ -263,13 +307,21 @@ def interaction_importance(
     groups = mdata.obs[groupby].astype("category")
     mean = per_sample.groupby(groups.values, observed=True).mean()
     mean.index = mean.index.astype(str)
-    mean_logit = pd.Series(logit, index=mdata.obs_names).groupby(groups.values, observed=True).mean()
-    share = mean.div(mean_logit.to_numpy(), axis=0)
+    mean_abs = per_sample.abs().groupby(groups.values, observed=True).mean()
+    mean_abs.index = mean_abs.index.astype(str)
+    share = mean_abs.div(mean_abs.sum(1), axis=0)
+    overall = per_sample.abs().mean()
     error = float(np.abs(relevance.sum(1) - logit).mean() / max(np.abs(logit).mean(), 1e-12))
-    write_uns(mdata, key_added, {
-        "mean": mean,
-        "share": share,
-        "per_sample": per_sample,
-        "conservation_error": error,
-        "params": {"groupby": groupby, "target": target, "classes": np.asarray(classes)},
-    })
+    write_uns(
+        mdata,
+        key_added,
+        {
+            "mean": mean,
+            "mean_abs": mean_abs,
+            "share": share,
+            "overall_share": (overall / overall.sum()).sort_values(ascending=False).to_frame("share"),
+            "per_sample": per_sample,
+            "conservation_error": error,
+            "params": {"groupby": groupby, "target": target, "classes": np.asarray(classes)},
+        },
+    )
