@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import sparse
 
 import multiomix as mx
 from multiomix.nn.crossvit import MedCrossViT as MedCrossViTNet
@@ -258,6 +259,10 @@ def test_fit_is_deterministic_and_options_run():
     mx.tl.fit_med_crossvit(b, label_key="label", random_state=3, bag_size=8, **opts)
     np.testing.assert_array_equal(a.obsm["medcrossvit_proba"], b.obsm["medcrossvit_proba"])
     c = mdata.copy()
+    c.mod["rna"].X = sparse.csr_matrix(c.mod["rna"].X)  # sparse expression is densified per minibatch
+    mx.tl.fit_med_crossvit(c, label_key="label", random_state=3, bag_size=8, key_added="sparse", **opts)
+    np.testing.assert_allclose(c.obsm["sparse_proba"], a.obsm["medcrossvit_proba"], rtol=1e-4, atol=1e-5)
+    assert sparse.issparse(c.mod["rna"].X)
     mx.tl.fit_med_crossvit(c, label_key="label", random_state=3, gene_tokenizer="dense", pool="mean",
                            key_added="dense", **opts)
     assert c.obsm["X_dense"].shape == (48, 64) and "dense" in c.uns
