@@ -2,3 +2,4 @@
 
 from ._med_crossvit import MedCrossViT, MedCrossViTModule  # noqa: E402, F401
 from ._unitednet import UnitedNet, UnitedNetModule, UnitedNetTrainingPlan  # noqa: E402, F401
+from ._genomic_interpreter import GenomicInterpreter, GenomicInterpreterModule  # noqa: E402, F401

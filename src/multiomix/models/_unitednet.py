@@ -210,9 +210,12 @@ class UnitedNetModule(BaseModuleClass):
         """Per-head group loss ``(heads,)``: class-weighted CE on labelled rows, or self-entropy + DDC."""
         if train_encoders:
             z = self.net.encode(xs)
-        else:
+        else:  # frozen encoders: deterministic latents (no dropout) for the heads
+            was_training = self.net.encoders.training
+            self.net.encoders.eval()
             with torch.no_grad():
                 z = self.net.encode(xs)
+            self.net.encoders.train(was_training)
         out = self.net.classify(z)
         logits = out["logits"]
         n_heads = logits.shape[0]
@@ -317,7 +320,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
     def configure_optimizers(self):
         return [
             torch.optim.Adam(self._phase_parameters(p), lr=self.lrs.get(p, self.base_lr),
-                             weight_decay=self.weight_decay)
+                             weight_decay=self.weight_decay, foreach=True)
             for p in self.phases
         ]
 
@@ -339,7 +342,10 @@ class UnitedNetTrainingPlan(TrainingPlan):
         module = self.module
         if module.net.heads is None:
             return None
+        was_training = module.net.training
+        module.net.eval()
         pred = module.net.classify(module.net.encode(xs))["logits"][module.best_head].argmax(-1)
+        module.net.train(was_training)
         if labels is not None and module.mode == "supervised":
             labels = labels.view(-1).long()
             pred = torch.where(labels < module.n_classes, labels, pred)

@@ -1,0 +1,471 @@
+"""1D-Swin: hierarchical shifted-window transformer for DNA sequences (Genomic Interpreter).
+
+Li, Das, Beardall, Zhao, Stan, "Genomic Interpreter: A Hierarchical Genomic Deep Neural Network with 1D Shifted
+Window Transformer", ICML 2023 Computational Biology workshop, arXiv:2306.05143. Window attention follows Swin
+(Liu et al., ICCV 2021) in one dimension; relative positions follow Enformer (Avsec et al., Nat Methods 2021):
+an exponential and a central-mask basis of the signed distance, projected to per-head keys, with content and
+position biases (Transformer-XL style).
+
+Shapes: tokens are ``(batch, length, dim)`` throughout; one-hot DNA enters as ``(batch, length, 4)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+# helpers
+
+
+def exists(value) -> bool:
+    """Whether ``value`` is not ``None``."""
+    return value is not None
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int]:
+    """Zero-pad ``(b, n, d)`` tokens at the end so that ``n`` is a multiple of ``multiple``."""
+    pad = (-x.shape[1]) % multiple
+    return (F.pad(x, (0, 0, 0, pad)) if pad else x), pad
+
+
+def relative_distance_basis(distances: torch.Tensor, *, max_distance: int, n_basis: int = 8) -> torch.Tensor:
+    """Enformer-style features of signed relative distances (exponential + central mask, and sign copies).
+
+    Parameters
+    ----------
+    distances
+        Integer tensor of signed distances ``j - i``.
+    max_distance
+        Largest distance the basis should resolve (half-lives and mask widths reach up to it).
+    n_basis
+        Number of features per basis function family (the output has ``4 * n_basis`` features).
+
+    Returns
+    -------
+    ``(*distances.shape, 4 * n_basis)`` float tensor.
+
+    Examples
+    --------
+    >>> relative_distance_basis(torch.arange(-3, 4), max_distance=4).shape
+    torch.Size([7, 32])
+    """
+    d = distances.abs().float()[..., None]
+    max_distance = max(int(max_distance), 2)
+    half_life = torch.logspace(math.log10(3.0), math.log10(max_distance), n_basis, device=d.device)
+    exponential = torch.exp(-math.log(2.0) / half_life * d)
+    widths = torch.logspace(0, math.log2(max_distance), n_basis, base=2.0, device=d.device)
+    central = (d <= widths).float()
+    symmetric = torch.cat([exponential, central], dim=-1)
+    sign = torch.sign(distances.float())[..., None]
+    return torch.cat([symmetric, sign * symmetric], dim=-1)
+
+
+# classes
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with Enformer-style relative positions over the whole input.
+
+    ``logits = (q + u) k^T + gather((q + v) r^T)``, where ``r`` are per-head keys for each signed distance.
+    Window attention runs this module on each window (windows folded into the batch).
+
+    Parameters
+    ----------
+    dim
+        Token width.
+    heads
+        Number of heads.
+    dim_head
+        Width of each head.
+    max_distance
+        Largest distance the relative-position basis resolves (the window size for window attention).
+    dropout
+        Dropout on the attention weights.
+
+    Examples
+    --------
+    >>> attn = Attention(dim=16, heads=2, dim_head=8, max_distance=8)
+    >>> out, weights = attn(torch.randn(3, 8, 16), return_attention=True)
+    >>> out.shape, weights.shape
+    (torch.Size([3, 8, 16]), torch.Size([3, 2, 8, 8]))
+    """
+
+    def __init__(self, *, dim: int, heads: int = 4, dim_head: int = 32, max_distance: int = 64, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.dim_head, self.max_distance = heads, dim_head, max_distance
+        self.scale = dim_head**-0.5
+        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
+        self.n_basis = 8
+        self.to_rel_k = nn.Linear(4 * self.n_basis, heads * dim_head, bias=False)
+        self.content_bias = nn.Parameter(torch.zeros(heads, dim_head))
+        self.position_bias = nn.Parameter(torch.zeros(heads, dim_head))
+        self.dropout = nn.Dropout(dropout)
+        self.to_out = nn.Linear(heads * dim_head, dim)
+
+    def relative_logits(self, q: torch.Tensor) -> torch.Tensor:
+        """``(b, h, n, n)`` position logits for queries ``q`` of shape ``(b, h, n, dim_head)``."""
+        n = q.shape[-2]
+        distances = torch.arange(-(n - 1), n, device=q.device)
+        basis = relative_distance_basis(distances, max_distance=self.max_distance, n_basis=self.n_basis)
+        rel_k = rearrange(self.to_rel_k(basis.to(q.dtype)), "r (h d) -> h r d", h=self.heads)
+        logits = torch.einsum("b h i d, h r d -> b h i r", q + self.position_bias[:, None], rel_k)
+        idx = torch.arange(n, device=q.device)
+        index = (idx[None, :] - idx[:, None] + n - 1).expand(*logits.shape[:2], n, n)
+        return logits.gather(-1, index)
+
+    def forward(
+        self, x: torch.Tensor, *, key_mask: torch.Tensor | None = None, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Attend over ``x`` ``(b, n, dim)``; ``key_mask`` ``(b, n)`` or ``(n,)`` marks the real (non-pad) keys."""
+        q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        q = q * self.scale
+        logits = torch.einsum("b h i d, b h j d -> b h i j", q + self.content_bias[:, None], k)
+        logits = logits + self.relative_logits(q)
+        if exists(key_mask):
+            mask = key_mask if key_mask.dim() == 2 else key_mask[None].expand(x.shape[0], -1)
+            logits = logits.masked_fill(~mask[:, None, None, :], torch.finfo(logits.dtype).min)
+        attn = logits.softmax(dim=-1)
+        out = torch.einsum("b h i j, b h j d -> b h i d", self.dropout(attn), v)
+        out = self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+        return (out, attn) if return_attention else out
+
+
+class FeedForward(nn.Module):
+    """Pre-norm feed-forward with a depthwise convolution: LN -> Linear(d, 2d) -> dwConv3 -> ReLU -> Linear(2d, d)."""
+
+    def __init__(self, *, dim: int, mult: int = 2, dropout: float = 0.0):
+        super().__init__()
+        hidden = dim * mult
+        self.norm = nn.LayerNorm(dim)
+        self.proj_in = nn.Linear(dim, hidden)
+        self.dw_conv = nn.Conv1d(hidden, hidden, kernel_size=3, padding=1, groups=hidden)
+        self.proj_out = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block to ``(b, n, dim)`` tokens (the residual is added by the caller)."""
+        h = self.proj_in(self.norm(x))
+        h = rearrange(self.dw_conv(rearrange(h, "b n c -> b c n")), "b c n -> b n c")
+        return self.dropout(self.proj_out(F.relu(self.dropout(h))))
+
+
+@dataclass
+class WindowAttentionWeights:
+    """Attention weights of one window-attention pass, kept compact as per-window blocks.
+
+    Attributes
+    ----------
+    weights
+        ``(batch, n_windows, heads, window, window)`` softmax weights.
+    window
+        Window size (tokens).
+    shift
+        Circular shift applied before windowing (0 for the regular pass).
+    length
+        Number of real tokens (the padded length is ``n_windows * window``).
+    """
+
+    weights: torch.Tensor
+    window: int
+    shift: int
+    length: int
+
+    def dense(self) -> torch.Tensor:
+        """``(batch, heads, length, length)`` map in original token coordinates (zero outside the windows)."""
+        b, n_windows, h, w, _ = self.weights.shape
+        n_pad = n_windows * w
+        dense = self.weights.new_zeros(b, h, n_pad, n_pad)
+        for k in range(n_windows):
+            dense[:, :, k * w : (k + 1) * w, k * w : (k + 1) * w] = self.weights[:, k]
+        if self.shift:
+            dense = torch.roll(dense, shifts=(self.shift, self.shift), dims=(-2, -1))
+        return dense[:, :, : self.length, : self.length]
+
+
+class SwinLayer(nn.Module):
+    """One 1D-Swin layer: window attention + FFN, then the same on circularly shifted windows.
+
+    The sequence is zero-padded to a multiple of the window (pad keys are masked), rolled by ``-window // 2``
+    for the second pass, and rolled back. When the whole sequence fits in one window, the second pass runs
+    unshifted.
+
+    Parameters
+    ----------
+    dim
+        Token width.
+    window
+        Window size in tokens (``None``: one window over the whole sequence, i.e. full attention).
+    heads, dim_head, dropout
+        Attention settings.
+
+    Examples
+    --------
+    >>> layer = SwinLayer(dim=16, window=4, heads=2, dim_head=8)
+    >>> out, weights = layer(torch.randn(2, 10, 16), return_attention=True)
+    >>> out.shape, weights[1].dense().shape
+    (torch.Size([2, 10, 16]), torch.Size([2, 2, 10, 10]))
+    """
+
+    def __init__(self, *, dim: int, window: int | None, heads: int = 4, dim_head: int = 32, dropout: float = 0.0):
+        super().__init__()
+        self.window = window
+        self.blocks = nn.ModuleList([])
+        for _ in range(2):
+            self.blocks.append(
+                nn.ModuleList(
+                    [
+                        nn.LayerNorm(dim),
+                        Attention(dim=dim, heads=heads, dim_head=dim_head, max_distance=window or 1024,
+                                  dropout=dropout),
+                        FeedForward(dim=dim, dropout=dropout),
+                    ]
+                )
+            )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, *, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[WindowAttentionWeights]]:
+        """Regular then shifted window pass over ``(b, n, dim)``; optionally the weights of both passes."""
+        n = x.shape[1]
+        window = n if self.window is None else min(self.window, n)
+        x, pad = pad_to_multiple(x, window)
+        n_pad = x.shape[1]
+        mask = torch.arange(n_pad, device=x.device) < n
+        shift = window // 2 if n_pad > window else 0
+        kept = []
+        for pass_shift, (norm, attn, ff) in zip((0, shift), self.blocks):
+            if pass_shift:
+                x, mask_p = torch.roll(x, -pass_shift, dims=1), torch.roll(mask, -pass_shift, dims=0)
+            else:
+                mask_p = mask
+            windows = rearrange(norm(x), "b (nw w) d -> (b nw) w d", w=window)
+            window_mask = rearrange(mask_p, "(nw w) -> nw w", w=window).repeat(x.shape[0], 1)
+            out = attn(windows, key_mask=window_mask, return_attention=return_attention)
+            if return_attention:
+                out, weights = out
+                weights = rearrange(weights, "(b nw) h i j -> b nw h i j", b=x.shape[0])
+                kept.append(WindowAttentionWeights(weights.detach(), window, pass_shift, n))
+            x = x + self.dropout(rearrange(out, "(b nw) w d -> b (nw w) d", b=x.shape[0]))
+            x = x + ff(x)
+            x = x * mask_p[None, :, None].to(x.dtype)  # keep the pad tokens at zero
+            if pass_shift:
+                x = torch.roll(x, pass_shift, dims=1)
+        x = x[:, :n]
+        return (x, kept) if return_attention else x
+
+
+class TokenMerge(nn.Module):
+    """Halve the length: concatenate neighbouring tokens (odd lengths get a zero token) -> LN -> Linear.
+
+    Examples
+    --------
+    >>> TokenMerge(dim=8, dim_out=12)(torch.randn(2, 7, 8)).shape
+    torch.Size([2, 4, 12])
+    """
+
+    def __init__(self, *, dim: int, dim_out: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(2 * dim)
+        self.proj = nn.Linear(2 * dim, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Merge ``(b, n, dim)`` into ``(b, ceil(n / 2), dim_out)``."""
+        x, _ = pad_to_multiple(x, 2)
+        return self.proj(self.norm(rearrange(x, "b (n two) d -> b n (two d)", two=2)))
+
+
+class Transformer(nn.Module):
+    """Pre-norm transformer with full relative-position attention (the block after the 1D-Swin stages).
+
+    Examples
+    --------
+    >>> Transformer(dim=16, depth=2, heads=2, dim_head=8)(torch.randn(2, 5, 16)).shape
+    torch.Size([2, 5, 16])
+    """
+
+    def __init__(self, *, dim: int, depth: int, heads: int = 4, dim_head: int = 32, max_distance: int = 1024,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [
+                nn.ModuleList(
+                    [
+                        nn.LayerNorm(dim),
+                        Attention(dim=dim, heads=heads, dim_head=dim_head, max_distance=max_distance,
+                                  dropout=dropout),
+                        FeedForward(dim=dim, dropout=dropout),
+                    ]
+                )
+                for _ in range(depth)
+            ]
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, *, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Transform ``(b, n, dim)``; optionally also return each layer's ``(b, heads, n, n)`` weights."""
+        kept = []
+        for norm, attn, ff in self.layers:
+            out = attn(norm(x), return_attention=return_attention)
+            if return_attention:
+                out, weights = out
+                kept.append(weights.detach())
+            x = x + self.dropout(out)
+            x = x + ff(x)
+        return (x, kept) if return_attention else x
+
+
+class Swin1D(nn.Module):
+    """Genomic Interpreter backbone: conv stem -> 1D-Swin stages (each later stage halves the length) -> transformer.
+
+    Parameters
+    ----------
+    dims
+        Token width of each stage. Stage 0 runs at the stem's resolution; every later stage starts with a
+        :class:`TokenMerge` that halves the length and maps to its width.
+    depths
+        Number of :class:`SwinLayer` per stage (each layer = regular + shifted window pass).
+    window
+        Window size in tokens, one for all stages or one per stage; ``None`` means full attention (used to
+        measure what the windows save).
+    heads, dim_head
+        Attention heads and head width.
+    transformer_depth
+        Number of full-attention transformer layers after the last stage (0 for none).
+    stem_kernel
+        Width of the convolution embedding the one-hot bases (1 = a per-base linear embedding).
+    stem_pool
+        Max-pool factor after the stem (1 = nucleotide resolution in stage 0).
+    in_channels
+        Channels of the input (4 for one-hot DNA).
+    dropout
+        Dropout in attention and feed-forward blocks.
+
+    Examples
+    --------
+    >>> net = Swin1D(dims=(16, 24), depths=(1, 1), window=8, heads=2, dim_head=8, transformer_depth=1)
+    >>> tokens = net(torch.randn(3, 64, 4))
+    >>> tokens.shape, net.reduction
+    (torch.Size([3, 32, 24]), 2)
+    >>> tokens, attn = net(torch.randn(3, 64, 4), return_attention=True)
+    >>> sorted(attn)[:2]
+    ['stage0.layer0.regular', 'stage0.layer0.shifted']
+    """
+
+    def __init__(
+        self,
+        *,
+        dims: Sequence[int] = (32, 48, 64, 96),
+        depths: Sequence[int] = (1, 1, 1, 1),
+        window: int | None | Sequence[int | None] = 16,
+        heads: int = 4,
+        dim_head: int = 16,
+        transformer_depth: int = 1,
+        stem_kernel: int = 9,
+        stem_pool: int = 1,
+        in_channels: int = 4,
+        dropout: float = 0.0,
+        max_distance: int = 1024,
+    ):
+        super().__init__()
+        if len(dims) != len(depths):
+            raise ValueError(f"dims ({len(dims)}) and depths ({len(depths)}) need one entry per stage.")
+        windows = list(window) if isinstance(window, list | tuple) else [window] * len(dims)
+        if len(windows) != len(dims):
+            raise ValueError(f"window needs one entry per stage ({len(dims)}), got {len(windows)}.")
+        self.stem = nn.Conv1d(in_channels, dims[0], kernel_size=stem_kernel, padding=stem_kernel // 2)
+        self.stem_pool = stem_pool
+        self.windows = windows
+        self.stages = nn.ModuleList([])
+        for i, (dim, depth, win) in enumerate(zip(dims, depths, windows)):
+            merge = TokenMerge(dim=dims[i - 1], dim_out=dim) if i > 0 else nn.Identity()
+            layers = nn.ModuleList(
+                [SwinLayer(dim=dim, window=win, heads=heads, dim_head=dim_head, dropout=dropout) for _ in range(depth)]
+            )
+            self.stages.append(nn.ModuleList([merge, layers]))
+        self.transformer = (
+            Transformer(dim=dims[-1], depth=transformer_depth, heads=heads, dim_head=dim_head,
+                        max_distance=max_distance, dropout=dropout)
+            if transformer_depth > 0
+            else None
+        )
+        self.norm = nn.LayerNorm(dims[-1])
+        self.out_dim = dims[-1]
+        self.reduction = stem_pool * 2 ** (len(dims) - 1)
+
+    def stage_resolutions(self) -> list[int]:
+        """Return the base pairs per token of each stage."""
+        return [self.stem_pool * 2**i for i in range(len(self.stages))]
+
+    def forward(
+        self, x: torch.Tensor, *, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, WindowAttentionWeights | torch.Tensor]]:
+        """Map one-hot DNA ``(b, L, 4)`` to tokens ``(b, L / reduction, dims[-1])``.
+
+        With ``return_attention=True`` also returns a dict of attention weights per layer: window passes as
+        :class:`WindowAttentionWeights` (``stage{i}.layer{j}.regular|shifted``), transformer layers as
+        ``(b, heads, n, n)`` tensors (``transformer.layer{j}``).
+        """
+        h = self.stem(rearrange(x, "b n c -> b c n"))
+        if self.stem_pool > 1:
+            h = F.max_pool1d(h, self.stem_pool, ceil_mode=True)
+        h = rearrange(h, "b c n -> b n c")
+        kept: dict[str, WindowAttentionWeights | torch.Tensor] = {}
+        for i, (merge, layers) in enumerate(self.stages):
+            h = merge(h)
+            for j, layer in enumerate(layers):
+                if return_attention:
+                    h, weights = layer(h, return_attention=True)
+                    for name, w in zip(("regular", "shifted"), weights):
+                        kept[f"stage{i}.layer{j}.{name}"] = w
+                else:
+                    h = layer(h)
+        if exists(self.transformer):
+            if return_attention:
+                h, weights = self.transformer(h, return_attention=True)
+                kept.update({f"transformer.layer{j}": w for j, w in enumerate(weights)})
+            else:
+                h = self.transformer(h)
+        h = self.norm(h)
+        return (h, kept) if return_attention else h
+
+
+class TrackHead(nn.Module):
+    """Linear track heads on backbone tokens.
+
+    One value per region (``n_bins=None``): mean- and max-pool the tokens, then a linear map to the tracks.
+    A profile (``n_bins`` set): average-pool (or crop when the token count already matches) the tokens to
+    ``n_bins``, then a per-bin linear map.
+
+    Examples
+    --------
+    >>> TrackHead(dim=8, n_tracks=3)(torch.randn(2, 10, 8)).shape
+    torch.Size([2, 3])
+    >>> TrackHead(dim=8, n_tracks=3, n_bins=5)(torch.randn(2, 10, 8)).shape
+    torch.Size([2, 5, 3])
+    """
+
+    def __init__(self, *, dim: int, n_tracks: int, n_bins: int | None = None, hidden: int | None = None):
+        super().__init__()
+        self.n_bins = n_bins
+        in_dim = dim if exists(n_bins) else 2 * dim
+        hidden = hidden or in_dim
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, n_tracks))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Map ``(b, n, dim)`` tokens to ``(b, n_tracks)`` or ``(b, n_bins, n_tracks)``."""
+        if self.n_bins is None:
+            pooled = torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=-1)
+            return self.net(pooled)
+        if tokens.shape[1] != self.n_bins:
+            pooled = F.adaptive_avg_pool1d(rearrange(tokens, "b n d -> b d n"), self.n_bins)
+            tokens = rearrange(pooled, "b d n -> b n d")
+        return self.net(tokens)

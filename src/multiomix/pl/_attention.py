@@ -1,0 +1,199 @@
+"""Plots of what :func:`multiomix.tl.fit_genomic_interpreter` and :func:`multiomix.tl.attention_maps` wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from anndata import AnnData
+
+__all__ = ["attention_maps", "track_prediction"]
+
+
+def _entry(adata: AnnData, key: str, what: str) -> dict:
+    entry = adata.uns.get(key)
+    if entry is None or what not in entry:
+        raise KeyError(f".uns[{key!r}][{what!r}] not found; run the matching mx.tl function first.")
+    return entry
+
+
+def attention_maps(
+    adata: AnnData,
+    *,
+    region: int | str = 0,
+    key: str = "genomic_interpreter",
+    layers: Sequence[str] | None = None,
+    heads: Sequence[int] | None = None,
+    marks: Mapping[str, int] | None = None,
+    panel_size: float = 2.2,
+    cmap: str = "viridis",
+    show: bool | None = None,
+    save: str | None = None,
+):
+    """Hierarchical attention maps of one region: one row per layer (fine to coarse), one column per head.
+
+    The last column is the head average. Window layers show the regular and the shifted pass summed, so the
+    two offset tilings of windows are both visible; the transformer rows show full maps. Axes are in base
+    pairs, so the growing token size up the hierarchy is visible.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``.uns[key]['attention']`` from :func:`multiomix.tl.attention_maps`.
+    region
+        Position within the regions extracted, or a region name.
+    key
+        ``.uns`` key.
+    layers
+        Layers to show (default: all, window passes merged per layer).
+    heads
+        Heads to show (default: all).
+    marks
+        ``{label: position in bp}`` to draw as lines (e.g. planted motif positions).
+    panel_size
+        Size of one panel in inches.
+    cmap
+        Colour map.
+    show, save
+        Show the figure / save it to this path.
+
+    Returns
+    -------
+    The matplotlib figure (when not shown).
+
+    Examples
+    --------
+    >>> mx.tl.attention_maps(adata, model, regions=[0])
+    >>> mx.pl.attention_maps(adata, region=0, marks={"A": 100, "B": 148})
+    """
+    entry = _entry(adata, key, "attention")
+    maps, resolution = entry["attention"], entry["attention_resolution"]
+    names = [str(n) for n in entry["attention_regions"]]
+    if isinstance(region, str):
+        if region not in names:
+            raise KeyError(f"Region {region!r} has no stored attention; stored: {names[:5]}.")
+        region = names.index(region)
+    if not 0 <= region < len(names):
+        raise IndexError(f"region must be in [0, {len(names)}).")
+    grouped: dict[str, list[str]] = {}
+    for name in maps:
+        grouped.setdefault(name.rsplit(".", 1)[0] if name.startswith("stage") else name, []).append(name)
+    layer_names = list(grouped) if layers is None else list(layers)
+    unknown = [layer for layer in layer_names if layer not in grouped]
+    if unknown:
+        raise KeyError(f"Unknown layers {unknown}; available: {list(grouped)}.")
+    n_heads = np.asarray(maps[grouped[layer_names[0]][0]]).shape[1]
+    head_idx = list(range(n_heads)) if heads is None else list(heads)
+    ncols = len(head_idx) + 1
+    fig, axes = plt.subplots(len(layer_names), ncols, figsize=(panel_size * ncols, panel_size * len(layer_names)),
+                             squeeze=False)
+    for r, layer in enumerate(layer_names):
+        stack = sum(np.asarray(maps[p])[region] for p in grouped[layer])  # (heads, n, n)
+        bp = int(resolution[grouped[layer][0]])
+        extent = (0, stack.shape[-1] * bp, stack.shape[-1] * bp, 0)
+        panels = [stack[h] for h in head_idx] + [stack.mean(0)]
+        titles = [f"head {h}" for h in head_idx] + ["mean"]
+        for c, (panel, title) in enumerate(zip(panels, titles)):
+            ax = axes[r, c]
+            ax.imshow(panel, cmap=cmap, extent=extent, interpolation="nearest")
+            ax.set_title(f"{layer} ({bp} bp/token)\n{title}" if c == 0 else title, fontsize=7)
+            ax.tick_params(labelsize=6)
+            for label, pos in (marks or {}).items():
+                ax.axvline(pos, color="w", lw=0.5, ls="--")
+                ax.axhline(pos, color="w", lw=0.5, ls="--")
+                if r == 0 and c == ncols - 1:
+                    ax.text(pos, 0, label, color="r", fontsize=6, va="bottom")
+    fig.suptitle(f"Attention maps of {names[region]} (query rows x key columns, bp)", fontsize=9)
+    fig.tight_layout()
+    if save:
+        fig.savefig(save, dpi=120)
+    if show:
+        plt.show()
+        return None
+    return fig
+
+
+def track_prediction(
+    adata: AnnData,
+    *,
+    key: str = "genomic_interpreter",
+    region: int | str | None = None,
+    track: int | str = 0,
+    split: str | None = "test",
+    ax=None,
+    show: bool | None = None,
+    save: str | None = None,
+):
+    """Predicted vs observed track values.
+
+    For profile targets (``obsm[tracks_key]``) and a ``region``: the observed and predicted profile along the
+    bins. Otherwise: a scatter of predicted against observed values over the regions of ``split`` (all regions
+    when ``split`` is ``None`` or ``obs['split']`` is absent), titled with the Pearson correlation.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``.obsm['<key>_prediction']`` and ``.uns[key]`` from :func:`multiomix.tl.fit_genomic_interpreter`.
+    key
+        Key used at fitting.
+    region
+        Region position or name (profile plot).
+    track
+        Track index or name.
+    split
+        Split to scatter.
+    ax
+        Axes to draw on.
+    show, save
+        Show the figure / save it to this path.
+
+    Returns
+    -------
+    The matplotlib axes (when not shown).
+
+    Examples
+    --------
+    >>> mx.pl.track_prediction(adata, split="test")
+    """
+    entry = _entry(adata, key, "params")
+    pred_key = f"{key}_prediction"
+    if pred_key not in adata.obsm:
+        raise KeyError(f".obsm[{pred_key!r}] not found; run mx.tl.fit_genomic_interpreter first.")
+    pred = np.asarray(adata.obsm[pred_key])
+    params = entry["params"]
+    tracks_key, layer = params["tracks_key"] or None, params["layer"] or None
+    if tracks_key is not None:
+        observed = np.asarray(adata.obsm[tracks_key])
+    else:
+        matrix = adata.X if layer is None else adata.layers[layer]
+        observed = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+    names = [str(n) for n in entry["track_names"]]
+    t = names.index(track) if isinstance(track, str) else int(track)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6 if pred.ndim == 3 and region is not None else 4, 3.5))
+    if pred.ndim == 3 and region is not None:
+        row = adata.obs_names.get_loc(region) if isinstance(region, str) else int(region)
+        bins = np.arange(pred.shape[1])
+        ax.plot(bins, observed[row, :, t], label="observed", color="0.3")
+        ax.plot(bins, pred[row, :, t], label="predicted", color="C1")
+        ax.set_xlabel("bin")
+        ax.set_ylabel(names[t])
+        ax.set_title(f"{adata.obs_names[row]}", fontsize=9)
+        ax.legend(fontsize=7)
+    else:
+        rows = np.arange(adata.n_obs)
+        if split is not None and "split" in adata.obs.columns:
+            rows = np.flatnonzero(adata.obs["split"].astype(str).to_numpy() == split)
+        o, p = observed[rows][..., t].ravel(), pred[rows][..., t].ravel()
+        r = np.corrcoef(o, p)[0, 1] if len(o) > 1 and o.std() > 0 and p.std() > 0 else np.nan
+        ax.scatter(o, p, s=6, alpha=0.5)
+        ax.set_xlabel(f"observed {names[t]}")
+        ax.set_ylabel("predicted")
+        ax.set_title(f"{params['backbone']}: Pearson r = {r:.3f} ({split or 'all'}, n={len(rows)})", fontsize=9)
+    if save:
+        ax.figure.savefig(save, dpi=120, bbox_inches="tight")
+    if show:
+        plt.show()
+        return None
+    return ax

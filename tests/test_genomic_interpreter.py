@@ -1,0 +1,288 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import multiomix as mx
+from multiomix.models._genomic_interpreter import build_backbone, infer_loss
+from multiomix.nn.swin1d import Attention, Swin1D, SwinLayer, TokenMerge, TrackHead
+
+os.environ.setdefault("MULTIOMIX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+torch.set_num_threads(1)
+
+TINY_SWIN = {"dims": (16, 24), "depths": (1, 1), "window": 8, "heads": 2, "dim_head": 8, "transformer_depth": 1,
+             "stem_kernel": 9, "stem_pool": 2}
+FIT = {"accelerator": "cpu", "enable_progress_bar": False}
+
+
+# ---------------------------------------------------------------- io / pp
+
+
+def test_read_fasta_and_one_hot(tmp_path):
+    path = tmp_path / "x.fa"
+    path.write_text(">r1 desc\nACGT\nNN\n>r2\nttgcaa\n")
+    records = mx.io.read_fasta(path)
+    assert records == {"r1": "ACGTNN", "r2": "TTGCAA"}
+    onehot = mx.pp.one_hot_encode(records)
+    assert onehot.shape == (2, 6, 4) and onehot.dtype == np.uint8
+    np.testing.assert_array_equal(onehot[0, :4], np.eye(4))
+    assert onehot[0, 4:].sum() == 0  # N -> all zeros
+    np.testing.assert_array_equal(onehot[1].argmax(1), [3, 3, 2, 1, 0, 0])
+
+
+def test_one_hot_errors_name_the_record(tmp_path):
+    with pytest.raises(ValueError, match="'bad'.*'X'"):
+        mx.pp.one_hot_encode({"ok": "ACGT", "bad": "ACXT"})
+    with pytest.raises(ValueError, match="same length"):
+        mx.pp.one_hot_encode({"a": "ACGT", "b": "ACG"})
+    path = tmp_path / "dup.fa"
+    path.write_text(">a\nAC\n>a\nGT\n")
+    with pytest.raises(ValueError, match="duplicate"):
+        mx.io.read_fasta(path)
+
+
+def test_reverse_complement_numpy_and_torch():
+    x = mx.pp.one_hot_encode(["AACGTN"])
+    expected = mx.pp.one_hot_encode(["NACGTT"])
+    np.testing.assert_array_equal(mx.pp.reverse_complement(x), expected)
+    np.testing.assert_array_equal(mx.pp.reverse_complement(torch.as_tensor(x)).numpy(), expected)
+
+
+def test_one_hot_sequences_from_fasta_intervals(tmp_path):
+    path = tmp_path / "genome.fa"
+    path.write_text(">chr1\nAAAACCCCGGGGTTTT\n>chr2\nACGTACGTNN\n")
+    obs = pd.DataFrame({"chrom": ["chr1", "chr2"], "start": [4, 6], "end": [8, 10]}, index=["p1", "p2"])
+    adata = ad.AnnData(obs=obs)
+    mx.pp.one_hot_sequences(adata, fasta=path)
+    np.testing.assert_array_equal(adata.obsm["dna_onehot"][0].argmax(1), [1, 1, 1, 1])
+    assert adata.obsm["dna_onehot"][1, 2:].sum() == 0
+    bad = ad.AnnData(obs=pd.DataFrame({"chrom": ["chr1"], "start": [10], "end": [20]}, index=["p9"]))
+    with pytest.raises(ValueError, match="p9"):
+        mx.pp.one_hot_sequences(bad, fasta=path)
+    assert "dna_onehot" not in bad.obsm
+    seqs = ad.AnnData(obs=pd.DataFrame({"sequence": ["ACGT", "ACGU"]}, index=["s1", "s2"]))
+    with pytest.raises(ValueError, match="s2"):
+        mx.pp.one_hot_sequences(seqs)
+    assert "dna_onehot" not in seqs.obsm
+
+
+# ---------------------------------------------------------------- nn
+
+
+def test_window_attention_is_local_and_shift_connects_windows():
+    torch.manual_seed(0)
+    layer = SwinLayer(dim=8, window=4, heads=2, dim_head=4).eval()
+    x = torch.randn(1, 32, 8)
+    y = x.clone()
+    y[0, 0] = torch.randn(8) * 3  # not a constant shift, which LayerNorm would hide
+    with torch.no_grad():
+        dx, dy = layer(x), layer(y)
+        changed = (dx - dy).abs().sum(-1)[0] > 1e-4
+        _, weights = layer(x, return_attention=True)
+    # token 0 reaches its window [0, 4), then the shifted windows {30, 31, 0, 1} and {2..5}; the FFN's
+    # depthwise convolutions add one token each way per pass
+    assert not changed[8:28].any()
+    assert changed[4]  # only reachable through the shifted pass
+    regular, shifted = (w.dense()[0].mean(0) for w in weights)
+    assert regular[0, 4] == 0 and regular[0, :4].sum() > 0.99
+    assert shifted[3, 4] > 0 and shifted[3, 1] == 0  # shifted window {2, 3, 4, 5}
+    np.testing.assert_allclose(regular.sum(-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_padding_is_masked():
+    torch.manual_seed(0)
+    layer = SwinLayer(dim=8, window=8, heads=2, dim_head=4).eval()
+    with torch.no_grad():
+        _, weights = layer(torch.randn(2, 13, 8), return_attention=True)
+    raw = weights[0].weights  # (b, windows, heads, w, w); last window has 3 pad keys
+    assert raw.shape[1] == 2
+    assert raw[:, 1, :, :, 5:].abs().max() < 1e-6
+
+
+def test_relative_positions_break_permutation_symmetry():
+    torch.manual_seed(0)
+    attn = Attention(dim=8, heads=2, dim_head=4, max_distance=16)
+    torch.nn.init.normal_(attn.position_bias)
+    x = torch.randn(1, 6, 8)
+    perm = torch.tensor([5, 4, 3, 2, 1, 0])
+    out, out_perm = attn(x), attn(x[:, perm])
+    assert not torch.allclose(out[:, perm], out_perm, atol=1e-4)
+
+
+def test_swin_shapes_merge_and_attention_layers():
+    net = Swin1D(**TINY_SWIN)
+    tokens, weights = net(torch.randn(3, 50, 4), return_attention=True)
+    assert tokens.shape == (3, 13, 24) and net.reduction == 4
+    assert set(weights) == {"stage0.layer0.regular", "stage0.layer0.shifted", "stage1.layer0.regular",
+                            "stage1.layer0.shifted", "transformer.layer0"}
+    assert weights["stage1.layer0.regular"].dense().shape == (3, 2, 13, 13)
+    assert TokenMerge(dim=4, dim_out=6)(torch.randn(1, 5, 4)).shape == (1, 3, 6)
+    full = Swin1D(**{**TINY_SWIN, "window": None})
+    _, w_full = full(torch.randn(1, 50, 4), return_attention=True)
+    assert (w_full["stage0.layer0.regular"].dense()[0] > 0).all()  # one window = full attention
+
+
+@pytest.mark.parametrize("name", ["cnn_maxpool", "cnn_attpool", "cnn_dilated", "enformer_like"])
+def test_baseline_backbones(name):
+    net = build_backbone(name)
+    tokens = net(torch.randn(2, 200, 4))
+    assert tokens.shape[0] == 2 and tokens.shape[2] == net.out_dim
+    assert tokens.shape[1] == -(-200 // net.reduction)
+    assert TrackHead(dim=net.out_dim, n_tracks=3)(tokens).shape == (2, 3)
+    assert TrackHead(dim=net.out_dim, n_tracks=3, n_bins=5)(tokens).shape == (2, 5, 3)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def test_oct4_mafk_loader():
+    adata = mx.datasets.oct4_mafk()
+    assert adata.shape == (7997, 1)
+    assert adata.obsm["dna_onehot"].shape == (7997, 200, 4)
+    assert adata.obsm["dna_onehot"].sum(-1).max() == 1
+    counts = adata.obs.groupby(["split", "factor"], observed=True).size()
+    assert counts[("test", "Oct4")] == 100 and counts[("test", "Mafk")] == 100
+    assert counts[("validation", "Oct4")] == 390
+    assert adata.X[adata.obs["factor"] == "Oct4"].min() == 1
+    assert {"chrom", "start", "end"} <= set(adata.obs.columns)
+    assert (adata.obs["end"] - adata.obs["start"]).eq(200).all()
+
+
+def test_planted_motifs_truth():
+    adata = mx.datasets.planted_motif_pairs(200, length=128, distance=24, n_bins=8, random_state=1)
+    pairs = adata.obs["kind"] == "pair"
+    assert (adata.obs.loc[pairs, "motif_b_pos"] - adata.obs.loc[pairs, "motif_a_pos"]).eq(24).all()
+    seq = adata.obsm["dna_onehot"][np.flatnonzero(pairs)[0]].argmax(1)
+    start = int(adata.obs.loc[pairs, "motif_a_pos"].iloc[0])
+    assert "".join("ACGT"[i] for i in seq[start : start + 8]) == "TGACGTCA"
+    assert adata.X[pairs.to_numpy()].mean() > 3 * adata.X[~pairs.to_numpy()].mean()
+    assert adata.obsm["tracks"].shape == (200, 8, 1)
+
+
+# ---------------------------------------------------------------- model
+
+
+@pytest.fixture(scope="module")
+def motif_data():
+    # homopolymer motifs with strong single effects, so that a tiny model learns within a few epochs on CPU
+    return mx.datasets.planted_motif_pairs(500, length=128, distance=24, motif_a="GGGGGGGGGG", motif_b="AAAAAAAAAA",
+                                           single_effect=8.0, pair_effect=8.0, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(motif_data):
+    adata = motif_data.copy()
+    model = mx.tl.fit_genomic_interpreter(adata, backbone="swin1d", backbone_kwargs=TINY_SWIN, max_epochs=6,
+                                          batch_size=32, lr=3e-3, **FIT)
+    return adata, model
+
+
+def test_learns_planted_signal(fitted):
+    adata, model = fitted
+    metrics = adata.uns["genomic_interpreter"]["metrics"]
+    assert model.loss_ == "poisson"
+    # the rate takes values 2 / 10 / 26 by motif content; the untrained model is ~uncorrelated
+    assert metrics["test"].loc["signal", "pearson"] > 0.6
+    pred = adata.obsm["genomic_interpreter_prediction"]
+    assert pred.shape == (adata.n_obs, 1) and (pred > 0).all()
+    history = adata.uns["genomic_interpreter"]["history"]
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert "validation_pearson" in history.columns
+
+
+def test_untrained_model_does_not_pass(motif_data):
+    adata = motif_data.copy()
+    mx.models.GenomicInterpreter.setup_anndata(adata)
+    model = mx.models.GenomicInterpreter(adata, backbone_kwargs=TINY_SWIN)
+    test = np.flatnonzero(adata.obs["split"] == "test")
+    assert abs(model.evaluate(indices=test).loc["signal", "pearson"]) < 0.4
+
+
+def test_save_load_and_h5ad_round_trip(fitted, tmp_path):
+    adata, model = fitted
+    model.save(tmp_path / "gi", overwrite=True)
+    loaded = mx.models.GenomicInterpreter.load(tmp_path / "gi", adata=adata)
+    np.testing.assert_allclose(loaded.predict(indices=np.arange(20)), model.predict(indices=np.arange(20)), rtol=1e-5)
+    pairs = np.flatnonzero(adata.obs["kind"] == "pair")[:3]
+    mx.tl.attention_maps(adata, model, regions=list(adata.obs_names[pairs]))
+    attn = adata.uns["genomic_interpreter"]["attention"]
+    assert attn["stage0.layer0.regular"].shape == (3, 2, 64, 64)
+    assert adata.uns["genomic_interpreter"]["attention_resolution"]["stage1.layer0.shifted"] == 4
+    hits = mx.tl.attention_pair_hit_rate(adata)
+    assert set(hits.index) == {"stage0.layer0", "stage1.layer0", "transformer.layer0"}
+    assert hits["chance"].between(0, 1).all()
+    path = tmp_path / "regions.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    np.testing.assert_allclose(back.uns["genomic_interpreter"]["attention"]["transformer.layer0"],
+                               attn["transformer.layer0"])
+    pd.testing.assert_frame_equal(back.uns["genomic_interpreter"]["metrics"]["test"],
+                                  adata.uns["genomic_interpreter"]["metrics"]["test"], check_index_type=False)
+
+
+def test_plots(fitted, tmp_path):
+    adata, model = fitted
+    mx.tl.attention_maps(adata, model, regions=[0, 1])
+    fig = mx.pl.attention_maps(adata, region=1, marks={"A": 10})
+    assert len(fig.axes) == 3 * 3  # 3 layers x (2 heads + mean)
+    ax = mx.pl.track_prediction(adata, split="test", save=str(tmp_path / "scatter.png"))
+    assert "Pearson" in ax.get_title()
+    assert (tmp_path / "scatter.png").stat().st_size > 0
+
+
+def test_deterministic(motif_data):
+    sub = motif_data[:120].copy()
+    preds = []
+    for _ in range(2):
+        adata = sub.copy()
+        mx.tl.fit_genomic_interpreter(adata, backbone="cnn_maxpool", backbone_kwargs={"dims": (8, 8)},
+                                      max_epochs=1, random_state=3, **FIT)
+        preds.append(adata.obsm["genomic_interpreter_prediction"])
+    np.testing.assert_array_equal(preds[0], preds[1])
+
+
+def test_profile_targets_and_binary_loss():
+    adata = mx.datasets.planted_motif_pairs(120, length=128, distance=24, n_bins=8, random_state=0)
+    model = mx.tl.fit_genomic_interpreter(adata, backbone="enformer_like", tracks_key="tracks", max_epochs=1,
+                                          backbone_kwargs={"dims": (8, 16), "transformer_depth": 1, "heads": 2,
+                                                           "dim_head": 4}, **FIT)
+    assert adata.obsm["genomic_interpreter_prediction"].shape == (120, 8, 1)
+    ax = mx.pl.track_prediction(adata, region=0)
+    assert len(ax.lines) == 2
+    with pytest.raises(ValueError, match="swin1d"):
+        model.get_attention(indices=[0])
+    binary = mx.datasets.planted_motif_pairs(100, length=128, distance=24, random_state=0)
+    binary.X = (binary.X > 5).astype(np.float32)
+    assert infer_loss(binary.X) == "bce"
+    mx.tl.fit_genomic_interpreter(binary, backbone="cnn_dilated", backbone_kwargs={"dim": 8, "n_dilated": 2},
+                                  max_epochs=1, **FIT)
+    assert {"auroc", "auprc"} <= set(binary.uns["genomic_interpreter"]["metrics"]["test"].columns)
+
+
+def test_clear_errors_leave_object_untouched():
+    adata = mx.datasets.planted_motif_pairs(60, length=128, distance=24, random_state=0)
+    before = (set(adata.uns), set(adata.obsm), adata.obs.copy())
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        mx.tl.fit_genomic_interpreter(adata, backbone="resnet", max_epochs=1, **FIT)
+    with pytest.raises(KeyError, match="dna_missing"):
+        mx.tl.fit_genomic_interpreter(adata, sequence_key="dna_missing", max_epochs=1, **FIT)
+    negative = adata.copy()
+    negative.X = negative.X - 5
+    with pytest.raises(ValueError, match="negative"):
+        mx.tl.fit_genomic_interpreter(negative, loss="poisson", max_epochs=1, **FIT)
+    wrong = adata.copy()
+    wrong.obsm["dna_onehot"] = wrong.obsm["dna_onehot"][..., :3]
+    with pytest.raises(ValueError, match="length, 4"):
+        mx.tl.fit_genomic_interpreter(wrong, max_epochs=1, **FIT)
+    assert (set(adata.uns), set(adata.obsm)) == before[:2]
+    pd.testing.assert_frame_equal(adata.obs, before[2])
