@@ -37,6 +37,11 @@ VARIANTS = {
     "small": {"group_sizes": (16,), "hidden": (64,), "dropout": 0.3, "weight_decay": 1e-2},
     "ensemble3": {"n_models": 3},
     "small_ensemble3": {"group_sizes": (16,), "hidden": (64,), "dropout": 0.3, "weight_decay": 1e-2, "n_models": 3},
+    "tiny": {"group_sizes": (8,), "hidden": (32,), "dropout": 0.5, "weight_decay": 1e-2},
+    "small_slow": {"group_sizes": (16,), "hidden": (64,), "dropout": 0.3, "weight_decay": 1e-2, "lr": 5e-4,
+                   "early_stopping_patience": 40},
+    "small_unweighted": {"group_sizes": (16,), "hidden": (64,), "dropout": 0.3, "weight_decay": 1e-2,
+                         "class_weighting": False},
 }
 
 

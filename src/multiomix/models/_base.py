@@ -130,34 +130,46 @@ def split_to_external_indexing(
 
 
 class SupervisedTrainingPlan(TrainingPlan):
-    """scvi-tools TrainingPlan for classifiers: logs loss and accuracy per epoch, nothing more.
+    """scvi-tools TrainingPlan for classifiers: logs ``<stage>_loss`` and ``<stage>_accuracy`` once per epoch.
 
-    The module's ``loss`` must return a :class:`scvi.module.base.LossOutput` with ``logits`` and
-    ``true_labels`` set.
+    Per-step logging through Lightning costs more than a forward pass of a small model, so the plan sums
+    the loss and the correct predictions over the epoch's minibatches and logs the means at the epoch end
+    (averaged over processes under DDP). The module's ``loss`` must return a
+    :class:`scvi.module.base.LossOutput` with ``logits`` and ``true_labels`` set.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch_sums: dict[str, torch.Tensor] = {}
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         _, _, out = self.forward(batch, loss_kwargs=self.loss_kwargs)
-        n = out.true_labels.shape[0]
-        sync = self.use_sync_dist
-        self.log(
-            f"{stage}_loss",
-            out.loss,
-            on_step=False,
-            on_epoch=True,
-            batch_size=n,
-            sync_dist=sync,
-            prog_bar=stage == "train",
-        )
-        accuracy = (out.logits.argmax(-1) == out.true_labels.view(-1).long()).float().mean()
-        self.log(f"{stage}_accuracy", accuracy, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        with torch.no_grad():
+            n = out.true_labels.shape[0]
+            correct = (out.logits.argmax(-1) == out.true_labels.view(-1).long()).sum()
+            sums = torch.stack([out.loss.detach() * n, correct.float(), out.loss.new_tensor(float(n))])
+            self._epoch_sums[stage] = self._epoch_sums.get(stage, 0) + sums
         return out.loss
 
-    def training_step(self, batch, batch_idx):
+    def _log_epoch(self, stage: str) -> None:
+        sums = self._epoch_sums.pop(stage, None)
+        if sums is None:
+            return
+        loss, accuracy = sums[0] / sums[2], sums[1] / sums[2]
+        self.log(f"{stage}_loss", loss, sync_dist=self.use_sync_dist, prog_bar=stage == "train")
+        self.log(f"{stage}_accuracy", accuracy, sync_dist=self.use_sync_dist)
+
+    def training_step(self, batch, batch_idx):  # noqa: D102
         return self._step(batch, "train")
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx):  # noqa: D102
         self._step(batch, "validation")
+
+    def on_train_epoch_end(self) -> None:  # noqa: D102
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        self._log_epoch("validation")
 
 
 class BestStateCallback(pl.Callback):

@@ -1,4 +1,8 @@
 """multiomix.pl"""
 
-from ._tile_attention import tile_attention  # noqa: E402, F401
 from ._attention import attention_maps, track_prediction  # noqa: E402, F401
+
+from ._tile_attention import tile_attention  # noqa: E402, F401
+
+from ._crossattomics import interaction_importance, training_history  # noqa: E402, F401
+
