@@ -1,0 +1,372 @@
+"""Cell-type-specific feature relevance of trained models, written into ``mdata.uns``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from mudata import MuData
+
+from .._logging import logger
+from .._utils import check_aligned, check_finite, get_matrix, to_uns, write_uns
+from ..explain._adapters import get_adapter
+from ..explain._relevance import METHODS, cross_modal_relevance, group_prototypes, group_relevance
+
+__all__ = ["feature_relevance", "rank_relevant_features"]
+
+Kind = Literal["group", "cross_modal"]
+
+
+def _safe(name: str) -> str:
+    return str(name).replace("/", "_")
+
+
+def _feature_positions(mdata: MuData, adapter, modalities: list[str]) -> dict[str, np.ndarray | None]:
+    out = {}
+    for m in modalities:
+        if m not in mdata.mod:
+            raise KeyError(f"Modality {m!r} that the model reads is not in the MuData; it has {list(mdata.mod)}.")
+        names = adapter.feature_names[m]
+        position = pd.Index(mdata.mod[m].var_names.astype(str)).get_indexer(names)
+        if (position < 0).any():
+            missing = list(names[position < 0][:5])
+            raise KeyError(
+                f"Modality {m!r} lacks {int((position < 0).sum())} of the {len(names)} features the model was "
+                f"trained on (e.g. {missing})."
+            )
+        in_order = mdata.mod[m].n_vars == len(names) and np.array_equal(position, np.arange(len(names)))
+        out[m] = None if in_order else position
+    return out
+
+
+def _group_codes(mdata: MuData, groupby: str, groups) -> tuple[list[str], np.ndarray, list[str]]:
+    """All group names with cells, the code of each cell, and the groups to explain."""
+    if groupby not in mdata.obs.columns:
+        raise KeyError(f"`groupby` column {groupby!r} not found in mdata.obs; columns: {list(mdata.obs.columns)}.")
+    labels = mdata.obs[groupby]
+    cat = labels.astype("category") if not isinstance(labels.dtype, pd.CategoricalDtype) else labels
+    present = [str(c) for c in cat.cat.categories if (cat == c).any()]
+    if len(present) < 1:
+        raise ValueError(f"mdata.obs[{groupby!r}] has no labelled cells.")
+    lookup = {g: i for i, g in enumerate(present)}
+    codes = np.array([lookup.get(str(v), -1) if pd.notna(v) else -1 for v in labels], dtype=int)
+    if groups is None:
+        chosen = present
+    else:
+        chosen = [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
+        unknown = [g for g in chosen if g not in lookup]
+        if unknown:
+            raise KeyError(f"Groups {unknown} have no cells in mdata.obs[{groupby!r}]; it has {present}.")
+    return present, codes, chosen
+
+
+def _index(names: list[str], mods: list[str]) -> pd.Index:
+    if len(set(names)) == len(names):
+        return pd.Index(names, name="feature")
+    return pd.Index([f"{m}:{n}" for m, n in zip(mods, names)], name="feature")
+
+
+def _frame(index: pd.Index, modality: list[str], mean_abs: np.ndarray, mean: np.ndarray) -> pd.DataFrame:
+    order = np.argsort(-mean_abs, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    return pd.DataFrame(
+        {"modality": pd.Categorical(modality), "mean_abs": mean_abs.astype(np.float32),
+         "mean": mean.astype(np.float32), "rank": rank},
+        index=index,
+    )
+
+
+def feature_relevance(
+    mdata: MuData,
+    model: Any,
+    *,
+    groupby: str,
+    kind: Kind = "group",
+    source: str | None = None,
+    target: str | None = None,
+    groups: str | list[str] | None = None,
+    background: Literal["auto", "all_groups", "own_group"] = "auto",
+    n_background: int = 0,
+    n_samples: int | None = None,
+    max_cells_per_group: int | None = None,
+    method: Literal["auto", "deep", "expected_gradients"] = "auto",
+    batch_size: int | None = None,
+    memory_mb: float = 512,
+    random_state: int = 0,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> MuData | None:
+    """Cell-type-specific relevance of input features, SHAP-style, for any model with a relevance adapter.
+
+    ``kind="group"``: for each group (cell type) ``g`` of ``groupby``, the relevance of every input feature
+    of every modality for the model's probability of class ``g``, on the cells of ``g``. The background is
+    the mean profile (prototype) of every group, as in UnitedNet's analysis, plus ``n_background`` random
+    cells: a feature is relevant when moving it from the typical profile of the cell types to its value in a
+    cell of ``g`` raises (or lowers) the probability of ``g``.
+
+    ``kind="cross_modal"``: for each group, a (target feature x source feature) matrix of the relevance of
+    each source feature for each predicted target feature along the source-encoder -> target-decoder path,
+    on the cells of the group. The background is the group's own prototype (plus ``n_background`` random
+    cells of the group): relevance measures which source features drive the target *within* the cell type.
+
+    Attributions come from :class:`shap.DeepExplainer` where shap has a rule for every layer and its
+    additivity check passes on a probe (``method="auto"``), else from expected gradients (the estimator of
+    :class:`shap.GradientExplainer`), batched so that memory stays bounded; see :mod:`multiomix.explain`.
+
+    Parameters
+    ----------
+    mdata
+        Paired MuData holding every modality the model reads (features matched by name).
+    model
+        A trained model with a relevance adapter (UnitedNet, MultimodalAE, CrossAttOmics, or any model with a
+        ``relevance_adapter()`` method).
+    groupby
+        Column of ``mdata.obs`` with the groups; for ``kind="group"`` its values must be the model's classes.
+    kind
+        ``"group"`` or ``"cross_modal"``.
+    source, target
+        Modalities of the cross-modal path (``kind="cross_modal"`` only).
+    groups
+        Groups to explain (default: all with cells).
+    background
+        ``"all_groups"`` (prototypes of all groups), ``"own_group"`` (the group's prototype) or ``"auto"``
+        (``all_groups`` for ``kind="group"``, ``own_group`` for ``kind="cross_modal"``).
+    n_background
+        Random cells added to the background (from all cells, or the group's cells for ``own_group``).
+    n_samples
+        Expected-gradients draws per explained cell (default 50 for groups, 10 for cross-modal).
+    max_cells_per_group
+        Explain at most this many random cells per group (default all).
+    method
+        ``"auto"``, ``"deep"`` or ``"expected_gradients"``.
+    batch_size, memory_mb
+        Cells per batch (default: what fits in ``memory_mb`` of interpolation points / Jacobians).
+    random_state
+        Seed of the cell subsampling, random background and expected-gradients draws.
+    key_added
+        Key in ``mdata.uns`` (default ``"relevance"`` or ``"relevance_<source>_to_<target>"``).
+    copy
+        Return a copy instead of writing into ``mdata``.
+
+    Returns
+    -------
+    ``None`` (or the copy). Writes ``mdata.uns[key_added]`` with
+
+    * ``"groups"``: per group a DataFrame over features with ``modality``, ``mean_abs`` (mean |relevance|
+      over the group's cells), ``mean`` (signed mean) and ``rank`` (1 = largest ``mean_abs``); for
+      ``kind="cross_modal"`` these are the source features, summed over target features;
+    * ``"matrices"`` (``kind="cross_modal"`` only): per group a target x source DataFrame of mean |relevance|;
+    * ``"summary"``: per group the number of cells, method, additivity error and seconds;
+    * ``"params"``: the arguments, the method used and the largest additivity error.
+
+    Group names are the dict keys, with ``/`` replaced by ``_``.
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> mdata = mx.datasets.patchseq()
+    >>> model = mx.tl.fit_unitednet(mdata, label_key="cell_type_TEM")
+    >>> mx.tl.feature_relevance(mdata, model, groupby="cell_type_TEM")
+    >>> mx.tl.rank_relevant_features(mdata, "relevance", "Sst-MET-1", n_top=5)
+    >>> mx.tl.feature_relevance(mdata, model, groupby="cell_type_TEM", kind="cross_modal",
+    ...                         source="rna", target="morph")
+    """
+    if not isinstance(mdata, MuData):
+        raise TypeError(f"Expected a MuData, got {type(mdata).__name__}.")
+    if kind not in ("group", "cross_modal"):
+        raise ValueError(f"`kind` must be 'group' or 'cross_modal', got {kind!r}.")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    if background not in ("auto", "all_groups", "own_group"):
+        raise ValueError(f"`background` must be 'auto', 'all_groups' or 'own_group', got {background!r}.")
+    if n_background < 0 or (n_samples is not None and n_samples < 1):
+        raise ValueError("`n_background` must be >= 0 and `n_samples` >= 1.")
+    if kind == "cross_modal" and (source is None or target is None):
+        raise ValueError("kind='cross_modal' needs both `source` and `target` modalities.")
+    if kind == "group" and (source is not None or target is not None):
+        raise ValueError("`source`/`target` are only used with kind='cross_modal'.")
+    adapter = get_adapter(model)
+    fn = adapter.get_classifier() if kind == "group" else adapter.get_translator(source, target)
+    mods = list(adapter.modalities) if kind == "group" else [source]
+    positions = _feature_positions(mdata, adapter, mods)
+    check_aligned(mdata, mods)
+    present, codes, chosen = _group_codes(mdata, groupby, groups)
+    if kind == "group":
+        classes = [str(c) for c in adapter.class_names]
+        unknown = [g for g in chosen if g not in classes]
+        if unknown:
+            raise ValueError(
+                f"Groups {unknown} of mdata.obs[{groupby!r}] are not classes of the model ({classes[:10]}...); "
+                "group relevance explains the probability of the cell's own class."
+            )
+    matrices = {m: get_matrix(mdata.mod[m], adapter.layers[m]) for m in mods}
+    for m, matrix in matrices.items():
+        check_finite(matrix, f"Modality {m!r}")
+    background = background if background != "auto" else ("all_groups" if kind == "group" else "own_group")
+    n_samples = n_samples or (50 if kind == "group" else 10)
+    rng = np.random.default_rng(random_state)
+    gen = torch.Generator().manual_seed(random_state)
+    device = adapter.device
+    protos = {m: group_prototypes(matrices[m], codes, len(present), columns=positions[m]) for m in mods}
+
+    def _background(rows_pool: np.ndarray, proto_rows: list[int]) -> list[np.ndarray]:
+        extra = np.sort(rng.choice(rows_pool, size=min(n_background, len(rows_pool)), replace=False)) \
+            if n_background else np.zeros(0, dtype=int)
+        out = []
+        for m in mods:
+            parts = [protos[m][proto_rows]]
+            if len(extra):
+                chunk = matrices[m][extra]
+                chunk = chunk.toarray() if hasattr(chunk, "toarray") else np.asarray(chunk)
+                parts.append((chunk if positions[m] is None else chunk[:, positions[m]]).astype(np.float32))
+            out.append(np.concatenate(parts, 0))
+        return out
+
+    labelled = np.flatnonzero(codes >= 0)
+    shared_bg = _background(labelled, list(range(len(present)))) if background == "all_groups" else None
+    start = time.perf_counter()
+    results = {}
+    for g in chosen:
+        gi = present.index(g)
+        rows = np.flatnonzero(codes == gi)
+        if max_cells_per_group is not None and len(rows) > max_cells_per_group:
+            rows = np.sort(rng.choice(rows, size=max_cells_per_group, replace=False))
+        bg = shared_bg if shared_bg is not None else _background(np.flatnonzero(codes == gi), [gi])
+        common = {"method": method, "n_samples": n_samples, "batch_size": batch_size, "memory_mb": memory_mb,
+                  "device": device, "generator": gen}
+        if kind == "group":
+            results[g] = group_relevance(fn, [matrices[m] for m in mods], rows, adapter.class_names.index(g), bg,
+                                         columns=[positions[m] for m in mods], **common)
+        else:
+            results[g] = cross_modal_relevance(fn, matrices[source], rows, bg[0], columns=positions[source],
+                                               **common)
+    seconds = time.perf_counter() - start
+
+    feature_mods = [m for m in mods for _ in adapter.feature_names[m]]
+    index = _index([str(n) for m in mods for n in adapter.feature_names[m]], feature_mods)
+    frames, mats = {}, {}
+    for g, res in results.items():
+        if kind == "group":
+            frames[_safe(g)] = _frame(index, feature_mods, np.concatenate(res.mean_abs), np.concatenate(res.mean))
+        else:
+            targets = pd.Index(adapter.feature_names[target].astype(str), name="target")
+            mats[_safe(g)] = pd.DataFrame(res.mean_abs.astype(np.float32), index=targets, columns=list(index))
+            frames[_safe(g)] = _frame(index, feature_mods, res.mean_abs.sum(0), res.mean.sum(0))
+    summary = pd.DataFrame(
+        {"n_cells": [r.n_cells for r in results.values()],
+         "method": [r.method for r in results.values()],
+         "additivity_error": [r.additivity_error for r in results.values()],
+         "additivity_relative": [r.additivity_relative for r in results.values()],
+         "seconds": [r.seconds for r in results.values()]},
+        index=pd.Index([_safe(g) for g in results], name="group"),
+    )
+    methods = sorted(set(summary["method"]))
+    notes = next(iter(results.values())).notes if results else {}
+    params = to_uns({
+        "kind": kind, "groupby": groupby, "source": source, "target": target, "model": adapter.name,
+        "modalities": mods, "groups": list(results), "group_keys": [_safe(g) for g in results],
+        "background": background, "n_background": n_background, "n_samples": n_samples,
+        "max_cells_per_group": max_cells_per_group, "method_requested": method, "method": ", ".join(methods),
+        "additivity_error": float(summary["additivity_error"].max()) if len(summary) else 0.0,
+        "additivity_relative": float(summary["additivity_relative"].max()) if len(summary) else 0.0,
+        "deep_unsupported_modules": notes.get("deep_unsupported_modules", ""),
+        "random_state": random_state, "seconds": seconds,
+    })
+    entry: dict[str, Any] = {"params": params, "groups": frames, "summary": summary}
+    if kind == "cross_modal":
+        entry["matrices"] = mats
+    key_added = key_added or ("relevance" if kind == "group" else f"relevance_{source}_to_{target}")
+    logger.info(
+        f"feature relevance ({kind}, {', '.join(methods)}) of {len(results)} groups in {seconds:.1f} s; "
+        f"largest additivity error {params['additivity_error']:.3g}"
+    )
+    out = mdata.copy() if copy else mdata
+    write_uns(out, key_added, entry)
+    return out if copy else None
+
+
+def _entry(mdata: MuData, key: str) -> dict:
+    if key not in mdata.uns:
+        raise KeyError(f"No relevance results under mdata.uns[{key!r}]; run mx.tl.feature_relevance first.")
+    entry = mdata.uns[key]
+    if not isinstance(entry, dict) or "groups" not in entry or "params" not in entry:
+        raise ValueError(f"mdata.uns[{key!r}] does not hold feature_relevance results.")
+    return entry
+
+
+def _group_key(entry: dict, group: str) -> str:
+    key = _safe(group)
+    if key not in entry["groups"]:
+        raise KeyError(f"Group {group!r} not found in the relevance results; groups: {list(entry['groups'])}.")
+    return key
+
+
+def rank_relevant_features(
+    mdata: MuData,
+    key: str,
+    group: str,
+    n_top: int = 10,
+    *,
+    modality: str | None = None,
+    target_feature: str | None = None,
+) -> pd.DataFrame:
+    """Top relevant features of one group as a tidy DataFrame.
+
+    Parameters
+    ----------
+    mdata
+        MuData with results of :func:`feature_relevance` in ``uns[key]``.
+    key
+        The ``key_added`` of :func:`feature_relevance`.
+    group
+        Group (cell type) to rank.
+    n_top
+        Number of rows.
+    modality
+        Keep only features of this modality.
+    target_feature
+        Cross-modal results only: rank the source features of this one target feature (else the source
+        features summed over all targets).
+
+    Returns
+    -------
+    DataFrame with columns ``group``, ``modality``, ``feature``, ``mean_abs``, ``mean`` (``NaN`` for a
+    single target feature), ``rank``, and ``target`` for cross-modal results.
+
+    Examples
+    --------
+    >>> mx.tl.rank_relevant_features(mdata, "relevance", "Sst-MET-1", n_top=5)
+    >>> mx.tl.rank_relevant_features(mdata, "relevance_rna_to_morph", "Sst-MET-1", target_feature="soma_depth")
+    """
+    entry = _entry(mdata, key)
+    gkey = _group_key(entry, group)
+    frame = entry["groups"][gkey].copy()
+    if target_feature is not None:
+        if "matrices" not in entry:
+            raise ValueError(f"`target_feature` needs cross-modal results; uns[{key!r}] holds group relevance.")
+        mat = entry["matrices"][gkey]
+        if target_feature not in mat.index:
+            raise KeyError(f"Target feature {target_feature!r} not in the relevance matrix of {key!r}.")
+        frame = frame.assign(mean_abs=mat.loc[target_feature].reindex(frame.index).to_numpy(), mean=np.nan)
+        frame["rank"] = frame["mean_abs"].rank(ascending=False, method="first").astype(int)
+    if modality is not None:
+        if modality not in set(frame["modality"].astype(str)):
+            raise KeyError(f"Modality {modality!r} not in the relevance results; it has "
+                           f"{sorted(set(frame['modality'].astype(str)))}.")
+        frame = frame[frame["modality"].astype(str) == modality]
+    frame = frame.sort_values("mean_abs", ascending=False, kind="stable").head(n_top)
+    out = pd.DataFrame({
+        "group": group,
+        "modality": frame["modality"].astype(str).to_numpy(),
+        "feature": frame.index.astype(str),
+        "mean_abs": frame["mean_abs"].to_numpy(),
+        "mean": frame["mean"].to_numpy(),
+        "rank": np.arange(1, len(frame) + 1),
+    })
+    if "matrices" in entry:
+        out.insert(1, "target", target_feature if target_feature is not None else "all")
+    return out

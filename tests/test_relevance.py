@@ -1,0 +1,236 @@
+"""Feature relevance: planted truth, estimator checks, storage round trip, plots and errors."""
+
+from __future__ import annotations
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import sparse
+from torch import nn
+
+import multiomix as mx
+from multiomix.explain import FunctionModule, RelevanceAdapter, deep_supported
+from multiomix.tl import feature_relevance, rank_relevant_features
+
+S_DRIVERS = [f"S{i}" for i in range(10, 15)]
+F_MARKERS = [f"F{i}" for i in range(1, 6)]
+
+
+def planted_mudata(n_per_type: int = 150, seed: int = 0) -> md.MuData:
+    """Cell types A, B, C; source ``src`` (S0-S24, F1-F5) and target ``tgt`` (T0-T7).
+
+    * C differs from A and B only by F1-F5 (+3).
+    * B is marked in the source by S0-S2 (+3), so the source alone tells whether a cell is B.
+    * T3 = 0.6 * (S10 + ... + S14) in B and noise elsewhere; every other target T_k follows S_{15+k} in all
+      cell types.
+    """
+    rng = np.random.default_rng(seed)
+    types = np.repeat(["A", "B", "C"], n_per_type)
+    n = len(types)
+    src = rng.normal(size=(n, 30)).astype(np.float32)
+    is_b, is_c = types == "B", types == "C"
+    src[is_b, 0:3] += 3.0
+    src[is_c, 25:30] += 3.0
+    tgt = (0.3 * rng.normal(size=(n, 8))).astype(np.float32)
+    for k in range(8):
+        if k != 3:
+            tgt[:, k] += 0.8 * src[:, 15 + k]
+    tgt[is_b, 3] += 0.6 * src[is_b, 10:15].sum(1)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(types)}, index=[f"cell{i}" for i in range(n)])
+    mdata = md.MuData({
+        "src": ad.AnnData(src, obs=obs.copy(), var=pd.DataFrame(index=[f"S{i}" for i in range(25)] + F_MARKERS)),
+        "tgt": ad.AnnData(tgt, obs=obs.copy(), var=pd.DataFrame(index=[f"T{i}" for i in range(8)])),
+    })
+    mdata.obs["cell_type"] = obs["cell_type"]
+    return mdata
+
+
+def precision_at_5(frame: pd.DataFrame, truth: list[str]) -> float:
+    return len(set(frame["feature"].head(5)) & set(truth)) / 5
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    mdata = planted_mudata()
+    model = mx.tl.fit_unitednet(mdata, label_key="cell_type", max_epochs=60, lr=3e-3, latent_dim=32, hidden=(128,),
+                                n_heads=1, loss_weights={"contrastive": 0.1},
+                                trainer_kwargs={"enable_progress_bar": False})
+    feature_relevance(mdata, model, groupby="cell_type")
+    feature_relevance(mdata, model, groupby="cell_type", kind="cross_modal", source="src", target="tgt")
+    return mdata, model
+
+
+def test_planted_truth_recovered(fitted):
+    mdata, _ = fitted
+    # group-to-feature: C is defined only by F1-F5
+    top_c = rank_relevant_features(mdata, "relevance", "C", n_top=5)
+    assert precision_at_5(top_c, F_MARKERS) == 1.0
+    # cross-modal: T3 is driven by S10-S14 only in B
+    key = "relevance_src_to_tgt"
+    top_b = rank_relevant_features(mdata, key, "B", n_top=5, target_feature="T3")
+    assert precision_at_5(top_b, S_DRIVERS) == 1.0
+    mats = mdata.uns[key]["matrices"]
+    strength = {g: float(mats[g].loc["T3", S_DRIVERS].mean()) for g in "ABC"}
+    for other in ("A", "C"):  # outside B, S10-S14 hardly move T3 (T3 is noise there)
+        assert strength[other] < 0.25 * strength["B"]
+    # another target keeps its own driver in every type (T5 <- S20)
+    for g in "ABC":
+        assert rank_relevant_features(mdata, key, g, 1, target_feature="T5")["feature"].iloc[0] == "S20"
+    # the method used and its additivity error are recorded; shap has no rule for LayerNorm
+    params = mdata.uns["relevance"]["params"]
+    assert params["method"] == "expected_gradients"
+    assert "LayerNorm" in params["deep_unsupported_modules"]
+    assert np.isfinite(params["additivity_error"])
+    summary = mdata.uns["relevance"]["summary"]
+    assert list(summary.index) == ["A", "B", "C"] and summary["n_cells"].tolist() == [150, 150, 150]
+
+
+def test_h5mu_round_trip_and_plots(fitted, tmp_path):
+    mdata, _ = fitted
+    path = tmp_path / "relevance.h5mu"
+    mdata.write_h5mu(path)
+    back = md.read_h5mu(path)
+    for key in ("relevance", "relevance_src_to_tgt"):
+        for g in "ABC":
+            pd.testing.assert_frame_equal(back.uns[key]["groups"][g], mdata.uns[key]["groups"][g],
+                                          check_categorical=False)
+        assert str(back.uns[key]["params"]["method"]) == "expected_gradients"
+    pd.testing.assert_frame_equal(back.uns["relevance_src_to_tgt"]["matrices"]["B"],
+                                  mdata.uns["relevance_src_to_tgt"]["matrices"]["B"])
+    pd.testing.assert_frame_equal(rank_relevant_features(back, "relevance", "C", 5),
+                                  rank_relevant_features(mdata, "relevance", "C", 5))
+    # plots read the stored results (after the round trip too)
+    for name, call in {
+        "heatmap": lambda: mx.pl.relevance_heatmap(back, "relevance", n_top=5),
+        "matrix": lambda: mx.pl.relevance_heatmap(back, "relevance_src_to_tgt", group="B", n_top=8),
+        "dotplot": lambda: mx.pl.relevance_dotplot(back, "relevance", n_top=5),
+        "network": lambda: mx.pl.relevance_network(back, "relevance_src_to_tgt", "B", n_top=12),
+    }.items():
+        ax = call()
+        ax.figure.savefig(tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").stat().st_size > 5000
+        plt.close(ax.figure)
+
+
+class _TinyModel:
+    """A model that is not a multiomix class but exposes ``relevance_adapter()``."""
+
+    def __init__(self, n_features: int, classes: list[str], seed: int = 0):
+        torch.manual_seed(seed)
+        self.classes = classes
+        self.net = nn.Sequential(nn.Linear(n_features, 16), nn.ReLU(), nn.Linear(16, len(classes)), nn.Sigmoid())
+        self.n_features = n_features
+
+    def relevance_adapter(self) -> RelevanceAdapter:
+        return RelevanceAdapter(
+            modalities=["rna"], feature_names={"rna": pd.Index([f"g{i}" for i in range(self.n_features)])},
+            layers={"rna": None}, class_names=self.classes,
+            classifier=FunctionModule(lambda x: self.net(x), {"net": self.net}), name="Tiny",
+        )
+
+
+def _tiny_mudata(sparse_x: bool = False, n: int = 90, p: int = 12) -> md.MuData:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, p)).astype(np.float32)
+    labels = np.repeat(["a", "b", "c"], n // 3)
+    x[labels == "b", :3] += 2
+    x = np.abs(x) if sparse_x else x
+    obs = pd.DataFrame({"group": pd.Categorical(labels)}, index=[f"c{i}" for i in range(n)])
+    adata = ad.AnnData(sparse.csr_matrix(x) if sparse_x else x, obs=obs,
+                       var=pd.DataFrame(index=[f"g{i}" for i in range(p)]))
+    mdata = md.MuData({"rna": adata})
+    mdata.obs["group"] = obs["group"]
+    return mdata
+
+
+def test_deep_explainer_where_supported_and_estimators_agree():
+    mdata, model = _tiny_mudata(), _TinyModel(12, ["a", "b", "c"])
+    assert deep_supported(model.net) == (True, [])
+    feature_relevance(mdata, model, groupby="group", key_added="deep")
+    params = mdata.uns["deep"]["params"]
+    assert params["method"] == "deep" and params["additivity_relative"] < 1e-3
+    feature_relevance(mdata, model, groupby="group", method="expected_gradients", n_samples=200, key_added="eg")
+    for g in "abc":
+        deep, eg = (mdata.uns[k]["groups"][g]["mean"].to_numpy() for k in ("deep", "eg"))
+        assert np.corrcoef(deep, eg)[0, 1] > 0.95
+    # deep is deterministic: batches and sparse storage do not change it
+    sparse_data = _tiny_mudata(sparse_x=True)
+    feature_relevance(sparse_data, model, groupby="group", batch_size=7, key_added="a")
+    feature_relevance(sparse_data, model, groupby="group", batch_size=1000, key_added="b")
+    sparse_data.mod["rna"].X = sparse_data.mod["rna"].X.toarray()
+    feature_relevance(sparse_data, model, groupby="group", key_added="c")
+    for k in ("b", "c"):
+        np.testing.assert_allclose(sparse_data.uns["a"]["groups"]["b"]["mean"],
+                                   sparse_data.uns[k]["groups"]["b"]["mean"], rtol=1e-4, atol=1e-7)
+
+
+def test_expected_gradients_reproducible_and_complete():
+    mdata, model = _tiny_mudata(), _TinyModel(12, ["a", "b", "c"], seed=3)
+    kwargs = {"groupby": "group", "method": "expected_gradients", "n_samples": 64}
+    for key, seed in (("r0", 0), ("r0_again", 0), ("r1", 1)):
+        feature_relevance(mdata, model, random_state=seed, key_added=key, **kwargs)
+    a, b, c = (mdata.uns[k]["groups"]["b"]["mean_abs"].to_numpy() for k in ("r0", "r0_again", "r1"))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and np.corrcoef(a, c)[0, 1] > 0.9
+    # completeness: attributions sum to f(x) - E f(background) up to Monte-Carlo error
+    assert mdata.uns["r0"]["params"]["additivity_relative"] < 0.2
+
+
+def test_other_models_plug_in():
+    mdata = mx.datasets.synthetic_interaction_mudata(120, n_features={"rna": 15, "methylation": 10, "mirna": 5})
+    cao = mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=2, batch_size=64, enable_progress_bar=False)
+    feature_relevance(mdata, cao, groupby="label", n_samples=8)
+    frame = mdata.uns["relevance"]["groups"]["pos"]
+    assert len(frame) == 30 and set(frame["modality"]) == {"rna", "methylation", "mirna"}
+    with pytest.raises(ValueError, match="does not predict one modality"):
+        feature_relevance(mdata, cao, groupby="label", kind="cross_modal", source="rna", target="mirna")
+    if not hasattr(mx.models, "MultimodalAE"):
+        return
+    mx.models.MultimodalAE.setup_mudata(mdata, modalities=["rna", "methylation"])
+    ae = mx.models.MultimodalAE(mdata, latent_dim=4, hidden_dim=16)
+    ae.train(max_epochs=2, batch_size=64, train_size=0.8, validation_size=0.2)
+    feature_relevance(mdata, ae, groupby="label", kind="cross_modal", source="rna", target="methylation",
+                      n_samples=4)
+    assert mdata.uns["relevance_rna_to_methylation"]["matrices"]["neg"].shape == (10, 15)
+    with pytest.raises(ValueError, match="does not predict classes"):
+        feature_relevance(mdata, ae, groupby="label")
+
+
+def test_clear_errors_leave_data_untouched(fitted):
+    mdata, model = fitted
+    before = set(mdata.uns.keys())
+    with pytest.raises(KeyError, match="nope"):
+        feature_relevance(mdata, model, groupby="nope")
+    with pytest.raises(ValueError, match="needs both"):
+        feature_relevance(mdata, model, groupby="cell_type", kind="cross_modal", source="src")
+    with pytest.raises(KeyError, match="protein"):
+        feature_relevance(mdata, model, groupby="cell_type", kind="cross_modal", source="src", target="protein")
+    with pytest.raises(ValueError, match="method"):
+        feature_relevance(mdata, model, groupby="cell_type", method="lime")
+    with pytest.raises(ValueError, match="kind"):
+        feature_relevance(mdata, model, groupby="cell_type", kind="pairs")
+    relabelled = mdata.copy()
+    relabelled.obs["other"] = pd.Categorical(np.where(relabelled.obs["cell_type"] == "A", "X", "B"))
+    with pytest.raises(ValueError, match="not classes of the model"):
+        feature_relevance(relabelled, model, groupby="other")
+    missing = md.MuData({"src": mdata.mod["src"][:, :20].copy(), "tgt": mdata.mod["tgt"].copy()})
+    missing.obs["cell_type"] = mdata.obs["cell_type"]
+    with pytest.raises(KeyError, match="lacks 10"):
+        feature_relevance(missing, model, groupby="cell_type")
+    nan = mdata.copy()
+    nan.mod["src"].X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        feature_relevance(nan, model, groupby="cell_type")
+    with pytest.raises(TypeError, match="No relevance adapter"):
+        feature_relevance(mdata, object(), groupby="cell_type")
+    with pytest.raises(KeyError, match="run mx.tl.feature_relevance"):
+        rank_relevant_features(mdata, "absent", "A")
+    with pytest.raises(KeyError, match="Group 'Z'"):
+        rank_relevant_features(mdata, "relevance", "Z")
+    with pytest.raises(ValueError, match="cross-modal"):
+        mx.pl.relevance_network(mdata, "relevance", "A")
+    assert set(mdata.uns.keys()) == before
