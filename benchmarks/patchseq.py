@@ -45,7 +45,8 @@ MODS = ("rna", "ephys", "morph")
 PAIRS = [(s, t) for s in MODS for t in MODS if s != t]
 MODEL_KW = {"latent_dim": 64, "hidden": (256,), "n_heads": 5, "input_dropout": 0.5, "dropout": 0.2,
             "loss_weights": {"reconstruction": 0.3, "translation": 3.0}}
-TRAIN_KW = {"lr": 3e-3, "weight_decay": 1e-3, "batch_size": 64}
+TRAIN_KW = {"lr": {"translation": 3e-3, "classification": 3e-3, "clustering": 3e-4}, "weight_decay": 1e-3,
+            "batch_size": 64}
 ORIGINAL = {  # original UnitedNet code on this machine's CPU (10-fold, its notebook protocol), from the issue
     "unsupervised": {"ari": 0.365, "nmi": 0.830, "matched_accuracy": 0.618, "s_per_epoch": 5.2},
     "supervised": {"accuracy": 0.904, "ari": 0.742, "s_per_epoch": 12.3},

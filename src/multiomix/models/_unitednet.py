@@ -279,6 +279,10 @@ class UnitedNetTrainingPlan(TrainingPlan):
         Updates of the classification/clustering phase per minibatch.
     gradient_clip
         Max gradient norm per phase.
+    cluster_warmup
+        Unsupervised mode: fraction of ``max_epochs`` trained with the translation phase only; then each head's
+        prototypes are initialised by k-means on its projected training cells and the clustering phase starts.
+        Checkpoints before that epoch are not candidates.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
@@ -291,9 +295,11 @@ class UnitedNetTrainingPlan(TrainingPlan):
         weight_decay: float = 0.0,
         classification_repeats: int = 1,
         gradient_clip: float = 25.0,
+        cluster_warmup: float = 0.5,
         **kwargs: Any,
     ):
         super().__init__(module, lr=lr if isinstance(lr, float | int) else 1e-3, weight_decay=weight_decay, **kwargs)
+        self.cluster_warmup = cluster_warmup
         self.automatic_optimization = False
         self.lrs = lr if isinstance(lr, dict) else {}
         self.base_lr = float(lr) if isinstance(lr, float | int) else 1e-3
@@ -351,6 +357,40 @@ class UnitedNetTrainingPlan(TrainingPlan):
             pred = torch.where(labels < module.n_classes, labels, pred)
         return pred
 
+    @property
+    def cluster_init_epoch(self) -> int:
+        """Epoch at which the cluster prototypes are initialised by k-means (unsupervised mode)."""
+        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        return int(self.cluster_warmup * max_epochs)
+
+    def on_train_epoch_start(self) -> None:
+        """In unsupervised mode, initialise the prototypes by k-means once the warm-up epochs are done."""
+        if self.module.mode == "unsupervised" and self.current_epoch == self.cluster_init_epoch:
+            self._kmeans_prototypes()
+
+    @torch.no_grad()
+    def _kmeans_prototypes(self) -> None:
+        from sklearn.cluster import KMeans
+
+        module = self.module
+        was_training = module.training
+        module.eval()
+        hidden = []
+        for batch in self.trainer.train_dataloader:
+            batch = {k: v.to(module.device) for k, v in batch.items()}
+            xs, _ = self._inputs(batch)
+            hidden.append(module.net.classify(module.net.encode(xs))["hidden"].cpu())
+        module.train(was_training)
+        hidden = torch.cat(hidden, dim=1).numpy()  # (heads, cells, projection)
+        heads = module.net.heads
+        k = heads.prototypes.shape[1]
+        if hidden.shape[1] < k:
+            return
+        seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        for h in range(hidden.shape[0]):
+            centers = KMeans(k, n_init=3, random_state=seed + h).fit(hidden[h]).cluster_centers_
+            heads.prototypes.data[h] = torch.as_tensor(centers, dtype=heads.prototypes.dtype)
+
     def training_step(self, batch, batch_idx):
         opts = self.optimizers()
         opts = dict(zip(self.phases, opts if isinstance(opts, list) else [opts]))
@@ -369,7 +409,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
             self._step(opts["discriminator"], disc)
             self.log("train_discriminator", disc.detach(), **log)
         for phase in ("classification", "clustering"):
-            if phase not in opts:
+            if phase not in opts or (phase == "clustering" and self.current_epoch < self.cluster_init_epoch):
                 continue
             for _ in range(self.classification_repeats):
                 heads = self.module.head_losses(xs, labels, train_encoders=phase == "classification")
@@ -416,6 +456,8 @@ class UnitedNetTrainingPlan(TrainingPlan):
             if self.module.mode == "supervised":
                 score = score + float(heads[best])
         self.log("validation_loss", score, sync_dist=self.use_sync_dist, prog_bar=True)
+        if self.module.mode == "unsupervised" and self.current_epoch < self.cluster_init_epoch:
+            return  # prototypes are not initialised yet: not a candidate checkpoint
         if self.best_score is None or score < self.best_score:
             self.best_score, self.best_epoch = score, self.current_epoch
             self._best_state = copy.deepcopy(self.module.state_dict())

@@ -1,0 +1,196 @@
+"""Annotation transfer and protein-from-RNA on the NeurIPS 2021 BMMC starter data (CITE-seq and Multiome).
+
+Reference: batch ``s1d1`` (the ``is_train`` rows), query: batch ``s1d2``. The query's labels are used only for
+the scores. Peers in the same script, same split:
+
+- kNN (k=5) on the reference PCA (20 components per modality fitted on the reference, query projected): concatenated
+  RNA + protein PCA for CITE-seq, RNA PCA for Multiome;
+- scANVI: SCVI + SCANVI on the reference RNA counts, then ``SCANVI.load_query_data`` and query training;
+- protein from RNA on the query cells: ridge (alpha by internal CV) and kNN regression on the reference RNA
+  PCA, against UnitedNet trained on the reference only (before adaptation, which sees query proteins).
+
+UnitedNet: :func:`multiomix.tl.transfer_labels` (supervised fit on the reference, then translation /
+contrastive adaptation on reference + query, classification on the reference only). Query cells of types
+absent from the reference cannot be right; the report says how well the confidence flags them (AUROC of
+``1 - confidence``, novel vs known types) for UnitedNet and for kNN (fraction of neighbours agreeing).
+
+Run: ``python benchmarks/transfer.py``; writes ``benchmarks/results/transfer.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scanpy as sc
+import scvi
+import torch
+from scipy import sparse
+from sklearn.decomposition import PCA
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.preprocessing import StandardScaler
+
+import multiomix as mx
+
+warnings.filterwarnings("ignore")
+for name in ("lightning", "lightning.pytorch", "multiomix", "scvi"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+
+RESULTS = Path(__file__).parent / "results"
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+MODEL_KW = {"latent_dim": 64, "hidden": (256,), "n_heads": 5, "input_dropout": 0.5, "dropout": 0.2,
+            "loss_weights": {"reconstruction": 0.3, "translation": 3.0}}
+
+
+def dense(x) -> np.ndarray:
+    return np.asarray(x.toarray() if sparse.issparse(x) else x, dtype=np.float64)
+
+
+def mean_pearson(truth: np.ndarray, pred: np.ndarray) -> float:
+    t, p = truth - truth.mean(0), pred - pred.mean(0)
+    denom = np.sqrt((t**2).sum(0) * (p**2).sum(0))
+    ok = denom > 1e-12
+    return float(((t * p).sum(0)[ok] / denom[ok]).mean())
+
+
+def scores(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray | None, known: set[str]) -> dict:
+    out = {"accuracy": float(accuracy_score(y, pred)), "macro_f1": float(f1_score(y, pred, average="macro")),
+           "accuracy_known_types": float(accuracy_score(y[np.isin(y, list(known))], pred[np.isin(y, list(known))]))}
+    novel = ~np.isin(y, list(known))
+    if confidence is not None and novel.any() and (~novel).any():
+        out["novel_auroc"] = float(roc_auc_score(novel, 1 - confidence))
+    return out
+
+
+def knn_transfer(ref_feats: list[np.ndarray], query_feats: list[np.ndarray], y_ref: np.ndarray, seed: int):
+    """kNN (k=5) on 20 PCA components per modality fitted on the reference (query projected), concatenated."""
+    ref_parts, query_parts = [], []
+    for r, q in zip(ref_feats, query_feats):
+        pca = PCA(n_components=20, random_state=seed).fit(r)
+        ref_parts.append(pca.transform(r))
+        query_parts.append(pca.transform(q))
+    knn = KNeighborsClassifier(n_neighbors=5).fit(np.hstack(ref_parts), y_ref)
+    proba = knn.predict_proba(np.hstack(query_parts))
+    return knn.classes_[proba.argmax(1)], proba.max(1)
+
+
+def scanvi_transfer(mdata, ref_mask, label_key: str, epochs: int, seed: int):
+    scvi.settings.seed = seed
+    rna = mdata.mod["rna"]
+    adata = sc.AnnData(X=rna.layers["counts"].copy(), obs=mdata.obs[[label_key]].astype(str).copy())
+    adata.obs_names = rna.obs_names
+    ref, query = adata[ref_mask].copy(), adata[~ref_mask].copy()
+    scvi.model.SCVI.setup_anndata(ref, labels_key=label_key)
+    vae = scvi.model.SCVI(ref, n_latent=20)
+    vae.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
+    lvae = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category="Unknown", labels_key=label_key)
+    lvae.train(max_epochs=max(epochs // 5, 10), accelerator="cpu", enable_progress_bar=False)
+    query.obs[label_key] = "Unknown"
+    qvae = scvi.model.SCANVI.load_query_data(query, lvae)
+    qvae.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False, plan_kwargs={"weight_decay": 0.0})
+    proba = qvae.predict(soft=True)
+    return proba.columns.to_numpy()[proba.to_numpy().argmax(1)].astype(str), proba.to_numpy().max(1)
+
+
+def run_dataset(name: str, mdata, *, epochs: int, adapt_epochs: int, scanvi_epochs: int, seed: int) -> dict:
+    label_key = "cell_type"
+    ref_mask = (mdata.obs["batch"].astype(str) == "s1d1").to_numpy()
+    reference, query = mdata[ref_mask].copy(), mdata[~ref_mask].copy()
+    y_ref = reference.obs[label_key].astype(str).to_numpy()
+    y_query = query.obs[label_key].astype(str).to_numpy()
+    del query.obs[label_key]
+    known = set(y_ref)
+    mods = list(mdata.mod)
+    out: dict = {"n_reference": int(ref_mask.sum()), "n_query": int((~ref_mask).sum()),
+                 "novel_fraction": float(np.mean(~np.isin(y_query, list(known))))}
+    # kNN on reference PCA
+    knn_mods = mods if name == "cite" else ["rna"]
+    t0 = time.perf_counter()
+    pred, conf = knn_transfer([dense(reference.mod[m].X) for m in knn_mods],
+                              [dense(query.mod[m].X) for m in knn_mods], y_ref, seed)
+    out["knn"] = {**scores(y_query, pred, conf, known), "seconds": time.perf_counter() - t0,
+                  "features": "+".join(knn_mods) + " PCA"}
+    # scANVI
+    t0 = time.perf_counter()
+    pred, conf = scanvi_transfer(mdata, ref_mask, label_key, scanvi_epochs, seed)
+    out["scanvi"] = {**scores(y_query, pred, conf, known), "seconds": time.perf_counter() - t0}
+    # UnitedNet: reference model, then adaptation
+    t0 = time.perf_counter()
+    ref_copy = reference.copy()
+    model = mx.tl.fit_unitednet(ref_copy, label_key=label_key, max_epochs=epochs, random_state=seed,
+                                accelerator="cpu", trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW)
+    t_ref = time.perf_counter() - t0
+    mx.tl.transfer_labels(reference, query, label_key=label_key, model=model, adapt_epochs=adapt_epochs,
+                          random_state=seed, accelerator="cpu", trainer_kwargs={"enable_progress_bar": False})
+    pred = query.obs[f"{label_key}_transferred"].astype(str).to_numpy()
+    conf = query.obs[f"{label_key}_transferred_confidence"].to_numpy()
+    out["unitednet"] = {**scores(y_query, pred, conf, known), "seconds": time.perf_counter() - t0,
+                        "seconds_reference_fit": t_ref}
+    mx.tl.transfer_labels(reference, query, label_key=label_key, model=model, adapt_epochs=0, key_added="noadapt")
+    out["unitednet_no_adaptation"] = scores(y_query, query.obs["noadapt"].astype(str).to_numpy(),
+                                            query.obs["noadapt_confidence"].to_numpy(), known)
+    if name == "cite":  # protein from RNA on the query cells
+        x_ref, x_q = dense(reference.mod["rna"].X), dense(query.mod["rna"].X)
+        p_ref, p_q = dense(reference.mod["adt"].X), dense(query.mod["adt"].X)
+        sx, sp = StandardScaler().fit(x_ref), StandardScaler().fit(p_ref)
+        ridge = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(sx.transform(x_ref), sp.transform(p_ref))
+        pred_ridge = sp.inverse_transform(ridge.predict(sx.transform(x_q)))
+        pca = PCA(50, random_state=seed).fit(sx.transform(x_ref))
+        knn = KNeighborsRegressor(15).fit(pca.transform(sx.transform(x_ref)), p_ref)
+        pred_knn = knn.predict(pca.transform(sx.transform(x_q)))
+        pred_un = model.translate(query, source="rna", target="adt")
+        out["protein_from_rna_pearson"] = {"unitednet": mean_pearson(p_q, pred_un),
+                                           "ridge": mean_pearson(p_q, pred_ridge), "knn": mean_pearson(p_q, pred_knn)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--adapt-epochs", type=int, default=30)
+    parser.add_argument("--scanvi-epochs", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data_dir = DATA if DATA.exists() else None
+    results = {"args": vars(args), "model_kwargs": MODEL_KW}
+    for name, loader in (("cite", mx.datasets.bmmc_cite), ("multiome", mx.datasets.bmmc_multiome)):
+        results[name] = run_dataset(name, loader(data_dir=data_dir), epochs=args.epochs,
+                                    adapt_epochs=args.adapt_epochs, scanvi_epochs=args.scanvi_epochs, seed=args.seed)
+        print(name, json.dumps(results[name], indent=1), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "transfer.json").write_text(json.dumps(results, indent=1))
+    lines = ["# Annotation transfer s1d1 -> s1d2 (BMMC starter data)", "",
+             f"Command: `python benchmarks/transfer.py --epochs {args.epochs} --adapt-epochs {args.adapt_epochs} "
+             f"--scanvi-epochs {args.scanvi_epochs}` ({args.threads} CPU thread).", ""]
+    for name in ("cite", "multiome"):
+        r = results[name]
+        lines += [f"## {name}: {r['n_reference']} reference, {r['n_query']} query cells, "
+                  f"{100 * r['novel_fraction']:.0f} % of query cells of types absent from the reference", "",
+                  "| method | accuracy | macro-F1 | accuracy on known types | novel-type AUROC of 1 - confidence | s |",
+                  "|---|---|---|---|---|---|"]
+        for key, label in (("unitednet", "UnitedNet (transfer_labels)"),
+                           ("unitednet_no_adaptation", "UnitedNet, reference model only"),
+                           ("knn", f"kNN on reference {r['knn']['features']}"), ("scanvi", "scANVI load_query_data")):
+            m = r[key]
+            lines.append(f"| {label} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['accuracy_known_types']:.3f} | "
+                         f"{m.get('novel_auroc', float('nan')):.3f} | {m.get('seconds', float('nan')):.0f} |")
+        if "protein_from_rna_pearson" in r:
+            p = r["protein_from_rna_pearson"]
+            lines += ["", "Protein from RNA on the query cells, mean per-protein Pearson: "
+                      f"UnitedNet {p['unitednet']:.3f}, ridge {p['ridge']:.3f}, kNN {p['knn']:.3f}."]
+        lines.append("")
+    (RESULTS / "transfer.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
