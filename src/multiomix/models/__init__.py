@@ -9,3 +9,5 @@ from ._genomic_interpreter import GenomicInterpreter, GenomicInterpreterModule  
 
 from ._med_crossvit import MedCrossViT, MedCrossViTModule  # noqa: E402, F401
 from ._unitednet import UnitedNet, UnitedNetModule, UnitedNetTrainingPlan  # noqa: E402, F401
+
+from ._multimodal_ae import MultimodalAE, MultimodalAEModule, MultimodalAETrainingPlan  # noqa: E402, F401

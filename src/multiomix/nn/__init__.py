@@ -22,3 +22,5 @@ __all__ = [
 from .swin1d import Swin1D, TrackHead  # noqa: E402, F401
 from .sequence_cnn import AttentionPoolCNN, DilatedResidualCNN, EnformerLike, MaxPoolCNN  # noqa: E402, F401
 from .unitednet import CosinePrototypeHeads, UnitedNetwork  # noqa: E402, F401
+
+from .autoencoder import ModalityDecoder, ModalityEncoder, MultimodalAutoencoder  # noqa: E402, F401

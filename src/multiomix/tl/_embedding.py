@@ -1,0 +1,259 @@
+"""Joint-embedding baselines and metrics: concatenated per-modality PCA/LSI and a scIB-style benchmark."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from anndata import AnnData
+from mudata import MuData
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+from sklearn.decomposition import TruncatedSVD
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_samples, silhouette_score
+
+from .._utils import check_finite, check_modalities, get_matrix, write_obsm, write_uns
+from ..pp._features import infer_modality_kind, normalize, tfidf
+
+__all__ = ["benchmark_embeddings", "pca_concat"]
+
+DEFAULT_RESOLUTIONS = tuple(np.round(np.arange(0.2, 2.01, 0.2), 1).tolist())
+
+
+def _modality_components(
+    adata: AnnData, *, kind: str, layer: str | None, n_comps: int, use_highly_variable: bool, random_state: int
+) -> np.ndarray:
+    """Reduce one modality: RNA log-normalised PCA, ATAC TF-IDF + LSI (first component dropped), protein CLR PCA."""
+    matrix = get_matrix(adata, layer)
+    if use_highly_variable and "highly_variable" in adata.var.columns:
+        mask = adata.var["highly_variable"].to_numpy(dtype=bool)
+        if mask.sum() >= 2:
+            matrix = matrix[:, mask]
+    tmp = AnnData(X=matrix.copy().astype(np.float32))
+    if kind == "atac":
+        tfidf(tmp)
+        n = min(n_comps + 1, min(tmp.shape) - 1)
+        svd = TruncatedSVD(n_components=n, algorithm="arpack", random_state=random_state)
+        lsi = svd.fit_transform(tmp.X)
+        return lsi[:, 1:]  # the first LSI component follows sequencing depth
+    normalize(tmp, method="clr" if kind == "protein" else "log1p")
+    n = min(n_comps, min(tmp.shape) - 1)
+    sc.pp.pca(tmp, n_comps=n, zero_center=True, svd_solver="arpack", random_state=random_state)
+    return np.asarray(tmp.obsm["X_pca"])
+
+
+def pca_concat(
+    mdata: MuData,
+    *,
+    n_comps: int = 20,
+    modalities: Sequence[str] | None = None,
+    layer: str | Mapping[str, str | None] | None = "counts",
+    kinds: Mapping[str, str] | None = None,
+    use_highly_variable: bool = True,
+    random_state: int = 0,
+    key_added: str = "X_pca_concat",
+) -> None:
+    """Concatenate per-modality reductions into one baseline joint embedding.
+
+    RNA: library-size normalisation, ``log1p``, PCA. ATAC: TF-IDF, truncated SVD (LSI) with the first
+    component dropped. Protein: CLR, PCA. Each block is scaled to unit total variance so every modality
+    weighs the same, then the blocks are concatenated. Sparse matrices stay sparse (implicitly centred PCA).
+
+    Parameters
+    ----------
+    mdata
+        MuData.
+    n_comps
+        Components per modality.
+    modalities
+        Modalities to use (default all).
+    layer
+        Layer with raw counts (one name or a dict; ``None`` = ``.X``).
+    kinds
+        ``"rna"``, ``"atac"`` or ``"protein"`` per modality; by default guessed from the modality name.
+    use_highly_variable
+        Restrict to ``var['highly_variable']`` when that column exists.
+    random_state
+        Seed of the SVD.
+    key_added
+        Key in ``mdata.obsm``.
+
+    Returns
+    -------
+    Nothing; writes ``mdata.obsm[key_added]`` and ``mdata.uns['pca_concat']`` (kinds and block widths).
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> mdata = mx.datasets.bmmc_multiome()
+    >>> mx.tl.pca_concat(mdata, n_comps=20)
+    >>> mdata.obsm["X_pca_concat"].shape
+    (500, 40)
+    """
+    modalities = check_modalities(mdata, modalities)
+    if n_comps < 1:
+        raise ValueError(f"n_comps must be >= 1, got {n_comps}.")
+    kinds = {m: (kinds or {}).get(m, infer_modality_kind(m)) for m in modalities}
+    bad = {m: k for m, k in kinds.items() if k not in ("rna", "atac", "protein")}
+    if bad:
+        raise ValueError(f"Unknown modality kinds {bad}; expected 'rna', 'atac' or 'protein'.")
+    blocks = []
+    for m in modalities:
+        mod_layer = layer.get(m) if isinstance(layer, Mapping) else layer
+        block = _modality_components(
+            mdata.mod[m],
+            kind=kinds[m],
+            layer=mod_layer,
+            n_comps=n_comps,
+            use_highly_variable=use_highly_variable,
+            random_state=random_state,
+        )
+        block = block - block.mean(0)
+        block = block / np.sqrt(max(block.var(0).sum(), 1e-12))
+        blocks.append(block.astype(np.float32))
+    write_obsm(mdata, key_added, np.concatenate(blocks, axis=1))
+    write_uns(mdata, "pca_concat", {"kinds": kinds, "widths": {m: int(b.shape[1]) for m, b in zip(modalities, blocks)}})
+
+
+def _batch_asw(rep: np.ndarray, labels: np.ndarray, batches: np.ndarray) -> float:
+    """ScIB batch ASW: per cell type, ``1 - |silhouette of batch|`` averaged over cells, then over types."""
+    scores = []
+    for label in np.unique(labels):
+        idx = labels == label
+        if len(np.unique(batches[idx])) < 2 or idx.sum() < 3:
+            continue
+        s = silhouette_samples(rep[idx], batches[idx])
+        scores.append(float(np.mean(1.0 - np.abs(s))))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _graph_connectivity(graph: sparse.spmatrix, labels: np.ndarray) -> float:
+    """ScIB graph connectivity: mean over cell types of the largest connected component's share of that type."""
+    scores = []
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        _, comp = connected_components(graph[idx][:, idx], directed=False)
+        scores.append(np.bincount(comp).max() / len(idx))
+    return float(np.mean(scores))
+
+
+def benchmark_embeddings(
+    mdata: MuData | AnnData,
+    *,
+    keys: Sequence[str],
+    label_key: str,
+    batch_key: str | None = None,
+    resolutions: Sequence[float] = DEFAULT_RESOLUTIONS,
+    n_neighbors: int = 15,
+    neighbors_method: str = "umap",
+    umap: bool = False,
+    random_state: int = 0,
+    key_added: str = "embedding_benchmark",
+) -> pd.DataFrame:
+    """Score embeddings with the joint-embedding metrics of the NeurIPS 2021 multimodal challenge (scIB).
+
+    For each key a k-nearest-neighbour graph is built on ``obsm[key]`` and Leiden clusterings are computed at
+    each resolution. ``nmi`` is the best NMI over resolutions, ``ari`` the ARI of that same clustering (scIB's
+    ``opt_louvain`` convention) and ``ari_best`` the best ARI over resolutions. ``asw_label`` is the cell-type
+    silhouette rescaled to ``[0, 1]``. With ``batch_key``: ``asw_batch`` (``1 - |batch silhouette|`` within
+    cell types) and ``graph_connectivity`` (largest connected share of each cell type in the kNN graph).
+
+    Parameters
+    ----------
+    mdata
+        MuData or AnnData with the embeddings in ``obsm``.
+    keys
+        ``obsm`` keys to compare, e.g. ``["X_mmae", "X_pca_concat"]``.
+    label_key
+        Column of ``obs`` with cell types.
+    batch_key
+        Column of ``obs`` with batches (optional).
+    resolutions
+        Leiden resolutions to try.
+    n_neighbors
+        Neighbours of the kNN graph.
+    neighbors_method
+        Edge weights of the kNN graph, as :func:`scanpy.pp.neighbors` ``method`` (``"umap"``, scanpy's default,
+        or ``"gauss"``).
+    umap
+        Also write a 2-D UMAP of each embedding to ``obsm['<key>_umap']`` (read by
+        :func:`multiomix.pl.embedding`).
+    random_state
+        Seed of the neighbour search, Leiden and UMAP.
+    key_added
+        Key in ``uns`` for the table.
+
+    Returns
+    -------
+    The table (one row per key), also written to ``uns[key_added]``.
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> mdata = mx.datasets.bmmc_multiome()
+    >>> mx.tl.pca_concat(mdata)
+    >>> model = mx.tl.fit_multimodal_ae(mdata, max_epochs=100)
+    >>> mx.tl.benchmark_embeddings(mdata, keys=["X_mmae", "X_pca_concat"], label_key="cell_type", batch_key="batch")
+    """
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    if not keys:
+        raise ValueError("`keys` is empty; name at least one .obsm key.")
+    missing = [k for k in keys if k not in mdata.obsm]
+    if missing:
+        raise KeyError(f"Embeddings {missing} not found in .obsm; available: {list(mdata.obsm.keys())}.")
+    for key, column in (("label_key", label_key), ("batch_key", batch_key)):
+        if column is not None and column not in mdata.obs.columns:
+            raise KeyError(f"{key} {column!r} not found in .obs; available columns: {list(mdata.obs.columns)}.")
+    labels = mdata.obs[label_key]
+    if labels.isna().any():
+        raise ValueError(f".obs[{label_key!r}] has {int(labels.isna().sum())} missing labels.")
+    labels = labels.astype(str).to_numpy()
+    if len(np.unique(labels)) < 2:
+        raise ValueError(f".obs[{label_key!r}] has a single class; the metrics need at least two.")
+    batches = None if batch_key is None else mdata.obs[batch_key].astype(str).to_numpy()
+    rows, umaps = {}, {}
+    for key in keys:
+        rep = np.asarray(mdata.obsm[key], dtype=np.float32)
+        if rep.ndim != 2 or rep.shape[0] != mdata.n_obs:
+            raise ValueError(f".obsm[{key!r}] must be a 2-D array with one row per observation, got {rep.shape}.")
+        check_finite(rep, f".obsm[{key!r}]")
+        tmp = AnnData(X=np.zeros((rep.shape[0], 1), dtype=np.float32), obsm={"rep": rep})
+        sc.pp.neighbors(
+            tmp, use_rep="rep", n_neighbors=n_neighbors, method=neighbors_method, random_state=random_state
+        )
+        best = {"nmi": -1.0}
+        ari_best = -1.0
+        for res in resolutions:
+            sc.tl.leiden(
+                tmp, resolution=res, key_added="leiden", flavor="igraph", n_iterations=2, directed=False,
+                random_state=random_state,
+            )
+            clusters = tmp.obs["leiden"].to_numpy()
+            nmi = normalized_mutual_info_score(labels, clusters)
+            ari = adjusted_rand_score(labels, clusters)
+            ari_best = max(ari_best, ari)
+            if nmi > best["nmi"]:
+                best = {"nmi": nmi, "ari": ari, "resolution": res, "n_clusters": len(np.unique(clusters))}
+        row = {
+            "nmi": float(best["nmi"]),
+            "ari": float(best["ari"]),
+            "ari_best": float(ari_best),
+            "resolution": float(best["resolution"]),
+            "n_clusters": int(best["n_clusters"]),
+            "asw_label": float((silhouette_score(rep, labels) + 1) / 2),
+        }
+        if batches is not None:
+            row["asw_batch"] = _batch_asw(rep, labels, batches)
+            row["graph_connectivity"] = _graph_connectivity(tmp.obsp["connectivities"], labels)
+        rows[key] = row
+        if umap:
+            sc.tl.umap(tmp, random_state=random_state)
+            umaps[f"{key}_umap"] = np.asarray(tmp.obsm["X_umap"], dtype=np.float32)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "embedding"
+    for key, coords in umaps.items():
+        write_obsm(mdata, key, coords)
+    write_uns(mdata, key_added, table)
+    return table

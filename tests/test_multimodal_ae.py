@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+import tracemalloc
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import sparse
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+import multiomix as mx
+from multiomix.nn.autoencoder import MultimodalAutoencoder
+
+SMALL = {"latent_dim": 4, "hidden_dim": 32, "batch_size": 64, "accelerator": "cpu"}
+
+
+def planted_multiome(n_obs: int = 160, n_genes: int = 40, n_peaks: int = 60, seed: int = 0) -> md.MuData:
+    """Two planted clusters: cluster-specific genes are up in RNA, cluster-specific peaks are open in ATAC."""
+    rng = np.random.default_rng(seed)
+    cluster = np.repeat([0, 1], n_obs // 2)
+    rng.shuffle(cluster)
+    mean = np.full((2, n_genes), 1.0)
+    mean[0, :10] = 3.0
+    mean[1, 10:20] = 3.0
+    counts = rng.poisson(mean[cluster]).astype(np.float32)
+    p_open = np.full((2, n_peaks), 0.1)
+    p_open[0, :15] = 0.8
+    p_open[1, 15:30] = 0.8
+    peaks = (rng.random((n_obs, n_peaks)) < p_open[cluster]).astype(np.float32)
+    names = [f"c{i}" for i in range(n_obs)]
+    obs = pd.DataFrame({"cluster": pd.Categorical(np.array(["A", "B"])[cluster])}, index=names)
+    rna = ad.AnnData(X=sparse.csr_matrix(np.log1p(counts)), obs=obs.copy())
+    rna.layers["counts"] = sparse.csr_matrix(counts)
+    rna.var_names = [f"g{i}" for i in range(n_genes)]
+    atac = ad.AnnData(X=sparse.csr_matrix(peaks), obs=obs.copy())
+    atac.var_names = [f"p{i}" for i in range(n_peaks)]
+    mdata = md.MuData({"rna": rna, "atac": atac})
+    mdata.obs["cluster"] = obs["cluster"]
+    return mdata
+
+
+def separation(z: np.ndarray, labels) -> float:
+    pred = KMeans(2, n_init=10, random_state=0).fit_predict(z)
+    return adjusted_rand_score(np.asarray(labels), pred)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    mdata = planted_multiome()
+    params = {**SMALL, "batch_size": 32}
+    model = mx.tl.fit_multimodal_ae(mdata, max_epochs=60, lr=1e-2, modality_dropout=0.4, random_state=0, **params)
+    return mdata, model
+
+
+def test_decoders_read_the_joint_latent():
+    torch.manual_seed(0)
+    net = MultimodalAutoencoder(dims={"rna": 8, "atac": 6}, likelihoods={"rna": "mse", "atac": "bce"}, dim_latent=3,
+                                dim_hidden=16).eval()
+    x = {"rna": torch.randn(5, 8, requires_grad=True), "atac": torch.randint(0, 2, (5, 6)).float()}
+    _, out = net(x)
+    # the ATAC reconstruction depends on the RNA input (it would not if each decoder read its own half)
+    grad = torch.autograd.grad(out["atac"]["logits"].sum(), x["rna"])[0]
+    assert grad.abs().sum() > 0
+    # one modality alone is encoded into the same latent space
+    assert net.encode({"atac": x["atac"]}).shape == (5, 3)
+    with pytest.raises(ValueError, match="Unknown modalities"):
+        net.encode({"protein": torch.randn(5, 4)})
+
+
+def test_learns_planted_clusters_and_writes_results(fitted):
+    mdata, model = fitted
+    z = mdata.obsm["X_mmae"]
+    assert z.shape == (mdata.n_obs, 4)
+    assert separation(z, mdata.obs["cluster"]) > 0.95
+    history = mdata.uns["mmae"]["history"]
+    assert history["train_loss"].iloc[-1] < 0.8 * history["train_loss"].iloc[0]
+    assert {"train_loss_rna", "train_loss_atac"} <= set(history.columns)
+    assert mdata.uns["mmae"]["params"]["losses"] == {"rna": "mse", "atac": "bce"}
+    # with modality dropout one modality alone places the cells
+    z_atac = model.get_latent_representation(modalities=["atac"])
+    assert separation(z_atac, mdata.obs["cluster"]) > 0.9
+
+
+def test_translate_recovers_planted_peaks_from_rna_alone(fitted):
+    mdata, model = fitted
+    rna_only = md.MuData({"rna": mdata["rna"].copy()})
+    pred = model.translate(rna_only, source="rna", target="atac", batch_size=50)
+    assert pred.shape == (mdata.n_obs, mdata["atac"].n_vars)
+    is_a = (mdata.obs["cluster"] == "A").to_numpy()
+    # peaks 0-14 are open in cluster A, 15-29 in cluster B, the rest are background
+    assert pred[is_a, :15].mean() > pred[~is_a, :15].mean() + 0.4
+    assert pred[~is_a, 15:30].mean() > pred[is_a, 15:30].mean() + 0.4
+    assert pred[:, 30:].mean() < 0.25
+    var = model.modality_var("atac")
+    assert list(var.index) == list(mdata["atac"].var_names)
+    with pytest.raises(ValueError, match="features"):
+        model.translate(md.MuData({"rna": mdata["rna"][:, :10].copy()}), source="rna", target="atac")
+    with pytest.raises(KeyError, match="protein"):
+        model.translate(rna_only, source="protein", target="atac")
+    with pytest.raises(KeyError, match="modality_var|not among"):
+        model.modality_var("protein")
+
+
+def test_save_load_and_h5mu_round_trip(fitted, tmp_path):
+    mdata, model = fitted
+    z = model.get_latent_representation()
+    model.save(tmp_path / "model", overwrite=True)
+    loaded = mx.models.MultimodalAE.load(tmp_path / "model", mdata)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.translate(mdata, source="rna", target="atac"), model.translate(mdata, source="rna", target="atac"),
+        atol=1e-6,
+    )
+    assert loaded.modality_var("atac").index.equals(mdata["atac"].var_names)
+    path = tmp_path / "out.h5mu"
+    mdata.write_h5mu(path)
+    back = md.read_h5mu(path)
+    np.testing.assert_array_equal(back.obsm["X_mmae"], mdata.obsm["X_mmae"])
+    assert back.uns["mmae"]["params"]["latent_dim"] == 4
+    pd.testing.assert_frame_equal(pd.DataFrame(back.uns["mmae"]["history"]), mdata.uns["mmae"]["history"],
+                                  check_names=False)
+
+
+def test_deterministic_given_random_state():
+    a, b = planted_multiome(n_obs=80), planted_multiome(n_obs=80)
+    mx.tl.fit_multimodal_ae(a, max_epochs=3, modality_dropout=0.3, random_state=7, **SMALL)
+    mx.tl.fit_multimodal_ae(b, max_epochs=3, modality_dropout=0.3, random_state=7, **SMALL)
+    np.testing.assert_array_equal(a.obsm["X_mmae"], b.obsm["X_mmae"])
+    c = planted_multiome(n_obs=80)
+    mx.tl.fit_multimodal_ae(c, max_epochs=3, modality_dropout=0.3, random_state=8, **SMALL)
+    assert not np.allclose(a.obsm["X_mmae"], c.obsm["X_mmae"])
+
+
+def test_nb_loss_on_counts_and_split_honoured():
+    mdata = planted_multiome(n_obs=120, seed=3)
+    split = np.array(["train"] * 80 + ["validation"] * 20 + ["test"] * 20)
+    mdata.obs["split"] = split
+    model = mx.tl.fit_multimodal_ae(
+        mdata, layer={"rna": "counts"}, losses={"rna": "nb"}, loss_weights={"atac": 2.0}, max_epochs=40,
+        random_state=0, **SMALL
+    )
+    history = mdata.uns["mmae"]["history"]
+    assert "validation_loss" in history.columns
+    assert history["validation_loss"].iloc[-1] < history["validation_loss"].iloc[0]
+    assert model.module.loss_weights == {"rna": 1.0, "atac": 2.0}
+    # nb translation is on the count scale (median library size)
+    counts = model.translate(mdata, source="atac", target="rna")
+    lib = np.median(np.asarray(mdata["rna"].layers["counts"].sum(1)).ravel())
+    np.testing.assert_allclose(counts.sum(1), lib, rtol=1e-3)
+    assert separation(mdata.obsm["X_mmae"], mdata.obs["cluster"]) > 0.9
+
+
+def test_clear_errors_leave_object_untouched():
+    mdata = planted_multiome(n_obs=40)
+    uns_before = set(mdata.uns.keys())
+    with pytest.raises(KeyError, match="protein"):
+        mx.tl.fit_multimodal_ae(mdata, modalities=["rna", "protein"], max_epochs=1)
+    with pytest.raises(ValueError, match="non-binary"):
+        mx.tl.fit_multimodal_ae(mdata, losses={"rna": "bce"}, max_epochs=1, **SMALL)
+    with pytest.raises(ValueError, match="Unknown loss"):
+        mx.tl.fit_multimodal_ae(mdata, losses={"rna": "poisson"}, max_epochs=1, **SMALL)
+    with pytest.raises(KeyError, match="loss_weights"):
+        mx.tl.fit_multimodal_ae(mdata, loss_weights={"adt": 1.0}, max_epochs=1, **SMALL)
+    bad = planted_multiome(n_obs=40)
+    bad["rna"].X = bad["rna"].X.toarray()
+    bad["rna"].X[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        mx.tl.fit_multimodal_ae(bad, max_epochs=1, **SMALL)
+    assert "X_mmae" not in mdata.obsm
+    assert set(mdata.uns.keys()) == uns_before
+    with pytest.raises(ValueError, match="MuData"):
+        mx.models.MultimodalAE.setup_anndata(mdata["rna"])
+
+
+def test_sparse_input_is_densified_per_minibatch_only():
+    rng = np.random.default_rng(0)
+    n_obs, n_peaks, n_genes = 4000, 5000, 200
+    atac = sparse.random(n_obs, n_peaks, density=0.01, format="csr", random_state=rng, dtype=np.float32)
+    atac.data[:] = 1.0
+    rna = sparse.random(n_obs, n_genes, density=0.1, format="csr", random_state=rng, dtype=np.float32)
+    names = [f"c{i}" for i in range(n_obs)]
+    mdata = md.MuData({"rna": ad.AnnData(X=rna, obs=pd.DataFrame(index=names)),
+                       "atac": ad.AnnData(X=atac, obs=pd.DataFrame(index=names))})
+    dense_bytes = n_obs * n_peaks * 4
+    tracemalloc.start()
+    model = mx.tl.fit_multimodal_ae(mdata, max_epochs=1, random_state=0, **SMALL)  # training + embedding
+    model.translate(mdata, source="atac", target="rna")  # the (small) dense output is the only full array
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < dense_bytes / 4, f"peak numpy allocation {peak / 1e6:.1f} MB vs dense {dense_bytes / 1e6:.1f} MB"
+
+
+def test_pca_concat_and_benchmark_metrics():
+    mdata = planted_multiome(n_obs=120)
+    mdata["atac"].layers["counts"] = mdata["atac"].X.copy()
+    mx.tl.pca_concat(mdata, n_comps=5)
+    assert mdata.obsm["X_pca_concat"].shape == (120, 10)
+    assert mdata.uns["pca_concat"]["kinds"] == {"rna": "rna", "atac": "atac"}
+    labels = mdata.obs["cluster"].cat.codes.to_numpy()
+    rng = np.random.default_rng(0)
+    mdata.obsm["X_perfect"] = np.c_[labels * 10.0, np.zeros(120)] + rng.normal(0, 0.1, (120, 2))
+    mdata.obsm["X_noise"] = rng.normal(size=(120, 5))
+    mdata.obs["batch"] = np.tile(["b1", "b2"], 60)
+    table = mx.tl.benchmark_embeddings(
+        mdata, keys=["X_pca_concat", "X_perfect", "X_noise"], label_key="cluster", batch_key="batch",
+        resolutions=(0.1, 0.5), neighbors_method="gauss",
+    )
+    assert table.loc["X_perfect", "nmi"] > 0.99 and table.loc["X_perfect", "ari"] > 0.99
+    assert table.loc["X_pca_concat", "nmi"] > 0.8
+    assert table.loc["X_noise", "nmi"] < 0.3
+    assert table.loc["X_perfect", "asw_label"] > table.loc["X_noise", "asw_label"]
+    assert table.loc["X_perfect", "graph_connectivity"] == pytest.approx(1.0)
+    assert mdata.uns["embedding_benchmark"] is table
+    assert "X_perfect_umap" not in mdata.obsm
+    mdata.obsm["X_pca_concat_umap"] = mdata.obsm["X_pca_concat"][:, :2]  # UMAP itself is exercised in the benchmark
+    mdata.obsm["X_perfect_umap"] = mdata.obsm["X_perfect"]
+    ax = mx.pl.benchmark(mdata)
+    fig = mx.pl.embedding(mdata, keys=["X_pca_concat", "X_perfect"], color="cluster")
+    assert ax.figure is not None and len(fig.axes) >= 2
+    plt.close("all")
+    with pytest.raises(KeyError, match="X_missing"):
+        mx.tl.benchmark_embeddings(mdata, keys=["X_missing"], label_key="cluster", neighbors_method="gauss")
+    with pytest.raises(KeyError, match="celltype"):
+        mx.tl.benchmark_embeddings(mdata, keys=["X_perfect"], label_key="celltype", neighbors_method="gauss")
+    with pytest.raises(KeyError, match="umap"):
+        mx.pl.embedding(mdata, keys=["X_noise_2"], color="cluster")

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pytest
+from scipy import sparse
+
+import multiomix as mx
+from multiomix.pp._features import variability_score
+
+
+class NoDenseCSR(sparse.csr_matrix):
+    """A CSR matrix that refuses to be densified as a whole."""
+
+    def toarray(self, *args, **kwargs):
+        raise AssertionError("the whole sparse matrix was densified")
+
+    def todense(self, *args, **kwargs):
+        raise AssertionError("the whole sparse matrix was densified")
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole sparse matrix was densified")
+
+
+def _mdata(rng: np.random.Generator, n_obs: int = 60) -> md.MuData:
+    obs_names = [f"c{i}" for i in range(n_obs)]
+    rna = ad.AnnData(
+        X=sparse.csr_matrix(rng.poisson(rng.gamma(0.5, 2.0, size=40), size=(n_obs, 40)).astype(np.float32)),
+    )
+    rna.obs_names = obs_names
+    rna.var_names = [f"g{i}" for i in range(40)]
+    rna.layers["counts"] = rna.X.copy()
+    p_open = np.linspace(0.02, 0.98, 30)
+    atac = ad.AnnData(X=sparse.csr_matrix((rng.random((n_obs, 30)) < p_open).astype(np.float32)))
+    atac.obs_names = obs_names
+    atac.var_names = [f"p{i}" for i in range(30)]
+    atac.layers["counts"] = atac.X.copy()
+    return md.MuData({"rna": rna, "atac": atac})
+
+
+def test_variability_score_matches_formula_on_hand_made_matrix():
+    x = np.array(
+        [
+            [1, 0, 1, 0, 2],
+            [1, 0, 1, 0, 0],
+            [0, 0, 1, 1, 0],
+            [0, 0, 1, 0, 0],
+        ],
+        dtype=np.float32,
+    )
+    # fraction of cells with the feature: 0.5, 0, 1, 0.25, 0.25
+    expected = 1 - np.abs(np.array([0.5, 0.0, 1.0, 0.25, 0.25]) - 0.5)
+    np.testing.assert_allclose(variability_score(x), expected)
+    np.testing.assert_allclose(variability_score(sparse.csr_matrix(x)), expected)
+    np.testing.assert_allclose(variability_score(sparse.csc_matrix(x)), expected)
+    # explicitly stored zeros do not count as open
+    explicit = sparse.csr_matrix(x)
+    explicit.data[explicit.data == 2] = 0.0
+    assert variability_score(explicit)[4] == pytest.approx(1 - abs(0.0 - 0.5))
+
+
+def test_select_features_picks_exactly_n_by_the_score():
+    rng = np.random.default_rng(0)
+    mdata = _mdata(rng)
+    mx.pp.select_features(mdata, n_top={"rna": 10, "atac": 7})
+    atac = mdata["atac"]
+    assert atac.var["highly_variable"].sum() == 7
+    assert mdata["rna"].var["highly_variable"].sum() == 10
+    frac = np.asarray((atac.layers["counts"] > 0).mean(0)).ravel()
+    score = 1 - np.abs(frac - 0.5)
+    np.testing.assert_allclose(atac.var["variability_score"], score)
+    chosen = atac.var["highly_variable"].to_numpy()
+    # every selected peak scores at least as high as every rejected one
+    assert score[chosen].min() >= score[~chosen].max()
+
+
+def test_select_features_exact_n_with_ties_and_subset():
+    x = np.zeros((4, 6), dtype=np.float32)
+    x[:2, :4] = 1  # four peaks tied at the top score (open in half the cells)
+    atac = ad.AnnData(X=sparse.csr_matrix(x))
+    atac.var_names = [f"p{i}" for i in range(6)]
+    rna = ad.AnnData(X=sparse.csr_matrix(np.ones((4, 3), dtype=np.float32)))
+    mdata = md.MuData({"atac": atac, "rna": rna})
+    mx.pp.select_features(mdata, n_top={"atac": 3}, layer=None, subset=True)
+    assert mdata["atac"].n_vars == 3
+    assert list(mdata["atac"].var_names) == ["p0", "p1", "p2"]
+    assert mdata["rna"].n_vars == 3  # untouched modality
+
+
+def test_select_features_never_densifies_sparse_input():
+    rng = np.random.default_rng(1)
+    x = NoDenseCSR((rng.random((50, 200)) < 0.1).astype(np.float32))
+    score = variability_score(x)
+    assert score.shape == (200,)
+    atac = ad.AnnData(X=sparse.csr_matrix(x))
+    atac.X = x
+    mdata = md.MuData({"atac": atac})
+    mx.pp.select_features(mdata, n_top={"atac": 20}, layer=None)
+    assert mdata["atac"].var["highly_variable"].sum() == 20
+
+
+def test_select_features_errors_leave_object_untouched():
+    rng = np.random.default_rng(2)
+    mdata = _mdata(rng)
+    with pytest.raises(KeyError, match="prot"):
+        mx.pp.select_features(mdata, n_top={"prot": 5})
+    with pytest.raises(KeyError, match="spliced"):
+        mx.pp.select_features(mdata, n_top={"rna": 5, "atac": 5}, layer="spliced")
+    with pytest.raises(ValueError, match="positive integer"):
+        mx.pp.select_features(mdata, n_top={"atac": 0})
+    with pytest.raises(ValueError, match="flavor"):
+        mx.pp.select_features(mdata, n_top={"atac": 3, "rna": 3}, flavor={"rna": "cell_ranger_v9"})
+    assert "highly_variable" not in mdata["atac"].var.columns
+    assert "highly_variable" not in mdata["rna"].var.columns
+
+
+def test_tfidf_binarize_normalize_match_definitions():
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(1.0, size=(30, 12)).astype(np.float32)
+    counts[:, 0] += 1  # no empty cell
+    a = ad.AnnData(X=sparse.csr_matrix(counts))
+    out = mx.pp.tfidf(a, copy=True)
+    tf = counts / counts.sum(1, keepdims=True)
+    idf = np.log1p(counts.shape[0] / (counts > 0).sum(0))
+    np.testing.assert_allclose(out.X.toarray(), np.log1p(tf * 1e4) * idf, rtol=1e-5)
+    assert sparse.issparse(out.X)
+
+    b = ad.AnnData(X=sparse.csr_matrix(counts))
+    mx.pp.binarize(b, key_added="bin")
+    np.testing.assert_array_equal(b.layers["bin"].toarray(), (counts > 0).astype(np.float32))
+    np.testing.assert_array_equal(b.X.toarray(), counts)  # X untouched when key_added is given
+
+    c = ad.AnnData(X=counts.copy())
+    mx.pp.normalize(c, method="log1p", target_sum=100)
+    np.testing.assert_allclose(c.X, np.log1p(counts / counts.sum(1, keepdims=True) * 100), rtol=1e-5)
+
+    d = ad.AnnData(X=sparse.csr_matrix(counts))
+    mx.pp.normalize(d, method="clr")
+    geo = np.exp(np.log1p(counts).mean(0))
+    np.testing.assert_allclose(d.X.toarray(), np.log1p(counts / geo), rtol=1e-5)
+
+    with pytest.raises(ValueError, match="negative"):
+        mx.pp.normalize(ad.AnnData(X=-counts), method="log1p")
+    with pytest.raises(ValueError, match="method"):
+        mx.pp.normalize(c, method="sctransform")
