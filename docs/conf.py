@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from importlib.metadata import version
+from importlib.metadata import version as _package_version
 from pathlib import Path
 
 HERE = Path(__file__).parent
 
 project = "multiomix"
 author = "multiomix developers"
-release = version("multiomix")
+release = _package_version("multiomix")
+version = release
 extensions = [
     "myst_nb",
     "sphinx.ext.autodoc",
@@ -19,6 +20,7 @@ extensions = [
     "sphinx_autodoc_typehints",
 ]
 autosummary_generate = True
+templates_path = ["_templates"]
 autodoc_member_order = "bysource"
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
@@ -29,7 +31,7 @@ nb_execution_mode = "off"
 myst_enable_extensions = ["colon_fence", "dollarmath"]
 html_theme = "sphinx_book_theme"
 html_title = "multiomix"
-exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "_templates"]
 nitpicky = True
 # The build runs offline (no intersphinx inventories): references to other libraries' types are not
 # resolved into links; they are listed here instead of silently failing.
@@ -37,6 +39,8 @@ nitpick_ignore_regex = [
     ("py:class", r"(torch|anndata|mudata|numpy|np|pandas|pd|scvi|matplotlib|lightning|pl|collections|typing|os|pathlib|h5py|sklearn)(\..*)?"),
     ("py:class", r"(AnnData|MuData|Tensor|DataFrame|Series|Figure|Axes|Path|PathLike|ndarray|Module|Generator|Any|optional|callable|array-like|array_like|dict|list|tuple|float|int|str|bool|None)(\[.*\])?"),
     ("py:class", r".*(_base|_crossattomics|_utils|_lrp)\..*"),
+    ("py:class", r".*\s.*|\.|.*\.$"),  # free-text descriptions in numpydoc "Returns" sections
+    ("py:class", r".*\._[A-Za-z].*"),  # private base classes
     ("py:obj", r".*"),
     ("py:data", r".*"),
     ("py:func", r"(scanpy|muon|scvi|sklearn|torch|numpy)\..*"),

@@ -147,7 +147,7 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
     mdata
         MuData registered with :meth:`setup_mudata`.
     interaction_graph
-        ``{target: [sources]}``; default: :func:`default_interaction_graph`.
+        ``{target: [sources]}``; default: :func:`~multiomix.models.default_interaction_graph`.
     groups
         Per modality: ``None`` (random groups of about 20 features), an int (number of random groups) or a dict
         ``{group name: [feature names]}`` (e.g. pathways). A single int/dict applies to every modality.
@@ -261,7 +261,7 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
         layer
             Layer to read (one name for all modalities, or a dict per modality); ``None`` reads ``.X``.
         **kwargs
-            Internal (used by :meth:`load`).
+            Internal (used by :meth:`~scvi.model.base.BaseModelClass.load`).
 
         Examples
         --------
