@@ -34,14 +34,8 @@ logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
 VARIANTS = {
     "default": {},
-    "small": {"group_sizes": (16,), "hidden": (64,), "dropout": 0.3, "weight_decay": 1e-2},
-    "ensemble3": {"n_models": 3},
-    "small_ensemble3": {"group_sizes": (16,), "hidden": (64,), "dropout": 0.3, "weight_decay": 1e-2, "n_models": 3},
-    "tiny": {"group_sizes": (8,), "hidden": (32,), "dropout": 0.5, "weight_decay": 1e-2},
-    "small_slow": {"group_sizes": (16,), "hidden": (64,), "dropout": 0.3, "weight_decay": 1e-2, "lr": 5e-4,
-                   "early_stopping_patience": 40},
-    "small_unweighted": {"group_sizes": (16,), "hidden": (64,), "dropout": 0.3, "weight_decay": 1e-2,
-                         "class_weighting": False},
+    "class_weighted": {"class_weighting": True},
+    "ensemble5": {"n_models": 5},
 }
 
 
@@ -96,7 +90,7 @@ def markdown(frame: pd.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=["default", "ensemble3"])
+    parser.add_argument("--variants", nargs="+", default=["default", "class_weighted", "ensemble5"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "tcga_brca"))
