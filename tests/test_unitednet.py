@@ -140,6 +140,13 @@ def test_translation_from_source_only(supervised):
     assert "adt_from_rna" in query.mod
     assert list(query.mod["adt_from_rna"].var_names) == list(mdata.mod["adt"].var_names)
     np.testing.assert_allclose(query.mod["adt_from_rna"].X, pred, rtol=1e-6)
+    # target feature names that already exist in the MuData (e.g. CD4 gene and CD4 protein)
+    overlap = MuData({"rna": query.mod["rna"].copy(),
+                      "other": AnnData(np.zeros((query.n_obs, 2), np.float32), obs=query.mod["rna"].obs[[]],
+                                       var=pd.DataFrame(index=["p0", "p1"]))})
+    mx.tl.predict_modality(overlap, model, source="rna", target="adt")
+    assert list(overlap.mod["adt_from_rna"].var_names) == list(mdata.mod["adt"].var_names)
+    np.testing.assert_allclose(overlap.mod["adt_from_rna"].X, pred, rtol=1e-6)
     with pytest.raises(KeyError, match="lacks 1 of the 60"):
         model.translate(query.mod["rna"][:, 1:].copy(), source="rna", target="adt")
     with pytest.raises(KeyError, match="not found in the MuData"):

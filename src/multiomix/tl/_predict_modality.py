@@ -66,7 +66,17 @@ def predict_modality(
     obs = pd.DataFrame(index=mdata.mod[source].obs_names.copy())
     if values.shape != (len(obs), len(var)):
         raise ValueError(f"translate returned shape {values.shape}, expected {(len(obs), len(var))}.")
-    mdata.mod[key] = AnnData(X=np.asarray(values, dtype=np.float32), obs=obs, var=var)
+    new = AnnData(X=np.asarray(values, dtype=np.float32), obs=obs, var=var)
+    others = [n for m, a in mdata.mod.items() if m != key for n in a.var_names]
+    if pd.Index(var.index).isin(others).any():
+        # mudata cannot add a modality whose feature names overlap existing ones in one update (it reads this as
+        # "renamed and filtered"); add it under unique names first, then restore the names (a pure rename)
+        new.var_names = [f"{key}:{name}" for name in var.index]
+        mdata.mod[key] = new
+        mdata.update()
+        mdata.mod[key].var_names = var.index
+    else:
+        mdata.mod[key] = new
     mdata.update()
     added("mod", key)
 
