@@ -262,3 +262,20 @@ def test_clear_errors(supervised):
         mx.tl.fit_unitednet(reference, label_key="group", mode="nonsense", max_epochs=1)
     with pytest.raises(KeyError, match="Source modality"):
         mx.tl.predict_modality(MuData({"adt": query.mod["adt"].copy()}), model, source="rna", target="adt")
+
+
+def test_sparse_input_matches_dense():
+    from scipy import sparse
+
+    dense = planted(n=120, seed=9)
+    sp = dense.copy()
+    sp.mod["rna"].X = sparse.csr_matrix(sp.mod["rna"].X)
+    sp.mod["atac"].X = sparse.csc_matrix(sp.mod["atac"].X)
+    outs = []
+    for m in (dense, sp):
+        model = mx.tl.fit_unitednet(m, label_key="group", max_epochs=3, latent_dim=8, hidden=(16,), n_heads=2,
+                                    projection_dim=8, accelerator="cpu", trainer_kwargs=QUIET)
+        outs.append((m.obsm["X_unitednet"], model.translate(m, source="rna", target="atac")))
+    assert model.module.binary["atac"]
+    np.testing.assert_allclose(outs[0][0], outs[1][0], atol=1e-3)
+    np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-3)
