@@ -73,7 +73,8 @@ def interaction_importance(
         ax.set_xticks(range(table.shape[1]), table.columns, rotation=35, ha="right")
         ax.set_yticks(range(table.shape[0]), table.index)
         for (i, j), v in np.ndenumerate(table.to_numpy()):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+            colour = "white" if abs(v) > 0.6 * limit else "black"
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=colour)
         fig.colorbar(image, ax=ax, label=label, shrink=0.8)
     elif kind == "bar":
         fig, ax = plt.subplots(figsize=figsize or (1.5 + 0.9 * table.shape[0], 3.5))
@@ -131,14 +132,18 @@ def training_history(
         ax.plot(history.index, history[column], label=column)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
+    handles, labels = ax.get_legend_handles_labels()
     accuracies = [c for c in history.columns if "accuracy" in c]
     if accuracies and not any("accuracy" in m for m in metrics):
         twin = ax.twinx()
+        colours = {line.get_label().replace("_loss", ""): line.get_color() for line in ax.get_lines()}
         for column in accuracies:
-            twin.plot(history.index, history[column], ls="--", label=column)
-        twin.set_ylabel("accuracy")
-        twin.legend(loc="center right", frameon=False, fontsize=8)
-    ax.legend(loc="upper right", frameon=False, fontsize=8)
+            colour = colours.get(column.replace("_accuracy", ""))
+            twin.plot(history.index, history[column], ls="--", color=colour, label=column)
+        twin.set_ylabel("accuracy (dashed)")
+        more_handles, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False, fontsize=8)
     ax.set_title(f"{key} training")
     fig.tight_layout()
     return _finish(fig, show, save)
