@@ -178,6 +178,11 @@ def test_expected_gradients_reproducible_and_complete():
     assert not np.array_equal(a, c) and np.corrcoef(a, c)[0, 1] > 0.9
     # completeness: attributions sum to f(x) - E f(background) up to Monte-Carlo error
     assert mdata.uns["r0"]["params"]["additivity_relative"] < 0.2
+    feature_relevance(mdata, model, output="log_proba", key_added="log", **kwargs)
+    assert mdata.uns["log"]["params"]["output"] == "log_proba"
+    assert mdata.uns["log"]["params"]["additivity_relative"] < 0.2
+    with pytest.raises(ValueError, match="output"):
+        feature_relevance(mdata, model, output="logit", **kwargs)
 
 
 def test_other_models_plug_in():

@@ -204,6 +204,7 @@ def group_relevance(
     tolerance: float = 0.01,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
+    output: Literal["proba", "log_proba"] = "proba",
 ) -> RelevanceResult:
     """Relevance of every input feature for one class probability, over a set of cells.
 
@@ -235,6 +236,9 @@ def group_relevance(
         Device of the classifier.
     generator
         Random generator of the expected-gradients draws (seeded for reproducible results).
+    output
+        Explain the class probability (``"proba"``) or its logarithm (``"log_proba"``, less saturated for
+        confident classifiers).
 
     Returns
     -------
@@ -257,7 +261,12 @@ def group_relevance(
     widths = [b.shape[1] for b in bg]
     n_feat = sum(widths)
     notes: dict = {}
+    if output not in ("proba", "log_proba"):
+        raise ValueError(f"`output` must be 'proba' or 'log_proba', got {output!r}.")
     classifier.eval()
+    if output == "log_proba":
+        proba = classifier
+        classifier = FunctionModule(lambda *xs: torch.log(proba(*xs).clamp_min(1e-12)), {"classifier": proba})
     used = method
     explainer = None
     if method in ("auto", "deep"):

@@ -38,17 +38,35 @@ def _top_features(mdata, key, groups, n_top, modality) -> tuple[list[str], list[
     return features, spans
 
 
+def _matrix(entry: dict, group: str, scale: str | None) -> tuple[pd.DataFrame, str]:
+    """Return a group's target x source matrix, in target units or divided by each target's SD."""
+    mat = entry["matrices"][_group_key(entry, group)]
+    if scale is None:
+        return mat, "mean |relevance|"
+    if scale != "target_std":
+        raise ValueError(f"`scale` must be 'target_std' or None, got {scale!r}.")
+    std = entry["target_std"]["std"].reindex(mat.index).to_numpy(float)
+    return mat / np.maximum(std, 1e-12)[:, None], "mean |relevance| / target SD"
+
+
 def _finish(ax: Axes, save: str | Path | None) -> Axes:
     if save is not None:
         ax.figure.savefig(save, dpi=150, bbox_inches="tight")
     return ax
 
 
+def _pad(spans: list[tuple[str, int, int]]) -> float:
+    """Title padding that clears the rotated group labels of :func:`_brackets`."""
+    if not spans or len(spans) > 40:
+        return 6
+    return 22 + 4.5 * max(len(str(g)) for g, _, _ in spans)
+
+
 def _brackets(ax: Axes, spans: list[tuple[str, int, int]], y: float) -> None:
     for g, start, stop in spans:
         ax.plot([start - 0.35, stop - 0.65], [y, y], color="0.2", lw=1, clip_on=False,
                 transform=ax.get_xaxis_transform())
-        ax.text((start + stop - 1) / 2, y + 0.01, g, ha="left", va="bottom", rotation=45, fontsize=8,
+        ax.text(start - 0.35, y + 0.01, g, ha="left", va="bottom", rotation=45, fontsize=8,
                 transform=ax.get_xaxis_transform())
 
 
@@ -60,7 +78,8 @@ def relevance_heatmap(
     groups: str | Sequence[str] | None = None,
     n_top: int = 5,
     modality: str | None = None,
-    standard_scale: str | None = "var",
+    standard_scale: str | None = "auto",
+    scale: str | None = "target_std",
     cmap: str = "viridis",
     ax: Axes | None = None,
     save: str | Path | None = None,
@@ -82,7 +101,11 @@ def relevance_heatmap(
     modality
         Only features of this modality.
     standard_scale
-        ``"var"`` scales each column to [0, 1] (as in scanpy); ``None`` shows raw values.
+        ``"var"`` scales each column to [0, 1] (as in scanpy); ``None`` shows raw values; ``"auto"``: ``"var"``
+        for groups x features, ``None`` for a cross-modal matrix.
+    scale
+        With ``group``: ``"target_std"`` divides each target feature's row by its standard deviation (targets
+        of different units become comparable); ``None`` keeps target units.
     cmap
         Colormap.
     ax
@@ -103,7 +126,7 @@ def relevance_heatmap(
     if group is not None:
         if "matrices" not in entry:
             raise ValueError(f"`group=` shows a cross-modal matrix, but uns[{key!r}] holds group relevance.")
-        mat = entry["matrices"][_group_key(entry, group)]
+        mat, label = _matrix(entry, group, scale)
         rows = mat.sum(1).nlargest(n_top).index
         cols = mat.loc[rows].sum(0).nlargest(n_top).index
         data = mat.loc[rows, cols]
@@ -114,8 +137,10 @@ def relevance_heatmap(
         features, spans = _top_features(mdata, key, groups, n_top, modality)
         data = pd.DataFrame({g: entry["groups"][_group_key(entry, g)].loc[features, "mean_abs"] for g in groups}).T
         title = f"mean |relevance| ({entry['params']['kind']})"
+        label = "mean |relevance|"
     values = data.to_numpy(dtype=float)
-    label = "mean |relevance|"
+    if standard_scale == "auto":
+        standard_scale = None if group is not None else "var"
     if standard_scale == "var":
         values = values / np.maximum(values.max(0, keepdims=True), 1e-12)
         label += " (scaled per column)"
@@ -130,7 +155,7 @@ def relevance_heatmap(
     if group is not None:
         ax.set_xlabel(f"source feature ({entry['params']['source']})")
         ax.set_ylabel(f"target feature ({entry['params']['target']})")
-    ax.set_title(title, fontsize=9, pad=40 if spans and len(spans) <= 40 else 6)
+    ax.set_title(title, fontsize=9, pad=_pad(spans))
     if spans and len(spans) <= 40:
         _brackets(ax, spans, 1.01)
     return _finish(ax, save)
@@ -201,10 +226,10 @@ def relevance_dotplot(
     for frac_value in (0.25, 0.5, 1.0):
         ax.scatter([], [], s=(frac_value * 14) ** 2, c="0.6", edgecolors="0.3", label=f"{int(frac_value * 100)} %")
     ax.legend(title="|relevance| / column max", fontsize=7, title_fontsize=7, loc="upper left",
-              bbox_to_anchor=(1.25, 1.0), frameon=False, labelspacing=1.2)
+              bbox_to_anchor=(1.32, 1.0), frameon=False, labelspacing=1.2)
     if len(spans) <= 40:
         _brackets(ax, spans, 1.01)
-    ax.set_title(f"top features per {entry['params']['groupby']}", fontsize=9, pad=40 if len(spans) <= 40 else 6)
+    ax.set_title(f"top features per {entry['params']['groupby']}", fontsize=9, pad=_pad(spans))
     return _finish(ax, save)
 
 
@@ -214,6 +239,7 @@ def relevance_network(
     group: str,
     *,
     n_top: int = 20,
+    scale: str | None = "target_std",
     cmap: str = "viridis",
     ax: Axes | None = None,
     save: str | Path | None = None,
@@ -230,6 +256,9 @@ def relevance_network(
         Group (cell type) whose matrix is drawn.
     n_top
         Number of strongest links drawn.
+    scale
+        ``"target_std"`` ranks links by relevance divided by the target feature's standard deviation (targets
+        of different units become comparable); ``None`` uses target units.
     cmap
         Colormap of the link strength.
     ax
@@ -248,7 +277,7 @@ def relevance_network(
     entry = _entry(mdata, key)
     if "matrices" not in entry:
         raise ValueError(f"relevance_network needs cross-modal results; uns[{key!r}] holds group relevance.")
-    mat = entry["matrices"][_group_key(entry, group)]
+    mat, label = _matrix(entry, group, scale)
     links = mat.stack().rename("value").reset_index()
     links.columns = ["target", "source", "value"]
     links = links.nlargest(n_top, "value")
@@ -257,7 +286,8 @@ def relevance_network(
     ys = {s: 1 - i / max(len(sources) - 1, 1) for i, s in enumerate(sources)}
     yt = {t: 1 - i / max(len(targets) - 1, 1) for i, t in enumerate(targets)}
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, max(3, 0.25 * max(len(sources), len(targets)) + 1)))
+        _, ax = plt.subplots(figsize=(6 + 0.06 * max(len(str(t)) for t in targets),
+                                      max(3, 0.25 * max(len(sources), len(targets)) + 1)))
     vmax = float(links["value"].max()) or 1.0
     colormap = plt.get_cmap(cmap)
     for row in links.sort_values("value").itertuples():
@@ -269,11 +299,12 @@ def relevance_network(
         ax.text(-0.04, y, s, ha="right", va="center", fontsize=7)
     for t, y in yt.items():
         ax.text(1.04, y, t, ha="left", va="center", fontsize=7)
-    ax.set_xlim(-0.45, 1.45)
+    longest = max(len(str(t)) for t in yt)
+    ax.set_xlim(-0.6, 1.1 + 0.028 * longest)
     ax.set_ylim(-0.08, 1.08)
     ax.axis("off")
     params = entry["params"]
     ax.set_title(f"{group}: top {len(links)} links {params['source']} -> {params['target']}", fontsize=9)
     sm = plt.cm.ScalarMappable(cmap=colormap, norm=plt.Normalize(0, vmax))
-    ax.figure.colorbar(sm, ax=ax, label="mean |relevance|", shrink=0.6, pad=0.02)
+    ax.figure.colorbar(sm, ax=ax, label=label, shrink=0.6, pad=0.02)
     return _finish(ax, save)

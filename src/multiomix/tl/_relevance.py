@@ -14,6 +14,7 @@ from .._logging import logger
 from .._utils import check_aligned, check_finite, get_matrix, to_uns, write_uns
 from ..explain._adapters import get_adapter
 from ..explain._relevance import METHODS, cross_modal_relevance, group_prototypes, group_relevance
+from ..models._base import feature_mean_std
 
 __all__ = ["feature_relevance", "rank_relevant_features"]
 
@@ -94,6 +95,7 @@ def feature_relevance(
     n_samples: int | None = None,
     max_cells_per_group: int | None = None,
     method: Literal["auto", "deep", "expected_gradients"] = "auto",
+    output: Literal["proba", "log_proba"] = "proba",
     batch_size: int | None = None,
     memory_mb: float = 512,
     random_state: int = 0,
@@ -143,6 +145,10 @@ def feature_relevance(
         Explain at most this many random cells per group (default all).
     method
         ``"auto"``, ``"deep"`` or ``"expected_gradients"``.
+    output
+        ``kind="group"``: explain the class probability (``"proba"``, as UnitedNet does) or its logarithm
+        (``"log_proba"``; relevance in log-probability units, less dominated by the steep transitions of a
+        confident classifier and more stable across training seeds).
     batch_size, memory_mb
         Cells per batch (default: what fits in ``memory_mb`` of interpolation points / Jacobians).
     random_state
@@ -159,7 +165,9 @@ def feature_relevance(
     * ``"groups"``: per group a DataFrame over features with ``modality``, ``mean_abs`` (mean |relevance|
       over the group's cells), ``mean`` (signed mean) and ``rank`` (1 = largest ``mean_abs``); for
       ``kind="cross_modal"`` these are the source features, summed over target features;
-    * ``"matrices"`` (``kind="cross_modal"`` only): per group a target x source DataFrame of mean |relevance|;
+    * ``"matrices"`` (``kind="cross_modal"`` only): per group a target x source DataFrame of mean |relevance|
+      (in the target's units), and ``"target_std"``, each target feature's standard deviation over all cells
+      (divide by it to compare targets of different scales);
     * ``"summary"``: per group the number of cells, method, additivity error and seconds;
     * ``"params"``: the arguments, the method used and the largest additivity error.
 
@@ -189,10 +197,13 @@ def feature_relevance(
         raise ValueError("kind='cross_modal' needs both `source` and `target` modalities.")
     if kind == "group" and (source is not None or target is not None):
         raise ValueError("`source`/`target` are only used with kind='cross_modal'.")
+    if output not in ("proba", "log_proba"):
+        raise ValueError(f"`output` must be 'proba' or 'log_proba', got {output!r}.")
     adapter = get_adapter(model)
     fn = adapter.get_classifier() if kind == "group" else adapter.get_translator(source, target)
     mods = list(adapter.modalities) if kind == "group" else [source]
     positions = _feature_positions(mdata, adapter, mods)
+    target_position = _feature_positions(mdata, adapter, [target])[target] if kind == "cross_modal" else None
     check_aligned(mdata, mods)
     present, codes, chosen = _group_codes(mdata, groupby, groups)
     if kind == "group":
@@ -240,7 +251,7 @@ def feature_relevance(
                   "device": device, "generator": gen}
         if kind == "group":
             results[g] = group_relevance(fn, [matrices[m] for m in mods], rows, adapter.class_names.index(g), bg,
-                                         columns=[positions[m] for m in mods], **common)
+                                         columns=[positions[m] for m in mods], output=output, **common)
         else:
             results[g] = cross_modal_relevance(fn, matrices[source], rows, bg[0], columns=positions[source],
                                                **common)
@@ -270,7 +281,8 @@ def feature_relevance(
         "kind": kind, "groupby": groupby, "source": source, "target": target, "model": adapter.name,
         "modalities": mods, "groups": list(results), "group_keys": [_safe(g) for g in results],
         "background": background, "n_background": n_background, "n_samples": n_samples,
-        "max_cells_per_group": max_cells_per_group, "method_requested": method, "method": ", ".join(methods),
+        "max_cells_per_group": max_cells_per_group, "output": output if kind == "group" else "target",
+        "method_requested": method, "method": ", ".join(methods),
         "additivity_error": float(summary["additivity_error"].max()) if len(summary) else 0.0,
         "additivity_relative": float(summary["additivity_relative"].max()) if len(summary) else 0.0,
         "deep_unsupported_modules": notes.get("deep_unsupported_modules", ""),
@@ -279,6 +291,11 @@ def feature_relevance(
     entry: dict[str, Any] = {"params": params, "groups": frames, "summary": summary}
     if kind == "cross_modal":
         entry["matrices"] = mats
+        # standard deviation of each target feature over all cells (to read the matrices in SD units)
+        target_matrix = get_matrix(mdata.mod[target], adapter.layers[target])
+        std = feature_mean_std(target_matrix, np.arange(mdata.n_obs))[1]
+        std = std if target_position is None else std[target_position]
+        entry["target_std"] = pd.DataFrame({"std": std}, index=pd.Index(adapter.feature_names[target].astype(str)))
     key_added = key_added or ("relevance" if kind == "group" else f"relevance_{source}_to_{target}")
     logger.info(
         f"feature relevance ({kind}, {', '.join(methods)}) of {len(results)} groups in {seconds:.1f} s; "
