@@ -281,7 +281,8 @@ class UnitedNetTrainingPlan(TrainingPlan):
         Max gradient norm per phase.
     cluster_warmup
         Unsupervised mode: fraction of ``max_epochs`` trained with the translation phase only; then each head's
-        prototypes are initialised by k-means on its projected training cells and the clustering phase starts.
+        prototypes are initialised by k-means on its projected training cells and the clustering phase starts
+        (default 0.75).
         Checkpoints before that epoch are not candidates.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
@@ -295,7 +296,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
         weight_decay: float = 0.0,
         classification_repeats: int = 1,
         gradient_clip: float = 25.0,
-        cluster_warmup: float = 0.5,
+        cluster_warmup: float = 0.75,
         **kwargs: Any,
     ):
         super().__init__(module, lr=lr if isinstance(lr, float | int) else 1e-3, weight_decay=weight_decay, **kwargs)
