@@ -341,7 +341,7 @@ class Swin1D(nn.Module):
     transformer_depth
         Number of full-attention transformer layers after the last stage (0 for none).
     stem_kernel
-        Width of the convolution embedding the one-hot bases (1 = a per-base linear embedding).
+        Width of the convolution (followed by a ReLU) embedding the one-hot bases.
     stem_pool
         Max-pool factor after the stem (1 = nucleotide resolution in stage 0).
     in_channels
@@ -381,7 +381,11 @@ class Swin1D(nn.Module):
         windows = list(window) if isinstance(window, list | tuple) else [window] * len(dims)
         if len(windows) != len(dims):
             raise ValueError(f"window needs one entry per stage ({len(dims)}), got {len(windows)}.")
-        self.stem = nn.Conv1d(in_channels, dims[0], kernel_size=stem_kernel, padding=stem_kernel // 2)
+        # a motif scanner: convolution + ReLU (a linear stem left motif detection to LayerNorm-ed tokens and
+        # learned far worse on real peaks)
+        self.stem = nn.Sequential(
+            nn.Conv1d(in_channels, dims[0], kernel_size=stem_kernel, padding=stem_kernel // 2), nn.ReLU()
+        )
         self.stem_pool = stem_pool
         self.windows = windows
         self.stages = nn.ModuleList([])
