@@ -275,16 +275,19 @@ def write_report(results: dict, tag: str = "") -> None:
         for name, m in p["models"].items():
             lines.append(f"| {name} | {m['test_pearson_counts']:.4f} | {m['test_pearson_true_rate']:.4f} | "
                          f"{m['seconds_per_epoch']:.1f} |")
-        lines += ["", "Attention hit rate of the swin1d model on held-out `pair` regions (head-averaged map; "
-                  "regular + shifted pass summed; hit = the strongest non-local key of the query at one motif "
-                  "is within 1 token of the other motif):", "",
-                  "| layer | bp / token | motif distance (tokens) | A->B | B->A | either | chance (1 direction) | n |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for h in p["attention_hits"]:
-            lines.append(f"| {h['layer']} | {h['resolution_bp']} | {h['distance_tokens']:.1f} | "
-                         f"{h['hit_a_to_b']:.2f} | {h['hit_b_to_a']:.2f} | {h['hit_either']:.2f} | "
-                         f"{h['chance']:.2f} | {h['n_regions']} |")
-        lines += ["", "![attention](genomic_interpreter_attention.png)", ""]
+        if not p["attention_hits"]:
+            lines += ["", "(No swin1d attention hit rate in this report: that run did not finish.)", ""]
+        else:
+            lines += ["", "Attention hit rate of the swin1d model on held-out `pair` regions (head-averaged map; "
+                      "regular + shifted pass summed; hit = the strongest non-local key of the query at one motif "
+                      "is within 1 token of the other motif):", "",
+                      "| layer | bp / token | motif distance (tokens) | A->B | B->A | either | chance (1 dir.) | n |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for h in p["attention_hits"]:
+                lines.append(f"| {h['layer']} | {h['resolution_bp']} | {h['distance_tokens']:.1f} | "
+                             f"{h['hit_a_to_b']:.2f} | {h['hit_b_to_a']:.2f} | {h['hit_either']:.2f} | "
+                             f"{h['chance']:.2f} | {h['n_regions']} |")
+            lines += ["", "![attention](genomic_interpreter_attention.png)", ""]
     if "cost" in old:
         lines += ["## Cost per sequence (batch 1, forward + backward, 1 CPU thread, CPU seconds)", "",
                   "Same 7-stage network (2-bp stem, tokens 2 -> 128 bp, one transformer layer on the 128-bp tokens); "
