@@ -289,9 +289,10 @@ def relevance_network(
         _, ax = plt.subplots(figsize=(6 + 0.06 * max(len(str(t)) for t in targets),
                                       max(3, 0.25 * max(len(sources), len(targets)) + 1)))
     vmax = float(links["value"].max()) or 1.0
+    vmin = float(links["value"].min()) if len(links) > 1 and links["value"].min() < vmax else 0.0
     colormap = plt.get_cmap(cmap)
     for row in links.sort_values("value").itertuples():
-        w = row.value / vmax
+        w = (row.value - vmin) / (vmax - vmin)
         ax.plot([0, 1], [ys[row.source], yt[row.target]], color=colormap(w), lw=0.5 + 3.5 * w, alpha=0.4 + 0.6 * w)
     ax.scatter([0] * len(ys), list(ys.values()), s=30, c="tab:blue", zorder=3)
     ax.scatter([1] * len(yt), list(yt.values()), s=30, c="tab:orange", zorder=3)
@@ -305,6 +306,6 @@ def relevance_network(
     ax.axis("off")
     params = entry["params"]
     ax.set_title(f"{group}: top {len(links)} links {params['source']} -> {params['target']}", fontsize=9)
-    sm = plt.cm.ScalarMappable(cmap=colormap, norm=plt.Normalize(0, vmax))
+    sm = plt.cm.ScalarMappable(cmap=colormap, norm=plt.Normalize(vmin, vmax))
     ax.figure.colorbar(sm, ax=ax, label=label, shrink=0.6, pad=0.02)
     return _finish(ax, save)
