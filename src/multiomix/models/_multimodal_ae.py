@@ -326,7 +326,8 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         >>> model.train(max_epochs=50, batch_size=64)
         >>> model.history["train_loss"].tail(1)
         """
-        plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW"}
+        # scvi-tools' TrainingPlan defaults to eps=0.01, which stalls an autoencoder's small gradients
+        plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", "eps": 1e-8}
         plan.update(plan_kwargs or {})
         trainer_kwargs.setdefault("enable_progress_bar", False)
         external = (datasplitter_kwargs or {}).get("external_indexing")

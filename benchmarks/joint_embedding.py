@@ -1,0 +1,260 @@
+"""Joint-embedding benchmark: MultimodalAE against concatenated PCA/LSI, RNA-only PCA, MULTIVI and TOTALVI.
+
+Real data: the NeurIPS 2021 BMMC starter sets (multiome: 500 cells, 600 genes + 600 peaks; CITE-seq: 600 cells,
+1000 genes + 134 proteins), read by ``mx.datasets`` from ``$MULTIOMIX_DATA_DIR`` (default ``../shared/data``
+beside the repository). Every embedding is scored by ``mx.tl.benchmark_embeddings`` (Leiden best NMI over
+resolutions 0.2-2.0 with the ARI of that clustering, cell-type ASW, batch ASW, graph connectivity) over the same
+seeds. Deep models also report seconds per epoch (1 torch thread).
+
+Run from the repository root::
+
+    python benchmarks/joint_embedding.py --seeds 5
+
+Writes ``benchmarks/results/joint_embedding.{md,json}`` and PNG figures beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MULTIOMIX_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+warnings.filterwarnings("ignore")
+torch.set_num_threads(1)
+
+import scvi  # noqa: E402
+
+import multiomix as mx  # noqa: E402
+
+for name in ("multiomix", "lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
+    logging.getLogger(name).setLevel(logging.ERROR)
+
+METRICS = ["nmi", "ari", "ari_best", "asw_label", "asw_batch", "graph_connectivity"]
+
+# MultimodalAE settings per dataset (chosen on the multiome/CITE data before the final run; see the docs page)
+MMAE = {
+    "multiome": {
+        "layer": None,  # rna: log-normalised X; atac: binary X
+        "losses": {"rna": "mse", "atac": "bce"},
+        "latent_dim": 20,
+        "hidden_dim": 256,
+        "max_epochs": 200,
+    },
+    "cite": {
+        "layer": None,  # rna: log-normalised X; adt: normalised X
+        "losses": {"rna": "mse", "adt": "mse"},
+        "latent_dim": 20,
+        "hidden_dim": 256,
+        "max_epochs": 200,
+    },
+}
+
+
+def score(mdata, keys: list[str]) -> pd.DataFrame:
+    return mx.tl.benchmark_embeddings(mdata, keys=keys, label_key="cell_type", batch_key="batch")
+
+
+def run_mmae(mdata, dataset: str, seed: int, overrides: dict) -> float:
+    cfg = {**MMAE[dataset], **overrides}
+    mx.tl.fit_multimodal_ae(mdata, random_state=seed, accelerator="cpu", key_added="mmae", **cfg)
+    return float(mdata.uns["mmae"]["seconds_per_epoch"])
+
+
+def epochs_run(model) -> int:
+    history = model.history
+    key = "elbo_train" if "elbo_train" in history else next(iter(history))
+    return max(len(history[key]), 1)
+
+
+def run_multivi(mdata, seed: int, epochs: int) -> tuple[np.ndarray, float]:
+    peer = mdata.copy()
+    scvi.settings.seed = seed
+    scvi.model.MULTIVI.setup_mudata(
+        peer, rna_layer="counts", atac_layer="counts", modalities={"rna_layer": "rna", "atac_layer": "atac"}
+    )
+    model = scvi.model.MULTIVI(peer, n_hidden=128, n_latent=20)
+    start = time.perf_counter()
+    model.train(max_epochs=epochs, lr=1e-3, accelerator="cpu", enable_progress_bar=False)
+    seconds = (time.perf_counter() - start) / epochs_run(model)
+    return model.get_latent_representation(), seconds
+
+
+def run_totalvi(mdata, seed: int, epochs: int) -> tuple[np.ndarray, float]:
+    peer = mdata.copy()
+    peer["adt"].layers["counts"] = np.asarray(peer["adt"].layers["counts"].toarray())  # TOTALVI's prior init is dense
+    scvi.settings.seed = seed
+    scvi.model.TOTALVI.setup_mudata(
+        peer, rna_layer="counts", protein_layer="counts", modalities={"rna_layer": "rna", "protein_layer": "adt"}
+    )
+    model = scvi.model.TOTALVI(peer)
+    start = time.perf_counter()
+    model.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
+    seconds = (time.perf_counter() - start) / epochs_run(model)
+    return model.get_latent_representation(), seconds
+
+
+def load(dataset: str):
+    if dataset == "multiome":
+        mdata = mx.datasets.bmmc_multiome()
+        mx.pp.select_features(mdata, n_top={"rna": 2500, "atac": 5000}, layer="counts")
+    else:
+        mdata = mx.datasets.bmmc_cite()
+        mx.pp.select_features(mdata, n_top={"rna": 2500}, layer="counts")
+    return mdata
+
+
+def benchmark(dataset: str, seeds: list[int], peer_epochs: int, variants: dict, only: str, umap: bool):
+    mdata = load(dataset)
+    rows, timing = [], {}
+    skip_peers = only == "mmae"
+    mx.tl.pca_concat(mdata, n_comps=20, layer="counts")
+    mx.tl.pca_concat(mdata, n_comps=20, layer="counts", modalities=["rna"], key_added="X_pca_rna")
+    if only == "all":
+        table = score(mdata, ["X_pca_concat", "X_pca_rna"])
+        for key, row in table.iterrows():
+            rows.append({"dataset": dataset, "method": key.removeprefix("X_"), "seed": -1, **row.to_dict()})
+    peer_name = "multivi" if dataset == "multiome" else "totalvi"
+    for variant, overrides in (variants.items() if only != "peers" else []):
+        latents = []
+        for seed in seeds:
+            t = run_mmae(mdata, dataset, seed, overrides)
+            timing.setdefault(variant, []).append(t)
+            latents.append(mdata.obsm["X_mmae"] / mdata.obsm["X_mmae"].std())
+            row = score(mdata, ["X_mmae"]).iloc[0].to_dict()
+            rows.append({"dataset": dataset, "method": variant, "seed": seed, **row})
+            print(dataset, variant, seed, {k: round(v, 3) for k, v in row.items()}, f"{t:.3f}s/epoch", flush=True)
+        mdata.obsm["X_ensemble"] = np.concatenate(latents, 1)
+        row = score(mdata, ["X_ensemble"]).iloc[0].to_dict()
+        rows.append({"dataset": dataset, "method": f"{variant}_ensemble{len(seeds)}", "seed": -1, **row})
+        print(dataset, f"{variant}_ensemble", {k: round(v, 3) for k, v in row.items()}, flush=True)
+    if not skip_peers:
+        for seed in seeds:
+            runner = run_multivi if dataset == "multiome" else run_totalvi
+            latent, t = runner(mdata, seed, peer_epochs)
+            timing.setdefault(peer_name, []).append(t)
+            mdata.obsm[f"X_{peer_name}"] = latent
+            row = score(mdata, [f"X_{peer_name}"]).iloc[0].to_dict()
+            rows.append({"dataset": dataset, "method": peer_name, "seed": seed, **row})
+            print(dataset, peer_name, seed, {k: round(v, 3) for k, v in row.items()}, f"{t:.3f}s/epoch", flush=True)
+    if not umap:
+        return rows, {k: float(np.mean(v)) for k, v in timing.items()}
+    # UMAPs of the last seed of each method for the figure
+    keys = ["X_pca_concat", "X_pca_rna"] + [k for k in ("X_mmae", f"X_{peer_name}") if k in mdata.obsm]
+    mx.tl.benchmark_embeddings(mdata, keys=keys, label_key="cell_type", umap=True, key_added="umap_tmp")
+    fig = mx.pl.embedding(mdata, keys=keys, color="cell_type", point_size=6)
+    fig.savefig(ROOT / "benchmarks" / "results" / f"joint_embedding_{dataset}_umap.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return rows, {k: float(np.mean(v)) for k, v in timing.items()}
+
+
+def summarise(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    agg = df.groupby(["dataset", "method"], sort=False)[METRICS].agg(["mean", "std"])
+    agg.columns = [f"{m}_{s}" for m, s in agg.columns]
+    agg["n_seeds"] = df.groupby(["dataset", "method"], sort=False)["seed"].apply(lambda s: int((s >= 0).sum()) or 1)
+    return agg.reset_index()
+
+
+def markdown(summary: pd.DataFrame, timing: dict, args) -> str:
+    lines = [
+        "# Joint-embedding benchmark (`benchmarks/joint_embedding.py`)",
+        "",
+        f"Command: `python benchmarks/joint_embedding.py --seeds {args.seeds} --peer-epochs {args.peer_epochs}`. "
+        "CPU, 1 torch thread. Leiden best NMI over resolutions 0.2-2.0 (step 0.2) and the ARI of that clustering "
+        "(`ari`), best ARI over resolutions (`ari_best`), cell-type ASW scaled to [0, 1], batch ASW and graph "
+        "connectivity (batch = donor/site). Deep models: mean ± sd over seeds; `*_ensemble5` concatenates the "
+        "standardised latents of the 5 seeds into one embedding (5x the training cost).",
+        "",
+        "| dataset | method | seeds | NMI | ARI | ARI (best) | cell-type ASW | batch ASW | graph conn. |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in summary.iterrows():
+        def cell(m, r=r):
+            mean, std = r[f"{m}_mean"], r[f"{m}_std"]
+            return f"{mean:.3f}" if not np.isfinite(std) or r["n_seeds"] <= 1 else f"{mean:.3f} ± {std:.3f}"
+
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['n_seeds']} | "
+            + " | ".join(cell(m) for m in METRICS)
+            + " |"
+        )
+    lines += ["", "Seconds per epoch (mean over seeds, 1 thread, this machine):", ""]
+    for dataset, t in timing.items():
+        lines.append(f"- {dataset}: " + ", ".join(f"{k} {v:.3f} s" for k, v in t.items()))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seed-list", type=int, nargs="+", help="run these seeds only (to run seeds in parallel)")
+    parser.add_argument("--peer-epochs", type=int, default=200, help="max epochs of MULTIVI / TOTALVI")
+    parser.add_argument("--datasets", nargs="+", default=["multiome", "cite"])
+    parser.add_argument("--only", choices=["all", "mmae", "peers"], default="all",
+                        help="run only part of the methods (to run parts in parallel; combine with --merge)")
+    parser.add_argument("--no-umap", action="store_true")
+    parser.add_argument("--merge", nargs="+", help="combine the JSON outputs of partial runs into one report")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "joint_embedding"))
+    args = parser.parse_args()
+    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        rows = [r for p in parts for r in p["rows"]]
+        timing = {}
+        for p in parts:
+            for dataset, t in p["seconds_per_epoch"].items():
+                timing.setdefault(dataset, {}).update(t)
+        order = {"multiome": 0, "cite": 1}
+        rows.sort(key=lambda r: order.get(r["dataset"], 2))
+        Path(args.output + ".json").write_text(json.dumps({"rows": rows, "seconds_per_epoch": timing,
+                                                           "args": vars(args)}, indent=1))
+        Path(args.output + ".md").write_text(markdown(summarise(rows), timing, args))
+        print(markdown(summarise(rows), timing, args))
+        charts(summarise(rows), list(dict.fromkeys(r["dataset"] for r in rows)), args.output)
+        return
+    seeds = args.seed_list if args.seed_list else list(range(args.seeds))
+    variants = {"mmae": {}}
+    all_rows, timing = [], {}
+    for dataset in args.datasets:
+        rows, timing[dataset] = benchmark(dataset, seeds, args.peer_epochs, variants, args.only, not args.no_umap)
+        all_rows += rows
+        summary = summarise(all_rows)
+        Path(args.output + ".json").write_text(
+            json.dumps({"rows": all_rows, "seconds_per_epoch": timing, "args": vars(args)}, indent=1)
+        )
+        Path(args.output + ".md").write_text(markdown(summary, timing, args))
+    print(markdown(summarise(all_rows), timing, args))
+    if args.only == "all":
+        charts(summary, args.datasets, args.output)
+
+
+def charts(summary: pd.DataFrame, datasets: list[str], output: str) -> None:
+    """Bar chart of the mean scores per dataset, drawn by mx.pl.benchmark."""
+    for dataset in datasets:
+        sub = summary[summary["dataset"] == dataset].set_index("method")
+        table = sub[[f"{m}_mean" for m in ["nmi", "ari", "asw_label", "asw_batch", "graph_connectivity"]]]
+        table.columns = [c.removesuffix("_mean") for c in table.columns]
+        holder = type("Holder", (), {})()
+        holder.uns = {"embedding_benchmark": table}
+        ax = mx.pl.benchmark(holder)
+        ax.set_title(f"BMMC {dataset}: mean over seeds")
+        ax.figure.savefig(f"{output}_{dataset}.png", dpi=130, bbox_inches="tight")
+        plt.close(ax.figure)
+
+
+if __name__ == "__main__":
+    main()
