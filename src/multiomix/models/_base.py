@@ -27,6 +27,8 @@ from .._utils import check_aligned, check_finite, check_modalities, get_matrix
 
 __all__ = [
     "BestStateCallback",
+    "resolve_rows",
+    "train_on_rows",
     "Standardizer",
     "feature_mean_std",
     "SupervisedTrainingPlan",
@@ -129,6 +131,80 @@ def split_to_external_indexing(
     return [train, val, np.sort(np.concatenate([test, other]))]
 
 
+def resolve_rows(
+    n_obs: int,
+    train_indices: Sequence[int] | None,
+    validation_indices: Sequence[int] | None,
+    *,
+    validation_size: float,
+    random_state: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and unused rows; a random ``validation_size`` split of all rows when none are given."""
+    if train_indices is None:
+        perm = np.random.default_rng(random_state).permutation(n_obs)
+        n_val = int(round(validation_size * n_obs))
+        validation_indices, train_indices = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    train = np.asarray(train_indices, dtype=int)
+    validation = np.asarray(validation_indices if validation_indices is not None else [], dtype=int)
+    if len(train) == 0:
+        raise ValueError("No training rows: `train_indices` is empty.")
+    rest = np.setdiff1d(np.arange(n_obs), np.concatenate([train, validation]))
+    return train, validation, rest
+
+
+def train_on_rows(
+    model,
+    max_epochs: int,
+    *,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    early_stopping: bool,
+    early_stopping_patience: int,
+    accelerator: str,
+    devices: int | list[int] | str,
+    random_state: int,
+    plan_kwargs: dict | None = None,
+    datasplitter_kwargs: dict | None = None,
+    **trainer_kwargs: Any,
+):
+    """Train ``model`` through scvi-tools on given rows, early-stopping on and restoring the best validation epoch.
+
+    Shared body of the ``train`` methods of the supervised models: the rows go to scvi-tools' data splitter as
+    ``external_indexing``, AdamW is the optimiser, validation runs every epoch, and the module weights of the
+    epoch with the lowest validation loss are restored at the end (:class:`BestStateCallback`).
+    """
+    from scvi.model.base import UnsupervisedTrainingMixin
+
+    train, validation, rest = rows
+    datasplitter_kwargs = {"external_indexing": [train, validation, rest], **(datasplitter_kwargs or {})}
+    plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
+    has_validation = len(validation) > 0
+    callbacks = list(trainer_kwargs.pop("callbacks", []))
+    if has_validation:
+        callbacks.append(BestStateCallback("validation_loss", "min"))
+    trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+    trainer_kwargs.setdefault("enable_model_summary", False)
+    torch.manual_seed(random_state)
+    np.random.seed(random_state)
+    return UnsupervisedTrainingMixin.train(
+        model,
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        batch_size=batch_size,
+        early_stopping=early_stopping and has_validation,
+        early_stopping_monitor="validation_loss",
+        early_stopping_patience=early_stopping_patience,
+        early_stopping_mode="min",
+        plan_kwargs=plan_kwargs,
+        datasplitter_kwargs=datasplitter_kwargs,
+        callbacks=callbacks,
+        **trainer_kwargs,
+    )
+
+
 class SupervisedTrainingPlan(TrainingPlan):
     """scvi-tools TrainingPlan for classifiers: logs ``<stage>_loss`` and ``<stage>_accuracy`` once per epoch.
 
@@ -159,16 +235,16 @@ class SupervisedTrainingPlan(TrainingPlan):
         self.log(f"{stage}_loss", loss, sync_dist=self.use_sync_dist, prog_bar=stage == "train")
         self.log(f"{stage}_accuracy", accuracy, sync_dist=self.use_sync_dist)
 
-    def training_step(self, batch, batch_idx):  # noqa: D102
+    def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
 
-    def validation_step(self, batch, batch_idx):  # noqa: D102
+    def validation_step(self, batch, batch_idx):
         self._step(batch, "validation")
 
-    def on_train_epoch_end(self) -> None:  # noqa: D102
+    def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
-    def on_validation_epoch_end(self) -> None:  # noqa: D102
+    def on_validation_epoch_end(self) -> None:
         self._log_epoch("validation")
 
 

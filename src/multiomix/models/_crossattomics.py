@@ -17,7 +17,6 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from ..nn import CrossAttOmicsNet, random_groups, validate_graph
 from ..nn.crossattomics import interaction_name
 from ._base import (
-    BestStateCallback,
     Standardizer,
     SupervisedTrainingPlan,
     class_weights,
@@ -25,6 +24,8 @@ from ._base import (
     feature_mean_std,
     modality_key,
     register_mudata_fields,
+    resolve_rows,
+    train_on_rows,
 )
 
 logger = logging.getLogger("multiomix")
@@ -354,45 +355,17 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
         --------
         >>> model.train(max_epochs=100, accelerator="gpu", devices=2, strategy="ddp_notebook")
         """
-        n_obs = self.adata.n_obs
-        if train_indices is None:
-            rng = np.random.default_rng(self.random_state)
-            perm = rng.permutation(n_obs)
-            n_val = int(round(validation_size * n_obs))
-            validation_indices, train_indices = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        train_indices = np.asarray(train_indices, dtype=int)
-        validation_indices = np.asarray(validation_indices if validation_indices is not None else [], dtype=int)
-        rest = np.setdiff1d(np.arange(n_obs), np.concatenate([train_indices, validation_indices]))
+        rows = resolve_rows(self.adata.n_obs, train_indices, validation_indices, validation_size=validation_size,
+                            random_state=self.random_state)
         if self.standardize:
             for m in self.modalities:
                 matrix = self.adata_manager.get_from_registry(modality_key(m))
-                self.module.standardizer.set(m, *feature_mean_std(matrix, train_indices))
-        datasplitter_kwargs = {
-            "external_indexing": [train_indices, validation_indices, rest],
-            **(datasplitter_kwargs or {}),
-        }
-        plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
-        has_validation = len(validation_indices) > 0
-        callbacks = list(trainer_kwargs.pop("callbacks", []))
-        if has_validation:
-            callbacks.append(BestStateCallback("validation_loss", "min"))
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        trainer_kwargs.setdefault("enable_model_summary", False)
-        torch.manual_seed(self.random_state)
-        np.random.seed(self.random_state)
-        return super().train(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            batch_size=batch_size,
-            early_stopping=early_stopping and has_validation,
-            early_stopping_monitor="validation_loss",
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_mode="min",
-            plan_kwargs=plan_kwargs,
-            datasplitter_kwargs=datasplitter_kwargs,
-            callbacks=callbacks,
-            **trainer_kwargs,
+                self.module.standardizer.set(m, *feature_mean_std(matrix, rows[0]))
+        return train_on_rows(
+            self, max_epochs, rows=rows, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience, accelerator=accelerator,
+            devices=devices, random_state=self.random_state, plan_kwargs=plan_kwargs,
+            datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs,
         )
 
     @torch.inference_mode()

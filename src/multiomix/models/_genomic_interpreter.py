@@ -22,7 +22,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from .._utils import check_finite, get_matrix
 from ..nn.sequence_cnn import BACKBONES
 from ..nn.swin1d import Swin1D, TrackHead
-from ._base import BestStateCallback
+from ._base import resolve_rows, train_on_rows
 
 logger = logging.getLogger("multiomix")
 
@@ -439,46 +439,21 @@ class GenomicInterpreter(UnsupervisedTrainingMixin, BaseModelClass):
         --------
         >>> model.train(max_epochs=10, accelerator="gpu", devices=2, strategy="ddp_find_unused_parameters_true")
         """
-        n_obs = self.adata.n_obs
-        if train_indices is None:
-            rng = np.random.default_rng(self.random_state)
-            perm = rng.permutation(n_obs)
-            n_val = int(round(validation_size * n_obs))
-            validation_indices, train_indices = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        train_indices = np.asarray(train_indices, dtype=int)
-        validation_indices = np.asarray(validation_indices if validation_indices is not None else [], dtype=int)
-        if len(train_indices) == 0:
-            raise ValueError("No training regions.")
-        rest = np.setdiff1d(np.arange(n_obs), np.concatenate([train_indices, validation_indices]))
+        rows = resolve_rows(self.adata.n_obs, train_indices, validation_indices, validation_size=validation_size,
+                            random_state=self.random_state)
+        n_train = len(rows[0])
         datasplitter_kwargs = {
-            "external_indexing": [train_indices, validation_indices, rest],
             # a last minibatch of one region breaks BatchNorm in the CNN baselines
-            "drop_last": len(train_indices) > batch_size and len(train_indices) % batch_size == 1,
+            "drop_last": n_train > batch_size and n_train % batch_size == 1,
             **(datasplitter_kwargs or {}),
         }
-        plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", "eps": 1e-8, **(plan_kwargs or {})}
-        has_validation = len(validation_indices) > 0
-        callbacks = list(trainer_kwargs.pop("callbacks", []))
-        if has_validation:
-            callbacks.append(BestStateCallback("validation_loss", "min"))
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        trainer_kwargs.setdefault("enable_model_summary", False)
+        plan_kwargs = {"eps": 1e-8, **(plan_kwargs or {})}
         trainer_kwargs.setdefault("gradient_clip_val", 1.0)
-        torch.manual_seed(self.random_state)
-        np.random.seed(self.random_state)
-        return super().train(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            batch_size=batch_size,
-            early_stopping=early_stopping and has_validation,
-            early_stopping_monitor="validation_loss",
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_mode="min",
-            plan_kwargs=plan_kwargs,
-            datasplitter_kwargs=datasplitter_kwargs,
-            callbacks=callbacks,
-            **trainer_kwargs,
+        return train_on_rows(
+            self, max_epochs, rows=rows, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience, accelerator=accelerator,
+            devices=devices, random_state=self.random_state, plan_kwargs=plan_kwargs,
+            datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs,
         )
 
     @torch.inference_mode()

@@ -20,7 +20,14 @@ from multiomix._utils import check_aligned, check_finite, check_modalities, get_
 from multiomix.nn.crossvit import MedCrossViT as MedCrossViTNet
 from multiomix.nn.crossvit import sample_bag_indices
 
-from ._base import BestStateCallback, SupervisedTrainingPlan, class_weights, cross_entropy, modality_key
+from ._base import (
+    SupervisedTrainingPlan,
+    class_weights,
+    cross_entropy,
+    modality_key,
+    resolve_rows,
+    train_on_rows,
+)
 
 logger = logging.getLogger("multiomix")
 
@@ -393,39 +400,13 @@ class MedCrossViT(UnsupervisedTrainingMixin, BaseModelClass):
         --------
         >>> model.train(max_epochs=50, batch_size=16)
         """
-        n_obs = self.adata.n_obs
-        if train_indices is None:
-            rng = np.random.default_rng(self.random_state)
-            perm = rng.permutation(n_obs)
-            n_val = int(round(validation_size * n_obs))
-            validation_indices, train_indices = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        train_indices = np.asarray(train_indices, dtype=int)
-        validation_indices = np.asarray(validation_indices if validation_indices is not None else [], dtype=int)
-        rest = np.setdiff1d(np.arange(n_obs), np.concatenate([train_indices, validation_indices]))
-        datasplitter_kwargs = {"external_indexing": [train_indices, validation_indices, rest],
-                               **(datasplitter_kwargs or {})}
-        plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
-        has_validation = len(validation_indices) > 0
-        callbacks = list(trainer_kwargs.pop("callbacks", []))
-        if has_validation:
-            callbacks.append(BestStateCallback("validation_loss", "min"))
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        trainer_kwargs.setdefault("enable_model_summary", False)
-        torch.manual_seed(self.random_state)
-        np.random.seed(self.random_state)
-        return super().train(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            batch_size=batch_size,
-            early_stopping=early_stopping and has_validation,
-            early_stopping_monitor="validation_loss",
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_mode="min",
-            plan_kwargs=plan_kwargs,
-            datasplitter_kwargs=datasplitter_kwargs,
-            callbacks=callbacks,
-            **trainer_kwargs,
+        rows = resolve_rows(self.adata.n_obs, train_indices, validation_indices, validation_size=validation_size,
+                            random_state=self.random_state)
+        return train_on_rows(
+            self, max_epochs, rows=rows, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience, accelerator=accelerator,
+            devices=devices, random_state=self.random_state, plan_kwargs=plan_kwargs,
+            datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs,
         )
 
     @torch.inference_mode()
