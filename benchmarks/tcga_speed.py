@@ -96,7 +96,8 @@ def main() -> None:
         times["crossattomics_engine"].append((time.perf_counter() - start) / args.epochs)
         times["crossattomics_bare_loop"].append(
             bare_epoch_seconds(model.module.net, inputs, labels, args.batch_size, args.epochs))
-        times["mlp_256_64_bare_loop"].append(bare_epoch_seconds(mlp, concatenated, labels, args.batch_size, args.epochs))
+        times["mlp_256_64_bare_loop"].append(
+            bare_epoch_seconds(mlp, concatenated, labels, args.batch_size, args.epochs))
     peak = matmul_peak(args.threads)
     medians = {k: float(np.median(v)) for k, v in times.items()}
     epoch_flops = {"crossattomics": flops["crossattomics"] * n_steps, "mlp_256_64": flops["mlp_256_64"] * n_steps}

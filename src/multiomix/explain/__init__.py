@@ -1,8 +1,17 @@
 """Attribution: relevance propagation through attention models, SHAP and gradient methods."""
 
+from ._adapters import FunctionModule, RelevanceAdapter, get_adapter, register_adapter
 from ._lrp import interaction_relevance
+from ._relevance import cross_modal_relevance, deep_supported, group_prototypes, group_relevance
 
-__all__ = ["interaction_relevance"]
-
-from ._adapters import FunctionModule, RelevanceAdapter, get_adapter, register_adapter  # noqa: F401
-from ._relevance import cross_modal_relevance, deep_supported, group_prototypes, group_relevance  # noqa: F401
+__all__ = [
+    "cross_modal_relevance",
+    "deep_supported",
+    "FunctionModule",
+    "get_adapter",
+    "group_prototypes",
+    "group_relevance",
+    "interaction_relevance",
+    "register_adapter",
+    "RelevanceAdapter",
+]

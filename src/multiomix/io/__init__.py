@@ -1,5 +1,10 @@
-"""multiomix.io"""
+"""Readers: FASTA sequences and whole-slide-image tile-embedding bags."""
 
-from ._fasta import read_fasta  # noqa: E402, F401
+from ._fasta import read_fasta
+from ._tile_bags import read_tile_bags, sample_tile_bags
 
-from ._tile_bags import read_tile_bags, sample_tile_bags  # noqa: E402, F401
+__all__ = [
+    "read_fasta",
+    "read_tile_bags",
+    "sample_tile_bags",
+]

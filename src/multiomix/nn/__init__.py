@@ -2,25 +2,33 @@
 
 from ._lrp import lrp_mode
 from .attomics import AttentionBlock, AttOmicsEncoder, GroupedLinear, SelfAttention, random_groups
+from .autoencoder import ModalityDecoder, ModalityEncoder, MultimodalAutoencoder
 from .crossattomics import CrossAttOmicsNet, interaction_name, validate_graph
 from .mlp import MLPHead
+from .sequence_cnn import AttentionPoolCNN, DilatedResidualCNN, EnformerLike, MaxPoolCNN
+from .swin1d import Swin1D, TrackHead
+from .unitednet import CosinePrototypeHeads, UnitedNetwork
 
 __all__ = [
-    "AttOmicsEncoder",
     "AttentionBlock",
+    "AttentionPoolCNN",
+    "AttOmicsEncoder",
+    "CosinePrototypeHeads",
     "CrossAttOmicsNet",
+    "DilatedResidualCNN",
+    "EnformerLike",
     "GroupedLinear",
-    "MLPHead",
-    "SelfAttention",
     "interaction_name",
     "lrp_mode",
+    "MaxPoolCNN",
+    "MLPHead",
+    "ModalityDecoder",
+    "ModalityEncoder",
+    "MultimodalAutoencoder",
     "random_groups",
+    "SelfAttention",
+    "Swin1D",
+    "TrackHead",
+    "UnitedNetwork",
     "validate_graph",
 ]
-
-
-from .swin1d import Swin1D, TrackHead  # noqa: E402, F401
-from .sequence_cnn import AttentionPoolCNN, DilatedResidualCNN, EnformerLike, MaxPoolCNN  # noqa: E402, F401
-from .unitednet import CosinePrototypeHeads, UnitedNetwork  # noqa: E402, F401
-
-from .autoencoder import ModalityDecoder, ModalityEncoder, MultimodalAutoencoder  # noqa: E402, F401

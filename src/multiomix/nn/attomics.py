@@ -123,8 +123,8 @@ class AttOmicsEncoder(nn.Module):
     in_features
         Number of input features.
     groups
-        Feature indices of each group (from :func:`~multiomix.nn.random_groups` or user-given gene sets). Features may be
-        in several groups; features in none are ignored.
+        Feature indices of each group (from :func:`~multiomix.nn.random_groups` or user-given gene sets).
+        Features may be in several groups; features in none are ignored.
     group_sizes
         Token width after each layer, e.g. ``[64, 32]``.
     heads
