@@ -36,6 +36,7 @@ VARIANTS = {
     "default": {},
     "class_weighted": {"class_weighting": True},
     "ensemble5": {"n_models": 5},
+    "eps1e-8": {"plan_kwargs": {"eps": 1e-8}},
 }
 
 
