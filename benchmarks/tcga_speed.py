@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -123,6 +124,7 @@ def main() -> None:
         f"MLP {epoch_flops['mlp_256_64'] / 1e9:.3f} G; measured fp32 matmul peak {peak / 1e9:.0f} GFLOP/s "
         f"-> arithmetic floor {epoch_flops['crossattomics'] / peak:.4f} s/epoch for CrossAttOmics. "
         f"Engine / bare loop: {report['engine_over_bare_loop']:.2f}x (the engine epoch includes validation).",
+        f"Load average when the run ended: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
     ]
     output.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
