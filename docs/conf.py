@@ -36,11 +36,22 @@ nitpicky = True
 # The build runs offline (no intersphinx inventories): references to other libraries' types are not
 # resolved into links; they are listed here instead of silently failing.
 nitpick_ignore_regex = [
-    ("py:class", r"(torch|anndata|mudata|numpy|np|pandas|pd|scvi|matplotlib|lightning|pl|collections|typing|os|pathlib|h5py|sklearn)(\..*)?"),
-    ("py:class", r"(AnnData|MuData|Tensor|DataFrame|Series|Figure|Axes|Path|PathLike|ndarray|Module|Generator|Any|optional|callable|array-like|array_like|dict|list|tuple|float|int|str|bool|None)(\[.*\])?"),
+    (
+        "py:class",
+        r"(torch|anndata|mudata|numpy|np|pandas|pd|scvi|matplotlib|lightning|pl|collections|typing|os|pathlib|h5py"
+        r"|sklearn|shap|captum)(\..*)?",
+    ),
+    (
+        "py:class",
+        r"(AnnData|MuData|Tensor|DataFrame|Series|Figure|Axes|Path|PathLike|ndarray|Module|Generator|Any|optional"
+        r"|callable|array-like|array_like|dict|list|tuple|float|int|str|bool|None)(\[.*\])?",
+    ),
     ("py:class", r".*(_base|_crossattomics|_utils|_lrp)\..*"),
     ("py:class", r".*\s.*|\.|.*\.$"),  # free-text descriptions in numpydoc "Returns" sections
     ("py:class", r".*\._[A-Za-z].*"),  # private base classes
+    ("py:mod", r"multiomix(\..*)?"),
+    ("py:class", r"RelevanceAdapter"),  # forward reference in a return annotation
+    ("py:class", r"multiomix\.nn\.swin1d\.WindowAttentionWeights"),  # internal record type in annotations
     ("py:obj", r".*"),
     ("py:data", r".*"),
     ("py:func", r"(scanpy|muon|scvi|sklearn|torch|numpy)\..*"),
@@ -57,5 +68,5 @@ def _copy_tutorials(app) -> None:
         shutil.copy2(notebook, target / notebook.name)
 
 
-def setup(app) -> None:  # noqa: D103
+def setup(app) -> None:
     app.connect("builder-inited", _copy_tutorials)

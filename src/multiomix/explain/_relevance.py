@@ -242,7 +242,7 @@ def group_relevance(
 
     Returns
     -------
-    :class:`RelevanceResult` with per-modality ``mean_abs`` and ``mean`` arrays.
+    ``RelevanceResult`` with per-modality ``mean_abs`` and ``mean`` arrays.
 
     Examples
     --------
@@ -389,7 +389,7 @@ def cross_modal_relevance(
 
     Returns
     -------
-    :class:`RelevanceResult` whose ``mean_abs`` and ``mean`` are ``(target, source)`` arrays.
+    ``RelevanceResult`` whose ``mean_abs`` and ``mean`` are ``(target, source)`` arrays.
 
     Examples
     --------

@@ -345,7 +345,7 @@ class GenomicInterpreter(UnsupervisedTrainingMixin, BaseModelClass):
         layer
             Layer with per-region targets (``None``: ``.X``), used when ``tracks_key`` is ``None``.
         **kwargs
-            Internal (used by :meth:`load`).
+            Internal (used by :meth:`~scvi.model.base.BaseModelClass.load`).
 
         Examples
         --------

@@ -308,7 +308,7 @@ class MedCrossViT(UnsupervisedTrainingMixin, BaseModelClass):
         tiles_key, mask_key
             ``obsm`` keys of the bags and of the tile mask (``None``: every slot is a real tile).
         **kwargs
-            Internal (used by :meth:`load`).
+            Internal (used by :meth:`~scvi.model.base.BaseModelClass.load`).
 
         Examples
         --------

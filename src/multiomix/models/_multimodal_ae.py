@@ -122,7 +122,7 @@ def _is_binary(matrix) -> bool:
 class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
     """Multimodal autoencoder: per-modality encoders into one joint latent, decoders read the joint latent.
 
-    The architecture is the bimodal autoencoder of :cite:p:`Ngiam2011` (see :mod:`multiomix.nn.autoencoder`).
+    The architecture is the bimodal autoencoder of Ngiam et al. (ICML 2011; see ``multiomix.nn.autoencoder``).
     Each modality has its own reconstruction loss (``"mse"`` for continuous data such as log-normalised RNA,
     TF-IDF or CLR protein; ``"bce"`` for binary ATAC peaks; ``"nb"`` for raw counts) and a loss weight.
     With ``modality_dropout > 0`` some training cells are encoded from one modality only while all modalities
@@ -317,7 +317,7 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         datasplitter_kwargs
             Passed to scvi-tools' ``DataSplitter`` (e.g. ``external_indexing``).
         plan_kwargs
-            Passed to :class:`MultimodalAETrainingPlan` (overrides ``lr``/``weight_decay``).
+            Passed to ``MultimodalAETrainingPlan`` (overrides ``lr``/``weight_decay``).
         **trainer_kwargs
             Passed to the Lightning ``Trainer``.
 

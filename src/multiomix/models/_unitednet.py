@@ -270,7 +270,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
     Parameters
     ----------
     module
-        A :class:`UnitedNetModule`.
+        A ``UnitedNetModule``.
     lr
         Learning rate of every phase (a dict ``{phase: lr}`` sets them separately).
     weight_decay
@@ -643,7 +643,7 @@ class UnitedNet(UnsupervisedTrainingMixin, BaseModelClass):
             Label value of unlabelled cells: they take part in translation/contrastive training only
             (semi-supervised use, annotation transfer).
         **kwargs
-            Internal (used by :meth:`load`).
+            Internal (used by :meth:`~scvi.model.base.BaseModelClass.load`).
 
         Examples
         --------

@@ -330,9 +330,9 @@ class Swin1D(nn.Module):
     ----------
     dims
         Token width of each stage. Stage 0 runs at the stem's resolution; every later stage starts with a
-        :class:`TokenMerge` that halves the length and maps to its width.
+        ``TokenMerge`` that halves the length and maps to its width.
     depths
-        Number of :class:`SwinLayer` per stage (each layer = regular + shifted window pass).
+        Number of ``SwinLayer`` per stage (each layer = regular + shifted window pass).
     window
         Window size in tokens, one for all stages or one per stage; ``None`` means full attention (used to
         measure what the windows save).
@@ -415,7 +415,7 @@ class Swin1D(nn.Module):
         """Map one-hot DNA ``(b, L, 4)`` to tokens ``(b, L / reduction, dims[-1])``.
 
         With ``return_attention=True`` also returns a dict of attention weights per layer: window passes as
-        :class:`WindowAttentionWeights` (``stage{i}.layer{j}.regular|shifted``), transformer layers as
+        ``WindowAttentionWeights`` (``stage{i}.layer{j}.regular|shifted``), transformer layers as
         ``(b, heads, n, n)`` tensors (``transformer.layer{j}``).
         """
         h = self.stem(rearrange(x, "b n c -> b c n"))

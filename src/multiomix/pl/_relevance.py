@@ -84,7 +84,7 @@ def relevance_heatmap(
     ax: Axes | None = None,
     save: str | Path | None = None,
 ) -> Axes:
-    """Heatmap of mean |relevance|: groups x their top features, or one group's target x source matrix.
+    """Heatmap of mean absolute relevance: groups x their top features, or one group's target x source matrix.
 
     Parameters
     ----------
@@ -172,9 +172,9 @@ def relevance_dotplot(
     ax: Axes | None = None,
     save: str | Path | None = None,
 ) -> Axes:
-    """Dot plot of each group's top features (scanpy look): size = mean |relevance|, colour = signed mean.
+    """Dot plot of each group's top features (scanpy look): size = mean absolute relevance, colour = signed mean.
 
-    Dot sizes are scaled per feature (column) to its largest mean |relevance| across groups; colours show the
+    Dot sizes are scaled per feature (column) to its largest mean absolute relevance across groups; colours show the
     signed mean relevance on a symmetric scale (red: the feature raises the explained output).
 
     Parameters

@@ -97,7 +97,7 @@ def select_features(
 
     RNA (and protein, if asked) use scanpy's ``seurat_v3`` highly variable genes on counts; ATAC uses the
     episcanpy variability score ``1 - |fraction of cells where the peak is open - 0.5|``
-    (:func:`variability_score`), computed on the sparse structure. Exactly ``n`` features are selected
+    (:func:`~multiomix.pp.variability_score`), computed on the sparse structure. Exactly ``n`` features are selected
     (episcanpy's ``select_var_feature`` keeps ``n + 1``; ties are broken by feature order here).
 
     Parameters

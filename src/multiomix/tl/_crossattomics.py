@@ -268,10 +268,10 @@ def interaction_importance(
     Nothing; writes ``uns[key_added]`` with ``mean`` (groups x parts, signed mean relevance), ``mean_abs``
     (mean absolute relevance), ``share`` (each part's share of the group's total absolute relevance: the
     importance, rows sum to 1), ``overall_share`` (the same over all samples, sorted: the ranking),
-    ``per_sample`` (samples x parts, signed), ``conservation_error`` (mean |sum of relevances - logit| /
-    mean |logit|) and ``params``. Parts are each interaction's attention message ``source->target`` (what
-    the source contributes through cross-attention), each target's own tokens (its residual path), and
-    the unimodal branches.
+    ``per_sample`` (samples x parts, signed), ``conservation_error`` (mean absolute difference between the
+    relevances' sum and the logit, divided by the mean absolute logit) and ``params``. Parts are each
+    interaction's attention message ``source->target`` (what the source contributes through
+    cross-attention), each target's own tokens (its residual path), and the unimodal branches.
 
     Examples
     --------

@@ -117,7 +117,7 @@ def feature_relevance(
 
     Attributions come from :class:`shap.DeepExplainer` where shap has a rule for every layer and its
     additivity check passes on a probe (``method="auto"``), else from expected gradients (the estimator of
-    :class:`shap.GradientExplainer`), batched so that memory stays bounded; see :mod:`multiomix.explain`.
+    :class:`shap.GradientExplainer`), batched so that memory stays bounded; see ``multiomix.explain``.
 
     Parameters
     ----------
@@ -162,10 +162,10 @@ def feature_relevance(
     -------
     ``None`` (or the copy). Writes ``mdata.uns[key_added]`` with
 
-    * ``"groups"``: per group a DataFrame over features with ``modality``, ``mean_abs`` (mean |relevance|
+    * ``"groups"``: per group a DataFrame over features with ``modality``, ``mean_abs`` (mean absolute relevance
       over the group's cells), ``mean`` (signed mean) and ``rank`` (1 = largest ``mean_abs``); for
       ``kind="cross_modal"`` these are the source features, summed over target features;
-    * ``"matrices"`` (``kind="cross_modal"`` only): per group a target x source DataFrame of mean |relevance|
+    * ``"matrices"`` (``kind="cross_modal"`` only): per group a target x source DataFrame of mean absolute relevance
       (in the target's units), and ``"target_std"``, each target feature's standard deviation over all cells
       (divide by it to compare targets of different scales);
     * ``"summary"``: per group the number of cells, method, additivity error and seconds;
