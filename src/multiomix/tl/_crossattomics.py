@@ -83,7 +83,7 @@ def fit_crossattomics(
     hidden: Sequence[int] = (64,),
     heads: int = 1,
     dropout: float = 0.3,
-    class_weighting: bool = False,
+    class_weighting: bool = True,
     standardize: bool = True,
     target_self_attention: bool = True,
     add_unimodal_branches: bool = True,
