@@ -10,6 +10,7 @@ progress bars, early stopping and ``history`` come from the engine. Minibatches 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -152,6 +153,11 @@ def resolve_rows(
     return train, validation, rest
 
 
+def adamw_foreach(params, *, lr: float, weight_decay: float, eps: float) -> torch.optim.Optimizer:
+    """AdamW with the multi-tensor (``foreach``) update, which PyTorch only enables by default on CUDA."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps, foreach=True)
+
+
 def train_on_rows(
     model,
     max_epochs: int,
@@ -172,14 +178,24 @@ def train_on_rows(
     """Train ``model`` through scvi-tools on given rows, early-stopping on and restoring the best validation epoch.
 
     Shared body of the ``train`` methods of the supervised models: the rows go to scvi-tools' data splitter as
-    ``external_indexing``, AdamW is the optimiser, validation runs every epoch, and the module weights of the
-    epoch with the lowest validation loss are restored at the end (:class:`BestStateCallback`).
+    ``external_indexing``, AdamW (multi-tensor update) is the optimiser, validation runs every epoch, and the
+    module weights of the epoch with the lowest validation loss are restored at the end
+    (:class:`BestStateCallback`).
     """
     from scvi.model.base import UnsupervisedTrainingMixin
 
     train, validation, rest = rows
     datasplitter_kwargs = {"external_indexing": [train, validation, rest], **(datasplitter_kwargs or {})}
     plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", **(plan_kwargs or {})}
+    if plan_kwargs["optimizer"] == "AdamW" and "optimizer_creator" not in plan_kwargs:
+        # same optimiser and settings as scvi-tools' "AdamW" (its eps default is 0.01), vectorised update
+        creator = functools.partial(
+            adamw_foreach,
+            lr=plan_kwargs["lr"],
+            weight_decay=plan_kwargs["weight_decay"],
+            eps=plan_kwargs.get("eps", 0.01),
+        )
+        plan_kwargs.update(optimizer="Custom", optimizer_creator=creator)
     has_validation = len(validation) > 0
     callbacks = list(trainer_kwargs.pop("callbacks", []))
     if has_validation:
