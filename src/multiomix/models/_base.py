@@ -28,6 +28,7 @@ from .._utils import check_aligned, check_finite, check_modalities, get_matrix
 
 __all__ = [
     "BestStateCallback",
+    "ClassPredictionMixin",
     "resolve_rows",
     "train_on_rows",
     "Standardizer",
@@ -219,6 +220,37 @@ def train_on_rows(
         callbacks=callbacks,
         **trainer_kwargs,
     )
+
+
+class ClassPredictionMixin:
+    """``predict`` for models with a ``predict_proba`` returning an observations x classes DataFrame."""
+
+    def predict(self, mdata=None, *, indices: Sequence[int] | None = None, batch_size: int | None = None):
+        """Most probable class of each observation, as a categorical with the model's classes.
+
+        Parameters
+        ----------
+        mdata
+            Data set up like the training data (default: the training data).
+        indices
+            Rows to predict (default: all).
+        batch_size
+            Observations per batch (default: the model's ``predict_proba`` default).
+
+        Returns
+        -------
+        :class:`pandas.Series` indexed by observation name.
+
+        Examples
+        --------
+        >>> model.predict().value_counts()
+        """
+        import pandas as pd
+
+        kwargs = {} if batch_size is None else {"batch_size": batch_size}
+        proba = self.predict_proba(mdata, indices=indices, **kwargs)
+        codes = proba.to_numpy().argmax(1)
+        return pd.Series(pd.Categorical.from_codes(codes, categories=list(proba.columns)), index=proba.index)
 
 
 class SupervisedTrainingPlan(TrainingPlan):

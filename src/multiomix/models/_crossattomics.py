@@ -17,6 +17,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from ..nn import CrossAttOmicsNet, random_groups, validate_graph
 from ..nn.crossattomics import interaction_name
 from ._base import (
+    ClassPredictionMixin,
     Standardizer,
     SupervisedTrainingPlan,
     class_weights,
@@ -136,7 +137,7 @@ class CrossAttOmicsModule(BaseModuleClass):
         raise NotImplementedError("CrossAttOmics is discriminative; it has no generative sampling.")
 
 
-class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
+class CrossAttOmics(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """CrossAttOmics: multi-omics classification with cross-attention along a regulatory graph.
 
     Each modality is encoded by an AttOmics encoder into group tokens; for every edge ``source -> target``
@@ -390,19 +391,6 @@ class CrossAttOmics(UnsupervisedTrainingMixin, BaseModelClass):
         names = (mdata or self.adata).obs_names
         names = names if indices is None else names[np.asarray(indices)]
         return pd.DataFrame(proba, index=names, columns=self.classes)
-
-    def predict(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
-    ) -> pd.Series:
-        """Predicted class of each sample (categorical with the training categories).
-
-        Examples
-        --------
-        >>> model.predict().value_counts()
-        """
-        proba = self.predict_proba(mdata, indices=indices, batch_size=batch_size)
-        codes = proba.to_numpy().argmax(1)
-        return pd.Series(pd.Categorical.from_codes(codes, categories=self.classes), index=proba.index)
 
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512

@@ -21,6 +21,7 @@ from multiomix.nn.crossvit import MedCrossViT as MedCrossViTNet
 from multiomix.nn.crossvit import sample_bag_indices
 
 from ._base import (
+    ClassPredictionMixin,
     SupervisedTrainingPlan,
     class_weights,
     cross_entropy,
@@ -170,7 +171,7 @@ class MedCrossViTModule(BaseModuleClass):
         raise NotImplementedError("MedCrossViT is discriminative; it has no generative sampling.")
 
 
-class MedCrossViT(UnsupervisedTrainingMixin, BaseModelClass):
+class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Med-CrossViT: classify patients from a bag of slide tile embeddings and an expression vector.
 
     Tiles (from a pathology foundation model, :func:`multiomix.io.read_tile_bags`) and genes become two
@@ -446,19 +447,6 @@ class MedCrossViT(UnsupervisedTrainingMixin, BaseModelClass):
         logits = self._collect(mdata, indices, batch_size)["logits"]
         proba = torch.softmax(torch.as_tensor(logits), dim=-1).numpy()
         return pd.DataFrame(proba, index=self._obs_names(mdata, indices), columns=self.classes)
-
-    def predict(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 128
-    ) -> pd.Series:
-        """Predicted class of each patient (categorical with the training categories).
-
-        Examples
-        --------
-        >>> model.predict().value_counts()
-        """
-        proba = self.predict_proba(mdata, indices=indices, batch_size=batch_size)
-        codes = proba.to_numpy().argmax(1)
-        return pd.Series(pd.Categorical.from_codes(codes, categories=self.classes), index=proba.index)
 
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 128

@@ -29,7 +29,7 @@ from multiomix.nn.unitednet import (
     self_entropy_loss,
 )
 
-from ._base import class_weights, modality_key, register_mudata_fields
+from ._base import ClassPredictionMixin, class_weights, modality_key, register_mudata_fields
 
 logger = logging.getLogger("multiomix")
 
@@ -468,7 +468,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
             self.module.load_state_dict(self._best_state)
 
 
-class UnitedNet(UnsupervisedTrainingMixin, BaseModelClass):
+class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """UnitedNet: one network for group identification, cross-modal prediction and a fused embedding.
 
     An encoder per modality maps into a shared latent; every decoder reads every modality's latent
@@ -838,19 +838,6 @@ class UnitedNet(UnsupervisedTrainingMixin, BaseModelClass):
         logits = self._collect(mdata, indices, batch_size)["logits"]
         proba = torch.softmax(torch.as_tensor(logits), -1).numpy()
         return pd.DataFrame(proba, index=self._names(mdata, indices), columns=self.classes_)
-
-    def predict(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
-    ) -> pd.Series:
-        """Predicted class (supervised) or cluster (unsupervised) of each cell, as a categorical.
-
-        Examples
-        --------
-        >>> model.predict().value_counts()
-        """
-        proba = self.predict_proba(mdata, indices=indices, batch_size=batch_size)
-        codes = proba.to_numpy().argmax(1)
-        return pd.Series(pd.Categorical.from_codes(codes, categories=self.classes_), index=proba.index)
 
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
