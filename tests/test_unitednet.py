@@ -181,6 +181,31 @@ def test_translation_mode_error_falls_and_deterministic():
         model1.predict()
 
 
+def test_linear_skip_reaches_ridge_on_a_planted_linear_map():
+    """With few cells and many features, a planted linear map is translated about as well as ridge finds it."""
+    from sklearn.linear_model import RidgeCV
+
+    rng = np.random.default_rng(7)
+    n, p, q = 200, 150, 12
+    x = rng.normal(0, 1, (n, p))
+    y = x[:, :30] @ rng.normal(0, 0.3, (30, q)) + rng.normal(0, 1.0, (n, q))
+    obs = pd.DataFrame(index=[f"c{i}" for i in range(n)])
+    mdata = MuData({"a": AnnData(x.astype(np.float32), obs=obs.copy()),
+                    "b": AnnData(y.astype(np.float32), obs=obs.copy())})
+    mdata.mod["b"].var_names = [f"b{i}" for i in range(q)]
+    train, val, test = np.arange(120), np.arange(120, 150), np.arange(150, n)
+    ridge = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(x[train], y[train])
+    r2_ridge = r2(y[test], ridge.predict(x[test]))
+    scores = {}
+    for skip in (True, False):
+        UnitedNet.setup_mudata(mdata)
+        model = UnitedNet(mdata, mode="translation", latent_dim=8, hidden=(32,), linear_skip=skip)
+        model.train(8, train_indices=train, validation_indices=val, accelerator="cpu", **QUIET)
+        scores[skip] = r2(y[test], model.translate(mdata[test], source="a", target="b"))
+    assert scores[True] > r2_ridge - 0.03
+    assert scores[True] > scores[False] + 0.05
+
+
 def test_save_load_and_h5mu_round_trip(supervised, tmp_path):
     mdata, model = supervised
     model.save(tmp_path / "model", overwrite=True)

@@ -30,6 +30,7 @@ __all__ = [
     "lsgan_losses",
     "mlp",
     "reconstruction_translation_loss",
+    "ridge_fit",
     "self_entropy_loss",
 ]
 
@@ -69,6 +70,55 @@ def mlp(dims: Sequence[int], *, dropout: float = 0.0, input_dropout: float = 0.0
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+def ridge_fit(
+    x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float] = tuple(10.0 ** (k / 4) for k in range(-8, 25))
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Multi-output ridge regression with an intercept; one penalty for all outputs chosen by leave-one-out error.
+
+    The leave-one-out residuals come in closed form from one thin SVD of the centred ``x`` (the same criterion as
+    scikit-learn's ``RidgeCV``), so trying many penalties costs little. Computed in float64.
+
+    Parameters
+    ----------
+    x
+        Inputs ``(cells, p)``.
+    y
+        Targets ``(cells, q)``.
+    alphas
+        Candidate penalties.
+
+    Returns
+    -------
+    ``(weight (p, q), bias (q,), alpha)`` with predictions ``x @ weight + bias``.
+
+    Examples
+    --------
+    >>> x = torch.randn(50, 5)
+    >>> w, b, alpha = ridge_fit(x, x[:, :2] * 3 + 1)
+    >>> torch.allclose(x @ w + b, x[:, :2] * 3 + 1, atol=0.1)
+    True
+    """
+    dtype = x.dtype
+    x, y = x.double(), y.double()
+    n = x.shape[0]
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    u, s, vt = torch.linalg.svd(xc, full_matrices=False)
+    uty = u.T @ yc
+    u2 = u.pow(2)
+    best_err, best_alpha = float("inf"), float(alphas[0])
+    for alpha in alphas:
+        shrink = s.pow(2) / (s.pow(2) + alpha)
+        fitted = u @ (shrink[:, None] * uty)
+        leverage = (u2 @ shrink + 1.0 / n).clamp_max(1 - 1e-6)  # + 1/n: the intercept
+        err = float(((yc - fitted) / (1 - leverage[:, None])).pow(2).mean())
+        if err < best_err:
+            best_err, best_alpha = err, float(alpha)
+    weight = vt.T @ ((s / (s.pow(2) + best_alpha))[:, None] * uty)
+    bias = y_mean - x_mean @ weight
+    return weight.to(dtype), bias.to(dtype), best_alpha
 
 
 # classes
@@ -192,6 +242,12 @@ class UnitedNetwork(nn.Module):
         Add a small MLP on the latents for the contrastive loss (else identity).
     temperature
         Temperature of the cosine-prototype logits.
+    linear_skip
+        Keep a linear map (buffers ``skip_weight_<i>_<j>``, ``skip_bias_<i>_<j>``) for every ordered pair of
+        modalities next to the encoder-decoder path. :meth:`translate` returns
+        ``blend * decoder(encoder(x)) + (1 - blend) * (x @ W + b)`` with a per-pair ``blend`` (buffer
+        ``skip_blend``, modalities x modalities). The maps are not trained by gradient: set them with
+        :meth:`set_linear_skip` (e.g. from :func:`ridge_fit`); until then they are zero and ``blend`` is 1.
 
     Examples
     --------
@@ -217,9 +273,19 @@ class UnitedNetwork(nn.Module):
         discriminators: bool = False,
         contrastive_projector: bool = True,
         temperature: float = 1.0,
+        linear_skip: bool = False,
     ):
         super().__init__()
         self.modalities = list(in_features)
+        self.linear_skip = linear_skip
+        if linear_skip:
+            dims = list(in_features.values())
+            for i, d_in in enumerate(dims):
+                for j, d_out in enumerate(dims):
+                    if i != j:
+                        self.register_buffer(f"skip_weight_{i}_{j}", torch.zeros(d_in, d_out))
+                        self.register_buffer(f"skip_bias_{i}_{j}", torch.zeros(d_out))
+            self.register_buffer("skip_blend", torch.ones(len(dims), len(dims)))
         self.latent_dim = latent_dim
         hidden = list(hidden)
         self.encoders = nn.ModuleDict(
@@ -259,6 +325,31 @@ class UnitedNetwork(nn.Module):
         stacked = torch.cat(list(z.values()), dim=0)
         n = len(z)
         return {t: rearrange(self.decoders[t](stacked), "(s b) f -> s b f", s=n) for t in (targets or self.modalities)}
+
+    def set_linear_skip(self, source: str, target: str, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set the linear map ``source -> target`` (input and output in the units the network sees)."""
+        if not self.linear_skip:
+            raise RuntimeError("This network was built with linear_skip=False.")
+        i, j = self.modalities.index(source), self.modalities.index(target)
+        getattr(self, f"skip_weight_{i}_{j}").copy_(weight)
+        getattr(self, f"skip_bias_{i}_{j}").copy_(bias)
+
+    def linear_translate(self, x: torch.Tensor, source: str, target: str) -> torch.Tensor:
+        """Prediction of the linear map ``source -> target``."""
+        i, j = self.modalities.index(source), self.modalities.index(target)
+        return torch.addmm(getattr(self, f"skip_bias_{i}_{j}"), x, getattr(self, f"skip_weight_{i}_{j}"))
+
+    def translate(self, x: torch.Tensor, source: str, target: str) -> torch.Tensor:
+        """Predict ``target`` from ``source`` input ``x`` (decoder of the source latent, blended with the linear map).
+
+        Outputs are in the units of the decoder (standardised values, or logits for binary modalities).
+        """
+        out = self.decoders[target](self.encoders[source](x))
+        if self.linear_skip and source != target:
+            i, j = self.modalities.index(source), self.modalities.index(target)
+            blend = self.skip_blend[i, j]
+            out = blend * out + (1 - blend) * self.linear_translate(x, source, target)
+        return out
 
     def stack(self, z: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Stack latents in model order ``(modalities, batch, latent)``; missing modalities are zero and masked."""
