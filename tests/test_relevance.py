@@ -239,3 +239,37 @@ def test_clear_errors_leave_data_untouched(fitted):
     with pytest.raises(ValueError, match="cross-modal"):
         mx.pl.relevance_network(mdata, "relevance", "A")
     assert set(mdata.uns.keys()) == before
+
+
+def test_ensemble_log_odds_and_signed_ranking():
+    from multiomix.explain._relevance import _transform_output
+
+    mdata = _tiny_mudata()
+    models = [_TinyModel(12, ["a", "b", "c"], seed=s) for s in (0, 1)]
+    for key, model in (("m0", models[0]), ("m1", models[1]), ("ens", models)):
+        feature_relevance(mdata, model, groupby="group", key_added=key)  # deep: deterministic
+    assert mdata.uns["ens"]["params"]["n_models"] == 2 and mdata.uns["m0"]["params"]["n_models"] == 1
+    for col in ("mean", "mean_abs"):
+        single = [mdata.uns[k]["groups"]["b"][col].to_numpy() for k in ("m0", "m1")]
+        np.testing.assert_allclose(mdata.uns["ens"]["groups"]["b"][col], np.mean(single, 0), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="ensemble"):
+        feature_relevance(mdata, [models[0], _TinyModel(12, ["a", "b", "z"])], groupby="group")
+    with pytest.raises(ValueError, match="empty"):
+        feature_relevance(mdata, [], groupby="group")
+    # ranking by signed mean: largest first, differs from mean_abs order in general
+    top = rank_relevant_features(mdata, "ens", "b", n_top=12, rank_by="mean")
+    assert np.all(np.diff(top["mean"].to_numpy()) <= 0)
+    with pytest.raises(ValueError, match="rank_by"):
+        rank_relevant_features(mdata, "ens", "b", rank_by="median")
+    # one-vs-rest log-odds: log(p / (1 - p)) of a softmax classifier, accurate for confident predictions
+    net = nn.Sequential(nn.Linear(4, 3), nn.Softmax(-1))
+    x = torch.randn(5, 4) * 30
+    p = net(x).double()
+    expected = torch.log(p) - torch.log1p(-p)
+    got = _transform_output(net, "log_odds")(x).double()
+    finite = p < 1 - 1e-6
+    torch.testing.assert_close(got[finite], expected[finite], rtol=1e-3, atol=1e-3)
+    assert torch.isfinite(got).all()
+    feature_relevance(mdata, models[0], groupby="group", output="log_odds", method="expected_gradients",
+                      n_samples=64, key_added="lo")
+    assert mdata.uns["lo"]["params"]["additivity_relative"] < 0.2

@@ -2,9 +2,10 @@
 
 from ._adapters import FunctionModule, RelevanceAdapter, get_adapter, register_adapter
 from ._lrp import interaction_relevance
-from ._relevance import cross_modal_relevance, deep_supported, group_prototypes, group_relevance
+from ._relevance import average_results, cross_modal_relevance, deep_supported, group_prototypes, group_relevance
 
 __all__ = [
+    "average_results",
     "cross_modal_relevance",
     "deep_supported",
     "FunctionModule",

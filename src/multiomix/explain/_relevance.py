@@ -36,6 +36,7 @@ from ._adapters import FunctionModule
 
 __all__ = [
     "RelevanceResult",
+    "average_results",
     "cross_modal_relevance",
     "deep_supported",
     "group_prototypes",
@@ -44,6 +45,7 @@ __all__ = [
 
 Method = Literal["auto", "deep", "expected_gradients"]
 METHODS = ("auto", "deep", "expected_gradients")
+OUTPUTS = ("proba", "log_proba", "log_odds")
 
 
 @dataclass
@@ -62,6 +64,43 @@ class RelevanceResult:
     additivity_relative: float  # the same divided by max |f(x) - E f(b)|
     seconds: float
     notes: dict = field(default_factory=dict)
+
+
+def average_results(results: Sequence[RelevanceResult]) -> RelevanceResult:
+    """Average the relevance of the same cells computed with several models (an ensemble).
+
+    ``mean_abs`` and ``mean`` are averaged over the models; the additivity errors are the largest of any
+    model, the seconds their sum.
+
+    Examples
+    --------
+    >>> a = RelevanceResult([np.ones(2)], [np.ones(2)], 3, "deep", 0.0, 0.0, 1.0)
+    >>> b = RelevanceResult([np.zeros(2)], [-np.ones(2)], 3, "deep", 0.1, 0.2, 2.0)
+    >>> average_results([a, b]).mean_abs[0]
+    array([0.5, 0.5])
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("No results to average.")
+    if len(results) == 1:
+        return results[0]
+
+    def avg(values):
+        if isinstance(values[0], list):
+            return [np.mean([v[i] for v in values], 0) for i in range(len(values[0]))]
+        return np.mean(values, 0)
+
+    first = results[0]
+    return RelevanceResult(
+        mean_abs=avg([r.mean_abs for r in results]),
+        mean=avg([r.mean for r in results]),
+        n_cells=first.n_cells,
+        method=", ".join(sorted({r.method for r in results})),
+        additivity_error=max(r.additivity_error for r in results),
+        additivity_relative=max(r.additivity_relative for r in results),
+        seconds=sum(r.seconds for r in results),
+        notes={**first.notes, "n_models": len(results)},
+    )
 
 
 # helpers -----------------------------------------------------------------------------------------------------
@@ -150,6 +189,24 @@ def _draws(b: int, n_samples: int, n_bg: int, gen: torch.Generator, device) -> t
     return idx.to(device), alpha.unsqueeze(-1).to(device)
 
 
+def _transform_output(proba: nn.Module, output: str) -> nn.Module:
+    """Wrap a probability module so that it returns log-probabilities or one-vs-rest log-odds.
+
+    The log-odds of class ``k`` are ``log p_k - log sum_{j != k} p_j``, computed from the probabilities of
+    the other classes (not from ``1 - p_k``), so they stay accurate for confident predictions.
+    """
+    if output == "log_proba":
+        return FunctionModule(lambda *xs: torch.log(proba(*xs).clamp_min(1e-30)), {"classifier": proba})
+
+    def log_odds(*xs: torch.Tensor) -> torch.Tensor:
+        p = proba(*xs)
+        k = p.shape[-1]
+        rest = p @ (1 - torch.eye(k, dtype=p.dtype, device=p.device))  # sum of the other classes, no cancellation
+        return torch.log(p.clamp_min(1e-30)) - torch.log(rest.clamp_min(1e-30))
+
+    return FunctionModule(log_odds, {"classifier": proba})
+
+
 class _Select(nn.Module):
     """Column ``k`` of a classifier's output (shap needs a module with a 2-d output)."""
 
@@ -204,7 +261,7 @@ def group_relevance(
     tolerance: float = 0.01,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
-    output: Literal["proba", "log_proba"] = "proba",
+    output: Literal["proba", "log_proba", "log_odds"] = "proba",
 ) -> RelevanceResult:
     """Relevance of every input feature for one class probability, over a set of cells.
 
@@ -237,8 +294,9 @@ def group_relevance(
     generator
         Random generator of the expected-gradients draws (seeded for reproducible results).
     output
-        Explain the class probability (``"proba"``) or its logarithm (``"log_proba"``, less saturated for
-        confident classifiers).
+        Explain the class probability (``"proba"``), its logarithm (``"log_proba"``) or the one-vs-rest
+        log-odds ``log(p_k / (1 - p_k))`` (``"log_odds"``); the last two are less saturated for confident
+        classifiers.
 
     Returns
     -------
@@ -261,12 +319,11 @@ def group_relevance(
     widths = [b.shape[1] for b in bg]
     n_feat = sum(widths)
     notes: dict = {}
-    if output not in ("proba", "log_proba"):
-        raise ValueError(f"`output` must be 'proba' or 'log_proba', got {output!r}.")
+    if output not in OUTPUTS:
+        raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
     classifier.eval()
-    if output == "log_proba":
-        proba = classifier
-        classifier = FunctionModule(lambda *xs: torch.log(proba(*xs).clamp_min(1e-12)), {"classifier": proba})
+    if output != "proba":
+        classifier = _transform_output(classifier, output)
     used = method
     explainer = None
     if method in ("auto", "deep"):

@@ -13,7 +13,14 @@ from mudata import MuData
 from .._logging import logger
 from .._utils import check_aligned, check_finite, get_matrix, to_uns, write_uns
 from ..explain._adapters import get_adapter
-from ..explain._relevance import METHODS, cross_modal_relevance, group_prototypes, group_relevance
+from ..explain._relevance import (
+    METHODS,
+    OUTPUTS,
+    average_results,
+    cross_modal_relevance,
+    group_prototypes,
+    group_relevance,
+)
 from ..models._base import feature_mean_std
 
 __all__ = ["feature_relevance", "rank_relevant_features"]
@@ -81,6 +88,26 @@ def _frame(index: pd.Index, modality: list[str], mean_abs: np.ndarray, mean: np.
     )
 
 
+def _adapters(model: Any, kind: str) -> list:
+    """Adapters of one model or of an ensemble (a list of models that must read the same features)."""
+    models = list(model) if isinstance(model, list | tuple) else [model]
+    if not models:
+        raise ValueError("`model` is an empty list; give a trained model or a list of trained models.")
+    adapters = [get_adapter(m) for m in models]
+    first = adapters[0]
+    for i, other in enumerate(adapters[1:], 1):
+        same = other.modalities == first.modalities and all(
+            other.feature_names[m].equals(first.feature_names[m]) for m in first.modalities)
+        if kind == "group":
+            same = same and list(map(str, other.class_names or [])) == list(map(str, first.class_names or []))
+        if not same:
+            raise ValueError(
+                f"Model {i} of the ensemble reads other modalities, features or classes than model 0; an ensemble "
+                "must share them (train every member on the same MuData with the same options)."
+            )
+    return adapters
+
+
 def feature_relevance(
     mdata: MuData,
     model: Any,
@@ -95,7 +122,7 @@ def feature_relevance(
     n_samples: int | None = None,
     max_cells_per_group: int | None = None,
     method: Literal["auto", "deep", "expected_gradients"] = "auto",
-    output: Literal["proba", "log_proba"] = "proba",
+    output: Literal["proba", "log_proba", "log_odds"] = "proba",
     batch_size: int | None = None,
     memory_mb: float = 512,
     random_state: int = 0,
@@ -125,7 +152,10 @@ def feature_relevance(
         Paired MuData holding every modality the model reads (features matched by name).
     model
         A trained model with a relevance adapter (UnitedNet, MultimodalAE, CrossAttOmics, or any model with a
-        ``relevance_adapter()`` method).
+        ``relevance_adapter()`` method), or a list of such models (an ensemble, e.g. the same model trained
+        with several seeds): the relevance is then computed with each model on the same cells and background
+        and averaged, which costs one relevance computation per model but gives rankings that depend much
+        less on the training seed than those of a single network.
     groupby
         Column of ``mdata.obs`` with the groups; for ``kind="group"`` its values must be the model's classes.
     kind
@@ -146,9 +176,10 @@ def feature_relevance(
     method
         ``"auto"``, ``"deep"`` or ``"expected_gradients"``.
     output
-        ``kind="group"``: explain the class probability (``"proba"``, as UnitedNet does) or its logarithm
-        (``"log_proba"``; relevance in log-probability units, less dominated by the steep transitions of a
-        confident classifier and more stable across training seeds).
+        ``kind="group"``: explain the class probability (``"proba"``, as UnitedNet does), its logarithm
+        (``"log_proba"``) or the one-vs-rest log-odds ``log(p_g / (1 - p_g))`` (``"log_odds"``). The last two
+        are in log units, less dominated by the steep transitions of a confident classifier and somewhat more
+        stable across training seeds.
     batch_size, memory_mb
         Cells per batch (default: what fits in ``memory_mb`` of interpolation points / Jacobians).
     random_state
@@ -168,8 +199,10 @@ def feature_relevance(
     * ``"matrices"`` (``kind="cross_modal"`` only): per group a target x source DataFrame of mean absolute relevance
       (in the target's units), and ``"target_std"``, each target feature's standard deviation over all cells
       (divide by it to compare targets of different scales);
-    * ``"summary"``: per group the number of cells, method, additivity error and seconds;
-    * ``"params"``: the arguments, the method used and the largest additivity error.
+    * ``"summary"``: per group the number of cells, method, additivity error and seconds (summed over the
+      models of an ensemble);
+    * ``"params"``: the arguments, the method used, the number of models and the largest additivity error
+      (of any model).
 
     Group names are the dict keys, with ``/`` replaced by ``_``.
 
@@ -182,6 +215,8 @@ def feature_relevance(
     >>> mx.tl.rank_relevant_features(mdata, "relevance", "Sst-MET-1", n_top=5)
     >>> mx.tl.feature_relevance(mdata, model, groupby="cell_type_TEM", kind="cross_modal",
     ...                         source="rna", target="morph")
+    >>> models = [mx.tl.fit_unitednet(mdata, label_key="cell_type_TEM", random_state=s) for s in range(5)]
+    >>> mx.tl.feature_relevance(mdata, models, groupby="cell_type_TEM", output="log_proba", key_added="ens")
     """
     if not isinstance(mdata, MuData):
         raise TypeError(f"Expected a MuData, got {type(mdata).__name__}.")
@@ -197,10 +232,11 @@ def feature_relevance(
         raise ValueError("kind='cross_modal' needs both `source` and `target` modalities.")
     if kind == "group" and (source is not None or target is not None):
         raise ValueError("`source`/`target` are only used with kind='cross_modal'.")
-    if output not in ("proba", "log_proba"):
-        raise ValueError(f"`output` must be 'proba' or 'log_proba', got {output!r}.")
-    adapter = get_adapter(model)
-    fn = adapter.get_classifier() if kind == "group" else adapter.get_translator(source, target)
+    if output not in OUTPUTS:
+        raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
+    adapters = _adapters(model, kind)
+    adapter = adapters[0]
+    fns = [a.get_classifier() if kind == "group" else a.get_translator(source, target) for a in adapters]
     mods = list(adapter.modalities) if kind == "group" else [source]
     positions = _feature_positions(mdata, adapter, mods)
     target_position = _feature_positions(mdata, adapter, [target])[target] if kind == "cross_modal" else None
@@ -221,7 +257,6 @@ def feature_relevance(
     n_samples = n_samples or (50 if kind == "group" else 10)
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(random_state)
-    device = adapter.device
     protos = {m: group_prototypes(matrices[m], codes, len(present), columns=positions[m]) for m in mods}
 
     def _background(rows_pool: np.ndarray, proto_rows: list[int]) -> list[np.ndarray]:
@@ -247,14 +282,17 @@ def feature_relevance(
         if max_cells_per_group is not None and len(rows) > max_cells_per_group:
             rows = np.sort(rng.choice(rows, size=max_cells_per_group, replace=False))
         bg = shared_bg if shared_bg is not None else _background(np.flatnonzero(codes == gi), [gi])
-        common = {"method": method, "n_samples": n_samples, "batch_size": batch_size, "memory_mb": memory_mb,
-                  "device": device, "generator": gen}
-        if kind == "group":
-            results[g] = group_relevance(fn, [matrices[m] for m in mods], rows, adapter.class_names.index(g), bg,
-                                         columns=[positions[m] for m in mods], output=output, **common)
-        else:
-            results[g] = cross_modal_relevance(fn, matrices[source], rows, bg[0], columns=positions[source],
-                                               **common)
+        per_model = []
+        for a, fn in zip(adapters, fns):
+            common = {"method": method, "n_samples": n_samples, "batch_size": batch_size, "memory_mb": memory_mb,
+                      "device": a.device, "generator": gen}
+            if kind == "group":
+                per_model.append(group_relevance(fn, [matrices[m] for m in mods], rows, a.class_names.index(g), bg,
+                                                 columns=[positions[m] for m in mods], output=output, **common))
+            else:
+                per_model.append(cross_modal_relevance(fn, matrices[source], rows, bg[0], columns=positions[source],
+                                                       **common))
+        results[g] = average_results(per_model)
     seconds = time.perf_counter() - start
 
     feature_mods = [m for m in mods for _ in adapter.feature_names[m]]
@@ -279,6 +317,7 @@ def feature_relevance(
     notes = next(iter(results.values())).notes if results else {}
     params = to_uns({
         "kind": kind, "groupby": groupby, "source": source, "target": target, "model": adapter.name,
+        "n_models": len(adapters),
         "modalities": mods, "groups": list(results), "group_keys": [_safe(g) for g in results],
         "background": background, "n_background": n_background, "n_samples": n_samples,
         "max_cells_per_group": max_cells_per_group, "output": output if kind == "group" else "target",
@@ -330,6 +369,7 @@ def rank_relevant_features(
     *,
     modality: str | None = None,
     target_feature: str | None = None,
+    rank_by: Literal["mean_abs", "mean"] = "mean_abs",
 ) -> pd.DataFrame:
     """Top relevant features of one group as a tidy DataFrame.
 
@@ -348,6 +388,11 @@ def rank_relevant_features(
     target_feature
         Cross-modal results only: rank the source features of this one target feature (else the source
         features summed over all targets).
+    rank_by
+        ``"mean_abs"``: by mean absolute relevance (features that move the output of the group's cells most,
+        in either direction); ``"mean"``: by signed mean relevance, largest first (features whose values in
+        the group's cells consistently raise the output, i.e. evidence *for* the group; somewhat more stable
+        across training seeds). Not available with ``target_feature``.
 
     Returns
     -------
@@ -359,6 +404,10 @@ def rank_relevant_features(
     >>> mx.tl.rank_relevant_features(mdata, "relevance", "Sst-MET-1", n_top=5)
     >>> mx.tl.rank_relevant_features(mdata, "relevance_rna_to_morph", "Sst-MET-1", target_feature="soma_depth")
     """
+    if rank_by not in ("mean_abs", "mean"):
+        raise ValueError(f"`rank_by` must be 'mean_abs' or 'mean', got {rank_by!r}.")
+    if rank_by == "mean" and target_feature is not None:
+        raise ValueError("rank_by='mean' is not available with `target_feature` (only mean_abs is stored per target).")
     entry = _entry(mdata, key)
     gkey = _group_key(entry, group)
     frame = entry["groups"][gkey].copy()
@@ -375,7 +424,7 @@ def rank_relevant_features(
             raise KeyError(f"Modality {modality!r} not in the relevance results; it has "
                            f"{sorted(set(frame['modality'].astype(str)))}.")
         frame = frame[frame["modality"].astype(str) == modality]
-    frame = frame.sort_values("mean_abs", ascending=False, kind="stable").head(n_top)
+    frame = frame.sort_values(rank_by, ascending=False, kind="stable").head(n_top)
     out = pd.DataFrame({
         "group": group,
         "modality": frame["modality"].astype(str).to_numpy(),
