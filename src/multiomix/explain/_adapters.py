@@ -185,7 +185,9 @@ def _unitednet_adapter(model) -> RelevanceAdapter:
 
         def translate(x: torch.Tensor) -> torch.Tensor:
             xs = module.standardize({source: x})[source]
-            return module.to_data_scale(target, dec(enc(xs)))
+            # the network's own translate (which adds its linear skip path, if any) when it has one
+            out = net.translate(xs, source, target) if hasattr(net, "translate") else dec(enc(xs))
+            return module.to_data_scale(target, out)
 
         return FunctionModule(translate, {"encoder": enc, "decoder": dec})
 
