@@ -375,6 +375,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
         from sklearn.cluster import KMeans
 
         module = self.module
+        heads = module.net.heads
         was_training = module.training
         module.eval()
         hidden = []
@@ -384,13 +385,12 @@ class UnitedNetTrainingPlan(TrainingPlan):
             hidden.append(module.net.classify(module.net.encode(xs))["hidden"].cpu())
         module.train(was_training)
         hidden = torch.cat(hidden, dim=1).numpy()  # (heads, cells, projection)
-        heads = module.net.heads
         k = heads.prototypes.shape[1]
         if hidden.shape[1] < k:
             return
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
         for h in range(hidden.shape[0]):
-            centers = KMeans(k, n_init=3, random_state=seed + h).fit(hidden[h]).cluster_centers_
+            centers = KMeans(k, n_init=10, random_state=seed + h).fit(hidden[h]).cluster_centers_
             heads.prototypes.data[h] = torch.as_tensor(centers, dtype=heads.prototypes.dtype)
 
     def training_step(self, batch, batch_idx):
@@ -520,7 +520,8 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         by leave-one-out error; at most ``linear_skip_max_cells`` rows), and the blend weight of each pair chosen
         on the validation rows at the end of :meth:`train` (0.5 without validation rows). With few cells the
         nonlinear decoder alone overfits and falls below ridge; the blend is at least as good as either on
-        validation. It changes :meth:`translate` only, not the latent or the groups.
+        validation. Once the blend is chosen, the maps are refitted on training + validation rows (first call of
+        :meth:`train` only). It changes :meth:`translate` only, not the latent or the groups.
     linear_skip_max_cells
         Training rows (a random subset beyond that) used to fit the linear maps.
     random_state
@@ -789,7 +790,8 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         if len(train_indices) < 2:
             raise ValueError("UnitedNet needs at least two training rows.")
         rest = np.setdiff1d(np.arange(n_obs), np.concatenate([train_indices, validation_indices]))
-        if not bool(self.module.scaler_fitted):
+        first_fit = not bool(self.module.scaler_fitted)
+        if first_fit:
             layers = self._layers()
             self.module.set_scaler({
                 m: _column_stats(get_matrix(self.adata.mod[m], layers[m]), train_indices) for m in self.modalities
@@ -818,8 +820,10 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
-        if self.module.net.linear_skip:
+        if self.module.net.linear_skip and len(validation_indices):
             self._choose_skip_blend(validation_indices)
+            if first_fit:  # the blend is chosen: the linear maps may now use the validation rows too
+                self._fit_linear_skip(np.union1d(train_indices, validation_indices), keep_blend=True)
         return result
 
     def _standardised(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -833,7 +837,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         return self.module.standardize(out)
 
     @torch.no_grad()
-    def _fit_linear_skip(self, train_indices: np.ndarray) -> None:
+    def _fit_linear_skip(self, train_indices: np.ndarray, keep_blend: bool = False) -> None:
         """Closed-form ridge map for every ordered pair with a continuous target, on standardised training rows."""
         rows = np.asarray(train_indices)
         if len(rows) > self.linear_skip_max_cells:
@@ -848,10 +852,12 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
                     continue
                 weight, bias, alphas[f"{s}->{t}"] = ridge_fit(xs[s], xs[t])
                 net.set_linear_skip(s, t, weight, bias)
+        self.linear_skip_alphas_ = alphas
+        if keep_blend:
+            return
         binary = torch.tensor([self.module.binary[m] for m in self.modalities], device=net.skip_blend.device)
         net.skip_blend.fill_(0.5)
         net.skip_blend[:, binary] = 1.0  # binary targets: decoder only
-        self.linear_skip_alphas_ = alphas
 
     @torch.no_grad()
     def _choose_skip_blend(self, validation_indices: np.ndarray, grid: int = 11) -> None:
