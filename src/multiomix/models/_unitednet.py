@@ -847,11 +847,10 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         net = self.module.net
         alphas = {}
         for s in self.modalities:
-            for t in self.modalities:
-                if s == t or self.module.binary[t]:
-                    continue
-                weight, bias, alphas[f"{s}->{t}"] = ridge_fit(xs[s], xs[t])
+            targets = [t for t in self.modalities if t != s and not self.module.binary[t]]
+            for t, (weight, bias, alpha) in zip(targets, ridge_fit(xs[s], [xs[t] for t in targets]) if targets else []):
                 net.set_linear_skip(s, t, weight, bias)
+                alphas[f"{s}->{t}"] = alpha
         self.linear_skip_alphas_ = alphas
         if keep_blend:
             return

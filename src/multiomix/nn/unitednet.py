@@ -73,25 +73,29 @@ def mlp(dims: Sequence[int], *, dropout: float = 0.0, input_dropout: float = 0.0
 
 
 def ridge_fit(
-    x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float] = tuple(10.0 ** (k / 4) for k in range(-8, 25))
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Multi-output ridge regression with an intercept; one penalty for all outputs chosen by leave-one-out error.
+    x: torch.Tensor,
+    y: torch.Tensor | Sequence[torch.Tensor],
+    alphas: Sequence[float] = tuple(10.0 ** (k / 4) for k in range(-8, 25)),
+):
+    """Multi-output ridge regression with an intercept; one penalty per target matrix chosen by leave-one-out error.
 
     The leave-one-out residuals come in closed form from one thin SVD of the centred ``x`` (the same criterion as
-    scikit-learn's ``RidgeCV``), so trying many penalties costs little. Computed in float64.
+    scikit-learn's ``RidgeCV``), so trying many penalties costs little, and several target matrices share the
+    SVD. Computed in float64.
 
     Parameters
     ----------
     x
         Inputs ``(cells, p)``.
     y
-        Targets ``(cells, q)``.
+        Targets ``(cells, q)``, or a sequence of such matrices (each gets its own penalty).
     alphas
-        Candidate penalties.
+        Candidate penalties (default ``10 ** (k / 4)`` for ``k = -8 ... 24``, on standardised data).
 
     Returns
     -------
-    ``(weight (p, q), bias (q,), alpha)`` with predictions ``x @ weight + bias``.
+    ``(weight (p, q), bias (q,), alpha)`` with predictions ``x @ weight + bias``; a list of them when ``y`` is a
+    sequence.
 
     Examples
     --------
@@ -100,25 +104,32 @@ def ridge_fit(
     >>> torch.allclose(x @ w + b, x[:, :2] * 3 + 1, atol=0.1)
     True
     """
+    if isinstance(y, torch.Tensor):
+        return ridge_fit(x, [y], alphas)[0]
     dtype = x.dtype
-    x, y = x.double(), y.double()
+    x = x.double()
     n = x.shape[0]
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    u, s, vt = torch.linalg.svd(xc, full_matrices=False)
-    uty = u.T @ yc
+    x_mean = x.mean(0)
+    u, s, vt = torch.linalg.svd(x - x_mean, full_matrices=False)
     u2 = u.pow(2)
-    best_err, best_alpha = float("inf"), float(alphas[0])
-    for alpha in alphas:
-        shrink = s.pow(2) / (s.pow(2) + alpha)
-        fitted = u @ (shrink[:, None] * uty)
-        leverage = (u2 @ shrink + 1.0 / n).clamp_max(1 - 1e-6)  # + 1/n: the intercept
-        err = float(((yc - fitted) / (1 - leverage[:, None])).pow(2).mean())
-        if err < best_err:
-            best_err, best_alpha = err, float(alpha)
-    weight = vt.T @ ((s / (s.pow(2) + best_alpha))[:, None] * uty)
-    bias = y_mean - x_mean @ weight
-    return weight.to(dtype), bias.to(dtype), best_alpha
+    out = []
+    for target in y:
+        target = target.double()
+        y_mean = target.mean(0)
+        yc = target - y_mean
+        uty = u.T @ yc
+        best_err, best_alpha = float("inf"), float(alphas[0])
+        for alpha in alphas:
+            shrink = s.pow(2) / (s.pow(2) + alpha)
+            fitted = u @ (shrink[:, None] * uty)
+            leverage = (u2 @ shrink + 1.0 / n).clamp_max(1 - 1e-6)  # + 1/n: the intercept
+            err = float(((yc - fitted) / (1 - leverage[:, None])).pow(2).mean())
+            if err < best_err:
+                best_err, best_alpha = err, float(alpha)
+        weight = vt.T @ ((s / (s.pow(2) + best_alpha))[:, None] * uty)
+        bias = y_mean - x_mean @ weight
+        out.append((weight.to(dtype), bias.to(dtype), best_alpha))
+    return out
 
 
 # classes
