@@ -71,7 +71,7 @@ def part_real(epochs: int, train_size: int | None, backbones: list[str]) -> dict
             rows = np.flatnonzero((split == "train") & (factor == label))
             keep.append(rng.choice(rows, min(train_size // 2, len(rows)), replace=False))
         adata = adata[np.sort(np.concatenate(keep))].copy()
-    out = {"n_train": int((adata.obs["split"] == "train").sum()),
+    out = {"load_average_start": os.getloadavg()[0], "n_train": int((adata.obs["split"] == "train").sum()),
            "n_validation": int((adata.obs["split"] == "validation").sum()),
            "n_test": int((adata.obs["split"] == "test").sum()), "epochs": epochs, "models": {}}
     for backbone in backbones:
@@ -84,6 +84,7 @@ def part_real(epochs: int, train_size: int | None, backbones: list[str]) -> dict
             "n_parameters": int(work.uns["genomic_interpreter"]["params"]["n_parameters"]),
         }
         print(backbone, out["models"][backbone], flush=True)
+    out["load_average_end"] = os.getloadavg()[0]
     return out
 
 
@@ -94,7 +95,8 @@ def part_planted(epochs: int, n_regions: int, backbones: list[str], length: int 
     import multiomix as mx
 
     adata = mx.datasets.planted_motif_pairs(n_regions, length=length, distance=distance, random_state=0)
-    out = {"n_regions": n_regions, "length": length, "distance_bp": distance, "epochs": epochs, "models": {}}
+    out = {"n_regions": n_regions, "length": length, "distance_bp": distance, "epochs": epochs, "models": {},
+           "load_average_start": os.getloadavg()[0]}
     swin = None
     for backbone in backbones:
         model, work, per_epoch = fit_one(adata, backbone, epochs=epochs, batch_size=32, lr=2e-3)
@@ -110,6 +112,7 @@ def part_planted(epochs: int, n_regions: int, backbones: list[str], length: int 
         print(backbone, out["models"][backbone], flush=True)
         if backbone == "swin1d":
             swin = (model, work)
+    out["load_average_end"] = os.getloadavg()[0]
     if swin is None:
         return out
     model, work = swin
@@ -247,8 +250,9 @@ def write_report(results: dict, tag: str = "") -> None:
         lines += ["## Oct4 vs Mafk ChIP-seq peaks (real, 200 bp)", "",
                   f"Train {r['n_train']} (a stratified subsample of the 7,017 training peaks), validation "
                   f"{r['n_validation']} (model selection), held-out test {r['n_test']} (`*_test.fa`); "
-                  f"{r['epochs']} epochs, batch 64, AdamW 1e-3, reverse-complement augmentation, predictions "
-                  "averaged over both strands.", "",
+                  f"{r['epochs']} epochs, batch 64, AdamW 1e-3 (linear warm-up over the first epoch), "
+                  "reverse-complement augmentation, weights of the best validation epoch, predictions averaged "
+                  "over both strands.", "",
                   "| backbone | test AUROC | test AUPRC | validation AUROC | s / epoch (wall, shared) | CPU s / epoch "
                   "(train steps) | parameters |",
                   "|---|---|---|---|---|---|---|"]
@@ -258,9 +262,12 @@ def write_report(results: dict, tag: str = "") -> None:
             cpu = f"{speed[name] * n_steps:.0f}" if name in speed else "—"
             lines.append(f"| {name} | {m['test_auroc']:.4f} | {m['test_auprc']:.4f} | {m['validation_auroc']:.4f} | "
                          f"{m['seconds_per_epoch']:.1f} | {cpu} | {m['n_parameters']:,} |")
+        load = (f"1-minute load average {r['load_average_start']:.1f} at the start and "
+                f"{r['load_average_end']:.1f} at the end of this part" if "load_average_end" in r
+                else "load not recorded")
         lines += ["", "`s / epoch` is the wall time per epoch measured during the run (training, validation and "
-                  "Lightning overhead), inflated by other jobs on the shared 2-core machine (load average 10-18 "
-                  "during the run; the backbones also ran as parallel processes). `CPU s / epoch` is the "
+                  f"Lightning overhead), inflated by other jobs on the shared 2-core machine ({load}). "
+                  "`CPU s / epoch` is the "
                   "training-step CPU time of one thread (`--parts speed`, median of 5 steps of 64 sequences) times "
                   "the number of training steps per epoch: the cost on an idle core.", ""]
     if "planted" in old:
@@ -269,8 +276,10 @@ def write_report(results: dict, tag: str = "") -> None:
         lines += ["## Planted motif pairs (synthetic)", "",
                   f"{p['n_regions']} regions of {p['length']} bp; the count track is high only when motif B starts "
                   f"{p['distance_bp']} bp after motif A (decoys: both motifs far apart, one motif, none). "
-                  f"{p['epochs']} epochs, batch 32, AdamW 2e-3. Pearson on the held-out test split, against the "
-                  "observed Poisson counts and against the true rate.", "",
+                  f"{p['epochs']} epochs, batch 32, AdamW 2e-3 (warm-up over the first epoch). Pearson on the "
+                  "held-out test split, against the observed Poisson counts and against the true rate"
+                  + (f" (load average {p['load_average_start']:.1f} -> {p['load_average_end']:.1f})."
+                     if "load_average_end" in p else "."), "",
                   "| backbone | Pearson (counts) | Pearson (true rate) | s / epoch |", "|---|---|---|---|"]
         for name, m in p["models"].items():
             lines.append(f"| {name} | {m['test_pearson_counts']:.4f} | {m['test_pearson_true_rate']:.4f} | "
@@ -290,7 +299,8 @@ def write_report(results: dict, tag: str = "") -> None:
             lines += ["", "![attention](genomic_interpreter_attention.png)", ""]
     if "cost" in old:
         lines += ["## Cost per sequence (batch 1, forward + backward, 1 CPU thread, CPU seconds)", "",
-                  "Same 7-stage network (2-bp stem, tokens 2 -> 128 bp, one transformer layer on the 128-bp tokens); "
+                  "Same 7-stage network (two-convolution stem pooled to 2-bp tokens, tokens 2 -> 128 bp, one "
+                  "transformer layer on the 128-bp tokens); "
                   "`swin1d` uses windows of 16 tokens, `full_attention` one window over the whole sequence in every "
                   "stage. Time is the process's CPU time for one training step (best of 2; the machine was shared, "
                   "so wall time is not reliable); peak memory is the growth of the process's maximum resident set "

@@ -120,9 +120,14 @@ class Attention(nn.Module):
         return logits.gather(-1, index)
 
     def forward(
-        self, x: torch.Tensor, *, key_mask: torch.Tensor | None = None, return_attention: bool = False
+        self, x: torch.Tensor, *, key_mask: torch.Tensor | None = None, pair_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Attend over ``x`` ``(b, n, dim)``; ``key_mask`` ``(b, n)`` or ``(n,)`` marks the real (non-pad) keys."""
+        """Attend over ``x`` ``(b, n, dim)``.
+
+        ``key_mask`` ``(b, n)`` or ``(n,)`` marks the real (non-pad) keys; ``pair_mask`` ``(b, n, n)`` the
+        allowed query-key pairs (both optional, combined with a logical and).
+        """
         q, k, v = rearrange(self.to_qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         q = q * self.scale
         logits = torch.einsum("b h i d, b h j d -> b h i j", q + self.content_bias[:, None], k)
@@ -130,6 +135,8 @@ class Attention(nn.Module):
         if exists(key_mask):
             mask = key_mask if key_mask.dim() == 2 else key_mask[None].expand(x.shape[0], -1)
             logits = logits.masked_fill(~mask[:, None, None, :], torch.finfo(logits.dtype).min)
+        if exists(pair_mask):
+            logits = logits.masked_fill(~pair_mask[:, None], torch.finfo(logits.dtype).min)
         attn = logits.softmax(dim=-1)
         out = torch.einsum("b h i j, b h j d -> b h i d", self.dropout(attn), v)
         out = self.to_out(rearrange(out, "b h n d -> b n (h d)"))
@@ -189,11 +196,12 @@ class WindowAttentionWeights:
 
 
 class SwinLayer(nn.Module):
-    """One 1D-Swin layer: window attention + FFN, then the same on circularly shifted windows.
+    """One 1D-Swin layer: window attention + FFN, then the same on shifted windows.
 
-    The sequence is zero-padded to a multiple of the window (pad keys are masked), rolled by ``-window // 2``
-    for the second pass, and rolled back. When the whole sequence fits in one window, the second pass runs
-    unshifted.
+    The sequence is zero-padded to a multiple of the window (pad keys are masked). The second pass rolls the
+    tokens by ``-window // 2`` so that its windows straddle those of the first, and rolls back; as in Swin, the
+    window that the roll wraps around is split by a mask, so a token never attends across the sequence ends.
+    When the whole sequence fits in one window, the second pass runs unshifted.
 
     Parameters
     ----------
@@ -229,56 +237,108 @@ class SwinLayer(nn.Module):
             )
         self.dropout = nn.Dropout(dropout)
 
+    @staticmethod
+    def window_masks(n: int, n_pad: int, window: int, shift: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key and pair masks of one pass, in the rolled coordinates of that pass.
+
+        Returns ``(key_mask, pair_mask)``: ``(n_windows, window)`` real (non-pad) tokens and
+        ``(n_windows, window, window)`` allowed pairs (within a window, and for the shifted pass not across the
+        wrap-around: the last rolled window holds the sequence's end and its start).
+        """
+        idx = torch.arange(n_pad, device=device)
+        original = (idx + shift) % n_pad  # original position of each rolled token
+        key_mask = rearrange(original < n, "(nw w) -> nw w", w=window)
+        segment = rearrange((idx >= n_pad - shift).long() if shift else torch.zeros_like(idx), "(nw w) -> nw w",
+                            w=window)
+        pair_mask = segment[:, :, None] == segment[:, None, :]
+        return key_mask, pair_mask
+
+    def window_pass(
+        self, x: torch.Tensor, *, block: int, shift: int, n: int, return_attention: bool = False
+    ) -> tuple[torch.Tensor, WindowAttentionWeights | None]:
+        """Window attention of pass ``block`` over padded tokens ``(b, n_pad, dim)`` (``n`` real), rolled by ``-shift``.
+
+        Returns the attention output in original coordinates (the residual is added by the caller) and, with
+        ``return_attention=True``, the weights.
+        """
+        norm, attn, _ = self.blocks[block]
+        b, n_pad = x.shape[:2]
+        window = self._window_size(n)
+        key_mask, pair_mask = self.window_masks(n, n_pad, window, shift, device=x.device)
+        h = torch.roll(x, -shift, dims=1) if shift else x
+        windows = rearrange(norm(h), "b (nw w) d -> (b nw) w d", w=window)
+        out = attn(windows, key_mask=key_mask.repeat(b, 1), pair_mask=pair_mask.repeat(b, 1, 1),
+                   return_attention=return_attention)
+        kept = None
+        if return_attention:
+            out, weights = out
+            weights = rearrange(weights, "(b nw) h i j -> b nw h i j", b=b)
+            kept = WindowAttentionWeights(weights.detach(), window, shift, n)
+        out = rearrange(out, "(b nw) w d -> b (nw w) d", b=b)
+        return (torch.roll(out, shift, dims=1) if shift else out), kept
+
+    def _window_size(self, n: int) -> int:
+        return n if self.window is None else min(self.window, n)
+
     def forward(
         self, x: torch.Tensor, *, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[WindowAttentionWeights]]:
         """Regular then shifted window pass over ``(b, n, dim)``; optionally the weights of both passes."""
         n = x.shape[1]
-        window = n if self.window is None else min(self.window, n)
-        x, pad = pad_to_multiple(x, window)
+        window = self._window_size(n)
+        x, _ = pad_to_multiple(x, window)
         n_pad = x.shape[1]
-        mask = torch.arange(n_pad, device=x.device) < n
+        real = (torch.arange(n_pad, device=x.device) < n)[None, :, None].to(x.dtype)
         shift = window // 2 if n_pad > window else 0
         kept = []
-        for pass_shift, (norm, attn, ff) in zip((0, shift), self.blocks):
-            if pass_shift:
-                x, mask_p = torch.roll(x, -pass_shift, dims=1), torch.roll(mask, -pass_shift, dims=0)
-            else:
-                mask_p = mask
-            windows = rearrange(norm(x), "b (nw w) d -> (b nw) w d", w=window)
-            window_mask = rearrange(mask_p, "(nw w) -> nw w", w=window).repeat(x.shape[0], 1)
-            out = attn(windows, key_mask=window_mask, return_attention=return_attention)
+        for block, pass_shift in enumerate((0, shift)):
+            out, weights = self.window_pass(x, block=block, shift=pass_shift, n=n, return_attention=return_attention)
             if return_attention:
-                out, weights = out
-                weights = rearrange(weights, "(b nw) h i j -> b nw h i j", b=x.shape[0])
-                kept.append(WindowAttentionWeights(weights.detach(), window, pass_shift, n))
-            x = x + self.dropout(rearrange(out, "(b nw) w d -> b (nw w) d", b=x.shape[0]))
-            x = x + ff(x)
-            x = x * mask_p[None, :, None].to(x.dtype)  # keep the pad tokens at zero
-            if pass_shift:
-                x = torch.roll(x, pass_shift, dims=1)
+                kept.append(weights)
+            x = x + self.dropout(out)
+            x = x + self.blocks[block][2](x)
+            x = x * real  # keep the pad tokens at zero
         x = x[:, :n]
         return (x, kept) if return_attention else x
 
 
 class TokenMerge(nn.Module):
-    """Halve the length: concatenate neighbouring tokens (odd lengths get a zero token) -> LN -> Linear.
+    """Halve the length: pool neighbouring tokens (odd lengths get a zero token) -> LN -> Linear.
+
+    Parameters
+    ----------
+    dim, dim_out
+        Token width in and out.
+    mode
+        ``"max"`` (default): element-wise maximum of each pair of tokens, which keeps a motif detector's peak
+        wherever it falls in the pair; ``"concat"``: Swin's patch merging (concatenate the pair, so that the
+        projection depends on whether a feature sits in the even or the odd token).
 
     Examples
     --------
     >>> TokenMerge(dim=8, dim_out=12)(torch.randn(2, 7, 8)).shape
     torch.Size([2, 4, 12])
+    >>> TokenMerge(dim=8, dim_out=12, mode="concat")(torch.randn(2, 7, 8)).shape
+    torch.Size([2, 4, 12])
     """
 
-    def __init__(self, *, dim: int, dim_out: int):
+    def __init__(self, *, dim: int, dim_out: int, mode: str = "max"):
         super().__init__()
-        self.norm = nn.LayerNorm(2 * dim)
-        self.proj = nn.Linear(2 * dim, dim_out)
+        if mode not in ("max", "concat"):
+            raise ValueError(f"mode must be 'max' or 'concat', got {mode!r}.")
+        self.mode = mode
+        width = dim if mode == "max" else 2 * dim
+        self.norm = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Merge ``(b, n, dim)`` into ``(b, ceil(n / 2), dim_out)``."""
         x, _ = pad_to_multiple(x, 2)
-        return self.proj(self.norm(rearrange(x, "b (n two) d -> b n (two d)", two=2)))
+        if self.mode == "max":
+            merged = rearrange(x, "b (n two) d -> b n two d", two=2).amax(dim=2)
+        else:
+            merged = rearrange(x, "b (n two) d -> b n (two d)", two=2)
+        return self.proj(self.norm(merged))
 
 
 class Transformer(nn.Module):
@@ -341,7 +401,11 @@ class Swin1D(nn.Module):
     transformer_depth
         Number of full-attention transformer layers after the last stage (0 for none).
     stem_kernel
-        Width of the convolution (followed by a ReLU) embedding the one-hot bases.
+        Width of the first stem convolution, which scans the one-hot bases for motifs.
+    stem_layers
+        Convolutions in the stem (Conv -> BatchNorm -> ReLU each; the later ones have width 5).
+    merge
+        Token merging between stages: ``"max"`` or ``"concat"`` (see :class:`TokenMerge`).
     stem_pool
         Max-pool factor after the stem (1 = nucleotide resolution in stage 0).
     in_channels
@@ -370,6 +434,8 @@ class Swin1D(nn.Module):
         dim_head: int = 16,
         transformer_depth: int = 1,
         stem_kernel: int = 9,
+        stem_layers: int = 2,
+        merge: str = "max",
         stem_pool: int = 1,
         in_channels: int = 4,
         dropout: float = 0.0,
@@ -381,20 +447,26 @@ class Swin1D(nn.Module):
         windows = list(window) if isinstance(window, list | tuple) else [window] * len(dims)
         if len(windows) != len(dims):
             raise ValueError(f"window needs one entry per stage ({len(dims)}), got {len(windows)}.")
-        # a motif scanner: convolution + ReLU (a linear stem left motif detection to LayerNorm-ed tokens and
-        # learned far worse on real peaks)
-        self.stem = nn.Sequential(
-            nn.Conv1d(in_channels, dims[0], kernel_size=stem_kernel, padding=stem_kernel // 2), nn.ReLU()
-        )
+        if stem_layers < 1:
+            raise ValueError(f"stem_layers must be at least 1, got {stem_layers}.")
+        # a motif scanner with batch-normalised convolutions, as in Enformer-style stems: a single conv + ReLU
+        # (no normalisation) feeding LayerNorm-ed tokens learned motifs several times more slowly than the
+        # CNN baselines on the Oct4/Mafk peaks
+        stem: list[nn.Module] = []
+        for k in range(stem_layers):
+            width = stem_kernel if k == 0 else 5
+            stem += [nn.Conv1d(in_channels if k == 0 else dims[0], dims[0], kernel_size=width, padding=width // 2),
+                     nn.BatchNorm1d(dims[0]), nn.ReLU()]
+        self.stem = nn.Sequential(*stem)
         self.stem_pool = stem_pool
         self.windows = windows
         self.stages = nn.ModuleList([])
         for i, (dim, depth, win) in enumerate(zip(dims, depths, windows)):
-            merge = TokenMerge(dim=dims[i - 1], dim_out=dim) if i > 0 else nn.Identity()
+            merger = TokenMerge(dim=dims[i - 1], dim_out=dim, mode=merge) if i > 0 else nn.Identity()
             layers = nn.ModuleList(
                 [SwinLayer(dim=dim, window=win, heads=heads, dim_head=dim_head, dropout=dropout) for _ in range(depth)]
             )
-            self.stages.append(nn.ModuleList([merge, layers]))
+            self.stages.append(nn.ModuleList([merger, layers]))
         self.transformer = (
             Transformer(dim=dims[-1], depth=transformer_depth, heads=heads, dim_head=dim_head,
                         max_distance=max_distance, dropout=dropout)
