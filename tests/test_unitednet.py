@@ -115,6 +115,11 @@ def test_supervised_learns_and_writes(supervised):
     assert info["metrics"]["test"]["accuracy"] == pytest.approx(acc)
     assert info["n_test"] == test.sum()
     assert model.module.binary == {"rna": False, "adt": False, "atac": True}
+    # linear skip maps only towards continuous targets (none, and no memory, for the binary atac)
+    net = model.module.net
+    assert net.skip_targets == ["rna", "adt"]
+    assert "skip_weight_0_1" in net.state_dict() and "skip_weight_0_2" not in net.state_dict()
+    assert float(net.skip_blend[0, 2]) == 1.0
     hist = info["history"]
     assert hist["train_translation"].iloc[-1] < hist["train_translation"].iloc[0]
     assert hist["train_classification_loss"].iloc[-1] < hist["train_classification_loss"].iloc[0]

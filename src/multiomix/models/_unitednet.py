@@ -616,7 +616,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             input_dropout=input_dropout,
             discriminators=adversarial,
             temperature=head_temperature,
-            linear_skip=linear_skip,
+            linear_skip=[m for m in modalities if not binary[m]] if linear_skip else False,
         )
         self.linear_skip_max_cells = linear_skip_max_cells
         self.random_state = random_state
@@ -847,16 +847,16 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         net = self.module.net
         alphas = {}
         for s in self.modalities:
-            targets = [t for t in self.modalities if t != s and not self.module.binary[t]]
+            targets = [t for t in net.skip_targets if t != s]
             for t, (weight, bias, alpha) in zip(targets, ridge_fit(xs[s], [xs[t] for t in targets]) if targets else []):
                 net.set_linear_skip(s, t, weight, bias)
                 alphas[f"{s}->{t}"] = alpha
         self.linear_skip_alphas_ = alphas
         if keep_blend:
             return
-        binary = torch.tensor([self.module.binary[m] for m in self.modalities], device=net.skip_blend.device)
+        no_map = torch.tensor([m not in net.skip_targets for m in self.modalities], device=net.skip_blend.device)
         net.skip_blend.fill_(0.5)
-        net.skip_blend[:, binary] = 1.0  # binary targets: decoder only
+        net.skip_blend[:, no_map] = 1.0  # binary targets have no linear map: decoder only
 
     @torch.no_grad()
     def _choose_skip_blend(self, validation_indices: np.ndarray, grid: int = 11) -> None:
@@ -870,7 +870,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         for i, s in enumerate(self.modalities):
             z = net.encoders[s](xs[s])
             for j, t in enumerate(self.modalities):
-                if s == t or self.module.binary[t]:
+                if s == t or t not in net.skip_targets:
                     continue
                 deep, linear = net.decoders[t](z), net.linear_translate(xs[s], s, t)
                 mse = torch.stack([(w * deep + (1 - w) * linear - xs[t]).pow(2).mean() for w in weights])

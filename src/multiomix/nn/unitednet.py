@@ -254,8 +254,9 @@ class UnitedNetwork(nn.Module):
     temperature
         Temperature of the cosine-prototype logits.
     linear_skip
-        Keep a linear map (buffers ``skip_weight_<i>_<j>``, ``skip_bias_<i>_<j>``) for every ordered pair of
-        modalities next to the encoder-decoder path. :meth:`translate` returns
+        Keep a linear map (buffers ``skip_weight_<i>_<j>``, ``skip_bias_<i>_<j>``) from every other modality to
+        each target modality next to the encoder-decoder path: ``True`` for all targets, or a sequence of target
+        modality names (e.g. the continuous ones). :meth:`translate` returns
         ``blend * decoder(encoder(x)) + (1 - blend) * (x @ W + b)`` with a per-pair ``blend`` (buffer
         ``skip_blend``, modalities x modalities). The maps are not trained by gradient: set them with
         :meth:`set_linear_skip` (e.g. from :func:`ridge_fit`); until then they are zero and ``blend`` is 1.
@@ -284,16 +285,22 @@ class UnitedNetwork(nn.Module):
         discriminators: bool = False,
         contrastive_projector: bool = True,
         temperature: float = 1.0,
-        linear_skip: bool = False,
+        linear_skip: bool | Sequence[str] = False,
     ):
         super().__init__()
         self.modalities = list(in_features)
-        self.linear_skip = linear_skip
-        if linear_skip:
+        targets = self.modalities if linear_skip is True else list(linear_skip or [])
+        unknown = sorted(set(targets) - set(self.modalities))
+        if unknown:
+            raise KeyError(f"`linear_skip` names modalities {unknown} that are not among {self.modalities}.")
+        #: target modalities that have linear maps from every other modality
+        self.skip_targets = [m for m in self.modalities if m in targets]
+        self.linear_skip = bool(self.skip_targets)
+        if self.linear_skip:
             dims = list(in_features.values())
             for i, d_in in enumerate(dims):
                 for j, d_out in enumerate(dims):
-                    if i != j:
+                    if i != j and self.modalities[j] in self.skip_targets:
                         self.register_buffer(f"skip_weight_{i}_{j}", torch.zeros(d_in, d_out))
                         self.register_buffer(f"skip_bias_{i}_{j}", torch.zeros(d_out))
             self.register_buffer("skip_blend", torch.ones(len(dims), len(dims)))
@@ -339,8 +346,8 @@ class UnitedNetwork(nn.Module):
 
     def set_linear_skip(self, source: str, target: str, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Set the linear map ``source -> target`` (input and output in the units the network sees)."""
-        if not self.linear_skip:
-            raise RuntimeError("This network was built with linear_skip=False.")
+        if target not in self.skip_targets or source == target:
+            raise RuntimeError(f"This network has no linear map {source} -> {target} (see `linear_skip`).")
         i, j = self.modalities.index(source), self.modalities.index(target)
         getattr(self, f"skip_weight_{i}_{j}").copy_(weight)
         getattr(self, f"skip_bias_{i}_{j}").copy_(bias)
@@ -356,7 +363,7 @@ class UnitedNetwork(nn.Module):
         Outputs are in the units of the decoder (standardised values, or logits for binary modalities).
         """
         out = self.decoders[target](self.encoders[source](x))
-        if self.linear_skip and source != target:
+        if target in self.skip_targets and source != target:
             i, j = self.modalities.index(source), self.modalities.index(target)
             blend = self.skip_blend[i, j]
             out = blend * out + (1 - blend) * self.linear_translate(x, source, target)
