@@ -35,6 +35,7 @@ BACKBONES = ["swin1d", "cnn_maxpool", "cnn_attpool", "cnn_dilated", "enformer_li
 COST_KWARGS = {"dims": (16, 24, 32, 32, 48, 48, 64), "depths": (1,) * 7, "heads": 4, "dim_head": 16,
                "transformer_depth": 1, "stem_kernel": 15, "stem_pool": 2}
 COST_LENGTHS = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
+PLANTED_REGIONS = 1500  # default size of the planted-motif data set
 FULL_ATTENTION_MAX_LENGTH = 8192  # beyond this the dense stage-0 attention needs > ~8 GB (see report)
 
 
@@ -47,19 +48,24 @@ def _quiet():
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def fit_one(adata, backbone: str, *, epochs: int, **kwargs):
+def fit_one(adata, backbone: str, *, epochs: int, seed: int = 0, **kwargs):
     import multiomix as mx
 
     work = adata.copy()
     t0 = time.perf_counter()
     model = mx.tl.fit_genomic_interpreter(work, backbone=backbone, max_epochs=epochs, accelerator="cpu",
-                                          enable_progress_bar=False, random_state=0, **kwargs)
+                                          enable_progress_bar=False, random_state=seed, **kwargs)
     seconds = time.perf_counter() - t0
     n_epochs = len(work.uns["genomic_interpreter"]["history"])
     return model, work, seconds / max(n_epochs, 1)
 
 
-def part_real(epochs: int, train_size: int | None, backbones: list[str]) -> dict:
+def part_real(epochs: int, train_size: int | None, backbones: list[str], seeds: int = 1) -> dict:
+    """Fit each backbone with ``seeds`` seeds (0, 1, ...: initialisation and batch order; the splits are fixed).
+
+    Per backbone the stored metrics are the mean over the seeds, with their standard deviation (``*_sd``, ddof 1)
+    and the per-seed values (``per_seed``).
+    """
     import multiomix as mx
 
     adata = mx.datasets.oct4_mafk()
@@ -75,15 +81,23 @@ def part_real(epochs: int, train_size: int | None, backbones: list[str]) -> dict
            "n_validation": int((adata.obs["split"] == "validation").sum()),
            "n_test": int((adata.obs["split"] == "test").sum()), "epochs": epochs, "models": {}}
     for backbone in backbones:
-        model, work, per_epoch = fit_one(adata, backbone, epochs=epochs, batch_size=64, lr=1e-3)
-        test = work.uns["genomic_interpreter"]["metrics"]["test"]
-        val = work.uns["genomic_interpreter"]["metrics"]["validation"]
-        out["models"][backbone] = {
-            "test_auroc": float(test["auroc"].iloc[0]), "test_auprc": float(test["auprc"].iloc[0]),
-            "validation_auroc": float(val["auroc"].iloc[0]), "seconds_per_epoch": per_epoch,
-            "n_parameters": int(work.uns["genomic_interpreter"]["params"]["n_parameters"]),
-        }
-        print(backbone, out["models"][backbone], flush=True)
+        runs = []
+        for seed in range(seeds):
+            model, work, per_epoch = fit_one(adata, backbone, epochs=epochs, seed=seed, batch_size=64, lr=1e-3)
+            test = work.uns["genomic_interpreter"]["metrics"]["test"]
+            val = work.uns["genomic_interpreter"]["metrics"]["validation"]
+            runs.append({"seed": seed, "test_auroc": float(test["auroc"].iloc[0]),
+                         "test_auprc": float(test["auprc"].iloc[0]), "validation_auroc": float(val["auroc"].iloc[0]),
+                         "seconds_per_epoch": per_epoch, "load_average": os.getloadavg()[0]})
+            print(backbone, runs[-1], flush=True)
+        summary = {"n_seeds": seeds, "per_seed": runs,
+                   "n_parameters": int(work.uns["genomic_interpreter"]["params"]["n_parameters"])}
+        for key in ("test_auroc", "test_auprc", "validation_auroc", "seconds_per_epoch"):
+            values = np.array([r[key] for r in runs])
+            summary[key] = float(values.mean())
+            summary[key + "_sd"] = float(values.std(ddof=1)) if seeds > 1 else None
+        out["models"][backbone] = summary
+        print(backbone, {k: v for k, v in summary.items() if k != "per_seed"}, flush=True)
     out["load_average_end"] = os.getloadavg()[0]
     return out
 
@@ -124,8 +138,13 @@ def part_planted(epochs: int, n_regions: int, backbones: list[str], length: int 
     first = int(test_pairs[0])
     a, b = int(work.obs["motif_a_pos"].iloc[first]), int(work.obs["motif_b_pos"].iloc[first])
     fig = mx.pl.attention_maps(work, region=0, marks={"A": a + 4, "B": b + 4})
-    fig.savefig(RESULTS / "genomic_interpreter_attention.png", dpi=110)
+    out["attention_figure"] = attention_figure_name(n_regions)
+    fig.savefig(RESULTS / out["attention_figure"], dpi=110)
     return out
+
+
+def attention_figure_name(n_regions: int) -> str:
+    return "genomic_interpreter_attention" + ("" if n_regions == PLANTED_REGIONS else f"_{n_regions}") + ".png"
 
 
 def part_speed(n_batches: int = 5, batch_size: int = 64, length: int = 200) -> dict:
@@ -225,6 +244,161 @@ def plot_cost(rows: list[dict]) -> None:
     fig.savefig(RESULTS / "genomic_interpreter_cost.png", dpi=110)
 
 
+def _merge_real(paths: list[Path]) -> dict:
+    """Merge the real-data part files: per backbone, the entry with the most seeds (ties: the later file)."""
+    merged, runs = None, []
+    for path in paths:
+        value = json.loads(path.read_text())
+        n_seeds = max((m.get("n_seeds", 1) for m in value["models"].values()), default=1)
+        runs.append({"file": path.name, "backbones": list(value["models"]), "n_seeds": n_seeds,
+                     "load_average_start": value.get("load_average_start"),
+                     "load_average_end": value.get("load_average_end")})
+        if merged is None:
+            merged = {k: v for k, v in value.items() if k != "models"}
+            merged["models"] = {}
+        for name, m in value["models"].items():
+            m = dict(m, n_seeds=m.get("n_seeds", 1))
+            if name not in merged["models"] or m["n_seeds"] >= merged["models"][name]["n_seeds"]:
+                merged["models"][name] = m
+    merged["models"] = {b: merged["models"][b] for b in BACKBONES if b in merged["models"]}
+    merged["runs"] = runs
+    return merged
+
+
+def _merge_planted(paths: list[Path]) -> dict:
+    """Merge the planted-motif part files into one entry per data-set size (``n_regions``)."""
+    by_size: dict[int, dict] = {}
+    for path in paths:
+        value = json.loads(path.read_text())
+        size = int(value["n_regions"])
+        if size not in by_size:
+            by_size[size] = value
+        else:
+            by_size[size]["models"].update(value["models"])
+            by_size[size].update({k: v for k, v in value.items() if k != "models"})
+    for value in by_size.values():
+        value["models"] = {b: value["models"][b] for b in BACKBONES if b in value["models"]}
+    return {str(size): by_size[size] for size in sorted(by_size)}
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("s" if n > 1 else "")
+
+
+def _commands(old: dict) -> list[str]:
+    """The command lines that produced the stored part files (reconstructed from their contents)."""
+    script = "python benchmarks/genomic_interpreter.py"
+    out = []
+    for run in old.get("real", {}).get("runs", []):
+        seeds = f" --seeds {run['n_seeds']}" if run["n_seeds"] > 1 else ""
+        out.append(f"{script} --parts real{seeds} --backbones {' '.join(run['backbones'])}")
+    for p in old.get("planted", {}).values():
+        size = "" if int(p["n_regions"]) == PLANTED_REGIONS else f" --planted-regions {p['n_regions']}"
+        out.append(f"{script} --parts planted{size} --backbones {' '.join(p['models'])}")
+    if "speed" in old:
+        out.append(f"{script} --parts speed")
+    if "cost" in old:
+        out.append(f"{script} --parts cost")
+    out.append(f"{script} --parts report  # rebuilds this page from the part files")
+    return ["```", *out, "```", ""]
+
+
+def _pm(m: dict, key: str) -> str:
+    sd = m.get(key + "_sd")
+    return f"{m[key]:.4f} ± {sd:.4f}" if sd is not None else f"{m[key]:.4f}"
+
+
+def _real_lines(r: dict, speed: dict) -> list[str]:
+    n_seeds = sorted({m["n_seeds"] for m in r["models"].values()})
+    lines = ["## Oct4 vs Mafk ChIP-seq peaks (real, 200 bp)", "",
+             f"Train {r['n_train']:,} ("
+             + ("all training peaks of the big files" if r["n_train"] >= 7017 else
+                "a stratified subsample of the 7,017 training peaks")
+             + f"), validation "
+             f"{r['n_validation']} (model selection), held-out test {r['n_test']} (`*_test.fa`); "
+             f"{r['epochs']} epochs, batch 64, AdamW 1e-3 (linear warm-up over the first epoch), "
+             "reverse-complement augmentation, weights of the best validation epoch, predictions averaged "
+             "over both strands. "
+             + ("Each backbone was fitted with seeds 0, 1, ... (initialisation and batch order; the splits are "
+                "fixed); metrics are the mean ± standard deviation over the seeds (per-seed values in the JSON "
+                "and in the last column)." if max(n_seeds) > 1 else "One seed per backbone."), "",
+             "| backbone | seeds | test AUROC | test AUPRC | validation AUROC | test AUROC per seed "
+             "| s / epoch (wall, shared) | CPU s / epoch (train steps) | parameters |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    n_steps = int(np.ceil(r["n_train"] / 64))
+    for name, m in r["models"].items():
+        cpu = f"{speed[name] * n_steps:.0f}" if name in speed else "—"
+        per_seed = ", ".join(f"{s['test_auroc']:.4f}" for s in m.get("per_seed", [])) or f"{m['test_auroc']:.4f}"
+        lines.append(f"| {name} | {m['n_seeds']} | {_pm(m, 'test_auroc')} | {_pm(m, 'test_auprc')} | "
+                     f"{_pm(m, 'validation_auroc')} | {per_seed} | {m['seconds_per_epoch']:.1f} | {cpu} | "
+                     f"{m['n_parameters']:,} |")
+    cnns = {k: m for k, m in r["models"].items() if k != "swin1d"}
+    if "swin1d" in r["models"] and cnns:
+        swin = r["models"]["swin1d"]
+        best = max(cnns, key=lambda k: cnns[k]["test_auroc"])
+        b = cnns[best]
+        diff = swin["test_auroc"] - b["test_auroc"]
+        verdict = "at least" if diff >= 0 else "below"
+        lines += ["", f"Mean test AUROC: swin1d {swin['test_auroc']:.4f} ({_seeds(swin['n_seeds'])}) vs the best "
+                  f"CNN baseline, {best}, {b['test_auroc']:.4f} ({_seeds(b['n_seeds'])}): difference {diff:+.4f}, "
+                  f"so the swin1d mean is {verdict} the best CNN's mean."]
+        if swin["n_seeds"] > 1 and b["n_seeds"] > 1:
+            s_seed = [x["test_auroc"] for x in swin["per_seed"]]
+            b_seed = [x["test_auroc"] for x in b["per_seed"]]
+            overlap = max(s_seed) >= min(b_seed)
+            lines[-1] += (f" Seed ranges: swin1d {min(s_seed):.4f}-{max(s_seed):.4f}, {best} "
+                          f"{min(b_seed):.4f}-{max(b_seed):.4f} ("
+                          + ("they overlap" if overlap else "they do not overlap") + ").")
+    loads = "; ".join(
+        f"{', '.join(run['backbones'])} ({_seeds(run['n_seeds'])}): "
+        + (f"{run['load_average_start']:.1f} -> {run['load_average_end']:.1f}"
+           if run.get("load_average_end") is not None else "not recorded")
+        for run in r["runs"])
+    lines += ["", "`s / epoch` is the wall time per epoch measured during the run (training, validation and "
+              "Lightning overhead; mean over seeds), inflated by other jobs on the shared 2-core machine "
+              f"(1-minute load average at the start -> end of each run: {loads}). "
+              "`CPU s / epoch` is the "
+              "training-step CPU time of one thread (`--parts speed`, median of 5 steps of 64 sequences) times "
+              "the number of training steps per epoch: the cost on an idle core.", ""]
+    return lines
+
+
+def _planted_lines(p: dict) -> list[str]:
+    p.setdefault("attention_hits", [])
+    n_train = int(round(0.7 * p["n_regions"]))
+    lines = [f"## Planted motif pairs (synthetic, {p['n_regions']:,} regions)", "",
+             f"{p['n_regions']:,} regions of {p['length']} bp (about {n_train:,} for training); the count track is "
+             f"high only when motif B starts "
+             f"{p['distance_bp']} bp after motif A (decoys: both motifs far apart, one motif, none). "
+             f"{p['epochs']} epochs, batch 32, AdamW 2e-3 (warm-up over the first epoch), one seed. Pearson on the "
+             "held-out test split, against the observed Poisson counts and against the true rate"
+             + (f" (load average {p['load_average_start']:.1f} -> {p['load_average_end']:.1f})."
+                if "load_average_end" in p else "."), "",
+             "| backbone | Pearson (counts) | Pearson (true rate) | s / epoch |", "|---|---|---|---|"]
+    for name, m in p["models"].items():
+        lines.append(f"| {name} | {m['test_pearson_counts']:.4f} | {m['test_pearson_true_rate']:.4f} | "
+                     f"{m['seconds_per_epoch']:.1f} |")
+    if not p["attention_hits"]:
+        lines += ["", "(No swin1d attention hit rate in this report: that run did not finish.)", ""]
+        return lines
+    lines += ["", "Attention hit rate of the swin1d model on held-out `pair` regions (head-averaged map; "
+              "regular + shifted pass summed; hit = the strongest non-local key of the query at one motif "
+              "is within 1 token of the other motif):", "",
+              "| layer | bp / token | motif distance (tokens) | A->B | B->A | either | chance (1 dir.) | n |",
+              "|---|---|---|---|---|---|---|---|"]
+    for h in p["attention_hits"]:
+        lines.append(f"| {h['layer']} | {h['resolution_bp']} | {h['distance_tokens']:.1f} | "
+                     f"{h['hit_a_to_b']:.2f} | {h['hit_b_to_a']:.2f} | {h['hit_either']:.2f} | "
+                     f"{h['chance']:.2f} | {h['n_regions']} |")
+    figure = p.get("attention_figure", attention_figure_name(int(p["n_regions"])))
+    lines += ["", "A hit rate far above chance in one direction only can come from a fixed positional "
+              "preference "
+              "(e.g. a head that attends to the tokens just before the query) rather than from the motifs' "
+              "content; the maps below show which.", "",
+              f"![attention]({figure})", ""]
+    return lines
+
+
 def write_report(results: dict, tag: str = "") -> None:
     """Store one part's results (parts and backbones may run as parallel processes); rebuild the merged report."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -233,77 +407,24 @@ def write_report(results: dict, tag: str = "") -> None:
         (RESULTS / name).write_text(json.dumps(value, indent=2, default=float))
     old = {}
     for part in ("real", "planted", "cost", "speed"):
-        for path in sorted(RESULTS.glob(f"genomic_interpreter.{part}*.json")):
-            value = json.loads(path.read_text())
-            if part in ("cost", "speed") or part not in old:
-                old[part] = value
-            else:
-                old[part]["models"].update(value["models"])
-                old[part].update({k: v for k, v in value.items() if k != "models"})
-        if part in old and part in ("real", "planted"):
-            old[part]["models"] = {b: old[part]["models"][b] for b in BACKBONES if b in old[part]["models"]}
+        paths = sorted(RESULTS.glob(f"genomic_interpreter.{part}*.json"))
+        if not paths:
+            continue
+        if part == "real":
+            old[part] = _merge_real(paths)
+        elif part == "planted":
+            old[part] = _merge_planted(paths)
+        else:
+            old[part] = json.loads(paths[-1].read_text())
     (RESULTS / "genomic_interpreter.json").write_text(json.dumps(old, indent=2, default=float))
     lines = ["# Genomic Interpreter benchmark", "",
-             "Generated by `python benchmarks/genomic_interpreter.py` (CPU, `torch.set_num_threads(1)`).", ""]
+             "Generated by `benchmarks/genomic_interpreter.py` (CPU, `torch.set_num_threads(1)`) from the part files "
+             "`genomic_interpreter.<part>*.json` written by these runs (each part's table comes from the runs named "
+             "in its section):", "", *_commands(old)]
     if "real" in old:
-        r = old["real"]
-        lines += ["## Oct4 vs Mafk ChIP-seq peaks (real, 200 bp)", "",
-                  f"Train {r['n_train']:,} ("
-                  + ("all training peaks of the big files" if r["n_train"] >= 7017 else
-                     "a stratified subsample of the 7,017 training peaks")
-                  + f"), validation "
-                  f"{r['n_validation']} (model selection), held-out test {r['n_test']} (`*_test.fa`); "
-                  f"{r['epochs']} epochs, batch 64, AdamW 1e-3 (linear warm-up over the first epoch), "
-                  "reverse-complement augmentation, weights of the best validation epoch, predictions averaged "
-                  "over both strands.", "",
-                  "| backbone | test AUROC | test AUPRC | validation AUROC | s / epoch (wall, shared) | CPU s / epoch "
-                  "(train steps) | parameters |",
-                  "|---|---|---|---|---|---|---|"]
-        speed = old.get("speed", {}).get("cpu_seconds_per_step", {})
-        n_steps = int(np.ceil(r["n_train"] / 64))
-        for name, m in r["models"].items():
-            cpu = f"{speed[name] * n_steps:.0f}" if name in speed else "—"
-            lines.append(f"| {name} | {m['test_auroc']:.4f} | {m['test_auprc']:.4f} | {m['validation_auroc']:.4f} | "
-                         f"{m['seconds_per_epoch']:.1f} | {cpu} | {m['n_parameters']:,} |")
-        load = (f"1-minute load average {r['load_average_start']:.1f} at the start and "
-                f"{r['load_average_end']:.1f} at the end of this part" if "load_average_end" in r
-                else "load not recorded")
-        lines += ["", "`s / epoch` is the wall time per epoch measured during the run (training, validation and "
-                  f"Lightning overhead), inflated by other jobs on the shared 2-core machine ({load}). "
-                  "`CPU s / epoch` is the "
-                  "training-step CPU time of one thread (`--parts speed`, median of 5 steps of 64 sequences) times "
-                  "the number of training steps per epoch: the cost on an idle core.", ""]
-    if "planted" in old:
-        p = old["planted"]
-        p.setdefault("attention_hits", [])
-        lines += ["## Planted motif pairs (synthetic)", "",
-                  f"{p['n_regions']} regions of {p['length']} bp; the count track is high only when motif B starts "
-                  f"{p['distance_bp']} bp after motif A (decoys: both motifs far apart, one motif, none). "
-                  f"{p['epochs']} epochs, batch 32, AdamW 2e-3 (warm-up over the first epoch). Pearson on the "
-                  "held-out test split, against the observed Poisson counts and against the true rate"
-                  + (f" (load average {p['load_average_start']:.1f} -> {p['load_average_end']:.1f})."
-                     if "load_average_end" in p else "."), "",
-                  "| backbone | Pearson (counts) | Pearson (true rate) | s / epoch |", "|---|---|---|---|"]
-        for name, m in p["models"].items():
-            lines.append(f"| {name} | {m['test_pearson_counts']:.4f} | {m['test_pearson_true_rate']:.4f} | "
-                         f"{m['seconds_per_epoch']:.1f} |")
-        if not p["attention_hits"]:
-            lines += ["", "(No swin1d attention hit rate in this report: that run did not finish.)", ""]
-        else:
-            lines += ["", "Attention hit rate of the swin1d model on held-out `pair` regions (head-averaged map; "
-                      "regular + shifted pass summed; hit = the strongest non-local key of the query at one motif "
-                      "is within 1 token of the other motif):", "",
-                      "| layer | bp / token | motif distance (tokens) | A->B | B->A | either | chance (1 dir.) | n |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for h in p["attention_hits"]:
-                lines.append(f"| {h['layer']} | {h['resolution_bp']} | {h['distance_tokens']:.1f} | "
-                             f"{h['hit_a_to_b']:.2f} | {h['hit_b_to_a']:.2f} | {h['hit_either']:.2f} | "
-                             f"{h['chance']:.2f} | {h['n_regions']} |")
-            lines += ["", "A hit rate far above chance in one direction only can come from a fixed positional "
-                      "preference "
-                      "(e.g. a head that attends to the tokens just before the query) rather than from the motifs' "
-                      "content; the maps below show which.", "",
-                      "![attention](genomic_interpreter_attention.png)", ""]
+        lines += _real_lines(old["real"], old.get("speed", {}).get("cpu_seconds_per_step", {}))
+    for p in old.get("planted", {}).values():
+        lines += _planted_lines(p)
     if "cost" in old:
         lines += ["## Cost per sequence (batch 1, forward + backward, 1 CPU thread, CPU seconds)", "",
                   "Same 7-stage network (two-convolution stem pooled to 2-bp tokens, tokens 2 -> 128 bp, one "
@@ -336,8 +457,9 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["real", "planted", "speed", "cost"])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train-size", type=int, default=0, help="stratified training subsample (0: all peaks)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per backbone in the real part (mean and sd)")
     parser.add_argument("--planted-epochs", type=int, default=10)
-    parser.add_argument("--planted-regions", type=int, default=1500)
+    parser.add_argument("--planted-regions", type=int, default=PLANTED_REGIONS)
     parser.add_argument("--backbones", nargs="+", default=BACKBONES, choices=BACKBONES)
     parser.add_argument("--cost-one", nargs=2, metavar=("BACKBONE", "LENGTH"))
     args = parser.parse_args()
@@ -348,10 +470,12 @@ def main() -> None:
     _quiet()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if "real" in args.parts:
-        write_report({"real": part_real(args.epochs, args.train_size, args.backbones)}, tag="_".join(args.backbones))
+        write_report({"real": part_real(args.epochs, args.train_size, args.backbones, args.seeds)},
+                     tag="_".join(args.backbones) + (f".seeds{args.seeds}" if args.seeds > 1 else ""))
     if "planted" in args.parts:
         write_report({"planted": part_planted(args.planted_epochs, args.planted_regions, args.backbones)},
-                     tag="_".join(args.backbones))
+                     tag="_".join(args.backbones)
+                     + ("" if args.planted_regions == PLANTED_REGIONS else f".regions{args.planted_regions}"))
     if "speed" in args.parts:
         write_report({"speed": part_speed()})
     if "report" in args.parts:  # only rebuild the markdown/JSON from the stored part files
