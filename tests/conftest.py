@@ -30,3 +30,10 @@ def data_dir() -> Path:
     if not path.exists():
         pytest.fail(f"Real test data not found at {path}; set MULTIOMIX_DATA_DIR.")
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Keep every test on one torch thread (some libraries reset the process's OpenMP thread count)."""
+    torch.set_num_threads(1)
+    yield

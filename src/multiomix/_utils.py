@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -123,6 +124,28 @@ def split_indices(obs: pd.DataFrame, split_key: str = SPLIT_KEY) -> dict[str, np
 def _snapshot(obj: AnnData) -> dict[str, set]:
     attrs = ("obs", "obsm", "uns", "varm", "layers", "var")
     return {a: set(getattr(obj, a).keys()) for a in attrs if getattr(obj, a, None) is not None}
+
+
+@contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    """Restore torch's intra-op thread count on exit.
+
+    scanpy's neighbour graph (through numba's OpenMP layer) resets the OpenMP thread count of the process, which
+    silently undoes a user's ``torch.set_num_threads``; training afterwards then runs oversubscribed.
+
+    Examples
+    --------
+    >>> with keep_torch_threads():
+    ...     pass
+    """
+    import torch
+
+    n_threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n_threads:
+            torch.set_num_threads(n_threads)
 
 
 class restore_on_error:

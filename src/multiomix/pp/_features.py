@@ -11,7 +11,7 @@ from mudata import MuData
 from scipy import sparse
 
 from .._logging import logger
-from .._utils import added, check_finite, check_modalities, check_nonnegative, get_matrix
+from .._utils import added, check_finite, check_modalities, check_nonnegative, get_matrix, keep_torch_threads
 
 __all__ = ["binarize", "infer_modality_kind", "normalize", "select_features", "tfidf", "variability_score"]
 
@@ -85,6 +85,7 @@ def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
     return mask
 
 
+@keep_torch_threads()
 def select_features(
     mdata: MuData,
     *,
@@ -289,6 +290,7 @@ def binarize(
     return adata if copy else None
 
 
+@keep_torch_threads()
 def normalize(
     adata: AnnData,
     *,

@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.decomposition import TruncatedSVD
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_samples, silhouette_score
 
-from .._utils import check_finite, check_modalities, get_matrix, write_obsm, write_uns
+from .._utils import check_finite, check_modalities, get_matrix, keep_torch_threads, write_obsm, write_uns
 from ..pp._features import infer_modality_kind, normalize, tfidf
 
 __all__ = ["benchmark_embeddings", "pca_concat"]
@@ -44,6 +44,7 @@ def _modality_components(
     return np.asarray(tmp.obsm["X_pca"])
 
 
+@keep_torch_threads()
 def pca_concat(
     mdata: MuData,
     *,
@@ -139,6 +140,7 @@ def _graph_connectivity(graph: sparse.spmatrix, labels: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+@keep_torch_threads()
 def benchmark_embeddings(
     mdata: MuData | AnnData,
     *,
