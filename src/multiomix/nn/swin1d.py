@@ -405,7 +405,7 @@ class Swin1D(nn.Module):
     stem_layers
         Convolutions in the stem (Conv -> BatchNorm -> ReLU each; the later ones have width 5).
     merge
-        Token merging between stages: ``"max"`` or ``"concat"`` (see :class:`TokenMerge`).
+        Token merging between stages: ``"max"`` or ``"concat"`` (see ``TokenMerge``).
     stem_pool
         Max-pool factor after the stem (1 = nucleotide resolution in stage 0).
     in_channels

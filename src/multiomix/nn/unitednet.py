@@ -259,7 +259,7 @@ class UnitedNetwork(nn.Module):
         modality names (e.g. the continuous ones). :meth:`translate` returns
         ``blend * decoder(encoder(x)) + (1 - blend) * (x @ W + b)`` with a per-pair ``blend`` (buffer
         ``skip_blend``, modalities x modalities). The maps are not trained by gradient: set them with
-        :meth:`set_linear_skip` (e.g. from :func:`ridge_fit`); until then they are zero and ``blend`` is 1.
+        :meth:`set_linear_skip` (e.g. from ``ridge_fit``); until then they are zero and ``blend`` is 1.
 
     Examples
     --------
