@@ -201,6 +201,15 @@ def markdown(summary: pd.DataFrame, timing: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recorded_args(args) -> dict:
+    """The command-line arguments for the JSON report, with the output path relative to the repository."""
+    recorded = vars(args).copy()
+    output = Path(recorded["output"]).resolve()
+    if output.is_relative_to(ROOT):
+        recorded["output"] = str(output.relative_to(ROOT))
+    return recorded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
@@ -224,7 +233,7 @@ def main() -> None:
         order = {"multiome": 0, "cite": 1}
         rows.sort(key=lambda r: order.get(r["dataset"], 2))
         Path(args.output + ".json").write_text(json.dumps({"rows": rows, "seconds_per_epoch": timing,
-                                                           "args": vars(args)}, indent=1))
+                                                           "args": recorded_args(args)}, indent=1))
         Path(args.output + ".md").write_text(markdown(summarise(rows), timing, args))
         print(markdown(summarise(rows), timing, args))
         charts(summarise(rows), list(dict.fromkeys(r["dataset"] for r in rows)), args.output)
@@ -237,7 +246,7 @@ def main() -> None:
         all_rows += rows
         summary = summarise(all_rows)
         Path(args.output + ".json").write_text(
-            json.dumps({"rows": all_rows, "seconds_per_epoch": timing, "args": vars(args)}, indent=1)
+            json.dumps({"rows": all_rows, "seconds_per_epoch": timing, "args": recorded_args(args)}, indent=1)
         )
         Path(args.output + ".md").write_text(markdown(summary, timing, args))
     print(markdown(summarise(all_rows), timing, args))
