@@ -229,3 +229,16 @@ def test_pca_concat_and_benchmark_metrics():
         mx.tl.benchmark_embeddings(mdata, keys=["X_perfect"], label_key="celltype", neighbors_method="gauss")
     with pytest.raises(KeyError, match="umap"):
         mx.pl.embedding(mdata, keys=["X_noise_2"], color="cluster")
+
+
+def test_keep_torch_threads_restores_the_count():
+    from multiomix._utils import keep_torch_threads
+
+    torch.set_num_threads(1)
+    with keep_torch_threads():
+        torch.set_num_threads(2)  # what scanpy's numba kernels do to the process the first time they run
+    assert torch.get_num_threads() == 1
+    with pytest.raises(RuntimeError), keep_torch_threads():
+        torch.set_num_threads(2)
+        raise RuntimeError("fails inside")
+    assert torch.get_num_threads() == 1

@@ -309,3 +309,15 @@ def test_sparse_input_matches_dense():
     assert model.module.binary["atac"]
     np.testing.assert_allclose(outs[0][0], outs[1][0], atol=1e-3)
     np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-3)
+
+
+def test_set_linear_skip_rejects_a_pair_without_a_map():
+    import torch
+
+    from multiomix.nn.unitednet import UnitedNetwork
+
+    net = UnitedNetwork(in_features={"a": 3, "b": 2, "c": 4}, latent_dim=4, hidden=(8,), linear_skip=["b"])
+    net.set_linear_skip("a", "b", torch.ones(3, 2), torch.zeros(2))
+    assert torch.allclose(net.linear_translate(torch.ones(1, 3), "a", "b"), torch.full((1, 2), 3.0))
+    with pytest.raises(ValueError, match="no linear map a -> c"):
+        net.set_linear_skip("a", "c", torch.ones(3, 4), torch.zeros(4))

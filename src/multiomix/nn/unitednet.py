@@ -347,7 +347,7 @@ class UnitedNetwork(nn.Module):
     def set_linear_skip(self, source: str, target: str, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Set the linear map ``source -> target`` (input and output in the units the network sees)."""
         if target not in self.skip_targets or source == target:
-            raise RuntimeError(f"This network has no linear map {source} -> {target} (see `linear_skip`).")
+            raise ValueError(f"This network has no linear map {source} -> {target} (see `linear_skip`).")
         i, j = self.modalities.index(source), self.modalities.index(target)
         getattr(self, f"skip_weight_{i}_{j}").copy_(weight)
         getattr(self, f"skip_bias_{i}_{j}").copy_(bias)
