@@ -84,6 +84,21 @@ def test_nn_shapes_and_fusion_mask():
     torch.testing.assert_close(heads.fusion_weights(), torch.full((2, 2), 0.5))
 
 
+def test_diverse_fusion_init_favours_one_modality_per_head():
+    heads = CosinePrototypeHeads(n_modalities=3, latent_dim=4, projection_dim=6, n_classes=3, n_heads=5,
+                                 fusion_init="diverse")
+    w = heads.fusion_weights()
+    assert [int(i) for i in w[:3].argmax(1)] == [0, 1, 2] and float(w[0, 0]) > 0.75
+    torch.testing.assert_close(w[3:], torch.full((2, 3), 1 / 3))
+    # with fewer heads than modalities, one head stays uniform
+    few = CosinePrototypeHeads(n_modalities=3, latent_dim=4, projection_dim=6, n_classes=3, n_heads=2,
+                               fusion_init="diverse", fuser="feature").fusion_weights()
+    assert float(few[0, 0].min()) > 0.75
+    torch.testing.assert_close(few[1], torch.full((3, 4), 1 / 3))
+    with pytest.raises(ValueError, match="fusion_init"):
+        CosinePrototypeHeads(n_modalities=2, latent_dim=4, projection_dim=6, n_classes=3, fusion_init="random")
+
+
 def test_losses_prefer_the_right_answer():
     torch.manual_seed(0)
     h = torch.cat([torch.randn(10, 4) - 4, torch.randn(10, 4) + 4])
@@ -167,6 +182,18 @@ def test_unsupervised_recovers_clusters():
     assert ari > 0.7
     assert model.classes_ == ["0", "1", "2", "3"]
     assert mdata.uns["unitednet"]["metrics"]["train"]["ari"] > 0.7
+    # the head is chosen by the silhouette of its clusters in the joint latent: a head whose projection is
+    # scrambled loses the choice even when it was the best head before
+    scores = model.head_silhouettes_
+    assert len(scores) == 3 and model.best_head == int(np.argmax(scores))
+    heads = model.module.net.heads
+    with torch.no_grad():
+        heads.proj_weight[model.best_head] = torch.randn_like(heads.proj_weight[model.best_head])
+        heads.prototypes[model.best_head] = torch.randn_like(heads.prototypes[model.best_head])
+    scrambled = model.best_head
+    model._choose_cluster_head(np.arange(mdata.n_obs))
+    assert model.best_head != scrambled
+    assert model.head_silhouettes_[scrambled] < max(model.head_silhouettes_)
 
 
 def test_translation_mode_error_falls_and_deterministic():
@@ -273,6 +300,9 @@ def test_clear_errors(supervised):
     unknown.obs["group"] = pd.Categorical(["type0"] * 30 + ["alien"] * 30)
     with pytest.raises(ValueError, match="not trained on"):
         mx.tl.transfer_labels(unknown, query, label_key="group", model=model, adapt_epochs=0)
+    UnitedNet.setup_mudata(reference, label_key="group")
+    with pytest.raises(ValueError, match="cluster_head_choice"):
+        UnitedNet(reference, mode="unsupervised", cluster_head_choice="best")
     single = MuData({"rna": reference.mod["rna"].copy()})
     single.obs["group"] = reference.obs["group"].values
     with pytest.raises(ValueError, match="at least two modalities"):

@@ -507,6 +507,20 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         Temperature of the cross-modal contrastive loss.
     head_temperature
         Temperature of the cosine-prototype logits.
+    head_fusion_init
+        ``"diverse"``: with several heads, head ``i`` starts favouring modality ``i`` and the rest start
+        uniform, so the candidates differ in which modality drives the groups; ``"uniform"``: all heads start
+        with equal fusion weights (they then differ only by their random initialisation). ``"auto"`` (default):
+        ``"diverse"`` in unsupervised mode, ``"uniform"`` otherwise. On Patch-seq (5-fold CV) diverse heads
+        chosen by silhouette raised the unsupervised ARI from 0.37 (uniform heads chosen by loss, 1 seed) to
+        0.43 (2 seeds), while supervised accuracy was 0.848 with diverse and 0.859 with uniform heads (2 seeds).
+    cluster_head_choice
+        Unsupervised mode: how the head is chosen once training ends. ``"silhouette"`` (default): the head
+        whose clusters of the training rows have the highest silhouette in the concatenated modality latents
+        (a space shared by all heads, so the scores are comparable); ``"loss"``: the head with the lowest
+        validation self-entropy + DDC loss (the loss each head minimises, which favours heads whose own
+        projection is compact rather than heads that cluster the cells well). Without labels, both are
+        label-free choices.
     loss_weights
         Override weights of ``reconstruction``, ``translation``, ``contrastive``, ``adversarial``,
         ``self_entropy``, ``ddc``.
@@ -557,6 +571,8 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         adversarial: bool = False,
         contrastive_temperature: float = 0.1,
         head_temperature: float = 1.0,
+        head_fusion_init: Literal["auto", "uniform", "diverse"] = "auto",
+        cluster_head_choice: Literal["silhouette", "loss"] = "silhouette",
         loss_weights: dict[str, float] | None = None,
         binary: Literal["auto"] | dict[str, bool] = "auto",
         class_weighting: bool = True,
@@ -567,6 +583,10 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         super().__init__(mdata)
         if mode not in _PHASES:
             raise ValueError(f"`mode` must be one of {list(_PHASES)}, got {mode!r}.")
+        if head_fusion_init == "auto":
+            head_fusion_init = "diverse" if mode == "unsupervised" else "uniform"
+        if cluster_head_choice not in ("silhouette", "loss"):
+            raise ValueError(f"`cluster_head_choice` must be 'silhouette' or 'loss', got {cluster_head_choice!r}.")
         self.mode = mode
         modalities = self.modalities
         if len(modalities) < 2:
@@ -616,9 +636,13 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             input_dropout=input_dropout,
             discriminators=adversarial,
             temperature=head_temperature,
+            fusion_init=head_fusion_init,
             linear_skip=[m for m in modalities if not binary[m]] if linear_skip else False,
         )
         self.linear_skip_max_cells = linear_skip_max_cells
+        self.cluster_head_choice = cluster_head_choice
+        #: unsupervised mode, ``cluster_head_choice="silhouette"``: silhouette of each head's training clusters
+        self.head_silhouettes_: list[float] | None = None
         self.random_state = random_state
         #: class names (supervised) or cluster names (unsupervised), in the order of the head outputs
         self.classes_ = self._label_categories() if mode == "supervised" else [str(k) for k in range(n_classes)]
@@ -820,11 +844,37 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
+        if self.mode == "unsupervised" and self.cluster_head_choice == "silhouette":
+            self._choose_cluster_head(train_indices)
         if self.module.net.linear_skip and len(validation_indices):
             self._choose_skip_blend(validation_indices)
             if first_fit:  # the blend is chosen: the linear maps may now use the validation rows too
                 self._fit_linear_skip(np.union1d(train_indices, validation_indices), keep_blend=True)
         return result
+
+    @torch.no_grad()
+    def _choose_cluster_head(self, rows: np.ndarray, max_cells: int = 5000) -> None:
+        """Make the head whose clusters of ``rows`` have the highest silhouette in the joint latent the best head."""
+        from sklearn.metrics import silhouette_score
+
+        if len(rows) > max_cells:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(rows, max_cells, replace=False))
+        net = self.module.net
+        was_training = net.training
+        net.eval()
+        joint, clusters = [], []
+        for start in range(0, len(rows), 1024):  # densify per chunk
+            z = net.encode(self._standardised(rows[start:start + 1024]))
+            clusters.append(net.classify(z)["logits"].argmax(-1).cpu())
+            joint.append(torch.cat([z[m] for m in self.modalities], dim=1).cpu())
+        net.train(was_training)
+        joint, clusters = torch.cat(joint).numpy(), torch.cat(clusters, dim=1).numpy()  # clusters: (heads, cells)
+        scores = [
+            float(silhouette_score(joint, c)) if 1 < len(np.unique(c)) < len(c) else float("-inf") for c in clusters
+        ]
+        self.head_silhouettes_ = scores
+        if np.isfinite(max(scores)):
+            self.module.best_head.fill_(int(np.argmax(scores)))
 
     def _standardised(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """Dense standardised input of ``rows`` for every modality (on the module's device)."""

@@ -159,6 +159,12 @@ class CosinePrototypeHeads(nn.Module):
         ``"modality"`` or ``"feature"``.
     temperature
         Logits are ``<h, w/|w|> / temperature``.
+    fusion_init
+        ``"uniform"``: every head starts with equal fusion weights. ``"diverse"``: head ``i`` (for ``i`` below
+        the number of modalities, keeping at least one head uniform) starts favouring modality ``i`` (softmax
+        weight about 0.8 of 3), so the heads start from different views and the choice among them matters.
+    fusion_init_logit
+        Initial fusion logit of the favoured modality of a ``"diverse"`` head (the others start at 0).
 
     Examples
     --------
@@ -178,13 +184,21 @@ class CosinePrototypeHeads(nn.Module):
         n_heads: int = 1,
         fuser: Literal["modality", "feature"] = "modality",
         temperature: float = 1.0,
+        fusion_init: Literal["uniform", "diverse"] = "uniform",
+        fusion_init_logit: float = 2.0,
     ):
         super().__init__()
         if fuser not in ("modality", "feature"):
             raise ValueError(f"`fuser` must be 'modality' or 'feature', got {fuser!r}.")
+        if fusion_init not in ("uniform", "diverse"):
+            raise ValueError(f"`fusion_init` must be 'uniform' or 'diverse', got {fusion_init!r}.")
         self.fuser, self.n_heads, self.temperature = fuser, n_heads, temperature
         fuse_shape = (n_heads, n_modalities) if fuser == "modality" else (n_heads, n_modalities, latent_dim)
-        self.fuse_logits = nn.Parameter(torch.zeros(fuse_shape))  # softmax -> 1/n_modalities at start
+        fuse_logits = torch.zeros(fuse_shape)  # softmax -> 1/n_modalities at start
+        if fusion_init == "diverse":
+            for head in range(min(n_modalities, n_heads - 1)):
+                fuse_logits[head, head] = fusion_init_logit
+        self.fuse_logits = nn.Parameter(fuse_logits)
         bound = 1 / math.sqrt(latent_dim)
         self.proj_weight = nn.Parameter(torch.empty(n_heads, latent_dim, projection_dim).uniform_(-bound, bound))
         self.proj_bias = nn.Parameter(torch.zeros(n_heads, projection_dim))
@@ -253,6 +267,8 @@ class UnitedNetwork(nn.Module):
         Add a small MLP on the latents for the contrastive loss (else identity).
     temperature
         Temperature of the cosine-prototype logits.
+    fusion_init
+        Initial fusion weights of the heads, ``"uniform"`` or ``"diverse"`` (see :class:`CosinePrototypeHeads`).
     linear_skip
         Keep a linear map (buffers ``skip_weight_<i>_<j>``, ``skip_bias_<i>_<j>``) from every other modality to
         each target modality next to the encoder-decoder path: ``True`` for all targets, or a sequence of target
@@ -285,6 +301,7 @@ class UnitedNetwork(nn.Module):
         discriminators: bool = False,
         contrastive_projector: bool = True,
         temperature: float = 1.0,
+        fusion_init: Literal["uniform", "diverse"] = "uniform",
         linear_skip: bool | Sequence[str] = False,
     ):
         super().__init__()
@@ -323,7 +340,7 @@ class UnitedNetwork(nn.Module):
         self.heads = (
             CosinePrototypeHeads(n_modalities=len(self.modalities), latent_dim=latent_dim,
                                  projection_dim=projection_dim, n_classes=n_classes, n_heads=n_heads,
-                                 fuser=fuser, temperature=temperature)
+                                 fuser=fuser, temperature=temperature, fusion_init=fusion_init)
             if n_classes > 0 else None
         )
         for module in self.modules():
