@@ -89,7 +89,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=1, help="UnitedNet fits per fold and mode")
     parser.add_argument("--n-splits", type=int, default=5, help="folds of the stratified CV")
+    parser.add_argument("--report", action="store_true", help="rebuild the page from the JSON of an earlier run")
     args = parser.parse_args()
+    if args.report:
+        stem = "patchseq" if args.n_splits == 5 else f"patchseq_{args.n_splits}fold"
+        saved = json.loads((RESULTS / f"{stem}.json").read_text())
+        for key in ("epochs", "seeds", "threads"):
+            setattr(args, key, saved["summary"][key])
+        write_report(saved["folds"], args)
+        return
     torch.set_num_threads(args.threads)
     mdata = mx.datasets.patchseq(data_dir=DATA if DATA.exists() else None)
     y = mdata.obs["cell_type_TEM"].astype(str).to_numpy()
@@ -202,7 +210,8 @@ def write_report(rows: list[dict], args) -> None:
     stem = "patchseq" if args.n_splits == 5 else f"patchseq_{args.n_splits}fold"
     (RESULTS / f"{stem}.json").write_text(json.dumps({"summary": summary, "folds": rows}, indent=1))
     sup, uns = summary["unitednet_supervised"], summary["unitednet_unsupervised"]
-    sd_s, sd_u = sup["seed_sd"], uns["seed_sd"]
+    sd_s = {m: f" ± {v:.3f}" if args.seeds > 1 else "" for m, v in sup["seed_sd"].items()}
+    sd_u = {m: f" ± {v:.3f}" if args.seeds > 1 else "" for m, v in uns["seed_sd"].items()}
     command = (f"python benchmarks/patchseq.py --epochs {args.epochs} --folds {len(rows)} --seeds {args.seeds}"
                + (f" --n-splits {args.n_splits}" if args.n_splits != 5 else ""))
     used = f"{len(rows)} of {args.n_splits} folds" if len(rows) < args.n_splits else f"{args.n_splits} folds"
@@ -211,18 +220,19 @@ def write_report(rows: list[dict], args) -> None:
         "",
         f"{args.n_splits}-fold stratified CV (random_state=0; {used}), {args.epochs} epochs per mode, batch 64, "
         f"{args.threads} CPU thread(s); standardisation and checkpoint/head choice on training rows only. "
-        f"UnitedNet: {args.seeds} seed(s) per fold and mode; its numbers are means over folds and seeds, "
-        "with the standard deviation over seeds (of the fold-averaged metric) after the ±.",
+        f"UnitedNet: {args.seeds} seed(s) per fold and mode; its numbers are means over folds and seeds"
+        + (", with the standard deviation over seeds (of the fold-averaged metric) after the ±." if args.seeds > 1
+           else "."),
         f"Command: `{command}`.",
         "",
         "## Group identification (mean over folds, test folds)",
         "",
         "| method | accuracy | ARI | NMI | s / epoch |",
         "|---|---|---|---|---|",
-        f"| UnitedNet supervised | {sup['accuracy']:.3f} ± {sd_s['accuracy']:.3f} | {sup['ari']:.3f} ± "
-        f"{sd_s['ari']:.3f} | {sup['nmi']:.3f} | {sup['s_per_epoch']:.2f} |",
-        f"| UnitedNet unsupervised (matched acc.) | {uns['matched_accuracy']:.3f} ± {sd_u['matched_accuracy']:.3f} | "
-        f"{uns['ari']:.3f} ± {sd_u['ari']:.3f} | {uns['nmi']:.3f} | {uns['s_per_epoch']:.2f} |",
+        f"| UnitedNet supervised | {sup['accuracy']:.3f}{sd_s['accuracy']} | {sup['ari']:.3f}{sd_s['ari']} | "
+        f"{sup['nmi']:.3f} | {sup['s_per_epoch']:.2f} |",
+        f"| UnitedNet unsupervised (matched acc.) | {uns['matched_accuracy']:.3f}{sd_u['matched_accuracy']} | "
+        f"{uns['ari']:.3f}{sd_u['ari']} | {uns['nmi']:.3f} | {uns['s_per_epoch']:.2f} |",
         f"| logistic regression, all modalities | {summary['logreg_all']['accuracy']:.3f} | "
         f"{summary['logreg_all']['ari']:.3f} | | |",
         f"| logistic regression, RNA only | {summary['logreg_rna']['accuracy']:.3f} | "
