@@ -4,6 +4,8 @@ Run from the repository root (CPU, one torch thread):
 
     python benchmarks/genomic_interpreter.py                 # all three parts
     python benchmarks/genomic_interpreter.py --parts real    # or planted / cost
+    python benchmarks/genomic_interpreter.py --parts screen --label w64 --swin-kwargs '{"dims": [64, 64, 64]}'
+                                                             # a swin1d variant, scored on validation only
 
 Writes ``benchmarks/results/genomic_interpreter.{md,json}`` and ``genomic_interpreter_{cost,attention}.png``.
 The real data are read through ``mx.datasets.oct4_mafk`` (``$MULTIOMIX_DATA_DIR``, default ``../shared/data``).
