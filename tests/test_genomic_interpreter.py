@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import multiomix as mx
-from multiomix.models._genomic_interpreter import build_backbone, infer_loss
+from multiomix.models._genomic_interpreter import DEFAULT_BACKBONE_KWARGS, build_backbone, infer_loss
 from multiomix.nn.swin1d import Attention, Swin1D, SwinLayer, TokenMerge, TrackHead
 
 os.environ.setdefault("MULTIOMIX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -151,6 +151,17 @@ def test_swin_shapes_merge_and_attention_layers():
     full = Swin1D(**{**TINY_SWIN, "window": None})
     _, w_full = full(torch.randn(1, 50, 4), return_attention=True)
     assert (w_full["stage0.layer0.regular"].dense()[0] > 0).all()  # one window = full attention
+
+
+def test_full_attention_default_is_the_swin_network_with_one_window():
+    # the cost comparison relies on both defaults being the same network apart from the window
+    swin, full = DEFAULT_BACKBONE_KWARGS["swin1d"], DEFAULT_BACKBONE_KWARGS["full_attention"]
+    assert {**swin, "window": None} == full and swin["window"] is not None
+    nets = [build_backbone(name) for name in ("swin1d", "full_attention")]
+    assert [p.shape for p in nets[0].parameters()] == [p.shape for p in nets[1].parameters()]
+    nets[1].load_state_dict(nets[0].state_dict())  # same weights (the position basis spans the window)
+    x = torch.randn(1, 200, 4)
+    assert nets[0](x).shape == nets[1](x).shape == (1, 13, swin["dims"][-1])
 
 
 @pytest.mark.parametrize("name", ["cnn_maxpool", "cnn_attpool", "cnn_dilated", "enformer_like"])
