@@ -338,8 +338,9 @@ def _commands(old: dict) -> list[str]:
     for run in old.get("screen", []):
         epochs = f" --epochs {run['epochs']}" if run["epochs"] != 10 else ""
         epochs += f" --seed {run['seed']}" if run["seed"] else ""
-        kwargs = json.dumps(run["swin_kwargs"], separators=(",", ":"))
-        kwargs = f" --swin-kwargs '{kwargs}'" if run["swin_kwargs"] else ""
+        # the settings that differ from the current defaults, so that the command reproduces the run today
+        swin = _swin_difference(run["models"]["swin1d"]["backbone_kwargs"]) if "swin1d" in run["models"] else {}
+        kwargs = f" --swin-kwargs '{json.dumps(swin, separators=(',', ':'))}'" if swin else ""
         out.append(f"{script} --parts screen --label {run['label']}{epochs}{kwargs} "
                    f"--backbones {' '.join(run['models'])}")
     if "speed" in old:
@@ -410,12 +411,18 @@ def _real_lines(r: dict, speed: dict) -> list[str]:
     return lines
 
 
-def _screen_lines(screens: list[dict]) -> list[str]:
+def _swin_difference(kwargs: dict) -> dict:
+    """Swin1D settings of a run (``backbone_kwargs`` as stored) that differ from the current swin1d defaults."""
     from multiomix.models._genomic_interpreter import DEFAULT_BACKBONE_KWARGS
     from multiomix.nn.swin1d import Swin1D
 
     signature = json.loads(json.dumps({k: v.default for k, v in inspect.signature(Swin1D).parameters.items()}))
     full_default = {**signature, **json.loads(json.dumps(DEFAULT_BACKBONE_KWARGS["swin1d"]))}
+    kwargs = {**signature, **kwargs}  # settings not given: the class's own defaults
+    return {k: v for k, v in kwargs.items() if full_default.get(k) != v}
+
+
+def _screen_lines(screens: list[dict]) -> list[str]:
     lines = ["## Choosing the swin1d settings (validation split only)", "",
              "Each variant was fitted once (seed in the table) on the Oct4/Mafk training peaks with the settings "
              "of the table above and scored on the 780 validation peaks only (the test split is not scored in these "
@@ -423,16 +430,15 @@ def _screen_lines(screens: list[dict]) -> list[str]:
              "AUROC and binary cross-entropy (BCE) of the strand-averaged predictions with the weights of the best "
              "validation epoch. As the validation AUROC is close to 1 for every model, the BCE decides. "
              "The third column lists the swin1d settings that differ from the current defaults "
-             "(`DEFAULT_BACKBONE_KWARGS['swin1d']`; `-` and `(default)`: none); the runs' own overrides are in "
-             "their commands at the top of the page.", "",
+             "(`DEFAULT_BACKBONE_KWARGS['swin1d']`; `-` and `(default)`: none); the commands at the top of the page "
+             "give these as `--swin-kwargs`, so that they reproduce the runs with the current defaults.", "",
              "| run | backbone | differs from the default | seed | epochs | validation AUROC | validation BCE "
              "| best epoch | parameters | s / epoch | load average |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in screens:
         load = f"{run['load_average_start']:.1f} -> {run['load_average_end']:.1f}"
         for name, m in run["models"].items():
-            kwargs = {**signature, **m["backbone_kwargs"]}  # settings not given: the class's own defaults
-            diff = {k: v for k, v in kwargs.items() if full_default.get(k) != v} if name == "swin1d" else {}
+            diff = _swin_difference(m["backbone_kwargs"]) if name == "swin1d" else {}
             over_text = ", ".join(f"{k}={v}" for k, v in diff.items()) or ("-" if name == "swin1d" else "(baseline)")
             mark = " (default)" if name == "swin1d" and not diff else ""
             lines.append(f"| {run['label']} | {name}{mark} | {over_text} | {run['seed']} | {run['epochs']} | "
