@@ -303,6 +303,8 @@ def test_clear_errors(supervised):
     UnitedNet.setup_mudata(reference, label_key="group")
     with pytest.raises(ValueError, match="cluster_head_choice"):
         UnitedNet(reference, mode="unsupervised", cluster_head_choice="best")
+    with pytest.raises(ValueError, match="head_fusion_init"):
+        UnitedNet(reference, mode="unsupervised", head_fusion_init="random")
     single = MuData({"rna": reference.mod["rna"].copy()})
     single.obs["group"] = reference.obs["group"].values
     with pytest.raises(ValueError, match="at least two modalities"):

@@ -519,8 +519,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         whose clusters of the training rows have the highest silhouette in the concatenated modality latents
         (a space shared by all heads, so the scores are comparable); ``"loss"``: the head with the lowest
         validation self-entropy + DDC loss (the loss each head minimises, which favours heads whose own
-        projection is compact rather than heads that cluster the cells well). Without labels, both are
-        label-free choices.
+        projection is compact rather than heads that cluster the cells well). Neither uses labels.
     loss_weights
         Override weights of ``reconstruction``, ``translation``, ``contrastive``, ``adversarial``,
         ``self_entropy``, ``ddc``.
@@ -583,6 +582,8 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         super().__init__(mdata)
         if mode not in _PHASES:
             raise ValueError(f"`mode` must be one of {list(_PHASES)}, got {mode!r}.")
+        if head_fusion_init not in ("auto", "uniform", "diverse"):
+            raise ValueError(f"`head_fusion_init` must be 'auto', 'uniform' or 'diverse', got {head_fusion_init!r}.")
         if head_fusion_init == "auto":
             head_fusion_init = "diverse" if mode == "unsupervised" else "uniform"
         if cluster_head_choice not in ("silhouette", "loss"):
