@@ -296,6 +296,15 @@ def plot_cost(rows: list[dict]) -> None:
     fig.savefig(RESULTS / "genomic_interpreter_cost.png", dpi=110)
 
 
+def _keep_most_seeds(models: dict, name: str, entry: dict) -> bool:
+    """Store ``entry`` under ``name`` unless ``models`` holds one with more seeds (ties: the new one); say if kept."""
+    entry = dict(entry, n_seeds=entry.get("n_seeds", 1))
+    if name in models and entry["n_seeds"] < models[name]["n_seeds"]:
+        return False
+    models[name] = entry
+    return True
+
+
 def _merge_real(paths: list[Path]) -> dict:
     """Merge the real-data part files: per backbone, the entry with the most seeds (ties: the later file)."""
     merged, runs = None, []
@@ -309,9 +318,7 @@ def _merge_real(paths: list[Path]) -> dict:
             merged = {k: v for k, v in value.items() if k != "models"}
             merged["models"] = {}
         for name, m in value["models"].items():
-            m = dict(m, n_seeds=m.get("n_seeds", 1))
-            if name not in merged["models"] or m["n_seeds"] >= merged["models"][name]["n_seeds"]:
-                merged["models"][name] = m
+            _keep_most_seeds(merged["models"], name, m)
     merged["models"] = {b: merged["models"][b] for b in BACKBONES if b in merged["models"]}
     merged["runs"] = runs
     return merged
@@ -335,14 +342,11 @@ def _merge_planted(paths: list[Path]) -> dict:
                                "load_average_start": value.get("load_average_start"),
                                "load_average_end": value.get("load_average_end")})
         for name, m in value["models"].items():
-            m = dict(m, n_seeds=m.get("n_seeds", 1))
-            if name not in merged["models"] or m["n_seeds"] >= merged["models"][name]["n_seeds"]:
-                merged["models"][name] = m
-                if name == "swin1d":
-                    for key in attention_keys:
-                        merged.pop(key, None)
-                        if key in value:
-                            merged[key] = value[key]
+            if _keep_most_seeds(merged["models"], name, m) and name == "swin1d":
+                for key in attention_keys:
+                    merged.pop(key, None)
+                    if key in value:
+                        merged[key] = value[key]
     for value in by_size.values():
         value["models"] = {b: value["models"][b] for b in BACKBONES if b in value["models"]}
     return {str(size): by_size[size] for size in sorted(by_size)}
