@@ -108,10 +108,13 @@ def part_real(epochs: int, train_size: int | None, backbones: list[str], seeds: 
     return out
 
 
-def part_screen(epochs: int, backbones: list[str], swin_kwargs: dict, label: str, seed: int = 0) -> dict:
+def part_screen(epochs: int, backbones: list[str], swin_kwargs: dict, label: str, seed: int = 0,
+                plan_kwargs: dict | None = None, train_kwargs: dict | None = None) -> dict:
     """Fit each backbone once and keep only validation numbers (used to choose the swin1d settings).
 
-    ``swin_kwargs`` override the swin1d defaults (other backbones keep theirs). The held-out test split is not
+    ``swin_kwargs`` override the swin1d defaults (other backbones keep theirs); ``plan_kwargs`` (training-plan
+    settings such as ``lr_decay``) and ``train_kwargs`` (other settings of ``fit_genomic_interpreter``, e.g.
+    ``head_pool`` or ``early_stopping``) apply to every backbone of the run. The held-out test split is not
     scored here, so that a configuration chosen from these runs was not chosen on the test regions. Stored per
     backbone: the validation AUROC and binary cross-entropy of the strand-averaged predictions with the restored
     (best-epoch) weights, the per-epoch validation loss (one strand, as logged during training) and the best epoch.
@@ -121,11 +124,13 @@ def part_screen(epochs: int, backbones: list[str], swin_kwargs: dict, label: str
     adata = mx.datasets.oct4_mafk()
     val_rows = np.flatnonzero(adata.obs["split"].to_numpy() == "validation")
     out = {"label": label, "epochs": epochs, "seed": seed, "swin_kwargs": swin_kwargs,
+           "plan_kwargs": plan_kwargs or {}, "train_kwargs": train_kwargs or {},
            "load_average_start": os.getloadavg()[0], "models": {}}
     for backbone in backbones:
         overrides = swin_kwargs if backbone == "swin1d" else {}
         _, work, per_epoch = fit_one(adata, backbone, epochs=epochs, seed=seed, batch_size=64, lr=1e-3,
-                                     backbone_kwargs=overrides or None)
+                                     backbone_kwargs=overrides or None, plan_kwargs=plan_kwargs or None,
+                                     **(train_kwargs or {}))
         uns = work.uns["genomic_interpreter"]
         prob = np.clip(work.obsm["genomic_interpreter_prediction"][val_rows, 0].astype(float), 1e-7, 1 - 1e-7)
         y = np.asarray(work.X[val_rows, 0], dtype=float).ravel()  # 1 for Oct4, 0 for Mafk
@@ -136,7 +141,7 @@ def part_screen(epochs: int, backbones: list[str], swin_kwargs: dict, label: str
             "backbone_kwargs": json.loads(uns["params"]["backbone_kwargs"]),
             "validation_auroc": float(uns["metrics"]["validation"]["auroc"].iloc[0]),
             "validation_bce": bce, "validation_loss_per_epoch": val_loss.tolist(),
-            "best_epoch": int(np.nanargmin(val_loss)), "seconds_per_epoch": per_epoch,
+            "best_epoch": int(np.nanargmin(val_loss)), "epochs_run": len(val_loss), "seconds_per_epoch": per_epoch,
             "n_parameters": int(uns["params"]["n_parameters"]),
         }
         print(label, backbone, {k: v for k, v in out["models"][backbone].items()
@@ -376,6 +381,10 @@ def _commands(old: dict) -> list[str]:
         # the settings that differ from the current defaults, so that the command reproduces the run today
         swin = _swin_difference(run["models"]["swin1d"]["backbone_kwargs"]) if "swin1d" in run["models"] else {}
         kwargs = f" --swin-kwargs '{json.dumps(swin, separators=(',', ':'))}'" if swin else ""
+        plan = run.get("plan_kwargs", {})
+        kwargs += f" --plan-kwargs '{json.dumps(plan, separators=(',', ':'))}'" if plan else ""
+        train = run.get("train_kwargs", {})
+        kwargs += f" --train-kwargs '{json.dumps(train, separators=(',', ':'))}'" if train else ""
         out.append(f"{script} --parts screen --label {run['label']}{epochs}{kwargs} "
                    f"--backbones {' '.join(run['models'])}")
     if "speed" in old:
@@ -474,8 +483,10 @@ def _screen_lines(screens: list[dict]) -> list[str]:
         load = f"{run['load_average_start']:.1f} -> {run['load_average_end']:.1f}"
         for name, m in run["models"].items():
             diff = _swin_difference(m["backbone_kwargs"]) if name == "swin1d" else {}
-            over_text = ", ".join(f"{k}={v}" for k, v in diff.items()) or ("-" if name == "swin1d" else "(baseline)")
-            mark = " (default)" if name == "swin1d" and not diff else ""
+            plan = {**run.get("plan_kwargs", {}), **run.get("train_kwargs", {})}
+            over_text = ", ".join(f"{k}={v}" for k, v in {**diff, **plan}.items())
+            over_text = over_text or ("-" if name == "swin1d" else "(baseline)")
+            mark = " (default)" if name == "swin1d" and not diff and not plan else ""
             lines.append(f"| {run['label']} | {name}{mark} | {over_text} | {run['seed']} | {run['epochs']} | "
                          f"{m['validation_auroc']:.4f} | {m['validation_bce']:.4f} | {m['best_epoch'] + 1} | "
                          f"{m['n_parameters']:,} | {m['seconds_per_epoch']:.1f} | {load} |")
@@ -599,6 +610,10 @@ def main() -> None:
     parser.add_argument("--cost-one", nargs=2, metavar=("BACKBONE", "LENGTH"))
     parser.add_argument("--swin-kwargs", type=json.loads, default={},
                         help="JSON overrides of the swin1d settings for --parts screen")
+    parser.add_argument("--plan-kwargs", type=json.loads, default={},
+                        help="JSON training-plan settings for every backbone of a --parts screen run")
+    parser.add_argument("--train-kwargs", type=json.loads, default={},
+                        help="JSON fit settings (e.g. head_pool, early_stopping) for a --parts screen run")
     parser.add_argument("--label", default="", help="name of a --parts screen run (part file and report row)")
     parser.add_argument("--seed", type=int, default=0, help="seed of a --parts screen run")
     args = parser.parse_args()
@@ -614,7 +629,8 @@ def main() -> None:
     if "screen" in args.parts:
         if not args.label:
             parser.error("--parts screen needs --label")
-        screen = part_screen(args.epochs, args.backbones, args.swin_kwargs, args.label, seed=args.seed)
+        screen = part_screen(args.epochs, args.backbones, args.swin_kwargs, args.label, seed=args.seed,
+                             plan_kwargs=args.plan_kwargs, train_kwargs=args.train_kwargs)
         screen["finished"] = time.time()
         write_report({"screen": screen}, tag=args.label)
     if "planted" in args.parts:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import multiomix as mx
-from multiomix.models._genomic_interpreter import DEFAULT_BACKBONE_KWARGS, build_backbone, infer_loss
+from multiomix.models._genomic_interpreter import DEFAULT_BACKBONE_KWARGS, build_backbone, infer_loss, lr_factor
 from multiomix.nn.swin1d import Attention, Swin1D, SwinLayer, TokenMerge, TrackHead
 
 os.environ.setdefault("MULTIOMIX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -164,6 +164,20 @@ def test_full_attention_default_is_the_swin_network_with_one_window():
     assert nets[0](x).shape == nets[1](x).shape == (1, 13, swin["dims"][-1])
 
 
+def test_attention_pooling_starts_as_the_mean_and_can_select_a_position():
+    torch.manual_seed(0)
+    meanmax, attention = TrackHead(dim=8, n_tracks=2), TrackHead(dim=8, n_tracks=2, pool="attention")
+    attention.net.load_state_dict(meanmax.net.state_dict())
+    tokens = torch.randn(3, 10, 8)
+    torch.testing.assert_close(attention(tokens), meanmax(tokens))
+    with torch.no_grad():  # large self-weights: each feature's softmax picks the position where it is largest
+        attention.pool_logits.weight.copy_(1000 * torch.eye(8))
+    peak = tokens.amax(dim=1)
+    torch.testing.assert_close(attention(tokens), attention.net(torch.cat([peak, peak], dim=-1)), atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="pool"):
+        TrackHead(dim=8, n_tracks=2, pool="sum")
+
+
 @pytest.mark.parametrize("name", ["cnn_maxpool", "cnn_attpool", "cnn_dilated", "enformer_like"])
 def test_baseline_backbones(name):
     net = build_backbone(name)
@@ -291,6 +305,23 @@ def test_deterministic(motif_data):
                                       max_epochs=1, random_state=3, **FIT)
         preds.append(adata.obsm["genomic_interpreter_prediction"])
     np.testing.assert_array_equal(preds[0], preds[1])
+
+
+def test_warmup_then_cosine_decay(motif_data):
+    cosine = [lr_factor(step, warmup=3, total=13, decay="cosine") for step in range(13)]
+    np.testing.assert_allclose(cosine[:4], [1 / 3, 2 / 3, 1.0, 1.0])
+    assert all(a > b for a, b in zip(cosine[3:], cosine[4:])) and cosine[-1] < 0.05
+    assert [lr_factor(step, warmup=3, total=13) for step in range(3, 13)] == [1.0] * 10
+    final = {}
+    for decay in ("constant", "cosine"):
+        model = mx.tl.fit_genomic_interpreter(motif_data[:100].copy(), backbone="cnn_maxpool",
+                                              backbone_kwargs={"dims": (8, 8)}, max_epochs=2, lr=1e-3,
+                                              plan_kwargs={"lr_decay": decay}, **FIT)
+        final[decay] = model.trainer.optimizers[0].param_groups[0]["lr"]
+    assert final["constant"] == pytest.approx(1e-3) and final["cosine"] < 1e-4
+    with pytest.raises(ValueError, match="lr_decay"):
+        mx.tl.fit_genomic_interpreter(motif_data[:100].copy(), backbone="cnn_maxpool", max_epochs=1,
+                                      plan_kwargs={"lr_decay": "linear"}, **FIT)
 
 
 def test_profile_targets_and_binary_loss():

@@ -20,6 +20,7 @@ from multiomix.nn.unitednet import (
     UnitedNetwork,
     contrastive_loss,
     ddc_loss,
+    refine_prototypes,
     self_entropy_loss,
 )
 
@@ -97,6 +98,22 @@ def test_diverse_fusion_init_favours_one_modality_per_head():
     torch.testing.assert_close(few[1], torch.full((3, 4), 1 / 3))
     with pytest.raises(ValueError, match="fusion_init"):
         CosinePrototypeHeads(n_modalities=2, latent_dim=4, projection_dim=6, n_classes=3, fusion_init="random")
+
+
+def test_refine_prototypes_moves_prototypes_to_their_cells():
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.eye(3, 8) * 3  # three planted directions in an 8-d projection
+    labels = torch.arange(3).repeat_interleave(40)
+    hidden = (truth[labels] + 0.5 * torch.randn(120, 8, generator=gen))[None]  # one head
+    # prototypes start between the clusters, plus one that no cell prefers
+    start = torch.stack([truth[0] + truth[1], truth[1] + truth[2], truth[2] + 0.8 * truth[0], -truth.sum(0)])
+    refined = refine_prototypes(hidden, start[None])[0]
+    unit = torch.nn.functional.normalize
+    assert bool(((unit(truth, dim=-1) @ unit(refined[:3], dim=-1).T).amax(1) > 0.95).all())
+    assign = (hidden[0] @ unit(refined, dim=-1).T).argmax(-1)
+    before = (hidden[0] @ unit(start, dim=-1).T).argmax(-1)
+    assert adjusted_rand_score(labels, before) < 0.6 < 0.95 < adjusted_rand_score(labels, assign)
+    torch.testing.assert_close(refined[3], start[3])  # no cells: unchanged
 
 
 def test_losses_prefer_the_right_answer():
@@ -182,6 +199,11 @@ def test_unsupervised_recovers_clusters():
     assert ari > 0.7
     assert model.classes_ == ["0", "1", "2", "3"]
     assert mdata.uns["unitednet"]["metrics"]["train"]["ari"] > 0.7
+    # the prototypes were refined on the training rows at the end of training: refining again is a fixed point
+    heads = model.module.net.heads
+    refined = heads.prototypes.detach().clone()
+    model._refine_prototypes(np.asarray(model.train_indices))
+    torch.testing.assert_close(heads.prototypes.detach(), refined)
     # the head is chosen by the silhouette of its clusters in the joint latent: a head whose projection is
     # scrambled loses the choice even when it was the best head before
     scores = model.head_silhouettes_

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -87,14 +89,16 @@ class GenomicInterpreterModule(BaseModuleClass):
         ``"poisson"`` (counts; log-rate output), ``"bce"`` (binary; logits) or ``"mse"``.
     reverse_complement
         Whether the training plan may augment with reverse complements (profiles are flipped with the DNA).
+    head_pool
+        Pooling of the tokens for one value per region (see :class:`~multiomix.nn.swin1d.TrackHead`).
     """
 
     def __init__(self, *, backbone: str, backbone_kwargs: dict, n_tracks: int, n_bins: int | None,
-                 loss: str, reverse_complement: bool = True):
+                 loss: str, reverse_complement: bool = True, head_pool: str = "meanmax"):
         super().__init__()
         self.backbone_name, self.loss_name = backbone, loss
         self.backbone = build_backbone(backbone, **backbone_kwargs)
-        self.head = TrackHead(dim=self.backbone.out_dim, n_tracks=n_tracks, n_bins=n_bins)
+        self.head = TrackHead(dim=self.backbone.out_dim, n_tracks=n_tracks, n_bins=n_bins, pool=head_pool)
         self.n_bins, self.reverse_complement = n_bins, reverse_complement
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -183,29 +187,40 @@ class GenomicInterpreterTrainingPlan(TrainingPlan):
         attention backbones could drift, in the first steps at the full rate, into adding one large
         sample-independent vector to every token, which the final LayerNorm then leaves as a constant
         prediction (observed on planted motif counts at lr 2e-3).
+    lr_decay
+        Learning rate after the warm-up: ``"constant"`` or ``"cosine"`` (half-cosine from the full rate to 0
+        over the remaining steps of ``max_epochs``).
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
 
-    def __init__(self, module: GenomicInterpreterModule, *, warmup_epochs: float = 1.0, **kwargs: Any):
+    def __init__(self, module: GenomicInterpreterModule, *, warmup_epochs: float = 1.0,
+                 lr_decay: str = "constant", **kwargs: Any):
         super().__init__(module, **kwargs)
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be non-negative, got {warmup_epochs}.")
+        if lr_decay not in ("constant", "cosine"):
+            raise ValueError(f"lr_decay must be 'constant' or 'cosine', got {lr_decay!r}.")
         self.warmup_epochs = warmup_epochs
+        self.lr_decay = lr_decay
         self._val_pred: list[torch.Tensor] = []
         self._val_obs: list[torch.Tensor] = []
 
     def configure_optimizers(self):
-        """Return the base optimiser (and plateau scheduler, if asked for) with a per-step linear warm-up."""
+        """Return the base optimiser (and plateau scheduler, if asked for) with a per-step warm-up and decay."""
         config = super().configure_optimizers()
-        if self.warmup_epochs <= 0 or "lr_scheduler" in config:
+        if (self.warmup_epochs <= 0 and self.lr_decay == "constant") or "lr_scheduler" in config:
             return config
         try:
-            per_epoch = self.trainer.estimated_stepping_batches / max(self.trainer.max_epochs, 1)
-        except (AttributeError, RuntimeError, ZeroDivisionError):
-            per_epoch = 100
-        steps = max(1, int(round(self.warmup_epochs * per_epoch))) if np.isfinite(per_epoch) else 100
-        scheduler = torch.optim.lr_scheduler.LambdaLR(config["optimizer"], lambda step: min(1.0, (step + 1) / steps))
+            total = float(self.trainer.estimated_stepping_batches)
+        except (AttributeError, RuntimeError):
+            total = float("inf")
+        if not np.isfinite(total):
+            total = 100.0 * max(self.trainer.max_epochs or 1, 1)
+        warmup = int(round(self.warmup_epochs * total / max(self.trainer.max_epochs or 1, 1)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            config["optimizer"], partial(lr_factor, warmup=warmup, total=int(total), decay=self.lr_decay)
+        )
         config["lr_scheduler"] = {"scheduler": scheduler, "interval": "step"}
         return config
 
@@ -248,6 +263,22 @@ class GenomicInterpreterTrainingPlan(TrainingPlan):
             self.log("validation_auroc", float(np.nanmean(table["auroc"])), sync_dist=self.use_sync_dist)
 
 
+def lr_factor(step: int, *, warmup: int, total: int, decay: str = "constant") -> float:
+    """Learning-rate multiplier at optimiser ``step``: linear warm-up, then constant or half-cosine to 0.
+
+    Examples
+    --------
+    >>> [round(lr_factor(s, warmup=2, total=6, decay="cosine"), 2) for s in range(6)]
+    [0.5, 1.0, 1.0, 0.85, 0.5, 0.15]
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
 def infer_loss(targets) -> str:
     """``"bce"`` for 0/1 targets, ``"poisson"`` for non-negative integers, else ``"mse"``.
 
@@ -288,6 +319,9 @@ class GenomicInterpreter(UnsupervisedTrainingMixin, BaseModelClass):
         ``"auto"`` (BCE for 0/1, Poisson for counts, else MSE), ``"poisson"``, ``"bce"`` or ``"mse"``.
     reverse_complement
         Augment training batches with reverse complements (each region flipped with probability 0.5).
+    head_pool
+        For one value per region: ``"meanmax"`` concatenates the mean and the max of the backbone's tokens;
+        ``"attention"`` replaces the mean by a learned softmax-weighted sum per feature (started as the mean).
     random_state
         Seed of the weight initialisation, the validation split and the augmentation.
 
@@ -312,6 +346,7 @@ class GenomicInterpreter(UnsupervisedTrainingMixin, BaseModelClass):
         backbone_kwargs: dict | None = None,
         loss: Literal["auto", "poisson", "bce", "mse"] = "auto",
         reverse_complement: bool = True,
+        head_pool: Literal["meanmax", "attention"] = "meanmax",
         random_state: int = 0,
     ):
         super().__init__(adata)
@@ -331,7 +366,7 @@ class GenomicInterpreter(UnsupervisedTrainingMixin, BaseModelClass):
         kwargs = dict(backbone_kwargs or {})
         torch.manual_seed(random_state)
         self.module = self._module_cls(backbone=backbone, backbone_kwargs=kwargs, n_tracks=n_tracks, n_bins=n_bins,
-                                       loss=loss, reverse_complement=reverse_complement)
+                                       loss=loss, reverse_complement=reverse_complement, head_pool=head_pool)
         self._init_output_bias(targets, loss)
         self.random_state, self.loss_ = random_state, loss
         n_params = sum(p.numel() for p in self.module.parameters())

@@ -26,6 +26,7 @@ from multiomix.nn.unitednet import (
     ddc_loss,
     lsgan_losses,
     reconstruction_translation_loss,
+    refine_prototypes,
     ridge_fit,
     self_entropy_loss,
 )
@@ -520,6 +521,10 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         (a space shared by all heads, so the scores are comparable); ``"loss"``: the head with the lowest
         validation self-entropy + DDC loss (the loss each head minimises, which favours heads whose own
         projection is compact rather than heads that cluster the cells well). Neither uses labels.
+    refine_clusters
+        Unsupervised mode: once training ends (before the head is chosen), move each head's prototypes to the
+        mean direction of the training cells it assigns to them, repeated until the assignments settle
+        (spherical k-means started from the learned prototypes, :func:`~multiomix.nn.unitednet.refine_prototypes`).
     loss_weights
         Override weights of ``reconstruction``, ``translation``, ``contrastive``, ``adversarial``,
         ``self_entropy``, ``ddc``.
@@ -572,6 +577,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         head_temperature: float = 1.0,
         head_fusion_init: Literal["auto", "uniform", "diverse"] = "auto",
         cluster_head_choice: Literal["silhouette", "loss"] = "silhouette",
+        refine_clusters: bool = True,
         loss_weights: dict[str, float] | None = None,
         binary: Literal["auto"] | dict[str, bool] = "auto",
         class_weighting: bool = True,
@@ -642,6 +648,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         )
         self.linear_skip_max_cells = linear_skip_max_cells
         self.cluster_head_choice = cluster_head_choice
+        self.refine_clusters = refine_clusters
         #: unsupervised mode, ``cluster_head_choice="silhouette"``: silhouette of each head's training clusters
         self.head_silhouettes_: list[float] | None = None
         self.random_state = random_state
@@ -845,6 +852,8 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
+        if self.mode == "unsupervised" and self.refine_clusters:
+            self._refine_prototypes(train_indices)
         if self.mode == "unsupervised" and self.cluster_head_choice == "silhouette":
             self._choose_cluster_head(train_indices)
         if self.module.net.linear_skip and len(validation_indices):
@@ -852,6 +861,20 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             if first_fit:  # the blend is chosen: the linear maps may now use the validation rows too
                 self._fit_linear_skip(np.union1d(train_indices, validation_indices), keep_blend=True)
         return result
+
+    @torch.no_grad()
+    def _refine_prototypes(self, rows: np.ndarray, max_cells: int = 50000) -> None:
+        """Spherical k-means of every head's prototypes on its projected training ``rows``."""
+        if len(rows) > max_cells:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(rows, max_cells, replace=False))
+        net = self.module.net
+        was_training = net.training
+        net.eval()
+        hidden = [net.classify(net.encode(self._standardised(rows[start:start + 1024])))["hidden"]
+                  for start in range(0, len(rows), 1024)]  # densify per chunk
+        net.train(was_training)
+        prototypes = net.heads.prototypes
+        prototypes.copy_(refine_prototypes(torch.cat(hidden, dim=1), prototypes.detach()))
 
     @torch.no_grad()
     def _choose_cluster_head(self, rows: np.ndarray, max_cells: int = 5000) -> None:

@@ -517,21 +517,32 @@ class Swin1D(nn.Module):
 class TrackHead(nn.Module):
     """Linear track heads on backbone tokens.
 
-    One value per region (``n_bins=None``): mean- and max-pool the tokens, then a linear map to the tracks.
-    A profile (``n_bins`` set): average-pool (or crop when the token count already matches) the tokens to
-    ``n_bins``, then a per-bin linear map.
+    One value per region (``n_bins=None``): pool the tokens (``pool="meanmax"``: mean and max;
+    ``pool="attention"``: a learned softmax-weighted sum per feature, started as the mean, and max), then an
+    MLP to the tracks. A profile (``n_bins`` set): average-pool (or crop when the token count already matches)
+    the tokens to ``n_bins``, then a per-bin MLP.
 
     Examples
     --------
     >>> TrackHead(dim=8, n_tracks=3)(torch.randn(2, 10, 8)).shape
     torch.Size([2, 3])
+    >>> TrackHead(dim=8, n_tracks=3, pool="attention")(torch.randn(2, 10, 8)).shape
+    torch.Size([2, 3])
     >>> TrackHead(dim=8, n_tracks=3, n_bins=5)(torch.randn(2, 10, 8)).shape
     torch.Size([2, 5, 3])
     """
 
-    def __init__(self, *, dim: int, n_tracks: int, n_bins: int | None = None, hidden: int | None = None):
+    def __init__(self, *, dim: int, n_tracks: int, n_bins: int | None = None, hidden: int | None = None,
+                 pool: str = "meanmax"):
         super().__init__()
-        self.n_bins = n_bins
+        if pool not in ("meanmax", "attention"):
+            raise ValueError(f"pool must be 'meanmax' or 'attention', got {pool!r}.")
+        self.n_bins, self.pool = n_bins, pool
+        # zero weights: uniform softmax, so attention pooling starts as mean pooling
+        self.pool_logits = nn.Linear(dim, dim) if pool == "attention" and n_bins is None else None
+        if exists(self.pool_logits):
+            nn.init.zeros_(self.pool_logits.weight)
+            nn.init.zeros_(self.pool_logits.bias)
         in_dim = dim if exists(n_bins) else 2 * dim
         hidden = hidden or in_dim
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, n_tracks))
@@ -539,8 +550,11 @@ class TrackHead(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Map ``(b, n, dim)`` tokens to ``(b, n_tracks)`` or ``(b, n_bins, n_tracks)``."""
         if self.n_bins is None:
-            pooled = torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=-1)
-            return self.net(pooled)
+            if exists(self.pool_logits):
+                summary = (tokens * self.pool_logits(tokens).softmax(dim=1)).sum(dim=1)
+            else:
+                summary = tokens.mean(dim=1)
+            return self.net(torch.cat([summary, tokens.amax(dim=1)], dim=-1))
         if tokens.shape[1] != self.n_bins:
             pooled = F.adaptive_avg_pool1d(rearrange(tokens, "b n d -> b d n"), self.n_bins)
             tokens = rearrange(pooled, "b d n -> b n d")

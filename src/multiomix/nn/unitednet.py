@@ -30,6 +30,7 @@ __all__ = [
     "lsgan_losses",
     "mlp",
     "reconstruction_translation_loss",
+    "refine_prototypes",
     "ridge_fit",
     "self_entropy_loss",
 ]
@@ -399,6 +400,44 @@ class UnitedNetwork(nn.Module):
             raise RuntimeError("This network has no group-identification heads (translation-only).")
         stacked, available = self.stack(z)
         return self.heads(stacked, None if bool(available.all()) else available)
+
+
+def refine_prototypes(hidden: torch.Tensor, prototypes: torch.Tensor, *, n_iter: int = 30) -> torch.Tensor:
+    """Spherical k-means on each head's projected cells, started from its prototypes.
+
+    A cell belongs to the prototype with the largest ``<h, w/|w|>`` (the head's own assignment); each
+    prototype moves to the mean direction of its cells; repeated until no assignment changes. A prototype
+    that loses all its cells keeps its direction.
+
+    Parameters
+    ----------
+    hidden
+        Projected cells, ``(heads, cells, projection_dim)``.
+    prototypes
+        Prototype rows, ``(heads, clusters, projection_dim)`` (any norm).
+
+    Returns
+    -------
+    The refined prototypes, same shape (unit rows where a prototype has cells).
+
+    Examples
+    --------
+    >>> h = torch.tensor([[[1.0, 0.1], [0.9, 0.0], [0.0, 1.0], [0.1, 0.8]]])
+    >>> refine_prototypes(h, torch.tensor([[[1.0, 1.0], [0.0, 1.0]]])).round(decimals=2)
+    tensor([[[1.0000, 0.0500],
+             [0.0600, 1.0000]]])
+    """
+    unit = F.normalize(hidden, dim=-1)
+    refined, assign = prototypes.clone(), None
+    for _ in range(n_iter):
+        new_assign = torch.einsum("hnp,hkp->hnk", unit, F.normalize(refined, dim=-1)).argmax(-1)
+        if assign is not None and torch.equal(new_assign, assign):
+            break
+        assign = new_assign
+        members = F.one_hot(assign, prototypes.shape[1]).to(unit.dtype)  # (heads, cells, clusters)
+        sums = torch.einsum("hnk,hnp->hkp", members, unit)
+        refined = torch.where(members.sum(1)[..., None] > 0, F.normalize(sums, dim=-1), refined)
+    return refined
 
 
 # losses

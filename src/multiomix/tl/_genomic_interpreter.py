@@ -39,6 +39,7 @@ def fit_genomic_interpreter(
     weight_decay: float = 1e-4,
     validation_size: float = 0.1,
     reverse_complement: bool = True,
+    head_pool: Literal["meanmax", "attention"] = "meanmax",
     random_state: int = 0,
     key_added: str = "genomic_interpreter",
     accelerator: str = "auto",
@@ -76,6 +77,9 @@ def fit_genomic_interpreter(
         Validation fraction when ``obs['split']`` is absent.
     reverse_complement
         Reverse-complement augmentation during training; predictions average both strands.
+    head_pool
+        Token pooling of the track head for one value per region, ``"meanmax"`` or ``"attention"``
+        (see :class:`~multiomix.models.GenomicInterpreter`).
     random_state
         Seed (CPU runs are reproducible).
     key_added
@@ -103,7 +107,8 @@ def fit_genomic_interpreter(
             del work.uns[key]
     GenomicInterpreter.setup_anndata(work, sequence_key=sequence_key, tracks_key=tracks_key, layer=layer)
     model = GenomicInterpreter(work, backbone=backbone, backbone_kwargs=backbone_kwargs, loss=loss,
-                               reverse_complement=reverse_complement, random_state=random_state)
+                               reverse_complement=reverse_complement, head_pool=head_pool,
+                               random_state=random_state)
     if splits is not None:
         train_idx, val_idx = splits["train"], splits["validation"]
         if len(val_idx) == 0 and validation_size > 0:
@@ -126,7 +131,7 @@ def fit_genomic_interpreter(
         "tracks_key": "" if tracks_key is None else tracks_key, "layer": "" if layer is None else layer,
         "backbone_kwargs": json.dumps({**DEFAULT_BACKBONE_KWARGS[backbone], **(backbone_kwargs or {})}),
         "max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "reverse_complement": reverse_complement, "random_state": random_state,
+        "reverse_complement": reverse_complement, "head_pool": head_pool, "random_state": random_state,
         "n_parameters": int(sum(p.numel() for p in model.module.parameters())),
     }
     result = {
