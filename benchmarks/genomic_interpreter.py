@@ -474,8 +474,11 @@ def _screen_lines(screens: list[dict]) -> list[str]:
              "AUROC and binary cross-entropy (BCE) of the strand-averaged predictions with the weights of the best "
              "validation epoch. As the validation AUROC is close to 1 for every model, the BCE decides. "
              "The third column lists the swin1d settings that differ from the current defaults "
-             "(`DEFAULT_BACKBONE_KWARGS['swin1d']`; `-` and `(default)`: none); the commands at the top of the page "
-             "give these as `--swin-kwargs`, so that they reproduce the runs with the current defaults.", "",
+             "(`DEFAULT_BACKBONE_KWARGS['swin1d']`; `-` and `(default)`: none) and, for every backbone of a run, the "
+             "training settings that differ from the real-data part's (`--plan-kwargs`, `--train-kwargs`); the "
+             "commands at the top of the page give these as options, so that they reproduce the runs with the "
+             "current defaults. With early stopping, `epochs` is the maximum and the epochs run follow in brackets.",
+             "",
              "| run | backbone | differs from the default | seed | epochs | validation AUROC | validation BCE "
              "| best epoch | parameters | s / epoch | load average |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -487,7 +490,9 @@ def _screen_lines(screens: list[dict]) -> list[str]:
             over_text = ", ".join(f"{k}={v}" for k, v in {**diff, **plan}.items())
             over_text = over_text or ("-" if name == "swin1d" else "(baseline)")
             mark = " (default)" if name == "swin1d" and not diff and not plan else ""
-            lines.append(f"| {run['label']} | {name}{mark} | {over_text} | {run['seed']} | {run['epochs']} | "
+            ran = m.get("epochs_run", run["epochs"])
+            epochs = f"{run['epochs']}" + (f" ({ran} run)" if ran != run["epochs"] else "")
+            lines.append(f"| {run['label']} | {name}{mark} | {over_text} | {run['seed']} | {epochs} | "
                          f"{m['validation_auroc']:.4f} | {m['validation_bce']:.4f} | {m['best_epoch'] + 1} | "
                          f"{m['n_parameters']:,} | {m['seconds_per_epoch']:.1f} | {load} |")
     return [*lines, ""]

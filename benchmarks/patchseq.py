@@ -53,6 +53,10 @@ MODS = ("rna", "ephys", "morph")
 PAIRS = [(s, t) for s in MODS for t in MODS if s != t]
 MODEL_KW = {"latent_dim": 64, "hidden": (256,), "n_heads": 5, "input_dropout": 0.5, "dropout": 0.2,
             "loss_weights": {"reconstruction": 0.3, "translation": 3.0}}
+# per-mode settings on top of MODEL_KW: a 32-wide latent for clustering, chosen by the ARI of the *training*
+# rows' clusters (labels are not used in unsupervised training, so this does not look at the test folds):
+# 0.432 against 0.421 (64) and 0.407 (16), 5 folds x 2 seeds
+MODE_KW = {"supervised": {}, "unsupervised": {"latent_dim": 32}}
 TRAIN_KW = {"lr": {"translation": 3e-3, "classification": 3e-3, "clustering": 3e-4}, "weight_decay": 1e-3,
             "batch_size": 64}
 ORIGINAL = {  # original UnitedNet code on this machine's CPU (10-fold, its notebook protocol), from the issue
@@ -144,7 +148,7 @@ def main() -> None:
 def fit_unitednet(mdata, mode, raw, y, train, val, test, train_all, epochs: int, seed: int) -> dict:
     """Fit one UnitedNet on ``train`` (checkpoint and head on ``val``) and score it on ``test``."""
     UnitedNet.setup_mudata(mdata, label_key="cell_type_TEM")
-    model = UnitedNet(mdata, mode=mode, n_clusters=27, random_state=seed, **MODEL_KW)
+    model = UnitedNet(mdata, mode=mode, n_clusters=27, random_state=seed, **{**MODEL_KW, **MODE_KW[mode]})
     t0 = time.perf_counter()
     model.train(epochs, train_indices=np.sort(train), validation_indices=np.sort(val), accelerator="cpu",
                 enable_progress_bar=False, **TRAIN_KW)
@@ -191,7 +195,7 @@ def write_report(rows: list[dict], args) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary: dict = {"epochs": args.epochs, "folds": len(rows), "n_splits": args.n_splits, "seeds": args.seeds,
                      "threads": args.threads,
-                     "model_kwargs": dict(MODEL_KW), "train_kwargs": TRAIN_KW,
+                     "model_kwargs": dict(MODEL_KW), "mode_kwargs": MODE_KW, "train_kwargs": TRAIN_KW,
                      "original_unitednet": ORIGINAL}
     for key in ("logreg_all", "logreg_rna"):
         summary[key] = {m: _mean(rows, key, m) for m in ("accuracy", "ari")}
@@ -220,6 +224,7 @@ def write_report(rows: list[dict], args) -> None:
         "",
         f"{args.n_splits}-fold stratified CV (random_state=0; {used}), {args.epochs} epochs per mode, batch 64, "
         f"{args.threads} CPU thread(s); standardisation and checkpoint/head choice on training rows only. "
+        f"Settings: {MODEL_KW}, per mode {MODE_KW}. "
         f"UnitedNet: {args.seeds} seed(s) per fold and mode; its numbers are means over folds and seeds"
         + (", with the standard deviation over seeds (of the fold-averaged metric) after the ±." if args.seeds > 1
            else "."),

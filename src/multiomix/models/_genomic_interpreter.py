@@ -90,7 +90,7 @@ class GenomicInterpreterModule(BaseModuleClass):
     reverse_complement
         Whether the training plan may augment with reverse complements (profiles are flipped with the DNA).
     head_pool
-        Pooling of the tokens for one value per region (see :class:`~multiomix.nn.swin1d.TrackHead`).
+        Pooling of the tokens for one value per region (see :class:`~multiomix.nn.TrackHead`).
     """
 
     def __init__(self, *, backbone: str, backbone_kwargs: dict, n_tracks: int, n_bins: int | None,
