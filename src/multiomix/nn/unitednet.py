@@ -415,6 +415,8 @@ def refine_prototypes(hidden: torch.Tensor, prototypes: torch.Tensor, *, n_iter:
         Projected cells, ``(heads, cells, projection_dim)``.
     prototypes
         Prototype rows, ``(heads, clusters, projection_dim)`` (any norm).
+    n_iter
+        Most assignment / update rounds (it stops earlier once no assignment changes).
 
     Returns
     -------
