@@ -312,6 +312,8 @@ def test_warmup_then_cosine_decay(motif_data):
     np.testing.assert_allclose(cosine[:4], [1 / 3, 2 / 3, 1.0, 1.0])
     assert all(a > b for a, b in zip(cosine[3:], cosine[4:])) and cosine[-1] < 0.05
     assert [lr_factor(step, warmup=3, total=13) for step in range(3, 13)] == [1.0] * 10
+    with pytest.raises(ValueError, match="decay"):
+        lr_factor(0, warmup=3, total=13, decay="linear")
     final = {}
     for decay in ("constant", "cosine"):
         model = mx.tl.fit_genomic_interpreter(motif_data[:100].copy(), backbone="cnn_maxpool",

@@ -114,6 +114,8 @@ def test_refine_prototypes_moves_prototypes_to_their_cells():
     before = (hidden[0] @ unit(start, dim=-1).T).argmax(-1)
     assert adjusted_rand_score(labels, before) < 0.6 < 0.95 < adjusted_rand_score(labels, assign)
     torch.testing.assert_close(refined[3], start[3])  # no cells: unchanged
+    with pytest.raises(ValueError, match="same heads and dim"):
+        refine_prototypes(hidden, start[None, :, :4])
 
 
 def test_losses_prefer_the_right_answer():

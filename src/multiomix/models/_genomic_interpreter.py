@@ -271,6 +271,8 @@ def lr_factor(step: int, *, warmup: int, total: int, decay: str = "constant") ->
     >>> [round(lr_factor(s, warmup=2, total=6, decay="cosine"), 2) for s in range(6)]
     [0.5, 1.0, 1.0, 0.85, 0.5, 0.15]
     """
+    if decay not in ("constant", "cosine"):
+        raise ValueError(f"decay must be 'constant' or 'cosine', got {decay!r}.")
     if step < warmup:
         return (step + 1) / warmup
     if decay == "constant":

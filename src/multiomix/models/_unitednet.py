@@ -863,36 +863,41 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         return result
 
     @torch.no_grad()
-    def _refine_prototypes(self, rows: np.ndarray, max_cells: int = 50000) -> None:
-        """Spherical k-means of every head's prototypes on its projected training ``rows``."""
+    def _heads_on_rows(self, rows: np.ndarray, max_cells: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Joint latent, head projections and head logits of ``rows``, in eval mode.
+
+        Shapes: ``(cells, modalities x latent)``, ``(heads, cells, projection)``, ``(heads, cells, classes)``;
+        a random subset of ``max_cells`` rows is used when there are more.
+        """
         if len(rows) > max_cells:
             rows = np.sort(np.random.default_rng(self.random_state).choice(rows, max_cells, replace=False))
         net = self.module.net
         was_training = net.training
         net.eval()
-        hidden = [net.classify(net.encode(self._standardised(rows[start:start + 1024])))["hidden"]
-                  for start in range(0, len(rows), 1024)]  # densify per chunk
+        joint, hidden, logits = [], [], []
+        for start in range(0, len(rows), 1024):  # densify per chunk
+            z = net.encode(self._standardised(rows[start:start + 1024]))
+            out = net.classify(z)
+            joint.append(torch.cat([z[m] for m in self.modalities], dim=1))
+            hidden.append(out["hidden"])
+            logits.append(out["logits"])
         net.train(was_training)
-        prototypes = net.heads.prototypes
-        prototypes.copy_(refine_prototypes(torch.cat(hidden, dim=1), prototypes.detach()))
+        return torch.cat(joint), torch.cat(hidden, dim=1), torch.cat(logits, dim=1)
+
+    @torch.no_grad()
+    def _refine_prototypes(self, rows: np.ndarray, max_cells: int = 50000) -> None:
+        """Spherical k-means of every head's prototypes on its projected training ``rows``."""
+        _, hidden, _ = self._heads_on_rows(rows, max_cells)
+        prototypes = self.module.net.heads.prototypes
+        prototypes.copy_(refine_prototypes(hidden, prototypes.detach()))
 
     @torch.no_grad()
     def _choose_cluster_head(self, rows: np.ndarray, max_cells: int = 5000) -> None:
         """Make the head whose clusters of ``rows`` have the highest silhouette in the joint latent the best head."""
         from sklearn.metrics import silhouette_score
 
-        if len(rows) > max_cells:
-            rows = np.sort(np.random.default_rng(self.random_state).choice(rows, max_cells, replace=False))
-        net = self.module.net
-        was_training = net.training
-        net.eval()
-        joint, clusters = [], []
-        for start in range(0, len(rows), 1024):  # densify per chunk
-            z = net.encode(self._standardised(rows[start:start + 1024]))
-            clusters.append(net.classify(z)["logits"].argmax(-1).cpu())
-            joint.append(torch.cat([z[m] for m in self.modalities], dim=1).cpu())
-        net.train(was_training)
-        joint, clusters = torch.cat(joint).numpy(), torch.cat(clusters, dim=1).numpy()  # clusters: (heads, cells)
+        joint, _, logits = self._heads_on_rows(rows, max_cells)
+        joint, clusters = joint.cpu().numpy(), logits.argmax(-1).cpu().numpy()  # clusters: (heads, cells)
         scores = [
             float(silhouette_score(joint, c)) if 1 < len(np.unique(c)) < len(c) else float("-inf") for c in clusters
         ]

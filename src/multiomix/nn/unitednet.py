@@ -429,6 +429,11 @@ def refine_prototypes(hidden: torch.Tensor, prototypes: torch.Tensor, *, n_iter:
     tensor([[[1.0000, 0.0500],
              [0.0600, 1.0000]]])
     """
+    if hidden.dim() != 3 or prototypes.dim() != 3 or hidden.shape[::2] != prototypes.shape[::2]:
+        raise ValueError(
+            f"Expected hidden (heads, cells, dim) and prototypes (heads, clusters, dim) with the same heads and dim, "
+            f"got {tuple(hidden.shape)} and {tuple(prototypes.shape)}."
+        )
     unit = F.normalize(hidden, dim=-1)
     refined, assign = prototypes.clone(), None
     for _ in range(n_iter):
