@@ -153,6 +153,25 @@ def test_swin_shapes_merge_and_attention_layers():
     assert (w_full["stage0.layer0.regular"].dense()[0] > 0).all()  # one window = full attention
 
 
+def test_stochastic_depth_grows_over_layers_and_only_acts_in_training():
+    net = Swin1D(**{**TINY_SWIN, "drop_path": 0.3})
+    rates = [layer.drop_path.p for _, layers in net.stages for layer in layers]
+    rates += [d.p for d in net.transformer.drop_paths]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.3) and rates == sorted(rates)
+    x = torch.randn(8, 50, 4)
+    plain = Swin1D(**TINY_SWIN)
+    plain.load_state_dict(net.state_dict())  # drop path adds no parameters
+    net.eval(), plain.eval()
+    torch.testing.assert_close(net(x), plain(x))  # evaluation: identical to the network without it
+    net.train()
+    torch.manual_seed(0)
+    first = net(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(first, net(x))  # training: branches dropped at random
+    with pytest.raises(ValueError, match="drop path"):
+        Swin1D(**{**TINY_SWIN, "drop_path": 1.0})
+
+
 def test_full_attention_default_is_the_swin_network_with_one_window():
     # the cost comparison relies on both defaults being the same network apart from the window
     swin, full = DEFAULT_BACKBONE_KWARGS["swin1d"], DEFAULT_BACKBONE_KWARGS["full_attention"]

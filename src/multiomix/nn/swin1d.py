@@ -66,7 +66,50 @@ def relative_distance_basis(distances: torch.Tensor, *, max_distance: int, n_bas
     return torch.cat([symmetric, sign * symmetric], dim=-1)
 
 
+def stochastic_depth_rates(n_layers: int, max_rate: float) -> list[float]:
+    """Per-layer drop-path rates growing linearly from 0 (first layer) to ``max_rate`` (last), as in Swin.
+
+    Examples
+    --------
+    >>> stochastic_depth_rates(3, 0.2)
+    [0.0, 0.1, 0.2]
+    """
+    if n_layers <= 1:
+        return [0.0] * n_layers
+    return [max_rate * k / (n_layers - 1) for k in range(n_layers)]
+
+
 # classes
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al., ECCV 2016): zero a residual branch for whole samples while training.
+
+    Each sample's branch output is kept with probability ``1 - p`` and then scaled by ``1 / (1 - p)``, so the
+    expectation is unchanged; in evaluation mode the branch passes through untouched.
+
+    Examples
+    --------
+    >>> drop = DropPath(0.5).train()
+    >>> out = drop(torch.ones(1000, 3, 2))
+    >>> sorted(out[:, 0, 0].unique().tolist())
+    [0.0, 2.0]
+    >>> bool((DropPath(0.5).eval()(torch.ones(4, 3)) == 1).all())
+    True
+    """
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {p}.")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Drop ``x`` ``(b, ...)`` per sample with probability ``p`` (training mode only)."""
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
 
 
 class Attention(nn.Module):
@@ -211,6 +254,8 @@ class SwinLayer(nn.Module):
         Window size in tokens (``None``: one window over the whole sequence, i.e. full attention).
     heads, dim_head, dropout
         Attention settings.
+    drop_path
+        Stochastic-depth probability of each residual branch (attention and feed-forward, both passes).
 
     Examples
     --------
@@ -220,9 +265,11 @@ class SwinLayer(nn.Module):
     (torch.Size([2, 10, 16]), torch.Size([2, 2, 10, 10]))
     """
 
-    def __init__(self, *, dim: int, window: int | None, heads: int = 4, dim_head: int = 32, dropout: float = 0.0):
+    def __init__(self, *, dim: int, window: int | None, heads: int = 4, dim_head: int = 32, dropout: float = 0.0,
+                 drop_path: float = 0.0):
         super().__init__()
         self.window = window
+        self.drop_path = DropPath(drop_path)
         self.blocks = nn.ModuleList([])
         for _ in range(2):
             self.blocks.append(
@@ -295,8 +342,8 @@ class SwinLayer(nn.Module):
             out, weights = self.window_pass(x, block=block, shift=pass_shift, n=n, return_attention=return_attention)
             if return_attention:
                 kept.append(weights)
-            x = x + self.dropout(out)
-            x = x + self.blocks[block][2](x)
+            x = x + self.drop_path(self.dropout(out))
+            x = x + self.drop_path(self.blocks[block][2](x))
             x = x * real  # keep the pad tokens at zero
         x = x[:, :n]
         return (x, kept) if return_attention else x
@@ -351,8 +398,12 @@ class Transformer(nn.Module):
     """
 
     def __init__(self, *, dim: int, depth: int, heads: int = 4, dim_head: int = 32, max_distance: int = 1024,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, drop_path: float | Sequence[float] = 0.0):
         super().__init__()
+        rates = list(drop_path) if isinstance(drop_path, list | tuple) else [drop_path] * depth
+        if len(rates) != depth:
+            raise ValueError(f"drop_path needs one rate per layer ({depth}), got {len(rates)}.")
+        self.drop_paths = nn.ModuleList([DropPath(rate) for rate in rates])
         self.layers = nn.ModuleList(
             [
                 nn.ModuleList(
@@ -373,13 +424,13 @@ class Transformer(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Transform ``(b, n, dim)``; optionally also return each layer's ``(b, heads, n, n)`` weights."""
         kept = []
-        for norm, attn, ff in self.layers:
+        for (norm, attn, ff), drop_path in zip(self.layers, self.drop_paths):
             out = attn(norm(x), return_attention=return_attention)
             if return_attention:
                 out, weights = out
                 kept.append(weights.detach())
-            x = x + self.dropout(out)
-            x = x + ff(x)
+            x = x + drop_path(self.dropout(out))
+            x = x + drop_path(ff(x))
         return (x, kept) if return_attention else x
 
 
@@ -412,6 +463,9 @@ class Swin1D(nn.Module):
         Channels of the input (4 for one-hot DNA).
     dropout
         Dropout in attention and feed-forward blocks.
+    drop_path
+        Largest stochastic-depth probability: as in Swin, the rate grows linearly from 0 at the first layer to
+        this value at the last (Swin layers, then transformer layers); 0 turns it off.
 
     Examples
     --------
@@ -440,6 +494,7 @@ class Swin1D(nn.Module):
         in_channels: int = 4,
         dropout: float = 0.0,
         max_distance: int = 1024,
+        drop_path: float = 0.0,
     ):
         super().__init__()
         if len(dims) != len(depths):
@@ -460,16 +515,18 @@ class Swin1D(nn.Module):
         self.stem = nn.Sequential(*stem)
         self.stem_pool = stem_pool
         self.windows = windows
+        rates = iter(stochastic_depth_rates(sum(depths) + transformer_depth, drop_path))
         self.stages = nn.ModuleList([])
         for i, (dim, depth, win) in enumerate(zip(dims, depths, windows)):
             merger = TokenMerge(dim=dims[i - 1], dim_out=dim, mode=merge) if i > 0 else nn.Identity()
             layers = nn.ModuleList(
-                [SwinLayer(dim=dim, window=win, heads=heads, dim_head=dim_head, dropout=dropout) for _ in range(depth)]
+                [SwinLayer(dim=dim, window=win, heads=heads, dim_head=dim_head, dropout=dropout,
+                           drop_path=next(rates)) for _ in range(depth)]
             )
             self.stages.append(nn.ModuleList([merger, layers]))
         self.transformer = (
             Transformer(dim=dims[-1], depth=transformer_depth, heads=heads, dim_head=dim_head,
-                        max_distance=max_distance, dropout=dropout)
+                        max_distance=max_distance, dropout=dropout, drop_path=list(rates))
             if transformer_depth > 0
             else None
         )
