@@ -331,11 +331,15 @@ def _merge_real(paths: list[Path]) -> dict:
         value = json.loads(path.read_text())
         n_seeds = max((m.get("n_seeds", 1) for m in value["models"].values()), default=1)
         runs.append({"file": path.name, "backbones": list(value["models"]), "n_seeds": n_seeds,
+                     "epochs": value["epochs"],
                      "load_average_start": value.get("load_average_start"),
                      "load_average_end": value.get("load_average_end")})
         if merged is None:
             merged = {k: v for k, v in value.items() if k != "models"}
             merged["models"] = {}
+        elif value["epochs"] != merged["epochs"]:
+            raise ValueError(f"{path.name} ran {value['epochs']} epochs, other real part files "
+                             f"{merged['epochs']}: one table needs one protocol (remove the stale files).")
         if "test_labels" in value:
             merged["test_labels"] = value["test_labels"]
         for name, m in value["models"].items():
@@ -383,6 +387,7 @@ def _commands(old: dict) -> list[str]:
     out = []
     for run in old.get("real", {}).get("runs", []):
         seeds = f" --seeds {run['n_seeds']}" if run["n_seeds"] > 1 else ""
+        seeds += f" --epochs {run['epochs']}" if run.get("epochs", 10) != 10 else ""
         out.append(f"{script} --parts real{seeds} --backbones {' '.join(run['backbones'])}")
     for p in old.get("planted", {}).values():
         size = "" if int(p["n_regions"]) == PLANTED_REGIONS else f" --planted-regions {p['n_regions']}"
@@ -670,7 +675,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if "real" in args.parts:
         write_report({"real": part_real(args.epochs, args.train_size, args.backbones, args.seeds)},
-                     tag="_".join(args.backbones) + (f".seeds{args.seeds}" if args.seeds > 1 else ""))
+                     tag="_".join(args.backbones) + (f".seeds{args.seeds}" if args.seeds > 1 else "")
+                     + (f".epochs{args.epochs}" if args.epochs != 10 else ""))
     if "screen" in args.parts:
         if not args.label:
             parser.error("--parts screen needs --label")

@@ -21,7 +21,7 @@ os.environ.setdefault("MULTIOMIX_DATA_DIR", str(Path(__file__).resolve().parents
 torch.set_num_threads(1)
 
 TINY_SWIN = {"dims": (16, 24), "depths": (1, 1), "window": 8, "heads": 2, "dim_head": 8, "transformer_depth": 1,
-             "stem_kernel": 9, "stem_pool": 2}
+             "stem_kernel": 9, "stem_pool": 2, "drop_path": 0.0}
 FIT = {"accelerator": "cpu", "enable_progress_bar": False}
 
 
