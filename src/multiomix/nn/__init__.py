@@ -6,7 +6,7 @@ from .autoencoder import ModalityDecoder, ModalityEncoder, MultimodalAutoencoder
 from .crossattomics import CrossAttOmicsNet, interaction_name, validate_graph
 from .mlp import MLPHead
 from .sequence_cnn import AttentionPoolCNN, DilatedResidualCNN, EnformerLike, MaxPoolCNN
-from .swin1d import Swin1D, TrackHead
+from .swin1d import DropPath, Swin1D, TrackHead
 from .unitednet import CosinePrototypeHeads, UnitedNetwork
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "CosinePrototypeHeads",
     "CrossAttOmicsNet",
     "DilatedResidualCNN",
+    "DropPath",
     "EnformerLike",
     "GroupedLinear",
     "interaction_name",
