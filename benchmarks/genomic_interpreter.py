@@ -324,8 +324,14 @@ def _keep_most_seeds(models: dict, name: str, entry: dict) -> bool:
     return True
 
 
+def _finished(path: Path) -> tuple[float, str]:
+    """Sort key of a part file: when its run finished (0 when not recorded), then its name."""
+    value = json.loads(path.read_text())
+    return float(value.get("finished", 0.0) if isinstance(value, dict) else 0.0), path.name
+
+
 def _merge_real(paths: list[Path]) -> dict:
-    """Merge the real-data part files: per backbone, the entry with the most seeds (ties: the later file)."""
+    """Merge the real-data part files: per backbone, the entry with the most seeds (ties: the last to finish)."""
     merged, runs = None, []
     for path in paths:
         value = json.loads(path.read_text())
@@ -352,7 +358,7 @@ def _merge_real(paths: list[Path]) -> dict:
 def _merge_planted(paths: list[Path]) -> dict:
     """Merge the planted-motif part files: per data-set size and backbone, the entry with the most seeds.
 
-    The attention analysis comes from the file whose swin1d entry is kept (ties: the later file).
+    The attention analysis comes from the file whose swin1d entry is kept (ties: the run that finished last).
     """
     by_size: dict[int, dict] = {}
     attention_keys = ("attention_hits", "attention_figure", "attention_seed")
@@ -596,7 +602,8 @@ def write_report(results: dict, tag: str = "") -> None:
         (RESULTS / name).write_text(json.dumps(value, indent=2, default=float))
     old = {}
     for part in ("real", "planted", "screen", "cost", "speed"):
-        paths = sorted(RESULTS.glob(f"genomic_interpreter.{part}*.json"))
+        # oldest first, so that among entries with as many seeds the newest run wins
+        paths = sorted(RESULTS.glob(f"genomic_interpreter.{part}*.json"), key=_finished)
         if not paths:
             continue
         if part == "screen":  # in the order the runs finished
@@ -674,7 +681,9 @@ def main() -> None:
     _quiet()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if "real" in args.parts:
-        write_report({"real": part_real(args.epochs, args.train_size, args.backbones, args.seeds)},
+        real = part_real(args.epochs, args.train_size, args.backbones, args.seeds)
+        real["finished"] = time.time()
+        write_report({"real": real},
                      tag="_".join(args.backbones) + (f".seeds{args.seeds}" if args.seeds > 1 else "")
                      + (f".epochs{args.epochs}" if args.epochs != 10 else ""))
     if "screen" in args.parts:
@@ -687,6 +696,7 @@ def main() -> None:
     if "planted" in args.parts:
         planted = part_planted(args.planted_epochs, args.planted_regions, args.backbones, seeds=args.seeds,
                                lr=args.planted_lr)
+        planted["finished"] = time.time()
         write_report({"planted": planted}, tag="_".join(args.backbones)
                      + ("" if args.planted_regions == PLANTED_REGIONS else f".regions{args.planted_regions}")
                      + (f".seeds{args.seeds}" if args.seeds > 1 else ""))
