@@ -104,6 +104,15 @@ def scanvi_transfer(mdata, ref_mask, label_key: str, epochs: int, seed: int):
     return proba.columns.to_numpy()[proba.to_numpy().argmax(1)].astype(str), proba.to_numpy().max(1)
 
 
+def with_held_out(reference, held_out: np.ndarray):
+    """A copy of ``reference`` whose ``obs['split']`` marks the rows ``held_out`` as test (the rest: train)."""
+    work = reference.copy()
+    split = np.full(work.n_obs, "train", dtype=object)
+    split[held_out] = "test"
+    work.obs["split"] = split
+    return work
+
+
 def choose_lr(reference, label_key: str, lrs: list[float], *, folds: int, epochs: int, seed: int) -> dict:
     """Mean held-out accuracy of a UnitedNet reference fit per learning rate, by stratified CV on the reference."""
     y = reference.obs[label_key].astype(str).to_numpy()
@@ -114,10 +123,7 @@ def choose_lr(reference, label_key: str, lrs: list[float], *, folds: int, epochs
     for lr in lrs:
         accuracies = []
         for _train, held_out in splits:
-            work = reference.copy()
-            split = np.full(work.n_obs, "train", dtype=object)
-            split[held_out] = "test"
-            work.obs["split"] = split
+            work = with_held_out(reference, held_out)
             mx.tl.fit_unitednet(work, label_key=label_key, max_epochs=epochs, lr=lr, random_state=seed,
                                 accelerator="cpu", trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW)
             accuracies.append(float(work.uns["unitednet"]["metrics"]["test"]["accuracy"]))
@@ -154,10 +160,7 @@ def protein_predictions(reference, query, *, seed: int, folds: int, latents: lis
     for latent in latents:
         per_fold = []
         for _train, held_out in splits:
-            work = reference.copy()
-            split = np.full(work.n_obs, "train", dtype=object)
-            split[held_out] = "test"
-            work.obs["split"] = split
+            work = with_held_out(reference, held_out)
             model = fit(work, latent)
             pred = model.translate(reference[held_out], source="rna", target="adt")
             per_fold.append(mean_pearson(p_ref[held_out], pred))
