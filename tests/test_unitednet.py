@@ -192,6 +192,29 @@ def test_translation_from_source_only(supervised):
         model.translate(query, source="adt", target="rna")
 
 
+def test_predict_modality_averages_an_ensemble(supervised):
+    mdata, model = supervised
+    test = (mdata.obs["split"] == "test").to_numpy()
+    fit = {"mode": "translation", "modalities": ["rna", "adt"], "max_epochs": 5, "latent_dim": 8, "hidden": (32,),
+           "accelerator": "cpu", "trainer_kwargs": QUIET}
+    # no linear skip: on this planted linear map both models would otherwise choose the same pure ridge blend
+    other = mx.tl.fit_unitednet(mdata.copy(), random_state=1, linear_skip=False, **fit)
+    query = MuData({"rna": mdata.mod["rna"][test].copy()})
+    members = [m.translate(query, source="rna", target="adt") for m in (model, other)]
+    assert np.abs(members[0] - members[1]).max() > 1e-3  # two different members
+    mx.tl.predict_modality(query, [model, other], source="rna", target="adt")
+    np.testing.assert_allclose(query.mod["adt_from_rna"].X, (members[0] + members[1]) / 2, rtol=1e-5, atol=1e-6)
+    fewer = mdata.copy()
+    fewer.mod["adt"] = fewer.mod["adt"][:, :10].copy()
+    fewer.update()
+    mismatched = mx.tl.fit_unitednet(fewer, **fit)
+    with pytest.raises(ValueError, match="Model 1 predicts other 'adt' features"):
+        mx.tl.predict_modality(query, [model, mismatched], source="rna", target="adt", key_added="bad")
+    assert "bad" not in query.mod
+    with pytest.raises(ValueError, match="empty sequence"):
+        mx.tl.predict_modality(query, [], source="rna", target="adt")
+
+
 def test_unsupervised_recovers_clusters():
     mdata = planted(n=200, seed=3)
     model = mx.tl.fit_unitednet(mdata, mode="unsupervised", n_clusters=4, label_key="group", max_epochs=30,

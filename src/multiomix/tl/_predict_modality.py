@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -22,7 +23,7 @@ class Translator(Protocol):
 
 def predict_modality(
     mdata: MuData,
-    model: Translator,
+    model: Translator | Sequence[Translator],
     *,
     source: str,
     target: str,
@@ -35,13 +36,18 @@ def predict_modality(
     modality ``mdata.mod['<target>_from_<source>']`` has the source's cells and the target's ``var``;
     ``mdata.update()`` is called afterwards.
 
+    Several models (e.g. the same model fitted with different seeds) form an ensemble: the new modality holds
+    the mean of their predictions, which is usually closer to the truth than any single member (a deep
+    ensemble; Lakshminarayanan et al., 2017). All members must predict the same target features.
+
     Parameters
     ----------
     mdata
         MuData holding at least ``source`` (its features matched to the model's).
     model
         A trained model with ``translate(mdata, source=, target=)`` and ``modality_var(target)``, e.g.
-        :class:`~multiomix.models.UnitedNet` or :class:`~multiomix.models.MultimodalAE`.
+        :class:`~multiomix.models.UnitedNet` or :class:`~multiomix.models.MultimodalAE`; or a sequence of such
+        models, whose predictions are averaged.
     source, target
         Modality names the model was trained on.
     key_added
@@ -55,14 +61,27 @@ def predict_modality(
     >>> query = mudata.MuData({"rna": rna_only})
     >>> mx.tl.predict_modality(query, model, source="rna", target="ephys")
     >>> query.mod["ephys_from_rna"]
+
+    An ensemble of five seeds:
+
+    >>> models = [mx.tl.fit_unitednet(mdata.copy(), mode="translation", random_state=s) for s in range(5)]
+    >>> mx.tl.predict_modality(query, models, source="rna", target="ephys")
     """
     if not isinstance(mdata, MuData):
         raise TypeError(f"Expected a MuData object, got {type(mdata).__name__}.")
     if source not in mdata.mod:
         raise KeyError(f"Source modality {source!r} not found in the MuData; it has {list(mdata.mod)}.")
     key = key_added or f"{target}_from_{source}"
-    values = model.translate(mdata, source=source, target=target, batch_size=batch_size)
-    var = model.modality_var(target)
+    models = list(model) if isinstance(model, Sequence) else [model]
+    if not models:
+        raise ValueError("Expected a trained model or a non-empty sequence of models, got an empty sequence.")
+    var = models[0].modality_var(target)
+    for i, member in enumerate(models[1:], start=1):
+        if not member.modality_var(target).index.equals(var.index):
+            raise ValueError(f"Model {i} predicts other {target!r} features than model 0; an ensemble needs the "
+                             "same target features in the same order.")
+    values = sum(m.translate(mdata, source=source, target=target, batch_size=batch_size) for m in models)
+    values = values / len(models)
     obs = pd.DataFrame(index=mdata.mod[source].obs_names.copy())
     if values.shape != (len(obs), len(var)):
         raise ValueError(f"translate returned shape {values.shape}, expected {(len(obs), len(var))}.")
