@@ -9,7 +9,7 @@ the scores. Peers in the same script, same split:
 - protein from RNA on the query cells: ridge (alpha by internal CV) and kNN regression on the reference RNA
   PCA, against UnitedNet trained on the reference only (before adaptation, which sees query proteins): the
   supervised transfer model, and a translation-mode model whose latent width is chosen by CV on the reference
-  (``--protein-latents``, ``--protein-epochs``).
+  (``--protein-latents``, ``--protein-epochs``), alone and as an ensemble of seeds (``--protein-ensemble``).
 
 UnitedNet: its learning rate is chosen by stratified cross-validation *within the reference* (accuracy on
 held-out reference cells, ``--lr-grid``, ``--cv-folds``; the query is not looked at), then
@@ -34,6 +34,7 @@ import numpy as np
 import scanpy as sc
 import scvi
 import torch
+from mudata import MuData
 from scipy import sparse
 from sklearn.decomposition import PCA
 from sklearn.linear_model import RidgeCV
@@ -133,51 +134,80 @@ def choose_lr(reference, label_key: str, lrs: list[float], *, folds: int, epochs
     return {"grid": table, "chosen": float(best)}
 
 
-def protein_predictions(reference, query, *, seed: int, folds: int, latents: list[int], epochs: int) -> dict:
+def protein_predictions(reference, query, *, seed: int, folds: int, latents: list[int], epochs: int,
+                        ensemble: int) -> dict:
     """Protein from RNA: ridge, kNN and a translation-mode UnitedNet whose latent width is chosen by CV.
 
     The CV runs on the reference cells only (mean per-protein Pearson on held-out reference cells); the chosen
-    width is then refitted on the whole reference and scored once on the query.
+    width is then refitted on the whole reference and scored once on the query, alone (seed ``seed``) and as an
+    ensemble of ``ensemble`` seeds (``seed``, ``seed + 1``, ...) averaged by :func:`multiomix.tl.predict_modality`.
+    The ensemble's held-out reference Pearson is reported too (the same folds).
     """
     x_ref, x_q = dense(reference.mod["rna"].X), dense(query.mod["rna"].X)
     p_ref, p_q = dense(reference.mod["adt"].X), dense(query.mod["adt"].X)
-    sx, sp = StandardScaler().fit(x_ref), StandardScaler().fit(p_ref)
-    ridge = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(sx.transform(x_ref), sp.transform(p_ref))
+    splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(reference.n_obs)))
+
+    def ridge_fit(x, p):
+        sx, sp = StandardScaler().fit(x), StandardScaler().fit(p)
+        ridge = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(sx.transform(x), sp.transform(p))
+        return lambda new: sp.inverse_transform(ridge.predict(sx.transform(new)))
+
+    ridge_held_out = np.zeros_like(p_ref)
+    for train, held_out in splits:
+        ridge_held_out[held_out] = ridge_fit(x_ref[train], p_ref[train])(x_ref[held_out])
+    sx = StandardScaler().fit(x_ref)
     pca = PCA(50, random_state=seed).fit(sx.transform(x_ref))
     knn = KNeighborsRegressor(15).fit(pca.transform(sx.transform(x_ref)), p_ref)
-    out = {"ridge": mean_pearson(p_q, sp.inverse_transform(ridge.predict(sx.transform(x_q)))),
+    out = {"ridge": mean_pearson(p_q, ridge_fit(x_ref, p_ref)(x_q)),
+           "ridge_reference_cv": float(np.mean([mean_pearson(p_ref[h], ridge_held_out[h]) for _, h in splits])),
            "knn": mean_pearson(p_q, knn.predict(pca.transform(sx.transform(x_q))))}
 
-    def fit(data, latent: int):
+    def fit(data, latent: int, fit_seed: int):
         kw = {**MODEL_KW, "latent_dim": latent}
         return mx.tl.fit_unitednet(data, mode="translation", modalities=["rna", "adt"], max_epochs=epochs,
-                                   random_state=seed, accelerator="cpu",
+                                   random_state=fit_seed, accelerator="cpu",
                                    trainer_kwargs={"enable_progress_bar": False}, **kw)
 
-    t0 = time.perf_counter()
-    splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(reference.n_obs)))
-    grid = {}
-    for latent in latents:
-        per_fold = []
+    def held_out_predictions(latent: int, fit_seed: int) -> np.ndarray:
+        pred = np.zeros_like(p_ref)
         for _train, held_out in splits:
-            work = with_held_out(reference, held_out)
-            model = fit(work, latent)
-            pred = model.translate(reference[held_out], source="rna", target="adt")
-            per_fold.append(mean_pearson(p_ref[held_out], pred))
+            model = fit(with_held_out(reference, held_out), latent, fit_seed)
+            pred[held_out] = model.translate(reference[held_out], source="rna", target="adt")
+        return pred
+
+    def cv_pearson(pred: np.ndarray) -> list[float]:
+        return [mean_pearson(p_ref[held_out], pred[held_out]) for _train, held_out in splits]
+
+    t0 = time.perf_counter()
+    grid, held_out = {}, {}
+    for latent in latents:
+        held_out[latent] = held_out_predictions(latent, seed)
+        per_fold = cv_pearson(held_out[latent])
         grid[str(latent)] = {"pearson": float(np.mean(per_fold)), "per_fold": per_fold}
         print("protein latent", latent, grid[str(latent)], flush=True)
     chosen = int(max(grid, key=lambda k: grid[k]["pearson"]))
     out["translation_selection"] = {"grid": grid, "chosen_latent": chosen, "epochs": epochs,
                                     "seconds": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    model = fit(reference.copy(), chosen)
-    out["unitednet_translation"] = mean_pearson(p_q, model.translate(query, source="rna", target="adt"))
-    out["translation_seconds"] = time.perf_counter() - t0
+    members = [held_out[chosen]] + [held_out_predictions(chosen, seed + k) for k in range(1, ensemble)]
+    out["ensemble_reference_cv"] = {"size": ensemble, "pearson": float(np.mean(cv_pearson(np.mean(members, 0)))),
+                                    "members": [float(np.mean(cv_pearson(m))) for m in members],
+                                    "seconds": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    models = [fit(reference.copy(), chosen, seed + k) for k in range(ensemble)]
+    out["translation_seconds_per_model"] = (time.perf_counter() - t0) / ensemble
+    out["unitednet_translation"] = mean_pearson(p_q, models[0].translate(query, source="rna", target="adt"))
+    out["unitednet_translation_members"] = [mean_pearson(p_q, m.translate(query, source="rna", target="adt"))
+                                            for m in models]
+    rna_only = MuData({"rna": query.mod["rna"].copy()})
+    mx.tl.predict_modality(rna_only, models, source="rna", target="adt")
+    out["unitednet_translation_ensemble"] = mean_pearson(p_q, dense(rna_only.mod["adt_from_rna"].X))
     return out
 
 
 def run_dataset(name: str, mdata, *, epochs: int, adapt_epochs: int, scanvi_epochs: int, seed: int,
-                lrs: list[float], cv_folds: int, protein_latents: list[int], protein_epochs: int) -> dict:
+                lrs: list[float], cv_folds: int, protein_latents: list[int], protein_epochs: int,
+                protein_ensemble: int, transfer_seeds: int) -> dict:
     label_key = "cell_type"
     ref_mask = (mdata.obs["batch"].astype(str) == "s1d1").to_numpy()
     reference, query = mdata[ref_mask].copy(), mdata[~ref_mask].copy()
@@ -206,23 +236,36 @@ def run_dataset(name: str, mdata, *, epochs: int, adapt_epochs: int, scanvi_epoc
         out["lr_selection"] = choose_lr(reference, label_key, lrs, folds=cv_folds, epochs=epochs, seed=seed)
         out["lr_selection"]["seconds"] = time.perf_counter() - t0
         lr = out["lr_selection"]["chosen"]
-    t0 = time.perf_counter()
-    ref_copy = reference.copy()
-    model = mx.tl.fit_unitednet(ref_copy, label_key=label_key, max_epochs=epochs, lr=lr, random_state=seed,
-                                accelerator="cpu", trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW)
-    t_ref = time.perf_counter() - t0
-    mx.tl.transfer_labels(reference, query, label_key=label_key, model=model, adapt_epochs=adapt_epochs,
-                          random_state=seed, accelerator="cpu", trainer_kwargs={"enable_progress_bar": False})
-    pred = query.obs[f"{label_key}_transferred"].astype(str).to_numpy()
-    conf = query.obs[f"{label_key}_transferred_confidence"].to_numpy()
-    out["unitednet"] = {**scores(y_query, pred, conf, known), "seconds": time.perf_counter() - t0,
-                        "seconds_reference_fit": t_ref}
+    runs = []
+    for k in range(transfer_seeds):  # seed `seed` first: its model is reused below
+        t0 = time.perf_counter()
+        model_k = mx.tl.fit_unitednet(reference.copy(), label_key=label_key, max_epochs=epochs, lr=lr,
+                                      random_state=seed + k, accelerator="cpu",
+                                      trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW)
+        t_ref = time.perf_counter() - t0
+        mx.tl.transfer_labels(reference, query, label_key=label_key, model=model_k, adapt_epochs=adapt_epochs,
+                              random_state=seed + k, accelerator="cpu", trainer_kwargs={"enable_progress_bar": False})
+        runs.append({"proba": query.uns["unitednet_transfer"]["proba"], "seconds": time.perf_counter() - t0,
+                     "seconds_reference_fit": t_ref})
+        if k == 0:
+            model = model_k
+            pred = query.obs[f"{label_key}_transferred"].astype(str).to_numpy()
+            conf = query.obs[f"{label_key}_transferred_confidence"].to_numpy()
+            out["unitednet"] = {**scores(y_query, pred, conf, known), "seconds": runs[0]["seconds"],
+                                "seconds_reference_fit": t_ref}
+    classes = np.asarray(query.uns["unitednet_transfer"]["classes"]).astype(str)
+    per_seed = [scores(y_query, classes[r["proba"].argmax(1)], r["proba"].max(1), known) for r in runs]
+    mean_proba = np.mean([r["proba"] for r in runs], 0)
+    out["unitednet_seeds"] = {"seeds": [seed + k for k in range(transfer_seeds)], "per_seed": per_seed,
+                              "seconds": float(np.mean([r["seconds"] for r in runs]))}
+    out["unitednet_ensemble"] = {**scores(y_query, classes[mean_proba.argmax(1)], mean_proba.max(1), known),
+                                 "seconds": float(np.sum([r["seconds"] for r in runs]))}
     mx.tl.transfer_labels(reference, query, label_key=label_key, model=model, adapt_epochs=0, key_added="noadapt")
     out["unitednet_no_adaptation"] = scores(y_query, query.obs["noadapt"].astype(str).to_numpy(),
                                             query.obs["noadapt_confidence"].to_numpy(), known)
     if name == "cite":  # protein from RNA on the query cells (the transfer model saw no query protein yet)
         protein = protein_predictions(reference, query, seed=seed, folds=cv_folds, latents=protein_latents,
-                                      epochs=protein_epochs)
+                                      epochs=protein_epochs, ensemble=protein_ensemble)
         protein["unitednet"] = mean_pearson(dense(query.mod["adt"].X),
                                             model.translate(query, source="rna", target="adt"))
         out["protein_from_rna_pearson"] = protein
@@ -242,6 +285,11 @@ def main() -> None:
     parser.add_argument("--protein-latents", type=int, nargs="+", default=[8, 16, 32, 64],
                         help="latent widths of the translation-mode UnitedNet compared by CV on the reference")
     parser.add_argument("--protein-epochs", type=int, default=200)
+    parser.add_argument("--transfer-seeds", type=int, default=5,
+                        help="UnitedNet transfer runs (seeds seed, seed + 1, ...): spread and probability-averaged "
+                             "ensemble; the main row is the first seed")
+    parser.add_argument("--protein-ensemble", type=int, default=5,
+                        help="seeds averaged for the ensemble of translation-mode models at the chosen width")
     parser.add_argument("--report", action="store_true", help="rebuild transfer.md from transfer.json")
     args = parser.parse_args()
     if args.report:
@@ -254,7 +302,8 @@ def main() -> None:
         results[name] = run_dataset(name, loader(data_dir=data_dir), epochs=args.epochs,
                                     adapt_epochs=args.adapt_epochs, scanvi_epochs=args.scanvi_epochs, seed=args.seed,
                                     lrs=args.lr_grid, cv_folds=args.cv_folds,
-                                    protein_latents=args.protein_latents, protein_epochs=args.protein_epochs)
+                                    protein_latents=args.protein_latents, protein_epochs=args.protein_epochs,
+                                    protein_ensemble=args.protein_ensemble, transfer_seeds=args.transfer_seeds)
         print(name, json.dumps(results[name], indent=1), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "transfer.json").write_text(json.dumps(results, indent=1))
@@ -270,6 +319,8 @@ def write_report(results: dict) -> None:
              f"--cv-folds {args.cv_folds}"
              + (f" --protein-latents {' '.join(map(str, args.protein_latents))} --protein-epochs {args.protein_epochs}"
                 if hasattr(args, "protein_latents") else "")
+             + (f" --protein-ensemble {args.protein_ensemble}" if hasattr(args, "protein_ensemble") else "")
+             + (f" --transfer-seeds {args.transfer_seeds}" if hasattr(args, "transfer_seeds") else "")
              + f"` ({args.threads} CPU thread).", ""]
     for name in ("cite", "multiome"):
         r = results[name]
@@ -277,12 +328,23 @@ def write_report(results: dict) -> None:
                   f"{100 * r['novel_fraction']:.0f} % of query cells of types absent from the reference", "",
                   "| method | accuracy | macro-F1 | accuracy on known types | novel-type AUROC of 1 - confidence | s |",
                   "|---|---|---|---|---|---|"]
+        n_seeds = len(r.get("unitednet_seeds", {}).get("seeds", []))
         for key, label in (("unitednet", "UnitedNet (transfer_labels)"),
+                           ("unitednet_ensemble", f"UnitedNet, {n_seeds} seeds, probabilities averaged"),
                            ("unitednet_no_adaptation", "UnitedNet, reference model only"),
                            ("knn", f"kNN on reference {r['knn']['features']}"), ("scanvi", "scANVI load_query_data")):
+            if key not in r:
+                continue
             m = r[key]
             lines.append(f"| {label} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['accuracy_known_types']:.3f} | "
                          f"{m.get('novel_auroc', float('nan')):.3f} | {m.get('seconds', float('nan')):.0f} |")
+        if "unitednet_seeds" in r:
+            acc = [v["accuracy"] for v in r["unitednet_seeds"]["per_seed"]]
+            f1 = [v["macro_f1"] for v in r["unitednet_seeds"]["per_seed"]]
+            lines += ["", f"UnitedNet over seeds {', '.join(map(str, r['unitednet_seeds']['seeds']))} (each its own "
+                      f"reference fit and adaptation): accuracy {np.mean(acc):.3f} ± {np.std(acc):.3f} "
+                      f"({', '.join(f'{v:.3f}' for v in acc)}), macro-F1 {np.mean(f1):.3f} ± {np.std(f1):.3f}. "
+                      "The first row is the first seed; the ensemble row averages the seeds' class probabilities."]
         if "lr_selection" in r:
             sel = r["lr_selection"]
             grid = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in sel["grid"].items())
@@ -301,8 +363,19 @@ def write_report(results: dict) -> None:
                           f"width chosen by {args.cv_folds}-fold CV on the reference cells only (mean per-protein "
                           f"Pearson on held-out reference cells: {grid}; ridge and kNN are not part of the choice): "
                           f"{sel['chosen_latent']}, refitted on the whole reference: "
-                          f"**{p['unitednet_translation']:.3f}** on the query cells (fit "
-                          f"{p['translation_seconds']:.0f} s; the CV took {sel['seconds']:.0f} s)."]
+                          f"**{p['unitednet_translation']:.3f}** on the query cells (the CV took "
+                          f"{sel['seconds']:.0f} s)."]
+            if "unitednet_translation_ensemble" in p:
+                ens = p["ensemble_reference_cv"]
+                members = ", ".join(f"{v:.3f}" for v in p["unitednet_translation_members"])
+                lines += ["", f"Ensemble of {ens['size']} seeds at that width (`mx.tl.predict_modality` with a list "
+                          f"of models): **{p['unitednet_translation_ensemble']:.4f}** on the query cells (members: "
+                          f"{members}; {p['translation_seconds_per_model']:.0f} s per member). On held-out reference "
+                          f"cells, same folds: ensemble {ens['pearson']:.3f}, members "
+                          f"{', '.join(f'{v:.3f}' for v in ens['members'])}, ridge {p['ridge_reference_cv']:.3f} "
+                          "(the query batch costs every method about the same: compare ridge's "
+                          f"{p['ridge_reference_cv']:.3f} on held-out reference cells with its {p['ridge']:.3f} on "
+                          "the query)."]
         lines.append("")
     (RESULTS / "transfer.md").write_text("\n".join(lines))
     print("\n".join(lines))
