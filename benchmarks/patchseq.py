@@ -134,10 +134,13 @@ def main() -> None:
         row["peer_seconds"] = time.perf_counter() - t0
         # UnitedNet, both modes, --seeds fits each
         for mode in ("supervised", "unsupervised"):
-            per_seed = [fit_unitednet(mdata, mode, raw, y, train, val, test, train_all, args.epochs, k + 100 * seed)
-                        for seed in range(args.seeds)]
+            fits = [fit_unitednet(mdata, mode, raw, y, train, val, test, train_all, args.epochs, k + 100 * seed)
+                    for seed in range(args.seeds)]
+            per_seed = [res for res, _outputs in fits]
             row[f"unitednet_{mode}"] = _average(per_seed)
             row[f"unitednet_{mode}_per_seed"] = per_seed
+            if args.seeds > 1:
+                row[f"unitednet_{mode}_ensemble"] = score_ensemble([o for _r, o in fits], raw, y, test, train_all)
         rows.append(row)
         print(json.dumps({k2: (v if not isinstance(v, dict) else {a: round(b, 3) if isinstance(b, float) else b
                                                                   for a, b in v.items()}) for k2, v in row.items()}),
@@ -145,8 +148,12 @@ def main() -> None:
     write_report(rows, args)
 
 
-def fit_unitednet(mdata, mode, raw, y, train, val, test, train_all, epochs: int, seed: int) -> dict:
-    """Fit one UnitedNet on ``train`` (checkpoint and head on ``val``) and score it on ``test``."""
+def fit_unitednet(mdata, mode, raw, y, train, val, test, train_all, epochs: int, seed: int) -> tuple[dict, dict]:
+    """Fit one UnitedNet on ``train`` (checkpoint and head on ``val``) and score it on ``test``.
+
+    Returns the scores and the raw test outputs (class probabilities in the supervised mode, translations in
+    training-standardised units) for :func:`score_ensemble`.
+    """
     UnitedNet.setup_mudata(mdata, label_key="cell_type_TEM")
     model = UnitedNet(mdata, mode=mode, n_clusters=27, random_state=seed, **{**MODEL_KW, **MODE_KW[mode]})
     t0 = time.perf_counter()
@@ -157,14 +164,35 @@ def fit_unitednet(mdata, mode, raw, y, train, val, test, train_all, epochs: int,
     res = {"seed": seed, "seconds": seconds, "s_per_epoch": seconds / epochs, "best_head": model.best_head,
            "ari": float(adjusted_rand_score(y[test], pred)),
            "nmi": float(normalized_mutual_info_score(y[test], pred, average_method="geometric"))}
+    outputs: dict = {"translations": {}}
     if mode == "supervised":
         res["accuracy"] = float((pred == y[test]).mean())
+        outputs["proba"] = model.predict_proba(indices=test)
     else:
         res["matched_accuracy"] = matched_accuracy(y[test], pred)
     for s, t in PAIRS:
         out = model.translate(mdata[test], source=s, target=t)
         sc = StandardScaler().fit(raw[t][train_all])
         truth, est = sc.transform(raw[t][test]), sc.transform(out.astype(np.float64))
+        res[f"{s}->{t}"] = {"r2": r2_vw(truth, est), "pearson": mean_pearson(truth, est)}
+        outputs["translations"][f"{s}->{t}"] = est
+    return res, outputs
+
+
+def score_ensemble(outputs: list[dict], raw, y, test, train_all) -> dict:
+    """Scores of the seeds' mean outputs: averaged class probabilities (supervised) and averaged translations.
+
+    Clusters of different seeds are not aligned, so the unsupervised mode gets only the translation scores.
+    """
+    res: dict = {}
+    if "proba" in outputs[0]:
+        proba = sum(o["proba"] for o in outputs) / len(outputs)
+        pred = proba.columns.to_numpy().astype(str)[proba.to_numpy().argmax(1)]
+        res.update({"accuracy": float((pred == y[test]).mean()), "ari": float(adjusted_rand_score(y[test], pred)),
+                    "nmi": float(normalized_mutual_info_score(y[test], pred, average_method="geometric"))})
+    for s, t in PAIRS:
+        truth = StandardScaler().fit(raw[t][train_all]).transform(raw[t][test])
+        est = np.mean([o["translations"][f"{s}->{t}"] for o in outputs], 0)
         res[f"{s}->{t}"] = {"r2": r2_vw(truth, est), "pearson": mean_pearson(truth, est)}
     return res
 
@@ -208,6 +236,12 @@ def write_report(rows: list[dict], args) -> None:
         summary[key]["translation"] = {
             f"{s}->{t}": {q: float(np.mean([r[key][f"{s}->{t}"][q] for r in rows])) for q in ("r2", "pearson")}
             for s, t in PAIRS}
+        if f"{key}_ensemble" in rows[0]:
+            ens = f"{key}_ensemble"
+            summary[ens] = {m: _mean(rows, ens, m) for m in rows[0][ens] if "->" not in m}
+            summary[ens]["translation"] = {
+                f"{s}->{t}": {q: float(np.mean([r[ens][f"{s}->{t}"][q] for r in rows])) for q in ("r2", "pearson")}
+                for s, t in PAIRS}
     summary["kmeans_rna_pca"] = {m: _mean(rows, "kmeans_rna_pca", m) for m in ("ari", "nmi", "matched_accuracy")}
     summary["ridge"] = {f"{s}->{t}": {q: _mean(rows, f"ridge {s}->{t}", q) for q in ("r2", "pearson")}
                         for s, t in PAIRS}
@@ -238,6 +272,12 @@ def write_report(rows: list[dict], args) -> None:
         f"{sup['nmi']:.3f} | {sup['s_per_epoch']:.2f} |",
         f"| UnitedNet unsupervised (matched acc.) | {uns['matched_accuracy']:.3f}{sd_u['matched_accuracy']} | "
         f"{uns['ari']:.3f}{sd_u['ari']} | {uns['nmi']:.3f} | {uns['s_per_epoch']:.2f} |",
+    ]
+    ens_s, ens_u = summary.get("unitednet_supervised_ensemble"), summary.get("unitednet_unsupervised_ensemble")
+    if ens_s:
+        lines.append(f"| UnitedNet supervised, ensemble of the {args.seeds} seeds (probabilities averaged) | "
+                     f"{ens_s['accuracy']:.3f} | {ens_s['ari']:.3f} | {ens_s['nmi']:.3f} | |")
+    lines += [
         f"| logistic regression, all modalities | {summary['logreg_all']['accuracy']:.3f} | "
         f"{summary['logreg_all']['ari']:.3f} | | |",
         f"| logistic regression, RNA only | {summary['logreg_rna']['accuracy']:.3f} | "
@@ -250,14 +290,18 @@ def write_report(rows: list[dict], args) -> None:
         "",
         "## Cross-modal prediction, test folds: R^2 (variance-weighted) / mean per-feature Pearson",
         "",
-        "| pair | UnitedNet supervised | UnitedNet unsupervised | ridge | original UnitedNet R^2 |",
-        "|---|---|---|---|---|",
+        "| pair | UnitedNet supervised | UnitedNet unsupervised | "
+        + (f"supervised, {args.seeds}-seed ensemble | unsupervised, {args.seeds}-seed ensemble | " if ens_s else "")
+        + "ridge | original UnitedNet R^2 |",
+        "|---|---|---|" + ("---|---|" if ens_s else "") + "---|---|",
     ]
     for s, t in PAIRS:
         p = f"{s}->{t}"
-        a, b, c = sup["translation"][p], uns["translation"][p], summary["ridge"][p]
-        lines.append(f"| {p} | {a['r2']:.3f} / {a['pearson']:.3f} | {b['r2']:.3f} / {b['pearson']:.3f} | "
-                     f"{c['r2']:.3f} / {c['pearson']:.3f} | {ORIGINAL['r2'][p]:.3f} |")
+        cells = [sup["translation"][p], uns["translation"][p]]
+        cells += [ens_s["translation"][p], ens_u["translation"][p]] if ens_s else []
+        cells.append(summary["ridge"][p])
+        lines.append(f"| {p} | " + " | ".join(f"{c['r2']:.3f} / {c['pearson']:.3f}" for c in cells)
+                     + f" | {ORIGINAL['r2'][p]:.3f} |")
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
