@@ -328,23 +328,28 @@ def write_report(results: dict) -> None:
                   f"{100 * r['novel_fraction']:.0f} % of query cells of types absent from the reference", "",
                   "| method | accuracy | macro-F1 | accuracy on known types | novel-type AUROC of 1 - confidence | s |",
                   "|---|---|---|---|---|---|"]
+        rows = {key: r[key] for key in ("unitednet", "unitednet_seeds", "unitednet_ensemble",
+                                         "unitednet_no_adaptation", "knn", "scanvi") if key in r}
         n_seeds = len(r.get("unitednet_seeds", {}).get("seeds", []))
-        for key, label in (("unitednet", "UnitedNet (transfer_labels)"),
-                           ("unitednet_ensemble", f"UnitedNet, {n_seeds} seeds, probabilities averaged"),
-                           ("unitednet_no_adaptation", "UnitedNet, reference model only"),
-                           ("knn", f"kNN on reference {r['knn']['features']}"), ("scanvi", "scANVI load_query_data")):
-            if key not in r:
+        labels = {"unitednet": "UnitedNet (transfer_labels)" + (", first seed" if n_seeds else ""),
+                  "unitednet_seeds": f"UnitedNet, mean ± sd over {n_seeds} seeds",
+                  "unitednet_ensemble": f"UnitedNet, {n_seeds} seeds, probabilities averaged",
+                  "unitednet_no_adaptation": "UnitedNet, reference model only (first seed)",
+                  "knn": f"kNN on reference {r['knn']['features']}", "scanvi": "scANVI load_query_data"}
+        for key, m in rows.items():
+            if key == "unitednet_seeds":
+                cells = [f"{np.mean([v[q] for v in m['per_seed']]):.3f} ± {np.std([v[q] for v in m['per_seed']]):.3f}"
+                         for q in ("accuracy", "macro_f1", "accuracy_known_types", "novel_auroc")]
+                lines.append(f"| {labels[key]} | {' | '.join(cells)} | {m['seconds']:.0f} |")
                 continue
-            m = r[key]
-            lines.append(f"| {label} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['accuracy_known_types']:.3f} | "
-                         f"{m.get('novel_auroc', float('nan')):.3f} | {m.get('seconds', float('nan')):.0f} |")
+            lines.append(f"| {labels[key]} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | "
+                         f"{m['accuracy_known_types']:.3f} | {m.get('novel_auroc', float('nan')):.3f} | "
+                         f"{m.get('seconds', float('nan')):.0f} |")
         if "unitednet_seeds" in r:
-            acc = [v["accuracy"] for v in r["unitednet_seeds"]["per_seed"]]
-            f1 = [v["macro_f1"] for v in r["unitednet_seeds"]["per_seed"]]
-            lines += ["", f"UnitedNet over seeds {', '.join(map(str, r['unitednet_seeds']['seeds']))} (each its own "
-                      f"reference fit and adaptation): accuracy {np.mean(acc):.3f} ± {np.std(acc):.3f} "
-                      f"({', '.join(f'{v:.3f}' for v in acc)}), macro-F1 {np.mean(f1):.3f} ± {np.std(f1):.3f}. "
-                      "The first row is the first seed; the ensemble row averages the seeds' class probabilities."]
+            acc = ", ".join(f"{v['accuracy']:.3f}" for v in r["unitednet_seeds"]["per_seed"])
+            lines += ["", f"UnitedNet accuracy per seed ({', '.join(map(str, r['unitednet_seeds']['seeds']))}; each "
+                      f"its own reference fit and adaptation): {acc}. The ensemble row averages the seeds' class "
+                      "probabilities; kNN is deterministic, scANVI is one seed."]
         if "lr_selection" in r:
             sel = r["lr_selection"]
             grid = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in sel["grid"].items())
