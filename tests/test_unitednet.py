@@ -213,6 +213,8 @@ def test_predict_modality_averages_an_ensemble(supervised):
     assert "bad" not in query.mod
     with pytest.raises(ValueError, match="empty sequence"):
         mx.tl.predict_modality(query, [], source="rna", target="adt")
+    with pytest.raises(TypeError, match="got str"):
+        mx.tl.predict_modality(query, "model.pt", source="rna", target="adt")
 
 
 def test_unsupervised_recovers_clusters():

@@ -75,6 +75,10 @@ def predict_modality(
     models = list(model) if isinstance(model, Sequence) else [model]
     if not models:
         raise ValueError("Expected a trained model or a non-empty sequence of models, got an empty sequence.")
+    for member in models:
+        if not (hasattr(member, "translate") and hasattr(member, "modality_var")):
+            raise TypeError(f"Expected a model with `translate` and `modality_var` (e.g. UnitedNet, MultimodalAE) or "
+                            f"a list of them, got {type(member).__name__}.")
     var = models[0].modality_var(target)
     for i, member in enumerate(models[1:], start=1):
         if not member.modality_var(target).index.equals(var.index):
