@@ -31,9 +31,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from anndata import AnnData
 from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import adjusted_rand_score, confusion_matrix, normalized_mutual_info_score
@@ -184,14 +186,16 @@ def score_ensemble(outputs: list[dict], raw, y, test, train_all) -> dict:
     """Scores of the seeds' combined outputs: averaged class probabilities (supervised), a consensus of the
     clusterings (unsupervised) and averaged translations.
 
-    Clusters of different seeds are not aligned, so they are combined by evidence accumulation (Fred & Jain,
-    2005): the fraction of seeds that put two test cells in one cluster is a similarity, and average-linkage
-    clustering of ``1 - similarity`` cuts it into 27 clusters.
+    Clusters of different seeds are not aligned, so they are combined by evidence accumulation
+    (:func:`multiomix.tl.consensus_clusters`; Fred & Jain, 2005): the fraction of seeds that put two test cells in
+    one cluster is a similarity, and average-linkage clustering of ``1 - similarity`` cuts it into 27 clusters.
     """
     res: dict = {}
     if "clusters" in outputs[0]:
-        together = np.mean([o["clusters"][:, None] == o["clusters"][None, :] for o in outputs], 0)
-        pred = AgglomerativeClustering(27, metric="precomputed", linkage="average").fit_predict(1 - together)
+        runs = AnnData(obs=pd.DataFrame({f"seed{i}": o["clusters"] for i, o in enumerate(outputs)},
+                                        index=[str(i) for i in range(len(test))]))
+        mx.tl.consensus_clusters(runs, list(runs.obs.columns), n_clusters=27)
+        pred = runs.obs["consensus_clusters"].to_numpy()
         res.update({"ari": float(adjusted_rand_score(y[test], pred)),
                     "nmi": float(normalized_mutual_info_score(y[test], pred, average_method="geometric")),
                     "matched_accuracy": matched_accuracy(y[test], pred)})

@@ -1,5 +1,6 @@
 """Scanpy-style tools: fit models, explain them, and write the results into the data object."""
 
+from ._consensus import consensus_clusters
 from ._crossattomics import fit_crossattomics, interaction_importance
 from ._embedding import benchmark_embeddings, pca_concat
 from ._genomic_interpreter import attention_maps, attention_pair_hit_rate, fit_genomic_interpreter
@@ -13,6 +14,7 @@ __all__ = [
     "attention_maps",
     "attention_pair_hit_rate",
     "benchmark_embeddings",
+    "consensus_clusters",
     "feature_relevance",
     "fit_crossattomics",
     "fit_genomic_interpreter",
