@@ -80,6 +80,12 @@ def mean_pearson(truth: np.ndarray, pred: np.ndarray) -> float:
     return float(((t * p).sum(0)[ok] / denom[ok]).mean())
 
 
+def group_scores(truth: np.ndarray, groups: np.ndarray) -> dict:
+    """ARI and NMI (geometric) of predicted groups against the true types."""
+    return {"ari": float(adjusted_rand_score(truth, groups)),
+            "nmi": float(normalized_mutual_info_score(truth, groups, average_method="geometric"))}
+
+
 def matched_accuracy(y: np.ndarray, clusters: np.ndarray) -> float:
     labels, y_codes = np.unique(y, return_inverse=True)
     _, c_codes = np.unique(clusters, return_inverse=True)
@@ -125,9 +131,7 @@ def main() -> None:
         pca = PCA(30, random_state=0).fit(scaled["rna"][train_all])
         km = KMeans(27, n_init=10, random_state=0).fit(pca.transform(scaled["rna"][train_all]))
         pred = km.predict(pca.transform(scaled["rna"][test]))
-        row["kmeans_rna_pca"] = {"ari": float(adjusted_rand_score(y[test], pred)),
-                                 "nmi": float(normalized_mutual_info_score(y[test], pred, average_method="geometric")),
-                                 "matched_accuracy": matched_accuracy(y[test], pred)}
+        row["kmeans_rna_pca"] = {**group_scores(y[test], pred), "matched_accuracy": matched_accuracy(y[test], pred)}
         for s, t in PAIRS:
             ridge = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(scaled[s][train_all], scaled[t][train_all])
             pred = ridge.predict(scaled[s][test])
@@ -164,8 +168,7 @@ def fit_unitednet(mdata, mode, raw, y, train, val, test, train_all, epochs: int,
     seconds = time.perf_counter() - t0
     pred = model.predict(indices=test).astype(str).to_numpy()
     res = {"seed": seed, "seconds": seconds, "s_per_epoch": seconds / epochs, "best_head": model.best_head,
-           "ari": float(adjusted_rand_score(y[test], pred)),
-           "nmi": float(normalized_mutual_info_score(y[test], pred, average_method="geometric"))}
+           **group_scores(y[test], pred)}
     outputs: dict = {"translations": {}}
     if mode == "supervised":
         res["accuracy"] = float((pred == y[test]).mean())
@@ -196,14 +199,11 @@ def score_ensemble(outputs: list[dict], raw, y, test, train_all) -> dict:
                                         index=[str(i) for i in range(len(test))]))
         mx.tl.consensus_clusters(runs, list(runs.obs.columns), n_clusters=27)
         pred = runs.obs["consensus_clusters"].to_numpy()
-        res.update({"ari": float(adjusted_rand_score(y[test], pred)),
-                    "nmi": float(normalized_mutual_info_score(y[test], pred, average_method="geometric")),
-                    "matched_accuracy": matched_accuracy(y[test], pred)})
+        res.update({**group_scores(y[test], pred), "matched_accuracy": matched_accuracy(y[test], pred)})
     if "proba" in outputs[0]:
         proba = sum(o["proba"] for o in outputs) / len(outputs)
         pred = proba.columns.to_numpy().astype(str)[proba.to_numpy().argmax(1)]
-        res.update({"accuracy": float((pred == y[test]).mean()), "ari": float(adjusted_rand_score(y[test], pred)),
-                    "nmi": float(normalized_mutual_info_score(y[test], pred, average_method="geometric"))})
+        res.update({"accuracy": float((pred == y[test]).mean()), **group_scores(y[test], pred)})
     for s, t in PAIRS:
         truth = StandardScaler().fit(raw[t][train_all]).transform(raw[t][test])
         est = np.mean([o["translations"][f"{s}->{t}"] for o in outputs], 0)

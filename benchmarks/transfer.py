@@ -236,25 +236,23 @@ def run_dataset(name: str, mdata, *, epochs: int, adapt_epochs: int, scanvi_epoc
         out["lr_selection"] = choose_lr(reference, label_key, lrs, folds=cv_folds, epochs=epochs, seed=seed)
         out["lr_selection"]["seconds"] = time.perf_counter() - t0
         lr = out["lr_selection"]["chosen"]
-    runs = []
-    for k in range(transfer_seeds):  # seed `seed` first: its model is reused below
+    runs, models = [], []
+    for k in range(transfer_seeds):
         t0 = time.perf_counter()
-        model_k = mx.tl.fit_unitednet(reference.copy(), label_key=label_key, max_epochs=epochs, lr=lr,
-                                      random_state=seed + k, accelerator="cpu",
-                                      trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW)
+        models.append(mx.tl.fit_unitednet(reference.copy(), label_key=label_key, max_epochs=epochs, lr=lr,
+                                          random_state=seed + k, accelerator="cpu",
+                                          trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW))
         t_ref = time.perf_counter() - t0
-        mx.tl.transfer_labels(reference, query, label_key=label_key, model=model_k, adapt_epochs=adapt_epochs,
+        mx.tl.transfer_labels(reference, query, label_key=label_key, model=models[-1], adapt_epochs=adapt_epochs,
                               random_state=seed + k, accelerator="cpu", trainer_kwargs={"enable_progress_bar": False})
         runs.append({"proba": query.uns["unitednet_transfer"]["proba"], "seconds": time.perf_counter() - t0,
                      "seconds_reference_fit": t_ref})
-        if k == 0:
-            model = model_k
-            pred = query.obs[f"{label_key}_transferred"].astype(str).to_numpy()
-            conf = query.obs[f"{label_key}_transferred_confidence"].to_numpy()
-            out["unitednet"] = {**scores(y_query, pred, conf, known), "seconds": runs[0]["seconds"],
-                                "seconds_reference_fit": t_ref}
+    model = models[0]  # the first seed's reference model: the no-adaptation row and protein from RNA
     classes = np.asarray(query.uns["unitednet_transfer"]["classes"]).astype(str)
+    # prediction = most probable class, confidence = its probability (as transfer_labels writes them)
     per_seed = [scores(y_query, classes[r["proba"].argmax(1)], r["proba"].max(1), known) for r in runs]
+    out["unitednet"] = {**per_seed[0], "seconds": runs[0]["seconds"],
+                        "seconds_reference_fit": runs[0]["seconds_reference_fit"]}
     mean_proba = np.mean([r["proba"] for r in runs], 0)
     out["unitednet_seeds"] = {"seeds": [seed + k for k in range(transfer_seeds)], "per_seed": per_seed,
                               "seconds": float(np.mean([r["seconds"] for r in runs]))}
