@@ -12,7 +12,8 @@ the scores. Peers in the same script, same split:
   (``--protein-latents``, ``--protein-epochs``), alone and as an ensemble of seeds (``--protein-ensemble``).
 
 UnitedNet: its learning rate is chosen by stratified cross-validation *within the reference* (accuracy on
-held-out reference cells, ``--lr-grid``, ``--cv-folds``; the query is not looked at), then
+held-out reference cells, ``--lr-grid``, ``--cv-folds``, ``--cv-seeds`` fits per rate and fold, averaged; the
+query is not looked at), then
 :func:`multiomix.tl.transfer_labels` (supervised fit on the reference, then translation /
 contrastive adaptation on reference + query, classification on the reference only). Query cells of types
 absent from the reference cannot be right; the report says how well the confidence flags them (AUROC of
@@ -114,21 +115,30 @@ def with_held_out(reference, held_out: np.ndarray):
     return work
 
 
-def choose_lr(reference, label_key: str, lrs: list[float], *, folds: int, epochs: int, seed: int) -> dict:
-    """Mean held-out accuracy of a UnitedNet reference fit per learning rate, by stratified CV on the reference."""
+def choose_lr(reference, label_key: str, lrs: list[float], *, folds: int, epochs: int, seed: int,
+              cv_seeds: int = 1) -> dict:
+    """Mean held-out accuracy of UnitedNet reference fits per learning rate, by stratified CV on the reference.
+
+    Every learning rate is fitted with ``cv_seeds`` seeds (``seed``, ``seed + 1``, ...) on the same folds; the
+    choice is by the mean over folds and seeds, so one unlucky initialisation does not decide it.
+    """
     y = reference.obs[label_key].astype(str).to_numpy()
     with warnings.catch_warnings():  # classes with fewer cells than folds only warn
         warnings.simplefilter("ignore")
         splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
     table = {}
     for lr in lrs:
-        accuracies = []
-        for _train, held_out in splits:
-            work = with_held_out(reference, held_out)
-            mx.tl.fit_unitednet(work, label_key=label_key, max_epochs=epochs, lr=lr, random_state=seed,
-                                accelerator="cpu", trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW)
-            accuracies.append(float(work.uns["unitednet"]["metrics"]["test"]["accuracy"]))
-        table[f"{lr:g}"] = {"accuracy": float(np.mean(accuracies)), "per_fold": accuracies}
+        per_seed = []
+        for fit_seed in range(seed, seed + cv_seeds):
+            accuracies = []
+            for _train, held_out in splits:
+                work = with_held_out(reference, held_out)
+                mx.tl.fit_unitednet(work, label_key=label_key, max_epochs=epochs, lr=lr, random_state=fit_seed,
+                                    accelerator="cpu", trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW)
+                accuracies.append(float(work.uns["unitednet"]["metrics"]["test"]["accuracy"]))
+            per_seed.append(accuracies)
+        table[f"{lr:g}"] = {"accuracy": float(np.mean(per_seed)), "per_fold": per_seed[0],
+                            "per_seed": [float(np.mean(a)) for a in per_seed]}
         print("lr", lr, table[f"{lr:g}"], flush=True)
     best = max(table, key=lambda k: table[k]["accuracy"])
     return {"grid": table, "chosen": float(best)}
@@ -207,7 +217,7 @@ def protein_predictions(reference, query, *, seed: int, folds: int, latents: lis
 
 def run_dataset(name: str, mdata, *, epochs: int, adapt_epochs: int, scanvi_epochs: int, seed: int,
                 lrs: list[float], cv_folds: int, protein_latents: list[int], protein_epochs: int,
-                protein_ensemble: int, transfer_seeds: int) -> dict:
+                protein_ensemble: int, transfer_seeds: int, cv_seeds: int) -> dict:
     label_key = "cell_type"
     ref_mask = (mdata.obs["batch"].astype(str) == "s1d1").to_numpy()
     reference, query = mdata[ref_mask].copy(), mdata[~ref_mask].copy()
@@ -233,7 +243,8 @@ def run_dataset(name: str, mdata, *, epochs: int, adapt_epochs: int, scanvi_epoc
     t0 = time.perf_counter()
     lr = lrs[0]
     if len(lrs) > 1:
-        out["lr_selection"] = choose_lr(reference, label_key, lrs, folds=cv_folds, epochs=epochs, seed=seed)
+        out["lr_selection"] = choose_lr(reference, label_key, lrs, folds=cv_folds, epochs=epochs, seed=seed,
+                                        cv_seeds=cv_seeds)
         out["lr_selection"]["seconds"] = time.perf_counter() - t0
         lr = out["lr_selection"]["chosen"]
     runs, models = [], []
@@ -280,6 +291,8 @@ def main() -> None:
     parser.add_argument("--lr-grid", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2],
                         help="UnitedNet learning rates compared by CV on the reference (one value: no CV)")
     parser.add_argument("--cv-folds", type=int, default=5)
+    parser.add_argument("--cv-seeds", type=int, default=3,
+                        help="seeds per learning rate in the reference CV (the choice uses their mean)")
     parser.add_argument("--protein-latents", type=int, nargs="+", default=[8, 16, 32, 64],
                         help="latent widths of the translation-mode UnitedNet compared by CV on the reference")
     parser.add_argument("--protein-epochs", type=int, default=200)
@@ -301,7 +314,8 @@ def main() -> None:
                                     adapt_epochs=args.adapt_epochs, scanvi_epochs=args.scanvi_epochs, seed=args.seed,
                                     lrs=args.lr_grid, cv_folds=args.cv_folds,
                                     protein_latents=args.protein_latents, protein_epochs=args.protein_epochs,
-                                    protein_ensemble=args.protein_ensemble, transfer_seeds=args.transfer_seeds)
+                                    protein_ensemble=args.protein_ensemble, transfer_seeds=args.transfer_seeds,
+                                    cv_seeds=args.cv_seeds)
         print(name, json.dumps(results[name], indent=1), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "transfer.json").write_text(json.dumps(results, indent=1))
@@ -315,6 +329,7 @@ def write_report(results: dict) -> None:
              f"Command: `python benchmarks/transfer.py --epochs {args.epochs} --adapt-epochs {args.adapt_epochs} "
              f"--scanvi-epochs {args.scanvi_epochs} --lr-grid {' '.join(f'{v:g}' for v in args.lr_grid)} "
              f"--cv-folds {args.cv_folds}"
+             + (f" --cv-seeds {args.cv_seeds}" if hasattr(args, "cv_seeds") else "")
              + (f" --protein-latents {' '.join(map(str, args.protein_latents))} --protein-epochs {args.protein_epochs}"
                 if hasattr(args, "protein_latents") else "")
              + (f" --protein-ensemble {args.protein_ensemble}" if hasattr(args, "protein_ensemble") else "")
@@ -351,8 +366,13 @@ def write_report(results: dict) -> None:
         if "lr_selection" in r:
             sel = r["lr_selection"]
             grid = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in sel["grid"].items())
-            lines += ["", f"UnitedNet learning rate chosen by {args.cv_folds}-fold CV on the reference cells only "
-                      f"(mean held-out reference accuracy: {grid}): {sel['chosen']:g}; the adaptation runs at the "
+            n_cv_seeds = len(next(iter(sel["grid"].values())).get("per_seed", [0]))
+            spread = "; ".join(f"{k}: " + ", ".join(f"{a:.3f}" for a in v["per_seed"])
+                               for k, v in sel["grid"].items() if "per_seed" in v)
+            lines += ["", f"UnitedNet learning rate chosen by {args.cv_folds}-fold CV on the reference cells only, "
+                      f"{n_cv_seeds} seed(s) per rate (mean held-out reference accuracy: {grid}"
+                      + (f"; per seed, {spread}" if n_cv_seeds > 1 else "")
+                      + f"): {sel['chosen']:g}; the adaptation runs at the "
                       f"model's default rate. The CV took {sel['seconds']:.0f} s, not included in the table's `s`."]
         if "protein_from_rna_pearson" in r:
             p = r["protein_from_rna_pearson"]
