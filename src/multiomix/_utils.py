@@ -77,6 +77,12 @@ def get_matrix(adata: AnnData, layer: str | None = None):
     return adata.layers[layer]
 
 
+def is_binary(matrix) -> bool:
+    """Whether a non-empty matrix (dense or sparse) holds only zeros and ones (e.g. binarised ATAC peaks)."""
+    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+    return bool(values.size) and bool(np.isin(values, (0, 1)).all())
+
+
 def check_finite(matrix, name: str) -> None:
     """Raise if a dense or sparse matrix holds NaN or infinite values (checked without densifying)."""
     values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)

@@ -4,7 +4,9 @@ from ._crossattomics import CrossAttOmics, default_interaction_graph
 from ._genomic_interpreter import GenomicInterpreter, GenomicInterpreterModule
 from ._med_crossvit import MedCrossViT, MedCrossViTModule
 from ._multimodal_ae import MultimodalAE, MultimodalAEModule, MultimodalAETrainingPlan
-from ._unitednet import UnitedNet, UnitedNetModule, UnitedNetTrainingPlan
+from ._unitednet import UnitedNet
+from ._unitednet_module import UnitedNetModule
+from ._unitednet_plan import UnitedNetTrainingPlan
 
 __all__ = [
     "CrossAttOmics",

@@ -15,7 +15,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scvi.train import TrainingPlan
 
-from .._utils import check_nonnegative, get_matrix
+from .._utils import check_nonnegative, get_matrix, is_binary
 from ..nn.autoencoder import LIKELIHOODS, MultimodalAutoencoder
 from ._base import modality_key, register_mudata_fields, resolve_layers
 
@@ -114,11 +114,6 @@ class MultimodalAETrainingPlan(TrainingPlan):
         self._step(batch, "validation")
 
 
-def _is_binary(matrix) -> bool:
-    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
-    return bool(np.isin(values, (0, 1)).all())
-
-
 class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
     """Multimodal autoencoder: per-modality encoders into one joint latent, decoders read the joint latent.
 
@@ -194,12 +189,12 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         for m in self.modalities_:
             matrix = get_matrix(self.adata.mod[m], layers[m])
             dims[m] = matrix.shape[1]
-            lik = losses.get(m) or ("bce" if _is_binary(matrix) else "mse")
+            lik = losses.get(m) or ("bce" if is_binary(matrix) else "mse")
             if lik not in LIKELIHOODS:
                 raise ValueError(f"Unknown loss {lik!r} for modality {m!r}; expected one of {LIKELIHOODS}.")
             if lik in ("bce", "nb"):
                 check_nonnegative(matrix, f"Modality {m!r} (loss {lik!r})")
-            if lik == "bce" and not _is_binary(matrix):
+            if lik == "bce" and not is_binary(matrix):
                 raise ValueError(f"Modality {m!r} has non-binary values but loss 'bce' needs 0/1; use mx.pp.binarize.")
             likelihoods[m] = lik
             feature_means[m] = np.asarray(matrix.mean(axis=0), dtype=np.float64).ravel()

@@ -1,8 +1,11 @@
-"""UnitedNet as a scvi-tools model class (Tang et al., Nat Commun 14:2546, 2023)."""
+"""UnitedNet as a scvi-tools model class (Tang et al., Nat Commun 14:2546, 2023).
+
+The model (this file) registers the data and runs training and inference; the torch module is in
+``_unitednet_module.py`` and the alternating schedule in ``_unitednet_plan.py``.
+"""
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -10,464 +13,20 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.train import TrainingPlan
 
-from multiomix._utils import get_matrix
-from multiomix.nn.unitednet import (
-    UnitedNetwork,
-    contrastive_loss,
-    ddc_loss,
-    lsgan_losses,
-    reconstruction_translation_loss,
-    refine_prototypes,
-    ridge_fit,
-    self_entropy_loss,
-)
+from multiomix._utils import get_matrix, is_binary
+from multiomix.nn.unitednet import refine_prototypes, ridge_fit
 
-from ._base import ClassPredictionMixin, class_weights, modality_key, register_mudata_fields
+from ._base import ClassPredictionMixin, class_weights, register_mudata_fields
+from ._unitednet_module import Mode, UnitedNetModule, column_stats
+from ._unitednet_plan import PHASES, UnitedNetTrainingPlan
 
 logger = logging.getLogger("multiomix")
-
-Mode = Literal["supervised", "unsupervised", "translation"]
-_PHASES = {
-    "supervised": ("translation", "classification"),
-    "unsupervised": ("translation", "clustering"),
-    "translation": ("translation",),
-}
-
-
-def _is_binary(matrix) -> bool:
-    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
-    return bool(values.size) and bool(np.isin(values, (0, 1)).all())
-
-
-def _column_stats(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each column over ``rows`` (sparse input is never densified whole)."""
-    sub = matrix[rows]
-    if sparse.issparse(sub):
-        sub = sparse.csr_matrix(sub)
-        mean = np.asarray(sub.mean(0)).ravel()
-        sq = np.asarray(sub.multiply(sub).mean(0)).ravel()
-        std = np.sqrt(np.maximum(sq - mean**2, 0))
-    else:
-        sub = np.asarray(sub, dtype=np.float64)
-        mean, std = sub.mean(0), sub.std(0)
-    std = np.where(std > 1e-8, std, 1.0)
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
-class UnitedNetModule(BaseModuleClass):
-    """scvi-tools module around :class:`~multiomix.nn.unitednet.UnitedNetwork`.
-
-    Holds the per-feature standardisation (fitted on training rows only, stored as buffers so it is saved
-    with the weights), the class weights and the index of the best head. Binary modalities are not
-    standardised and use BCE.
-
-    Parameters
-    ----------
-    modalities
-        Modality names, in registry order.
-    in_features
-        Features per modality.
-    binary
-        Whether each modality is binary (BCE loss, sigmoid output).
-    mode
-        ``"supervised"``, ``"unsupervised"`` or ``"translation"``.
-    n_classes
-        Classes (supervised) or clusters (unsupervised).
-    class_weight
-        Cross-entropy class weights or ``None``.
-    loss_weights
-        Weights of ``reconstruction``, ``translation``, ``contrastive``, ``adversarial``, ``self_entropy``,
-        ``ddc``.
-    contrastive_temperature
-        Temperature of the cross-modal contrastive loss.
-    **net_kwargs
-        Passed to :class:`~multiomix.nn.unitednet.UnitedNetwork`.
-    """
-
-    def __init__(
-        self,
-        *,
-        modalities: Sequence[str],
-        in_features: dict[str, int],
-        binary: dict[str, bool],
-        mode: Mode,
-        n_classes: int,
-        class_weight: Sequence[float] | None = None,
-        loss_weights: dict[str, float] | None = None,
-        contrastive_temperature: float = 0.1,
-        **net_kwargs: Any,
-    ):
-        super().__init__()
-        self.modalities = list(modalities)
-        self.binary = dict(binary)
-        self.mode = mode
-        self.n_classes = n_classes
-        self.contrastive_temperature = contrastive_temperature
-        self.loss_weights = {"reconstruction": 1.0, "translation": 1.0, "contrastive": 1.0, "adversarial": 0.1,
-                             "self_entropy": 1.0, "ddc": 1.0, **(loss_weights or {})}
-        self.net = UnitedNetwork(in_features=in_features, n_classes=0 if mode == "translation" else n_classes,
-                                 **net_kwargs)
-        for i, m in enumerate(self.modalities):
-            self.register_buffer(f"loc_{i}", torch.zeros(in_features[m]))
-            self.register_buffer(f"scale_{i}", torch.ones(in_features[m]))
-        self.register_buffer("scaler_fitted", torch.tensor(False))
-        self.register_buffer("best_head", torch.tensor(0))
-        weight = torch.as_tensor(class_weight, dtype=torch.float32) if class_weight is not None else None
-        self.register_buffer("class_weight", weight)
-
-    # data handling -------------------------------------------------------------------------------------------
-    def set_scaler(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Set per-feature mean and standard deviation of each continuous modality."""
-        for i, m in enumerate(self.modalities):
-            if m in stats and not self.binary[m]:
-                loc, scale = stats[m]
-                getattr(self, f"loc_{i}").copy_(torch.as_tensor(loc))
-                getattr(self, f"scale_{i}").copy_(torch.as_tensor(scale))
-        self.scaler_fitted.fill_(True)
-
-    def standardize(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Standardise continuous modalities with the stored training statistics."""
-        out = {}
-        for m, v in x.items():
-            i = self.modalities.index(m)
-            v = v.float()
-            out[m] = v if self.binary[m] else (v - getattr(self, f"loc_{i}")) / getattr(self, f"scale_{i}")
-        return out
-
-    def to_data_scale(self, target: str, output: torch.Tensor) -> torch.Tensor:
-        """Map a decoder output to the target's original scale (probabilities for binary modalities)."""
-        if self.binary[target]:
-            return torch.sigmoid(output)
-        i = self.modalities.index(target)
-        return output * getattr(self, f"scale_{i}") + getattr(self, f"loc_{i}")
-
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {"x": {m: tensors[modality_key(m)] for m in self.modalities if modality_key(m) in tensors}}
-
-    @auto_move_data
-    def inference(self, x: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Standardised input, latents and (if any) head outputs."""
-        xs = self.standardize(x)
-        z = self.net.encode(xs)
-        out = {"x": xs, "z": z}
-        if self.net.heads is not None:
-            out.update(self.net.classify(z))
-        return out
-
-    def _get_generative_input(self, tensors, inference_outputs) -> dict[str, Any]:
-        return {"z": inference_outputs["z"]}
-
-    @auto_move_data
-    def generative(self, z: dict[str, torch.Tensor], targets: Sequence[str] | None = None) -> dict[str, Any]:
-        """Decode every target from every source latent."""
-        return {"decoded": self.net.decode(z, targets)}
-
-    # losses ---------------------------------------------------------------------------------------------------
-    def translation_losses(
-        self, xs: dict[str, torch.Tensor], *, groups: torch.Tensor | None = None, generator: bool = False
-    ) -> dict[str, torch.Tensor]:
-        """Reconstruction, translation and contrastive terms (+ generator term) on standardised input."""
-        z = self.net.encode(xs)
-        decoded = self.net.decode(z)
-        rec, tra, pairs = reconstruction_translation_loss(xs, decoded, list(z), self.binary)
-        stacked = torch.stack([self.net.latent_projector(z[m]) for m in self.modalities])
-        con = contrastive_loss(stacked, temperature=self.contrastive_temperature, groups=groups)
-        w = self.loss_weights
-        total = w["reconstruction"] * rec + w["translation"] * tra + w["contrastive"] * con
-        out = {"reconstruction": rec, "translation": tra, "contrastive": con, "pairs": pairs, "decoded": decoded}
-        if generator and self.net.discriminators is not None:
-            gen = torch.stack([
-                lsgan_losses(self.net.discriminators[m](xs[m]), self.net.discriminators[m](self._recon(decoded, m)))[1]
-                for m in self.modalities
-            ]).mean()
-            out["generator"] = gen
-            total = total + w["adversarial"] * gen
-        out["loss"] = total
-        return out
-
-    def _recon(self, decoded: dict[str, torch.Tensor], m: str) -> torch.Tensor:
-        out = decoded[m][self.modalities.index(m)]
-        return torch.sigmoid(out) if self.binary[m] else out
-
-    def discriminator_loss(self, xs: dict[str, torch.Tensor], decoded: dict[str, torch.Tensor]) -> torch.Tensor:
-        """LSGAN discriminator loss: real input vs (detached) reconstruction."""
-        return torch.stack([
-            lsgan_losses(self.net.discriminators[m](xs[m]),
-                         self.net.discriminators[m](self._recon(decoded, m).detach()))[0]
-            for m in self.modalities
-        ]).mean()
-
-    def head_losses(
-        self, xs: dict[str, torch.Tensor], labels: torch.Tensor | None = None, *, train_encoders: bool = True
-    ) -> torch.Tensor:
-        """Per-head group loss ``(heads,)``: class-weighted CE on labelled rows, or self-entropy + DDC."""
-        if train_encoders:
-            z = self.net.encode(xs)
-        else:  # frozen encoders: deterministic latents (no dropout) for the heads
-            was_training = self.net.encoders.training
-            self.net.encoders.eval()
-            with torch.no_grad():
-                z = self.net.encode(xs)
-            self.net.encoders.train(was_training)
-        out = self.net.classify(z)
-        logits = out["logits"]
-        n_heads = logits.shape[0]
-        if self.mode == "supervised":
-            labels = labels.view(-1).long()
-            keep = labels < self.n_classes  # rows of the unlabelled category are ignored
-            if not bool(keep.any()):
-                return logits.new_zeros(n_heads)
-            logits, labels = logits[:, keep], labels[keep]
-            ce = F.cross_entropy(logits.flatten(0, 1), labels.repeat(n_heads), reduction="none").view(n_heads, -1)
-            w = self.class_weight[labels] if self.class_weight is not None else torch.ones_like(ce[0])
-            return (ce * w).sum(-1) / w.sum().clamp_min(1e-8)
-        proba = logits.softmax(-1)
-        w = self.loss_weights
-        if proba.shape[1] < 3:
-            return w["self_entropy"] * self_entropy_loss(proba)
-        return w["self_entropy"] * self_entropy_loss(proba) + w["ddc"] * ddc_loss(out["hidden"], proba)
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Validation-style total: reconstruction + translation (+ best head's group loss)."""
-        xs = inference_outputs["x"]
-        rec, tra, _ = reconstruction_translation_loss(xs, generative_outputs["decoded"], list(xs), self.binary)
-        total = rec + tra
-        logits = None
-        if self.net.heads is not None:
-            labels = tensors.get(REGISTRY_KEYS.LABELS_KEY)
-            total = total + self.head_losses(xs, labels)[self.best_head]
-            logits = inference_outputs["logits"][self.best_head]
-        return LossOutput(loss=total, reconstruction_loss=rec + tra, logits=logits,
-                          n_obs_minibatch=next(iter(xs.values())).shape[0])
-
-    def sample(self, *args, **kwargs):
-        """Not defined (UnitedNet is deterministic)."""
-        raise NotImplementedError("UnitedNet is deterministic; use translate() for cross-modal predictions.")
-
-
-class UnitedNetTrainingPlan(TrainingPlan):
-    """Alternating UnitedNet schedule inside a scvi-tools TrainingPlan (Lightning manual optimisation).
-
-    Every minibatch runs the phases of the mode in turn, each with its **own Adam optimiser** and gradient
-    clipping: ``translation`` (encoders, decoders, contrastive projector; reconstruction + translation +
-    contrastive [+ generator]), ``discriminator`` (only with adversarial training; a separate LSGAN update),
-    then ``classification`` (encoders and heads; class-weighted CE on labelled rows, repeated
-    ``classification_repeats`` times) or ``clustering`` (heads only; self-entropy + DDC). The original runs the
-    phases as alternating full passes over the data; alternating per minibatch is the same schedule at finer
-    granularity and keeps one Lightning epoch = one pass.
-
-    At the end of each validation epoch the head with the lowest validation group loss becomes the best head,
-    and the weights with the lowest ``validation_loss`` (reconstruction + translation, + the best head's
-    cross-entropy in supervised mode) are kept and restored when training ends.
-
-    Parameters
-    ----------
-    module
-        A ``UnitedNetModule``.
-    lr
-        Learning rate of every phase (a dict ``{phase: lr}`` sets them separately).
-    weight_decay
-        Adam weight decay.
-    classification_repeats
-        Updates of the classification/clustering phase per minibatch.
-    gradient_clip
-        Max gradient norm per phase.
-    cluster_warmup
-        Unsupervised mode: fraction of ``max_epochs`` trained with the translation phase only; then each head's
-        prototypes are initialised by k-means on its projected training cells and the clustering phase starts
-        (default 0.75).
-        Checkpoints before that epoch are not candidates.
-    **kwargs
-        Passed to :class:`scvi.train.TrainingPlan`.
-    """
-
-    def __init__(
-        self,
-        module: UnitedNetModule,
-        *,
-        lr: float | dict[str, float] = 1e-3,
-        weight_decay: float = 0.0,
-        classification_repeats: int = 1,
-        gradient_clip: float = 25.0,
-        cluster_warmup: float = 0.75,
-        **kwargs: Any,
-    ):
-        super().__init__(module, lr=lr if isinstance(lr, float | int) else 1e-3, weight_decay=weight_decay, **kwargs)
-        self.cluster_warmup = cluster_warmup
-        self.automatic_optimization = False
-        self.lrs = lr if isinstance(lr, dict) else {}
-        self.base_lr = float(lr) if isinstance(lr, float | int) else 1e-3
-        self.classification_repeats = classification_repeats
-        self.gradient_clip = gradient_clip
-        self.phases = list(_PHASES[module.mode])
-        if module.net.discriminators is not None:
-            self.phases.insert(1, "discriminator")
-        self._val: dict[str, Any] = {}
-        self.best_score: float | None = None
-        self.best_epoch: int | None = None
-        self._best_state: dict[str, torch.Tensor] | None = None
-
-    def _phase_parameters(self, phase: str) -> list[torch.nn.Parameter]:
-        net = self.module.net
-        groups = {
-            "translation": [net.encoders, net.decoders, net.latent_projector],
-            "discriminator": [net.discriminators],
-            "classification": [net.encoders, net.heads],
-            "clustering": [net.heads],
-        }[phase]
-        return [p for g in groups if g is not None for p in g.parameters()]
-
-    def configure_optimizers(self):
-        return [
-            torch.optim.Adam(self._phase_parameters(p), lr=self.lrs.get(p, self.base_lr),
-                             weight_decay=self.weight_decay, foreach=True)
-            for p in self.phases
-        ]
-
-    def _step(self, opt, loss: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self.clip_gradients(opt, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
-        opt.step()
-
-    def _inputs(self, batch):
-        module = self.module
-        return module.standardize({m: batch[modality_key(m)] for m in module.modalities}), batch.get(
-            REGISTRY_KEYS.LABELS_KEY
-        )
-
-    @torch.no_grad()
-    def _groups(self, xs, labels) -> torch.Tensor | None:
-        """Return groups for the contrastive negatives: known labels where given, else the best head's prediction."""
-        module = self.module
-        if module.net.heads is None:
-            return None
-        was_training = module.net.training
-        module.net.eval()
-        pred = module.net.classify(module.net.encode(xs))["logits"][module.best_head].argmax(-1)
-        module.net.train(was_training)
-        if labels is not None and module.mode == "supervised":
-            labels = labels.view(-1).long()
-            pred = torch.where(labels < module.n_classes, labels, pred)
-        return pred
-
-    @property
-    def cluster_init_epoch(self) -> int:
-        """Epoch at which the cluster prototypes are initialised by k-means (unsupervised mode)."""
-        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        return int(self.cluster_warmup * max_epochs)
-
-    def on_train_epoch_start(self) -> None:
-        """In unsupervised mode, initialise the prototypes by k-means once the warm-up epochs are done."""
-        if self.module.mode == "unsupervised" and self.current_epoch == self.cluster_init_epoch:
-            self._kmeans_prototypes()
-
-    @torch.no_grad()
-    def _kmeans_prototypes(self) -> None:
-        from sklearn.cluster import KMeans
-
-        module = self.module
-        heads = module.net.heads
-        was_training = module.training
-        module.eval()
-        hidden = []
-        for batch in self.trainer.train_dataloader:
-            batch = {k: v.to(module.device) for k, v in batch.items()}
-            xs, _ = self._inputs(batch)
-            hidden.append(module.net.classify(module.net.encode(xs))["hidden"].cpu())
-        module.train(was_training)
-        hidden = torch.cat(hidden, dim=1).numpy()  # (heads, cells, projection)
-        k = heads.prototypes.shape[1]
-        if hidden.shape[1] < k:
-            return
-        seed = int(torch.randint(0, 2**31 - 1, (1,)))
-        for h in range(hidden.shape[0]):
-            centers = KMeans(k, n_init=10, random_state=seed + h).fit(hidden[h]).cluster_centers_
-            heads.prototypes.data[h] = torch.as_tensor(centers, dtype=heads.prototypes.dtype)
-
-    def training_step(self, batch, batch_idx):
-        opts = self.optimizers()
-        opts = dict(zip(self.phases, opts if isinstance(opts, list) else [opts]))
-        xs, labels = self._inputs(batch)
-        n = next(iter(xs.values())).shape[0]
-        log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": self.use_sync_dist}
-        out = self.module.translation_losses(xs, groups=self._groups(xs, labels),
-                                             generator="discriminator" in opts)
-        self._step(opts["translation"], out["loss"])
-        self.log("train_loss", out["loss"].detach(), prog_bar=True, **log)
-        for key in ("reconstruction", "translation", "contrastive", "generator"):
-            if key in out:
-                self.log(f"train_{key}", out[key].detach(), **log)
-        if "discriminator" in opts:
-            disc = self.module.discriminator_loss(xs, {k: v.detach() for k, v in out["decoded"].items()})
-            self._step(opts["discriminator"], disc)
-            self.log("train_discriminator", disc.detach(), **log)
-        for phase in ("classification", "clustering"):
-            if phase not in opts or (phase == "clustering" and self.current_epoch < self.cluster_init_epoch):
-                continue
-            for _ in range(self.classification_repeats):
-                heads = self.module.head_losses(xs, labels, train_encoders=phase == "classification")
-                self._step(opts[phase], heads.sum())
-            self.log(f"train_{phase}_loss", heads.detach().min(), **log)
-
-    # validation: epoch-level accounting of per-head losses, best head and best weights -------------------------
-    def on_validation_epoch_start(self) -> None:
-        self._val = {"n": 0.0, "reconstruction": 0.0, "translation": 0.0, "heads": 0.0}
-
-    def validation_step(self, batch, batch_idx):
-        xs, labels = self._inputs(batch)
-        n = next(iter(xs.values())).shape[0]
-        out = self.module.translation_losses(xs)
-        self._val["n"] += n
-        self._val["reconstruction"] += float(out["reconstruction"]) * n
-        self._val["translation"] += float(out["translation"]) * n
-        if self.module.net.heads is not None:
-            if self.module.mode == "supervised":
-                keep = labels.view(-1).long() < self.module.n_classes
-                n_lab = int(keep.sum())
-                if n_lab:
-                    self._val["heads"] = self._val["heads"] + self.module.head_losses(xs, labels).detach() * n_lab
-                self._val["n_labelled"] = self._val.get("n_labelled", 0) + n_lab
-            else:
-                self._val["heads"] = self._val["heads"] + self.module.head_losses(xs).detach() * n
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self._val.get("n"):
-            return
-        n = self._val["n"]
-        rec, tra = self._val["reconstruction"] / n, self._val["translation"] / n
-        score = rec + tra
-        self.log("validation_reconstruction", rec, sync_dist=self.use_sync_dist)
-        self.log("validation_translation", tra, sync_dist=self.use_sync_dist)
-        heads = self._val["heads"]
-        if torch.is_tensor(heads):
-            denom = self._val.get("n_labelled", n) if self.module.mode == "supervised" else n
-            heads = heads / max(denom, 1)
-            best = int(heads.argmin())
-            self.module.best_head.fill_(best)
-            self.log("validation_group_loss", float(heads[best]), sync_dist=self.use_sync_dist)
-            self.log("best_head", float(best), sync_dist=self.use_sync_dist)
-            if self.module.mode == "supervised":
-                score = score + float(heads[best])
-        self.log("validation_loss", score, sync_dist=self.use_sync_dist, prog_bar=True)
-        if self.module.mode == "unsupervised" and self.current_epoch < self.cluster_init_epoch:
-            return  # prototypes are not initialised yet: not a candidate checkpoint
-        if self.best_score is None or score < self.best_score:
-            self.best_score, self.best_epoch = score, self.current_epoch
-            self._best_state = copy.deepcopy(self.module.state_dict())
-
-    def on_train_end(self) -> None:
-        if self._best_state is not None:
-            self.module.load_state_dict(self._best_state)
 
 
 class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
@@ -586,8 +145,8 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         random_state: int = 0,
     ):
         super().__init__(mdata)
-        if mode not in _PHASES:
-            raise ValueError(f"`mode` must be one of {list(_PHASES)}, got {mode!r}.")
+        if mode not in PHASES:
+            raise ValueError(f"`mode` must be one of {list(PHASES)}, got {mode!r}.")
         if head_fusion_init not in ("auto", "uniform", "diverse"):
             raise ValueError(f"`head_fusion_init` must be 'auto', 'uniform' or 'diverse', got {head_fusion_init!r}.")
         if head_fusion_init == "auto":
@@ -603,7 +162,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             raise ValueError("mode='supervised' needs labels: call setup_mudata(..., label_key=...) first.")
         layers = self._layers()
         if binary == "auto":
-            binary = {m: _is_binary(get_matrix(mdata.mod[m], layers[m])) for m in modalities}
+            binary = {m: is_binary(get_matrix(mdata.mod[m], layers[m])) for m in modalities}
         else:
             unknown = sorted(set(binary) - set(modalities))
             if unknown:
@@ -826,7 +385,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         if first_fit:
             layers = self._layers()
             self.module.set_scaler({
-                m: _column_stats(get_matrix(self.adata.mod[m], layers[m]), train_indices) for m in self.modalities
+                m: column_stats(get_matrix(self.adata.mod[m], layers[m]), train_indices) for m in self.modalities
             })
             if self.module.net.linear_skip:
                 self._fit_linear_skip(train_indices)
@@ -1080,4 +639,4 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         return np.concatenate(out, 0)
 
 
-__all__ = ["UnitedNet", "UnitedNetModule", "UnitedNetTrainingPlan"]
+__all__ = ["UnitedNet"]
