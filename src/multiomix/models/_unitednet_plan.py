@@ -12,6 +12,7 @@ from scvi.train import TrainingPlan
 from ._base import modality_key
 from ._unitednet_module import UnitedNetModule
 
+# the phases every minibatch runs, in order, per mode (a discriminator phase follows "translation" when adversarial)
 PHASES = {
     "supervised": ("translation", "classification"),
     "unsupervised": ("translation", "clustering"),
