@@ -402,3 +402,16 @@ def test_set_linear_skip_rejects_a_pair_without_a_map():
     assert torch.allclose(net.linear_translate(torch.ones(1, 3), "a", "b"), torch.full((1, 2), 3.0))
     with pytest.raises(ValueError, match="no linear map a -> c"):
         net.set_linear_skip("a", "c", torch.ones(3, 4), torch.zeros(4))
+
+
+def test_binary_detection_for_the_loss():
+    """0/1 data (dense or sparse) counts as binary, so BCE; continuous or empty data does not."""
+    from scipy import sparse
+
+    from multiomix._utils import is_binary
+
+    peaks = np.array([[0, 1, 1], [1, 0, 0]], dtype=np.float32)
+    assert is_binary(peaks) and is_binary(sparse.csr_matrix(peaks))
+    assert not is_binary(peaks * 0.5)
+    assert not is_binary(sparse.csr_matrix((4, 3)))  # no stored values: nothing says the data are binary
+    assert not is_binary(np.zeros((0, 3)))
