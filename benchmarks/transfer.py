@@ -8,8 +8,9 @@ the scores. Peers in the same script, same split:
 - scANVI: SCVI + SCANVI on the reference RNA counts, then ``SCANVI.load_query_data`` and query training;
 - protein from RNA on the query cells: ridge (alpha by internal CV) and kNN regression on the reference RNA
   PCA, against UnitedNet trained on the reference only (before adaptation, which sees query proteins): the
-  supervised transfer model, and a translation-mode model whose latent width is chosen by CV on the reference
-  (``--protein-latents``, ``--protein-epochs``), alone and as an ensemble of seeds (``--protein-ensemble``).
+  supervised transfer model, and a translation-mode model whose latent width and input dropout are chosen by CV
+  on the reference (``--protein-latents``, ``--protein-input-dropouts``, ``--protein-epochs``), alone and as an
+  ensemble of seeds (``--protein-ensemble``).
 
 UnitedNet: its learning rate is chosen by stratified cross-validation *within the reference* (accuracy on
 held-out reference cells, ``--lr-grid``, ``--cv-folds``, ``--cv-seeds`` fits per rate and fold, averaged; the
@@ -145,7 +146,7 @@ def choose_lr(reference, label_key: str, lrs: list[float], *, folds: int, epochs
 
 
 def protein_predictions(reference, query, *, seed: int, folds: int, latents: list[int], epochs: int,
-                        ensemble: int) -> dict:
+                        ensemble: int, input_dropouts: tuple[float, ...] = (0.5,)) -> dict:
     """Protein from RNA: ridge, kNN and a translation-mode UnitedNet whose latent width is chosen by CV.
 
     The CV runs on the reference cells only (mean per-protein Pearson on held-out reference cells); the chosen
@@ -172,16 +173,16 @@ def protein_predictions(reference, query, *, seed: int, folds: int, latents: lis
            "ridge_reference_cv": float(np.mean([mean_pearson(p_ref[h], ridge_held_out[h]) for _, h in splits])),
            "knn": mean_pearson(p_q, knn.predict(pca.transform(sx.transform(x_q))))}
 
-    def fit(data, latent: int, fit_seed: int):
-        kw = {**MODEL_KW, "latent_dim": latent}
+    def fit(data, setting: tuple[int, float], fit_seed: int):
+        kw = {**MODEL_KW, "latent_dim": setting[0], "input_dropout": setting[1]}
         return mx.tl.fit_unitednet(data, mode="translation", modalities=["rna", "adt"], max_epochs=epochs,
                                    random_state=fit_seed, accelerator="cpu",
                                    trainer_kwargs={"enable_progress_bar": False}, **kw)
 
-    def held_out_predictions(latent: int, fit_seed: int) -> np.ndarray:
+    def held_out_predictions(setting: tuple[int, float], fit_seed: int) -> np.ndarray:
         pred = np.zeros_like(p_ref)
         for _train, held_out in splits:
-            model = fit(with_held_out(reference, held_out), latent, fit_seed)
+            model = fit(with_held_out(reference, held_out), setting, fit_seed)
             pred[held_out] = model.translate(reference[held_out], source="rna", target="adt")
         return pred
 
@@ -190,13 +191,14 @@ def protein_predictions(reference, query, *, seed: int, folds: int, latents: lis
 
     t0 = time.perf_counter()
     grid, held_out = {}, {}
-    for latent in latents:
-        held_out[latent] = held_out_predictions(latent, seed)
-        per_fold = cv_pearson(held_out[latent])
-        grid[str(latent)] = {"pearson": float(np.mean(per_fold)), "per_fold": per_fold}
-        print("protein latent", latent, grid[str(latent)], flush=True)
-    chosen = int(max(grid, key=lambda k: grid[k]["pearson"]))
-    out["translation_selection"] = {"grid": grid, "chosen_latent": chosen, "epochs": epochs,
+    for setting in [(latent, rate) for rate in input_dropouts for latent in latents]:
+        held_out[setting] = held_out_predictions(setting, seed)
+        per_fold = cv_pearson(held_out[setting])
+        grid[setting] = {"pearson": float(np.mean(per_fold)), "per_fold": per_fold}
+        print("protein latent, input dropout", setting, grid[setting], flush=True)
+    chosen = max(grid, key=lambda k: grid[k]["pearson"])
+    out["translation_selection"] = {"grid": [{"latent": k[0], "input_dropout": k[1], **v} for k, v in grid.items()],
+                                    "chosen_latent": chosen[0], "chosen_input_dropout": chosen[1], "epochs": epochs,
                                     "seconds": time.perf_counter() - t0}
     t0 = time.perf_counter()
     members = [held_out[chosen]] + [held_out_predictions(chosen, seed + k) for k in range(1, ensemble)]
@@ -216,7 +218,8 @@ def protein_predictions(reference, query, *, seed: int, folds: int, latents: lis
 
 
 def run_dataset(name: str, mdata, *, epochs: int, adapt_epochs: int, scanvi_epochs: int, seed: int,
-                lrs: list[float], cv_folds: int, protein_latents: list[int], protein_epochs: int,
+                lrs: list[float], cv_folds: int, protein_latents: list[int], protein_input_dropouts: list[float],
+                protein_epochs: int,
                 protein_ensemble: int, transfer_seeds: int, cv_seeds: int) -> dict:
     label_key = "cell_type"
     ref_mask = (mdata.obs["batch"].astype(str) == "s1d1").to_numpy()
@@ -274,6 +277,7 @@ def run_dataset(name: str, mdata, *, epochs: int, adapt_epochs: int, scanvi_epoc
                                             query.obs["noadapt_confidence"].to_numpy(), known)
     if name == "cite":  # protein from RNA on the query cells (the transfer model saw no query protein yet)
         protein = protein_predictions(reference, query, seed=seed, folds=cv_folds, latents=protein_latents,
+                                      input_dropouts=tuple(protein_input_dropouts),
                                       epochs=protein_epochs, ensemble=protein_ensemble)
         protein["unitednet"] = mean_pearson(dense(query.mod["adt"].X),
                                             model.translate(query, source="rna", target="adt"))
@@ -295,6 +299,9 @@ def main() -> None:
                         help="seeds per learning rate in the reference CV (the choice uses their mean)")
     parser.add_argument("--protein-latents", type=int, nargs="+", default=[8, 16, 32, 64],
                         help="latent widths of the translation-mode UnitedNet compared by CV on the reference")
+    parser.add_argument("--protein-input-dropouts", type=float, nargs="+", default=[0.5, 0.7, 0.8],
+                        help="input dropout rates of the translation-mode UnitedNet compared by CV (jointly with "
+                             "the latent widths)")
     parser.add_argument("--protein-epochs", type=int, default=200)
     parser.add_argument("--transfer-seeds", type=int, default=5,
                         help="UnitedNet transfer runs (seeds seed, seed + 1, ...): spread and probability-averaged "
@@ -313,7 +320,9 @@ def main() -> None:
         results[name] = run_dataset(name, loader(data_dir=data_dir), epochs=args.epochs,
                                     adapt_epochs=args.adapt_epochs, scanvi_epochs=args.scanvi_epochs, seed=args.seed,
                                     lrs=args.lr_grid, cv_folds=args.cv_folds,
-                                    protein_latents=args.protein_latents, protein_epochs=args.protein_epochs,
+                                    protein_latents=args.protein_latents,
+                                    protein_input_dropouts=args.protein_input_dropouts,
+                                    protein_epochs=args.protein_epochs,
                                     protein_ensemble=args.protein_ensemble, transfer_seeds=args.transfer_seeds,
                                     cv_seeds=args.cv_seeds)
         print(name, json.dumps(results[name], indent=1), flush=True)
@@ -332,6 +341,8 @@ def write_report(results: dict) -> None:
              + (f" --cv-seeds {args.cv_seeds}" if hasattr(args, "cv_seeds") else "")
              + (f" --protein-latents {' '.join(map(str, args.protein_latents))} --protein-epochs {args.protein_epochs}"
                 if hasattr(args, "protein_latents") else "")
+             + (f" --protein-input-dropouts {' '.join(f'{v:g}' for v in args.protein_input_dropouts)}"
+                if hasattr(args, "protein_input_dropouts") else "")
              + (f" --protein-ensemble {args.protein_ensemble}" if hasattr(args, "protein_ensemble") else "")
              + (f" --transfer-seeds {args.transfer_seeds}" if hasattr(args, "transfer_seeds") else "")
              + f"` ({args.threads} CPU thread).", ""]
@@ -381,17 +392,21 @@ def write_report(results: dict) -> None:
                       f"kNN {p['knn']:.3f}."]
             if "translation_selection" in p:
                 sel = p["translation_selection"]
-                grid = ", ".join(f"{k} {v['pearson']:.3f}" for k, v in sel["grid"].items())
+                if isinstance(sel["grid"], dict):  # older runs: latent widths only, input dropout 0.5
+                    rows = [{"latent": int(k), "input_dropout": 0.5, **v} for k, v in sel["grid"].items()]
+                    sel = {**sel, "grid": rows, "chosen_input_dropout": 0.5}
+                grid = ", ".join(f"{g['latent']} / {g['input_dropout']:g} {g['pearson']:.3f}" for g in sel["grid"])
                 lines += ["", f"UnitedNet in translation mode (RNA and protein only, {sel['epochs']} epochs), latent "
-                          f"width chosen by {args.cv_folds}-fold CV on the reference cells only (mean per-protein "
-                          f"Pearson on held-out reference cells: {grid}; ridge and kNN are not part of the choice): "
-                          f"{sel['chosen_latent']}, refitted on the whole reference: "
+                          f"width and input dropout chosen by {args.cv_folds}-fold CV on the reference cells only "
+                          f"(mean per-protein Pearson on held-out reference cells, width / input dropout: {grid}; "
+                          "ridge and kNN are not part of the choice): "
+                          f"{sel['chosen_latent']} / {sel['chosen_input_dropout']:g}, refitted on the whole reference: "
                           f"**{p['unitednet_translation']:.3f}** on the query cells (the CV took "
                           f"{sel['seconds']:.0f} s)."]
             if "unitednet_translation_ensemble" in p:
                 ens = p["ensemble_reference_cv"]
                 members = ", ".join(f"{v:.3f}" for v in p["unitednet_translation_members"])
-                lines += ["", f"Ensemble of {ens['size']} seeds at that width (`mx.tl.predict_modality` with a list "
+                lines += ["", f"Ensemble of {ens['size']} seeds at that setting (`mx.tl.predict_modality` with a list "
                           f"of models): **{p['unitednet_translation_ensemble']:.4f}** on the query cells (members: "
                           f"{members}; {p['translation_seconds_per_model']:.0f} s per member). On held-out reference "
                           f"cells, same folds: ensemble {ens['pearson']:.3f}, members "
