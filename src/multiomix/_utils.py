@@ -78,7 +78,16 @@ def get_matrix(adata: AnnData, layer: str | None = None):
 
 
 def is_binary(matrix) -> bool:
-    """Whether a non-empty matrix (dense or sparse) holds only zeros and ones (e.g. binarised ATAC peaks)."""
+    """Whether a non-empty matrix (dense or sparse) holds only zeros and ones (e.g. binarised ATAC peaks).
+
+    Models use it to pick a Bernoulli (BCE) rather than a Gaussian (MSE) reconstruction loss. A sparse matrix
+    without stored values is not called binary.
+
+    Examples
+    --------
+    >>> is_binary(np.array([[0, 1], [1, 1]])), is_binary(np.array([[0.5, 1.0]])), is_binary(np.zeros((0, 2)))
+    (True, False, False)
+    """
     values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
     return bool(values.size) and bool(np.isin(values, (0, 1)).all())
 
