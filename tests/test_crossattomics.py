@@ -167,8 +167,8 @@ def test_fit_writes_results_and_learns_on_real_data(tcga):
     info = mdata.uns["crossattomics"]
     history = info["history"]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
-    # only train rows are trained on: 615 train rows minus the internal 15 % validation (93 rows)
-    assert len(model.train_indices) == 522 and len(model.validation_indices) == 93
+    # only train rows are trained on: 615 train rows minus the internal 15 % validation (92 rows)
+    assert len(model.train_indices) == 523 and len(model.validation_indices) == 92
     assert set(model.train_indices).isdisjoint(np.flatnonzero(mdata.obs["split"] == "test"))
     assert info["test_metrics"]["n"] == 154
     assert info["test_metrics"]["accuracy"] > 0.6  # majority class is 0.54

@@ -18,6 +18,20 @@ SPLIT_KEY = "split"
 SPLIT_VALUES = ("train", "validation", "test")
 
 
+def new_mudata(mods: dict[str, AnnData]) -> MuData:
+    """A MuData from modalities, built with mudata's upcoming defaults (no pulled columns, no FutureWarning).
+
+    Examples
+    --------
+    >>> new_mudata({"rna": AnnData(np.zeros((2, 3)))}).n_obs
+    2
+    """
+    import mudata
+
+    with mudata.set_options(pull_on_update=False):
+        return MuData(mods)
+
+
 def added(where: str, key: str) -> None:
     """Log that ``key`` was written to ``where`` (e.g. ``obsm``)."""
     logger.info(f"added .{where}[{key!r}]")
@@ -126,8 +140,9 @@ def split_indices(obs: pd.DataFrame, split_key: str = SPLIT_KEY) -> dict[str, np
     """Return integer row indices per split value when ``obs[split_key]`` exists, else ``None``."""
     if split_key not in obs.columns:
         return None
-    split = obs[split_key].astype(str)
-    unknown = sorted(set(split.unique()) - set(SPLIT_VALUES))
+    column = obs[split_key]
+    split = column.astype(object).where(column.notna(), None).astype(str)  # unassigned rows read "None"
+    unknown = sorted(set(split[column.notna().to_numpy()].unique()) - set(SPLIT_VALUES))
     if unknown:
         raise ValueError(f".obs[{split_key!r}] has values {unknown}; expected only {list(SPLIT_VALUES)}.")
     out = {name: np.flatnonzero((split == name).to_numpy()) for name in SPLIT_VALUES}

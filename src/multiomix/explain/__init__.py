@@ -1,6 +1,6 @@
 """Attribution: relevance propagation through attention models, SHAP and gradient methods."""
 
-from ._adapters import FunctionModule, RelevanceAdapter, get_adapter, register_adapter
+from ._adapter import FunctionModule, RelevanceAdapter, get_adapter
 from ._lrp import interaction_relevance
 from ._relevance import average_results, cross_modal_relevance, deep_supported, group_prototypes, group_relevance
 
@@ -13,6 +13,5 @@ __all__ = [
     "group_prototypes",
     "group_relevance",
     "interaction_relevance",
-    "register_adapter",
     "RelevanceAdapter",
 ]

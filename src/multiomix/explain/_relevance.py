@@ -32,7 +32,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from ._adapters import FunctionModule
+from ._adapter import FunctionModule
 
 __all__ = [
     "RelevanceResult",

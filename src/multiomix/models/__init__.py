@@ -1,6 +1,10 @@
-"""scvi-tools model classes."""
+"""scvi-tools model classes, each on :class:`~multiomix.models.base.MultiomixModel`."""
 
+from . import base
+
+from ..module import CrossAttOmicsModule
 from ._crossattomics import CrossAttOmics, default_interaction_graph
+from .base import MultiomixModel
 from ._genomic_interpreter import GenomicInterpreter, GenomicInterpreterModule
 from ._med_crossvit import MedCrossViT, MedCrossViTModule
 from ._multimodal_ae import MultimodalAE, MultimodalAEModule, MultimodalAETrainingPlan
@@ -10,6 +14,9 @@ from ._unitednet_plan import UnitedNetTrainingPlan
 
 __all__ = [
     "CrossAttOmics",
+    "CrossAttOmicsModule",
+    "MultiomixModel",
+    "base",
     "default_interaction_graph",
     "GenomicInterpreter",
     "GenomicInterpreterModule",

@@ -10,24 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 from mudata import MuData
-from scvi import REGISTRY_KEYS
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
-from ..nn import CrossAttOmicsNet, random_groups, validate_graph
+from ..module import CrossAttOmicsModule
+from ..nn import random_groups, validate_graph
 from ..nn.crossattomics import interaction_name
-from ._base import (
-    ClassPredictionMixin,
-    Standardizer,
-    SupervisedTrainingPlan,
-    class_weights,
-    cross_entropy,
-    feature_mean_std,
-    modality_key,
-    register_mudata_fields,
-    resolve_rows,
-    train_on_rows,
-)
+from .base import MultimodalInputMixin, MultiomixModel, register_mudata_fields
 
 logger = logging.getLogger("multiomix")
 
@@ -86,58 +73,7 @@ def resolve_groups(
     return groups, names
 
 
-class CrossAttOmicsModule(BaseModuleClass):
-    """scvi-tools module wrapping :class:`~multiomix.nn.CrossAttOmicsNet` with a cross-entropy loss.
-
-    Parameters
-    ----------
-    modalities
-        Modality names (registry keys ``X_<modality>``).
-    class_weight
-        Per-class weights of the cross-entropy, or ``None``.
-    **net_kwargs
-        Passed to :class:`~multiomix.nn.CrossAttOmicsNet`.
-    """
-
-    def __init__(self, *, modalities: Sequence[str], class_weight: Sequence[float] | None = None, **net_kwargs: Any):
-        super().__init__()
-        self.modalities = list(modalities)
-        self.net = CrossAttOmicsNet(**net_kwargs)
-        self.standardizer = Standardizer(net_kwargs["in_features"])
-        weight = torch.as_tensor(class_weight, dtype=torch.float32) if class_weight is not None else None
-        self.register_buffer("class_weight", weight)
-
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {"x": {m: tensors[modality_key(m)] for m in self.modalities}}
-
-    @auto_move_data
-    def inference(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Fused representation and class logits."""
-        fused = self.net.fuse(self.standardizer(x))
-        return {"fused": fused, "logits": self.net.head(fused)}
-
-    def _get_generative_input(self, tensors, inference_outputs) -> dict:
-        return {}
-
-    def generative(self) -> dict:
-        """No generative part (a discriminative model)."""
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Class-weighted cross-entropy."""
-        logits = inference_outputs["logits"]
-        labels = tensors[REGISTRY_KEYS.LABELS_KEY]
-        ce = cross_entropy(logits, labels, self.class_weight)
-        return LossOutput(
-            loss=ce, classification_loss=ce, logits=logits, true_labels=labels, n_obs_minibatch=labels.shape[0]
-        )
-
-    def sample(self, *args, **kwargs):
-        """Not defined for a classifier."""
-        raise NotImplementedError("CrossAttOmics is discriminative; it has no generative sampling.")
-
-
-class CrossAttOmics(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
     """CrossAttOmics: multi-omics classification with cross-attention along a regulatory graph.
 
     Each modality is encoded by an AttOmics encoder into group tokens; for every edge ``source -> target``
@@ -182,7 +118,7 @@ class CrossAttOmics(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelCl
     """
 
     _module_cls = CrossAttOmicsModule
-    _training_plan_cls = SupervisedTrainingPlan
+    _latent_output = "latent"
 
     def __init__(
         self,
@@ -201,7 +137,7 @@ class CrossAttOmics(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelCl
         add_unimodal_to_multimodal: bool = False,
         random_state: int = 0,
     ):
-        super().__init__(mdata)
+        super().__init__(mdata, random_state=random_state)
         modalities = self.modalities
         graph = validate_graph(interaction_graph or default_interaction_graph(modalities), modalities)
         generator = torch.Generator().manual_seed(random_state)
@@ -213,12 +149,11 @@ class CrossAttOmics(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelCl
             idx, names = resolve_groups(mdata.mod[m].var_names, spec, generator=generator)
             self.feature_groups_[m], self.group_names_[m] = idx, names
         sizes = {m: list(group_sizes[m] if isinstance(group_sizes, Mapping) else group_sizes) for m in modalities}
-        labels = self.get_from_registry(mdata, REGISTRY_KEYS.LABELS_KEY).ravel()
-        n_classes = self.summary_stats.n_labels
+        n_classes = len(self.classes)
         torch.manual_seed(random_state)
         self.module = self._module_cls(
             modalities=modalities,
-            class_weight=class_weights(labels, n_classes).tolist() if class_weighting else None,
+            class_weighting=class_weighting,
             in_features={m: mdata.mod[m].n_vars for m in modalities},
             groups=self.feature_groups_,
             group_sizes=sizes,
@@ -231,7 +166,6 @@ class CrossAttOmics(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelCl
             add_unimodal_branches=add_unimodal_branches,
             add_unimodal_to_multimodal=add_unimodal_to_multimodal,
         )
-        self.random_state = random_state
         self.standardize = standardize
         self._model_summary_string = (
             f"CrossAttOmics over {modalities}; graph {graph}; groups "
@@ -280,22 +214,6 @@ class CrossAttOmics(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelCl
             **kwargs,
         )
 
-    @classmethod
-    def setup_anndata(cls, adata, **kwargs) -> None:
-        """Not supported: CrossAttOmics needs several modalities; use :meth:`setup_mudata`."""
-        raise TypeError("CrossAttOmics reads several modalities: build a MuData and call `setup_mudata`.")
-
-    @property
-    def modalities(self) -> list[str]:
-        """Modalities the model reads, in registration order."""
-        args = self.adata_manager.registry["setup_args"]
-        return list(args["modalities"]) if args.get("modalities") else list(self.adata.mod.keys())
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names, in the order of the logits."""
-        return [str(c) for c in self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping]
-
     @property
     def interaction_graph(self) -> dict[str, list[str]]:
         """The interaction graph ``{target: [sources]}``."""
@@ -306,102 +224,31 @@ class CrossAttOmics(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelCl
         """Names of the fusion parts (``source->target`` interactions, then unimodal branches)."""
         return self.module.net.part_names
 
-    def train(
-        self,
-        max_epochs: int = 200,
-        *,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        batch_size: int = 64,
-        train_indices: np.ndarray | None = None,
-        validation_indices: np.ndarray | None = None,
-        validation_size: float = 0.15,
-        early_stopping: bool = True,
-        early_stopping_patience: int = 20,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        plan_kwargs: dict | None = None,
-        datasplitter_kwargs: dict | None = None,
-        **trainer_kwargs: Any,
-    ):
-        """Train with scvi-tools' Lightning engine, keeping the weights of the best validation epoch.
-
-        Parameters
-        ----------
-        max_epochs
-            Maximum number of epochs.
-        lr, weight_decay
-            AdamW learning rate and weight decay.
-        batch_size
-            Minibatch size.
-        train_indices, validation_indices
-            Integer rows to train / validate on (e.g. from ``obs['split']``); rows in neither are not used.
-            Default: a random ``validation_size`` split of all rows.
-        validation_size
-            Fraction held out for validation when no indices are given.
-        early_stopping
-            Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
-        early_stopping_patience
-            Patience in epochs.
-        accelerator, devices
-            Lightning accelerator and devices; ``strategy`` goes in ``trainer_kwargs``: ``"ddp"`` from a
-            script, ``"ddp_notebook"`` (fork-based) in Jupyter or on CPU processes. ``"ddp_spawn"`` is not
-            supported: it pickles scvi-tools' MuData field classes, which cannot be pickled.
-        plan_kwargs, datasplitter_kwargs
-            Extra arguments of the training plan / data splitter.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy``, ``enable_progress_bar``).
+    def relevance_adapter(self):
+        """What :mod:`multiomix.explain` needs: a classifier from the stored data to class probabilities.
 
         Examples
         --------
-        >>> model.train(max_epochs=100, accelerator="gpu", devices=2, strategy="ddp_notebook")
+        >>> adapter = model.relevance_adapter()  # doctest: +SKIP
         """
-        rows = resolve_rows(self.adata.n_obs, train_indices, validation_indices, validation_size=validation_size,
-                            random_state=self.random_state)
-        if self.standardize:
-            for m in self.modalities:
-                matrix = self.adata_manager.get_from_registry(modality_key(m))
-                self.module.standardizer.set(m, *feature_mean_std(matrix, rows[0]))
-        return train_on_rows(
-            self, max_epochs, rows=rows, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience, accelerator=accelerator,
-            devices=devices, random_state=self.random_state, plan_kwargs=plan_kwargs,
-            datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs,
+        from ..explain._adapter import FunctionModule, RelevanceAdapter
+
+        module = self.module
+        module.eval()
+        mods = list(self.modalities)
+
+        def classify(*xs: torch.Tensor) -> torch.Tensor:
+            return module.inference(dict(zip(mods, xs)))["logits"].softmax(-1)
+
+        return RelevanceAdapter(
+            modalities=mods,
+            feature_names={m: pd.Index(self.feature_names_[m]) for m in mods},
+            layers=self.layers,
+            class_names=list(self.classes),
+            classifier=FunctionModule(classify, {"net": module.net, "standardizer": module.standardizer}),
+            device=module.device,
+            name="CrossAttOmics",
         )
 
-    @torch.inference_mode()
-    def _collect(self, mdata: MuData | None, indices, batch_size: int, what: str) -> np.ndarray:
-        mdata = self._validate_anndata(mdata)
-        loader = self._make_data_loader(adata=mdata, indices=indices, batch_size=batch_size)
-        self.module.eval()
-        out = [self.module.inference(**self.module._get_inference_input(t))[what].cpu() for t in loader]
-        return torch.cat(out).numpy()
 
-    def predict_proba(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
-    ) -> pd.DataFrame:
-        """Class probabilities (samples x classes).
-
-        Examples
-        --------
-        >>> proba = model.predict_proba()
-        """
-        logits = self._collect(mdata, indices, batch_size, "logits")
-        proba = torch.softmax(torch.as_tensor(logits), dim=-1).numpy()
-        names = (mdata or self.adata).obs_names
-        names = names if indices is None else names[np.asarray(indices)]
-        return pd.DataFrame(proba, index=names, columns=self.classes)
-
-    def get_latent_representation(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
-    ) -> np.ndarray:
-        """Fused representation fed to the classification head (samples x fused width).
-
-        Examples
-        --------
-        >>> z = model.get_latent_representation()
-        """
-        return self._collect(mdata, indices, batch_size, "fused")
-
-
-__all__ = ["CrossAttOmics", "CrossAttOmicsModule", "default_interaction_graph", "interaction_name"]
+__all__ = ["CrossAttOmics", "default_interaction_graph", "interaction_name"]

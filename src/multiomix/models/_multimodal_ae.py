@@ -463,3 +463,39 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         if not out:
             return np.zeros((0, len(self.modality_vars_[target])), dtype=np.float32)
         return np.concatenate(out, 0)
+
+    def relevance_adapter(self):
+        """What :mod:`multiomix.explain` needs: a translator (encode the source, decode the target).
+
+        Examples
+        --------
+        >>> adapter = model.relevance_adapter()  # doctest: +SKIP
+        """
+        from torch import nn
+
+        from multiomix.explain._adapter import FunctionModule, RelevanceAdapter
+
+        module = self.module
+        module.eval()
+        net = module.net
+        mods = list(self.modalities_)
+
+        def translator(source: str, target: str) -> nn.Module:
+            j = mods.index(target)
+            nb = self.likelihoods_[target] == "nb"
+
+            def translate(x: torch.Tensor) -> torch.Tensor:
+                pred = net.decoders[target](net.encode({source: x}))["mean"]
+                return pred * module.library_median[j] if nb else pred
+
+            parts = {"encoder": net.encoders[source], "to_joint": net.to_joint[source], "decoder": net.decoders[target]}
+            return FunctionModule(translate, parts)
+
+        return RelevanceAdapter(
+            modalities=mods,
+            feature_names={m: pd.Index(self.modality_vars_[m].index.astype(str)) for m in mods},
+            layers=self._layers(),
+            translator=translator,
+            device=module.device,
+            name="MultimodalAE",
+        )

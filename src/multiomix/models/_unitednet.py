@@ -638,5 +638,56 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             return np.zeros((0, len(self.modality_vars_[target])), dtype=np.float32)
         return np.concatenate(out, 0)
 
+    def relevance_adapter(self):
+        """What :mod:`multiomix.explain` needs: the best head's classifier and every cross-modal translator.
+
+        Examples
+        --------
+        >>> adapter = model.relevance_adapter()
+        >>> adapter.get_translator("rna", "ephys")  # doctest: +SKIP
+        """
+        from torch import nn
+
+        from multiomix.explain._adapter import FunctionModule, RelevanceAdapter
+
+        module = self.module
+        module.eval()
+        mods = list(self.modalities)
+        net = module.net
+        head = int(module.best_head)
+        classifier = None
+        if net.heads is not None:
+            def classify(*xs: torch.Tensor) -> torch.Tensor:
+                z = net.encode(module.standardize(dict(zip(mods, xs))))
+                return net.classify(z)["logits"][head].softmax(-1)
+
+            classifier = FunctionModule(classify, {"encoders": net.encoders, "heads": net.heads})
+
+        def translator(source: str, target: str) -> nn.Module:
+            enc, dec = net.encoders[source], net.decoders[target]
+
+            def translate(x: torch.Tensor) -> torch.Tensor:
+                xs = module.standardize({source: x})[source]
+                return module.to_data_scale(target, net.translate(xs, source, target))
+
+            return FunctionModule(translate, {"encoder": enc, "decoder": dec})
+
+        linear = []
+        if net.linear_skip:
+            blend = net.skip_blend.detach().cpu().numpy()
+            linear = [(s, t) for i, s in enumerate(mods) for j, t in enumerate(mods)
+                      if s != t and t in net.skip_targets and blend[i, j] <= 0.0]
+        return RelevanceAdapter(
+            modalities=mods,
+            feature_names={m: pd.Index(self.modality_vars_[m].index.astype(str)) for m in mods},
+            layers=self._layers(),
+            class_names=list(self.classes_) if net.heads is not None else None,
+            classifier=classifier,
+            translator=translator,
+            device=module.device,
+            name="UnitedNet",
+            linear_paths=linear,
+        )
+
 
 __all__ = ["UnitedNet"]

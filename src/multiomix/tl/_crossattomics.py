@@ -9,72 +9,19 @@ import numpy as np
 import pandas as pd
 import torch
 from mudata import MuData
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-from sklearn.model_selection import train_test_split
 
-from .._utils import (
-    check_labels,
-    check_modalities,
-    history_frame,
-    restore_on_error,
-    split_indices,
-    to_uns,
-    write_obs,
-    write_obsm,
-    write_uns,
-)
+from .._utils import check_modalities, write_uns
 from ..explain import interaction_relevance
 from ..models import CrossAttOmics, default_interaction_graph
-from ..models._base import modality_key
+from ..models.base import modality_key, resolve_layers
 from ..nn import validate_graph
-
-
-def training_rows(
-    obs: pd.DataFrame, *, label_key: str | None, split_key: str, validation_size: float, random_state: int
-) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
-    """Train / validation / test rows from ``obs[split_key]`` (validation carved from train when absent).
-
-    Returns ``(None, None, empty)`` when there is no split column (the model then splits internally).
-    """
-    splits = split_indices(obs, split_key)
-    if splits is None:
-        return None, None, np.array([], dtype=int)
-    train, validation = splits["train"], splits["validation"]
-    if len(validation) == 0 and validation_size > 0:
-        labels = obs[label_key].iloc[train] if label_key is not None else None
-        stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
-        train, validation = train_test_split(
-            train, test_size=validation_size, random_state=random_state, stratify=stratify
-        )
-    return np.sort(train), np.sort(validation), splits["test"]
-
-
-def classification_metrics(y_true: pd.Series, y_pred: pd.Series) -> dict[str, float]:
-    """Accuracy, macro-F1 and balanced accuracy."""
-    y_true, y_pred = y_true.astype(str), y_pred.astype(str)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "n": len(y_true),
-    }
-
-
-def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndarray, *, key: str) -> pd.Series:
-    """Write ``obs['<key>_prediction']``, ``obs['<key>_confidence']``, ``obsm['<key>_proba']``, ``obsm['X_<key>']``."""
-    codes = proba.to_numpy().argmax(1)
-    prediction = pd.Categorical.from_codes(codes, categories=list(proba.columns))
-    write_obs(mdata, f"{key}_prediction", prediction)
-    write_obs(mdata, f"{key}_confidence", proba.to_numpy().max(1).astype(np.float32))
-    write_obsm(mdata, f"{key}_proba", proba.to_numpy().astype(np.float32))
-    write_obsm(mdata, f"X_{key}", latent.astype(np.float32))
-    return pd.Series(prediction, index=mdata.obs_names)
+from ._fit import finish_classifier_fit, modality_features, prepare_fit
 
 
 def fit_crossattomics(
     mdata: MuData,
     *,
-    label_key: str,
+    label_key: str | None = None,
     modalities: Sequence[str] | None = None,
     layer: str | dict[str, str | None] | None = None,
     interaction_graph: Mapping[str, Sequence[str]] | None = None,
@@ -88,31 +35,36 @@ def fit_crossattomics(
     target_self_attention: bool = True,
     add_unimodal_branches: bool = True,
     add_unimodal_to_multimodal: bool = False,
-    max_epochs: int = 200,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-2,
-    batch_size: int = 64,
-    early_stopping_patience: int = 20,
-    validation_size: float = 0.15,
+    max_epochs: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    batch_size: int | None = None,
+    early_stopping_patience: int | None = None,
     split_key: str = "split",
+    test_size: float = 0.2,
+    validation_size: float = 0.15,
+    baseline: bool = True,
     random_state: int = 0,
     key_added: str = "crossattomics",
     accelerator: str = "auto",
     devices: int | str | list[int] = "auto",
+    progress_bar: bool | None = None,
     **trainer_kwargs: Any,
 ) -> CrossAttOmics:
     """Fit CrossAttOmics on a MuData and write its predictions and embedding into it.
 
-    When ``obs[split_key]`` exists (see :func:`multiomix.pp.split`), only ``'train'`` rows are trained on;
-    early stopping watches the ``'validation'`` rows (or ``validation_size`` of the train rows when there are
-    none); predictions are written for every row, and metrics on the ``'test'`` rows go to ``uns``.
+    Follows the fit contract (``docs/conventions.md``): with ``obs[split_key]`` only ``'train'`` rows are
+    trained on and early stopping watches the ``'validation'`` rows (or a stratified ``validation_size`` of the
+    train rows); without it, a stratified ``test_size`` of the labelled rows is held out and the split is
+    written to ``obs[split_key]``. Rows without a label are predicted, never trained on. Test metrics of the
+    model and of a logistic-regression baseline fitted on the same rows go to ``uns[key_added]``.
 
     Parameters
     ----------
     mdata
         Paired MuData.
     label_key
-        Column of ``mdata.obs`` with the classes.
+        Column of ``mdata.obs`` with the classes (``None``: the one plausible label column).
     modalities
         Modalities to use (default: all).
     layer
@@ -127,108 +79,76 @@ def fit_crossattomics(
     target_self_attention, add_unimodal_branches, add_unimodal_to_multimodal
         Fusion options, see :class:`~multiomix.nn.CrossAttOmicsNet`.
     max_epochs, lr, weight_decay, batch_size, early_stopping_patience
-        Training options, see :meth:`~multiomix.models.CrossAttOmics.train`.
-    validation_size
-        Share of the train rows held out for early stopping when there are no validation rows.
+        Training options (defaults: the model's, see :meth:`~multiomix.models.base.MultiomixModel.train`).
     split_key
         Column of ``mdata.obs`` with ``train``/``validation``/``test``.
+    test_size
+        Share of the labelled rows held out for testing when there is no split column (0: none).
+    validation_size
+        Share of the train rows held out for early stopping when there are no validation rows.
+    baseline
+        Also fit the logistic-regression baseline on the same rows and store its test metrics.
     random_state
         Seed (CPU runs are reproducible).
     key_added
         Prefix of every key written.
     accelerator, devices
         Lightning accelerator and devices.
+    progress_bar
+        Show a progress bar (default: ``mx.settings.progress_bar``).
     **trainer_kwargs
-        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``, ``enable_progress_bar=False``).
+        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``).
 
     Returns
     -------
     The trained model. Writes ``obs['<key>_prediction']``, ``obs['<key>_confidence']``,
-    ``obsm['<key>_proba']``, ``obsm['X_<key>']`` and ``uns['<key>']`` (params, history, test metrics).
+    ``obsm['<key>_proba']``, ``obsm['X_<key>']`` and ``uns['<key>']`` (params, classes, history, interactions,
+    test metrics, baseline), and ``obs[split_key]`` when it created the split.
 
     Examples
     --------
     >>> import multiomix as mx
     >>> mdata = mx.datasets.tcga_brca()
-    >>> mx.pp.split(mdata, label_key="subtype", test_size=0.2, random_state=0)
-    >>> model = mx.tl.fit_crossattomics(mdata, label_key="subtype")
+    >>> model = mx.tl.fit_crossattomics(mdata)
     >>> mdata.uns["crossattomics"]["test_metrics"]["macro_f1"]  # doctest: +SKIP
     """
     modalities = check_modalities(mdata, modalities)
     validate_graph(interaction_graph or default_interaction_graph(modalities), modalities)
-    train, validation, test = training_rows(
-        mdata.obs,
-        label_key=label_key,
-        split_key=split_key,
-        validation_size=validation_size,
+    fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layer, split_key=split_key,
+                      test_size=test_size, validation_size=validation_size, random_state=random_state)
+    CrossAttOmics.setup_mudata(fit.view, label_key=fit.label_key, modalities=modalities, layer=layer)
+    model = CrossAttOmics(
+        fit.view,
+        interaction_graph=interaction_graph,
+        groups=groups,
+        group_sizes=group_sizes,
+        hidden=hidden,
+        heads=heads,
+        dropout=dropout,
+        class_weighting=class_weighting,
+        standardize=standardize,
+        target_self_attention=target_self_attention,
+        add_unimodal_branches=add_unimodal_branches,
+        add_unimodal_to_multimodal=add_unimodal_to_multimodal,
         random_state=random_state,
     )
-    check_labels(mdata.obs, label_key, rows=train)
-    if mdata.obs[label_key].isna().any():
-        raise ValueError(f"mdata.obs[{label_key!r}] has missing labels; every row needs a label to be registered.")
-    with restore_on_error(mdata):
-        CrossAttOmics.setup_mudata(mdata, label_key=label_key, modalities=modalities, layer=layer)
-        model = CrossAttOmics(
-            mdata,
-            interaction_graph=interaction_graph,
-            groups=groups,
-            group_sizes=group_sizes,
-            hidden=hidden,
-            heads=heads,
-            dropout=dropout,
-            class_weighting=class_weighting,
-            standardize=standardize,
-            target_self_attention=target_self_attention,
-            add_unimodal_branches=add_unimodal_branches,
-            add_unimodal_to_multimodal=add_unimodal_to_multimodal,
-            random_state=random_state,
-        )
-        model.train(
-            max_epochs,
-            lr=lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            train_indices=train,
-            validation_indices=validation,
-            validation_size=validation_size,
-            early_stopping_patience=early_stopping_patience,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
-        proba = model.predict_proba(batch_size=512)
-        latent = model.get_latent_representation(batch_size=512)
-    prediction = write_classifier_outputs(mdata, proba, latent, key=key_added)
-    info: dict[str, Any] = {
-        "params": to_uns(
-            {
-                "label_key": label_key,
-                "modalities": modalities,
-                "interaction_graph": model.interaction_graph,
-                "group_sizes": list(group_sizes) if not isinstance(group_sizes, Mapping) else dict(group_sizes),
-                "hidden": list(hidden),
-                "heads": heads,
-                "dropout": dropout,
-                "class_weighting": class_weighting,
-                "standardize": standardize,
-                "target_self_attention": target_self_attention,
-                "add_unimodal_branches": add_unimodal_branches,
-                "add_unimodal_to_multimodal": add_unimodal_to_multimodal,
-                "max_epochs": max_epochs,
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "batch_size": batch_size,
-                "random_state": random_state,
-                "n_groups": {m: len(g) for m, g in model.feature_groups_.items()},
-            }
-        ),
-        "classes": np.asarray(model.classes),
-        "interactions": np.asarray(model.interactions),
-        "history": history_frame(model.history),
+    model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=fit.train,
+                validation_indices=fit.validation, early_stopping_patience=early_stopping_patience,
+                accelerator=accelerator, devices=devices, progress_bar=progress_bar, **trainer_kwargs)
+    params = {
+        "label_key": fit.label_key, "modalities": modalities, "interaction_graph": model.interaction_graph,
+        "group_sizes": list(group_sizes) if not isinstance(group_sizes, Mapping) else dict(group_sizes),
+        "hidden": list(hidden), "heads": heads, "dropout": dropout, "class_weighting": class_weighting,
+        "standardize": standardize, "target_self_attention": target_self_attention,
+        "add_unimodal_branches": add_unimodal_branches, "add_unimodal_to_multimodal": add_unimodal_to_multimodal,
+        "max_epochs": max_epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
+        "random_state": random_state, "n_groups": {m: len(g) for m, g in model.feature_groups_.items()},
     }
-    if len(test):
-        info["test_metrics"] = classification_metrics(mdata.obs[label_key].iloc[test], prediction.iloc[test])
-    write_uns(mdata, key_added, info)
+    finish_classifier_fit(
+        mdata, fit, model, key_added=key_added, params=params, split_key=split_key, baseline=baseline,
+        baseline_features=modality_features(mdata, modalities, resolve_layers(modalities, layer)),
+        random_state=random_state, extra=lambda: {"interactions": np.asarray(model.interactions)},
+    )
     return model
 
 
@@ -278,26 +198,31 @@ def interaction_importance(
     >>> mx.tl.interaction_importance(mdata, model)
     >>> mdata.uns["crossattomics_interactions"]["mean"]  # doctest: +SKIP
     """
-    label_key = model.adata_manager.registry["setup_args"]["label_key"]
+    label_key = model.label_key
     groupby = groupby or label_key
     if groupby not in mdata.obs.columns:
         raise KeyError(f"groupby={groupby!r} is not a column of mdata.obs.")
     if target not in ("label", "prediction"):
         raise ValueError(f"target must be 'label' or 'prediction', got {target!r}.")
-    model._validate_anndata(mdata)
+    data = model._validate_anndata(mdata)
     module = model.module
     module.eval()
     classes = model.classes
+    known = mdata.obs[label_key] if label_key in mdata.obs.columns else pd.Series(np.nan, index=mdata.obs_names)
+    label_codes = torch.as_tensor(pd.Categorical(known.astype(object).where(known.notna(), None),
+                                                 categories=classes).codes.astype(np.int64))
     relevances, logits = [], []
-    loader = model._make_data_loader(adata=mdata, batch_size=batch_size)
+    loader = model._make_data_loader(adata=data, batch_size=batch_size)
     device = next(module.parameters()).device
+    start = 0
     for tensors in loader:
         x = module.standardizer({m: tensors[modality_key(m)].to(device) for m in module.modalities})
-        if target == "label":
-            cls = tensors["labels"].view(-1).long().to(device)
-        else:
-            with torch.no_grad():
-                cls = module.net(x).argmax(1)
+        with torch.no_grad():
+            cls = module.net(x).argmax(1)
+        if target == "label":  # rows without a known label fall back to the predicted class
+            codes = label_codes[start : start + len(cls)].to(device)
+            cls = torch.where(codes >= 0, codes, cls)
+        start += len(cls)
         rel, logit = interaction_relevance(module.net, x, cls)
         relevances.append(rel.cpu())
         logits.append(logit.cpu())

@@ -12,7 +12,7 @@ from mudata import MuData
 
 from .._logging import logger
 from .._utils import check_aligned, check_finite, get_matrix, to_uns, write_uns
-from ..explain._adapters import get_adapter
+from ..explain import get_adapter
 from ..explain._relevance import (
     METHODS,
     OUTPUTS,
@@ -22,6 +22,7 @@ from ..explain._relevance import (
     group_relevance,
 )
 from ..models._base import feature_mean_std
+from ._results import _entry, _group_key
 
 __all__ = ["feature_relevance", "rank_relevant_features"]
 
@@ -343,22 +344,6 @@ def feature_relevance(
     out = mdata.copy() if copy else mdata
     write_uns(out, key_added, entry)
     return out if copy else None
-
-
-def _entry(mdata: MuData, key: str) -> dict:
-    if key not in mdata.uns:
-        raise KeyError(f"No relevance results under mdata.uns[{key!r}]; run mx.tl.feature_relevance first.")
-    entry = mdata.uns[key]
-    if not isinstance(entry, dict) or "groups" not in entry or "params" not in entry:
-        raise ValueError(f"mdata.uns[{key!r}] does not hold feature_relevance results.")
-    return entry
-
-
-def _group_key(entry: dict, group: str) -> str:
-    key = _safe(group)
-    if key not in entry["groups"]:
-        raise KeyError(f"Group {group!r} not found in the relevance results; groups: {list(entry['groups'])}.")
-    return key
 
 
 def rank_relevant_features(

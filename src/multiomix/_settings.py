@@ -1,0 +1,57 @@
+"""Package settings: how much multiomix prints while it works."""
+
+from __future__ import annotations
+
+import logging
+
+from ._logging import logger
+
+
+class _Settings:
+    """Verbosity and progress bars of multiomix, in the spirit of :data:`scanpy.settings`.
+
+    ``verbosity``: 0 errors, 1 warnings, 2 info (one line per output written, the baseline line of a fit; the
+    default), 3 debug. When it is ``None`` the level follows ``scanpy.settings.verbosity``.
+    ``progress_bar``: show one progress bar per fit (a notebook widget where ipywidgets is installed).
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> mx.settings.verbosity = 1  # warnings only
+    >>> mx.settings.progress_bar = False
+    """
+
+    _levels = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
+
+    def __init__(self) -> None:
+        self._verbosity: int | None = 2
+        self.progress_bar: bool = True
+        self._apply()
+
+    @property
+    def verbosity(self) -> int | None:
+        """0 errors, 1 warnings, 2 info, 3 debug; ``None`` follows scanpy."""
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, value: int | None) -> None:
+        if value is not None and value not in self._levels:
+            raise ValueError(f"verbosity must be 0, 1, 2, 3 or None (follow scanpy), got {value!r}.")
+        self._verbosity = value
+        self._apply()
+
+    def effective_verbosity(self) -> int:
+        """The level in force (scanpy's when ``verbosity`` is ``None``)."""
+        if self._verbosity is not None:
+            return self._verbosity
+        import scanpy as sc
+
+        return int(min(max(int(sc.settings.verbosity), 0), 3))
+
+    def _apply(self) -> None:
+        logger.setLevel(self._levels[self.effective_verbosity()])
+
+
+settings = _Settings()
+
+__all__ = ["settings"]

@@ -1,0 +1,24 @@
+"""The foundation of every multiomix model: base class, data registration, feature matching."""
+
+from ._data import (
+    class_weights,
+    feature_mean_std,
+    feature_positions,
+    matched_input,
+    modality_key,
+    register_mudata_fields,
+    resolve_layers,
+)
+from ._model import MultimodalInputMixin, MultiomixModel
+
+__all__ = [
+    "MultimodalInputMixin",
+    "MultiomixModel",
+    "class_weights",
+    "feature_mean_std",
+    "feature_positions",
+    "matched_input",
+    "modality_key",
+    "register_mudata_fields",
+    "resolve_layers",
+]

@@ -1,0 +1,251 @@
+"""Data registration and feature matching shared by every model class.
+
+Every model registers **one scvi-tools field per modality** (registry key ``"X_<modality>"``), so a model can
+be set up over any number of modalities of a MuData. New data given to a trained model (``predict``, ``load``)
+are matched to the training features **by name, per modality** through :func:`matched_input`: a new MuData is
+built around the user's matrices, so the user's object is never registered, reordered or otherwise touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from mudata import MuData
+from scipy import sparse
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField
+
+from ..._logging import logger
+from ..._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata
+
+
+def modality_key(modality: str) -> str:
+    """Registry key of a modality's data field (``"X_<modality>"``).
+
+    Examples
+    --------
+    >>> modality_key("rna")
+    'X_rna'
+    """
+    return f"X_{modality}"
+
+
+def resolve_layers(modalities: Sequence[str], layer: str | Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """Expand ``layer`` (one name for all, or a dict per modality) to a dict over ``modalities``.
+
+    Examples
+    --------
+    >>> resolve_layers(["rna", "atac"], {"atac": "counts"})
+    {'rna': None, 'atac': 'counts'}
+    """
+    if layer is None or isinstance(layer, str):
+        return dict.fromkeys(modalities, layer)
+    unknown = sorted(set(layer) - set(modalities))
+    if unknown:
+        raise KeyError(f"`layer` names modalities {unknown} that are not among the model's modalities {modalities}.")
+    return {m: layer.get(m) for m in modalities}
+
+
+def register_mudata_fields(
+    cls,
+    mdata: MuData,
+    *,
+    modalities: Sequence[str] | None,
+    layer: str | Mapping[str, str | None] | None,
+    label_key: str | None,
+    setup_method_args: dict,
+    extra_fields: Sequence[Any] = (),
+    check_values: bool = True,
+    **kwargs: Any,
+) -> list[str]:
+    """Validate ``mdata`` and register one layer field per modality (+ labels, + ``extra_fields``).
+
+    Parameters
+    ----------
+    cls
+        The model class (its ``register_manager`` is called).
+    mdata
+        Paired MuData.
+    modalities
+        Modalities to use (default: all).
+    layer
+        Layer to read for every modality, or a dict modality -> layer (``None`` = ``.X``).
+    label_key
+        Column of ``mdata.obs`` with class labels, or ``None``.
+    setup_method_args
+        Output of ``cls._get_setup_method_args(**locals())``.
+    extra_fields
+        Further scvi-tools fields (e.g. an ``obsm`` field of tile bags).
+    check_values
+        Check for NaN/inf values (on the stored, possibly sparse, values; nothing is densified).
+    **kwargs
+        Passed to ``AnnDataManager.register_fields`` (e.g. ``source_registry`` on load).
+
+    Returns
+    -------
+    The list of modalities registered.
+
+    Examples
+    --------
+    >>> register_mudata_fields(CrossAttOmics, mdata, modalities=None, layer=None, label_key="subtype",
+    ...                        setup_method_args={})  # doctest: +SKIP
+    """
+    modalities = check_modalities(mdata, modalities)
+    check_aligned(mdata, modalities)
+    layers = resolve_layers(modalities, layer)
+    for mod in modalities:
+        matrix = get_matrix(mdata.mod[mod], layers[mod])
+        if check_values and not getattr(mdata.mod[mod], "isbacked", False):
+            check_finite(matrix, f"Modality {mod!r} ({'X' if layers[mod] is None else 'layer ' + layers[mod]})")
+    if label_key is not None and label_key not in mdata.obs.columns:
+        raise KeyError(f"Label key {label_key!r} not found in mdata.obs; columns: {list(mdata.obs.columns)}.")
+    fields = [
+        MuDataLayerField(modality_key(mod), layers[mod], mod_key=mod, is_count_data=False, mod_required=True)
+        for mod in modalities
+    ]
+    if label_key is not None:
+        fields.append(MuDataCategoricalObsField(REGISTRY_KEYS.LABELS_KEY, label_key, mod_key=None))
+    fields.extend(extra_fields)
+    manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+    manager.register_fields(mdata, **kwargs)
+    cls.register_manager(manager)
+    return modalities
+
+
+def feature_positions(names: pd.Index, expected: Sequence[str], *, modality: str) -> np.ndarray | None:
+    """Column positions of ``expected`` features in ``names`` (``None`` when they are already in place).
+
+    Missing features raise a ``KeyError`` naming the modality and the first missing names; extra features are
+    ignored with one log line.
+
+    Examples
+    --------
+    >>> feature_positions(pd.Index(["b", "a", "c"]), ["a", "b"], modality="rna")
+    array([1, 0])
+    """
+    names = pd.Index(names).astype(str)
+    expected = pd.Index(expected).astype(str)
+    if names.equals(expected):
+        return None
+    if not names.is_unique:
+        duplicated = list(names[names.duplicated()].unique()[:5])
+        raise ValueError(f"Modality {modality!r} has duplicated feature names (e.g. {duplicated}); make them unique.")
+    position = names.get_indexer(expected)
+    missing = expected[position < 0]
+    if len(missing):
+        raise KeyError(
+            f"Modality {modality!r} lacks {len(missing)} of the {len(expected)} features the model was trained on "
+            f"(first missing: {list(missing[:5])}); features are matched by name."
+        )
+    if len(names) > len(expected):
+        logger.info(f"modality {modality!r}: {len(names) - len(expected)} features the model does not use are ignored")
+    return position
+
+
+def matched_input(
+    data: MuData,
+    *,
+    features: Mapping[str, Sequence[str]],
+    layers: Mapping[str, str | None],
+    label_key: str | None = None,
+    classes: Sequence[str] | None = None,
+    obsm: Mapping[str, Sequence[str]] | None = None,
+) -> MuData:
+    """A MuData over ``data``'s matrices with each modality's columns in the training order.
+
+    The user's object is not modified: the returned MuData holds new AnnData objects around the same (or
+    column-reordered) matrices. When ``label_key`` is given and ``data.obs`` has no such column, a placeholder
+    column with the first class is added to the new object so that the registry transfers (labels are never
+    read at prediction).
+
+    Parameters
+    ----------
+    data
+        The new data.
+    features
+        Training feature names per modality.
+    layers
+        Layer read per modality (``None``: ``.X``).
+    label_key, classes
+        Registered label column and its categories.
+    obsm
+        Per modality, ``obsm`` keys to carry over (e.g. tile bags).
+
+    Returns
+    -------
+    The aligned MuData.
+
+    Examples
+    --------
+    >>> view = matched_input(new, features={"rna": genes}, layers={"rna": None})  # doctest: +SKIP
+    """
+    if not isinstance(data, MuData):
+        raise TypeError(f"Expected a MuData, got {type(data).__name__}.")
+    check_modalities(data, list(features))
+    check_aligned(data, list(features))
+    mods = {}
+    for mod, expected in features.items():
+        source = data.mod[mod]
+        matrix = get_matrix(source, layers.get(mod))
+        position = feature_positions(source.var_names, expected, modality=mod)
+        if position is not None:
+            matrix = matrix[:, position]
+        var = pd.DataFrame(index=pd.Index(expected).astype(str))
+        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=data.obs_names), var=var)
+        if layers.get(mod) is not None:
+            adata.layers[layers[mod]] = matrix
+        for key in (obsm or {}).get(mod, ()):
+            if key not in source.obsm:
+                raise KeyError(f"Modality {mod!r} has no obsm[{key!r}]; it has {list(source.obsm.keys())}.")
+            adata.obsm[key] = source.obsm[key]
+        mods[mod] = adata
+    view = new_mudata(mods)
+    if label_key is not None:
+        if label_key in data.obs.columns and not data.obs[label_key].isna().any() and set(
+            data.obs[label_key].astype(str)
+        ) <= set(map(str, classes or [])):
+            view.obs[label_key] = pd.Categorical(data.obs[label_key].astype(str).to_numpy(), categories=list(classes))
+        else:
+            view.obs[label_key] = pd.Categorical([classes[0]] * data.n_obs, categories=list(classes))
+    return view
+
+
+def feature_mean_std(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation over ``rows`` (sparse-aware, nothing densified whole).
+
+    Constant features get a standard deviation of 1.
+
+    Examples
+    --------
+    >>> feature_mean_std(np.array([[0.0, 1.0], [2.0, 1.0]]), np.array([0, 1]))
+    (array([1., 1.], dtype=float32), array([1., 1.], dtype=float32))
+    """
+    from sklearn.utils.sparsefuncs import mean_variance_axis
+
+    subset = matrix[np.sort(rows)]
+    if sparse.issparse(subset):
+        mean, var = mean_variance_axis(sparse.csr_matrix(subset), axis=0)
+    else:
+        subset = np.asarray(subset, dtype=np.float64)
+        mean, var = subset.mean(0), subset.var(0)
+    std = np.sqrt(var)
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def class_weights(codes: np.ndarray, n_classes: int) -> torch.Tensor:
+    """sklearn-style ``"balanced"`` class weights ``n / (k * count)``; absent classes get weight 0.
+
+    Examples
+    --------
+    >>> class_weights(np.array([0, 0, 1]), 2)
+    tensor([0.7500, 1.5000])
+    """
+    counts = np.bincount(codes.astype(int), minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
+    return torch.as_tensor(weights, dtype=torch.float32)

@@ -1,0 +1,361 @@
+"""``MultiomixModel``: the base class every multiomix model stands on.
+
+A model class supplies its module (``_module_cls``), its training plan (``_training_plan_cls``), its
+``setup_mudata`` and what is special to it; the base gives every model the same ``train`` (one row-aware path
+through scvi-tools' Lightning engine), ``modalities``, ``classes``, ``predict`` / ``predict_proba``,
+``get_latent_representation``, feature matching by name for new data and for ``load``, and the
+``relevance_adapter()`` hook through which :mod:`multiomix.explain` works.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from mudata import MuData
+from scvi import REGISTRY_KEYS
+from scvi.dataloaders import DataSplitter
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from ...train import SupervisedTrainingPlan, resolve_rows, train_on_rows
+from ._data import class_weights, feature_mean_std, matched_input, modality_key, resolve_layers
+
+_FEATURES_ATTR = "feature_names_"
+
+
+class MultimodalInputMixin:
+    """Models over several modalities of a MuData: refuse ``setup_anndata`` with a pointer to ``setup_mudata``."""
+
+    @classmethod
+    def setup_anndata(cls, adata, **kwargs) -> None:
+        """Not supported: the model reads several modalities; register a MuData with ``setup_mudata``."""
+        raise TypeError(f"{cls.__name__} reads several modalities: build a MuData and call `{cls.__name__}.setup_mudata`.")
+
+
+class MultiomixModel(BaseModelClass):
+    """Base class of the multiomix models (scvi-tools ``BaseModelClass`` + one training and prediction path).
+
+    Subclasses set ``_module_cls`` and ``_training_plan_cls`` and build ``self.module`` in ``__init__`` (ending
+    with ``self.init_params_ = self._get_init_params(locals())``). The module's ``inference`` returns a dict;
+    ``_logits_output`` and ``_latent_output`` name its class logits and its latent representation.
+
+    Hooks a subclass may override: ``_on_train_start(rows)`` (default: fit the module's ``standardizer`` and
+    ``class_weight`` on the training rows), ``_on_train_end(rows)``, ``_plan_kwargs(lr, weight_decay)``,
+    ``_inference_outputs(tensors)``, ``_input_obsm()`` and ``relevance_adapter()``.
+
+    Examples
+    --------
+    >>> class MyModel(MultimodalInputMixin, MultiomixModel):  # doctest: +SKIP
+    ...     _module_cls = MyModule
+    """
+
+    _training_plan_cls = SupervisedTrainingPlan
+    _data_splitter_cls = DataSplitter
+    _train_runner_cls = TrainRunner
+    #: defaults of :meth:`train`; a subclass overrides the values that suit it (chosen by CV, see the docs)
+    _train_defaults: ClassVar[dict[str, Any]] = {
+        "max_epochs": 200,
+        "lr": 1e-3,
+        "weight_decay": 1e-2,
+        "batch_size": 64,
+        "early_stopping_patience": 20,
+    }
+    _logits_output: ClassVar[str | None] = "logits"
+    _latent_output: ClassVar[str] = "latent"
+    _unlabeled_arg: ClassVar[str] = "unlabeled_category"
+
+    def __init__(self, mdata: MuData | None = None, *, random_state: int = 0):
+        super().__init__(mdata)
+        self.random_state = random_state
+        if mdata is not None:
+            self.feature_names_ = {m: list(map(str, self._feature_source(mdata, m))) for m in self.modalities}
+
+    @staticmethod
+    def _feature_source(mdata, modality: str):
+        return mdata.mod[modality].var_names if isinstance(mdata, MuData) else mdata.var_names
+
+    # registry ---------------------------------------------------------------------------------------------------
+    @property
+    def setup_args(self) -> dict[str, Any]:
+        """Arguments the data were set up with."""
+        return dict(self.adata_manager.registry["setup_args"])
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities the model reads, in registration order."""
+        given = self.setup_args.get("modalities")
+        if given:
+            return [given] if isinstance(given, str) else list(given)
+        registered = {k[2:] for k in self.adata_manager.data_registry if k.startswith("X_")}
+        order = list(self.adata.mod.keys()) if isinstance(self.adata, MuData) else sorted(registered)
+        return [m for m in order if m in registered]
+
+    @property
+    def layers(self) -> dict[str, str | None]:
+        """Layer read per modality (``None``: ``.X``)."""
+        return resolve_layers(self.modalities, self.setup_args.get("layer"))
+
+    @property
+    def label_key(self) -> str | None:
+        """Column of ``obs`` with the labels the model was set up with, or ``None``."""
+        return self.setup_args.get("label_key")
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether labels are registered."""
+        return REGISTRY_KEYS.LABELS_KEY in self.adata_manager.data_registry
+
+    def _registered_categories(self) -> list[str]:
+        if not self.has_labels:
+            return []
+        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping
+        return [str(c) for c in mapping]
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in the order of the logits (an unlabelled placeholder category is left out)."""
+        unlabeled = self.setup_args.get(self._unlabeled_arg)
+        return [c for c in self._registered_categories() if c != unlabeled]
+
+    # training ---------------------------------------------------------------------------------------------------
+    def _plan_kwargs(self, *, lr: float, weight_decay: float) -> dict[str, Any]:
+        return {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW"}
+
+    def _matrix(self, modality: str):
+        return self.adata_manager.get_from_registry(modality_key(modality))
+
+    def _on_train_start(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Fit the module's standardiser and class weights on the training rows."""
+        train = rows[0]
+        standardizer = getattr(self.module, "standardizer", None)
+        if standardizer is not None and getattr(self, "standardize", True):
+            for m in standardizer.names:
+                standardizer.set(m, *feature_mean_std(self._matrix(m), train))
+        weight = getattr(self.module, "class_weight", None)
+        if weight is not None and self.has_labels:
+            codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()[train]
+            weight.copy_(class_weights(codes, len(weight)).to(weight.device))
+
+    def _on_train_end(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Called after training (e.g. to choose a head on the validation rows)."""
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        batch_size: int | None = None,
+        train_indices: Sequence[int] | None = None,
+        validation_indices: Sequence[int] | None = None,
+        validation_size: float = 0.15,
+        early_stopping: bool = True,
+        early_stopping_patience: int | None = None,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        progress_bar: bool | None = None,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        **trainer_kwargs: Any,
+    ):
+        """Train through scvi-tools' Lightning engine on the given rows, keeping the best validation epoch.
+
+        Parameters
+        ----------
+        max_epochs
+            Maximum number of epochs (default: the model's ``_train_defaults``).
+        lr, weight_decay
+            Optimiser learning rate and weight decay (defaults: the model's).
+        batch_size
+            Minibatch size (default: the model's).
+        train_indices, validation_indices
+            Integer rows to train / validate on (e.g. from ``obs['split']``); rows in neither are not used.
+            Default: a random ``validation_size`` split of all rows.
+        validation_size
+            Fraction held out for validation when no indices are given.
+        early_stopping
+            Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
+        early_stopping_patience
+            Patience in epochs (default: the model's).
+        accelerator, devices
+            Lightning accelerator and devices. ``strategy`` goes in ``trainer_kwargs``: ``"ddp"`` from a script,
+            ``"ddp_notebook"`` in Jupyter (``"ddp_spawn"`` cannot pickle scvi-tools' MuData fields).
+        progress_bar
+            Show a progress bar (default: ``mx.settings.progress_bar``).
+        plan_kwargs, datasplitter_kwargs
+            Extra arguments of the training plan / scvi-tools' data splitter.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy``, ``callbacks``).
+
+        Returns
+        -------
+        What scvi-tools' train runner returns; ``history`` is on the model.
+
+        Examples
+        --------
+        >>> model.train(max_epochs=100, accelerator="gpu", devices=2, strategy="ddp_notebook")  # doctest: +SKIP
+        """
+        d = self._train_defaults
+        rows = resolve_rows(self.adata.n_obs, train_indices, validation_indices, validation_size=validation_size,
+                            random_state=self.random_state)
+        self._on_train_start(rows)
+        plan = {**self._plan_kwargs(lr=d["lr"] if lr is None else lr,
+                                    weight_decay=d["weight_decay"] if weight_decay is None else weight_decay),
+                **(plan_kwargs or {})}
+        result = train_on_rows(
+            self,
+            d["max_epochs"] if max_epochs is None else max_epochs,
+            rows=rows,
+            batch_size=d["batch_size"] if batch_size is None else batch_size,
+            early_stopping=early_stopping,
+            early_stopping_patience=d["early_stopping_patience"] if early_stopping_patience is None
+            else early_stopping_patience,
+            accelerator=accelerator,
+            devices=devices,
+            random_state=self.random_state,
+            progress_bar=progress_bar,
+            plan_kwargs=plan,
+            datasplitter_kwargs=datasplitter_kwargs,
+            **trainer_kwargs,
+        )
+        self._on_train_end(rows)
+        return result
+
+    # new data ---------------------------------------------------------------------------------------------------
+    def _input_obsm(self) -> dict[str, list[str]]:
+        """Per modality, ``obsm`` keys the model reads (none by default)."""
+        return {}
+
+    def _match(self, data: MuData) -> MuData:
+        classes = self._registered_categories()
+        return matched_input(
+            data,
+            features=getattr(self, _FEATURES_ATTR),
+            layers=self.layers,
+            label_key=self.label_key if self.has_labels else None,
+            classes=classes,
+            obsm=self._input_obsm(),
+        )
+
+    def _validate_anndata(self, adata=None, copy_if_view: bool = True):
+        """Registered data pass through; new data are matched to the training features by name first."""
+        if adata is None or adata is self.adata or self.get_anndata_manager(adata) is not None:
+            return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        scvi_logger = logging.getLogger("scvi")
+        level = scvi_logger.level
+        scvi_logger.setLevel(max(level, logging.WARNING))  # "attempting to transfer AnnData setup" is expected here
+        try:
+            return super()._validate_anndata(self._match(adata), copy_if_view=copy_if_view)
+        finally:
+            scvi_logger.setLevel(level)
+
+    @classmethod
+    def load(cls, dir_path: str, adata=None, **kwargs: Any):
+        """Load a saved model; ``adata`` is matched to the saved features by name, per modality.
+
+        Reordered features give identical predictions; a missing feature raises a ``KeyError`` naming the
+        modality and the first missing names; extra features are ignored (one log line).
+
+        Examples
+        --------
+        >>> model = mx.models.CrossAttOmics.load("model_dir", adata=new_mdata)  # doctest: +SKIP
+        """
+        if adata is not None:
+            from scvi.model.base._save_load import _load_saved_files
+
+            attr_dict, _, _, _ = _load_saved_files(dir_path, load_adata=False, map_location="cpu")
+            features = attr_dict.get(_FEATURES_ATTR)
+            if features is not None:
+                args = attr_dict["registry_"]["setup_args"]
+                categories = attr_dict["registry_"]["field_registries"].get(REGISTRY_KEYS.LABELS_KEY, {})
+                classes = list(map(str, categories.get("state_registry", {}).get("categorical_mapping", [])))
+                adata = matched_input(
+                    adata,
+                    features=features,
+                    layers=resolve_layers(list(features), args.get("layer")),
+                    label_key=args.get("label_key") if classes else None,
+                    classes=classes,
+                    obsm=cls._load_obsm(args),
+                )
+        return super().load(dir_path, adata=adata, **kwargs)
+
+    @classmethod
+    def _load_obsm(cls, setup_args: Mapping[str, Any]) -> dict[str, list[str]]:
+        """``obsm`` keys to carry into the matched data on :meth:`load` (from the saved setup arguments)."""
+        return {}
+
+    # prediction -------------------------------------------------------------------------------------------------
+    def _inference_outputs(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.module.inference(**self.module._get_inference_input(tensors))
+
+    @torch.inference_mode()
+    def _collect(self, data, indices, batch_size: int, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        data = self._validate_anndata(data)
+        loader = self._make_data_loader(adata=data, indices=indices, batch_size=batch_size)
+        self.module.eval()
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+        for tensors in loader:
+            out = self._inference_outputs(tensors)
+            for k in keys:
+                parts[k].append(out[k].detach().cpu())
+        return {k: torch.cat(v).numpy() for k, v in parts.items()}
+
+    def _obs_names(self, data, indices) -> pd.Index:
+        names = (data if data is not None else self.adata).obs_names
+        return names if indices is None else names[np.asarray(indices)]
+
+    def predict_proba(
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
+    ) -> pd.DataFrame:
+        """Class probabilities (observations x classes).
+
+        ``mdata`` may be new data without a label column: its features are matched to the training features
+        by name, per modality.
+
+        Examples
+        --------
+        >>> proba = model.predict_proba(new_mdata)  # doctest: +SKIP
+        """
+        if self._logits_output is None or not self.classes:
+            raise ValueError(f"This {type(self).__name__} does not predict classes.")
+        logits = self._collect(mdata, indices, batch_size, [self._logits_output])[self._logits_output]
+        proba = torch.softmax(torch.as_tensor(logits), dim=-1).numpy()
+        return pd.DataFrame(proba, index=self._obs_names(mdata, indices), columns=self.classes)
+
+    def predict(
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
+    ) -> pd.Series:
+        """Most probable class of each observation, as a categorical with the model's classes.
+
+        Examples
+        --------
+        >>> model.predict(new_mdata).value_counts()  # doctest: +SKIP
+        """
+        proba = self.predict_proba(mdata, indices=indices, batch_size=batch_size)
+        codes = proba.to_numpy().argmax(1)
+        return pd.Series(pd.Categorical.from_codes(codes, categories=list(proba.columns)), index=proba.index)
+
+    def get_latent_representation(
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
+    ) -> np.ndarray:
+        """Latent representation (observations x latent width).
+
+        Examples
+        --------
+        >>> z = model.get_latent_representation(new_mdata)  # doctest: +SKIP
+        """
+        return self._collect(mdata, indices, batch_size, [self._latent_output])[self._latent_output]
+
+    def relevance_adapter(self):
+        """What :mod:`multiomix.explain` needs to explain this model (a :class:`~multiomix.explain.RelevanceAdapter`).
+
+        Examples
+        --------
+        >>> adapter = model.relevance_adapter()  # doctest: +SKIP
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not provide a relevance adapter.")

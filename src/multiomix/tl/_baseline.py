@@ -1,0 +1,66 @@
+"""The strong simple peer fitted beside every supervised model on exactly the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+#: inverse regularisation strengths searched by the inner cross-validation
+C_GRID = tuple(np.logspace(-4, 2, 7))
+
+
+def stack_modalities(matrices: Sequence) -> np.ndarray | sparse.csr_matrix:
+    """Concatenate per-modality matrices column-wise (sparse stays sparse).
+
+    Examples
+    --------
+    >>> stack_modalities([np.ones((2, 1)), np.zeros((2, 2))]).shape
+    (2, 3)
+    """
+    if any(sparse.issparse(m) for m in matrices):
+        return sparse.hstack([sparse.csr_matrix(m) for m in matrices]).tocsr()
+    return np.hstack([np.asarray(m, dtype=np.float32) for m in matrices])
+
+
+def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, class_weighting: bool = True):
+    """Standardised logistic regression with ``C`` chosen by inner stratified cross-validation.
+
+    Parameters
+    ----------
+    x_train
+        Training matrix (dense or sparse; sparse data are scaled without centring).
+    y_train
+        Training labels.
+    random_state
+        Seed of the inner folds.
+    class_weighting
+        ``class_weight="balanced"``, as the deep models weight their loss.
+
+    Returns
+    -------
+    The fitted :class:`~sklearn.model_selection.GridSearchCV` (``best_params_`` holds ``C``).
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(40, 3)); y = (x[:, 0] > 0).astype(int)
+    >>> logistic_baseline(x, y).score(x, y) > 0.9
+    True
+    """
+    y_train = np.asarray(y_train).astype(str)
+    n_splits = int(min(5, np.unique(y_train, return_counts=True)[1].min()))
+    scaler = StandardScaler(with_mean=not sparse.issparse(x_train))
+    lr = LogisticRegression(max_iter=2000, class_weight="balanced" if class_weighting else None)
+    pipeline = make_pipeline(scaler, lr)
+    if n_splits < 2:  # a class with a single member: no inner CV possible, keep sklearn's default C
+        return GridSearchCV(pipeline, {"logisticregression__C": [1.0]}, cv=[(np.arange(len(y_train)),) * 2]).fit(
+            x_train, y_train
+        )
+    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    search = GridSearchCV(pipeline, {"logisticregression__C": list(C_GRID)}, cv=folds, scoring="f1_macro")
+    return search.fit(x_train, y_train)

@@ -1,0 +1,408 @@
+"""The one fit pipeline behind every ``tl.fit_*`` and ``tl.transfer_labels``.
+
+1. :func:`prepare_fit` checks the input (modalities aligned, unique obs names, finite values, labels), resolves
+   the label column (inferred when ``label_key=None``), and the rows: ``obs[split_key]`` when it exists, else a
+   stratified ``test_size`` hold-out of the labelled rows (written to ``obs['split']`` at the end); validation
+   rows are carved, stratified, from the train rows when none are given. Rows without a label are kept and
+   predicted but never trained on.
+2. The model is set up on a **training view**: a new MuData around the user's matrices, so scvi-tools'
+   registration never touches the user's object.
+3. :func:`finish_classifier_fit` (or :func:`finish_fit`) computes the test metrics, fits the strong simple
+   baseline on the same training rows, and writes every output under ``key_added`` at the very end, so a
+   failed fit leaves the user's object exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from mudata import MuData
+from sklearn.model_selection import train_test_split
+
+from .._logging import logger
+from .._metrics import classification_metrics
+from .._utils import (
+    SPLIT_VALUES,
+    check_aligned,
+    check_finite,
+    check_modalities,
+    get_matrix,
+    history_frame,
+    new_mudata,
+    restore_on_error,
+    split_indices,
+    to_uns,
+    write_obs,
+    write_obsm,
+    write_uns,
+)
+from ..models.base import resolve_layers
+from ._baseline import logistic_baseline, stack_modalities
+
+#: suffixes of the columns multiomix writes; never taken for a label column
+_OUTPUT_SUFFIXES = ("_prediction", "_transferred", "_unknown", "_confidence")
+
+
+@dataclass
+class FitData:
+    """What :func:`prepare_fit` resolved: the label column, the rows and the training view."""
+
+    label_key: str | None
+    classes: list[str]
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    view: MuData
+    new_split: pd.Categorical | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> dict[str, np.ndarray]:
+        """Train / validation / test rows by name."""
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+def label_candidates(obs: pd.DataFrame, *, split_key: str = "split") -> list[str]:
+    """Columns of ``obs`` that could hold class labels.
+
+    Categorical or string columns with at least two classes that are not unique per row, other than the split
+    column, private columns (``_*``) and multiomix outputs (``*_prediction``, ``*_transferred``, ...).
+
+    Examples
+    --------
+    >>> obs = pd.DataFrame({"subtype": list("aabb"), "id": list("wxyz"), "split": ["train"] * 4})
+    >>> label_candidates(obs)
+    ['subtype']
+    """
+    out = []
+    for name in obs.columns:
+        column = obs[name]
+        if name == split_key or str(name).startswith("_") or str(name).endswith(_OUTPUT_SUFFIXES):
+            continue
+        if not (isinstance(column.dtype, pd.CategoricalDtype) or column.dtype == object
+                or pd.api.types.is_string_dtype(column.dtype)):
+            continue
+        values = column.dropna()
+        n_unique = values.astype(str).nunique()
+        if n_unique >= 2 and n_unique < len(values):
+            out.append(str(name))
+    return out
+
+
+def resolve_label_key(obs: pd.DataFrame, label_key: str | None, *, split_key: str = "split") -> str:
+    """``label_key`` checked, or inferred when ``None`` and exactly one column is a plausible label.
+
+    Examples
+    --------
+    >>> resolve_label_key(pd.DataFrame({"subtype": list("aabb")}), None)
+    'subtype'
+    """
+    if label_key is not None:
+        if label_key not in obs.columns:
+            raise KeyError(f"Label key {label_key!r} not found in .obs; available columns: {list(obs.columns)}.")
+        return label_key
+    candidates = label_candidates(obs, split_key=split_key)
+    if len(candidates) != 1:
+        found = f"candidates: {candidates}" if candidates else "no categorical or string column with 2+ classes"
+        raise ValueError(f"Cannot infer the label column ({found}); pass `label_key=`.")
+    logger.info(f"using .obs[{candidates[0]!r}] as labels")
+    return candidates[0]
+
+
+def _hold_out(rows: np.ndarray, labels: pd.Series, size: float, *, what: str, random_state: int):
+    """Split ``rows`` into (kept, held out), stratified when every class can be."""
+    if size <= 0 or len(rows) == 0:
+        return rows, np.array([], dtype=int)
+    n_held = max(1, int(round(size * len(rows))))
+    n_classes = labels.iloc[rows].nunique()
+    if len(rows) - n_held < 2:
+        raise ValueError(
+            f"{len(rows)} labelled rows are too few to hold out {what} ({size:g} of them) and still train on at least "
+            f"2; add rows, lower the share, or give obs['split'] yourself."
+        )
+    counts = labels.iloc[rows].value_counts()
+    can_stratify = counts.min() >= 2 and n_held >= n_classes and len(rows) - n_held >= n_classes
+    kept, held = train_test_split(rows, test_size=n_held, random_state=random_state,
+                                  stratify=labels.iloc[rows].to_numpy() if can_stratify else None)
+    return np.sort(kept), np.sort(held)
+
+
+def check_input(mdata: MuData, modalities: Sequence[str], layers: Mapping[str, str | None]) -> None:
+    """Checks before any fit: modalities exist and are aligned, obs names unique, values finite.
+
+    Examples
+    --------
+    >>> check_input(mdata, ["rna", "mirna"], {"rna": None, "mirna": None})  # doctest: +SKIP
+    """
+    check_modalities(mdata, list(modalities))
+    if not mdata.obs_names.is_unique:
+        duplicated = list(mdata.obs_names[mdata.obs_names.duplicated()].unique()[:5])
+        raise ValueError(f"mdata.obs_names has duplicates (e.g. {duplicated}); run `mdata.obs_names_make_unique()`.")
+    check_aligned(mdata, modalities)
+    for mod in modalities:
+        adata = mdata.mod[mod]
+        if not adata.var_names.is_unique:
+            duplicated = list(adata.var_names[adata.var_names.duplicated()].unique()[:5])
+            raise ValueError(f"Modality {mod!r} has duplicated feature names (e.g. {duplicated}).")
+        if not getattr(adata, "isbacked", False):
+            layer = layers.get(mod)
+            check_finite(get_matrix(adata, layer), f"Modality {mod!r} ({'X' if layer is None else 'layer ' + layer})")
+
+
+def training_view(
+    mdata: MuData,
+    *,
+    modalities: Sequence[str],
+    layers: Mapping[str, str | None],
+    label_key: str | None = None,
+    labels: pd.Categorical | None = None,
+    obsm: Mapping[str, Sequence[str]] | None = None,
+) -> MuData:
+    """A new MuData around ``mdata``'s matrices (no copy) for scvi-tools to register.
+
+    Examples
+    --------
+    >>> view = training_view(mdata, modalities=["rna"], layers={"rna": None})  # doctest: +SKIP
+    """
+    mods = {}
+    for mod in modalities:
+        source = mdata.mod[mod]
+        matrix = get_matrix(source, layers.get(mod))
+        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=mdata.obs_names), var=pd.DataFrame(index=source.var_names))
+        if layers.get(mod) is not None:
+            adata.layers[layers[mod]] = matrix
+        for key in (obsm or {}).get(mod, ()):
+            adata.obsm[key] = source.obsm[key]
+        mods[mod] = adata
+    view = new_mudata(mods)
+    if label_key is not None:
+        view.obs[label_key] = labels
+    return view
+
+
+def prepare_fit(
+    mdata: MuData,
+    *,
+    label_key: str | None,
+    modalities: Sequence[str],
+    layer: str | Mapping[str, str | None] | None = None,
+    supervised: bool = True,
+    split_key: str = "split",
+    test_size: float = 0.2,
+    validation_size: float = 0.15,
+    random_state: int = 0,
+    obsm: Mapping[str, Sequence[str]] | None = None,
+) -> FitData:
+    """Resolve labels and rows and build the training view (nothing is written to ``mdata``).
+
+    Parameters
+    ----------
+    mdata
+        The user's MuData.
+    label_key
+        Label column, or ``None`` to infer it (supervised fits) / to fit without labels.
+    modalities, layer
+        Modalities the model reads and the layer of each.
+    supervised
+        Whether labels are required (inferred when ``label_key`` is ``None``).
+    split_key
+        Column with ``train``/``validation``/``test``; when absent, a stratified ``test_size`` share of the
+        labelled rows is held out for testing and written to ``obs['split']`` with the outputs.
+    test_size
+        Share of the labelled rows held out when there is no split column (0: train on all, no test metrics).
+    validation_size
+        Share of the train rows held out for early stopping when there are no ``validation`` rows.
+    random_state
+        Seed of the hold-outs.
+    obsm
+        Per modality, ``obsm`` keys the model reads.
+
+    Returns
+    -------
+    :class:`FitData`.
+
+    Examples
+    --------
+    >>> fit = prepare_fit(mdata, label_key=None, modalities=["rna", "mirna"])  # doctest: +SKIP
+    """
+    if not 0 <= test_size < 1 or not 0 <= validation_size < 1:
+        raise ValueError(f"Need 0 <= test_size < 1 and 0 <= validation_size < 1; got {test_size}, {validation_size}.")
+    layers = resolve_layers(modalities, layer)
+    check_input(mdata, modalities, layers)
+    if supervised or label_key is not None:
+        label_key = resolve_label_key(mdata.obs, label_key, split_key=split_key)
+    labels = mdata.obs[label_key] if label_key is not None else pd.Series(["_"] * mdata.n_obs, index=mdata.obs_names)
+    labelled = np.flatnonzero(labels.notna().to_numpy())
+    text = labels.astype(str)
+    notes: list[str] = []
+    splits = split_indices(mdata.obs, split_key)
+    new_split = None
+    if splits is not None:
+        train, validation, test = (np.intersect1d(splits[k], labelled) for k in SPLIT_VALUES)
+        dropped = len(splits["train"]) - len(train)
+        if dropped:
+            notes.append(f"{dropped} train rows without a label are predicted but not trained on")
+    else:
+        rest, test = _hold_out(labelled, text, test_size, what="a test set", random_state=random_state)
+        train, validation = rest, np.array([], dtype=int)
+        assignment = pd.Series(pd.NA, index=mdata.obs_names, dtype=object)
+        assignment.iloc[rest] = "train"
+        assignment.iloc[test] = "test"
+        new_split = pd.Categorical(assignment.to_numpy(), categories=list(SPLIT_VALUES))
+        if test_size == 0:
+            notes.append("test_size=0: every labelled row is trained on, so there are no test metrics")
+    if len(validation) == 0:
+        train, validation = _hold_out(train, text, validation_size, what="a validation set",
+                                      random_state=random_state)
+    if supervised:
+        classes_in_train = text.iloc[train].unique()
+        if len(classes_in_train) < 2:
+            raise ValueError(f".obs[{label_key!r}] has a single class in the training rows "
+                             f"({list(classes_in_train)}); need at least two.")
+        category_order = (list(labels.cat.categories.astype(str)) if isinstance(labels.dtype, pd.CategoricalDtype)
+                          else sorted(map(str, classes_in_train)))
+        classes = [c for c in category_order if c in set(classes_in_train)]
+        unseen = ~text.iloc[validation].isin(classes).to_numpy()
+        if unseen.any():
+            notes.append(f"{int(unseen.sum())} validation rows of classes absent from training are not used")
+            validation = validation[~unseen]
+        small = [c for c in classes if (text.iloc[train] == c).sum() < 3]
+        if small:
+            logger.warning(f"classes with fewer than 3 training rows: {small}")
+        view_labels = np.full(mdata.n_obs, classes[0], dtype=object)
+        used = np.concatenate([train, validation])
+        view_labels[used] = text.iloc[used].to_numpy()
+        view = training_view(mdata, modalities=modalities, layers=layers, label_key=label_key,
+                             labels=pd.Categorical(view_labels, categories=classes), obsm=obsm)
+    else:
+        classes = []
+        view = training_view(mdata, modalities=modalities, layers=layers, obsm=obsm)
+    for note in notes:
+        logger.info(note)
+    return FitData(label_key=label_key, classes=classes, train=train, validation=validation, test=test, view=view,
+                   new_split=new_split, notes=notes)
+
+
+def modality_features(mdata: MuData, modalities: Sequence[str], layers: Mapping[str, str | None]):
+    """``rows -> concatenated modality matrices`` for the baseline (sparse stays sparse).
+
+    Examples
+    --------
+    >>> features = modality_features(mdata, ["rna", "mirna"], {"rna": None, "mirna": None})  # doctest: +SKIP
+    """
+    matrices = [get_matrix(mdata.mod[m], layers.get(m)) for m in modalities]
+    return lambda rows: stack_modalities([m[rows] for m in matrices])
+
+
+def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndarray | None, *, key: str) -> pd.Series:
+    """Write ``obs['<key>_prediction']``, ``obs['<key>_confidence']``, ``obsm['<key>_proba']``, ``obsm['X_<key>']``.
+
+    Examples
+    --------
+    >>> write_classifier_outputs(mdata, proba, latent, key="crossattomics")  # doctest: +SKIP
+    """
+    codes = proba.to_numpy().argmax(1)
+    prediction = pd.Categorical.from_codes(codes, categories=list(proba.columns))
+    write_obs(mdata, f"{key}_prediction", prediction)
+    write_obs(mdata, f"{key}_confidence", proba.to_numpy().max(1).astype(np.float32))
+    write_obsm(mdata, f"{key}_proba", proba.to_numpy().astype(np.float32))
+    if latent is not None:
+        write_obsm(mdata, f"X_{key}", np.asarray(latent, dtype=np.float32))
+    return pd.Series(prediction, index=mdata.obs_names)
+
+
+def finish_fit(
+    mdata: MuData, fit: FitData, model, *, key_added: str, params: Mapping[str, Any], split_key: str,
+    outputs: Callable[[], dict[str, Any]],
+) -> None:
+    """Write the outputs (``outputs()`` writes model-specific keys), ``uns[key_added]`` and a new split column.
+
+    Every write happens here, after training, inside :class:`~multiomix._utils.restore_on_error`.
+
+    Examples
+    --------
+    >>> finish_fit(mdata, fit, model, key_added="ae", params={}, split_key="split", outputs=dict)  # doctest: +SKIP
+    """
+    with restore_on_error(mdata):
+        extra = outputs()
+        info: dict[str, Any] = {
+            "params": to_uns(dict(params)),
+            "history": history_frame(model.history) if model.history is not None else pd.DataFrame(),
+            "n_train": len(fit.train), "n_validation": len(fit.validation), "n_test": len(fit.test),
+            **extra,
+        }
+        if fit.notes:
+            info["notes"] = np.asarray(fit.notes)
+        if fit.new_split is not None:
+            write_obs(mdata, split_key, fit.new_split)
+        write_uns(mdata, key_added, info)
+
+
+def finish_classifier_fit(
+    mdata: MuData,
+    fit: FitData,
+    model,
+    *,
+    key_added: str,
+    params: Mapping[str, Any],
+    split_key: str,
+    baseline: bool,
+    baseline_features: Callable[[np.ndarray], Any] | None,
+    random_state: int,
+    extra: Callable[[], dict[str, Any]] | None = None,
+    batch_size: int = 256,
+) -> None:
+    """Predict every row, score the test rows against the baseline, and write everything under ``key_added``.
+
+    Writes ``obs['<key>_prediction']``, ``obs['<key>_confidence']``, ``obsm['<key>_proba']``,
+    ``obsm['X_<key>']`` and ``uns[key_added]`` with ``params``, ``classes``, ``history``, row counts,
+    ``test_metrics`` and ``baseline`` (its name, ``C`` and ``test_metrics``); logs one line model vs baseline.
+
+    Examples
+    --------
+    >>> finish_classifier_fit(mdata, fit, model, key_added="crossattomics", params={}, split_key="split",
+    ...                       baseline=True, baseline_features=features, random_state=0)  # doctest: +SKIP
+    """
+    proba = model.predict_proba(batch_size=batch_size)
+    proba.index = mdata.obs_names
+    latent = model.get_latent_representation(batch_size=batch_size)
+    truth = mdata.obs[fit.label_key].astype(str)
+    prediction = proba.columns.to_numpy()[proba.to_numpy().argmax(1)]
+    info: dict[str, Any] = {"classes": np.asarray(model.classes)}
+    if len(fit.test):
+        info["test_metrics"] = classification_metrics(truth.iloc[fit.test], prediction[fit.test])
+    else:
+        info["test_metrics_missing"] = "no test rows (test_size=0 or no 'test' rows in the split column)"
+        logger.info("no test rows: test metrics are missing")
+    if baseline and len(fit.test) and baseline_features is not None:
+        peer = _baseline(fit, baseline_features, truth, random_state=random_state)
+        info["baseline"] = peer
+        ours, theirs = info["test_metrics"], peer["test_metrics"]
+        logger.info(
+            f"{key_added} vs baseline ({peer['name']}, C={peer['C']:g}) on {ours['n']} test rows: macro-F1 "
+            f"{ours['macro_f1']:.3f} vs {theirs['macro_f1']:.3f}, accuracy {ours['accuracy']:.3f} vs "
+            f"{theirs['accuracy']:.3f}"
+        )
+
+    def outputs() -> dict[str, Any]:
+        write_classifier_outputs(mdata, proba, latent, key=key_added)
+        return {**info, **(extra() if extra is not None else {})}
+
+    finish_fit(mdata, fit, model, key_added=key_added, params=params, split_key=split_key, outputs=outputs)
+
+
+def _baseline(fit: FitData, features: Callable[[np.ndarray], Any], truth: pd.Series, *, random_state: int):
+    train = np.concatenate([fit.train, fit.validation])
+    search = logistic_baseline(features(train), truth.iloc[train].to_numpy(), random_state=random_state)
+    prediction = search.predict(features(fit.test))
+    return {
+        "name": "logistic_regression",
+        "description": "standardised logistic regression on the concatenated inputs, class-weighted, C by inner CV",
+        "C": float(search.best_params_["logisticregression__C"]),
+        "test_metrics": classification_metrics(truth.iloc[fit.test], prediction),
+    }

@@ -1,0 +1,204 @@
+"""The one row-aware training path of every multiomix model, and what keeps it quiet.
+
+Training goes through scvi-tools' ``UnsupervisedTrainingMixin.train`` (its ``DataSplitter``, ``TrainRunner`` and
+Lightning ``Trainer``), so ``accelerator``, ``devices``, ``strategy="ddp*"``, early stopping and ``history`` come
+from the engine. The rows to train and validate on are passed as ``external_indexing``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from .._settings import settings
+
+#: engine messages a user cannot act on (device banners, tips, worker and logging-interval advice)
+_QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                  "lightning.pytorch.accelerators.cuda", "scvi.train._progress")
+_QUIET_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*number of training batches.*",
+    r".*log_every_n_steps.*",
+    r".*LeafSpec.*",
+    r".*has fewer than 3 cells.*",
+    r".*GPU available but not used.*",
+    r".*The `srun` command is available.*",
+    r".*Trying to infer the `batch_size`.*",
+    r".*Checkpoint directory.*exists and is not empty.*",
+)
+
+
+@contextlib.contextmanager
+def quiet_engine() -> Iterator[None]:
+    """Silence Lightning's banners and tips and engine warnings for the duration of a fit.
+
+    Examples
+    --------
+    >>> with quiet_engine():
+    ...     pass
+    """
+    levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    quiet = logging.DEBUG if settings.effective_verbosity() >= 3 else logging.WARNING
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(quiet, levels[name]))
+    try:
+        with warnings.catch_warnings():
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def resolve_rows(
+    n_obs: int,
+    train_indices: Sequence[int] | None,
+    validation_indices: Sequence[int] | None,
+    *,
+    validation_size: float,
+    random_state: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and unused rows; a random ``validation_size`` split of all rows when none are given.
+
+    Examples
+    --------
+    >>> train, validation, rest = resolve_rows(10, None, None, validation_size=0.2, random_state=0)
+    >>> len(train), len(validation), len(rest)
+    (8, 2, 0)
+    """
+    if train_indices is None:
+        perm = np.random.default_rng(random_state).permutation(n_obs)
+        n_val = int(round(validation_size * n_obs))
+        validation_indices, train_indices = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    train = np.sort(np.asarray(train_indices, dtype=int))
+    validation = np.sort(np.asarray(validation_indices if validation_indices is not None else [], dtype=int))
+    if len(train) == 0:
+        raise ValueError("No training rows: `train_indices` is empty.")
+    rest = np.setdiff1d(np.arange(n_obs), np.concatenate([train, validation]))
+    return train, validation, rest
+
+
+def adamw_foreach(params, *, lr: float, weight_decay: float, eps: float) -> torch.optim.Optimizer:
+    """AdamW with the multi-tensor (``foreach``) update, which PyTorch only enables by default on CUDA."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, eps=eps, foreach=True)
+
+
+def _adamw_plan_kwargs(plan_kwargs: dict) -> dict:
+    """Swap scvi-tools' ``"AdamW"`` for the same optimiser with the vectorised update."""
+    if plan_kwargs.get("optimizer") != "AdamW" or "optimizer_creator" in plan_kwargs:
+        return plan_kwargs
+    creator = functools.partial(
+        adamw_foreach, lr=plan_kwargs["lr"], weight_decay=plan_kwargs["weight_decay"], eps=plan_kwargs.get("eps", 0.01)
+    )
+    return {**plan_kwargs, "optimizer": "Custom", "optimizer_creator": creator}
+
+
+class BestStateCallback(pl.Callback):
+    """Keep the module weights of the epoch with the best monitored metric and restore them at the end.
+
+    Parameters
+    ----------
+    monitor
+        Logged metric to watch (e.g. ``"validation_loss"``).
+    mode
+        ``"min"`` or ``"max"``.
+
+    Examples
+    --------
+    >>> callback = BestStateCallback("validation_loss", "min")
+    """
+
+    def __init__(self, monitor: str = "validation_loss", mode: str = "min"):
+        super().__init__()
+        self.monitor, self.mode = monitor, mode
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        better = self.best_score is None or (score < self.best_score if self.mode == "min" else score > self.best_score)
+        if better:
+            self.best_score, self.best_epoch = score, trainer.current_epoch
+            self._best_state = copy.deepcopy(pl_module.module.state_dict())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._best_state is not None:
+            pl_module.module.load_state_dict(self._best_state)
+
+
+def train_on_rows(
+    model,
+    max_epochs: int,
+    *,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    batch_size: int,
+    early_stopping: bool,
+    early_stopping_patience: int,
+    accelerator: str,
+    devices: int | list[int] | str,
+    random_state: int,
+    progress_bar: bool | None = None,
+    restore_best: bool = True,
+    plan_kwargs: dict | None = None,
+    datasplitter_kwargs: dict | None = None,
+    **trainer_kwargs: Any,
+):
+    """Train ``model`` through scvi-tools on the given rows, early-stopping on ``validation_loss``.
+
+    The rows go to scvi-tools' data splitter as ``external_indexing``; validation runs every epoch and (with
+    ``restore_best``) the module weights of the epoch with the lowest validation loss are restored at the end
+    (:class:`BestStateCallback`). An ``"AdamW"`` optimiser uses the vectorised update. Engine banners, tips and
+    warnings the user cannot act on are silenced (:func:`quiet_engine`).
+
+    Examples
+    --------
+    >>> rows = resolve_rows(model.adata.n_obs, None, None, validation_size=0.15, random_state=0)
+    >>> train_on_rows(model, 10, rows=rows, batch_size=64, early_stopping=True, early_stopping_patience=5,
+    ...               accelerator="cpu", devices=1, random_state=0)
+    """
+    from scvi.model.base import UnsupervisedTrainingMixin
+
+    train, validation, rest = rows
+    n_train = len(train)
+    datasplitter_kwargs = {"external_indexing": [train, validation, rest], **(datasplitter_kwargs or {})}
+    plan_kwargs = _adamw_plan_kwargs(dict(plan_kwargs or {}))
+    has_validation = len(validation) > 0
+    callbacks = list(trainer_kwargs.pop("callbacks", []))
+    if has_validation and restore_best:
+        callbacks.append(BestStateCallback("validation_loss", "min"))
+    show = settings.progress_bar if progress_bar is None else progress_bar
+    trainer_kwargs.setdefault("enable_progress_bar", bool(show) and settings.effective_verbosity() >= 1)
+    trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+    trainer_kwargs.setdefault("enable_model_summary", False)
+    trainer_kwargs.setdefault("log_every_n_steps", max(1, int(np.ceil(n_train / max(batch_size, 1)))))
+    torch.manual_seed(random_state)
+    np.random.seed(random_state)
+    with quiet_engine():
+        return UnsupervisedTrainingMixin.train(
+            model,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            batch_size=batch_size,
+            early_stopping=early_stopping and has_validation,
+            early_stopping_monitor="validation_loss",
+            early_stopping_patience=early_stopping_patience,
+            early_stopping_mode="min",
+            plan_kwargs=plan_kwargs,
+            datasplitter_kwargs=datasplitter_kwargs,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
