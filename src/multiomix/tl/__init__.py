@@ -6,8 +6,10 @@ from ._embedding import benchmark_embeddings, pca_concat
 from ._genomic_interpreter import attention_maps, attention_pair_hit_rate, fit_genomic_interpreter
 from ._med_crossvit import fit_med_crossvit
 from ._multimodal_ae import fit_multimodal_ae
+from ._predict import predict
 from ._predict_modality import predict_modality
 from ._relevance import feature_relevance, rank_relevant_features
+from ._results import get_result
 from ._unitednet import fit_unitednet, transfer_labels
 
 __all__ = [
@@ -21,8 +23,10 @@ __all__ = [
     "fit_med_crossvit",
     "fit_multimodal_ae",
     "fit_unitednet",
+    "get_result",
     "interaction_importance",
     "pca_concat",
+    "predict",
     "predict_modality",
     "rank_relevant_features",
     "transfer_labels",

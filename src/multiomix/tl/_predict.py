@@ -1,0 +1,65 @@
+"""Score new data with a fitted model and write the same keys a fit writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mudata import MuData
+
+from .._logging import logger
+from .._utils import restore_on_error, write_obsm, write_uns
+from ._fit import write_classifier_outputs
+
+
+def _model_key(model: Any) -> str:
+    return type(model).__name__.lower()
+
+
+def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_size: int = 256) -> None:
+    """Score a new MuData with a fitted model: predictions, confidence, probabilities and embedding.
+
+    The new data need no label column; their features are matched to the training features by name, per
+    modality (extra features are ignored, missing ones raise a ``KeyError`` naming the modality). Writes the
+    same keys as the model's ``tl.fit_*``: ``obs['<key>_prediction']``, ``obs['<key>_confidence']``,
+    ``obsm['<key>_proba']`` and ``obsm['X_<key>']`` for a classifier, ``obsm['X_<key>']`` otherwise, and
+    ``uns[key_added]`` with the classes and a note that these rows were scored, not fitted.
+
+    Parameters
+    ----------
+    mdata
+        The new data (a MuData with the model's modalities).
+    model
+        A fitted multiomix model.
+    key_added
+        Prefix of the keys written (default: the model's name in lower case, as its fit writes).
+    batch_size
+        Observations per minibatch.
+
+    Returns
+    -------
+    Nothing; writes into ``mdata``.
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> mdata = mx.datasets.tcga_brca()
+    >>> model = mx.tl.fit_crossattomics(mdata)
+    >>> new = mx.datasets.tcga_brca(); del new.obs["subtype"]
+    >>> mx.tl.predict(new, model)
+    >>> new.obs["crossattomics_prediction"].value_counts()  # doctest: +SKIP
+    """
+    key = key_added or _model_key(model)
+    classes = list(getattr(model, "classes", []) or [])
+    classifier = bool(classes) and getattr(model, "_logits_output", None) is not None
+    proba = model.predict_proba(mdata, batch_size=batch_size) if classifier else None
+    latent = model.get_latent_representation(mdata, batch_size=batch_size)
+    with restore_on_error(mdata):
+        if proba is not None:
+            write_classifier_outputs(mdata, proba, latent, key=key)
+        else:
+            write_obsm(mdata, f"X_{key}", latent.astype("float32"))
+        info = {"model": type(model).__name__, "scored": "predicted by a fitted model; no training on these rows"}
+        if classes:
+            info["classes"] = classes
+        write_uns(mdata, key, info)
+    logger.debug(f"scored {mdata.n_obs} observations with {type(model).__name__}")

@@ -1,0 +1,131 @@
+"""Read what the ``tl`` functions stored in ``.uns``: one public reader with errors that say what to run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["get_result"]
+
+# kind -> (the tl function that writes it, entries the stored dict must hold, its default key)
+_KINDS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "relevance": ("feature_relevance", ("groups", "params"), "relevance"),
+    "interaction_importance": ("interaction_importance", ("share", "mean"), "crossattomics_interactions"),
+    "embedding_benchmark": ("benchmark_embeddings", (), "embedding_benchmark"),
+    "genomic_interpreter": ("fit_genomic_interpreter", ("params",), "genomic_interpreter"),
+    "attention_maps": ("attention_maps", ("attention",), "genomic_interpreter"),
+    "med_crossvit": ("fit_med_crossvit", ("params",), "medcrossvit"),
+    "crossattomics": ("fit_crossattomics", ("params",), "crossattomics"),
+    "multimodal_ae": ("fit_multimodal_ae", ("params",), "mmae"),
+    "unitednet": ("fit_unitednet", ("params",), "unitednet"),
+    "history": ("fit_* function", ("history",), ""),
+}
+
+
+def _producer(key: str, kind: str | None) -> str:
+    """Name the tl function that writes ``uns[key]`` (from ``kind``, else guessed from the default keys)."""
+    if kind is not None:
+        return _KINDS[kind][0]
+    if key.startswith("relevance"):
+        return "feature_relevance"
+    for name, (function, _, default) in _KINDS.items():
+        if default and key == default and name != "attention_maps":
+            return function
+    return ""
+
+
+def _lookup(data: Any, key: str, kind: str | None) -> Any:
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"Unknown result kind {kind!r}; known kinds: {sorted(_KINDS)}.")
+    uns = getattr(data, "uns", None)
+    if uns is None:
+        raise TypeError(f"Expected an AnnData or MuData (an object with .uns), got {type(data).__name__}.")
+    function = _producer(key, kind)
+    run = f"run mx.tl.{function} first" if function else "run the mx.tl function that writes it first"
+    if key not in uns:
+        raise KeyError(f"No results under .uns[{key!r}]; {run} (or pass the `key_added` you used).")
+    value = uns[key]
+    if kind is not None:
+        missing = [part for part in _KINDS[kind][1] if not isinstance(value, dict) or part not in value]
+        if missing:
+            raise KeyError(f".uns[{key!r}] lacks {missing}; it does not hold mx.tl.{function} results ({run}).")
+    return value
+
+
+def _entry(mdata: Any, key: str) -> dict:
+    """Return the relevance results in ``uns[key]`` (errors name :func:`multiomix.tl.feature_relevance`)."""
+    uns = getattr(mdata, "uns", {})
+    if key not in uns:
+        raise KeyError(f"No relevance results under mdata.uns[{key!r}]; run mx.tl.feature_relevance first.")
+    entry = uns[key]
+    if not isinstance(entry, dict) or "groups" not in entry or "params" not in entry:
+        raise ValueError(f"mdata.uns[{key!r}] does not hold feature_relevance results.")
+    return entry
+
+
+def _group_key(entry: dict, group: str) -> str:
+    """Return the dict key under which a group's relevance is stored (``/`` in group names is stored as ``_``)."""
+    key = str(group).replace("/", "_")
+    if key not in entry["groups"]:
+        raise KeyError(f"Group {group!r} not found in the relevance results; groups: {list(entry['groups'])}.")
+    return key
+
+
+def get_result(data: Any, key: str, *, kind: str | None = None, group: str | None = None) -> Any:
+    """Return what a ``mx.tl`` function stored in ``data.uns[key]``, with an error that says what to run.
+
+    This is the public way for plots and user code to read results: it checks that the results exist (and,
+    with ``kind``, that they are the right kind of results) and, for relevance results, resolves group names.
+
+    Parameters
+    ----------
+    data
+        AnnData or MuData the ``mx.tl`` function wrote into.
+    key
+        Key in ``data.uns`` (the function's ``key_added``).
+    kind
+        What the results must be, which also names the function to run in the error when they are absent:
+        ``"relevance"`` (:func:`~multiomix.tl.feature_relevance`), ``"interaction_importance"``,
+        ``"embedding_benchmark"`` (:func:`~multiomix.tl.benchmark_embeddings`), ``"attention_maps"``,
+        ``"genomic_interpreter"``, ``"med_crossvit"``, ``"crossattomics"``, ``"multimodal_ae"``,
+        ``"unitednet"`` or ``"history"`` (any result with training curves). ``None`` returns whatever is stored.
+    group
+        Relevance results only: return the results of this group (cell type) instead of the whole dict.
+        Group names are matched as given to :func:`~multiomix.tl.feature_relevance` (a ``/`` in a name is stored
+        as ``_``; both spellings are accepted).
+
+    Returns
+    -------
+    The stored object, unchanged (for most kinds a dict; a DataFrame for ``"embedding_benchmark"``). With
+    ``group``: a dict with ``"features"`` (the group's DataFrame over features: ``modality``, ``mean_abs``,
+    ``mean``, ``rank``), ``"key"`` (the group's key in the stored dicts) and, for cross-modal results,
+    ``"matrix"`` (target x source DataFrame of mean absolute relevance).
+
+    Raises
+    ------
+    KeyError
+        When ``uns[key]`` is absent (naming the ``mx.tl`` function to run), lacks what ``kind`` needs, or the
+        group is unknown (listing the groups).
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> mdata = mx.datasets.patchseq()
+    >>> model = mx.tl.fit_unitednet(mdata, label_key="cell_type_TEM")
+    >>> mx.tl.feature_relevance(mdata, model, groupby="cell_type_TEM")
+    >>> entry = mx.tl.get_result(mdata, "relevance", kind="relevance")
+    >>> entry["params"]["groupby"]
+    'cell_type_TEM'
+    >>> mx.tl.get_result(mdata, "relevance", group="Sst-MET-1")["features"].nsmallest(3, "rank")  # doctest: +SKIP
+    """
+    if group is not None:
+        if kind not in (None, "relevance"):
+            raise ValueError("`group` is only used with relevance results (kind='relevance').")
+        entry = _entry(data, key)
+        gkey = _group_key(entry, group)
+        out: dict[str, Any] = {"key": gkey, "features": entry["groups"][gkey]}
+        if "matrices" in entry:
+            out["matrix"] = entry["matrices"][gkey]
+        return out
+    if kind == "relevance":
+        return _entry(data, key)
+    return _lookup(data, key, kind)

@@ -1,0 +1,230 @@
+"""The fit contract (docs/conventions.md), checked for every fit: keys written, bad input leaves the object
+identical, h5mu round trip, save/load into reordered features, unlabelled new cohorts, label inference and
+determinism under a seed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import matplotlib
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import multiomix as mx
+
+matplotlib.use("Agg")
+md.set_options(pull_on_update=False)
+
+
+@dataclass
+class Case:
+    """One fit under the contract."""
+
+    name: str
+    make: Callable[[], md.MuData]
+    fit: Callable[..., object]
+    label_key: str | None
+    key: str
+    classifier: bool = True
+    fit_kwargs: dict = field(default_factory=dict)
+
+
+def _interaction(n: int = 160) -> md.MuData:
+    mdata = mx.datasets.synthetic_interaction_mudata(n, n_features={"rna": 20, "methylation": 20, "mirna": 10})
+    for m in mdata.mod.values():
+        m.uns.clear()
+    mdata.uns.clear()
+    return mdata
+
+
+CASES = [
+    Case("crossattomics", _interaction, mx.tl.fit_crossattomics, "label", "crossattomics",
+         fit_kwargs={"max_epochs": 2, "progress_bar": False}),
+]
+
+
+def _snapshot(mdata: md.MuData) -> dict:
+    def adata_state(a):
+        x = a.X.toarray() if sparse.issparse(a.X) else np.asarray(a.X)
+        return {"obs": a.obs.copy(), "var": a.var.copy(), "X": x.copy(), "obsm": {k: np.asarray(v).copy()
+                for k, v in a.obsm.items()}, "uns": sorted(a.uns.keys()), "layers": sorted(a.layers.keys())}
+
+    return {"obs": mdata.obs.copy(), "obsm": {k: np.asarray(v).copy() for k, v in mdata.obsm.items()},
+            "uns": sorted(mdata.uns.keys()), "mods": {k: adata_state(a) for k, a in mdata.mod.items()},
+            "order": list(mdata.mod.keys())}
+
+
+def _assert_unchanged(before: dict, mdata: md.MuData) -> None:
+    after = _snapshot(mdata)
+    pd.testing.assert_frame_equal(before["obs"], after["obs"])
+    assert before["uns"] == after["uns"] and before["order"] == after["order"]
+    assert before["obsm"].keys() == after["obsm"].keys()
+    for name, state in before["mods"].items():
+        other = after["mods"][name]
+        pd.testing.assert_frame_equal(state["obs"], other["obs"])
+        pd.testing.assert_frame_equal(state["var"], other["var"])
+        np.testing.assert_array_equal(state["X"], other["X"])
+        assert state["obsm"].keys() == other["obsm"].keys()
+        assert state["uns"] == other["uns"] and state["layers"] == other["layers"]
+
+
+def _reordered(mdata: md.MuData, drop_label: str | None) -> md.MuData:
+    """The same cells with every modality's features reversed (plus one extra feature) and no label column."""
+    mods = {}
+    for name, a in mdata.mod.items():
+        b = a[:, a.var_names[::-1]].copy()
+        mods[name] = b
+    new = md.MuData(mods)
+    if drop_label is None:
+        return new
+    return new
+
+
+@pytest.fixture(params=CASES, ids=lambda c: c.name)
+def case(request) -> Case:
+    return request.param
+
+
+@pytest.fixture
+def fitted(case, tmp_path):
+    mdata = case.make()
+    model = case.fit(mdata, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    return case, mdata, model
+
+
+def test_keys_written_match_the_conventions(fitted):
+    case, mdata, _ = fitted
+    key = case.key
+    assert f"X_{key}" in mdata.obsm and mdata.obsm[f"X_{key}"].dtype == np.float32
+    info = mdata.uns[key]
+    assert {"params", "history", "n_train", "n_validation", "n_test"} <= set(info)
+    if case.classifier:
+        assert isinstance(mdata.obs[f"{key}_prediction"].dtype, pd.CategoricalDtype)
+        assert mdata.obs[f"{key}_confidence"].between(0, 1).all()
+        assert mdata.obsm[f"{key}_proba"].shape == (mdata.n_obs, len(info["classes"]))
+        assert {"accuracy", "macro_f1", "n"} <= set(info["test_metrics"])
+        assert {"accuracy", "macro_f1"} <= set(info["baseline"]["test_metrics"])
+    # no split existed: a stratified 20 % test split was written
+    assert mdata.obs["split"].value_counts()["test"] == pytest.approx(0.2 * mdata.n_obs, abs=1)
+
+
+def test_h5mu_round_trip(fitted, tmp_path):
+    case, mdata, _ = fitted
+    path = tmp_path / "fit.h5mu"
+    mdata.write_h5mu(path)
+    back = md.read_h5mu(path)
+    np.testing.assert_allclose(back.obsm[f"X_{case.key}"], mdata.obsm[f"X_{case.key}"])
+    assert set(back.uns[case.key]) >= {"params", "history"}
+    if case.classifier:
+        assert back.obs[f"{case.key}_prediction"].astype(str).tolist() == \
+            mdata.obs[f"{case.key}_prediction"].astype(str).tolist()
+
+
+def test_new_unlabelled_cohort_with_reordered_features_is_scored_identically(fitted, tmp_path):
+    case, mdata, model = fitted
+    new = _reordered(mdata, case.label_key)
+    assert case.label_key is None or case.label_key not in new.obs.columns
+    if case.classifier:
+        expected = model.predict_proba(mdata)
+        got = model.predict_proba(new)
+        np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), atol=1e-6)
+        mx.tl.predict(new, model, key_added=case.key)
+        assert new.obs[f"{case.key}_prediction"].astype(str).tolist() == \
+            mdata.obs[f"{case.key}_prediction"].astype(str).tolist()
+    np.testing.assert_allclose(model.get_latent_representation(new), mdata.obsm[f"X_{case.key}"], atol=1e-5)
+    # save, then load into reordered features: identical predictions
+    model.save(tmp_path / "model", overwrite=True)
+    loaded = type(model).load(tmp_path / "model", adata=new)
+    np.testing.assert_allclose(loaded.get_latent_representation(), mdata.obsm[f"X_{case.key}"], atol=1e-5)
+    # a missing feature names the modality
+    first = list(new.mod)[0]
+    lacking = md.MuData({k: (a[:, 1:].copy() if k == first else a) for k, a in new.mod.items()})
+    with pytest.raises(KeyError, match=first):
+        model.get_latent_representation(lacking)
+
+
+def test_label_column_is_inferred(case):
+    if case.label_key is None:
+        pytest.skip("unsupervised fit")
+    mdata = case.make()
+    case.fit(mdata, random_state=0, **case.fit_kwargs)
+    assert mdata.uns[case.key]["params"]["label_key"] == case.label_key
+    mdata.obs["other"] = pd.Categorical(np.where(np.arange(mdata.n_obs) % 2, "x", "y"))
+    before = _snapshot(mdata)
+    with pytest.raises(ValueError, match="candidates"):
+        case.fit(mdata, random_state=0, split_key="other_split", **case.fit_kwargs)
+    _assert_unchanged(before, mdata)
+
+
+def test_rows_without_label_are_predicted_not_trained_on(case):
+    if case.label_key is None:
+        pytest.skip("unsupervised fit")
+    mdata = case.make()
+    labels = mdata.obs[case.label_key].astype(object)
+    labels.iloc[:10] = np.nan
+    mdata.obs[case.label_key] = labels
+    case.fit(mdata, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    assert mdata.obs[f"{case.key}_prediction"].iloc[:10].notna().all()
+    assert mdata.obs["split"].iloc[:10].isna().all()
+
+
+def test_deterministic_under_random_state(case):
+    a, b = case.make(), case.make()
+    case.fit(a, label_key=case.label_key, random_state=3, **case.fit_kwargs)
+    case.fit(b, label_key=case.label_key, random_state=3, **case.fit_kwargs)
+    np.testing.assert_array_equal(a.obsm[f"X_{case.key}"], b.obsm[f"X_{case.key}"])
+
+
+def _duplicate_names(mdata):
+    names = list(mdata.obs_names)
+    names[1] = names[0]
+    for a in mdata.mod.values():
+        a.obs_names = names
+    mdata.update()
+
+
+def _unaligned(mdata):
+    first = list(mdata.mod)[0]
+    a = mdata.mod[first]
+    a.obs_names = list(a.obs_names[1:]) + [a.obs_names[0]]
+
+
+def _nan(mdata):
+    first = list(mdata.mod)[0]
+    x = np.asarray(mdata.mod[first].X, dtype=np.float32).copy()
+    x[0, 0] = np.nan
+    mdata.mod[first].X = x
+
+
+def _single_class(mdata, label_key):
+    mdata.obs[label_key] = pd.Categorical(["only"] * mdata.n_obs)
+
+
+def _too_few_rows(mdata, label_key):
+    keep = mdata.obs_names[:3]
+    return mdata[keep].copy()
+
+
+@pytest.mark.parametrize("breakage", ["duplicate_names", "unaligned", "nan", "single_class", "too_few_rows"])
+def test_bad_input_raises_before_training_and_leaves_the_object_identical(case, breakage):
+    mdata = case.make()
+    if breakage == "duplicate_names":
+        _duplicate_names(mdata)
+    elif breakage == "unaligned":
+        _unaligned(mdata)
+    elif breakage == "nan":
+        _nan(mdata)
+    elif breakage == "single_class":
+        if case.label_key is None:
+            pytest.skip("unsupervised fit")
+        _single_class(mdata, case.label_key)
+    elif breakage == "too_few_rows":
+        mdata = _too_few_rows(mdata, case.label_key)
+    before = _snapshot(mdata)
+    with pytest.raises((ValueError, KeyError)):
+        case.fit(mdata, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    _assert_unchanged(before, mdata)
