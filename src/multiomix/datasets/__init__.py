@@ -5,7 +5,7 @@ from ._sequences import oct4_mafk, planted_motif_pairs
 from ._single_cell import bmmc_cite, bmmc_multiome, patchseq
 from ._synthetic import synthetic_interaction_mudata
 from ._synthetic_tiles import synthetic_tile_bags
-from ._tcga import tcga_brca
+from ._tcga import tcga, tcga_brca
 
 __all__ = [
     "bmmc_cite",
@@ -17,5 +17,6 @@ __all__ = [
     "planted_motif_pairs",
     "synthetic_interaction_mudata",
     "synthetic_tile_bags",
+    "tcga",
     "tcga_brca",
 ]
