@@ -8,6 +8,7 @@ import anndata as ad
 import pandas as pd
 from mudata import MuData
 
+from .._utils import new_mudata
 from ._cache import fetch
 
 _OP_MULTIOME = (
@@ -72,7 +73,7 @@ def _paired(mods: dict[str, ad.AnnData], shared_obs: list[str]) -> MuData:
     for name, adata in mods.items():
         if not adata.obs_names.equals(first.obs_names):
             raise ValueError(f"Modality {name!r} is not paired cell-for-cell with the others in the source files.")
-    mdata = MuData(mods)
+    mdata = new_mudata(mods)
     for col in shared_obs:
         if col in first.obs.columns:
             values = first.obs[col]

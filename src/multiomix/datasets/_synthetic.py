@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
+from .._utils import new_mudata
+
 
 def synthetic_interaction_mudata(
     n_obs: int = 600,
@@ -78,7 +80,7 @@ def synthetic_interaction_mudata(
         mods[mod].X[:, :group_size] = latent[mod][:, None] + noise_part
     positive = latent[target] * latent[source] > 0
     flip = rng.random(n_obs) < noise
-    mdata = MuData(mods)
+    mdata = new_mudata(mods)
     mdata.obs["label"] = pd.Categorical(np.where(positive ^ flip, "pos", "neg"), categories=["neg", "pos"])
     mdata.uns["planted"] = {
         "interaction": f"{source}->{target}",

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
+from .._utils import new_mudata
+
 __all__ = ["synthetic_tile_bags"]
 
 
@@ -121,7 +123,7 @@ def synthetic_tile_bags(
     wsi.obsm["tiles"], wsi.obsm["tile_mask"], wsi.obsm["coords"] = tiles, mask, coords
     gene_names = [f"gene{j:03d}" for j in range(n_genes)]
     rna = ad.AnnData(X=expr, obs=pd.DataFrame(index=names), var=pd.DataFrame(index=gene_names))
-    mdata = MuData({"wsi": wsi, "rna": rna})
+    mdata = new_mudata({"wsi": wsi, "rna": rna})
     categories = [f"class{c}" for c in range(n_classes)]
     mdata.obs["label"] = pd.Categorical.from_codes(labels, categories=categories)
     truth = {

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
+from .._utils import new_mudata
+
 logger = logging.getLogger("multiomix")
 
 PAM50 = ("LumA", "Her2", "LumB", "Basal", "Normal")
@@ -131,7 +133,7 @@ def _read_cohort(folder: Path, spec: _Cohort, name: str) -> MuData:
         mods[m] = ad.AnnData(
             X=values, obs=pd.DataFrame(index=patients), var=pd.DataFrame(index=table.columns.astype(str))
         )
-    mdata = MuData(mods)
+    mdata = new_mudata(mods)
     codes = target.loc[patients].to_numpy()
     if spec.target_names is not None:
         mdata.obs[spec.label_key] = pd.Categorical.from_codes(codes.astype(int), categories=list(spec.target_names))
