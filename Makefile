@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MULTIOMIX_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install demo test lint docs benchmarks clean
+.PHONY: install demo test lint docs tutorials benchmarks clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html
+
+tutorials: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python tutorials/execute.py
 
 benchmarks: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tcga_brca.py
