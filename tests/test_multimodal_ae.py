@@ -98,8 +98,12 @@ def test_translate_recovers_planted_peaks_from_rna_alone(fitted):
     assert pred[:, 30:].mean() < 0.25
     var = model.modality_var("atac")
     assert list(var.index) == list(mdata["atac"].var_names)
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(KeyError, match="features"):
         model.translate(md.MuData({"rna": mdata["rna"][:, :10].copy()}), source="rna", target="atac")
+    # features are matched by name: reordered source features translate identically
+    reordered = mdata["rna"][:, mdata["rna"].var_names[::-1]].copy()
+    np.testing.assert_allclose(model.translate(reordered, source="rna", target="atac", batch_size=50), pred,
+                               atol=1e-6)
     with pytest.raises(KeyError, match="protein"):
         model.translate(rna_only, source="protein", target="atac")
     with pytest.raises(KeyError, match="modality_var|not among"):
@@ -126,6 +130,53 @@ def test_save_load_and_h5mu_round_trip(fitted, tmp_path):
                                   check_names=False)
 
 
+def test_new_data_matched_by_name_and_no_classes(fitted, tmp_path):
+    mdata, model = fitted
+    obs_before, mod_obs_before = list(mdata.obs.columns), {m: list(a.obs.columns) for m, a in mdata.mod.items()}
+    cells = mdata.obs_names[::3]
+    mods = {m: mdata[m][cells, mdata[m].var_names[::-1]].copy() for m in ("atac", "rna")}  # reversed features
+    for adata in mods.values():
+        adata.obs = pd.DataFrame(index=adata.obs_names)  # no labels
+    new = md.MuData(mods)
+    z_fit = pd.DataFrame(mdata.obsm["X_mmae"], index=mdata.obs_names).loc[cells].to_numpy()
+    np.testing.assert_allclose(model.get_latent_representation(new), z_fit, atol=1e-6)
+    with pytest.raises(ValueError, match="does not predict classes"):
+        model.predict_proba(new)
+    with pytest.raises(ValueError, match="does not predict classes"):
+        model.predict()
+    model.save(tmp_path / "model", overwrite=True)
+    loaded = mx.models.MultimodalAE.load(tmp_path / "model", adata=new)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z_fit, atol=1e-6)
+    np.testing.assert_allclose(loaded.get_latent_representation(new, modalities=["atac"]),
+                               model.get_latent_representation(new, modalities=["atac"]), atol=1e-6)
+    # the user's object was never registered (no scvi-tools columns) and the fit added no split column
+    assert list(mdata.obs.columns) == obs_before and "split" not in mdata.obs
+    assert {m: list(a.obs.columns) for m, a in mdata.mod.items()} == mod_obs_before
+    assert "_scvi_uuid" not in mdata.uns
+
+
+def test_use_highly_variable_subsets_features():
+    mdata = planted_multiome(n_obs=80)
+    hv = np.zeros(mdata["rna"].n_vars, dtype=bool)
+    hv[:25] = True
+    mdata["rna"].var["highly_variable"] = hv
+    before = mdata["rna"].X.copy()
+    model = mx.tl.fit_multimodal_ae(mdata, max_epochs=2, random_state=0, label_key="cluster", **SMALL)
+    assert model.feature_names_["rna"] == [f"g{i}" for i in range(25)]
+    assert model.feature_names_["atac"] == list(mdata["atac"].var_names)
+    assert model.modality_var("rna").shape[0] == 25
+    assert mdata.uns["mmae"]["params"]["use_highly_variable"] == {"rna": True, "atac": False}
+    assert list(mdata.uns["mmae"]["features"]["rna"]) == [f"g{i}" for i in range(25)]
+    assert set(mdata.uns["mmae"]["embedding_metrics"]["kmeans"]) >= {"ari", "nmi"}
+    assert mdata["rna"].n_vars == 40 and (mdata["rna"].X != before).nnz == 0  # the user's object is untouched
+    # the full data are matched to the subset by name; translation reads the selected features
+    np.testing.assert_allclose(model.get_latent_representation(mdata), mdata.obsm["X_mmae"], atol=1e-6)
+    assert model.translate(mdata, source="atac", target="rna").shape == (80, 25)
+    assert model.translate(mdata, source="rna", target="atac").shape == (80, 60)
+    all_features = mx.tl.fit_multimodal_ae(mdata, use_highly_variable=False, max_epochs=1, random_state=0, **SMALL)
+    assert len(all_features.feature_names_["rna"]) == 40
+
+
 def test_deterministic_given_random_state():
     a, b = planted_multiome(n_obs=80), planted_multiome(n_obs=80)
     mx.tl.fit_multimodal_ae(a, max_epochs=3, modality_dropout=0.3, random_state=7, **SMALL)
@@ -148,9 +199,10 @@ def test_nb_loss_on_counts_and_split_honoured():
     assert "validation_loss" in history.columns
     assert history["validation_loss"].iloc[-1] < history["validation_loss"].iloc[0]
     assert model.module.loss_weights == {"rna": 1.0, "atac": 2.0}
-    # nb translation is on the count scale (median library size)
+    assert mdata.uns["mmae"]["n_train"] == 80 and mdata.uns["mmae"]["n_validation"] == 20
+    # nb translation is on the count scale (median library size of the training rows)
     counts = model.translate(mdata, source="atac", target="rna")
-    lib = np.median(np.asarray(mdata["rna"].layers["counts"].sum(1)).ravel())
+    lib = np.median(np.asarray(mdata["rna"].layers["counts"][:80].sum(1)).ravel())
     np.testing.assert_allclose(counts.sum(1), lib, rtol=1e-3)
     assert separation(mdata.obsm["X_mmae"], mdata.obs["cluster"]) > 0.9
 
@@ -173,8 +225,13 @@ def test_clear_errors_leave_object_untouched():
         mx.tl.fit_multimodal_ae(bad, max_epochs=1, **SMALL)
     assert "X_mmae" not in mdata.obsm
     assert set(mdata.uns.keys()) == uns_before
-    with pytest.raises(ValueError, match="MuData"):
+    with pytest.raises(TypeError, match="setup_mudata"):
         mx.models.MultimodalAE.setup_anndata(mdata["rna"])
+    with pytest.raises(KeyError, match="celltype"):
+        mx.tl.fit_multimodal_ae(mdata, label_key="celltype", max_epochs=1, **SMALL)
+    with pytest.raises(KeyError, match="highly_variable"):
+        mx.tl.fit_multimodal_ae(mdata, use_highly_variable=True, max_epochs=1, **SMALL)
+    assert "X_mmae" not in mdata.obsm and set(mdata.uns.keys()) == uns_before
 
 
 def test_sparse_input_is_densified_per_minibatch_only():

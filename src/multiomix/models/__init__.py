@@ -7,7 +7,9 @@ from ._crossattomics import CrossAttOmics, default_interaction_graph
 from .base import MultiomixModel
 from ._genomic_interpreter import GenomicInterpreter, GenomicInterpreterModule
 from ._med_crossvit import MedCrossViT, MedCrossViTModule
-from ._multimodal_ae import MultimodalAE, MultimodalAEModule, MultimodalAETrainingPlan
+from ..module import MultimodalAEModule
+from ..train import MultimodalAETrainingPlan
+from ._multimodal_ae import MultimodalAE
 from ._unitednet import UnitedNet
 from ._unitednet_module import UnitedNetModule
 from ._unitednet_plan import UnitedNetTrainingPlan

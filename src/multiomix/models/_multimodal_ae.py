@@ -1,9 +1,9 @@
-"""``MultimodalAE``: per-modality encoders, a joint latent, per-modality decoders, on scvi-tools."""
+"""``MultimodalAE``: per-modality encoders, a joint latent, per-modality decoders, on the multiomix base."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -11,110 +11,17 @@ import torch
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from scvi.train import TrainingPlan
 
 from .._utils import check_nonnegative, get_matrix, is_binary
-from ..nn.autoencoder import LIKELIHOODS, MultimodalAutoencoder
-from ._base import modality_key, register_mudata_fields, resolve_layers
+from ..module import MultimodalAEModule
+from ..nn.autoencoder import LIKELIHOODS
+from ..train import MultimodalAETrainingPlan
+from .base import MultimodalInputMixin, MultiomixModel, feature_positions, modality_key, register_mudata_fields
 
-__all__ = ["MultimodalAE", "MultimodalAEModule", "MultimodalAETrainingPlan"]
-
-
-class MultimodalAEModule(BaseModuleClass):
-    """scvi-tools module around :class:`multiomix.nn.autoencoder.MultimodalAutoencoder`.
-
-    Parameters
-    ----------
-    dims
-        Features per modality.
-    likelihoods
-        Loss per modality (``"mse"``, ``"bce"``, ``"nb"``).
-    loss_weights
-        Weight of each modality's reconstruction loss.
-    **kwargs
-        Passed to :class:`~multiomix.nn.autoencoder.MultimodalAutoencoder`.
-
-    Examples
-    --------
-    >>> module = MultimodalAEModule(dims={"rna": 50, "atac": 80}, likelihoods={"rna": "mse", "atac": "bce"})
-    >>> module.net.modalities
-    ['rna', 'atac']
-    """
-
-    def __init__(
-        self,
-        *,
-        dims: Mapping[str, int],
-        likelihoods: Mapping[str, str],
-        loss_weights: Mapping[str, float] | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__()
-        self.net = MultimodalAutoencoder(dims=dims, likelihoods=likelihoods, **kwargs)
-        self.modalities = list(dims)
-        self.loss_weights = {m: float((loss_weights or {}).get(m, 1.0)) for m in self.modalities}
-        # median library size of count modalities, used to scale translated counts
-        self.register_buffer("library_median", torch.ones(len(self.modalities)))
-
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {"inputs": {m: tensors[modality_key(m)] for m in self.modalities if modality_key(m) in tensors}}
-
-    @auto_move_data
-    def inference(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> dict[str, Any]:
-        """Encode into the joint latent (modality dropout applies in training mode only)."""
-        if mask is None and self.training:
-            ref = next(iter(inputs.values()))
-            mask = self.net.sample_mask(ref.shape[0], ref.device)
-        return {"z": self.net.encode(inputs, mask)}
-
-    def _get_generative_input(self, tensors: dict[str, torch.Tensor], inference_outputs: dict[str, Any]):
-        return {"z": inference_outputs["z"]}
-
-    @auto_move_data
-    def generative(self, z: torch.Tensor, modalities: list[str] | None = None) -> dict[str, Any]:
-        """Decode modalities from the joint latent."""
-        return {"outputs": self.net.decode(z, modalities)}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Weighted sum over modalities of the per-cell reconstruction losses."""
-        inputs = {m: tensors[modality_key(m)] for m in self.modalities}
-        per_mod = self.net.loss(inputs, generative_outputs["outputs"], self.loss_weights)
-        total = torch.stack(list(per_mod.values()), 0).sum(0)
-        extra = {f"loss_{m}": v.mean().detach() for m, v in per_mod.items()}
-        return LossOutput(loss=total.mean(), reconstruction_loss=per_mod, extra_metrics=extra)
-
-    def sample(self, *args, **kwargs):
-        raise NotImplementedError("MultimodalAE is deterministic; use translate() or the decoder outputs.")
+__all__ = ["MultimodalAE"]
 
 
-class MultimodalAETrainingPlan(TrainingPlan):
-    """Training plan of :class:`MultimodalAE`: logs the total and per-modality losses, nothing about ELBOs.
-
-    Logs ``train_loss``/``validation_loss`` and ``train_loss_<modality>``/``validation_loss_<modality>`` per
-    epoch, which go into ``model.history``. Optimiser options (``lr``, ``weight_decay``, ``optimizer``,
-    ``reduce_lr_on_plateau``) are scvi-tools' own.
-    """
-
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        _, _, out = self.forward(batch, loss_kwargs=self.loss_kwargs)
-        n = out.n_obs_minibatch
-        sync = self.use_sync_dist
-        self.log(f"{stage}_loss", out.loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync,
-                 prog_bar=stage == "train")
-        for key, value in out.extra_metrics.items():
-            self.log(f"{stage}_{key}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
-        return out.loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._step(batch, "validation")
-
-
-class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
+class MultimodalAE(MultimodalInputMixin, MultiomixModel):
     """Multimodal autoencoder: per-modality encoders into one joint latent, decoders read the joint latent.
 
     The architecture is the bimodal autoencoder of Ngiam et al. (ICML 2011; see ``multiomix.nn.autoencoder``).
@@ -122,7 +29,8 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
     TF-IDF or CLR protein; ``"bce"`` for binary ATAC peaks; ``"nb"`` for raw counts) and a loss weight.
     With ``modality_dropout > 0`` some training cells are encoded from one modality only while all modalities
     are reconstructed, so that a cell can later be placed from one modality alone and one modality translated
-    into another (:meth:`translate`).
+    into another (:meth:`translate`). The model is unsupervised: it has no classes, so :meth:`predict_proba`
+    and :meth:`predict` raise.
 
     Parameters
     ----------
@@ -145,6 +53,8 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         Dropout on input features.
     modality_dropout
         Probability that a training cell is encoded from a single random modality.
+    random_state
+        Seed of the weight initialisation and of training.
 
     Examples
     --------
@@ -159,6 +69,17 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
 
     _module_cls = MultimodalAEModule
     _training_plan_cls = MultimodalAETrainingPlan
+    #: the defaults of the former ``MultimodalAE.train`` (which had no early stopping: the patience equals the
+    #: default epoch count, so only the best validation epoch is kept)
+    _train_defaults: ClassVar[dict[str, Any]] = {
+        "max_epochs": 200,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "batch_size": 128,
+        "early_stopping_patience": 200,
+    }
+    _logits_output = None
+    _latent_output = "z"
 
     def __init__(
         self,
@@ -172,22 +93,22 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         dropout: float = 0.1,
         input_dropout: float = 0.0,
         modality_dropout: float = 0.0,
+        random_state: int = 0,
     ):
-        super().__init__(mdata)
         if mdata is None:
             raise ValueError("MultimodalAE needs a MuData registered with MultimodalAE.setup_mudata.")
-        self.modalities_ = self._registered_modalities()
-        layers = self._layers()
+        super().__init__(mdata, random_state=random_state)
+        modalities = self.modalities
         losses = dict(losses or {})
-        unknown = sorted(set(losses) - set(self.modalities_))
+        unknown = sorted(set(losses) - set(modalities))
         if unknown:
-            raise KeyError(f"`losses` names modalities {unknown} that are not registered ({self.modalities_}).")
-        unknown = sorted(set(loss_weights or {}) - set(self.modalities_))
+            raise KeyError(f"`losses` names modalities {unknown} that are not registered ({modalities}).")
+        unknown = sorted(set(loss_weights or {}) - set(modalities))
         if unknown:
-            raise KeyError(f"`loss_weights` names modalities {unknown} that are not registered ({self.modalities_}).")
-        likelihoods, dims, library, feature_means = {}, {}, [], {}
-        for m in self.modalities_:
-            matrix = get_matrix(self.adata.mod[m], layers[m])
+            raise KeyError(f"`loss_weights` names modalities {unknown} that are not registered ({modalities}).")
+        likelihoods, dims = {}, {}
+        for m in modalities:
+            matrix = self._matrix(m)
             dims[m] = matrix.shape[1]
             lik = losses.get(m) or ("bce" if is_binary(matrix) else "mse")
             if lik not in LIKELIHOODS:
@@ -197,10 +118,8 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
             if lik == "bce" and not is_binary(matrix):
                 raise ValueError(f"Modality {m!r} has non-binary values but loss 'bce' needs 0/1; use mx.pp.binarize.")
             likelihoods[m] = lik
-            feature_means[m] = np.asarray(matrix.mean(axis=0), dtype=np.float64).ravel()
-            sums = np.asarray(matrix.sum(axis=1)).ravel()
-            library.append(float(np.median(sums)) if lik == "nb" else 1.0)
-        self.modality_vars_ = {m: self.adata.mod[m].var.copy() for m in self.modalities_}
+        self.modality_vars_ = {m: mdata.mod[m].var.copy() for m in modalities}
+        torch.manual_seed(random_state)
         self.module = self._module_cls(
             dims=dims,
             likelihoods=likelihoods,
@@ -212,17 +131,13 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
             input_dropout=input_dropout,
             modality_dropout=modality_dropout,
         )
-        self.module.library_median.copy_(torch.tensor(library, dtype=torch.float32))
-        for m in self.modalities_:
-            self.module.net.decoders[m].init_output(torch.as_tensor(feature_means[m]))
         self.likelihoods_ = likelihoods
+        self._encode_from: list[str] | None = None
         self._model_summary_string = (
-            f"MultimodalAE over {self.modalities_} (losses {likelihoods}), latent_dim={latent_dim}, "
+            f"MultimodalAE over {modalities} (losses {likelihoods}), latent_dim={latent_dim}, "
             f"hidden_dim={hidden_dim}, n_layers={n_layers}, modality_dropout={modality_dropout}"
         )
         self.init_params_ = self._get_init_params(locals())
-
-    # setup
 
     @classmethod
     def setup_mudata(
@@ -233,7 +148,7 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         layer: str | Mapping[str, str | None] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Register ``mdata``: one field per modality (the layer to read, ``None`` = ``.X``).
+        """Register ``mdata``: one field per modality (the layer to read, ``None`` = ``.X``); no labels.
 
         Parameters
         ----------
@@ -244,110 +159,47 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         layer
             Layer for every modality, or a dict modality -> layer.
         **kwargs
-            Passed to scvi-tools' ``AnnDataManager.register_fields``.
+            Internal (used by :meth:`~scvi.model.base.BaseModelClass.load`).
 
         Examples
         --------
         >>> mx.models.MultimodalAE.setup_mudata(mdata, modalities=["rna", "atac"], layer={"atac": "counts"})
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        mods = modalities if modalities is None or isinstance(modalities, str) else list(modalities)
-        registered = register_mudata_fields(
-            cls, mdata, modalities=mods, layer=layer, label_key=None, setup_method_args=setup_method_args, **kwargs
+        register_mudata_fields(
+            cls, mdata, modalities=modalities, layer=layer, label_key=None, setup_method_args=setup_method_args,
+            **kwargs,
         )
-        if len(registered) < 1:
-            raise ValueError("MultimodalAE needs at least one modality.")
 
-    @classmethod
-    def setup_anndata(cls, adata: AnnData, **kwargs: Any) -> None:
-        """Not supported: a multimodal model needs a MuData; use :meth:`setup_mudata`."""
-        raise ValueError("MultimodalAE models several modalities: build a MuData and call MultimodalAE.setup_mudata.")
-
-    def _registered_modalities(self) -> list[str]:
-        return [f.mod_key for f in self.adata_manager.fields if f.registry_key.startswith("X_")]
-
-    def _layers(self) -> dict[str, str | None]:
-        args = self.adata_manager.registry["setup_args"]
-        return resolve_layers(self.modalities_, args.get("layer"))
-
-    # training
-
-    def train(
-        self,
-        max_epochs: int = 200,
-        *,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = 128,
-        train_size: float | None = 1.0,
-        validation_size: float | None = None,
-        early_stopping: bool = False,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        datasplitter_kwargs: dict | None = None,
-        plan_kwargs: dict | None = None,
-        **trainer_kwargs: Any,
-    ):
-        """Train through scvi-tools' TrainRunner (Lightning): accelerators, DDP, early stopping, ``history``.
-
-        Parameters
-        ----------
-        max_epochs
-            Number of passes over the training cells.
-        lr
-            Learning rate (AdamW).
-        weight_decay
-            Decoupled weight decay.
-        batch_size
-            Minibatch size.
-        train_size
-            Fraction of cells to train on (default all: an embedding is fitted to the data it describes).
-            Ignored when ``datasplitter_kwargs["external_indexing"]`` is given.
-        validation_size
-            Fraction held out for validation (default ``1 - train_size``).
-        early_stopping
-            Stop on ``validation_loss`` (needs validation cells).
-        accelerator, devices
-            Lightning accelerator and devices (``strategy="ddp..."`` can go in ``trainer_kwargs``).
-        datasplitter_kwargs
-            Passed to scvi-tools' ``DataSplitter`` (e.g. ``external_indexing``).
-        plan_kwargs
-            Passed to ``MultimodalAETrainingPlan`` (overrides ``lr``/``weight_decay``).
-        **trainer_kwargs
-            Passed to the Lightning ``Trainer``.
-
-        Examples
-        --------
-        >>> model.train(max_epochs=50, batch_size=64)
-        >>> model.history["train_loss"].tail(1)
-        """
+    # training ---------------------------------------------------------------------------------------------------
+    def _plan_kwargs(self, *, lr: float, weight_decay: float) -> dict[str, Any]:
         # scvi-tools' TrainingPlan defaults to eps=0.01, which stalls an autoencoder's small gradients
-        plan = {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", "eps": 1e-8}
-        plan.update(plan_kwargs or {})
-        trainer_kwargs.setdefault("enable_progress_bar", False)
-        external = (datasplitter_kwargs or {}).get("external_indexing")
-        if external is not None:
-            has_validation = len(external[1]) > 0
-        else:
-            has_validation = train_size is None or train_size < 1 or bool(validation_size)
-        if has_validation:  # scvi-tools validates only for early stopping unless told; log validation_loss every epoch
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        return super().train(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            train_size=train_size,
-            validation_size=validation_size,
-            batch_size=batch_size,
-            early_stopping=early_stopping,
-            datasplitter_kwargs=datasplitter_kwargs,
-            plan_kwargs=plan,
-            **trainer_kwargs,
-        )
+        return {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", "eps": 1e-8}
 
-    # inference
+    def _on_train_start(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """From the training rows: the median library size of ``"nb"`` modalities and the decoders' output bias."""
+        train = np.sort(rows[0])
+        library = []
+        for m in self.module.modalities:
+            matrix = self._matrix(m)[train]
+            sums = np.asarray(matrix.sum(axis=1)).ravel()
+            library.append(float(np.median(sums)) if self.likelihoods_[m] == "nb" else 1.0)
+            means = np.asarray(matrix.mean(axis=0), dtype=np.float64).ravel()
+            self.module.net.decoders[m].init_output(torch.as_tensor(means))
+        self.module.library_median.copy_(torch.tensor(library, dtype=torch.float32))
 
-    @torch.inference_mode()
+    # inference --------------------------------------------------------------------------------------------------
+    def _check_modalities(self, modalities: Sequence[str] | None) -> list[str]:
+        use = list(self.modalities) if modalities is None else list(modalities)
+        unknown = sorted(set(use) - set(self.modalities))
+        if unknown or not use:
+            raise KeyError(f"Modalities {unknown or use} are not among the model's modalities {self.modalities}.")
+        return use
+
+    def _inference_outputs(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        use = self._encode_from or self.module.modalities
+        return self.module.inference({m: tensors[modality_key(m)] for m in use})
+
     def get_latent_representation(
         self,
         mdata: MuData | None = None,
@@ -361,7 +213,8 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         Parameters
         ----------
         mdata
-            MuData set up like the training data (default: the training data).
+            New data (default: the training data). Features are matched to the training features by name, per
+            modality; labels are not needed.
         indices
             Cells to embed (default all).
         modalities
@@ -375,18 +228,11 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         >>> z_rna_only = model.get_latent_representation(modalities=["rna"])
         """
         self._check_if_trained(warn=False)
-        use = self.modalities_ if modalities is None else list(modalities)
-        unknown = sorted(set(use) - set(self.modalities_))
-        if unknown or not use:
-            raise KeyError(f"Modalities {unknown or use} are not among the model's modalities {self.modalities_}.")
-        mdata = self._validate_anndata(mdata)
-        loader = self._make_data_loader(adata=mdata, indices=indices, batch_size=batch_size)
-        self.module.eval()
-        out = []
-        for tensors in loader:
-            inputs = {m: tensors[modality_key(m)] for m in use}
-            out.append(self.module.inference(inputs)["z"].cpu().numpy())
-        return np.concatenate(out, 0)
+        self._encode_from = self._check_modalities(modalities)
+        try:
+            return super().get_latent_representation(mdata, indices=indices, batch_size=batch_size)
+        finally:
+            self._encode_from = None
 
     def modality_var(self, target: str) -> pd.DataFrame:
         """Return the ``var`` of a modality the model was trained on (e.g. to build a translated modality).
@@ -395,8 +241,8 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         --------
         >>> model.modality_var("atac").index[:3]
         """
-        if target not in self.modalities_:
-            raise KeyError(f"Modality {target!r} is not among the model's modalities {self.modalities_}.")
+        if target not in self.modalities:
+            raise KeyError(f"Modality {target!r} is not among the model's modalities {self.modalities}.")
         return self.modality_vars_[target].copy()
 
     @torch.inference_mode()
@@ -406,8 +252,9 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         """Predict modality ``target`` from modality ``source`` alone (encode ``source``, decode ``target``).
 
         ``mdata`` needs only the source modality (a MuData holding it, or the source AnnData itself), with the
-        features the model was trained on. Values are on the scale of the target's training data: means for
-        ``"mse"``, probabilities for ``"bce"``, expected counts at the training median library size for ``"nb"``.
+        features the model was trained on, matched by name (any order; extra features are ignored). Values are on
+        the scale of the target's training data: means for ``"mse"``, probabilities for ``"bce"``, expected counts
+        at the median library size of the training rows for ``"nb"``.
 
         Parameters
         ----------
@@ -430,8 +277,8 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         """
         self._check_if_trained(warn=False)
         for name, what in (("source", source), ("target", target)):
-            if what not in self.modalities_:
-                raise KeyError(f"{name} modality {what!r} is not among the model's modalities {self.modalities_}.")
+            if what not in self.modalities:
+                raise KeyError(f"{name} modality {what!r} is not among the model's modalities {self.modalities}.")
         if isinstance(mdata, MuData):
             if source not in mdata.mod:
                 raise KeyError(f"Source modality {source!r} not found in the MuData; it has {list(mdata.mod)}.")
@@ -440,19 +287,15 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
             adata = mdata
         else:
             raise TypeError(f"Expected a MuData or AnnData, got {type(mdata).__name__}.")
-        expected = self.modality_vars_[source].index
-        if not np.array_equal(adata.var_names.values, expected.values):
-            raise ValueError(
-                f"Modality {source!r} has {adata.n_vars} features that do not match the {len(expected)} features the "
-                "model was trained on (same names in the same order are required)."
-            )
-        matrix = get_matrix(adata, self._layers()[source])
+        matrix = get_matrix(adata, self.layers[source])
+        position = feature_positions(adata.var_names, self.feature_names_[source], modality=source)
         self.module.eval()
         device = self.module.device
-        j = self.modalities_.index(target)
+        j = self.module.modalities.index(target)
         out = []
         for start in range(0, adata.n_obs, batch_size):
             chunk = matrix[start : start + batch_size]
+            chunk = chunk[:, position] if position is not None else chunk
             chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
             x = torch.as_tensor(chunk, dtype=torch.float32, device=device)
             z = self.module.inference({source: x})["z"]
@@ -461,11 +304,11 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
                 pred = pred * self.module.library_median[j]
             out.append(pred.cpu().numpy())
         if not out:
-            return np.zeros((0, len(self.modality_vars_[target])), dtype=np.float32)
+            return np.zeros((0, len(self.feature_names_[target])), dtype=np.float32)
         return np.concatenate(out, 0)
 
     def relevance_adapter(self):
-        """What :mod:`multiomix.explain` needs: a translator (encode the source, decode the target).
+        """Return what :mod:`multiomix.explain` needs: a translator (encode the source, decode the target).
 
         Examples
         --------
@@ -478,7 +321,7 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
         module = self.module
         module.eval()
         net = module.net
-        mods = list(self.modalities_)
+        mods = list(self.modalities)
 
         def translator(source: str, target: str) -> nn.Module:
             j = mods.index(target)
@@ -493,8 +336,8 @@ class MultimodalAE(UnsupervisedTrainingMixin, BaseModelClass):
 
         return RelevanceAdapter(
             modalities=mods,
-            feature_names={m: pd.Index(self.modality_vars_[m].index.astype(str)) for m in mods},
-            layers=self._layers(),
+            feature_names={m: pd.Index(self.feature_names_[m]) for m in mods},
+            layers=self.layers,
             translator=translator,
             device=module.device,
             name="MultimodalAE",

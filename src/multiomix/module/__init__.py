@@ -1,5 +1,6 @@
 """scvi-tools modules (``BaseModuleClass``): one file per model, each wrapping its network from :mod:`multiomix.nn`."""
 
 from ._crossattomics import CrossAttOmicsModule
+from ._multimodal_ae import MultimodalAEModule
 
-__all__ = ["CrossAttOmicsModule"]
+__all__ = ["CrossAttOmicsModule", "MultimodalAEModule"]

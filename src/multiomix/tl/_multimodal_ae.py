@@ -2,50 +2,98 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+import anndata as ad
 import numpy as np
 import pandas as pd
-import scvi
 from mudata import MuData
 
-from .._utils import check_modalities, split_indices, write_obsm, write_uns
+from .._logging import logger
+from .._metrics import clustering_metrics
+from .._utils import check_modalities, get_matrix, new_mudata, write_obsm
 from ..models import MultimodalAE
-from ..models._base import split_to_external_indexing
+from ..models.base import resolve_layers
+from ._fit import FitData, finish_fit, prepare_fit
 
 __all__ = ["fit_multimodal_ae"]
 
-
-def _history_frame(history: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    if not history:
-        return pd.DataFrame()
-    frame = pd.concat([df.rename(columns=lambda c, k=k: k) for k, df in history.items()], axis=1)
-    frame.index = frame.index.astype(int)
-    frame.index.name = "epoch"
-    return frame.astype(float)
+_NO_TEST_NOTE = "test_size=0"
 
 
-def _snapshot_uns(mdata: MuData) -> dict[str, set[str]]:
-    snap = {"": set(mdata.uns.keys())}
-    snap.update({m: set(a.uns.keys()) for m, a in mdata.mod.items()})
-    return snap
+class _DropNote(logging.Filter):
+    """Drop prepare_fit's "no test metrics" note: an unsupervised embedding has no test metrics to miss."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_NO_TEST_NOTE)
 
 
-def _restore_uns(mdata: MuData, snap: dict[str, set[str]]) -> None:
-    for key in set(mdata.uns.keys()) - snap[""]:
-        del mdata.uns[key]
-    for m, a in mdata.mod.items():
-        for key in set(a.uns.keys()) - snap.get(m, set()):
-            del a.uns[key]
+def _feature_masks(mdata: MuData, modalities: Sequence[str], use_highly_variable: bool | None) -> dict[str, Any]:
+    """Per modality, the boolean mask of ``var['highly_variable']`` to train on (``None``: all features)."""
+    masks: dict[str, Any] = {}
+    for m in modalities:
+        var = mdata.mod[m].var
+        has = "highly_variable" in var.columns
+        if use_highly_variable and not has:
+            raise KeyError(f"use_highly_variable=True but modality {m!r} has no var['highly_variable']; run "
+                           "mx.pp.select_features first or pass use_highly_variable=False.")
+        if not has or use_highly_variable is False:
+            masks[m] = None
+            continue
+        mask = var["highly_variable"].fillna(False).to_numpy().astype(bool)
+        if not mask.any():
+            raise ValueError(f"Modality {m!r}: var['highly_variable'] selects no feature.")
+        if use_highly_variable is None:
+            logger.info(f"modality {m!r}: training on the {int(mask.sum())} of {len(mask)} features with "
+                        "var['highly_variable'] (use_highly_variable=False for all)")
+        masks[m] = mask
+    return masks
+
+
+def _subset_view(mdata: MuData, fit: FitData, layers: Mapping[str, str | None], masks: Mapping[str, Any]) -> MuData:
+    """Build the training view over the selected features, with a copy of the user's ``var``.
+
+    The user's object is not touched; modalities without a selection share the view's matrices.
+    """
+    mods = {}
+    for m, mask in masks.items():
+        matrix = get_matrix(fit.view.mod[m], layers[m])
+        var = mdata.mod[m].var
+        if mask is not None:
+            matrix, var = matrix[:, np.flatnonzero(mask)], var.iloc[np.flatnonzero(mask)]
+        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=fit.view.obs_names), var=var.copy())
+        if layers[m] is not None:
+            adata.layers[layers[m]] = matrix
+        mods[m] = adata
+    return new_mudata(mods)
+
+
+def _embedding_metrics(latent: np.ndarray, labels: pd.Series, *, random_state: int) -> dict[str, Any]:
+    """ARI/NMI of k-means (k = number of classes) on the latent against the labels, over the labelled rows."""
+    from sklearn.cluster import KMeans
+
+    known = labels.notna().to_numpy()
+    truth = labels[known].astype(str)
+    k = truth.nunique()
+    if k < 2:
+        return {"missing": f"fewer than two classes among the labelled rows ({k})"}
+    clusters = KMeans(k, n_init=10, random_state=random_state).fit_predict(latent[known])
+    return {"kmeans": clustering_metrics(truth.to_numpy(), clusters), "k": int(k),
+            "description": "k-means on the latent (k = number of classes) against the labels, labelled rows; "
+                           "the labels are never used in training"}
 
 
 def fit_multimodal_ae(
     mdata: MuData,
     *,
+    label_key: str | None = None,
     modalities: Sequence[str] | None = None,
     layer: str | Mapping[str, str | None] | None = None,
+    use_highly_variable: bool | None = None,
     losses: Mapping[str, str] | None = None,
     loss_weights: Mapping[str, float] | None = None,
     latent_dim: int = 20,
@@ -54,31 +102,42 @@ def fit_multimodal_ae(
     dropout: float = 0.1,
     input_dropout: float = 0.0,
     modality_dropout: float = 0.0,
-    max_epochs: int = 200,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    batch_size: int = 128,
+    max_epochs: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    batch_size: int | None = None,
+    early_stopping_patience: int | None = None,
+    split_key: str = "split",
+    validation_size: float = 0.15,
     random_state: int = 0,
     key_added: str = "mmae",
     accelerator: str = "auto",
     devices: int | list[int] | str = "auto",
-    **train_kwargs: Any,
+    progress_bar: bool | None = None,
+    **trainer_kwargs: Any,
 ) -> MultimodalAE:
     """Fit a multimodal autoencoder and write its joint embedding to ``mdata.obsm['X_<key_added>']``.
 
     Each modality gets an encoder into a joint latent from which every modality is decoded (see
-    :class:`~multiomix.models.MultimodalAE`). If ``mdata.obs['split']`` exists (see :func:`multiomix.pp.split`),
-    the model trains on the ``train`` rows and monitors the ``validation`` rows; the embedding is written
-    for every cell.
+    :class:`~multiomix.models.MultimodalAE`). The fit is unsupervised: with ``obs[split_key]`` the model trains on
+    the ``train`` rows and keeps the epoch with the lowest loss on the ``validation`` rows (or on a random
+    ``validation_size`` of the train rows); without it, a random ``validation_size`` of all rows is held out for
+    that choice (``validation_size=0``: train on every row, keep the last epoch). The embedding is written for
+    every row. Nothing is written to ``mdata`` until training succeeded.
 
     Parameters
     ----------
     mdata
         Paired MuData.
+    label_key
+        Optional column of ``mdata.obs`` with labels, used only to score the embedding (never for training).
     modalities
         Modalities to use (default all).
     layer
         Layer per modality (one name or a dict; ``None`` = ``.X``).
+    use_highly_variable
+        Train on the features with ``var['highly_variable']`` (written by :func:`multiomix.pp.select_features`).
+        ``None``: per modality, when that column exists (one log line says so); ``False``: all features.
     losses
         ``"mse"``, ``"bce"`` or ``"nb"`` per modality (default: ``"bce"`` for binary data, else ``"mse"``).
     loss_weights
@@ -89,21 +148,29 @@ def fit_multimodal_ae(
         Encoder/decoder size and regularisation.
     modality_dropout
         Probability that a training cell is encoded from one random modality only (enables translation).
-    max_epochs, lr, weight_decay, batch_size
-        Optimisation (AdamW).
+    max_epochs, lr, weight_decay, batch_size, early_stopping_patience
+        Training options (defaults: the model's ``_train_defaults``: 200 epochs, AdamW at 1e-3 with weight decay
+        1e-4, 128 cells per batch, patience 200).
+    split_key
+        Column of ``mdata.obs`` with ``train``/``validation``/``test`` (``test`` rows are embedded, not trained on).
+    validation_size
+        Share of the train rows held out to choose the epoch when there are no ``validation`` rows.
     random_state
-        Seed (``scvi.settings.seed``): runs on CPU are reproducible.
+        Seed: runs on CPU are reproducible.
     key_added
         Results go to ``obsm['X_<key_added>']`` and ``uns[key_added]``.
     accelerator, devices
         Lightning accelerator and devices.
-    **train_kwargs
-        Passed to :meth:`~multiomix.models.MultimodalAE.train` (e.g. ``strategy``, ``early_stopping``).
+    progress_bar
+        Show a progress bar (default: ``mx.settings.progress_bar``).
+    **trainer_kwargs
+        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``).
 
     Returns
     -------
     The trained model. Writes ``mdata.obsm['X_<key_added>']`` and ``mdata.uns[key_added]`` with ``params``,
-    ``history`` (a DataFrame of per-epoch losses) and ``seconds_per_epoch``.
+    ``history`` (a DataFrame of per-epoch losses), row counts, ``seconds_per_epoch``, the ``features`` used per
+    modality and, with ``label_key``, ``embedding_metrics``.
 
     Examples
     --------
@@ -116,64 +183,78 @@ def fit_multimodal_ae(
     modalities = check_modalities(mdata, modalities)
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
-    if max_epochs < 1:
+    if max_epochs is not None and max_epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
-    splits = split_indices(mdata.obs)
-    snapshot = _snapshot_uns(mdata)
-    try:
-        scvi.settings.seed = random_state
-        MultimodalAE.setup_mudata(mdata, modalities=modalities, layer=layer)
-        model = MultimodalAE(
-            mdata,
-            losses=losses,
-            loss_weights=loss_weights,
-            latent_dim=latent_dim,
-            hidden_dim=hidden_dim,
-            n_layers=n_layers,
-            dropout=dropout,
-            input_dropout=input_dropout,
-            modality_dropout=modality_dropout,
-        )
-        datasplitter_kwargs = dict(train_kwargs.pop("datasplitter_kwargs", None) or {})
-        if splits is not None:
-            datasplitter_kwargs["external_indexing"] = split_to_external_indexing(
-                splits, n_obs=mdata.n_obs, validation_size=0.0, random_state=random_state
-            )
-        start = time.perf_counter()
-        model.train(
-            max_epochs=max_epochs,
-            lr=lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            accelerator=accelerator,
-            devices=devices,
-            datasplitter_kwargs=datasplitter_kwargs or None,
-            **train_kwargs,
-        )
-        seconds = time.perf_counter() - start
-        latent = model.get_latent_representation(mdata)
-    except Exception:
-        _restore_uns(mdata, snapshot)
-        raise
-    history = _history_frame(model.history)
-    n_epochs = max(len(history), 1)
+    if label_key is not None and label_key not in mdata.obs.columns:
+        raise KeyError(f"Label key {label_key!r} not found in mdata.obs; columns: {list(mdata.obs.columns)}.")
+    layers = resolve_layers(modalities, layer)
+    masks = _feature_masks(mdata, modalities, use_highly_variable)
+    note_filter = _DropNote()
+    logger.addFilter(note_filter)
+    try:  # labels are not given to prepare_fit: unlabelled rows are trained on as well
+        fit = prepare_fit(mdata, label_key=None, modalities=modalities, layer=layer, supervised=False,
+                          split_key=split_key, test_size=0.0, validation_size=validation_size,
+                          random_state=random_state)
+    finally:
+        logger.removeFilter(note_filter)
+    # no split column is written for an embedding (every row is "train" without one)
+    fit = replace(fit, new_split=None, notes=[n for n in fit.notes if not n.startswith(_NO_TEST_NOTE)])
+    view = _subset_view(mdata, fit, layers, masks)
+    MultimodalAE.setup_mudata(view, modalities=modalities, layer=layer)
+    model = MultimodalAE(
+        view,
+        losses=losses,
+        loss_weights=loss_weights,
+        latent_dim=latent_dim,
+        hidden_dim=hidden_dim,
+        n_layers=n_layers,
+        dropout=dropout,
+        input_dropout=input_dropout,
+        modality_dropout=modality_dropout,
+        random_state=random_state,
+    )
+    start = time.perf_counter()
+    model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=fit.train,
+                validation_indices=fit.validation, early_stopping_patience=early_stopping_patience,
+                accelerator=accelerator, devices=devices, progress_bar=progress_bar, **trainer_kwargs)
+    seconds = time.perf_counter() - start
+    latent = model.get_latent_representation()
+    d = model._train_defaults
     params = {
-        "modalities": list(model.modalities_),
+        "label_key": label_key,
+        "modalities": list(model.modalities),
         "losses": dict(model.likelihoods_),
-        "loss_weights": {m: float((loss_weights or {}).get(m, 1.0)) for m in model.modalities_},
+        "loss_weights": {m: float((loss_weights or {}).get(m, 1.0)) for m in model.modalities},
         "latent_dim": int(latent_dim),
         "hidden_dim": int(hidden_dim),
         "n_layers": int(n_layers),
         "dropout": float(dropout),
         "input_dropout": float(input_dropout),
         "modality_dropout": float(modality_dropout),
-        "max_epochs": int(max_epochs),
-        "lr": float(lr),
-        "weight_decay": float(weight_decay),
-        "batch_size": int(batch_size),
+        "max_epochs": int(d["max_epochs"] if max_epochs is None else max_epochs),
+        "lr": float(d["lr"] if lr is None else lr),
+        "weight_decay": float(d["weight_decay"] if weight_decay is None else weight_decay),
+        "batch_size": int(d["batch_size"] if batch_size is None else batch_size),
+        "early_stopping_patience": int(d["early_stopping_patience"] if early_stopping_patience is None
+                                       else early_stopping_patience),
+        "validation_size": float(validation_size),
+        "use_highly_variable": {m: masks[m] is not None for m in modalities},
         "random_state": int(random_state),
-        "layer": layer if isinstance(layer, str) else {m: v or "X" for m, v in model._layers().items()},
+        "layer": {m: v or "X" for m, v in layers.items()},
     }
-    write_obsm(mdata, f"X_{key_added}", np.asarray(latent, dtype=np.float32))
-    write_uns(mdata, key_added, {"params": params, "history": history, "seconds_per_epoch": seconds / n_epochs})
+    metrics = (_embedding_metrics(latent, mdata.obs[label_key], random_state=random_state)
+               if label_key is not None else None)
+
+    def outputs() -> dict[str, Any]:
+        write_obsm(mdata, f"X_{key_added}", np.asarray(latent, dtype=np.float32))
+        n_epochs = max(len(model.history.get("train_loss", [])), 1) if model.history is not None else 1
+        extra: dict[str, Any] = {
+            "seconds_per_epoch": seconds / n_epochs,
+            "features": {m: np.asarray(model.feature_names_[m]) for m in modalities},
+        }
+        if metrics is not None:
+            extra["embedding_metrics"] = metrics
+        return extra
+
+    finish_fit(mdata, fit, model, key_added=key_added, params=params, split_key=split_key, outputs=outputs)
     return model

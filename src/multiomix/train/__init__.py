@@ -1,7 +1,9 @@
 """Training plans, callbacks and the one row-aware training path shared by every model."""
 
+from ._multimodal_ae import MultimodalAETrainingPlan
 from ._plans import SupervisedTrainingPlan
 from ._runner import BestStateCallback, adamw_foreach, quiet_engine, resolve_rows, train_on_rows
 
 __all__ = ["BestStateCallback", "SupervisedTrainingPlan", "adamw_foreach", "quiet_engine", "resolve_rows",
            "train_on_rows"]
+__all__ += ["MultimodalAETrainingPlan"]
