@@ -1,12 +1,28 @@
-"""Plots that read what the ``tl`` functions wrote."""
+"""Plots that read what the ``tl`` functions wrote.
+
+Every function follows scanpy's convention:
+
+* ``show=None`` shows the figure when pyplot's backend is interactive (a notebook, a desktop window) and no
+  ``ax`` was given; ``show=True`` / ``False`` force it.
+* ``save=`` writes the figure to a path (format from its suffix) at ``SAVE_DPI`` with a tight bounding box.
+* When shown, the function returns ``None``. Otherwise plots drawn in one Axes (they accept ``ax``) return that
+  Axes, or the Figure with ``return_fig=True``; plots that lay out their own figure (several panels; they accept
+  ``figsize`` or ``panel_size`` instead of ``ax``) return the Figure.
+
+Figures are sized to their content, at most ``LAPTOP_WIDTH`` inches wide for the default numbers of rows and
+columns (readable at 100 % zoom on a laptop screen when saved at ``SAVE_DPI``), with fonts of at least 9 points.
+"""
 
 from ._attention import attention_maps, track_prediction
 from ._benchmark import benchmark, embedding
 from ._crossattomics import interaction_importance, training_history
 from ._relevance import relevance_dotplot, relevance_heatmap, relevance_network
 from ._tile_attention import tile_attention
+from ._utils import LAPTOP_WIDTH, SAVE_DPI
 
 __all__ = [
+    "LAPTOP_WIDTH",
+    "SAVE_DPI",
     "attention_maps",
     "benchmark",
     "embedding",

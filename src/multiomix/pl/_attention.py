@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ..tl import get_result
+from ._utils import SMALL_FONT, finish, min_font, new_axes, style
 
 __all__ = ["attention_maps", "track_prediction"]
-
-
-def _entry(adata: AnnData, key: str, what: str) -> dict:
-    entry = adata.uns.get(key)
-    if entry is None or what not in entry:
-        raise KeyError(f".uns[{key!r}][{what!r}] not found; run the matching mx.tl function first.")
-    return entry
 
 
 def attention_maps(
@@ -29,8 +28,8 @@ def attention_maps(
     panel_size: float = 2.2,
     cmap: str = "viridis",
     show: bool | None = None,
-    save: str | None = None,
-):
+    save: str | Path | None = None,
+) -> Figure | None:
     """Hierarchical attention maps of one region: one row per layer (fine to coarse), one column per head.
 
     The last column is the head average. Window layers show the regular and the shifted pass summed, so the
@@ -55,19 +54,21 @@ def attention_maps(
         Size of one panel in inches.
     cmap
         Colour map.
-    show, save
-        Show the figure / save it to this path.
+    show
+        Show the figure; default: when pyplot's backend is interactive.
+    save
+        Write the figure to this path (format from its suffix).
 
     Returns
     -------
-    The matplotlib figure (when not shown).
+    ``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).
 
     Examples
     --------
     >>> mx.tl.attention_maps(adata, model, regions=[0])
-    >>> mx.pl.attention_maps(adata, region=0, marks={"A": 100, "B": 148})
+    >>> mx.pl.attention_maps(adata, region=0, marks={"A": 100, "B": 148}, save="attention.png")
     """
-    entry = _entry(adata, key, "attention")
+    entry = get_result(adata, key, kind="attention_maps")
     maps, resolution = entry["attention"], entry["attention_resolution"]
     names = [str(n) for n in entry["attention_regions"]]
     if isinstance(region, str):
@@ -86,8 +87,9 @@ def attention_maps(
     n_heads = np.asarray(maps[grouped[layer_names[0]][0]]).shape[1]
     head_idx = list(range(n_heads)) if heads is None else list(heads)
     ncols = len(head_idx) + 1
-    fig, axes = plt.subplots(len(layer_names), ncols, figsize=(panel_size * ncols, panel_size * len(layer_names)),
-                             squeeze=False)
+    with style():
+        fig, axes = plt.subplots(len(layer_names), ncols, squeeze=False,
+                                 figsize=(panel_size * ncols + 0.6, (panel_size + 0.35) * len(layer_names) + 0.4))
     for r, layer in enumerate(layer_names):
         stack = sum(np.asarray(maps[p])[region] for p in grouped[layer])  # (heads, n, n)
         bp = int(resolution[grouped[layer][0]])
@@ -97,21 +99,20 @@ def attention_maps(
         for c, (panel, title) in enumerate(zip(panels, titles)):
             ax = axes[r, c]
             ax.imshow(panel, cmap=cmap, extent=extent, interpolation="nearest")
-            ax.set_title(f"{layer} ({bp} bp/token)\n{title}" if c == 0 else title, fontsize=7)
-            ax.tick_params(labelsize=6)
+            ax.set_title(title, fontsize=SMALL_FONT)
+            ax.tick_params(labelsize=SMALL_FONT - 1 if panel_size < 2.0 else SMALL_FONT)
+            ax.locator_params(nbins=3)
+            if c == 0:
+                ax.set_ylabel(f"{layer}\n{bp} bp/token", fontsize=SMALL_FONT)
             for label, pos in (marks or {}).items():
-                ax.axvline(pos, color="w", lw=0.5, ls="--")
-                ax.axhline(pos, color="w", lw=0.5, ls="--")
-                if r == 0 and c == ncols - 1:
-                    ax.text(pos, 0, label, color="r", fontsize=6, va="bottom")
-    fig.suptitle(f"Attention maps of {names[region]} (query rows x key columns, bp)", fontsize=9)
+                ax.axvline(pos, color="w", lw=0.6, ls="--")
+                ax.axhline(pos, color="w", lw=0.6, ls="--")
+                if r == 0:
+                    ax.text(pos, 0, label, color="firebrick", fontsize=SMALL_FONT, ha="center", va="bottom",
+                            fontweight="bold")
+    fig.suptitle(f"Attention maps of {names[region]} (query rows x key columns, bp)", fontsize=SMALL_FONT + 1)
     fig.tight_layout()
-    if save:
-        fig.savefig(save, dpi=120)
-    if show:
-        plt.show()
-        return None
-    return fig
+    return finish(fig, None, show=show, save=save)
 
 
 def track_prediction(
@@ -121,10 +122,11 @@ def track_prediction(
     region: int | str | None = None,
     track: int | str = 0,
     split: str | None = "test",
-    ax=None,
+    ax: Axes | None = None,
     show: bool | None = None,
-    save: str | None = None,
-):
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
     """Predicted vs observed track values.
 
     For profile targets (``obsm[tracks_key]``) and a ``region``: the observed and predicted profile along the
@@ -144,19 +146,23 @@ def track_prediction(
     split
         Split to scatter.
     ax
-        Axes to draw on.
-    show, save
-        Show the figure / save it to this path.
+        Axes to draw in (default: a new figure).
+    show
+        Show the figure; default: when pyplot's backend is interactive and no ``ax`` was given.
+    save
+        Write the figure to this path (format from its suffix).
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The matplotlib axes (when not shown).
+    ``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.
 
     Examples
     --------
-    >>> mx.pl.track_prediction(adata, split="test")
+    >>> mx.pl.track_prediction(adata, split="test", save="prediction.png")
     """
-    entry = _entry(adata, key, "params")
+    entry = get_result(adata, key, kind="genomic_interpreter")
     pred_key = f"{key}_prediction"
     if pred_key not in adata.obsm:
         raise KeyError(f".obsm[{pred_key!r}] not found; run mx.tl.fit_genomic_interpreter first.")
@@ -170,8 +176,15 @@ def track_prediction(
         observed = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
     names = [str(n) for n in entry["track_names"]]
     t = names.index(track) if isinstance(track, str) else int(track)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6 if pred.ndim == 3 and region is not None else 4, 3.5))
+    ax_given = ax is not None
+    with style():
+        fig, ax = new_axes(ax, (6.5 if pred.ndim == 3 and region is not None else 4.8, 4.0))
+        _track_panel(ax, adata, pred, observed, names, t, region, split, params)
+    min_font(fig, axes=[ax])
+    return finish(fig, ax, show=show, save=save, ax_given=ax_given, return_fig=return_fig)
+
+
+def _track_panel(ax, adata, pred, observed, names, t, region, split, params) -> None:
     if pred.ndim == 3 and region is not None:
         row = adata.obs_names.get_loc(region) if isinstance(region, str) else int(region)
         bins = np.arange(pred.shape[1])
@@ -179,21 +192,16 @@ def track_prediction(
         ax.plot(bins, pred[row, :, t], label="predicted", color="C1")
         ax.set_xlabel("bin")
         ax.set_ylabel(names[t])
-        ax.set_title(f"{adata.obs_names[row]}", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.set_title(f"{adata.obs_names[row]}")
+        ax.legend(frameon=False)
     else:
         rows = np.arange(adata.n_obs)
         if split is not None and "split" in adata.obs.columns:
             rows = np.flatnonzero(adata.obs["split"].astype(str).to_numpy() == split)
         o, p = observed[rows][..., t].ravel(), pred[rows][..., t].ravel()
         r = np.corrcoef(o, p)[0, 1] if len(o) > 1 and o.std() > 0 and p.std() > 0 else np.nan
-        ax.scatter(o, p, s=6, alpha=0.5)
+        ax.scatter(o, p, s=8, alpha=0.5, linewidths=0)
         ax.set_xlabel(f"observed {names[t]}")
-        ax.set_ylabel("predicted")
-        ax.set_title(f"{params['backbone']}: Pearson r = {r:.3f} ({split or 'all'}, n={len(rows)})", fontsize=9)
-    if save:
-        ax.figure.savefig(save, dpi=120, bbox_inches="tight")
-    if show:
-        plt.show()
-        return None
-    return ax
+        ax.set_ylabel(f"predicted {names[t]}")
+        ax.set_title(f"{params['backbone']}: Pearson r = {r:.3f} ({split or 'all'}, n={len(rows)})")
+        ax.spines[["top", "right"]].set_visible(False)

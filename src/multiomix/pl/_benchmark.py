@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,6 +12,9 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from mudata import MuData
+
+from ..tl import get_result
+from ._utils import LAPTOP_WIDTH, SMALL_FONT, category_colors, finish, min_font, new_axes, style
 
 __all__ = ["benchmark", "embedding"]
 
@@ -31,8 +35,10 @@ def benchmark(
     key: str = "embedding_benchmark",
     metrics: Sequence[str] | None = None,
     ax: Axes | None = None,
-    save: str | None = None,
-) -> Axes:
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
     """Draw the table in ``uns[key]`` as a grouped bar chart (one group per metric, one bar per embedding).
 
     Parameters
@@ -44,63 +50,70 @@ def benchmark(
     metrics
         Metrics to show (default: NMI, ARI, cell-type ASW and, when present, batch ASW and graph connectivity).
     ax
-        Axes to draw on (default: a new figure).
+        Axes to draw in (default: a new figure).
+    show
+        Show the figure; default: when pyplot's backend is interactive and no ``ax`` was given.
     save
-        Path to save the figure to.
+        Write the figure to this path (format from its suffix).
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The axes.
+    ``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.
 
     Examples
     --------
     >>> mx.tl.benchmark_embeddings(mdata, keys=["X_mmae", "X_pca_concat"], label_key="cell_type")
-    >>> mx.pl.benchmark(mdata)
+    >>> mx.pl.benchmark(mdata, save="benchmark.png")
     """
-    if key not in mdata.uns:
-        raise KeyError(f"uns[{key!r}] not found; run mx.tl.benchmark_embeddings first.")
-    table = pd.DataFrame(mdata.uns[key])
+    table = pd.DataFrame(get_result(mdata, key, kind="embedding_benchmark"))
     metrics = [m for m in _METRIC_ORDER if m in table.columns] if metrics is None else list(metrics)
     missing = [m for m in metrics if m not in table.columns]
     if missing:
         raise KeyError(f"Metrics {missing} not in uns[{key!r}]; it has {list(table.columns)}.")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.3 + 1.4 * len(metrics), 3.4))
     n = len(table.index)
-    width = 0.8 / max(n, 1)
-    x = np.arange(len(metrics))
-    colors = plt.get_cmap("tab10")
-    for i, name in enumerate(table.index):
-        values = table.loc[name, metrics].to_numpy(dtype=float)
-        bars = ax.bar(x + (i - (n - 1) / 2) * width, values, width, label=str(name), color=colors(i % 10))
-        for bar, value in zip(bars, values):
-            if np.isfinite(value):
-                ax.text(bar.get_x() + bar.get_width() / 2, value + 0.01, f"{value:.2f}", ha="center", va="bottom",
-                        fontsize=7, rotation=90)
-    ax.set_xticks(x)
-    ax.set_xticklabels([_METRIC_LABELS.get(m, m) for m in metrics])
-    ax.set_ylim(0, 1.15)
-    ax.set_ylabel("score (higher is better)")
-    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.spines[["top", "right"]].set_visible(False)
-    if save is not None:
-        ax.figure.savefig(save, dpi=150, bbox_inches="tight")
-    return ax
+    with style():
+        fig, ax_ = new_axes(ax, (min(LAPTOP_WIDTH, 2.6 + (0.45 + 0.3 * n) * len(metrics)), 3.6))
+        width = 0.8 / max(n, 1)
+        x = np.arange(len(metrics))
+        colors = plt.get_cmap("tab10")
+        for i, name in enumerate(table.index):
+            values = table.loc[name, metrics].to_numpy(dtype=float)
+            bars = ax_.bar(x + (i - (n - 1) / 2) * width, values, width * 0.95, label=str(name), color=colors(i % 10))
+            if n <= 6:
+                for bar, value in zip(bars, values):
+                    if np.isfinite(value):
+                        ax_.text(bar.get_x() + bar.get_width() / 2, max(value, 0) + 0.015, f"{value:.2f}",
+                                 ha="center", va="bottom", fontsize=SMALL_FONT - 1 if n > 3 else SMALL_FONT,
+                                 rotation=90)
+        ax_.set_xticks(x)
+        ax_.set_xticklabels([_METRIC_LABELS.get(m, m) for m in metrics])
+        ax_.set_ylim(min(0.0, float(np.nanmin(table[metrics].to_numpy(float))) - 0.05), 1.18)
+        ax_.set_ylabel("score (higher is better)")
+        ax_.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="embedding")
+        ax_.spines[["top", "right"]].set_visible(False)
+    return finish(fig, ax_, show=show, save=save, ax_given=ax is not None, return_fig=return_fig)
 
 
 def embedding(
     mdata: MuData | AnnData,
     *,
-    keys: Sequence[str],
+    keys: str | Sequence[str],
     color: str,
     titles: Sequence[str] | None = None,
-    point_size: float = 8.0,
+    point_size: float | None = None,
     ncols: int | None = None,
-    save: str | None = None,
-) -> Figure:
-    """UMAPs of several embeddings side by side, coloured by an ``obs`` column.
+    panel_size: float = 3.4,
+    show: bool | None = None,
+    save: str | Path | None = None,
+) -> Figure | None:
+    """UMAPs of several embeddings side by side, coloured by a categorical ``obs`` column.
 
-    Reads ``obsm['<key>_umap']`` written by ``mx.tl.benchmark_embeddings(..., umap=True)``.
+    Reads ``obsm['<key>_umap']`` written by ``mx.tl.benchmark_embeddings(..., umap=True)``. Colours are
+    scanpy's: ``uns['<color>_colors']`` when it holds a colour per category, otherwise scanpy's default palette
+    for that many categories (``default_20``, ``default_28``, ``default_102``: every category its own colour
+    up to 102), written to ``uns['<color>_colors']`` as scanpy does so that later scanpy plots agree.
 
     Parameters
     ----------
@@ -113,20 +126,24 @@ def embedding(
     titles
         Panel titles (default: the keys).
     point_size
-        Marker size.
+        Marker size in points squared (default: from the number of cells, as scanpy does).
     ncols
-        Panels per row (default: all in one row).
+        Panels per row (default: up to 3).
+    panel_size
+        Width and height of one panel in inches.
+    show
+        Show the figure; default: when pyplot's backend is interactive.
     save
-        Path to save the figure to.
+        Write the figure to this path (format from its suffix).
 
     Returns
     -------
-    The figure.
+    ``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).
 
     Examples
     --------
     >>> mx.tl.benchmark_embeddings(mdata, keys=["X_mmae", "X_pca_concat"], label_key="cell_type", umap=True)
-    >>> mx.pl.embedding(mdata, keys=["X_mmae", "X_pca_concat"], color="cell_type")
+    >>> mx.pl.embedding(mdata, keys=["X_mmae", "X_pca_concat"], color="cell_type", save="umaps.png")
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
     missing = [f"{k}_umap" for k in keys if f"{k}_umap" not in mdata.obsm]
@@ -137,28 +154,42 @@ def embedding(
     titles = list(keys) if titles is None else list(titles)
     values = mdata.obs[color].astype("category")
     categories = list(values.cat.categories)
-    cmap = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
+    palette = category_colors(mdata, color)
     codes = values.cat.codes.to_numpy()
-    ncols = len(keys) if ncols is None else ncols
+    point_size = float(np.clip(12000 / max(mdata.n_obs, 1), 2, 60)) if point_size is None else point_size
+    ncols = min(len(keys), 3) if ncols is None else ncols
     nrows = int(np.ceil(len(keys) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 2.5, 4.0 * nrows), squeeze=False)
-    for ax, key, title in zip(axes.ravel(), keys, titles):
-        coords = np.asarray(mdata.obsm[f"{key}_umap"])
-        for c, cat in enumerate(categories):
-            sel = codes == c
-            ax.scatter(coords[sel, 0], coords[sel, 1], s=point_size, color=cmap(c % cmap.N), label=str(cat),
-                       linewidths=0)
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel("UMAP1")
-        ax.set_ylabel("UMAP2")
-    for ax in axes.ravel()[len(keys):]:
-        ax.axis("off")
-    handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=7,
-               markerscale=2, title=color)
-    fig.tight_layout()
-    if save is not None:
-        fig.savefig(save, dpi=150, bbox_inches="tight")
-    return fig
+    below = len(categories) > 20
+    width = panel_size * ncols
+    with style():
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel_size * nrows), squeeze=False)
+        for ax, key, title in zip(axes.ravel(), keys, titles):
+            coords = np.asarray(mdata.obsm[f"{key}_umap"])
+            if (codes < 0).any():
+                ax.scatter(coords[codes < 0, 0], coords[codes < 0, 1], s=point_size, color="lightgray",
+                           linewidths=0, label="NA")
+            for c, cat in enumerate(categories):
+                sel = codes == c
+                ax.scatter(coords[sel, 0], coords[sel, 1], s=point_size, color=palette[c], label=str(cat),
+                           linewidths=0, rasterized=mdata.n_obs > 5000)
+            ax.set_title(title)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("UMAP1")
+            ax.set_ylabel("UMAP2")
+        for ax in axes.ravel()[len(keys):]:
+            ax.axis("off")
+        fig.tight_layout()
+        handles, labels = axes.ravel()[0].get_legend_handles_labels()
+        if below:
+            longest = max(len(str(c)) for c in categories)
+            per_row = max(1, int(width / (0.45 + 0.075 * min(longest, 32))))
+            legend = fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+                       ncols=per_row, title=color, columnspacing=0.8, handletextpad=0.2)
+        else:
+            legend = fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                       ncols=1 if len(categories) <= 14 else 2, title=color, handletextpad=0.2)
+        for handle in legend.legend_handles:
+            handle.set_sizes([40])
+        min_font(fig)
+    return finish(fig, None, show=show, save=save)

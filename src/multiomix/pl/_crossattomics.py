@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -10,14 +12,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from mudata import MuData
 
+from ..tl import get_result
+from ._utils import LAPTOP_WIDTH, SMALL_FONT, finish, min_font, new_axes, style
 
-def _finish(fig: Figure, show: bool | None, save: str | None) -> Figure | None:
-    if save is not None:
-        fig.savefig(save, dpi=150, bbox_inches="tight")
-    if show:
-        plt.show()
-        return None
-    return fig
+__all__ = ["interaction_importance", "training_history"]
 
 
 def interaction_importance(
@@ -28,7 +26,7 @@ def interaction_importance(
     kind: str = "heatmap",
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
-    save: str | None = None,
+    save: str | Path | None = None,
 ) -> Figure | None:
     """Relevance of every interaction and unimodal branch per class, as a heatmap or grouped bars.
 
@@ -44,50 +42,54 @@ def interaction_importance(
     kind
         ``'heatmap'`` or ``'bar'``.
     figsize
-        Figure size.
+        Figure size in inches (default: sized to the table).
     show
-        Show the figure (returns ``None``).
+        Show the figure; default: when pyplot's backend is interactive.
     save
-        Path to save the figure to.
+        Write the figure to this path (format from its suffix).
 
     Returns
     -------
-    The figure, unless ``show``.
+    ``None`` when shown; otherwise the Figure (it sizes its own figure to the table, so no ``ax``).
 
     Examples
     --------
     >>> mx.tl.interaction_importance(mdata, model)
     >>> mx.pl.interaction_importance(mdata, kind="bar", save="interactions.png")
     """
-    if key not in mdata.uns:
-        raise KeyError(f"uns[{key!r}] not found; run mx.tl.interaction_importance first.")
     if value not in ("share", "mean"):
         raise ValueError(f"value must be 'share' or 'mean', got {value!r}.")
-    table: pd.DataFrame = mdata.uns[key][value]
-    label = "share of |relevance|" if value == "share" else "mean LRP relevance"
-    if kind == "heatmap":
-        fig, ax = plt.subplots(figsize=figsize or (1.2 + 1.1 * table.shape[1], 1.0 + 0.45 * table.shape[0]))
-        limit = float(np.nanmax(np.abs(table.to_numpy()))) or 1.0
-        cmap, vmin = ("Reds", 0.0) if value == "share" else ("RdBu_r", -limit)
-        image = ax.imshow(table.to_numpy(), cmap=cmap, vmin=vmin, vmax=limit, aspect="auto")
-        ax.set_xticks(range(table.shape[1]), table.columns, rotation=35, ha="right")
-        ax.set_yticks(range(table.shape[0]), table.index)
-        for (i, j), v in np.ndenumerate(table.to_numpy()):
-            colour = "white" if abs(v) > 0.6 * limit else "black"
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=colour)
-        fig.colorbar(image, ax=ax, label=label, shrink=0.8)
-    elif kind == "bar":
-        fig, ax = plt.subplots(figsize=figsize or (1.5 + 0.9 * table.shape[0], 3.5))
-        table.plot.bar(ax=ax, width=0.8)
-        ax.set_ylabel(label)
-        ax.axhline(0, color="black", lw=0.6)
-        ax.legend(title="interaction / branch", bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
-        ax.tick_params(axis="x", rotation=0)
-    else:
+    if kind not in ("heatmap", "bar"):
         raise ValueError(f"kind must be 'heatmap' or 'bar', got {kind!r}.")
-    ax.set_title("Interaction importance (LRP)")
-    fig.tight_layout()
-    return _finish(fig, show, save)
+    table = pd.DataFrame(get_result(mdata, key, kind="interaction_importance")[value])
+    label = "share of |relevance|" if value == "share" else "mean LRP relevance"
+    with style():
+        if kind == "heatmap":
+            size = (min(LAPTOP_WIDTH, 2.6 + 0.95 * table.shape[1]), 1.6 + 0.42 * table.shape[0])
+            fig, ax = plt.subplots(figsize=figsize or size)
+            limit = float(np.nanmax(np.abs(table.to_numpy()))) or 1.0
+            cmap, vmin = ("Reds", 0.0) if value == "share" else ("RdBu_r", -limit)
+            image = ax.imshow(table.to_numpy(), cmap=cmap, vmin=vmin, vmax=limit, aspect="auto")
+            ax.set_xticks(range(table.shape[1]), table.columns, rotation=35, ha="right")
+            ax.set_yticks(range(table.shape[0]), table.index)
+            for (i, j), v in np.ndenumerate(table.to_numpy()):
+                colour = "white" if abs(v) > 0.6 * limit else "black"
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=SMALL_FONT, color=colour)
+            fig.colorbar(image, ax=ax, label=label, shrink=0.85, pad=0.02)
+            ax.set_ylabel(str(table.index.name or "class"))
+        else:
+            size = (min(LAPTOP_WIDTH, 3.4 + 0.25 * table.size), 3.8)
+            fig, ax = plt.subplots(figsize=figsize or size)
+            table.plot.bar(ax=ax, width=0.8)
+            ax.set_ylabel(label)
+            ax.axhline(0, color="black", lw=0.6)
+            ax.legend(title="interaction / branch", bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
+            ax.tick_params(axis="x", rotation=0)
+            ax.spines[["top", "right"]].set_visible(False)
+        ax.set_title("Interaction importance (LRP)")
+        fig.tight_layout()
+    min_font(fig)
+    return finish(fig, None, show=show, save=save)
 
 
 def training_history(
@@ -97,8 +99,9 @@ def training_history(
     metrics: list[str] | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
-    save: str | None = None,
-) -> Figure | None:
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
     """Training curves stored by a ``tl.fit_*`` function in ``uns[key]['history']``.
 
     Parameters
@@ -110,24 +113,38 @@ def training_history(
     metrics
         Columns to draw (default: every loss column, and accuracies on a second axis).
     ax
-        Axes to draw into.
-    show, save
-        Show the figure / save it to a path.
+        Axes to draw in (default: a new figure).
+    show
+        Show the figure; default: when pyplot's backend is interactive and no ``ax`` was given.
+    save
+        Write the figure to this path (format from its suffix).
+    return_fig
+        Return the Figure instead of the Axes.
 
     Returns
     -------
-    The figure, unless ``show``.
+    ``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.
 
     Examples
     --------
-    >>> mx.pl.training_history(mdata, "crossattomics")
+    >>> mx.pl.training_history(mdata, "crossattomics", save="history.png")
     """
-    if key not in data.uns or "history" not in data.uns[key]:
-        raise KeyError(f"uns[{key!r}]['history'] not found; fit a model with key_added={key!r} first.")
-    history = pd.DataFrame(data.uns[key]["history"])
+    if key not in data.uns or not isinstance(data.uns[key], dict) or "history" not in data.uns[key]:
+        raise KeyError(f"uns[{key!r}]['history'] not found; fit a model with key_added={key!r} first "
+                       "(mx.tl.fit_crossattomics, fit_multimodal_ae, fit_unitednet, ...).")
+    history = pd.DataFrame(get_result(data, key, kind="history")["history"])
     metrics = metrics or [c for c in history.columns if "loss" in c]
-    fig = ax.figure if ax is not None else plt.subplots(figsize=(5, 3.2))[1].figure
-    ax = ax or fig.axes[0]
+    ax_given = ax is not None
+    with style():
+        fig, ax = new_axes(ax, (5.6, 3.8))
+        _history(ax, history, metrics, key)
+        if not ax_given:
+            fig.tight_layout()
+    min_font(fig, axes=ax.get_shared_x_axes().get_siblings(ax))  # the Axes and its accuracy twin
+    return finish(fig, ax, show=show, save=save, ax_given=ax_given, return_fig=return_fig)
+
+
+def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str) -> None:
     for column in metrics:
         ax.plot(history.index, history[column], label=column)
     ax.set_xlabel("epoch")
@@ -143,7 +160,5 @@ def training_history(
         twin.set_ylabel("accuracy (dashed)")
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False, fontsize=8)
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     ax.set_title(f"{key} training")
-    fig.tight_layout()
-    return _finish(fig, show, save)

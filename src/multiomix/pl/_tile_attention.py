@@ -10,6 +10,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mudata import MuData
 
+from ..tl import get_result
+from ._utils import SMALL_FONT, finish, min_font, style
+
 __all__ = ["tile_attention"]
 
 
@@ -20,9 +23,10 @@ def tile_attention(
     groupby: str | None = None,
     n_top: int = 10,
     coords_key: str = "coords",
-    show: bool = True,
+    panel_size: float = 3.3,
+    show: bool | None = None,
     save: str | Path | None = None,
-) -> Figure:
+) -> Figure | None:
     """Top genes and an example slide's tile attention per class, from :func:`multiomix.tl.fit_med_crossvit`.
 
     Top row: per class, the ``n_top`` genes with the largest mean CLS -> gene attention over the class's
@@ -43,27 +47,29 @@ def tile_attention(
         Genes shown per class.
     coords_key
         ``obsm`` key of the tile coordinates in the tile modality.
+    panel_size
+        Width of one class's column of panels in inches.
     show
-        Call ``plt.show()``.
+        Show the figure; default: when pyplot's backend is interactive.
     save
-        Save the figure to this path.
+        Write the figure to this path (format from its suffix).
 
     Returns
     -------
-    The figure.
+    ``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).
 
     Examples
     --------
     >>> import multiomix as mx
     >>> mdata, truth = mx.datasets.synthetic_tile_bags(200)
     >>> model = mx.tl.fit_med_crossvit(mdata, label_key="label", max_epochs=40)
-    >>> mx.pl.tile_attention(mdata, n_top=8)
+    >>> mx.pl.tile_attention(mdata, n_top=8, save="tile_attention.png")
     """
-    if key not in mdata.uns or "attention" not in mdata.uns[key]:
+    if key not in mdata.uns or not isinstance(mdata.uns[key], dict) or "attention" not in mdata.uns[key]:
         raise KeyError(
             f"mdata.uns[{key!r}]['attention'] not found; run mx.tl.fit_med_crossvit(mdata, key_added={key!r})."
         )
-    result = mdata.uns[key]
+    result = get_result(mdata, key, kind="med_crossvit")
     params = result["params"]
     attention = result["attention"]
     groupby = groupby or f"{key}_prediction"
@@ -83,17 +89,25 @@ def tile_attention(
     confidence = mdata.obs[confidence_key].to_numpy() if confidence_key in mdata.obs else np.ones(mdata.n_obs)
 
     n = len(classes)
-    fig, axes = plt.subplots(2, n, figsize=(3.6 * n, 6.6), squeeze=False)
+    with style():
+        fig, axes = plt.subplots(2, n, figsize=(panel_size * n, 2 * panel_size), squeeze=False)
+        _panels(fig, axes, classes, groups, genes, tiles, mask, coords, confidence, n_top, mdata.obs_names)
+        fig.tight_layout()
+    min_font(fig)
+    return finish(fig, None, show=show, save=save)
+
+
+def _panels(fig, axes, classes, groups, genes, tiles, mask, coords, confidence, n_top, obs_names) -> None:
     for j, cls in enumerate(classes):
         rows = np.flatnonzero((groups == cls).to_numpy())
         mean = genes.iloc[rows].mean(0).sort_values(ascending=False).iloc[:n_top]
         ax = axes[0, j]
         ax.barh(np.arange(len(mean))[::-1], mean.to_numpy(), color="tab:blue")
-        ax.set_yticks(np.arange(len(mean))[::-1], [str(g) for g in mean.index], fontsize=8)
+        ax.set_yticks(np.arange(len(mean))[::-1], [str(g) for g in mean.index])
         ax.axvline(1.0 / genes.shape[1], color="grey", ls="--", lw=0.8, label="uniform")
-        ax.set_title(f"{cls}: CLS -> genes (n={len(rows)})", fontsize=9)
-        ax.set_xlabel("mean attention", fontsize=8)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(f"{cls}: CLS → genes (n={len(rows)})", fontsize=SMALL_FONT + 1)
+        ax.set_xlabel("mean attention")
+        ax.legend(loc="lower right", frameon=False)
 
         best = rows[np.argmax(confidence[rows])]
         weights = tiles[best][mask[best]]
@@ -105,15 +119,9 @@ def tile_attention(
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
-            fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.04, label="CLS -> tile attention")
+            fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.04, label="CLS → tile attention")
         else:
             ax.bar(np.arange(len(weights)), np.sort(weights)[::-1], color="tab:green")
-            ax.set_xlabel("tile rank", fontsize=8)
-            ax.set_ylabel("CLS -> tile attention", fontsize=8)
-        ax.set_title(f"{mdata.obs_names[best]} ({cls}, {len(weights)} tiles)", fontsize=9)
-    fig.tight_layout()
-    if save is not None:
-        fig.savefig(save, dpi=150, bbox_inches="tight")
-    if show:
-        plt.show()
-    return fig
+            ax.set_xlabel("tile rank")
+            ax.set_ylabel("CLS → tile attention")
+        ax.set_title(f"{obs_names[best]} ({cls}, {len(weights)} tiles)", fontsize=SMALL_FONT + 1)
