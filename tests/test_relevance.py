@@ -60,7 +60,7 @@ def fitted():
     # specific to type B (with the skip path the model itself spreads it over all types, which relevance shows)
     model = mx.tl.fit_unitednet(mdata, label_key="cell_type", max_epochs=60, lr=3e-3, latent_dim=32, hidden=(128,),
                                 n_heads=1, loss_weights={"contrastive": 0.1}, linear_skip=False,
-                                trainer_kwargs={"enable_progress_bar": False})
+                                progress_bar=False)
     feature_relevance(mdata, model, groupby="cell_type")
     feature_relevance(mdata, model, groupby="cell_type", kind="cross_modal", source="src", target="tgt")
     return mdata, model
@@ -281,7 +281,7 @@ def test_translator_is_the_models_prediction():
     # with UnitedNet's default linear skip path: the explained translator is what model.translate predicts
     mdata = planted_mudata(40)
     model = mx.tl.fit_unitednet(mdata, label_key="cell_type", max_epochs=3, latent_dim=8, hidden=(16,), n_heads=1,
-                                trainer_kwargs={"enable_progress_bar": False})
+                                progress_bar=False)
     assert model.module.net.linear_skip
     translator = mx.explain.get_adapter(model).get_translator("src", "tgt")
     with torch.no_grad():

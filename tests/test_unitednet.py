@@ -62,7 +62,7 @@ def supervised():
     rng = np.random.default_rng(0)
     mdata.obs["split"] = rng.choice(["train", "validation", "test"], p=[0.6, 0.15, 0.25], size=mdata.n_obs)
     model = mx.tl.fit_unitednet(mdata, label_key="group", max_epochs=25, latent_dim=16, hidden=(64,),
-                                n_heads=3, projection_dim=32, accelerator="cpu", trainer_kwargs=QUIET)
+                                n_heads=3, projection_dim=32, accelerator="cpu", progress_bar=False)
     return mdata, model
 
 
@@ -146,7 +146,8 @@ def test_supervised_learns_and_writes(supervised):
     assert list(mdata.obs["unitednet_prediction"].cat.categories) == ["type0", "type1", "type2", "type3"]
     assert 0 <= mdata.obs["unitednet_confidence"].min() <= mdata.obs["unitednet_confidence"].max() <= 1
     info = mdata.uns["unitednet"]
-    assert info["metrics"]["test"]["accuracy"] == pytest.approx(acc)
+    assert info["test_metrics"]["accuracy"] == pytest.approx(acc)
+    assert "baseline" in info and info["best_head"] == model.best_head
     assert info["n_test"] == test.sum()
     assert model.module.binary == {"rna": False, "adt": False, "atac": True}
     # linear skip maps only towards continuous targets (none, and no memory, for the binary atac)
@@ -159,7 +160,8 @@ def test_supervised_learns_and_writes(supervised):
     assert hist["train_classification_loss"].iloc[-1] < hist["train_classification_loss"].iloc[0]
     # standardisation used training rows only
     train = (mdata.obs["split"] == "train").to_numpy()
-    np.testing.assert_allclose(model.module.loc_0.numpy(), mdata.mod["rna"].X[train].mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.module.standardizer.mean0.numpy(), mdata.mod["rna"].X[train].mean(0),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_translation_from_source_only(supervised):
@@ -196,9 +198,20 @@ def test_predict_modality_averages_an_ensemble(supervised):
     mdata, model = supervised
     test = (mdata.obs["split"] == "test").to_numpy()
     fit = {"mode": "translation", "modalities": ["rna", "adt"], "max_epochs": 5, "latent_dim": 8, "hidden": (32,),
-           "accelerator": "cpu", "trainer_kwargs": QUIET}
+           "accelerator": "cpu", "progress_bar": False}
     # no linear skip: on this planted linear map both models would otherwise choose the same pure ridge blend
-    other = mx.tl.fit_unitednet(mdata.copy(), random_state=1, linear_skip=False, **fit)
+    copy = mdata.copy()
+    other = mx.tl.fit_unitednet(copy, random_state=1, linear_skip=False, **fit)
+    # translation fits store per-feature Pearson / R^2 on the test rows
+    metrics = copy.uns["unitednet"]["test_metrics"]
+    assert set(metrics) == {"rna->adt", "adt->rna"}
+    assert metrics["rna->adt"]["per_feature"].shape == (20, 2)
+    test_rows = (copy.obs["split"] == "test").to_numpy()
+    pred = other.translate(copy.mod["rna"][test_rows], source="rna", target="adt")
+    truth = copy.mod["adt"].X[test_rows]
+    expected = [np.corrcoef(pred[:, j], truth[:, j])[0, 1] for j in range(20)]
+    np.testing.assert_allclose(metrics["rna->adt"]["per_feature"]["pearson"], expected, rtol=1e-4, atol=1e-6)
+    assert metrics["rna->adt"]["mean_pearson"] == pytest.approx(np.mean(expected), rel=1e-4)
     query = MuData({"rna": mdata.mod["rna"][test].copy()})
     members = [m.translate(query, source="rna", target="adt") for m in (model, other)]
     assert np.abs(members[0] - members[1]).max() > 1e-3  # two different members
@@ -221,10 +234,10 @@ def test_unsupervised_recovers_clusters():
     mdata = planted(n=200, seed=3)
     model = mx.tl.fit_unitednet(mdata, mode="unsupervised", n_clusters=4, label_key="group", max_epochs=30,
                                 latent_dim=16, hidden=(64,), n_heads=3, projection_dim=32, accelerator="cpu",
-                                trainer_kwargs=QUIET)
+                                progress_bar=False)
     ari = adjusted_rand_score(mdata.obs["group"], mdata.obs["unitednet_prediction"])
     assert ari > 0.7
-    assert model.classes_ == ["0", "1", "2", "3"]
+    assert model.classes == ["0", "1", "2", "3"]
     assert mdata.uns["unitednet"]["metrics"]["train"]["ari"] > 0.7
     # the prototypes were refined on the training rows at the end of training: refining again is a fixed point
     heads = model.module.net.heads
@@ -251,15 +264,17 @@ def test_translation_mode_error_falls_and_deterministic():
     for _ in range(2):
         m = mdata.copy()
         model = mx.tl.fit_unitednet(m, mode="translation", modalities=["rna", "adt"], max_epochs=15, latent_dim=8,
-                                    hidden=(32,), accelerator="cpu", trainer_kwargs=QUIET)
+                                    hidden=(32,), test_size=0, validation_size=0.1, accelerator="cpu",
+                                    progress_bar=False)
         fits.append((m, model))
     (m1, model1), (m2, _) = fits
     hist = m1.uns["unitednet"]["history"]
     assert hist["validation_translation"].min() < 0.6 * hist["validation_translation"].iloc[0]
     assert "unitednet_prediction" not in m1.obs
     np.testing.assert_array_equal(m1.obsm["X_unitednet"], m2.obsm["X_unitednet"])
-    with pytest.raises(ValueError, match="does not predict groups"):
+    with pytest.raises(ValueError, match="does not predict classes"):
         model1.predict()
+    assert "test_metrics_missing" in m1.uns["unitednet"]  # test_size=0: no test rows
 
 
 def test_linear_skip_reaches_ridge_on_a_planted_linear_map():
@@ -293,6 +308,11 @@ def test_save_load_and_h5mu_round_trip(supervised, tmp_path):
     loaded = UnitedNet.load(tmp_path / "model", adata=mdata)
     assert loaded.best_head == model.best_head
     pd.testing.assert_frame_equal(loaded.predict_proba(), model.predict_proba())
+    # load on new data without the label column and with features in another order: identical predictions
+    new = reordered_unlabelled(mdata)
+    again = UnitedNet.load(tmp_path / "model", adata=new)
+    pd.testing.assert_frame_equal(again.predict_proba(), model.predict_proba())
+    np.testing.assert_allclose(again.get_latent_representation(), model.get_latent_representation(), rtol=1e-6)
     np.testing.assert_allclose(loaded.translate(mdata, source="adt", target="rna"),
                                model.translate(mdata, source="adt", target="rna"), rtol=1e-6)
     out = mdata.copy()
@@ -305,6 +325,27 @@ def test_save_load_and_h5mu_round_trip(supervised, tmp_path):
     assert list(back.obs["unitednet_prediction"]) == list(mdata.obs["unitednet_prediction"])
     assert back.uns["unitednet"]["params"]["mode"] == "supervised"
     assert "train_loss" in back.uns["unitednet"]["history"].columns
+
+
+def reordered_unlabelled(mdata: MuData) -> MuData:
+    """The same cells as a new MuData without obs columns, every modality's features shuffled."""
+    mods = {}
+    for i, (name, mod) in enumerate(mdata.mod.items()):
+        order = np.random.default_rng(i).permutation(mod.n_vars)
+        mods[name] = AnnData(mod.X[:, order].copy(), obs=pd.DataFrame(index=mod.obs_names),
+                             var=pd.DataFrame(index=mod.var_names[order]))
+    return MuData(mods)
+
+
+def test_new_unlabelled_data_with_reordered_features(supervised):
+    mdata, model = supervised
+    new = reordered_unlabelled(mdata)
+    proba = model.predict_proba(new)
+    pd.testing.assert_frame_equal(proba, model.predict_proba())
+    np.testing.assert_allclose(proba.to_numpy(), mdata.obsm["unitednet_proba"], rtol=1e-6, atol=1e-7)
+    assert list(model.predict(new)) == list(mdata.obs["unitednet_prediction"])
+    np.testing.assert_allclose(model.get_latent_representation(new), mdata.obsm["X_unitednet"], rtol=1e-5, atol=1e-6)
+    assert list(new.obs.columns) == [] and list(new.mod["rna"].var_names) != list(mdata.mod["rna"].var_names)
 
 
 def mx_read(path):
@@ -323,17 +364,23 @@ def test_transfer_labels_shuffled_query_features():
         "rna": query.mod["rna"][:, order].copy(), "adt": query.mod["adt"].copy(), "atac": query.mod["atac"].copy()
     })
     kwargs = {"label_key": "group", "max_epochs": 15, "adapt_epochs": 5, "latent_dim": 16, "hidden": (64,),
-              "n_heads": 2, "projection_dim": 32, "accelerator": "cpu", "trainer_kwargs": QUIET}
+              "n_heads": 2, "projection_dim": 32, "accelerator": "cpu", "progress_bar": False}
     model = mx.tl.transfer_labels(reference, query, **kwargs)
     mx.tl.transfer_labels(reference, shuffled, **kwargs)
     pred = query.obs["group_transferred"].astype(str).to_numpy()
     assert (pred == truth).mean() > 0.9
     np.testing.assert_array_equal(pred, shuffled.obs["group_transferred"].astype(str).to_numpy())
     assert query.obs["group_transferred_confidence"].between(0, 1).all()
-    assert query.obsm["X_unitednet"].shape == (120, 16)
-    assert model.classes_ == ["type0", "type1", "type2", "type3"]
-    # reuse a trained model without adaptation
-    mx.tl.transfer_labels(reference, query, model=model, adapt_epochs=0, key_added="again", label_key="group")
+    assert query.obsm["X_group_transferred"].shape == (120, 16)
+    assert query.obsm["group_transferred_proba"].shape == (120, 4)
+    assert list(query.uns["group_transferred"]["classes"]) == model.classes == ["type0", "type1", "type2", "type3"]
+    assert list(reference.obs.columns) == ["group"] and "X_group_transferred" not in reference.obsm  # untouched
+    # reuse a trained model without adaptation, under a custom key: every output is written under it only
+    before = ({k: set(getattr(query, k).keys()) for k in ("obsm", "uns")}, set(query.obs.columns))
+    mx.tl.transfer_labels(reference, query, model=model, adapt_epochs=0, key_added="again")  # label_key inferred
+    assert set(query.obs.columns) - before[1] == {"again", "again_confidence"}
+    assert set(query.obsm.keys()) - before[0]["obsm"] == {"X_again", "again_proba"}
+    assert set(query.uns.keys()) - before[0]["uns"] == {"again"}
     assert (query.obs["again"].astype(str).to_numpy() == truth).mean() > 0.9
 
 
@@ -343,7 +390,7 @@ def test_clear_errors(supervised):
     query = planted(n=30, seed=8)
     bad = MuData({"rna": query.mod["rna"][:, 5:].copy(), "adt": query.mod["adt"].copy(),
                   "atac": query.mod["atac"].copy()})
-    with pytest.raises(KeyError, match="lacks 5 of the 60 reference features"):
+    with pytest.raises(KeyError, match="lacks 5 of the 60"):
         mx.tl.transfer_labels(reference, bad, label_key="group", model=model, adapt_epochs=0)
     unknown = reference.copy()
     unknown.obs["group"] = pd.Categorical(["type0"] * 30 + ["alien"] * 30)
@@ -360,15 +407,16 @@ def test_clear_errors(supervised):
         mx.tl.fit_unitednet(single, label_key="group")
     with pytest.raises(KeyError, match="nope"):
         mx.tl.fit_unitednet(reference, label_key="nope")
-    with pytest.raises(ValueError, match="needs `label_key`"):
-        mx.tl.fit_unitednet(reference, mode="supervised")
-    missing = reference.copy()
-    missing.obs["group"] = missing.obs["group"].cat.add_categories([]).astype(object)
-    missing.obs.iloc[0, missing.obs.columns.get_loc("group")] = np.nan
-    before = set(missing.obs.columns), set(missing.uns.keys())
-    with pytest.raises(ValueError, match="missing labels"):
-        mx.tl.fit_unitednet(missing, label_key="group", max_epochs=1)
-    assert (set(missing.obs.columns), set(missing.uns.keys())) == before  # untouched on failure
+    nolabel = planted(n=60, seed=7)
+    del nolabel.obs["group"]
+    with pytest.raises(ValueError, match="label_key"):
+        mx.tl.fit_unitednet(nolabel, mode="supervised")
+    broken = planted(n=60, seed=7)
+    broken.mod["rna"].X[0, 0] = np.nan
+    before = set(broken.obs.columns), set(broken.uns.keys()), set(broken.obsm.keys())
+    with pytest.raises(ValueError, match="rna"):
+        mx.tl.fit_unitednet(broken, label_key="group", max_epochs=1)
+    assert (set(broken.obs.columns), set(broken.uns.keys()), set(broken.obsm.keys())) == before  # untouched
     with pytest.raises(ValueError, match="mode"):
         mx.tl.fit_unitednet(reference, label_key="group", mode="nonsense", max_epochs=1)
     with pytest.raises(KeyError, match="Source modality"):
@@ -385,7 +433,7 @@ def test_sparse_input_matches_dense():
     outs = []
     for m in (dense, sp):
         model = mx.tl.fit_unitednet(m, label_key="group", max_epochs=3, latent_dim=8, hidden=(16,), n_heads=2,
-                                    projection_dim=8, accelerator="cpu", trainer_kwargs=QUIET)
+                                    projection_dim=8, accelerator="cpu", progress_bar=False)
         outs.append((m.obsm["X_unitednet"], model.translate(m, source="rna", target="atac")))
     assert model.module.binary["atac"]
     np.testing.assert_allclose(outs[0][0], outs[1][0], atol=1e-3)

@@ -11,8 +11,8 @@ from ..module import MultimodalAEModule
 from ..train import MultimodalAETrainingPlan
 from ._multimodal_ae import MultimodalAE
 from ._unitednet import UnitedNet
-from ._unitednet_module import UnitedNetModule
-from ._unitednet_plan import UnitedNetTrainingPlan
+from ..module import UnitedNetModule
+from ..train import UnitedNetTrainingPlan
 
 __all__ = [
     "CrossAttOmics",

@@ -1,14 +1,15 @@
 """UnitedNet as a scvi-tools model class (Tang et al., Nat Commun 14:2546, 2023).
 
-The model (this file) registers the data and runs training and inference; the torch module is in
-``_unitednet_module.py`` and the alternating schedule in ``_unitednet_plan.py``.
+The model (this file) registers the data and adds UnitedNet's hooks to the base training path; the torch module
+is :class:`multiomix.module.UnitedNetModule` and the alternating schedule
+:class:`multiomix.train.UnitedNetTrainingPlan`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -17,19 +18,24 @@ from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
-from multiomix._utils import get_matrix, is_binary
-from multiomix.nn.unitednet import refine_prototypes, ridge_fit
-
-from ._base import ClassPredictionMixin, class_weights, register_mudata_fields
-from ._unitednet_module import Mode, UnitedNetModule, column_stats
-from ._unitednet_plan import PHASES, UnitedNetTrainingPlan
+from .._utils import get_matrix, is_binary
+from ..module._unitednet import Mode, UnitedNetModule
+from ..nn.unitednet import refine_prototypes, ridge_fit
+from ..train._unitednet import PHASES, UnitedNetTrainingPlan
+from .base import (
+    MultimodalInputMixin,
+    MultiomixModel,
+    class_weights,
+    feature_mean_std,
+    feature_positions,
+    register_mudata_fields,
+)
 
 logger = logging.getLogger("multiomix")
 
 
-class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class UnitedNet(MultimodalInputMixin, MultiomixModel):
     """UnitedNet: one network for group identification, cross-modal prediction and a fused embedding.
 
     An encoder per modality maps into a shared latent; every decoder reads every modality's latent
@@ -117,6 +123,17 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
 
     _module_cls = UnitedNetModule
     _training_plan_cls = UnitedNetTrainingPlan
+    #: training defaults (the ones UnitedNet has always had; ``validation_size=0.1`` and no early stopping are the
+    #: defaults of :meth:`train`)
+    _train_defaults: ClassVar[dict[str, Any]] = {
+        "max_epochs": 100,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "batch_size": 64,
+        "early_stopping_patience": 30,
+    }
+    _logits_output = "logits"
+    _latent_output = "latent"
 
     def __init__(
         self,
@@ -144,7 +161,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         linear_skip_max_cells: int = 5000,
         random_state: int = 0,
     ):
-        super().__init__(mdata)
+        super().__init__(mdata, random_state=random_state)
         if mode not in PHASES:
             raise ValueError(f"`mode` must be one of {list(PHASES)}, got {mode!r}.")
         if head_fusion_init not in ("auto", "uniform", "diverse"):
@@ -157,10 +174,9 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         modalities = self.modalities
         if len(modalities) < 2:
             raise ValueError(f"UnitedNet needs at least two modalities, got {modalities}.")
-        has_labels = REGISTRY_KEYS.LABELS_KEY in self.adata_manager.data_registry
-        if mode == "supervised" and not has_labels:
+        if mode == "supervised" and not self.has_labels:
             raise ValueError("mode='supervised' needs labels: call setup_mudata(..., label_key=...) first.")
-        layers = self._layers()
+        layers = self.layers
         if binary == "auto":
             binary = {m: is_binary(get_matrix(mdata.mod[m], layers[m])) for m in modalities}
         else:
@@ -169,16 +185,15 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
                 raise KeyError(f"`binary` names modalities {unknown} that are not among {modalities}.")
             binary = {m: bool(binary.get(m, False)) for m in modalities}
         class_weight = None
+        labelled = MultiomixModel.classes.fget(self)
         if mode == "supervised":
-            n_classes = len(self._label_categories())
+            n_classes = len(labelled)
             if n_classes < 2:
-                raise ValueError(f"Supervised UnitedNet needs at least two classes, got {self._label_categories()}.")
-            codes = self.get_from_registry(mdata, REGISTRY_KEYS.LABELS_KEY).ravel().astype(int)
-            codes = codes[codes < n_classes]
-            if class_weighting:
-                class_weight = class_weights(codes, n_classes).tolist()
+                raise ValueError(f"Supervised UnitedNet needs at least two classes, got {labelled}.")
+            if class_weighting:  # set from the training and validation rows when training starts
+                class_weight = [1.0] * n_classes
         elif mode == "unsupervised":
-            n_classes = n_clusters if n_clusters is not None else (len(self._label_categories()) or None)
+            n_classes = n_clusters if n_clusters is not None else (len(labelled) or None)
             if n_classes is None or n_classes < 2:
                 raise ValueError("mode='unsupervised' needs `n_clusters` >= 2 (or a registered label_key).")
         else:
@@ -210,9 +225,6 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         self.refine_clusters = refine_clusters
         #: unsupervised mode, ``cluster_head_choice="silhouette"``: silhouette of each head's training clusters
         self.head_silhouettes_: list[float] | None = None
-        self.random_state = random_state
-        #: class names (supervised) or cluster names (unsupervised), in the order of the head outputs
-        self.classes_ = self._label_categories() if mode == "supervised" else [str(k) for k in range(n_classes)]
         self.modality_vars_ = {m: mdata.mod[m].var.copy() for m in modalities}
         self.binary_ = binary
         self._model_summary_string = (
@@ -274,28 +286,13 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             setup_method_args=setup_method_args, **kwargs,
         )
 
-    @classmethod
-    def setup_anndata(cls, adata: AnnData, **kwargs: Any) -> None:
-        """Not supported: UnitedNet needs several paired modalities; use :meth:`setup_mudata`."""
-        raise ValueError("UnitedNet models several paired modalities: build a MuData and call UnitedNet.setup_mudata.")
-
     # properties -------------------------------------------------------------------------------------------------
     @property
-    def modalities(self) -> list[str]:
-        """Modalities the model reads, in registration order."""
-        args = self.adata_manager.registry["setup_args"]
-        return list(args["modalities"]) if args.get("modalities") else list(self.adata.mod.keys())
-
-    def _layers(self) -> dict[str, str | None]:
-        layer = self.adata_manager.registry["setup_args"].get("layer")
-        return {m: layer.get(m) if isinstance(layer, dict) else layer for m in self.modalities}
-
-    def _label_categories(self) -> list[str]:
-        if REGISTRY_KEYS.LABELS_KEY not in self.adata_manager.data_registry:
-            return []
-        mapping = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping
-        unlabeled = self.adata_manager.registry["setup_args"].get("unlabeled_category")
-        return [str(c) for c in mapping if c != unlabeled]
+    def classes(self) -> list[str]:
+        """Class names (supervised), cluster names ``'0'``, ``'1'``, ... (unsupervised) or ``[]`` (translation)."""
+        if self.mode == "supervised":
+            return super().classes
+        return [str(k) for k in range(self.module.n_classes)] if self.mode == "unsupervised" else []
 
     @property
     def best_head(self) -> int:
@@ -317,109 +314,82 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
     # training ---------------------------------------------------------------------------------------------------
     def train(
         self,
-        max_epochs: int = 100,
+        max_epochs: int | None = None,
         *,
-        lr: float | dict[str, float] = 1e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 64,
         classification_repeats: int = 1,
-        train_indices: np.ndarray | None = None,
-        validation_indices: np.ndarray | None = None,
         validation_size: float = 0.1,
         early_stopping: bool = False,
-        early_stopping_patience: int = 30,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
         plan_kwargs: dict | None = None,
-        datasplitter_kwargs: dict | None = None,
-        **trainer_kwargs: Any,
+        **kwargs: Any,
     ):
-        """Train with the alternating schedule through scvi-tools' Lightning engine.
+        """Train with the alternating schedule: the base's :meth:`~multiomix.models.base.MultiomixModel.train`.
 
-        The standardisation statistics are computed on the training rows (only on the first call). The
-        weights of the epoch with the lowest validation loss are restored at the end; the best head is the
-        one with the lowest validation group loss.
+        On the first call, the standardisation statistics, the class weights (training + validation rows) and the
+        linear skip maps are fitted before training. The weights of the epoch with the lowest validation loss
+        are restored at the end; the best head is the one with the lowest validation group loss (unsupervised:
+        prototypes refined, head chosen by silhouette), and the skip blend is chosen on the validation rows.
 
         Parameters
         ----------
         max_epochs
-            Epochs (one pass over the training rows each).
-        lr
-            Adam learning rate for every phase, or ``{phase: lr}``.
-        weight_decay
-            Adam weight decay.
-        batch_size
-            Minibatch size.
+            Epochs (default 100; one pass over the training rows each).
         classification_repeats
             Classification/clustering updates per minibatch.
-        train_indices, validation_indices
-            Integer rows to train / validate on; rows in neither are not used. Default: a random
-            ``validation_size`` split of all rows.
         validation_size
             Fraction held out for validation when no indices are given.
-        early_stopping, early_stopping_patience
-            Stop when ``validation_loss`` has not improved for that many epochs.
-        accelerator, devices
-            Lightning accelerator and devices (``strategy=...`` goes in ``trainer_kwargs``).
-        plan_kwargs, datasplitter_kwargs
-            Extra arguments of :class:`UnitedNetTrainingPlan` / the data splitter.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`.
+        early_stopping
+            Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs (default off:
+            the best validation epoch is restored anyway).
+        plan_kwargs
+            Extra arguments of :class:`~multiomix.train.UnitedNetTrainingPlan`.
+        **kwargs
+            ``lr`` (one for every phase, or ``{phase: lr}``), ``weight_decay``, ``batch_size``,
+            ``train_indices``, ``validation_indices``, ``early_stopping_patience``, ``accelerator``, ``devices``,
+            ``progress_bar``, ``datasplitter_kwargs`` and Lightning trainer options, as in the base.
 
         Examples
         --------
-        >>> model.train(max_epochs=50, batch_size=32)
+        >>> model.train(max_epochs=50, batch_size=32)  # doctest: +SKIP
         """
-        n_obs = self.adata.n_obs
-        if train_indices is None:
-            rng = np.random.default_rng(self.random_state)
-            perm = rng.permutation(n_obs)
-            n_val = int(round(validation_size * n_obs))
-            validation_indices, train_indices = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        train_indices = np.asarray(train_indices, dtype=int)
-        validation_indices = np.asarray(validation_indices if validation_indices is not None else [], dtype=int)
-        if len(train_indices) < 2:
+        plan = {"classification_repeats": classification_repeats, **(plan_kwargs or {})}
+        return super().train(max_epochs, validation_size=validation_size, early_stopping=early_stopping,
+                             plan_kwargs=plan, **kwargs)
+
+    def _plan_kwargs(self, *, lr, weight_decay: float) -> dict[str, Any]:
+        return {"lr": lr, "weight_decay": weight_decay}
+
+    def _on_train_start(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """First call only: standardiser, class weights and linear skip maps from the training rows."""
+        train, validation, _ = rows
+        if len(train) < 2:
             raise ValueError("UnitedNet needs at least two training rows.")
-        rest = np.setdiff1d(np.arange(n_obs), np.concatenate([train_indices, validation_indices]))
-        first_fit = not bool(self.module.scaler_fitted)
-        if first_fit:
-            layers = self._layers()
-            self.module.set_scaler({
-                m: column_stats(get_matrix(self.adata.mod[m], layers[m]), train_indices) for m in self.modalities
-            })
-            if self.module.net.linear_skip:
-                self._fit_linear_skip(train_indices)
-        datasplitter_kwargs = {"external_indexing": [train_indices, validation_indices, rest],
-                               **(datasplitter_kwargs or {})}
-        plan_kwargs = {"lr": lr, "weight_decay": weight_decay, "classification_repeats": classification_repeats,
-                       **(plan_kwargs or {})}
-        has_validation = len(validation_indices) > 0
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        trainer_kwargs.setdefault("enable_model_summary", False)
-        torch.manual_seed(self.random_state)
-        np.random.seed(self.random_state)
-        result = super().train(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            batch_size=batch_size,
-            early_stopping=early_stopping and has_validation,
-            early_stopping_monitor="validation_loss",
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_mode="min",
-            plan_kwargs=plan_kwargs,
-            datasplitter_kwargs=datasplitter_kwargs,
-            **trainer_kwargs,
-        )
+        self._first_fit = not bool(self.module.scaler_fitted)
+        if not self._first_fit:
+            return
+        standardizer = self.module.standardizer
+        for m in standardizer.names:
+            standardizer.set(m, *feature_mean_std(self._matrix(m), train))
+        self.module.scaler_fitted.fill_(True)
+        weight = self.module.class_weight
+        if weight is not None and self.has_labels:
+            # all labelled rows the model sees (train + validation); the unlabelled category is left out
+            codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel().astype(int)
+            codes = codes[np.union1d(train, validation)]
+            weight.copy_(class_weights(codes[codes < len(weight)], len(weight)).to(weight.device))
+        if self.module.net.linear_skip:
+            self._fit_linear_skip(train)
+
+    def _on_train_end(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Refine prototypes and choose the cluster head (unsupervised); choose and refit the linear skip blend."""
+        train, validation, _ = rows
         if self.mode == "unsupervised" and self.refine_clusters:
-            self._refine_prototypes(train_indices)
+            self._refine_prototypes(train)
         if self.mode == "unsupervised" and self.cluster_head_choice == "silhouette":
-            self._choose_cluster_head(train_indices)
-        if self.module.net.linear_skip and len(validation_indices):
-            self._choose_skip_blend(validation_indices)
-            if first_fit:  # the blend is chosen: the linear maps may now use the validation rows too
-                self._fit_linear_skip(np.union1d(train_indices, validation_indices), keep_blend=True)
-        return result
+            self._choose_cluster_head(train)
+        if self.module.net.linear_skip and len(validation):
+            self._choose_skip_blend(validation)
+            if getattr(self, "_first_fit", False):  # the blend is chosen: the linear maps may now use validation rows
+                self._fit_linear_skip(np.union1d(train, validation), keep_blend=True)
 
     @torch.no_grad()
     def _heads_on_rows(self, rows: np.ndarray, max_cells: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -466,10 +436,9 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
 
     def _standardised(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """Dense standardised input of ``rows`` for every modality (on the module's device)."""
-        layers = self._layers()
         out = {}
         for m in self.modalities:
-            sub = get_matrix(self.adata.mod[m], layers[m])[rows]
+            sub = self._matrix(m)[rows]
             sub = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
             out[m] = torch.as_tensor(sub, dtype=torch.float32, device=self.module.device)
         return self.module.standardize(out)
@@ -515,51 +484,13 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
                 net.skip_blend[i, j] = weights[int(mse.argmin())]
 
     # inference --------------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _collect(self, mdata: MuData | None, indices, batch_size: int) -> dict[str, np.ndarray]:
-        mdata = self._validate_anndata(mdata)
-        loader = self._make_data_loader(adata=mdata, indices=indices, batch_size=batch_size)
-        self.module.eval()
-        h = self.best_head
-        parts: dict[str, list] = {"z": [], "logits": []}
-        for tensors in loader:
-            out = self.module.inference(**self.module._get_inference_input(tensors))
-            if self.module.net.heads is not None:
-                parts["z"].append(out["fused"][h].cpu())
-                parts["logits"].append(out["logits"][h].cpu())
-            else:
-                parts["z"].append(torch.stack(list(out["z"].values())).mean(0).cpu())
-        return {k: torch.cat(v).numpy() for k, v in parts.items() if v}
-
-    def _names(self, mdata: MuData | None, indices) -> pd.Index:
-        names = (mdata if mdata is not None else self.adata).obs_names
-        return names if indices is None else names[np.asarray(indices)]
-
-    def predict_proba(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
-    ) -> pd.DataFrame:
-        """Class (or cluster) probabilities of the best head (cells x classes).
-
-        Examples
-        --------
-        >>> model.predict_proba().iloc[:3]
-        """
+    def _inference_outputs(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Return the best head's fused latent and logits (the mean modality latent in translation mode)."""
+        out = self.module.inference(**self.module._get_inference_input(tensors))
         if self.module.net.heads is None:
-            raise ValueError("A translation-only UnitedNet (mode='translation') does not predict groups.")
-        logits = self._collect(mdata, indices, batch_size)["logits"]
-        proba = torch.softmax(torch.as_tensor(logits), -1).numpy()
-        return pd.DataFrame(proba, index=self._names(mdata, indices), columns=self.classes_)
-
-    def get_latent_representation(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 512
-    ) -> np.ndarray:
-        """Fused latent of the best head (cells x latent_dim); the mean latent in translation mode.
-
-        Examples
-        --------
-        >>> z = model.get_latent_representation()
-        """
-        return self._collect(mdata, indices, batch_size)["z"]
+            return {"latent": torch.stack(list(out["z"].values())).mean(0)}
+        h = self.best_head
+        return {"latent": out["fused"][h], "logits": out["logits"][h]}
 
     def modality_var(self, target: str) -> pd.DataFrame:
         """Return the ``var`` of a modality the model was trained on.
@@ -581,17 +512,8 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
             adata = mdata
         else:
             raise TypeError(f"Expected a MuData or AnnData, got {type(mdata).__name__}.")
-        expected = self.modality_vars_[source].index
-        position = pd.Index(adata.var_names).get_indexer(expected)
-        if (position < 0).any():
-            missing = expected[position < 0]
-            raise KeyError(
-                f"Modality {source!r} lacks {len(missing)} of the {len(expected)} features the model was trained on "
-                f"(e.g. {list(missing[:5])})."
-            )
-        matrix = get_matrix(adata, self._layers()[source])
-        in_order = np.array_equal(position, np.arange(len(position))) and adata.n_vars == len(expected)
-        return adata, matrix, None if in_order else position
+        position = feature_positions(adata.var_names, self.feature_names_[source], modality=source)
+        return adata, get_matrix(adata, self.layers[source]), position
 
     @torch.inference_mode()
     def translate(self, mdata: MuData | AnnData, *, source: str, target: str, batch_size: int = 256) -> np.ndarray:
@@ -639,7 +561,7 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         return np.concatenate(out, 0)
 
     def relevance_adapter(self):
-        """What :mod:`multiomix.explain` needs: the best head's classifier and every cross-modal translator.
+        """Return what :mod:`multiomix.explain` needs: the best head's classifier and every cross-modal translator.
 
         Examples
         --------
@@ -680,8 +602,8 @@ class UnitedNet(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass)
         return RelevanceAdapter(
             modalities=mods,
             feature_names={m: pd.Index(self.modality_vars_[m].index.astype(str)) for m in mods},
-            layers=self._layers(),
-            class_names=list(self.classes_) if net.heads is not None else None,
+            layers=self.layers,
+            class_names=list(self.classes) if net.heads is not None else None,
             classifier=classifier,
             translator=translator,
             device=module.device,

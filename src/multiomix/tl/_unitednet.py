@@ -7,56 +7,39 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
-from sklearn.metrics import accuracy_score, adjusted_rand_score, f1_score, normalized_mutual_info_score
 from sklearn.model_selection import train_test_split
 
-from multiomix._utils import (
+from .._logging import logger
+from .._metrics import clustering_metrics, pearson_per_column, r2_per_column
+from .._utils import (
     check_labels,
     check_modalities,
     get_matrix,
-    history_frame,
+    new_mudata,
     restore_on_error,
-    split_indices,
     to_uns,
     write_obs,
     write_obsm,
     write_uns,
 )
-from multiomix.models._unitednet import UnitedNet
+from ..models import UnitedNet
+from ..models.base import matched_input, resolve_layers
+from ..train import PHASES
+from ._fit import (
+    FitData,
+    finish_classifier_fit,
+    finish_fit,
+    label_candidates,
+    modality_features,
+    prepare_fit,
+    resolve_label_key,
+    write_classifier_outputs,
+)
 
 _UNLABELLED = "__unlabelled__"
-
-
-def _rows(obs: pd.DataFrame, *, label_key: str | None, split_key: str, validation_size: float, random_state: int):
-    """Train / validation / test rows from ``obs[split_key]`` (validation carved, stratified, from train)."""
-    splits = split_indices(obs, split_key)
-    if splits is None:
-        n = len(obs)
-        everything = np.arange(n)
-        train, test = everything, np.array([], dtype=int)
-        validation = np.array([], dtype=int)
-    else:
-        train, validation, test = splits["train"], splits["validation"], splits["test"]
-    if len(validation) == 0 and validation_size > 0:
-        labels = obs[label_key].iloc[train] if label_key is not None else None
-        stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
-        train, validation = train_test_split(train, test_size=validation_size, random_state=random_state,
-                                             stratify=stratify)
-    return np.sort(train), np.sort(validation), np.sort(test)
-
-
-def _group_metrics(y_true: pd.Series, y_pred: pd.Series, *, clusters: bool) -> dict[str, float]:
-    y_true, y_pred = y_true.astype(str).to_numpy(), y_pred.astype(str).to_numpy()
-    out = {"ari": float(adjusted_rand_score(y_true, y_pred)),
-           "nmi": float(normalized_mutual_info_score(y_true, y_pred, average_method="geometric")), "n": len(y_true)}
-    if not clusters:
-        out["accuracy"] = float(accuracy_score(y_true, y_pred))
-        out["macro_f1"] = float(f1_score(y_true, y_pred, average="macro"))
-    return out
 
 
 def fit_unitednet(
@@ -67,64 +50,104 @@ def fit_unitednet(
     modalities: Sequence[str] | None = None,
     layer: str | dict[str, str | None] | None = None,
     n_clusters: int | None = None,
-    max_epochs: int = 100,
-    lr: float = 1e-3,
-    batch_size: int = 64,
+    latent_dim: int = 64,
+    hidden: Sequence[int] = (256,),
+    n_heads: int = 5,
+    projection_dim: int = 100,
+    fuser: Literal["modality", "feature"] = "modality",
+    dropout: float = 0.1,
+    input_dropout: float = 0.0,
+    adversarial: bool = False,
+    contrastive_temperature: float = 0.1,
+    head_temperature: float = 1.0,
+    head_fusion_init: Literal["auto", "uniform", "diverse"] = "auto",
+    cluster_head_choice: Literal["silhouette", "loss"] = "silhouette",
+    refine_clusters: bool = True,
+    loss_weights: dict[str, float] | None = None,
+    binary: Literal["auto"] | dict[str, bool] = "auto",
+    class_weighting: bool = True,
+    linear_skip: bool = True,
+    linear_skip_max_cells: int = 5000,
+    max_epochs: int | None = None,
+    lr: float | dict[str, float] | None = None,
+    weight_decay: float | None = None,
+    batch_size: int | None = None,
     classification_repeats: int = 1,
-    validation_size: float = 0.1,
+    early_stopping: bool = False,
+    early_stopping_patience: int | None = None,
     split_key: str = "split",
+    test_size: float = 0.2,
+    validation_size: float = 0.15,
+    baseline: bool = True,
     random_state: int = 0,
     key_added: str = "unitednet",
     accelerator: str = "auto",
     devices: int | str | list[int] = "auto",
-    trainer_kwargs: dict[str, Any] | None = None,
-    **model_kwargs: Any,
+    progress_bar: bool | None = None,
+    **trainer_kwargs: Any,
 ) -> UnitedNet:
     """Fit UnitedNet on a paired MuData and write the fused embedding and group predictions into it.
 
-    When ``obs[split_key]`` exists (see :func:`multiomix.pp.split`) only ``'train'`` rows are trained on; the
-    checkpoint and best head are chosen on the ``'validation'`` rows (or ``validation_size`` of the train rows),
-    never on ``'test'`` rows; metrics on the test rows go to ``uns``.
+    Follows the fit contract (``docs/conventions.md``): with ``obs[split_key]`` only ``'train'`` rows are
+    trained on and the checkpoint and best head are chosen on the ``'validation'`` rows (or a stratified
+    ``validation_size`` of the train rows), never on ``'test'`` rows; without it, ``test_size`` of the rows
+    (stratified by label in supervised mode) is held out and the split written to ``obs[split_key]``.
 
     Parameters
     ----------
     mdata
         Paired MuData (at least two modalities).
     label_key
-        Column of ``mdata.obs`` with labels (required for ``mode="supervised"``; in the other modes it is only
-        used for metrics and the default number of clusters).
+        Column of ``mdata.obs`` with labels. Supervised mode trains on them (``None``: the one plausible label
+        column; rows without a label are predicted, never trained on); in the other modes they are only used for
+        metrics and the default number of clusters.
     mode
         ``"supervised"``, ``"unsupervised"`` or ``"translation"``; default supervised when ``label_key`` is
-        given, else unsupervised.
+        given or can be inferred, else unsupervised.
     modalities
         Modalities to use (default: all).
     layer
         Layer to read (one for all, or a dict per modality); default ``.X``.
     n_clusters
-        Clusters in unsupervised mode.
-    max_epochs, lr, batch_size, classification_repeats
-        Training options, see :meth:`~multiomix.models.UnitedNet.train`.
-    validation_size
-        Share of the train rows held out for checkpoint/head selection when there are no validation rows.
+        Clusters in unsupervised mode (default: the number of classes of ``label_key``).
+    latent_dim, hidden, n_heads, projection_dim, fuser, dropout, input_dropout, adversarial
+        Architecture, see :class:`~multiomix.models.UnitedNet`.
+    contrastive_temperature, head_temperature, head_fusion_init, cluster_head_choice, refine_clusters
+        Loss and head options, see :class:`~multiomix.models.UnitedNet`.
+    loss_weights, binary, class_weighting, linear_skip, linear_skip_max_cells
+        See :class:`~multiomix.models.UnitedNet`.
+    max_epochs, lr, weight_decay, batch_size, early_stopping_patience
+        Training options (defaults: the model's: 100 epochs, 1e-3, 0, 64, 30).
+    classification_repeats, early_stopping
+        See :meth:`~multiomix.models.UnitedNet.train` (early stopping is off by default: the best validation
+        epoch is restored anyway).
     split_key
         Column of ``mdata.obs`` with ``train``/``validation``/``test``.
+    test_size
+        Share of the rows held out for testing when there is no split column (0: none).
+    validation_size
+        Share of the train rows held out for checkpoint/head selection when there are no validation rows.
+    baseline
+        Supervised mode: also fit the logistic-regression baseline on the same rows and store its test metrics.
     random_state
         Seed (CPU runs are reproducible).
     key_added
         Prefix of every key written.
     accelerator, devices
         Lightning accelerator and devices.
-    trainer_kwargs
-        Passed to the Lightning trainer (e.g. ``{"strategy": "ddp_spawn", "enable_progress_bar": False}``).
-    **model_kwargs
-        Architecture options of :class:`~multiomix.models.UnitedNet` (``latent_dim``, ``n_heads``, ``fuser``,
-        ``adversarial``, ...).
+    progress_bar
+        Show a progress bar (default: ``mx.settings.progress_bar``).
+    **trainer_kwargs
+        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``).
 
     Returns
     -------
-    The trained model. Writes ``obsm['X_<key>']`` (fused latent of the best head) and, except in translation
-    mode, ``obs['<key>_prediction']`` (categorical), ``obs['<key>_confidence']``, ``obsm['<key>_proba']``;
-    ``uns['<key>']`` holds params, classes, history, best head, fusion weights and metrics.
+    The trained model. Writes ``obsm['X_<key>']`` (fused latent of the best head; the mean modality latent in
+    translation mode) and, except in translation mode, ``obs['<key>_prediction']``, ``obs['<key>_confidence']``
+    and ``obsm['<key>_proba']``; ``uns['<key>']`` holds params, classes, history, best head, fusion weights and
+    ``test_metrics`` (supervised: accuracy, macro-F1, ... and the baseline's; unsupervised with labels: ARI/NMI
+    per split under ``metrics``; translation: per-feature Pearson and R² of every pair ``source->target`` with a
+    continuous target on the test rows).
 
     Examples
     --------
@@ -136,108 +159,168 @@ def fit_unitednet(
     modalities = check_modalities(mdata, modalities)
     if len(modalities) < 2:
         raise ValueError(f"UnitedNet needs at least two modalities, got {modalities}.")
-    mode = mode or ("supervised" if label_key is not None else "unsupervised")
-    if mode == "supervised" and label_key is None:
-        raise ValueError("mode='supervised' needs `label_key`.")
-    if label_key is not None:
-        if label_key not in mdata.obs.columns:
-            raise KeyError(f"Label key {label_key!r} not found in mdata.obs; columns: {list(mdata.obs.columns)}.")
-        if mdata.obs[label_key].isna().any():
-            raise ValueError(f"mdata.obs[{label_key!r}] has {int(mdata.obs[label_key].isna().sum())} missing labels.")
-    train, validation, test = _rows(mdata.obs, label_key=label_key, split_key=split_key,
-                                    validation_size=validation_size, random_state=random_state)
-    if label_key is not None:
-        check_labels(mdata.obs, label_key, rows=train)
-        if mode == "supervised":
-            missing = sorted(set(mdata.obs[label_key].iloc[validation].astype(str))
-                             - set(mdata.obs[label_key].iloc[train].astype(str)))
-            if missing:
-                # validation classes unseen in training only add noise to the checkpoint choice; keep them out
-                keep = ~mdata.obs[label_key].iloc[validation].astype(str).isin(missing).to_numpy()
-                validation = validation[keep]
-    with restore_on_error(mdata):
-        UnitedNet.setup_mudata(mdata, modalities=modalities, label_key=label_key, layer=layer)
-        model = UnitedNet(mdata, mode=mode, n_clusters=n_clusters, random_state=random_state, **model_kwargs)
-        model.train(max_epochs, lr=lr, batch_size=batch_size, classification_repeats=classification_repeats,
-                    train_indices=train, validation_indices=validation, accelerator=accelerator, devices=devices,
-                    **(trainer_kwargs or {}))
-        latent = model.get_latent_representation()
-        proba = model.predict_proba() if mode != "translation" else None
-    write_obsm(mdata, f"X_{key_added}", latent.astype(np.float32))
-    info: dict[str, Any] = {
-        "params": to_uns({"mode": mode, "label_key": label_key, "modalities": modalities, "n_clusters": n_clusters,
-                          "max_epochs": max_epochs, "lr": lr, "batch_size": batch_size,
-                          "classification_repeats": classification_repeats, "random_state": random_state,
-                          **{k: v for k, v in model_kwargs.items() if k != "loss_weights"}}),
-        "history": history_frame(model.history),
-        "n_train": len(train), "n_validation": len(validation), "n_test": len(test),
+    if mode is None:
+        supervised = label_key is not None or len(label_candidates(mdata.obs, split_key=split_key)) == 1
+        mode = "supervised" if supervised else "unsupervised"
+        logger.info(f"UnitedNet mode: {mode!r}")
+    if mode not in PHASES:
+        raise ValueError(f"`mode` must be one of {list(PHASES)}, got {mode!r}.")
+    supervised = mode == "supervised"
+    metric_key = None
+    if not supervised and label_key is not None:
+        metric_key = resolve_label_key(mdata.obs, label_key, split_key=split_key)
+        if mode == "unsupervised" and n_clusters is None:
+            labels = mdata.obs[metric_key]
+            n_clusters = (len(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype)
+                          else labels.dropna().astype(str).nunique())
+    fit = prepare_fit(mdata, label_key=label_key if supervised else None, modalities=modalities, layer=layer,
+                      supervised=supervised, split_key=split_key, test_size=test_size,
+                      validation_size=validation_size, random_state=random_state)
+    arch = dict(  # noqa: C408
+        latent_dim=latent_dim, hidden=tuple(hidden), n_heads=n_heads, projection_dim=projection_dim, fuser=fuser,
+        dropout=dropout, input_dropout=input_dropout, adversarial=adversarial,
+        contrastive_temperature=contrastive_temperature, head_temperature=head_temperature,
+        head_fusion_init=head_fusion_init, cluster_head_choice=cluster_head_choice, refine_clusters=refine_clusters,
+        loss_weights=loss_weights, binary=binary, class_weighting=class_weighting, linear_skip=linear_skip,
+        linear_skip_max_cells=linear_skip_max_cells,
+    )
+    UnitedNet.setup_mudata(fit.view, modalities=modalities, label_key=fit.label_key if supervised else None,
+                           layer=layer)
+    model = UnitedNet(fit.view, mode=mode, n_clusters=n_clusters, random_state=random_state, **arch)
+    model.modality_vars_ = {m: mdata.mod[m].var.copy() for m in modalities}  # the user's var columns
+    model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                classification_repeats=classification_repeats, train_indices=fit.train,
+                validation_indices=fit.validation, early_stopping=early_stopping,
+                early_stopping_patience=early_stopping_patience, accelerator=accelerator, devices=devices,
+                progress_bar=progress_bar, **trainer_kwargs)
+    params = {
+        "mode": mode, "label_key": fit.label_key if supervised else metric_key, "modalities": modalities,
+        "n_clusters": n_clusters, "max_epochs": max_epochs, "lr": lr, "weight_decay": weight_decay,
+        "batch_size": batch_size, "classification_repeats": classification_repeats,
+        "early_stopping": early_stopping, "random_state": random_state,
+        **{k: v for k, v in arch.items() if k not in ("loss_weights", "binary")},
+        "binary": dict(model.binary_),
     }
-    if proba is not None:
-        codes = proba.to_numpy().argmax(1)
-        prediction = pd.Series(pd.Categorical.from_codes(codes, categories=list(proba.columns)), index=mdata.obs_names)
-        write_obs(mdata, f"{key_added}_prediction", prediction.values)
-        write_obs(mdata, f"{key_added}_confidence", proba.to_numpy().max(1).astype(np.float32))
-        write_obsm(mdata, f"{key_added}_proba", proba.to_numpy().astype(np.float32))
-        info["classes"] = np.asarray(model.classes_)
-        info["best_head"] = model.best_head
-        info["fusion_weights"] = model.fusion_weights().to_numpy()
-        if label_key is not None:
-            clusters = mode == "unsupervised"
-            rows = {"train": train, "validation": validation, "test": test}
-            info["metrics"] = {
-                name: _group_metrics(mdata.obs[label_key].iloc[r], prediction.iloc[r], clusters=clusters)
-                for name, r in rows.items() if len(r)
-            }
-    write_uns(mdata, key_added, info)
+    if loss_weights is not None:
+        params["loss_weights"] = dict(loss_weights)
+
+    def heads() -> dict[str, Any]:
+        return {"best_head": model.best_head, "fusion_weights": model.fusion_weights().to_numpy()}
+
+    if supervised:
+        layers = resolve_layers(modalities, layer)
+        finish_classifier_fit(
+            mdata, fit, model, key_added=key_added, params=params, split_key=split_key, baseline=baseline,
+            baseline_features=modality_features(mdata, modalities, layers), random_state=random_state, extra=heads,
+        )
+    elif mode == "unsupervised":
+        proba = model.predict_proba()
+        proba.index = mdata.obs_names
+        latent = model.get_latent_representation()
+        metrics = _cluster_metrics(mdata, fit, metric_key, proba)
+
+        def outputs() -> dict[str, Any]:
+            write_classifier_outputs(mdata, proba, latent, key=key_added)
+            return {"classes": np.asarray(model.classes), **heads(), **metrics}
+
+        finish_fit(mdata, fit, model, key_added=key_added, params=params, split_key=split_key, outputs=outputs)
+    else:
+        latent = model.get_latent_representation()
+        metrics = _translation_metrics(mdata, fit, model)
+
+        def outputs() -> dict[str, Any]:
+            write_obsm(mdata, f"X_{key_added}", latent.astype(np.float32))
+            return metrics
+
+        finish_fit(mdata, fit, model, key_added=key_added, params=params, split_key=split_key, outputs=outputs)
     return model
 
 
-def _match_features(query: MuData, reference: MuData | None, model: UnitedNet | None, modalities: Sequence[str],
-                    layers: dict[str, str | None]) -> dict[str, Any]:
-    """Query matrices with columns reordered to the reference features; a clear error when some are missing."""
-    out = {}
-    for m in modalities:
-        if m not in query.mod:
-            raise KeyError(f"Query lacks modality {m!r}; it has {list(query.mod)}.")
-        expected = model.modality_var(m).index if model is not None else reference.mod[m].var_names
-        position = pd.Index(query.mod[m].var_names).get_indexer(expected)
-        if (position < 0).any():
-            missing = list(expected[position < 0])
-            raise KeyError(
-                f"Query modality {m!r} lacks {len(missing)} of the {len(expected)} reference features "
-                f"(e.g. {missing[:5]}); features are matched by name."
-            )
-        matrix = get_matrix(query.mod[m], layers.get(m))
-        out[m] = matrix[:, position]
+def _cluster_metrics(mdata: MuData, fit: FitData, label_key: str | None, proba: pd.DataFrame) -> dict[str, Any]:
+    """Return ARI/NMI of the clusters against ``label_key`` per split (labelled rows only), and the test split's."""
+    if label_key is None:
+        return {}
+    truth = mdata.obs[label_key]
+    prediction = pd.Series(proba.columns.to_numpy()[proba.to_numpy().argmax(1)], index=mdata.obs_names)
+    metrics = {}
+    for name, rows in fit.rows.items():
+        rows = rows[truth.iloc[rows].notna().to_numpy()]
+        if len(rows):
+            metrics[name] = clustering_metrics(truth.iloc[rows], prediction.iloc[rows])
+    out: dict[str, Any] = {"metrics": metrics}
+    if "test" in metrics:
+        out["test_metrics"] = metrics["test"]
     return out
+
+
+def _translation_metrics(mdata: MuData, fit: FitData, model: UnitedNet) -> dict[str, Any]:
+    """Per-feature Pearson and R² on the test rows of every pair ``source->target`` with a continuous target."""
+    if not len(fit.test):
+        return {"test_metrics_missing": "no test rows (test_size=0 or no 'test' rows in the split column)"}
+    layers = model.layers
+    metrics = {}
+    for target in model.modalities:
+        if model.binary_[target]:
+            continue  # binary targets are predicted as probabilities; per-feature R² is not meaningful there
+        truth = get_matrix(mdata.mod[target], layers[target])[fit.test]
+        truth = truth.toarray() if sparse.issparse(truth) else np.asarray(truth)
+        truth = truth[:, mdata.mod[target].var_names.get_indexer(model.feature_names_[target])]
+        for source in model.modalities:
+            if source == target:
+                continue
+            pred = model.translate(mdata.mod[source][fit.test], source=source, target=target)
+            pearson, r2 = pearson_per_column(pred, truth), r2_per_column(pred, truth)
+            metrics[f"{source}->{target}"] = {
+                "mean_pearson": float(np.nanmean(pearson)) if np.isfinite(pearson).any() else float("nan"),
+                "mean_r2": float(np.nanmean(r2)) if np.isfinite(r2).any() else float("nan"),
+                "per_feature": pd.DataFrame({"pearson": pearson, "r2": r2},
+                                            index=pd.Index(model.feature_names_[target])),
+            }
+    return {"test_metrics": metrics}
 
 
 def transfer_labels(
     reference: MuData,
     query: MuData,
     *,
-    label_key: str,
+    label_key: str | None = None,
     model: UnitedNet | None = None,
     modalities: Sequence[str] | None = None,
     layer: str | dict[str, str | None] | None = None,
-    max_epochs: int = 100,
+    latent_dim: int = 64,
+    hidden: Sequence[int] = (256,),
+    n_heads: int = 5,
+    projection_dim: int = 100,
+    fuser: Literal["modality", "feature"] = "modality",
+    dropout: float = 0.1,
+    input_dropout: float = 0.0,
+    adversarial: bool = False,
+    contrastive_temperature: float = 0.1,
+    head_temperature: float = 1.0,
+    loss_weights: dict[str, float] | None = None,
+    binary: Literal["auto"] | dict[str, bool] = "auto",
+    class_weighting: bool = True,
+    linear_skip: bool = True,
+    linear_skip_max_cells: int = 5000,
+    max_epochs: int | None = None,
     adapt_epochs: int = 30,
-    lr: float = 1e-3,
-    batch_size: int = 64,
+    lr: float | dict[str, float] | None = None,
+    batch_size: int | None = None,
     validation_size: float = 0.1,
     random_state: int = 0,
     key_added: str | None = None,
     accelerator: str = "auto",
     devices: int | str | list[int] = "auto",
-    trainer_kwargs: dict[str, Any] | None = None,
-    **model_kwargs: Any,
+    progress_bar: bool | None = None,
+    **trainer_kwargs: Any,
 ) -> UnitedNet:
     """Transfer cell labels from a labelled reference MuData to a query MuData with UnitedNet.
 
     Fits a supervised UnitedNet on the reference (or reuses ``model``), then adapts it the way UnitedNet's
     transfer does: translation and contrastive training on reference and query cells together, classification
     on the reference cells only (the query's labels are never read). Query features are matched to the
-    reference's by name (order and extra features do not matter).
+    model's by name (order and extra features do not matter). Nothing is written to either object unless the
+    whole transfer succeeds; the reference is never written to.
 
     Parameters
     ----------
@@ -246,36 +329,47 @@ def transfer_labels(
     query
         Paired MuData with the same modalities (its own features may be ordered differently or be a superset).
     label_key
-        Column of ``reference.obs`` with the labels.
+        Column of ``reference.obs`` with the labels (``None``: ``model``'s label column, else the one plausible
+        label column).
     model
         A supervised UnitedNet trained on the reference; fitted when ``None``.
     modalities
         Modalities to use (default: the model's, else all of the reference's).
     layer
         Layer to read (same in reference and query); default ``.X``.
+    latent_dim, hidden, n_heads, projection_dim, fuser, dropout, input_dropout, adversarial
+        Architecture of the reference fit (when ``model`` is None), see :class:`~multiomix.models.UnitedNet`.
+    contrastive_temperature, head_temperature, loss_weights, binary, class_weighting, linear_skip
+        See :class:`~multiomix.models.UnitedNet` (reference fit only).
+    linear_skip_max_cells
+        See :class:`~multiomix.models.UnitedNet` (reference fit only).
     max_epochs
-        Epochs of the reference fit (when ``model`` is None).
+        Epochs of the reference fit (when ``model`` is None; default the model's, 100).
     adapt_epochs
         Epochs of the joint adaptation (0 skips it).
     lr, batch_size
-        Training options.
+        Training options (defaults: the model's, 1e-3 and 64).
     validation_size
-        Share of reference cells held out for checkpoint and head selection.
+        Share of reference cells held out (stratified) for checkpoint and head selection.
     random_state
         Seed.
     key_added
-        Column written to ``query.obs`` (default ``'<label_key>_transferred'``); ``'<key>_confidence'`` holds
-        the best head's maximum class probability (low values flag cells unlike any reference type).
-    accelerator, devices, trainer_kwargs
-        Lightning options.
-    **model_kwargs
-        Architecture options of :class:`~multiomix.models.UnitedNet` (reference fit only).
+        Name of every output (default ``'<label_key>_transferred'``).
+    accelerator, devices
+        Lightning accelerator and devices.
+    progress_bar
+        Show a progress bar (default: ``mx.settings.progress_bar``).
+    **trainer_kwargs
+        Passed to the Lightning trainer.
 
     Returns
     -------
-    The adapted model (over the joint reference + query data). Writes ``query.obs[key]`` (categorical with the
-    reference categories), ``query.obs[key + '_confidence']``, ``query.obsm['X_unitednet']`` and
-    ``query.uns['unitednet_transfer']``.
+    The adapted model (over the joint reference + query data; the reference model when ``adapt_epochs=0``).
+    Writes, with ``key = key_added`` (default ``'<label_key>_transferred'``): ``query.obs[key]`` (categorical
+    with the reference classes), ``query.obs[key + '_confidence']`` (the best head's maximum class probability;
+    low values flag cells unlike any reference type), ``query.obsm['X_' + key]`` (fused latent),
+    ``query.obsm[key + '_proba']`` (class probabilities, columns in ``uns[key]['classes']``) and
+    ``query.uns[key]`` (params, classes).
 
     Examples
     --------
@@ -285,56 +379,66 @@ def transfer_labels(
     >>> mx.tl.transfer_labels(reference, query, label_key="cell_type")
     >>> query.obs["cell_type_transferred"].value_counts().head()
     """
+    if label_key is None and model is not None and model.label_key in reference.obs.columns:
+        label_key = model.label_key
+    label_key = resolve_label_key(reference.obs, label_key)
     key = key_added or f"{label_key}_transferred"
     if model is not None:
         if model.mode != "supervised":
             raise ValueError(f"`model` must be a supervised UnitedNet, got mode {model.mode!r}.")
         modalities = model.modalities
-        layers = model._layers()
+        layers = model.layers
     else:
         modalities = check_modalities(reference, modalities)
-        layers = {m: layer.get(m) if isinstance(layer, dict) else layer for m in modalities}
+        layers = resolve_layers(modalities, layer)
     if len(modalities) < 2:
         raise ValueError(f"UnitedNet needs at least two modalities, got {modalities}.")
     check_modalities(reference, modalities)
     check_labels(reference.obs, label_key)
     if reference.obs[label_key].isna().any():
         raise ValueError(f"reference.obs[{label_key!r}] has missing labels.")
-    query_x = _match_features(query, reference, model, modalities, layers)
-    for m in modalities:
-        if not query.mod[m].obs_names.equals(query.obs_names):
-            raise ValueError(f"Query modality {m!r} is not aligned with query.obs; run muon.pp.intersect_obs first.")
     labels = reference.obs[label_key].astype(str)
-    rng_rows = np.arange(reference.n_obs)
+    features = (model.feature_names_ if model is not None
+                else {m: list(map(str, reference.mod[m].var_names)) for m in modalities})
+    query_view = matched_input(query, features=features, layers=layers)  # checks modalities, alignment, features
+    rows = np.arange(reference.n_obs)
     stratify = labels if labels.value_counts().min() >= 2 else None
-    ref_train, ref_val = train_test_split(rng_rows, test_size=validation_size, random_state=random_state,
+    ref_train, ref_val = train_test_split(rows, test_size=validation_size, random_state=random_state,
                                           stratify=stratify)
+    ref_train, ref_val = np.sort(ref_train), np.sort(ref_val)
+    train = {"lr": lr, "batch_size": batch_size, "accelerator": accelerator, "devices": devices,
+             "progress_bar": progress_bar, **trainer_kwargs}
     if model is None:
-        ref_view = MuData({m: AnnData(X=get_matrix(reference.mod[m], layers[m]), obs=pd.DataFrame(
-            index=reference.obs_names), var=reference.mod[m].var[[]]) for m in modalities})
+        ref_view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
+                                          obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
+                               for m in modalities})
         ref_view.obs[label_key] = pd.Categorical(labels)
         UnitedNet.setup_mudata(ref_view, label_key=label_key)
-        model = UnitedNet(ref_view, mode="supervised", random_state=random_state, **model_kwargs)
-        model.train(max_epochs, lr=lr, batch_size=batch_size, train_indices=np.sort(ref_train),
-                    validation_indices=np.sort(ref_val), accelerator=accelerator, devices=devices,
-                    **(trainer_kwargs or {}))
-    classes = model.classes_
+        model = UnitedNet(
+            ref_view, mode="supervised", random_state=random_state, latent_dim=latent_dim, hidden=tuple(hidden),
+            n_heads=n_heads, projection_dim=projection_dim, fuser=fuser, dropout=dropout,
+            input_dropout=input_dropout, adversarial=adversarial, contrastive_temperature=contrastive_temperature,
+            head_temperature=head_temperature, loss_weights=loss_weights, binary=binary,
+            class_weighting=class_weighting, linear_skip=linear_skip, linear_skip_max_cells=linear_skip_max_cells,
+        )
+        model.modality_vars_ = {m: reference.mod[m].var.copy() for m in modalities}
+        model.train(max_epochs, train_indices=ref_train, validation_indices=ref_val, **train)
+    classes = model.classes
     unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise ValueError(f"reference.obs[{label_key!r}] has labels {unknown[:5]} the model was not trained on.")
     final = model
     if adapt_epochs > 0:
+        ref_matched = matched_input(reference, features=model.feature_names_, layers=layers)
         mods = {}
+        names = [f"ref-{i}" for i in range(reference.n_obs)] + [f"query-{i}" for i in range(query.n_obs)]
         for m in modalities:
-            ref_matrix = get_matrix(reference.mod[m], layers[m])
-            ref_matrix = ref_matrix[:, pd.Index(reference.mod[m].var_names).get_indexer(model.modality_var(m).index)]
-            q = query_x[m]
+            ref_matrix, q = ref_matched.mod[m].X, query_view.mod[m].X
             stacked = sparse.vstack([sparse.csr_matrix(ref_matrix), sparse.csr_matrix(q)]).tocsr() if (
                 sparse.issparse(ref_matrix) or sparse.issparse(q)) else np.vstack([np.asarray(ref_matrix),
                                                                                    np.asarray(q)])
-            names = [f"ref-{i}" for i in range(reference.n_obs)] + [f"query-{i}" for i in range(query.n_obs)]
-            mods[m] = AnnData(X=stacked, obs=pd.DataFrame(index=names), var=model.modality_var(m)[[]])
-        joint = MuData(mods)
+            mods[m] = AnnData(X=stacked, obs=pd.DataFrame(index=names), var=pd.DataFrame(index=model.feature_names_[m]))
+        joint = new_mudata(mods)
         joint.obs[label_key] = pd.Categorical(
             list(labels) + [_UNLABELLED] * query.n_obs, categories=[*classes, _UNLABELLED]
         )
@@ -342,52 +446,30 @@ def transfer_labels(
         params = {**model.init_params_["non_kwargs"], **model.init_params_.get("kwargs", {}),
                   "random_state": random_state}
         final = UnitedNet(joint, **params)
-        state = model.module.state_dict()
-        final.module.load_state_dict(state)
+        final.modality_vars_ = {m: v.copy() for m, v in model.modality_vars_.items()}
+        final.module.load_state_dict(model.module.state_dict())
         query_rows = np.arange(reference.n_obs, joint.n_obs)
-        final.train(adapt_epochs, lr=lr, batch_size=batch_size,
-                    train_indices=np.sort(np.concatenate([ref_train, query_rows])),
-                    validation_indices=np.sort(ref_val), accelerator=accelerator, devices=devices,
-                    **(trainer_kwargs or {}))
+        final.train(adapt_epochs, train_indices=np.sort(np.concatenate([ref_train, query_rows])),
+                    validation_indices=ref_val, **train)
         proba = final.predict_proba(indices=query_rows)
         latent = final.get_latent_representation(indices=query_rows)
     else:
-        proba, latent = _infer_unregistered(model, query_x, batch_size=512)
+        proba = model.predict_proba(query_view)
+        latent = model.get_latent_representation(query_view)
     proba.index = query.obs_names
-    codes = proba.to_numpy().argmax(1)
-    write_obs(query, key, pd.Categorical.from_codes(codes, categories=classes))
-    write_obs(query, f"{key}_confidence", proba.to_numpy().max(1).astype(np.float32))
-    write_obsm(query, "X_unitednet", latent.astype(np.float32))
-    write_uns(query, "unitednet_transfer", {
-        "params": to_uns({"label_key": label_key, "modalities": list(modalities), "max_epochs": max_epochs,
-                          "adapt_epochs": adapt_epochs, "lr": lr, "batch_size": batch_size,
-                          "random_state": random_state}),
-        "classes": np.asarray(classes),
-        "proba": proba.to_numpy().astype(np.float32),
-    })
+    values = proba.to_numpy()
+    with restore_on_error(query):
+        write_obs(query, key, pd.Categorical.from_codes(values.argmax(1), categories=classes))
+        write_obs(query, f"{key}_confidence", values.max(1).astype(np.float32))
+        write_obsm(query, f"X_{key}", latent.astype(np.float32))
+        write_obsm(query, f"{key}_proba", values.astype(np.float32))
+        write_uns(query, key, {
+            "params": to_uns({"label_key": label_key, "modalities": list(modalities), "max_epochs": max_epochs,
+                              "adapt_epochs": adapt_epochs, "lr": lr, "batch_size": batch_size,
+                              "validation_size": validation_size, "random_state": random_state}),
+            "classes": np.asarray(classes),
+        })
     return final
-
-
-@torch.inference_mode()
-def _infer_unregistered(
-    model: UnitedNet, matrices: dict[str, Any], *, batch_size: int
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Best-head probabilities and fused latent for feature-matched matrices (densified per minibatch)."""
-    model.module.eval()
-    device = model.module.device
-    n = next(iter(matrices.values())).shape[0]
-    logits, latent = [], []
-    for start in range(0, n, batch_size):
-        x = {}
-        for m in model.modalities:
-            chunk = matrices[m][start : start + batch_size]
-            chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
-            x[m] = torch.as_tensor(chunk, dtype=torch.float32, device=device)
-        out = model.module.inference(x)
-        logits.append(out["logits"][model.best_head].cpu())
-        latent.append(out["fused"][model.best_head].cpu())
-    proba = torch.softmax(torch.cat(logits), -1).numpy()
-    return pd.DataFrame(proba, columns=model.classes_), torch.cat(latent).numpy()
 
 
 __all__ = ["fit_unitednet", "transfer_labels"]

@@ -7,3 +7,5 @@ from ._runner import BestStateCallback, adamw_foreach, quiet_engine, resolve_row
 __all__ = ["BestStateCallback", "SupervisedTrainingPlan", "adamw_foreach", "quiet_engine", "resolve_rows",
            "train_on_rows"]
 __all__ += ["MultimodalAETrainingPlan"]
+from ._unitednet import PHASES, UnitedNetTrainingPlan  # noqa: E402
+__all__ += ["PHASES", "UnitedNetTrainingPlan"]

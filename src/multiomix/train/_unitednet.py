@@ -9,8 +9,7 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.train import TrainingPlan
 
-from ._base import modality_key
-from ._unitednet_module import UnitedNetModule
+from ..module._unitednet import UnitedNetModule
 
 # the phases every minibatch runs, in order, per mode (a discriminator phase follows "translation" when adversarial)
 PHASES = {
@@ -107,7 +106,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
 
     def _inputs(self, batch):
         module = self.module
-        return module.standardize({m: batch[modality_key(m)] for m in module.modalities}), batch.get(
+        return module.standardize({m: batch[f"X_{m}"] for m in module.modalities}), batch.get(
             REGISTRY_KEYS.LABELS_KEY
         )
 

@@ -1,7 +1,8 @@
 """The torch module of UnitedNet for scvi-tools: standardisation, losses and their weighting.
 
 The network itself (encoders, decoders, heads) is :class:`multiomix.nn.unitednet.UnitedNetwork`; this module
-wraps it in scvi-tools' :class:`~scvi.module.base.BaseModuleClass` interface.
+wraps it in scvi-tools' :class:`~scvi.module.base.BaseModuleClass` interface. Continuous modalities are
+standardised by the package's one :class:`~multiomix.nn.standardizer.Standardizer`; binary ones pass through.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
-from multiomix.nn.unitednet import (
+from ..nn.standardizer import Standardizer
+from ..nn.unitednet import (
     UnitedNetwork,
     contrastive_loss,
     ddc_loss,
@@ -25,32 +25,15 @@ from multiomix.nn.unitednet import (
     self_entropy_loss,
 )
 
-from ._base import modality_key
-
 Mode = Literal["supervised", "unsupervised", "translation"]
-
-
-def column_stats(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each column over ``rows`` (sparse input is never densified whole)."""
-    sub = matrix[rows]
-    if sparse.issparse(sub):
-        sub = sparse.csr_matrix(sub)
-        mean = np.asarray(sub.mean(0)).ravel()
-        sq = np.asarray(sub.multiply(sub).mean(0)).ravel()
-        std = np.sqrt(np.maximum(sq - mean**2, 0))
-    else:
-        sub = np.asarray(sub, dtype=np.float64)
-        mean, std = sub.mean(0), sub.std(0)
-    std = np.where(std > 1e-8, std, 1.0)
-    return mean.astype(np.float32), std.astype(np.float32)
 
 
 class UnitedNetModule(BaseModuleClass):
     """scvi-tools module around :class:`~multiomix.nn.unitednet.UnitedNetwork`.
 
-    Holds the per-feature standardisation (fitted on training rows only, stored as buffers so it is saved
-    with the weights), the class weights and the index of the best head. Binary modalities are not
-    standardised and use BCE.
+    Holds the per-feature standardisation of the continuous modalities (``standardizer``, fitted on training
+    rows only, saved with the weights), the class weights and the index of the best head. Binary modalities are
+    not standardised and use BCE.
 
     Parameters
     ----------
@@ -98,42 +81,27 @@ class UnitedNetModule(BaseModuleClass):
                              "self_entropy": 1.0, "ddc": 1.0, **(loss_weights or {})}
         self.net = UnitedNetwork(in_features=in_features, n_classes=0 if mode == "translation" else n_classes,
                                  **net_kwargs)
-        for i, m in enumerate(self.modalities):
-            self.register_buffer(f"loc_{i}", torch.zeros(in_features[m]))
-            self.register_buffer(f"scale_{i}", torch.ones(in_features[m]))
+        self.standardizer = Standardizer({m: in_features[m] for m in self.modalities if not self.binary[m]})
         self.register_buffer("scaler_fitted", torch.tensor(False))
         self.register_buffer("best_head", torch.tensor(0))
         weight = torch.as_tensor(class_weight, dtype=torch.float32) if class_weight is not None else None
         self.register_buffer("class_weight", weight)
 
     # data handling -------------------------------------------------------------------------------------------
-    def set_scaler(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Set per-feature mean and standard deviation of each continuous modality."""
-        for i, m in enumerate(self.modalities):
-            if m in stats and not self.binary[m]:
-                loc, scale = stats[m]
-                getattr(self, f"loc_{i}").copy_(torch.as_tensor(loc))
-                getattr(self, f"scale_{i}").copy_(torch.as_tensor(scale))
-        self.scaler_fitted.fill_(True)
-
     def standardize(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Standardise continuous modalities with the stored training statistics."""
-        out = {}
-        for m, v in x.items():
-            i = self.modalities.index(m)
-            v = v.float()
-            out[m] = v if self.binary[m] else (v - getattr(self, f"loc_{i}")) / getattr(self, f"scale_{i}")
-        return out
+        x = {m: v.float() for m, v in x.items()}
+        return {**x, **self.standardizer({m: v for m, v in x.items() if not self.binary[m]})}
 
     def to_data_scale(self, target: str, output: torch.Tensor) -> torch.Tensor:
         """Map a decoder output to the target's original scale (probabilities for binary modalities)."""
         if self.binary[target]:
             return torch.sigmoid(output)
-        i = self.modalities.index(target)
-        return output * getattr(self, f"scale_{i}") + getattr(self, f"loc_{i}")
+        i = self.standardizer.names.index(target)
+        return output * self.standardizer.get_buffer(f"std{i}") + self.standardizer.get_buffer(f"mean{i}")
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {"x": {m: tensors[modality_key(m)] for m in self.modalities if modality_key(m) in tensors}}
+        return {"x": {m: tensors[f"X_{m}"] for m in self.modalities if f"X_{m}" in tensors}}
 
     @auto_move_data
     def inference(self, x: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -236,4 +204,4 @@ class UnitedNetModule(BaseModuleClass):
         raise NotImplementedError("UnitedNet is deterministic; use translate() for cross-modal predictions.")
 
 
-__all__ = ["Mode", "UnitedNetModule", "column_stats"]
+__all__ = ["Mode", "UnitedNetModule"]
