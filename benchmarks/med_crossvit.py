@@ -115,7 +115,7 @@ def main() -> None:
             data = mdata.copy()
             start = time.perf_counter()
             mx.tl.fit_med_crossvit(data, label_key="label", random_state=seed, max_epochs=args.max_epochs,
-                                   accelerator="cpu", enable_progress_bar=False, **extra)
+                                   accelerator="cpu", progress_bar=False, **extra)
             seconds = time.perf_counter() - start
             result = data.uns["medcrossvit"]
             gene_names = list(data.mod["rna"].var_names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import h5py
 import matplotlib
 import mudata
@@ -183,7 +184,7 @@ def _data(n=160, random_state=0, **kwargs):
 
 
 FIT = {"max_epochs": 30, "batch_size": 16, "wsi_dim": 32, "rna_dim": 32, "heads": 2, "mlp_dim": 64,
-       "dropout": 0.0, "emb_dropout": 0.0, "accelerator": "cpu", "enable_progress_bar": False}
+       "dropout": 0.0, "emb_dropout": 0.0, "accelerator": "cpu", "progress_bar": False}
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +251,75 @@ def test_write_h5mu_and_save_load_round_trip(fitted, tmp_path):
         loaded.predict(wide)
 
 
+def _unlabelled_reordered(mdata):
+    """A new MuData without the label column, genes in reverse order, tiles modality without its .X."""
+    rna = mdata.mod["rna"]
+    wsi = mdata.mod["wsi"]
+    bags = ad.AnnData(obs=pd.DataFrame(index=wsi.obs_names), obsm={k: wsi.obsm[k] for k in ("tiles", "tile_mask")})
+    return mudata.MuData({"wsi": bags, "rna": rna[:, rna.var_names[::-1]].copy()})
+
+
+def test_new_unlabelled_data_with_reordered_genes_and_load(fitted, tmp_path):
+    mdata, _, model = fitted
+    expected = model.predict_proba()
+    new = _unlabelled_reordered(mdata)
+    assert "label" not in new.obs.columns
+    before = new.mod["rna"].X.copy()
+    proba = model.predict_proba(new)
+    np.testing.assert_allclose(proba.to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-6)
+    assert list(proba.index) == list(mdata.obs_names)
+    np.testing.assert_array_equal(model.get_latent_representation(new), model.get_latent_representation())
+    np.testing.assert_array_equal(model.get_attention(new)["genes"], model.get_attention()["genes"])
+    np.testing.assert_array_equal(new.mod["rna"].X, before)  # the user's object is not touched
+    assert "label" not in new.obs.columns and not new.mod["rna"].uns and not new.mod["wsi"].uns
+    # save / load onto the new data (reordered genes, no labels): identical predictions
+    model.save(tmp_path / "model", overwrite=True)
+    loaded = mx.models.MedCrossViT.load(tmp_path / "model", adata=new)
+    np.testing.assert_allclose(loaded.predict_proba().to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-6)
+    assert loaded.classes == model.classes and loaded.gene_names == model.gene_names
+    missing = new.copy()
+    missing.mod["rna"] = missing.mod["rna"][:, 1:].copy()
+    with pytest.raises(KeyError, match="lacks 1 of the 20 features"):
+        model.predict(missing)
+    no_bags = new.copy()
+    del no_bags.mod["wsi"].obsm["tiles"]
+    with pytest.raises(KeyError, match="obsm\\['tiles'\\]"):
+        model.predict(no_bags)
+
+
+def test_fit_contract_outputs_and_adapter(fitted):
+    mdata, _, model = fitted
+    uns = mdata.uns["medcrossvit"]
+    assert {"test_metrics", "baseline", "seconds_per_epoch", "n_train", "n_validation", "n_test"} <= set(uns)
+    assert uns["n_test"] == (mdata.obs["split"] == "test").sum() and uns["n_validation"] > 0
+    assert uns["baseline"]["name"] == "logistic_regression" and 0 <= uns["test_metrics"]["accuracy"] <= 1
+    assert model.modalities == ["rna"] and model.tiles_modality == "wsi"
+    adapter = model.relevance_adapter()
+    assert adapter.classifier is None and adapter.modalities == ["rna"]
+    assert list(adapter.feature_names["rna"]) == list(mdata.mod["rna"].var_names)
+    assert adapter.class_names == ["class0", "class1"]
+    with pytest.raises(TypeError, match="setup_mudata"):
+        mx.models.MedCrossViT.setup_anndata(mdata.mod["rna"])
+
+
+def test_fit_without_split_infers_labels_and_writes_a_stratified_split():
+    mdata, _ = _data(60, random_state=4)
+    del mdata.obs["split"]
+    mdata.obs.loc[mdata.obs_names[:3], "label"] = np.nan  # unlabelled rows: predicted, not trained on
+    mdata.mod["rna"].layers["expr"] = mdata.mod["rna"].X.copy()
+    mdata.mod["rna"].X = np.zeros_like(mdata.mod["rna"].X)  # the layer is what is read
+    model = mx.tl.fit_med_crossvit(mdata, rna_layer="expr", **{**FIT, "max_epochs": 2})
+    split = mdata.obs["split"]
+    assert split.iloc[:3].isna().all() and (split == "test").sum() == round(0.2 * 57)
+    assert mdata.obs["medcrossvit_prediction"].notna().all()
+    assert model.label_key == "label" and model.layers == {"rna": "expr"}
+    new = _unlabelled_reordered(mdata)
+    reversed_genes = mdata.mod["rna"].var_names[::-1]
+    new.mod["rna"].layers["expr"] = mdata.mod["rna"][:, reversed_genes].layers["expr"].copy()
+    np.testing.assert_allclose(model.predict_proba(new).to_numpy(), mdata.obsm["medcrossvit_proba"], rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_fit_is_deterministic_and_options_run():
     mdata, _ = _data(48, random_state=1)
     opts = {**FIT, "max_epochs": 2}
@@ -298,6 +368,9 @@ def test_bad_input_raises_and_leaves_object_untouched():
     empty.mod["wsi"].obsm["tile_mask"][3] = False
     with pytest.raises(ValueError, match="no tiles"):
         mx.tl.fit_med_crossvit(empty, label_key="label", **opts)
+    with pytest.raises(Exception, match="strategy"):
+        mx.tl.fit_med_crossvit(mdata, label_key="label", strategy="not_a_strategy", **opts)
+    assert unchanged()
     flat = mdata.copy()
     flat.mod["wsi"].obsm["tiles"] = flat.mod["wsi"].X.copy()
     with pytest.raises(ValueError, match="n_tiles, dim"):

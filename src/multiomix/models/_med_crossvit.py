@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Literal
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -13,28 +15,13 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField, MuDataWrapper, ObsmField
-from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
-from multiomix._utils import check_aligned, check_finite, check_modalities, get_matrix
-from multiomix.nn.crossvit import MedCrossViT as MedCrossViTNet
-from multiomix.nn.crossvit import sample_bag_indices
-
-from ._base import (
-    ClassPredictionMixin,
-    SupervisedTrainingPlan,
-    class_weights,
-    cross_entropy,
-    modality_key,
-    resolve_rows,
-    train_on_rows,
-)
+from .._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata
+from ..module import MedCrossViTModule
+from ..module._med_crossvit import ATTENTION_KEYS, TILE_MASK_KEY, TILES_KEY
+from .base import MultimodalInputMixin, MultiomixModel, modality_key
 
 logger = logging.getLogger("multiomix")
-
-TILES_KEY = "tiles"
-TILE_MASK_KEY = "tile_mask"
-ATTENTION_KEYS = ("tiles_self", "tiles_cross", "genes_self", "genes_cross")
 
 __all__ = ["MedCrossViT", "MedCrossViTModule"]
 
@@ -98,80 +85,36 @@ def _check_bags(mdata: MuData, modality: str, tiles_key: str, mask_key: str | No
         raise ValueError(f"{len(empty)} bags have no tiles in obsm[{mask_key!r}] (e.g. {adata.obs_names[empty[0]]!r}).")
 
 
-class MedCrossViTModule(BaseModuleClass):
-    """scvi-tools module around :class:`multiomix.nn.crossvit.MedCrossViT` with a cross-entropy loss.
+def _expression_layer(layer, rna_modality: str) -> dict[str, str] | None:
+    """``layer`` (a name or ``{rna_modality: name}``) as ``{rna_modality: name}``, or ``None`` for ``.X``."""
+    if isinstance(layer, Mapping):
+        unknown = sorted(set(layer) - {rna_modality})
+        if unknown:
+            raise KeyError(f"`layer` names modalities {unknown}; only the expression ({rna_modality!r}) has one.")
+        layer = layer.get(rna_modality)
+    return {rna_modality: layer} if layer is not None else None
 
-    Parameters
-    ----------
-    rna_key
-        Registry key of the expression field.
-    has_mask
-        Whether a tile mask is registered.
-    bag_size
-        During training, draw this many real tiles per bag at every step (``None``: use all).
-    class_weight
-        Per-class weights of the cross-entropy (``None``: unweighted).
-    **net_kwargs
-        Passed to :class:`multiomix.nn.crossvit.MedCrossViT`.
+
+def _bags_only(data, setup_args: Mapping[str, Any]):
+    """Reduce ``data`` to what the model reads: the expression, and the tiles modality without its ``.X``.
+
+    The tiles modality's ``.X`` (e.g. mean-pooled tiles) is never read, so it is left out before new data are
+    matched by name. Nothing of ``data`` is modified: a new MuData is built around the same objects.
     """
-
-    def __init__(
-        self,
-        *,
-        rna_key: str,
-        has_mask: bool,
-        bag_size: int | None = None,
-        class_weight: Sequence[float] | None = None,
-        **net_kwargs: Any,
-    ):
-        super().__init__()
-        self.rna_key, self.has_mask, self.bag_size = rna_key, has_mask, bag_size
-        self.net = MedCrossViTNet(**net_kwargs)
-        weight = torch.as_tensor(class_weight, dtype=torch.float32) if class_weight is not None else None
-        self.register_buffer("class_weight", weight)
-
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {
-            "tiles": tensors[TILES_KEY],
-            "genes": tensors[self.rna_key],
-            "tile_mask": tensors[TILE_MASK_KEY] if self.has_mask else None,
-        }
-
-    @auto_move_data
-    def inference(
-        self, tiles: torch.Tensor, genes: torch.Tensor, tile_mask: torch.Tensor | None = None
-    ) -> dict[str, Any]:
-        """Logits, embedding (both pooled vectors) and CLS attention weights."""
-        mask = tile_mask > 0.5 if tile_mask is not None else torch.ones(tiles.shape[:2], dtype=torch.bool,
-                                                                          device=tiles.device)
-        if self.training and self.bag_size is not None:
-            index, mask = sample_bag_indices(mask, self.bag_size)
-            tiles = torch.gather(tiles, 1, index.unsqueeze(-1).expand(-1, -1, tiles.shape[-1]))
-        wsi, rna, attention = self.net.encode(tiles, genes, tile_mask=mask)
-        logits = self.net.wsi_head(wsi) + self.net.rna_head(rna)
-        return {"logits": logits, "embedding": torch.cat((wsi, rna), dim=-1), "attention": attention}
-
-    def _get_generative_input(self, tensors, inference_outputs) -> dict:
-        return {}
-
-    def generative(self) -> dict:
-        """No generative part (a discriminative model)."""
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Class-weighted cross-entropy."""
-        logits = inference_outputs["logits"]
-        labels = tensors[REGISTRY_KEYS.LABELS_KEY]
-        ce = cross_entropy(logits, labels, self.class_weight)
-        return LossOutput(loss=ce, classification_loss=ce, logits=logits, true_labels=labels,
-                          n_obs_minibatch=labels.shape[0])
-
-    def sample(self, *args, **kwargs):
-        """Not defined for a classifier."""
-        raise NotImplementedError("MedCrossViT is discriminative; it has no generative sampling.")
+    tiles, rna = setup_args["tiles_modality"], setup_args["rna_modality"]
+    if not isinstance(data, MuData) or tiles not in data.mod or rna not in data.mod:
+        return data  # matched_input gives the error
+    source = data.mod[tiles]
+    bags = ad.AnnData(obs=pd.DataFrame(index=source.obs_names))
+    for key in source.obsm.keys():
+        bags.obsm[key] = source.obsm[key]
+    view = new_mudata({rna: data.mod[rna], tiles: bags})
+    for column in data.obs.columns:
+        view.obs[column] = data.obs[column].to_numpy()
+    return view
 
 
-class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class MedCrossViT(MultimodalInputMixin, MultiomixModel):
     """Med-CrossViT: classify patients from a bag of slide tile embeddings and an expression vector.
 
     Tiles (from a pathology foundation model, :func:`multiomix.io.read_tile_bags`) and genes become two
@@ -179,6 +122,10 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
     modality's tokens, and one head per modality classifies (logits summed). After the Med-CrossViT
     design (Paco's Log; ``pacocp/Med-CrossViT``), itself built on CrossViT (Chen, Fan & Panda, ICCV 2021),
     with its bugs fixed: separate heads, any tile width, true attention weights returned.
+
+    New data (``predict``, ``get_latent_representation``, ``get_attention``, ``load(adata=...)``) are matched to
+    the training genes by name; the bags are read from ``obsm`` of the tiles modality, whose ``.X`` is not read.
+    No label column is needed.
 
     Parameters
     ----------
@@ -201,7 +148,7 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
     dropout, emb_dropout
         Dropout rates.
     class_weighting
-        Weight the cross-entropy by inverse class frequency ("balanced").
+        Weight the cross-entropy by inverse class frequency ("balanced") of the training rows.
     random_state
         Seed of the weight initialisation and of training.
 
@@ -216,7 +163,14 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
     """
 
     _module_cls = MedCrossViTModule
-    _training_plan_cls = SupervisedTrainingPlan
+    _latent_output = "embedding"
+    _train_defaults: ClassVar[dict[str, Any]] = {
+        "max_epochs": 100,
+        "lr": 1e-3,
+        "weight_decay": 1e-2,
+        "batch_size": 32,
+        "early_stopping_patience": 20,
+    }
 
     def __init__(
         self,
@@ -240,20 +194,20 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
         class_weighting: bool = True,
         random_state: int = 0,
     ):
-        super().__init__(mdata)
-        args = self.adata_manager.registry["setup_args"]
-        tiles = self.get_from_registry(mdata, TILES_KEY)
-        n_genes = mdata.mod[args["rna_modality"]].n_vars
-        labels = self.get_from_registry(mdata, REGISTRY_KEYS.LABELS_KEY).ravel()
-        n_classes = self.summary_stats.n_labels
         if bag_size is not None and bag_size < 1:
             raise ValueError(f"bag_size must be a positive integer or None, got {bag_size}.")
+        super().__init__(mdata, random_state=random_state)
+        # the tiles modality is matched by its obsm bags only: it has no features the model reads
+        self.feature_names_[self.tiles_modality] = []
+        tiles = self.get_from_registry(mdata, TILES_KEY)
+        n_genes = len(self.feature_names_[self.rna_modality])
+        n_classes = len(self.classes)
         torch.manual_seed(random_state)
         self.module = self._module_cls(
-            rna_key=modality_key(args["rna_modality"]),
-            has_mask=args["mask_key"] is not None,
+            rna_key=modality_key(self.rna_modality),
+            has_mask=self.setup_args["mask_key"] is not None,
             bag_size=bag_size,
-            class_weight=class_weights(labels, n_classes).tolist() if class_weighting else None,
+            class_weighting=class_weighting,
             num_classes=n_classes,
             tile_dim=tiles.shape[2],
             n_genes=n_genes,
@@ -272,7 +226,6 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
             dropout=dropout,
             emb_dropout=emb_dropout,
         )
-        self.random_state = random_state
         self._model_summary_string = (
             f"MedCrossViT: tiles {tiles.shape[2]} wide -> {wsi_dim}, {n_genes} genes -> {rna_dim}; depth {depth}; "
             f"{n_classes} classes; gene tokenizer {gene_tokenizer!r}; pool {pool!r}."
@@ -287,7 +240,7 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
         label_key: str,
         tiles_modality: str = "wsi",
         rna_modality: str = "rna",
-        rna_layer: str | None = None,
+        layer: str | Mapping[str, str | None] | None = None,
         tiles_key: str = "tiles",
         mask_key: str | None = "tile_mask",
         **kwargs: Any,
@@ -304,8 +257,8 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
             Modality holding the bags (``obsm[tiles_key]`` ``(n, n_tiles, dim)``, ``obsm[mask_key]``).
         rna_modality
             Modality holding the expression.
-        rna_layer
-            Layer of ``rna_modality`` to read (``None``: ``.X``).
+        layer
+            Layer of ``rna_modality`` to read (``None``: ``.X``); also ``{rna_modality: name}``.
         tiles_key, mask_key
             ``obsm`` keys of the bags and of the tile mask (``None``: every slot is a real tile).
         **kwargs
@@ -315,7 +268,9 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
         --------
         >>> mx.models.MedCrossViT.setup_mudata(mdata, label_key="label", tiles_modality="wsi", rna_modality="rna")
         """
+        layer = _expression_layer(layer, rna_modality)  # stored per modality: new data read it for the rna only
         setup_method_args = cls._get_setup_method_args(**locals())
+        rna_layer = layer[rna_modality] if layer is not None else None
         check_modalities(mdata, [tiles_modality, rna_modality])
         check_aligned(mdata, [tiles_modality, rna_modality])
         _check_bags(mdata, tiles_modality, tiles_key, mask_key)
@@ -338,129 +293,77 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
         manager.register_fields(mdata, **kwargs)
         cls.register_manager(manager)
 
-    @classmethod
-    def setup_anndata(cls, adata, **kwargs) -> None:
-        """Not supported: the model needs two modalities, register a MuData with :meth:`setup_mudata`."""
-        raise NotImplementedError("MedCrossViT reads a MuData (tiles + rna); use MedCrossViT.setup_mudata.")
+    # registry ---------------------------------------------------------------------------------------------------
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities whose features the model reads: the expression only (the bags come from ``obsm``)."""
+        return [self.rna_modality]
 
     @property
-    def classes(self) -> list[str]:
-        """Class names, in the order of the logits."""
-        return [str(c) for c in self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY).categorical_mapping]
+    def rna_modality(self) -> str:
+        """Modality holding the expression."""
+        return self.setup_args["rna_modality"]
+
+    @property
+    def tiles_modality(self) -> str:
+        """Modality holding the tile bags (in ``obsm``)."""
+        return self.setup_args["tiles_modality"]
 
     @property
     def gene_names(self) -> list[str]:
         """Genes, in the order of the gene tokens."""
-        return [str(g) for g in self.adata.mod[self.adata_manager.registry["setup_args"]["rna_modality"]].var_names]
+        return list(self.feature_names_[self.rna_modality])
 
-    def train(
-        self,
-        max_epochs: int = 100,
-        *,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        batch_size: int = 32,
-        train_indices: np.ndarray | None = None,
-        validation_indices: np.ndarray | None = None,
-        validation_size: float = 0.15,
-        early_stopping: bool = True,
-        early_stopping_patience: int = 20,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        plan_kwargs: dict | None = None,
-        datasplitter_kwargs: dict | None = None,
-        **trainer_kwargs: Any,
-    ):
-        """Train with scvi-tools' Lightning engine, keeping the weights of the best validation epoch.
+    # new data ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _bag_keys(setup_args: Mapping[str, Any]) -> dict[str, list[str]]:
+        keys = [setup_args["tiles_key"]] + ([setup_args["mask_key"]] if setup_args.get("mask_key") else [])
+        return {setup_args["tiles_modality"]: keys}
 
-        Parameters
-        ----------
-        max_epochs
-            Maximum number of epochs.
-        lr, weight_decay
-            AdamW learning rate and weight decay.
-        batch_size
-            Minibatch size (patients).
-        train_indices, validation_indices
-            Integer rows to train / validate on (e.g. from ``obs['split']``); rows in neither are not used.
-            Default: a random ``validation_size`` split of all rows.
-        validation_size
-            Fraction held out for validation when no indices are given.
-        early_stopping
-            Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
-        early_stopping_patience
-            Patience in epochs.
-        accelerator, devices
-            Lightning accelerator and devices; ``strategy="ddp_spawn"`` etc. go in ``trainer_kwargs``.
-        plan_kwargs, datasplitter_kwargs
-            Extra arguments of the training plan / data splitter.
-        **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy``, ``enable_progress_bar``).
+    def _match(self, data: MuData) -> MuData:
+        return super()._match(_bags_only(data, self.setup_args))
+
+    @classmethod
+    def load(cls, dir_path: str, adata=None, **kwargs: Any):
+        """Load a saved model; ``adata`` is matched to the saved genes by name and its bags read from ``obsm``.
+
+        Reordered genes give identical predictions; the tiles modality's ``.X`` is not read (so scvi-tools'
+        check that every modality has the training ``var_names`` does not apply and is not shown).
 
         Examples
         --------
-        >>> model.train(max_epochs=50, batch_size=16)
+        >>> model = mx.models.MedCrossViT.load("model_dir", adata=new_mdata)  # doctest: +SKIP
         """
-        rows = resolve_rows(self.adata.n_obs, train_indices, validation_indices, validation_size=validation_size,
-                            random_state=self.random_state)
-        return train_on_rows(
-            self, max_epochs, rows=rows, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-            early_stopping=early_stopping, early_stopping_patience=early_stopping_patience, accelerator=accelerator,
-            devices=devices, random_state=self.random_state, plan_kwargs=plan_kwargs,
-            datasplitter_kwargs=datasplitter_kwargs, **trainer_kwargs,
-        )
+        if adata is not None:
+            from scvi.model.base._save_load import _load_saved_files
 
-    @torch.inference_mode()
-    def _collect(self, mdata: MuData | None, indices, batch_size: int) -> dict[str, Any]:
-        mdata = self._validate_anndata(mdata)
-        loader = self._make_data_loader(adata=mdata, indices=indices, batch_size=batch_size)
-        self.module.eval()
-        logits, embedding, attention = [], [], {k: [] for k in ATTENTION_KEYS}
-        for tensors in loader:
-            out = self.module.inference(**self.module._get_inference_input(tensors))
-            logits.append(out["logits"].cpu())
-            embedding.append(out["embedding"].cpu())
-            for k in ATTENTION_KEYS:
-                attention[k].append(out["attention"][k].cpu())
-        n_tiles = max(a.shape[1] for a in attention["tiles_self"])
-        for k in ("tiles_self", "tiles_cross"):  # minibatches are padded to the field's width already
-            attention[k] = [torch.nn.functional.pad(a, (0, n_tiles - a.shape[1])) for a in attention[k]]
-        return {
-            "logits": torch.cat(logits).numpy(),
-            "embedding": torch.cat(embedding).numpy(),
-            "attention": {k: torch.cat(v).numpy() for k, v in attention.items()},
-        }
+            scvi_logger = logging.getLogger("scvi")
+            level = scvi_logger.level
+            scvi_logger.setLevel(max(level, logging.WARNING))  # the base reads the files again, and says so
+            try:
+                attr_dict, _, _, _ = _load_saved_files(str(dir_path), load_adata=False, map_location="cpu")
+            finally:
+                scvi_logger.setLevel(level)
+            adata = _bags_only(adata, attr_dict["registry_"]["setup_args"])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*var_names. for the loaded .model.", category=UserWarning)
+            return super().load(dir_path, adata=adata, **kwargs)
 
-    def _obs_names(self, mdata: MuData | None, indices) -> pd.Index:
-        names = (mdata if mdata is not None else self.adata).obs_names
-        return names if indices is None else names[np.asarray(indices)]
+    def _input_obsm(self) -> dict[str, list[str]]:
+        return self._bag_keys(self.setup_args)
 
-    def predict_proba(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 128
-    ) -> pd.DataFrame:
-        """Class probabilities (patients x classes).
+    @classmethod
+    def _load_obsm(cls, setup_args: Mapping[str, Any]) -> dict[str, list[str]]:
+        return cls._bag_keys(setup_args)
 
-        Examples
-        --------
-        >>> proba = model.predict_proba()
-        """
-        logits = self._collect(mdata, indices, batch_size)["logits"]
-        proba = torch.softmax(torch.as_tensor(logits), dim=-1).numpy()
-        return pd.DataFrame(proba, index=self._obs_names(mdata, indices), columns=self.classes)
-
-    def get_latent_representation(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 128
-    ) -> np.ndarray:
-        """Pooled tile vector and pooled gene vector, concatenated (patients x ``wsi_dim + rna_dim``).
-
-        Examples
-        --------
-        >>> z = model.get_latent_representation()
-        """
-        return self._collect(mdata, indices, batch_size)["embedding"]
+    # prediction -------------------------------------------------------------------------------------------------
+    def _inference_outputs(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.module.inference(**self.module._get_inference_input(tensors))
+        attention = out.pop("attention")
+        return {**out, **{f"attention_{k}": attention[k] for k in ATTENTION_KEYS}}
 
     def get_attention(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 128
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> dict[str, np.ndarray]:
         """CLS attention weights per patient (last layer of the last block, mean over heads).
 
@@ -476,6 +379,36 @@ class MedCrossViT(ClassPredictionMixin, UnsupervisedTrainingMixin, BaseModelClas
         >>> attn = model.get_attention()
         >>> attn["genes"].shape
         """
-        attention = self._collect(mdata, indices, batch_size)["attention"]
+        out = self._collect(mdata, indices, batch_size, [f"attention_{k}" for k in ATTENTION_KEYS])
+        attention = {k: out[f"attention_{k}"] for k in ATTENTION_KEYS}
         attention["tiles"], attention["genes"] = attention["tiles_self"], attention["genes_self"]
         return attention
+
+    def relevance_adapter(self):
+        """Return the expression's features and the classes for :mod:`multiomix.explain`, without a classifier.
+
+        Med-CrossViT classifies a patient from its tile bag **and** its expression together (the gene CLS token
+        attends to that patient's tiles), so there is no function of the expression alone that is what the model
+        computes, and a mean-pooled tile vector as a second input is not what it computes either. The adapter
+        therefore has ``classifier=None`` (feature relevance with ``kind='group'`` raises); explain this model
+        through its attention instead (:meth:`get_attention`, ``uns[key]['attention']`` of
+        :func:`multiomix.tl.fit_med_crossvit`, :func:`multiomix.pl.tile_attention`).
+
+        Examples
+        --------
+        >>> adapter = model.relevance_adapter()  # doctest: +SKIP
+        >>> adapter.classifier is None  # doctest: +SKIP
+        True
+        """
+        from ..explain._adapter import RelevanceAdapter
+
+        mods = self.modalities
+        return RelevanceAdapter(
+            modalities=mods,
+            feature_names={m: pd.Index(self.feature_names_[m]) for m in mods},
+            layers=self.layers,
+            class_names=list(self.classes),
+            classifier=None,
+            device=self.module.device,
+            name="MedCrossViT",
+        )

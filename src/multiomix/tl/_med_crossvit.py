@@ -7,28 +7,33 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import scvi
 from mudata import MuData
 
-from multiomix._utils import check_labels, check_modalities, split_indices, write_obs, write_obsm, write_uns
-from multiomix.models._med_crossvit import MedCrossViT
+from .._utils import check_modalities
+from ..models._med_crossvit import MedCrossViT, _check_bags
+from ._baseline import stack_modalities
+from ._fit import finish_classifier_fit, modality_features, prepare_fit
 
 __all__ = ["fit_med_crossvit"]
 
 
-def _history_frame(history: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    if not history:
-        return pd.DataFrame()
-    frame = pd.concat([df.rename(columns=lambda c, k=k: k) for k, df in history.items()], axis=1)
-    frame.index = frame.index.astype(int)
-    frame.index.name = "epoch"
-    return frame.astype(float)
+def _mean_pooled_tiles(mdata: MuData, tiles_modality: str, tiles_key: str, mask_key: str | None):
+    """``rows -> mean of each bag's real tiles`` (padded slots left out), for the baseline."""
+    tiles = mdata.mod[tiles_modality].obsm[tiles_key]
+    mask = None if mask_key is None else np.asarray(mdata.mod[tiles_modality].obsm[mask_key]).astype(bool)
+
+    def pooled(rows: np.ndarray) -> np.ndarray:
+        bags = np.asarray(tiles[rows], dtype=np.float64)
+        real = mask[rows] if mask is not None else np.ones(bags.shape[:2], dtype=bool)
+        return ((bags * real[..., None]).sum(1) / real.sum(1, keepdims=True)).astype(np.float32)
+
+    return pooled
 
 
 def fit_med_crossvit(
     mdata: MuData,
     *,
-    label_key: str,
+    label_key: str | None = None,
     tiles_modality: str = "wsi",
     rna_modality: str = "rna",
     rna_layer: str | None = None,
@@ -47,23 +52,31 @@ def fit_med_crossvit(
     bag_size: int | None = None,
     dropout: float = 0.1,
     emb_dropout: float = 0.1,
-    max_epochs: int = 100,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-2,
-    batch_size: int = 32,
+    class_weighting: bool = True,
+    max_epochs: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    batch_size: int | None = None,
+    early_stopping_patience: int | None = None,
+    split_key: str = "split",
+    test_size: float = 0.2,
     validation_size: float = 0.15,
+    baseline: bool = True,
     random_state: int = 0,
     key_added: str = "medcrossvit",
     accelerator: str = "auto",
     devices: int | list[int] | str = "auto",
-    **train_kwargs: Any,
+    progress_bar: bool | None = None,
+    **trainer_kwargs: Any,
 ) -> MedCrossViT:
     """Fit Med-CrossViT on tile bags + expression and write predictions, embedding and attention.
 
-    If ``mdata.obs['split']`` exists (see :func:`multiomix.pp.split`), the model trains on the ``train``
-    rows and keeps the weights of the best ``validation`` epoch (when there are no validation rows,
-    ``validation_size`` of the train rows are held out); otherwise a random ``validation_size`` of all rows
-    is held out. Predictions, embedding and attention are written for every patient.
+    Follows the fit contract (``docs/conventions.md``): with ``obs[split_key]`` only ``'train'`` rows are
+    trained on and early stopping watches the ``'validation'`` rows (or a stratified ``validation_size`` of the
+    train rows); without it, a stratified ``test_size`` of the labelled rows is held out and the split is
+    written to ``obs[split_key]``. Rows without a label are predicted, never trained on. Test metrics of the
+    model and of a logistic-regression baseline (on the mean of each bag's real tiles concatenated with the
+    expression), fitted on the same rows, go to ``uns[key_added]``.
 
     Parameters
     ----------
@@ -71,7 +84,7 @@ def fit_med_crossvit(
         MuData with a tile-bag modality (``obsm[tiles_key]``, ``obsm[mask_key]``, as
         :func:`multiomix.io.read_tile_bags` writes) and an expression modality, same patients in both.
     label_key
-        Column of ``mdata.obs`` with the class labels.
+        Column of ``mdata.obs`` with the class labels (``None``: the one plausible label column).
     tiles_modality, rna_modality
         The two modalities.
     rna_layer
@@ -91,109 +104,105 @@ def fit_med_crossvit(
         Tiles drawn per bag at each training step (``None``: all).
     dropout, emb_dropout
         Dropout rates.
-    max_epochs, lr, weight_decay, batch_size
-        Optimisation (AdamW, early stopping on the validation loss).
+    class_weighting
+        Weight the cross-entropy by inverse class frequency of the training rows.
+    max_epochs, lr, weight_decay, batch_size, early_stopping_patience
+        Training options (defaults: the model's, 100 epochs, AdamW 1e-3 / 1e-2, 32 patients, patience 20).
+    split_key
+        Column of ``mdata.obs`` with ``train``/``validation``/``test``.
+    test_size
+        Share of the labelled rows held out for testing when there is no split column (0: none).
     validation_size
-        Fraction held out for validation when ``obs['split']`` gives none.
+        Share of the train rows held out (stratified) for early stopping when there are no validation rows.
+    baseline
+        Also fit the logistic-regression baseline on the same rows and store its test metrics.
     random_state
-        Seed (``scvi.settings.seed``, weight init, bag draws): CPU runs are reproducible.
+        Seed (weight init, bag draws, hold-outs): CPU runs are reproducible.
     key_added
-        Outputs: ``obs['<key_added>_prediction']``, ``obs['<key_added>_confidence']``,
-        ``obsm['<key_added>_proba']``, ``obsm['X_<key_added>']`` and ``uns[key_added]``.
+        Prefix of every key written.
     accelerator, devices
         Lightning accelerator and devices.
-    **train_kwargs
-        Passed to :meth:`multiomix.models.MedCrossViT.train` (e.g. ``early_stopping_patience``, ``strategy``).
+    progress_bar
+        Show a progress bar (default: ``mx.settings.progress_bar``).
+    **trainer_kwargs
+        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``).
 
     Returns
     -------
-    The trained model. ``mdata.uns[key_added]`` holds ``params``, ``history`` (per-epoch losses and
-    accuracies), ``classes``, ``seconds_per_epoch`` and ``attention``: ``tiles`` ``(n, n_tiles)`` (tile CLS
+    The trained model. Writes ``obs['<key>_prediction']``, ``obs['<key>_confidence']``,
+    ``obsm['<key>_proba']``, ``obsm['X_<key>']`` (pooled tile vector and pooled gene vector) and
+    ``uns['<key>']`` with ``params``, ``classes``, ``history`` (per-epoch losses and accuracies),
+    ``test_metrics``, ``baseline``, ``seconds_per_epoch`` and ``attention``: ``tiles`` ``(n, n_tiles)`` (tile CLS
     -> tiles; 0 on padded slots), ``genes`` (DataFrame patients x genes, gene CLS -> genes) and the
-    cross-attention maps ``tiles_cross`` (gene CLS -> tiles) and ``genes_cross`` (tile CLS -> genes).
+    cross-attention maps ``tiles_cross`` (gene CLS -> tiles) and ``genes_cross`` (tile CLS -> genes); and
+    ``obs[split_key]`` when it created the split.
 
     Examples
     --------
     >>> import multiomix as mx
     >>> mdata, truth = mx.datasets.synthetic_tile_bags(300)
-    >>> mx.pp.split(mdata, label_key="label", random_state=0)
     >>> model = mx.tl.fit_med_crossvit(mdata, label_key="label", max_epochs=60)
     >>> mdata.obs["medcrossvit_prediction"].head()
     >>> mdata.uns["medcrossvit"]["attention"]["tiles"].shape
     """
-    check_modalities(mdata, [tiles_modality, rna_modality])
-    splits = split_indices(mdata.obs)
-    check_labels(mdata.obs, label_key, rows=None if splits is None else splits["train"])
-    if max_epochs < 1:
+    defaults = MedCrossViT._train_defaults
+    epochs = defaults["max_epochs"] if max_epochs is None else max_epochs
+    if epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
-    snapshot = {"": set(mdata.uns.keys()), **{m: set(a.uns.keys()) for m, a in mdata.mod.items()}}
-    try:
-        scvi.settings.seed = random_state
-        MedCrossViT.setup_mudata(
-            mdata,
-            label_key=label_key,
-            tiles_modality=tiles_modality,
-            rna_modality=rna_modality,
-            rna_layer=rna_layer,
-            tiles_key=tiles_key,
-            mask_key=mask_key,
-        )
-        model = MedCrossViT(
-            mdata,
-            wsi_dim=wsi_dim,
-            rna_dim=rna_dim,
-            depth=depth,
-            enc_depth=enc_depth,
-            enc_heads=heads,
-            enc_dim_head=dim_head,
-            enc_mlp_dim=mlp_dim,
-            cross_depth=cross_depth,
-            cross_heads=heads,
-            cross_dim_head=dim_head,
-            gene_tokenizer=gene_tokenizer,
-            pool=pool,
-            bag_size=bag_size,
-            dropout=dropout,
-            emb_dropout=emb_dropout,
-            random_state=random_state,
-        )
-        indices: dict[str, Any] = {}
-        if splits is not None:
-            train, val = splits["train"], splits["validation"]
-            if len(val) == 0 and validation_size > 0:
-                perm = np.random.default_rng(random_state).permutation(train)
-                n_val = max(1, int(round(validation_size * len(train))))
-                val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-            indices = {"train_indices": train, "validation_indices": val}
-        start = time.perf_counter()
-        model.train(
-            max_epochs=max_epochs,
-            lr=lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            validation_size=validation_size,
-            accelerator=accelerator,
-            devices=devices,
-            **indices,
-            **train_kwargs,
-        )
-        seconds = time.perf_counter() - start
-        proba = model.predict_proba(mdata)
-        embedding = model.get_latent_representation(mdata)
-        attention = model.get_attention(mdata)
-    except Exception:
-        for key in set(mdata.uns.keys()) - snapshot[""]:
-            del mdata.uns[key]
-        for m, a in mdata.mod.items():
-            for key in set(a.uns.keys()) - snapshot.get(m, set()):
-                del a.uns[key]
-        raise
-    history = _history_frame(model.history)
-    classes = model.classes
-    codes = proba.to_numpy().argmax(1)
-    genes = model.gene_names
+    if bag_size is not None and bag_size < 1:
+        raise ValueError(f"bag_size must be a positive integer or None, got {bag_size}.")
+    modalities = [tiles_modality, rna_modality]
+    check_modalities(mdata, modalities)
+    _check_bags(mdata, tiles_modality, tiles_key, mask_key)
+    layers = {rna_modality: rna_layer}
+    fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layers, split_key=split_key,
+                      test_size=test_size, validation_size=validation_size, random_state=random_state,
+                      obsm={tiles_modality: [tiles_key] + ([mask_key] if mask_key is not None else [])})
+    MedCrossViT.setup_mudata(fit.view, label_key=fit.label_key, tiles_modality=tiles_modality,
+                             rna_modality=rna_modality, layer=rna_layer, tiles_key=tiles_key, mask_key=mask_key)
+    model = MedCrossViT(
+        fit.view,
+        wsi_dim=wsi_dim,
+        rna_dim=rna_dim,
+        depth=depth,
+        enc_depth=enc_depth,
+        enc_heads=heads,
+        enc_dim_head=dim_head,
+        enc_mlp_dim=mlp_dim,
+        cross_depth=cross_depth,
+        cross_heads=heads,
+        cross_dim_head=dim_head,
+        gene_tokenizer=gene_tokenizer,
+        pool=pool,
+        bag_size=bag_size,
+        dropout=dropout,
+        emb_dropout=emb_dropout,
+        class_weighting=class_weighting,
+        random_state=random_state,
+    )
+    start = time.perf_counter()
+    model.train(epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=fit.train,
+                validation_indices=fit.validation, early_stopping_patience=early_stopping_patience,
+                accelerator=accelerator, devices=devices, progress_bar=progress_bar, **trainer_kwargs)
+    seconds = time.perf_counter() - start
+    n_epochs = max(len(next(iter(model.history.values()))) if model.history else 0, 1)
+    attention = model.get_attention()
+    genes, obs_names = model.gene_names, mdata.obs_names
+
+    def extra() -> dict[str, Any]:
+        return {
+            "seconds_per_epoch": seconds / n_epochs,
+            "attention": {
+                "tiles": attention["tiles"].astype(np.float32),
+                "tiles_cross": attention["tiles_cross"].astype(np.float32),
+                "genes": pd.DataFrame(attention["genes"].astype(np.float32), index=obs_names, columns=genes),
+                "genes_cross": pd.DataFrame(attention["genes_cross"].astype(np.float32), index=obs_names,
+                                            columns=genes),
+            },
+        }
+
     params = {
-        "label_key": label_key,
+        "label_key": fit.label_key,
         "tiles_modality": tiles_modality,
         "rna_modality": rna_modality,
         "rna_layer": rna_layer or "X",
@@ -212,32 +221,20 @@ def fit_med_crossvit(
         "bag_size": int(bag_size or 0),
         "dropout": float(dropout),
         "emb_dropout": float(emb_dropout),
-        "max_epochs": int(max_epochs),
-        "lr": float(lr),
-        "weight_decay": float(weight_decay),
-        "batch_size": int(batch_size),
+        "class_weighting": bool(class_weighting),
+        "max_epochs": int(epochs),
+        "lr": float(defaults["lr"] if lr is None else lr),
+        "weight_decay": float(defaults["weight_decay"] if weight_decay is None else weight_decay),
+        "batch_size": int(defaults["batch_size"] if batch_size is None else batch_size),
+        "early_stopping_patience": int(defaults["early_stopping_patience"] if early_stopping_patience is None
+                                       else early_stopping_patience),
         "random_state": int(random_state),
     }
-    obs_names = mdata.obs_names
-    write_obs(mdata, f"{key_added}_prediction", pd.Categorical.from_codes(codes, categories=classes))
-    write_obs(mdata, f"{key_added}_confidence", proba.to_numpy().max(1).astype(np.float32))
-    write_obsm(mdata, f"{key_added}_proba", proba.to_numpy().astype(np.float32))
-    write_obsm(mdata, f"X_{key_added}", np.asarray(embedding, dtype=np.float32))
-    write_uns(
-        mdata,
-        key_added,
-        {
-            "params": params,
-            "classes": np.asarray(classes, dtype=object),
-            "history": history,
-            "seconds_per_epoch": seconds / max(len(history), 1),
-            "attention": {
-                "tiles": attention["tiles"].astype(np.float32),
-                "tiles_cross": attention["tiles_cross"].astype(np.float32),
-                "genes": pd.DataFrame(attention["genes"].astype(np.float32), index=obs_names, columns=genes),
-                "genes_cross": pd.DataFrame(attention["genes_cross"].astype(np.float32), index=obs_names,
-                                            columns=genes),
-            },
-        },
+    pooled = _mean_pooled_tiles(mdata, tiles_modality, tiles_key, mask_key)
+    expression = modality_features(mdata, [rna_modality], layers)
+    finish_classifier_fit(
+        mdata, fit, model, key_added=key_added, params=params, split_key=split_key, baseline=baseline,
+        baseline_features=lambda rows: stack_modalities([pooled(rows), expression(rows)]),
+        random_state=random_state, extra=extra,
     )
     return model

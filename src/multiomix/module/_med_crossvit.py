@@ -1,0 +1,97 @@
+"""scvi-tools module of Med-CrossViT: the network over tile bags and expression, with a cross-entropy loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+
+from ..nn.crossvit import MedCrossViT as MedCrossViTNet
+from ..nn.crossvit import sample_bag_indices
+from ..nn.losses import cross_entropy
+
+#: registry keys of the tile bags and of the tile mask (``obsm`` fields of the tiles modality)
+TILES_KEY = "tiles"
+TILE_MASK_KEY = "tile_mask"
+#: CLS attention maps returned by ``inference`` (see :meth:`multiomix.nn.crossvit.MedCrossViT.encode`)
+ATTENTION_KEYS = ("tiles_self", "tiles_cross", "genes_self", "genes_cross")
+
+
+class MedCrossViTModule(BaseModuleClass):
+    """scvi-tools module around :class:`multiomix.nn.crossvit.MedCrossViT` with a cross-entropy loss.
+
+    Parameters
+    ----------
+    rna_key
+        Registry key of the expression field (``X_<rna modality>``).
+    has_mask
+        Whether a tile mask is registered.
+    bag_size
+        During training, draw this many real tiles per bag at every step (``None``: use all).
+    class_weighting
+        Weight the cross-entropy by class (the weights are set from the training rows when training starts).
+    **net_kwargs
+        Passed to :class:`multiomix.nn.crossvit.MedCrossViT` (``num_classes``, ``tile_dim``, ``n_genes``, ...).
+
+    Examples
+    --------
+    >>> module = MedCrossViTModule(rna_key="X_rna", has_mask=True, num_classes=2, tile_dim=16,
+    ...                            n_genes=20)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        rna_key: str,
+        has_mask: bool,
+        bag_size: int | None = None,
+        class_weighting: bool = True,
+        **net_kwargs: Any,
+    ):
+        super().__init__()
+        self.rna_key, self.has_mask, self.bag_size = rna_key, has_mask, bag_size
+        self.net = MedCrossViTNet(**net_kwargs)
+        weight = torch.ones(net_kwargs["num_classes"]) if class_weighting else None
+        self.register_buffer("class_weight", weight)
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {
+            "tiles": tensors[TILES_KEY],
+            "genes": tensors[self.rna_key],
+            "tile_mask": tensors[TILE_MASK_KEY] if self.has_mask else None,
+        }
+
+    @auto_move_data
+    def inference(
+        self, tiles: torch.Tensor, genes: torch.Tensor, tile_mask: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Logits, embedding (both pooled vectors) and CLS attention weights (a dict, see ``ATTENTION_KEYS``)."""
+        mask = tile_mask > 0.5 if tile_mask is not None else torch.ones(tiles.shape[:2], dtype=torch.bool,
+                                                                          device=tiles.device)
+        if self.training and self.bag_size is not None:
+            index, mask = sample_bag_indices(mask, self.bag_size)
+            tiles = torch.gather(tiles, 1, index.unsqueeze(-1).expand(-1, -1, tiles.shape[-1]))
+        wsi, rna, attention = self.net.encode(tiles, genes, tile_mask=mask)
+        logits = self.net.wsi_head(wsi) + self.net.rna_head(rna)
+        return {"logits": logits, "embedding": torch.cat((wsi, rna), dim=-1), "attention": attention}
+
+    def _get_generative_input(self, tensors, inference_outputs) -> dict:
+        return {}
+
+    def generative(self) -> dict:
+        """No generative part (a discriminative model)."""
+        return {}
+
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """Class-weighted cross-entropy."""
+        logits = inference_outputs["logits"]
+        labels = tensors[REGISTRY_KEYS.LABELS_KEY]
+        ce = cross_entropy(logits, labels, self.class_weight)
+        return LossOutput(loss=ce, classification_loss=ce, logits=logits, true_labels=labels,
+                          n_obs_minibatch=labels.shape[0])
+
+    def sample(self, *args, **kwargs):
+        """Not defined for a classifier."""
+        raise NotImplementedError("MedCrossViT is discriminative; it has no generative sampling.")
