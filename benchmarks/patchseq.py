@@ -164,7 +164,7 @@ def fit_unitednet(mdata, mode, raw, y, train, val, test, train_all, epochs: int,
     model = UnitedNet(mdata, mode=mode, n_clusters=27, random_state=seed, **{**MODEL_KW, **MODE_KW[mode]})
     t0 = time.perf_counter()
     model.train(epochs, train_indices=np.sort(train), validation_indices=np.sort(val), accelerator="cpu",
-                enable_progress_bar=False, **TRAIN_KW)
+                progress_bar=False, **TRAIN_KW)
     seconds = time.perf_counter() - t0
     pred = model.predict(indices=test).astype(str).to_numpy()
     res = {"seed": seed, "seconds": seconds, "s_per_epoch": seconds / epochs, "best_head": model.best_head,

@@ -58,7 +58,7 @@ def fit_score(mdata, y, train, val, test, epochs: int, seed: int) -> dict:
     model = UnitedNet(mdata, mode="supervised", random_state=seed, **MODEL_KW)
     t0 = time.perf_counter()
     model.train(epochs, train_indices=np.sort(train), validation_indices=np.sort(val), accelerator="cpu",
-                enable_progress_bar=False, **TRAIN_KW)
+                progress_bar=False, **TRAIN_KW)
     pred = model.predict(indices=test).astype(str).to_numpy()
     return {"seed": seed, "accuracy": float((pred == y[test]).mean()), "seconds": time.perf_counter() - t0}
 

@@ -135,8 +135,9 @@ def choose_lr(reference, label_key: str, lrs: list[float], *, folds: int, epochs
             for _train, held_out in splits:
                 work = with_held_out(reference, held_out)
                 mx.tl.fit_unitednet(work, label_key=label_key, max_epochs=epochs, lr=lr, random_state=fit_seed,
-                                    accelerator="cpu", trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW)
-                accuracies.append(float(work.uns["unitednet"]["metrics"]["test"]["accuracy"]))
+                                    accelerator="cpu", progress_bar=False, validation_size=0.1, baseline=False,
+                                    **MODEL_KW)
+                accuracies.append(float(work.uns["unitednet"]["test_metrics"]["accuracy"]))
             per_seed.append(accuracies)
         table[f"{lr:g}"] = {"accuracy": float(np.mean(per_seed)), "per_fold": per_seed[0],
                             "per_seed": [float(np.mean(a)) for a in per_seed]}
@@ -177,7 +178,7 @@ def protein_predictions(reference, query, *, seed: int, folds: int, latents: lis
         kw = {**MODEL_KW, "latent_dim": setting[0], "input_dropout": setting[1]}
         return mx.tl.fit_unitednet(data, mode="translation", modalities=["rna", "adt"], max_epochs=epochs,
                                    random_state=fit_seed, accelerator="cpu",
-                                   trainer_kwargs={"enable_progress_bar": False}, **kw)
+                                   progress_bar=False, validation_size=0.1, test_size=0, **kw)
 
     def held_out_predictions(setting: tuple[int, float], fit_seed: int) -> np.ndarray:
         pred = np.zeros_like(p_ref)
@@ -255,11 +256,13 @@ def run_dataset(name: str, mdata, *, epochs: int, adapt_epochs: int, scanvi_epoc
         t0 = time.perf_counter()
         models.append(mx.tl.fit_unitednet(reference.copy(), label_key=label_key, max_epochs=epochs, lr=lr,
                                           random_state=seed + k, accelerator="cpu",
-                                          trainer_kwargs={"enable_progress_bar": False}, **MODEL_KW))
+                                          progress_bar=False, validation_size=0.1, test_size=0, baseline=False,
+                                          **MODEL_KW))
         t_ref = time.perf_counter() - t0
         mx.tl.transfer_labels(reference, query, label_key=label_key, model=models[-1], adapt_epochs=adapt_epochs,
-                              random_state=seed + k, accelerator="cpu", trainer_kwargs={"enable_progress_bar": False})
-        runs.append({"proba": query.uns["unitednet_transfer"]["proba"], "seconds": time.perf_counter() - t0,
+                              random_state=seed + k, accelerator="cpu", progress_bar=False,
+                              key_added="unitednet_transfer")
+        runs.append({"proba": np.asarray(query.obsm["unitednet_transfer_proba"]), "seconds": time.perf_counter() - t0,
                      "seconds_reference_fit": t_ref})
     model = models[0]  # the first seed's reference model: the no-adaptation row and protein from RNA
     classes = np.asarray(query.uns["unitednet_transfer"]["classes"]).astype(str)
