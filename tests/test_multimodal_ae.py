@@ -173,8 +173,12 @@ def test_use_highly_variable_subsets_features():
     np.testing.assert_allclose(model.get_latent_representation(mdata), mdata.obsm["X_mmae"], atol=1e-6)
     assert model.translate(mdata, source="atac", target="rna").shape == (80, 25)
     assert model.translate(mdata, source="rna", target="atac").shape == (80, 60)
-    all_features = mx.tl.fit_multimodal_ae(mdata, use_highly_variable=False, max_epochs=1, random_state=0, **SMALL)
+    # all features; validation_size=0 trains on every row (no validation, last epoch kept)
+    all_features = mx.tl.fit_multimodal_ae(mdata, use_highly_variable=False, validation_size=0, max_epochs=2,
+                                           random_state=0, **SMALL)
     assert len(all_features.feature_names_["rna"]) == 40
+    assert mdata.uns["mmae"]["n_train"] == 80 and mdata.uns["mmae"]["n_validation"] == 0
+    assert "validation_loss" not in mdata.uns["mmae"]["history"] and len(mdata.uns["mmae"]["history"]) == 2
 
 
 def test_deterministic_given_random_state():

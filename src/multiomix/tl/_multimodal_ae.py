@@ -213,6 +213,8 @@ def fit_multimodal_ae(
         modality_dropout=modality_dropout,
         random_state=random_state,
     )
+    if len(fit.validation) == 0:  # train_on_rows asks Lightning to validate every epoch; there is nothing to validate
+        trainer_kwargs.setdefault("limit_val_batches", 0)
     start = time.perf_counter()
     model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=fit.train,
                 validation_indices=fit.validation, early_stopping_patience=early_stopping_patience,
