@@ -79,6 +79,8 @@ class RelevanceAdapter:
         Device the modules live on.
     name
         Short model name used in messages.
+    no_classifier_reason
+        Why a model that predicts classes offers no classifier to explain (said in the error).
     linear_paths
         ``(source, target)`` pairs whose translation is a linear map (so its relevance is the same in every
         cell type); stored with the result so that plots can say so.
@@ -102,9 +104,12 @@ class RelevanceAdapter:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     name: str = "model"
     linear_paths: list[tuple[str, str]] = field(default_factory=list)
+    no_classifier_reason: str | None = None
 
     def get_classifier(self) -> nn.Module:
         """Return the classifier module (a clear error when the model has none)."""
+        if self.classifier is None and self.no_classifier_reason:
+            raise ValueError(f"{self.name}: {self.no_classifier_reason}")
         if self.classifier is None or not self.class_names:
             raise ValueError(
                 f"{self.name} does not predict classes, so kind='group' relevance is not defined for it; use "

@@ -411,4 +411,9 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
             classifier=None,
             device=self.module.device,
             name="MedCrossViT",
+            no_classifier_reason=(
+                "scores a patient from its tile bag and its expression together, so no function of the expression "
+                "alone is what it computes; explain it through its attention (model.get_attention, "
+                "mx.pl.tile_attention)."
+            ),
         )
