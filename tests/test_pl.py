@@ -1,0 +1,307 @@
+"""Plots: documented return types, ``save=``, ``ax=``, relevance health warnings, embedding colours, the reader."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+import multiomix as mx
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+# ------------------------------------------------------------------------------------------------ stored results
+def _frame(rng, features: list[str], modalities: list[str]) -> pd.DataFrame:
+    mean_abs = rng.gamma(1.0, 1.0, len(features)).astype(np.float32)
+    mean = (mean_abs * rng.choice([-1, 1], len(features))).astype(np.float32)
+    rank = np.empty(len(features), dtype=np.int64)
+    rank[np.argsort(-mean_abs)] = np.arange(1, len(features) + 1)
+    return pd.DataFrame({"modality": pd.Categorical(modalities), "mean_abs": mean_abs, "mean": mean, "rank": rank},
+                        index=pd.Index(features, name="feature"))
+
+
+def relevance_mudata(n_groups: int = 4, cells: int = 30, seed: int = 0) -> md.MuData:
+    """A MuData with group results in ``uns['relevance']`` and cross-modal ones in ``uns['relevance_rna_to_adt']``."""
+    rng = np.random.default_rng(seed)
+    groups = [f"type {i}" for i in range(n_groups - 1)] + ["B/plasma"]
+    genes, proteins = [f"G{i}" for i in range(40)], [f"P{i}" for i in range(10)]
+    obs = pd.DataFrame({"cell_type": pd.Categorical(np.repeat(groups, cells))},
+                       index=[f"c{i}" for i in range(n_groups * cells)])
+    mdata = md.MuData({"rna": ad.AnnData(rng.normal(size=(len(obs), 40)).astype(np.float32), obs=obs.copy(),
+                                         var=pd.DataFrame(index=genes)),
+                       "adt": ad.AnnData(rng.normal(size=(len(obs), 10)).astype(np.float32), obs=obs.copy(),
+                                         var=pd.DataFrame(index=proteins))})
+    mdata.obs["cell_type"] = obs["cell_type"]
+    keys = [g.replace("/", "_") for g in groups]
+    summary = pd.DataFrame({"n_cells": [cells] * n_groups}, index=pd.Index(keys, name="group"))
+    params = {"groupby": "cell_type", "groups": groups, "group_keys": keys, "source": "", "target": ""}
+    features, mods = genes + proteins, ["rna"] * 40 + ["adt"] * 10
+    mdata.uns["relevance"] = {"params": {**params, "kind": "group"}, "summary": summary,
+                              "groups": {k: _frame(rng, features, mods) for k in keys}}
+    mdata.uns["relevance_rna_to_adt"] = {
+        "params": {**params, "kind": "cross_modal", "source": "rna", "target": "adt"}, "summary": summary,
+        "groups": {k: _frame(rng, genes, ["rna"] * 40) for k in keys},
+        "matrices": {k: pd.DataFrame(rng.gamma(1.0, 1.0, (10, 40)).astype(np.float32),
+                                     index=pd.Index(proteins, name="target"), columns=genes) for k in keys},
+        "target_std": pd.DataFrame({"std": rng.uniform(0.5, 2.0, 10)}, index=pd.Index(proteins)),
+    }
+    return mdata
+
+
+def _health(mdata, key="relevance", **health):
+    base = {"additivity_error": 0.05, "n_cells": mdata.uns[key]["summary"]["n_cells"].copy(),
+            "topk_stability": 0.9, "linear_path": False}
+    mdata.uns[key]["health"] = {**base, **health}
+    return mdata
+
+
+RELEVANCE_PLOTS = {
+    "dotplot": lambda m, **kw: mx.pl.relevance_dotplot(m, "relevance", **kw),
+    "heatmap": lambda m, **kw: mx.pl.relevance_heatmap(m, "relevance", **kw),
+    "matrix": lambda m, **kw: mx.pl.relevance_heatmap(m, "relevance_rna_to_adt", group="B/plasma", **kw),
+    "network": lambda m, **kw: mx.pl.relevance_network(m, "relevance_rna_to_adt", "type 0", **kw),
+    "group_network": lambda m, **kw: mx.pl.relevance_network(m, "relevance", **kw),
+}
+
+
+def benchmark_data(n: int = 25, cells: int = 8) -> md.MuData:
+    rng = np.random.default_rng(0)
+    labels = np.repeat([f"cell type {i}" for i in range(n)], cells)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=[f"c{i}" for i in range(len(labels))])
+    mdata = md.MuData({"rna": ad.AnnData(rng.normal(size=(len(obs), 5)).astype(np.float32), obs=obs.copy())})
+    mdata.obs["cell_type"] = obs["cell_type"]
+    for key in ("X_a", "X_b"):
+        mdata.obsm[f"{key}_umap"] = rng.normal(size=(len(obs), 2))
+    mdata.uns["embedding_benchmark"] = pd.DataFrame({"nmi": [0.8, 0.6], "ari": [0.7, 0.5], "asw_label": [0.6, 0.55]},
+                                                    index=["X_a", "X_b"])
+    mdata.uns["model"] = {"history": pd.DataFrame({"train_loss": [1.0, 0.6, 0.4], "validation_loss": [1.1, 0.8, 0.7],
+                                                   "validation_accuracy": [0.5, 0.7, 0.8]})}
+    share = pd.DataFrame({"mrna->mirna": [0.5, 0.2], "mirna->mrna": [0.5, 0.8]}, index=["LumA", "Basal"])
+    mdata.uns["crossattomics_interactions"] = {"share": share, "mean": share - 0.5}
+    return mdata
+
+
+def genomic_adata() -> ad.AnnData:
+    rng = np.random.default_rng(0)
+    n, tokens = 20, 8
+    adata = ad.AnnData(rng.normal(size=(n, 1)).astype(np.float32), obs=pd.DataFrame(
+        {"split": ["train"] * 10 + ["test"] * 10}, index=[f"r{i}" for i in range(n)]))
+    adata.obsm["genomic_interpreter_prediction"] = adata.X + rng.normal(0, 0.3, (n, 1)).astype(np.float32)
+    attention = {name: rng.random((2, 2, tokens, tokens))
+                 for name in ("stage0.block0", "stage0.block1", "transformer.layer0")}
+    adata.uns["genomic_interpreter"] = {
+        "params": {"tracks_key": "", "layer": "", "backbone": "swin1d"}, "track_names": np.array(["signal"]),
+        "attention": attention, "attention_resolution": dict.fromkeys(attention, 16),
+        "attention_regions": np.array(["r0", "r1"], dtype=object)}
+    return adata
+
+
+def tile_mudata() -> md.MuData:
+    rng = np.random.default_rng(0)
+    n, tiles, genes = 12, 9, 15
+    obs = pd.DataFrame(index=[f"p{i}" for i in range(n)])
+    wsi = ad.AnnData(np.zeros((n, 1), np.float32), obs=obs.copy())
+    wsi.obsm["coords"] = np.stack([np.stack(np.meshgrid(range(3), range(3)), -1).reshape(-1, 2)] * n).astype(float)
+    wsi.obsm["tile_mask"] = np.ones((n, tiles), bool)
+    rna = ad.AnnData(rng.normal(size=(n, genes)).astype(np.float32), obs=obs.copy(),
+                     var=pd.DataFrame(index=[f"g{i}" for i in range(genes)]))
+    mdata = md.MuData({"wsi": wsi, "rna": rna})
+    mdata.obs["medcrossvit_prediction"] = pd.Categorical(np.repeat(["tumour", "normal"], n // 2))
+    mdata.obs["medcrossvit_confidence"] = rng.uniform(0.5, 1.0, n)
+    mdata.uns["medcrossvit"] = {
+        "params": {"tiles_modality": "wsi", "mask_key": "tile_mask"},
+        "attention": {"tiles": rng.dirichlet(np.ones(tiles), n),
+                      "genes": pd.DataFrame(rng.dirichlet(np.ones(genes), n), index=mdata.obs_names,
+                                            columns=rna.var_names)}}
+    return mdata
+
+
+# ------------------------------------------------------------------------------------------------- conventions
+def _axes_level_calls():
+    rel, bench, gen = relevance_mudata(), benchmark_data(), genomic_adata()
+    calls = {name: (lambda kw, call=call: call(rel, **kw)) for name, call in RELEVANCE_PLOTS.items()}
+    calls["benchmark"] = lambda kw: mx.pl.benchmark(bench, **kw)
+    calls["training_history"] = lambda kw: mx.pl.training_history(bench, "model", **kw)
+    calls["track_prediction"] = lambda kw: mx.pl.track_prediction(gen, **kw)
+    return calls
+
+
+def _figure_level_calls():
+    bench, gen, tiles = benchmark_data(), genomic_adata(), tile_mudata()
+    return {
+        "embedding": lambda kw: mx.pl.embedding(bench, keys=["X_a", "X_b"], color="cell_type", **kw),
+        "interaction_importance": lambda kw: mx.pl.interaction_importance(bench, **kw),
+        "interaction_bars": lambda kw: mx.pl.interaction_importance(bench, kind="bar", **kw),
+        "attention_maps": lambda kw: mx.pl.attention_maps(gen, region=1, marks={"A": 40}, **kw),
+        "tile_attention": lambda kw: mx.pl.tile_attention(tiles, n_top=5, **kw),
+    }
+
+
+@pytest.mark.parametrize("name", list(_axes_level_calls()))
+def test_axes_level_returns_saves_and_honours_ax(name, tmp_path):
+    call = _axes_level_calls()[name]
+    ax = call({})
+    assert isinstance(ax, Axes)
+    fig = call({"return_fig": True, "save": tmp_path / "plot.png"})
+    assert isinstance(fig, Figure) and (tmp_path / "plot.png").stat().st_size > 5000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # showing on a non-interactive backend is silent
+        assert call({"show": True}) is None
+    outer, given = plt.subplots(figsize=(8, 5))
+    drawn = call({"ax": given})
+    assert drawn.figure is outer
+    assert outer.get_size_inches().tolist() == [8, 5]  # the caller's figure is not resized
+
+
+@pytest.mark.parametrize("name", list(_figure_level_calls()))
+def test_figure_level_returns_figure_and_saves(name, tmp_path):
+    call = _figure_level_calls()[name]
+    fig = call({"save": tmp_path / "plot.png"})
+    assert isinstance(fig, Figure) and len(fig.axes) >= 1
+    assert (tmp_path / "plot.png").stat().st_size > 5000
+    assert call({"show": True}) is None
+
+
+def test_fonts_and_size_of_the_default_relevance_plots():
+    mdata = relevance_mudata(n_groups=20)
+    for name in ("dotplot", "heatmap"):
+        fig = RELEVANCE_PLOTS[name](mdata, return_fig=True)
+        fig.canvas.draw()
+        sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
+        assert min(sizes) >= 9, name
+        assert fig.get_size_inches()[0] <= mx.pl.LAPTOP_WIDTH + 0.5, name
+        rows = fig.axes[0].get_yticklabels()
+        assert len(rows) == 12  # at most 12 groups by default
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        width, height = fig.get_size_inches()
+        assert box.x0 >= -0.01 and box.y0 >= -0.01 and box.x1 <= width + 0.01 and box.y1 <= height + 0.01
+
+
+def test_default_groups_are_the_largest():
+    mdata = relevance_mudata(n_groups=15)
+    mdata.uns["relevance"]["summary"]["n_cells"] = np.arange(15) + 1
+    ax = mx.pl.relevance_dotplot(mdata, max_groups=3)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["type 12", "type 13", "B/plasma"]
+    ax = mx.pl.relevance_dotplot(mdata, groups=["type 0", "B/plasma"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["type 0", "B/plasma"]
+    with pytest.raises(KeyError, match="Group 'nope'"):
+        mx.pl.relevance_dotplot(mdata, groups=["nope"])
+
+
+# ---------------------------------------------------------------------------------------------------- health
+def _notes(result) -> list[str]:
+    fig = result if isinstance(result, Figure) else result.figure
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text) if "Caution" in t.get_text()]
+
+
+@pytest.mark.parametrize("name", list(RELEVANCE_PLOTS))
+def test_health_warnings_fire_only_when_needed(name):
+    call = RELEVANCE_PLOTS[name]
+    mdata = relevance_mudata()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no health: no warning
+        assert not _notes(call(mdata))
+    key = "relevance" if name in ("dotplot", "heatmap", "group_network") else "relevance_rna_to_adt"
+    _health(mdata, key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # healthy: no warning
+        assert not _notes(call(mdata))
+    tiny = mdata.uns[key]["health"]["n_cells"].copy()
+    tiny.iloc[:] = 5
+    for health, text in [({"n_cells": tiny}, "fewer than 10 cells"),
+                         ({"additivity_error": 0.35}, "additivity error is 0.35"),
+                         ({"linear_path": True}, "linear")]:
+        _health(mdata, key, **health)
+        with pytest.warns(UserWarning, match=text):
+            result = call(mdata)
+        assert _notes(result), (name, health)
+
+
+def test_tiny_group_warning_names_the_group():
+    mdata = _health(relevance_mudata())
+    counts = mdata.uns["relevance"]["health"]["n_cells"]
+    counts.loc["B_plasma"] = 4
+    with pytest.warns(UserWarning, match=r"B/plasma \(4\)"):
+        mx.pl.relevance_dotplot(mdata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the tiny group is not shown: no warning
+        mx.pl.relevance_dotplot(mdata, groups=["type 0", "type 1"])
+
+
+# -------------------------------------------------------------------------------------------- network, errors
+def test_relevance_network_on_group_results_and_clear_errors():
+    mdata = relevance_mudata()
+    ax = mx.pl.relevance_network(mdata, "relevance", n_top=2, modality="adt")
+    labels = {t.get_text() for t in ax.texts}
+    assert {"type 0", "B/plasma"} <= labels and all(not t.startswith("G") for t in labels)
+    with pytest.raises(ValueError, match="cross-modal"):
+        mx.pl.relevance_network(mdata, "relevance", "type 0")
+    with pytest.raises(ValueError, match="pass `group=`"):
+        mx.pl.relevance_network(mdata, "relevance_rna_to_adt")
+    with pytest.raises(KeyError, match="run mx.tl.feature_relevance"):
+        mx.pl.relevance_dotplot(mdata, "absent")
+    with pytest.raises(ValueError, match="group relevance"):
+        mx.pl.relevance_heatmap(mdata, "relevance", group="type 0")
+
+
+# ---------------------------------------------------------------------------------------------------- colours
+def _point_colors(fig: Figure) -> list[str]:
+    ax = fig.axes[0]
+    return [to_hex(c.get_facecolor()[0]) for c in ax.collections if len(c.get_offsets())]
+
+
+def test_embedding_colours_unique_and_stored_like_scanpy():
+    mdata = benchmark_data(n=25)
+    fig = mx.pl.embedding(mdata, keys=["X_a"], color="cell_type")
+    colors = _point_colors(fig)
+    assert len(colors) == 25 and len(set(colors)) == 25
+    stored = list(mdata.uns["cell_type_colors"])
+    assert stored == colors
+    import scanpy as sc
+
+    assert stored == [to_hex(c) for c in sc.pl.palettes.default_28[:25]]
+
+
+def test_embedding_uses_stored_colours():
+    mdata = benchmark_data(n=3)
+    mine = ["#000000", "#ff0000", "#00ff00"]
+    mdata.uns["cell_type_colors"] = np.array(mine)
+    fig = mx.pl.embedding(mdata, keys=["X_a", "X_b"], color="cell_type")
+    assert _point_colors(fig) == mine
+    mdata.uns["cell_type_colors"] = ["#000000"]  # too few: replaced by scanpy's default, as scanpy does
+    mx.pl.embedding(mdata, keys=["X_a"], color="cell_type")
+    assert len(set(mdata.uns["cell_type_colors"])) == 3
+
+
+# ------------------------------------------------------------------------------------------------------ reader
+def test_get_result_reader():
+    mdata = relevance_mudata()
+    assert mx.tl.get_result(mdata, "relevance", kind="relevance") is mdata.uns["relevance"]
+    part = mx.tl.get_result(mdata, "relevance_rna_to_adt", group="B/plasma")
+    assert part["key"] == "B_plasma" and part["matrix"].shape == (10, 40) and "mean_abs" in part["features"]
+    assert mx.tl.get_result(mdata, "relevance", group="B_plasma")["key"] == "B_plasma"
+    with pytest.raises(KeyError, match="run mx.tl.feature_relevance"):
+        mx.tl.get_result(mdata, "relevance_rna_to_morph")
+    with pytest.raises(KeyError, match="run mx.tl.benchmark_embeddings"):
+        mx.tl.get_result(mdata, "embedding_benchmark", kind="embedding_benchmark")
+    with pytest.raises(KeyError, match="Group 'Z'"):
+        mx.tl.get_result(mdata, "relevance", group="Z")
+    with pytest.raises(ValueError, match="Unknown result kind"):
+        mx.tl.get_result(mdata, "relevance", kind="nonsense")
