@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import multiomix as mx
-from multiomix.models._genomic_interpreter import DEFAULT_BACKBONE_KWARGS, build_backbone, infer_loss, lr_factor
+from multiomix.module._genomic_interpreter import DEFAULT_BACKBONE_KWARGS, build_backbone, infer_loss
 from multiomix.nn.swin1d import Attention, Swin1D, SwinLayer, TokenMerge, TrackHead
+from multiomix.train._genomic_interpreter import lr_factor
 
 os.environ.setdefault("MULTIOMIX_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 torch.set_num_threads(1)
@@ -263,6 +264,40 @@ def test_learns_planted_signal(fitted):
     history = adata.uns["genomic_interpreter"]["history"]
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert "validation_pearson" in history.columns
+    pd.testing.assert_frame_equal(adata.uns["genomic_interpreter"]["test_metrics"], metrics["test"])
+    # what the fit writes is what model.predict gives by default (both strand-averaged)
+    np.testing.assert_array_equal(pred, model.predict())
+    assert not np.allclose(pred, model.predict(reverse_complement_average=False))
+
+
+def test_predict_on_new_regions(fitted):
+    adata, model = fitted
+    pred = adata.obsm["genomic_interpreter_prediction"]
+    rows = np.arange(30)[::-1]
+    # sequences only (no targets), rows in another order: identical predictions; the object is not registered
+    new = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[rows]))
+    new.obsm["dna_onehot"] = adata.obsm["dna_onehot"][rows]
+    np.testing.assert_allclose(model.predict(new), pred[rows], rtol=1e-6)  # other minibatches: float rounding
+    assert not any(k.startswith("_scvi") for k in new.uns) and list(new.obsm) == ["dna_onehot"]
+    with pytest.raises(ValueError, match="no targets"):
+        model.evaluate(new)
+    # with the track among other columns: evaluated against it
+    extra = ad.AnnData(np.c_[np.zeros((30, 1)), adata.X[rows]].astype(np.float32),
+                       obs=new.obs.copy(), var=pd.DataFrame(index=["other", "signal"]))
+    extra.obsm["dna_onehot"] = new.obsm["dna_onehot"]
+    assert model.evaluate(extra).loc["signal", "pearson"] > 0.5
+    wrong = ad.AnnData(obs=new.obs.copy())
+    wrong.obsm["dna_onehot"] = new.obsm["dna_onehot"][:, :100]
+    with pytest.raises(ValueError, match="128 bp"):
+        model.predict(wrong)
+    wrong.obsm["dna_onehot"] = 2 * new.obsm["dna_onehot"]
+    with pytest.raises(ValueError, match="one-hot"):
+        model.predict(wrong)
+    partial = ad.AnnData(np.zeros((30, 1), dtype=np.float32), obs=new.obs.copy(), var=pd.DataFrame(index=["other"]))
+    partial.obsm["dna_onehot"] = new.obsm["dna_onehot"]
+    np.testing.assert_allclose(model.predict(partial), pred[rows], rtol=1e-6)  # no track column: sequences only
+    with pytest.raises(NotImplementedError, match="binary"):
+        model.relevance_adapter()
 
 
 def test_swin_learns_non_homopolymer_motifs():
@@ -287,7 +322,12 @@ def test_save_load_and_h5ad_round_trip(fitted, tmp_path):
     adata, model = fitted
     model.save(tmp_path / "gi", overwrite=True)
     loaded = mx.models.GenomicInterpreter.load(tmp_path / "gi", adata=adata)
-    np.testing.assert_allclose(loaded.predict(indices=np.arange(20)), model.predict(indices=np.arange(20)), rtol=1e-5)
+    np.testing.assert_array_equal(loaded.predict(), adata.obsm["genomic_interpreter_prediction"])
+    assert not any(k.startswith("_scvi") for k in adata.uns)  # the user's object is not registered
+    sequences = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[:20]))
+    sequences.obsm["dna_onehot"] = adata.obsm["dna_onehot"][:20]
+    again = mx.models.GenomicInterpreter.load(tmp_path / "gi", adata=sequences)
+    np.testing.assert_array_equal(again.predict(), model.predict(indices=np.arange(20)))
     pairs = np.flatnonzero(adata.obs["kind"] == "pair")[:3]
     mx.tl.attention_maps(adata, model, regions=list(adata.obs_names[pairs]))
     attn = adata.uns["genomic_interpreter"]["attention"]
@@ -360,7 +400,32 @@ def test_profile_targets_and_binary_loss():
     assert infer_loss(binary.X) == "bce"
     mx.tl.fit_genomic_interpreter(binary, backbone="cnn_dilated", backbone_kwargs={"dim": 8, "n_dilated": 2},
                                   max_epochs=1, **FIT)
-    assert {"auroc", "auprc"} <= set(binary.uns["genomic_interpreter"]["metrics"]["test"].columns)
+    entry = binary.uns["genomic_interpreter"]
+    assert {"auroc", "auprc"} <= set(entry["test_metrics"].columns)
+    assert entry["baseline"]["name"] == "logistic_regression_kmer"
+    assert {"auroc", "auprc"} <= set(entry["baseline"]["test_metrics"].columns)
+
+
+def test_no_split_column_holds_out_test_rows_and_binary_adapter():
+    adata = mx.datasets.planted_motif_pairs(100, length=128, distance=24, random_state=0)
+    adata.X = (adata.X > 5).astype(np.float32)
+    del adata.obs["split"]
+    before = adata.obs.copy()
+    model = mx.tl.fit_genomic_interpreter(adata, backbone="cnn_maxpool", backbone_kwargs={"dims": (8, 8)},
+                                          max_epochs=1, key_added="gi", **FIT)
+    entry = adata.uns["gi"]
+    assert (entry["n_train"], entry["n_validation"], entry["n_test"]) == (68, 12, 20)
+    assert (adata.obs["split"] == "test").sum() == 20 and "auroc" in entry["test_metrics"]
+    pd.testing.assert_frame_equal(adata.obs.drop(columns="split"), before)
+    assert {"gi_prediction"} == set(adata.obsm) - {"dna_onehot", "tracks"}
+    # one binary track: its two classes, explained on the flattened one-hot DNA
+    adapter = model.relevance_adapter(class_names=("low", "high"))
+    x = torch.as_tensor(adata.obsm["dna_onehot"][:5].reshape(5, -1), dtype=torch.float32)
+    assert adapter.feature_names["dna"][:5].tolist() == ["0_A", "0_C", "0_G", "0_T", "1_A"]
+    with torch.no_grad():
+        proba = adapter.get_classifier()(x).numpy()
+    np.testing.assert_allclose(proba[:, 1], model.predict(indices=np.arange(5))[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
 
 
 def test_clear_errors_leave_object_untouched():
@@ -378,5 +443,11 @@ def test_clear_errors_leave_object_untouched():
     wrong.obsm["dna_onehot"] = wrong.obsm["dna_onehot"][..., :3]
     with pytest.raises(ValueError, match="length, 4"):
         mx.tl.fit_genomic_interpreter(wrong, max_epochs=1, **FIT)
+    duplicated = adata.copy()
+    duplicated.obs_names = ["r"] * duplicated.n_obs
+    with pytest.raises(ValueError, match="duplicates"):
+        mx.tl.fit_genomic_interpreter(duplicated, max_epochs=1, **FIT)
+    with pytest.raises(ValueError, match="too few"):
+        mx.tl.fit_genomic_interpreter(adata[:2].copy(), split_key="none", max_epochs=1, **FIT)
     assert (set(adata.uns), set(adata.obsm)) == before[:2]
     pd.testing.assert_frame_equal(adata.obs, before[2])

@@ -7,9 +7,11 @@ import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     adjusted_rand_score,
+    average_precision_score,
     balanced_accuracy_score,
     f1_score,
     normalized_mutual_info_score,
+    roc_auc_score,
 )
 
 
@@ -76,3 +78,28 @@ def r2_per_column(pred: np.ndarray, obs: np.ndarray) -> np.ndarray:
     ss_tot = ((obs - obs.mean(0)) ** 2).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
+
+
+def track_metrics(pred: np.ndarray, obs: np.ndarray, *, binary: bool, track_names) -> pd.DataFrame:
+    """Per-track Pearson (regions and bins pooled) and, for binary targets, AUROC and AUPRC.
+
+    ``pred`` and ``obs`` are ``(regions, tracks)`` or ``(regions, bins, tracks)``; a constant track (or one
+    class only, for AUROC/AUPRC) gives NaN.
+
+    Examples
+    --------
+    >>> pred, obs = np.array([[0.2], [0.9], [0.6]]), np.array([[0], [1], [1]])
+    >>> track_metrics(pred, obs, binary=True, track_names=["t"]).round(3)
+           pearson  auroc  auprc
+    track
+    t        0.904    1.0    1.0
+    """
+    p = np.asarray(pred, dtype=np.float64).reshape(-1, np.shape(pred)[-1])
+    o = np.asarray(obs, dtype=np.float64).reshape(-1, np.shape(obs)[-1])
+    index = pd.Index(list(map(str, track_names)), name="track")
+    table = pd.DataFrame({"pearson": pearson_per_column(p, o)}, index=index)
+    if binary:
+        both = [len(np.unique(o[:, t])) == 2 for t in range(o.shape[1])]
+        table["auroc"] = [roc_auc_score(o[:, t], p[:, t]) if b else np.nan for t, b in enumerate(both)]
+        table["auprc"] = [average_precision_score(o[:, t], p[:, t]) if b else np.nan for t, b in enumerate(both)]
+    return table

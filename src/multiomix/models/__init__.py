@@ -5,7 +5,8 @@ from . import base
 from ..module import CrossAttOmicsModule
 from ._crossattomics import CrossAttOmics, default_interaction_graph
 from .base import MultiomixModel
-from ._genomic_interpreter import GenomicInterpreter, GenomicInterpreterModule
+from ..module import GenomicInterpreterModule
+from ._genomic_interpreter import GenomicInterpreter
 from ._med_crossvit import MedCrossViT, MedCrossViTModule
 from ..module import MultimodalAEModule
 from ..train import MultimodalAETrainingPlan

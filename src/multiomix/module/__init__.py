@@ -7,3 +7,5 @@ from ._multimodal_ae import MultimodalAEModule
 __all__ = ["CrossAttOmicsModule", "MedCrossViTModule", "MultimodalAEModule"]
 from ._unitednet import UnitedNetModule  # noqa: E402
 __all__ += ["UnitedNetModule"]
+from ._genomic_interpreter import GenomicInterpreterModule  # noqa: E402
+__all__ += ["GenomicInterpreterModule"]

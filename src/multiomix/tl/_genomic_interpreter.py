@@ -11,17 +11,95 @@ import pandas as pd
 from anndata import AnnData
 
 from .._logging import logger
-from .._utils import split_indices, write_obsm, write_uns
-from ..models._genomic_interpreter import DEFAULT_BACKBONE_KWARGS, GenomicInterpreter, track_metrics
+from .._metrics import track_metrics
+from .._utils import (
+    SPLIT_VALUES,
+    history_frame,
+    restore_on_error,
+    split_indices,
+    to_uns,
+    write_obs,
+    write_obsm,
+    write_uns,
+)
+from ..models import GenomicInterpreter
+from ..models._genomic_interpreter import region_input
+from ..module._genomic_interpreter import DEFAULT_BACKBONE_KWARGS
+from ._baseline import logistic_baseline
+from ._fit import _hold_out
 
-__all__ = ["attention_maps", "attention_pair_hit_rate", "fit_genomic_interpreter"]
+__all__ = ["attention_maps", "attention_pair_hit_rate", "fit_genomic_interpreter", "kmer_counts"]
+
+_NO_TEST = "no test rows (test_size=0 or no 'test' rows in the split column)"
 
 
-def _history_frame(history: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    frames = [df.rename(columns=lambda _c, k=key: k) for key, df in history.items() if len(df)]
-    table = pd.concat(frames, axis=1) if frames else pd.DataFrame()
-    table.index = pd.Index(np.arange(len(table)), name="epoch")
-    return table.astype(float).reset_index()
+def region_rows(
+    adata: AnnData, *, split_key: str = "split", test_size: float = 0.2, validation_size: float = 0.15,
+    random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.Categorical | None]:
+    """Train, validation and test rows of regions, and the new split column (``None`` when ``obs[split_key]`` exists).
+
+    ``obs[split_key]`` decides when present (rows in no split are predicted, not trained on); else a random
+    ``test_size`` of the regions is held out for testing. Validation rows, when none are given, are a random
+    ``validation_size`` of the train rows (the hold-outs of :func:`~multiomix.tl._fit.prepare_fit`).
+
+    Examples
+    --------
+    >>> train, validation, test, new = region_rows(AnnData(np.zeros((20, 1))), random_state=0)
+    >>> len(train), len(validation), len(test)
+    (14, 2, 4)
+    """
+    if not 0 <= test_size < 1 or not 0 <= validation_size < 1:
+        raise ValueError(f"Need 0 <= test_size < 1 and 0 <= validation_size < 1; got {test_size}, {validation_size}.")
+    if not adata.obs_names.is_unique:
+        duplicated = list(adata.obs_names[adata.obs_names.duplicated()].unique()[:5])
+        raise ValueError(f"adata.obs_names has duplicates (e.g. {duplicated}); run `adata.obs_names_make_unique()`.")
+    same = pd.Series("region", index=adata.obs_names)  # regions have no classes: plain random hold-outs
+    splits = split_indices(adata.obs, split_key)
+    new_split = None
+    if splits is not None:
+        train, validation, test = (splits[k] for k in SPLIT_VALUES)
+    else:
+        train, test = _hold_out(np.arange(adata.n_obs), same, test_size, what="a test set", random_state=random_state)
+        validation = np.array([], dtype=int)
+        assignment = np.full(adata.n_obs, "train", dtype=object)
+        assignment[test] = "test"
+        new_split = pd.Categorical(assignment, categories=list(SPLIT_VALUES))
+    if len(validation) == 0:
+        train, validation = _hold_out(train, same, validation_size, what="a validation set", random_state=random_state)
+    return train, validation, test, new_split
+
+
+def kmer_counts(onehot: np.ndarray, k: int = 4) -> np.ndarray:
+    """Count every k-mer per region (``4**k`` columns, lexicographic over ACGT; k-mers with an N are skipped).
+
+    Examples
+    --------
+    >>> kmer_counts(np.eye(4, dtype=np.uint8)[None], k=2)[0].nonzero()[0]  # AC, CG, GT
+    array([ 1,  6, 11])
+    """
+    index, valid = onehot.argmax(-1).astype(np.int64), onehot.max(-1) > 0
+    n, length = index.shape
+    width = length - k + 1
+    codes, ok = np.zeros((n, width), dtype=np.int64), np.ones((n, width), dtype=bool)
+    for j in range(k):
+        codes, ok = codes * 4 + index[:, j : j + width], ok & valid[:, j : j + width]
+    flat = (np.arange(n)[:, None] * 4**k + codes)[ok]
+    return np.bincount(flat, minlength=n * 4**k).reshape(n, 4**k).astype(np.float32)
+
+
+def _kmer_baseline(dna, observed, train, test, names, *, random_state: int) -> dict[str, Any]:
+    """Logistic regression on 4-mer counts per binary track, trained on ``train`` rows, scored on ``test`` rows."""
+    x_train, x_test = kmer_counts(dna[train]), kmer_counts(dna[test])
+    pred = np.full((len(test), observed.shape[1]), np.nan)
+    for t in range(observed.shape[1]):
+        y = observed[train, t].astype(int)
+        if len(np.unique(y)) == 2:
+            search = logistic_baseline(x_train, y, random_state=random_state)
+            pred[:, t] = search.predict_proba(x_test)[:, list(search.classes_).index("1")]
+    return {"name": "logistic_regression_kmer", "k": 4, "test_metrics": track_metrics(
+        pred, observed[test], binary=True, track_names=names), "description": "standardised logistic regression on "
+            "4-mer counts per binary track, class-weighted, C by inner CV, trained on the train + validation rows"}
 
 
 def fit_genomic_interpreter(
@@ -33,30 +111,41 @@ def fit_genomic_interpreter(
     layer: str | None = None,
     loss: Literal["auto", "poisson", "bce", "mse"] = "auto",
     backbone_kwargs: dict | None = None,
-    max_epochs: int = 20,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    validation_size: float = 0.1,
     reverse_complement: bool = True,
     head_pool: Literal["meanmax", "attention"] = "meanmax",
+    max_epochs: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    batch_size: int | None = None,
+    early_stopping_patience: int | None = None,
+    split_key: str = "split",
+    test_size: float = 0.2,
+    validation_size: float = 0.15,
+    baseline: bool = True,
     random_state: int = 0,
     key_added: str = "genomic_interpreter",
     accelerator: str = "auto",
-    devices: int | str = "auto",
-    **train_kwargs: Any,
+    devices: int | str | list[int] = "auto",
+    progress_bar: bool | None = None,
+    **trainer_kwargs: Any,
 ) -> GenomicInterpreter:
     """Train a Genomic Interpreter on regions and write its predictions and metrics into ``adata``.
 
-    ``obs['split']`` (``train``/``validation``/``test``), when present, decides which regions are trained on,
-    used for model selection, and held out; otherwise ``validation_size`` of the regions are held out for
-    validation and nothing is tested.
+    Follows the fit contract: with ``obs[split_key]`` (``train``/``validation``/``test``) only ``'train'``
+    regions are trained on and the weights of the best ``'validation'`` epoch are kept (or of a random
+    ``validation_size`` of the train regions when there are none); without it, a random ``test_size`` of the
+    regions is held out and the split is written to ``obs[split_key]``. The model is set up on a new AnnData
+    around ``adata``'s arrays, so ``adata`` is never registered; every output is written at the end.
 
     Writes
 
-    - ``.obsm['<key_added>_prediction']``: predicted tracks of every region (target scale);
-    - ``.uns['<key_added>']``: ``params``, ``history`` (per-epoch losses and validation metrics), ``metrics``
-      (per-track Pearson, and AUROC/AUPRC for binary targets, per split), ``track_names``.
+    - ``.obsm['<key_added>_prediction']``: predicted tracks of every region (target scale, strand-averaged,
+      as :meth:`~multiomix.models.GenomicInterpreter.predict` by default);
+    - ``.uns['<key_added>']``: ``params``, ``history`` (per-epoch losses and validation metrics),
+      ``test_metrics`` (per-track Pearson, and AUROC/AUPRC for binary targets, on the test regions),
+      ``metrics`` (the same per split), ``baseline`` (binary tracks: logistic regression on 4-mer counts, its
+      ``test_metrics``), ``track_names``, ``n_train``/``n_validation``/``n_test``;
+    - ``.obs[split_key]`` when the split was made here.
 
     Parameters
     ----------
@@ -71,23 +160,33 @@ def fit_genomic_interpreter(
         ``"auto"``, ``"poisson"``, ``"bce"`` or ``"mse"``.
     backbone_kwargs
         Backbone overrides.
-    max_epochs, batch_size, lr, weight_decay
-        Training settings.
-    validation_size
-        Validation fraction when ``obs['split']`` is absent.
     reverse_complement
-        Reverse-complement augmentation during training; predictions average both strands.
+        Reverse-complement augmentation during training.
     head_pool
         Token pooling of the track head for one value per region, ``"meanmax"`` or ``"attention"``
         (see :class:`~multiomix.models.GenomicInterpreter`).
+    max_epochs, lr, weight_decay, batch_size, early_stopping_patience
+        Training options (defaults: the model's: 20 epochs, 1e-3, 1e-4, 64, 20).
+    split_key
+        Column of ``adata.obs`` with ``train``/``validation``/``test``.
+    test_size
+        Share of the regions held out for testing when there is no split column (0: none, no test metrics).
+    validation_size
+        Share of the train regions held out for model selection when there are no validation rows.
+    baseline
+        For binary tracks (one value per region), also fit a logistic regression on 4-mer counts on the same
+        rows and store its test metrics.
     random_state
         Seed (CPU runs are reproducible).
     key_added
-        Prefix of the outputs.
+        Prefix of every key written.
     accelerator, devices
-        Lightning accelerator/devices (``strategy=`` goes in ``train_kwargs``).
-    **train_kwargs
-        Passed to :meth:`~multiomix.models.GenomicInterpreter.train`.
+        Lightning accelerator and devices.
+    progress_bar
+        Show a progress bar (default: ``mx.settings.progress_bar``).
+    **trainer_kwargs
+        Passed to :meth:`~multiomix.models.base.MultiomixModel.train` and the Lightning trainer (e.g.
+        ``plan_kwargs={"lr_decay": "cosine"}``, ``early_stopping=False``, ``strategy="ddp_notebook"``).
 
     Returns
     -------
@@ -97,52 +196,59 @@ def fit_genomic_interpreter(
     --------
     >>> import multiomix as mx
     >>> adata = mx.datasets.oct4_mafk()
-    >>> model = mx.tl.fit_genomic_interpreter(adata, backbone="swin1d", max_epochs=10)
-    >>> adata.uns["genomic_interpreter"]["metrics"]["test"]
+    >>> model = mx.tl.fit_genomic_interpreter(adata, backbone="swin1d", max_epochs=10)  # doctest: +SKIP
+    >>> adata.uns["genomic_interpreter"]["test_metrics"]  # doctest: +SKIP
     """
-    splits = split_indices(adata.obs)
-    work = adata.copy()  # the user's object is written only once training succeeded
-    for key in list(work.uns.keys()):
-        if key.startswith("_scvi"):
-            del work.uns[key]
-    GenomicInterpreter.setup_anndata(work, sequence_key=sequence_key, tracks_key=tracks_key, layer=layer)
-    model = GenomicInterpreter(work, backbone=backbone, backbone_kwargs=backbone_kwargs, loss=loss,
-                               reverse_complement=reverse_complement, head_pool=head_pool,
-                               random_state=random_state)
-    if splits is not None:
-        train_idx, val_idx = splits["train"], splits["validation"]
-        if len(val_idx) == 0 and validation_size > 0:
-            rng = np.random.default_rng(random_state)
-            perm = rng.permutation(train_idx)
-            n_val = max(1, int(round(validation_size * len(train_idx))))
-            val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        train_kwargs.update(train_indices=train_idx, validation_indices=val_idx)
-    model.train(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                validation_size=validation_size, accelerator=accelerator, devices=devices, **train_kwargs)
-    pred = model.predict(reverse_complement_average=reverse_complement)
+    if backbone not in DEFAULT_BACKBONE_KWARGS:
+        raise ValueError(f"Unknown backbone {backbone!r}; choose one of {list(DEFAULT_BACKBONE_KWARGS)}.")
+    train, validation, test, new_split = region_rows(adata, split_key=split_key, test_size=test_size,
+                                                     validation_size=validation_size, random_state=random_state)
+    view = region_input(adata, sequence_key=sequence_key, tracks_key=tracks_key, layer=layer)
+    GenomicInterpreter.setup_anndata(view, sequence_key=sequence_key, tracks_key=tracks_key, layer=layer)
+    model = GenomicInterpreter(view, backbone=backbone, backbone_kwargs=backbone_kwargs, loss=loss,
+                               reverse_complement=reverse_complement, head_pool=head_pool, random_state=random_state)
+    model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=train,
+                validation_indices=validation, early_stopping_patience=early_stopping_patience,
+                accelerator=accelerator, devices=devices, progress_bar=progress_bar, **trainer_kwargs)
+    pred = model.predict()
     observed = model.observed().reshape(pred.shape)
-    metrics = {}
-    groups = splits if splits is not None else {"train": np.arange(adata.n_obs)}
-    for name, rows in groups.items():
-        if len(rows) > 1:
-            metrics[name] = track_metrics(pred[rows], observed[rows], loss=model.loss_, track_names=model.track_names)
+    binary, names = model.loss_ == "bce", model.track_names
+    metrics = {name: track_metrics(pred[rows], observed[rows], binary=binary, track_names=names)
+               for name, rows in (("train", train), ("validation", validation), ("test", test)) if len(rows) > 1}
+    defaults = model._train_defaults
     params = {
         "backbone": backbone, "loss": model.loss_, "sequence_key": sequence_key,
         "tracks_key": "" if tracks_key is None else tracks_key, "layer": "" if layer is None else layer,
         "backbone_kwargs": json.dumps({**DEFAULT_BACKBONE_KWARGS[backbone], **(backbone_kwargs or {})}),
-        "max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+        "max_epochs": defaults["max_epochs"] if max_epochs is None else max_epochs,
+        "batch_size": defaults["batch_size"] if batch_size is None else batch_size,
+        "lr": defaults["lr"] if lr is None else lr,
+        "weight_decay": defaults["weight_decay"] if weight_decay is None else weight_decay,
         "reverse_complement": reverse_complement, "head_pool": head_pool, "random_state": random_state,
+        "split_key": split_key, "test_size": test_size, "validation_size": validation_size,
         "n_parameters": int(sum(p.numel() for p in model.module.parameters())),
     }
-    result = {
-        "params": params,
-        "history": _history_frame(model.history),
-        "metrics": metrics,
-        "track_names": np.array(model.track_names, dtype=object),
+    info: dict[str, Any] = {
+        "params": to_uns(params), "history": history_frame(model.history), "metrics": metrics,
+        "track_names": np.array(names, dtype=object),
+        "n_train": len(train), "n_validation": len(validation), "n_test": len(test),
     }
-    # write into the user's object only now
-    write_obsm(adata, f"{key_added}_prediction", pred.astype(np.float32))
-    write_uns(adata, key_added, result)
+    if "test" in metrics:
+        info["test_metrics"] = metrics["test"]
+    else:
+        info["test_metrics_missing"] = _NO_TEST
+        logger.info("no test rows: test metrics are missing")
+    if baseline and binary and pred.ndim == 2 and "test" in metrics:
+        peer = _kmer_baseline(view.obsm[sequence_key], observed, np.concatenate([train, validation]), test, names,
+                              random_state=random_state)
+        info["baseline"] = peer
+        logger.info(f"{key_added} vs baseline (4-mer logistic regression) on {len(test)} test regions: mean AUROC "
+                    f"{np.nanmean(metrics['test']['auroc']):.3f} vs {np.nanmean(peer['test_metrics']['auroc']):.3f}")
+    with restore_on_error(adata):  # the user's object is written only now
+        write_obsm(adata, f"{key_added}_prediction", pred.astype(np.float32))
+        if new_split is not None:
+            write_obs(adata, split_key, new_split)
+        write_uns(adata, key_added, info)
     return model
 
 
@@ -180,7 +286,7 @@ def attention_maps(
     Parameters
     ----------
     adata
-        Regions (set up like the model's training data: same ``sequence_key`` and length).
+        Regions with one-hot DNA under the model's ``sequence_key``, of the training length (targets not needed).
     model
         A trained :class:`~multiomix.models.GenomicInterpreter` with the ``swin1d`` or ``full_attention`` backbone.
     regions
@@ -196,20 +302,7 @@ def attention_maps(
     >>> adata.uns["genomic_interpreter"]["attention"].keys()
     """
     rows = _resolve_regions(adata, regions)
-    sequence_key = model.adata_manager.registry["setup_args"]["sequence_key"]
-    if sequence_key not in adata.obsm:
-        raise KeyError(f".obsm[{sequence_key!r}] (the model's sequence key) not found.")
-    # a minimal AnnData of the chosen regions, shaped like the training data (targets are not read)
-    tracks_key = model.adata_manager.registry["setup_args"].get("tracks_key")
-    n_out = model.module.head.net[-1].out_features
-    n_vars = model.adata.n_vars if tracks_key is None else 0
-    sub = AnnData(X=np.zeros((len(rows), n_vars), dtype=np.float32),
-                  obs=pd.DataFrame(index=adata.obs_names[rows].astype(str)),
-                  var=pd.DataFrame(index=model.adata.var_names if tracks_key is None else []))
-    sub.obsm[sequence_key] = np.asarray(adata.obsm[sequence_key][rows])
-    if tracks_key is not None:
-        sub.obsm[tracks_key] = np.zeros((len(rows), model.module.n_bins, n_out), dtype=np.float32)
-    maps = model.get_attention(sub, max_tokens=max_tokens)
+    maps = model.get_attention(adata, indices=rows, max_tokens=max_tokens)  # new regions are matched
     entry = dict(adata.uns.get(key_added, {}))
     entry["attention"] = {name: m.astype(np.float32) for name, m in maps.items()}
     entry["attention_resolution"] = {k: int(v) for k, v in model.layer_resolutions().items()}
