@@ -41,10 +41,26 @@ def _interaction(n: int = 160) -> md.MuData:
     return mdata
 
 
+def _tiles(n: int = 120) -> md.MuData:
+    mdata, _ = mx.datasets.synthetic_tile_bags(n, n_tiles=(6, 10), tile_dim=8, n_genes=12)
+    return mdata
+
+
 CASES = [
     Case("crossattomics", _interaction, mx.tl.fit_crossattomics, "label", "crossattomics",
          fit_kwargs={"max_epochs": 2, "progress_bar": False}),
+    Case("med_crossvit", _tiles, mx.tl.fit_med_crossvit, "label", "medcrossvit",
+         fit_kwargs={"max_epochs": 2, "progress_bar": False}),
+    Case("unitednet", _interaction, mx.tl.fit_unitednet, "label", "unitednet",
+         fit_kwargs={"max_epochs": 2, "progress_bar": False, "latent_dim": 8, "hidden": (16,), "n_heads": 2}),
+    Case("multimodal_ae", _interaction, mx.tl.fit_multimodal_ae, None, "mmae", classifier=False,
+         fit_kwargs={"max_epochs": 2, "progress_bar": False}),
 ]
+
+
+def _featured(mdata: md.MuData) -> str:
+    """The first modality with at least two features."""
+    return next(m for m, a in mdata.mod.items() if a.n_vars > 1)
 
 
 def _snapshot(mdata: md.MuData) -> dict:
@@ -108,8 +124,8 @@ def test_keys_written_match_the_conventions(fitted):
         assert mdata.obsm[f"{key}_proba"].shape == (mdata.n_obs, len(info["classes"]))
         assert {"accuracy", "macro_f1", "n"} <= set(info["test_metrics"])
         assert {"accuracy", "macro_f1"} <= set(info["baseline"]["test_metrics"])
-    # no split existed: a stratified 20 % test split was written
-    assert mdata.obs["split"].value_counts()["test"] == pytest.approx(0.2 * mdata.n_obs, abs=1)
+        # no split existed: a stratified 20 % test split was written
+        assert mdata.obs["split"].value_counts()["test"] == pytest.approx(0.2 * mdata.n_obs, abs=1)
 
 
 def test_h5mu_round_trip(fitted, tmp_path):
@@ -141,7 +157,7 @@ def test_new_unlabelled_cohort_with_reordered_features_is_scored_identically(fit
     loaded = type(model).load(tmp_path / "model", adata=new)
     np.testing.assert_allclose(loaded.get_latent_representation(), mdata.obsm[f"X_{case.key}"], atol=1e-5)
     # a missing feature names the modality
-    first = list(new.mod)[0]
+    first = next(m for m, names in model.feature_names_.items() if len(names) > 1)
     lacking = md.MuData({k: (a[:, 1:].copy() if k == first else a) for k, a in new.mod.items()})
     with pytest.raises(KeyError, match=first):
         model.get_latent_representation(lacking)
@@ -194,7 +210,7 @@ def _unaligned(mdata):
 
 
 def _nan(mdata):
-    first = list(mdata.mod)[0]
+    first = _featured(mdata)
     x = np.asarray(mdata.mod[first].X, dtype=np.float32).copy()
     x[0, 0] = np.nan
     mdata.mod[first].X = x
@@ -205,7 +221,7 @@ def _single_class(mdata, label_key):
 
 
 def _too_few_rows(mdata, label_key):
-    keep = mdata.obs_names[:3]
+    keep = mdata.obs_names[:2]
     return mdata[keep].copy()
 
 

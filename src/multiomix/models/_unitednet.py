@@ -123,6 +123,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
 
     _module_cls = UnitedNetModule
     _training_plan_cls = UnitedNetTrainingPlan
+    _restore_best_epoch = False  # the plan keeps and restores its own best epoch (and head)
     #: training defaults (the ones UnitedNet has always had; ``validation_size=0.1`` and no early stopping are the
     #: defaults of :meth:`train`)
     _train_defaults: ClassVar[dict[str, Any]] = {

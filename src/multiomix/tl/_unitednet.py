@@ -160,7 +160,8 @@ def fit_unitednet(
     if len(modalities) < 2:
         raise ValueError(f"UnitedNet needs at least two modalities, got {modalities}.")
     if mode is None:
-        supervised = label_key is not None or len(label_candidates(mdata.obs, split_key=split_key)) == 1
+        # supervised when a label column is given or present (several candidates: resolve_label_key lists them)
+        supervised = label_key is not None or len(label_candidates(mdata.obs, split_key=split_key)) >= 1
         mode = "supervised" if supervised else "unsupervised"
         logger.info(f"UnitedNet mode: {mode!r}")
     if mode not in PHASES:

@@ -181,7 +181,10 @@ def train_on_rows(
         callbacks.append(BestStateCallback("validation_loss", "min"))
     show = settings.progress_bar if progress_bar is None else progress_bar
     trainer_kwargs.setdefault("enable_progress_bar", bool(show) and settings.effective_verbosity() >= 1)
-    trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+    if has_validation:
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+    else:  # no validation rows: no validation loop (scvi-tools' splitter returns no loader)
+        trainer_kwargs.setdefault("limit_val_batches", 0)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer_kwargs.setdefault("log_every_n_steps", max(1, int(np.ceil(n_train / max(batch_size, 1)))))
     torch.manual_seed(random_state)

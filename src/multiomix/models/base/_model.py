@@ -68,6 +68,8 @@ class MultiomixModel(BaseModelClass):
     _logits_output: ClassVar[str | None] = "logits"
     _latent_output: ClassVar[str] = "latent"
     _unlabeled_arg: ClassVar[str] = "unlabeled_category"
+    #: restore the weights of the best validation epoch (a plan that chooses its own best epoch sets False)
+    _restore_best_epoch: ClassVar[bool] = True
 
     def __init__(self, mdata: MuData | None = None, *, random_state: int = 0):
         super().__init__(mdata)
@@ -219,6 +221,7 @@ class MultiomixModel(BaseModelClass):
             devices=devices,
             random_state=self.random_state,
             progress_bar=progress_bar,
+            restore_best=self._restore_best_epoch,
             plan_kwargs=plan,
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
