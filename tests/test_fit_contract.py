@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anndata as ad
 import matplotlib
 import mudata as md
 import numpy as np
@@ -243,4 +244,114 @@ def test_bad_input_raises_before_training_and_leaves_the_object_identical(case, 
     before = _snapshot(mdata)
     with pytest.raises((ValueError, KeyError)):
         case.fit(mdata, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    _assert_unchanged(before, mdata)
+
+
+# ----------------------------------------------------------------------------- Genomic Interpreter (AnnData)
+
+GI_FAST = {"max_epochs": 1, "progress_bar": False, "backbone": "cnn_maxpool", "batch_size": 32}
+
+
+def _regions(n: int = 80):
+    adata = mx.datasets.planted_motif_pairs(n, length=64, distance=12, n_bins=4, random_state=1)
+    del adata.obs["split"]  # the fit makes its own
+    return adata
+
+
+def _adata_snapshot(adata) -> dict:
+    return {"obs": adata.obs.copy(), "X": np.asarray(adata.X).copy(), "obsm": sorted(adata.obsm.keys()),
+            "uns": sorted(adata.uns.keys()), "var": adata.var.copy()}
+
+
+def _assert_adata_unchanged(before: dict, adata) -> None:
+    after = _adata_snapshot(adata)
+    pd.testing.assert_frame_equal(before["obs"], after["obs"])
+    pd.testing.assert_frame_equal(before["var"], after["var"])
+    np.testing.assert_array_equal(before["X"], after["X"])
+    assert before["obsm"] == after["obsm"] and before["uns"] == after["uns"]
+
+
+def test_genomic_interpreter_keys_round_trip_and_determinism(tmp_path):
+    a, b = _regions(), _regions()
+    model = mx.tl.fit_genomic_interpreter(a, random_state=2, **GI_FAST)
+    mx.tl.fit_genomic_interpreter(b, random_state=2, **GI_FAST)
+    key = "genomic_interpreter"
+    assert f"{key}_prediction" in a.obsm and "test_metrics" in a.uns[key]
+    assert a.obs["split"].value_counts()["test"] == 16
+    np.testing.assert_array_equal(a.obsm[f"{key}_prediction"], b.obsm[f"{key}_prediction"])
+    np.testing.assert_allclose(model.predict(a), a.obsm[f"{key}_prediction"], rtol=1e-5)
+    a.write_h5ad(tmp_path / "regions.h5ad")
+    back = ad.read_h5ad(tmp_path / "regions.h5ad")
+    np.testing.assert_allclose(back.obsm[f"{key}_prediction"], a.obsm[f"{key}_prediction"])
+
+
+@pytest.mark.parametrize("breakage", ["duplicate_names", "nan", "too_few_rows"])
+def test_genomic_interpreter_bad_input_leaves_the_object_identical(breakage):
+    adata = _regions()
+    if breakage == "duplicate_names":
+        names = list(adata.obs_names)
+        names[1] = names[0]
+        adata.obs_names = names
+    elif breakage == "nan":
+        x = np.asarray(adata.X, dtype=np.float32).copy()
+        x[0, 0] = np.nan
+        adata.X = x
+    else:
+        adata = adata[:2].copy()
+    before = _adata_snapshot(adata)
+    with pytest.raises((ValueError, KeyError)):
+        mx.tl.fit_genomic_interpreter(adata, **GI_FAST)
+    _assert_adata_unchanged(before, adata)
+
+
+# ----------------------------------------------------------------------------- transfer_labels, feature_relevance
+
+UNITEDNET_FAST = {"max_epochs": 2, "progress_bar": False, "latent_dim": 8, "hidden": (16,), "n_heads": 2}
+
+
+def _reference_query():
+    mdata = _interaction(200)
+    reference = mdata[:120].copy()
+    query = mdata[120:].copy()
+    del query.obs["label"]
+    # the query's features come in another order
+    query = md.MuData({k: a[:, a.var_names[::-1]].copy() for k, a in query.mod.items()})
+    return reference, query
+
+
+def test_transfer_labels_writes_only_under_key_added_and_round_trips(tmp_path):
+    reference, query = _reference_query()
+    before = _snapshot(reference)
+    mx.tl.transfer_labels(reference, query, adapt_epochs=1, key_added="lt", **UNITEDNET_FAST)
+    _assert_unchanged(before, reference)
+    assert {"lt", "lt_confidence"} <= set(query.obs.columns)
+    assert {"X_lt", "lt_proba"} <= set(query.obsm) and "lt" in query.uns
+    assert query.obsm["lt_proba"].shape == (query.n_obs, len(query.uns["lt"]["classes"]))
+    query.write_h5mu(tmp_path / "query.h5mu")
+    back = md.read_h5mu(tmp_path / "query.h5mu")
+    assert back.obs["lt"].astype(str).tolist() == query.obs["lt"].astype(str).tolist()
+
+
+def test_transfer_labels_bad_query_leaves_both_objects_identical():
+    reference, query = _reference_query()
+    first = list(query.mod)[0]
+    query = md.MuData({k: (a[:, 2:].copy() if k == first else a) for k, a in query.mod.items()})
+    before_ref, before_query = _snapshot(reference), _snapshot(query)
+    with pytest.raises(KeyError, match=first):
+        mx.tl.transfer_labels(reference, query, adapt_epochs=1, **UNITEDNET_FAST)
+    _assert_unchanged(before_ref, reference)
+    _assert_unchanged(before_query, query)
+
+
+def test_feature_relevance_keys_round_trip_and_bad_input(tmp_path):
+    mdata = _interaction(160)
+    model = mx.tl.fit_crossattomics(mdata, max_epochs=2, progress_bar=False)
+    mx.tl.feature_relevance(mdata, model, groupby="label", key_added="rel", n_samples=8)
+    entry = mx.tl.get_result(mdata, "rel")
+    assert {"groups", "params"} <= set(entry)
+    mdata.write_h5mu(tmp_path / "rel.h5mu")
+    assert "rel" in md.read_h5mu(tmp_path / "rel.h5mu").uns
+    before = _snapshot(mdata)
+    with pytest.raises(KeyError):
+        mx.tl.feature_relevance(mdata, model, groupby="no_such_column", key_added="rel2")
     _assert_unchanged(before, mdata)
