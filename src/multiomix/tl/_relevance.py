@@ -21,7 +21,7 @@ from ..explain._relevance import (
     group_prototypes,
     group_relevance,
 )
-from ..models._base import feature_mean_std
+from ..models.base import feature_mean_std
 from ._results import _entry, _group_key
 
 __all__ = ["feature_relevance", "rank_relevant_features"]
