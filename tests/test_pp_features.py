@@ -122,9 +122,14 @@ def test_tfidf_binarize_normalize_match_definitions():
     a = ad.AnnData(X=sparse.csr_matrix(counts))
     out = mx.pp.tfidf(a, copy=True)
     tf = counts / counts.sum(1, keepdims=True)
-    idf = np.log1p(counts.shape[0] / (counts > 0).sum(0))
+    idf = np.log1p(counts.shape[0] / counts.sum(0))  # muon's definition: total counts of the peak
     np.testing.assert_allclose(out.X.toarray(), np.log1p(tf * 1e4) * idf, rtol=1e-5)
     assert sparse.issparse(out.X)
+    binary = (counts > 0).astype(np.float32)  # on binarised peaks, the total is the number of cells with the peak
+    out = mx.pp.tfidf(ad.AnnData(X=binary), copy=True)
+    idf = np.log1p(counts.shape[0] / (counts > 0).sum(0))
+    np.testing.assert_allclose(out.X, np.log1p(binary / binary.sum(1, keepdims=True) * 1e4) * idf, rtol=1e-5)
+    assert isinstance(out.X, np.ndarray)  # dense in, dense out
 
     b = ad.AnnData(X=sparse.csr_matrix(counts))
     mx.pp.binarize(b, key_added="bin")
@@ -144,3 +149,29 @@ def test_tfidf_binarize_normalize_match_definitions():
         mx.pp.normalize(ad.AnnData(X=-counts), method="log1p")
     with pytest.raises(ValueError, match="method"):
         mx.pp.normalize(c, method="sctransform")
+
+
+def test_variability_score_reproduces_episcanpy_on_a_hand_made_case():
+    # episcanpy.pp.cal_var: n_cells = column sum of the binary matrix, prop = n_cells / n_obs,
+    # variability_score = 1 - |prop - 0.5|. Four cells, five peaks (counts; a 3 is one open cell):
+    counts = np.array(
+        [
+            [1, 0, 1, 0, 3],
+            [0, 0, 1, 0, 1],
+            [2, 0, 1, 1, 1],
+            [0, 0, 1, 0, 0],
+        ],
+        dtype=np.float32,
+    )
+    # open in 2, 0, 4, 1 and 3 of the 4 cells: prop 0.5, 0, 1, 0.25, 0.75
+    # score 1 - 0 = 1, 1 - 0.5 = 0.5, 1 - 0.5 = 0.5, 1 - 0.25 = 0.75, 1 - 0.25 = 0.75
+    expected = np.array([1.0, 0.5, 0.5, 0.75, 0.75])
+    np.testing.assert_allclose(variability_score(counts), expected)
+    np.testing.assert_allclose(variability_score(sparse.csr_matrix(counts)), expected)
+    # episcanpy.pp.select_var_feature(nb_features=2) keeps score >= the 3rd best (0.75): p0, p3 and p4;
+    # we keep exactly 2, ties broken by feature order: p0 and p3.
+    atac = ad.AnnData(X=sparse.csr_matrix(counts))
+    atac.var_names = [f"p{i}" for i in range(5)]
+    mdata = md.MuData({"atac": atac})
+    mx.pp.select_features(mdata, n_top={"atac": 2}, layer=None)
+    assert list(mdata["atac"].var_names[mdata["atac"].var["highly_variable"]]) == ["p0", "p3"]

@@ -1,4 +1,7 @@
-"""Feature selection and per-modality normalisation for RNA, ATAC and protein (sparse-aware)."""
+"""Feature selection and per-modality normalisation for RNA, ATAC and protein (sparse-aware).
+
+TF-IDF, binarisation and CLR are thin wrappers over muon; the ATAC variability score is episcanpy's.
+"""
 
 from __future__ import annotations
 
@@ -53,7 +56,9 @@ def variability_score(matrix) -> np.ndarray:
     """Variability of each feature: ``1 - |fraction of cells where it is > 0 - 0.5|`` (episcanpy's score).
 
     The score is 1 for a peak open in half the cells and 0.5 for one open in none or all. Computed on the
-    sparse structure; a sparse matrix is never densified.
+    sparse structure; a sparse matrix is never densified. episcanpy's ``pp.cal_var`` sums the matrix instead of
+    counting positive entries, which is the same on binarised peaks and counts a cell once here on raw counts.
+    It is reimplemented because episcanpy (0.4.0) cannot be imported with numpy 2 and anndata 0.12.
 
     Parameters
     ----------
@@ -168,6 +173,23 @@ def select_features(
         mdata.update()
 
 
+def _muon():
+    """Import muon on first use: importing it compiles pynndescent's numba kernels, which takes seconds."""
+    import muon
+
+    return muon
+
+
+def _write(adata: AnnData, out, key_added: str | None, what: str) -> None:
+    """Write a result to ``.X`` or ``.layers[key_added]`` and log it."""
+    if key_added is None:
+        adata.X = out
+        added("X", what)
+    else:
+        adata.layers[key_added] = out
+        added("layers", key_added)
+
+
 def tfidf(
     adata: AnnData,
     *,
@@ -175,24 +197,30 @@ def tfidf(
     scale_factor: float = 1e4,
     log_tf: bool = True,
     log_idf: bool = True,
+    log_tfidf: bool = False,
     key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """TF-IDF transform of peak counts (as in muon's ``atac.pp.tfidf``), kept sparse.
+    """TF-IDF transform of peak counts with :func:`muon.atac.pp.tfidf`, kept sparse.
 
-    ``tf = counts / total per cell`` (``log1p(tf * scale_factor)`` when ``log_tf``), ``idf = n_cells / cells
-    per peak`` (``log1p`` when ``log_idf``), result ``tf * idf``.
+    muon's definition: ``tf = counts / total counts of the cell * scale_factor`` (``log1p`` when ``log_tf``),
+    ``idf = n_cells / total counts of the peak`` (``log1p`` when ``log_idf``), result ``tf * idf``
+    (``log1p`` of it when ``log_tfidf``). On binarised peaks the total counts of a peak is the number of cells
+    where it is open. Cells or peaks without counts give 0. The input is passed to muon as a sparse matrix
+    (muon builds a dense ``n_peaks x n_peaks`` diagonal for dense input); a dense input gets a dense result.
 
     Parameters
     ----------
     adata
-        Cells x peaks.
+        Cells x peaks with non-negative counts.
     layer
         Input layer (``None`` = ``.X``).
     scale_factor
-        Multiplier inside the ``log1p`` of the term frequency.
+        Multiplier of the term frequency.
     log_tf, log_idf
         Log-transform the term / inverse document frequency.
+    log_tfidf
+        Log-transform the product instead (only with ``log_tf=False`` and ``log_idf=False``).
     key_added
         Layer to write to; ``None`` overwrites ``.X``.
     copy
@@ -200,7 +228,7 @@ def tfidf(
 
     Returns
     -------
-    The copy when ``copy=True``, else ``None``.
+    The copy when ``copy=True``, else ``None``; the result is ``float32``.
 
     Examples
     --------
@@ -208,35 +236,22 @@ def tfidf(
     >>> atac = mx.datasets.bmmc_multiome()["atac"].copy()
     >>> mx.pp.tfidf(atac, layer="counts", key_added="tfidf")
     """
-    adata = adata.copy() if copy else adata
+    if log_tfidf and (log_tf or log_idf):
+        raise ValueError("log_tfidf=True needs log_tf=False and log_idf=False.")
     matrix = get_matrix(adata, layer)
     check_finite(matrix, f"{layer or 'X'}")
     check_nonnegative(matrix, f"{layer or 'X'}")
     is_sparse = sparse.issparse(matrix)
-    x = sparse.csr_matrix(matrix, dtype=np.float32) if is_sparse else np.asarray(matrix, dtype=np.float32)
-    n_cells = x.shape[0]
-    row_sum = np.asarray(x.sum(axis=1)).ravel()
-    col_nnz = np.asarray((x > 0).sum(axis=0)).ravel()
-    inv_row = np.divide(1.0, row_sum, out=np.zeros_like(row_sum), where=row_sum > 0)
-    idf = np.divide(n_cells, col_nnz, out=np.zeros(len(col_nnz), dtype=np.float64), where=col_nnz > 0)
-    if log_idf:
-        idf = np.log1p(idf)
-    if is_sparse:
-        tf = sparse.diags(inv_row) @ x
-        if log_tf:
-            tf.data = np.log1p(tf.data * scale_factor)
-        out = sparse.csr_matrix(tf @ sparse.diags(idf), dtype=np.float32)
-    else:
-        tf = x * inv_row[:, None]
-        if log_tf:
-            tf = np.log1p(tf * scale_factor)
-        out = (tf * idf[None, :]).astype(np.float32)
-    if key_added is None:
-        adata.X = out
-        added("X", "tfidf")
-    else:
-        adata.layers[key_added] = out
-        added("layers", key_added)
+    counts = sparse.csr_matrix(matrix, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty cells or peaks; muon sets them to 0
+        out = _muon().atac.pp.tfidf(
+            AnnData(X=counts), log_tf=log_tf, log_idf=log_idf, log_tfidf=log_tfidf, scale_factor=scale_factor,
+            inplace=False,
+        )
+    out = sparse.csr_matrix(out, dtype=np.float32)
+    out.eliminate_zeros()
+    adata = adata.copy() if copy else adata
+    _write(adata, out if is_sparse else out.toarray(), key_added, "tfidf")
     return adata if copy else None
 
 
@@ -244,20 +259,17 @@ def binarize(
     adata: AnnData,
     *,
     layer: str | None = None,
-    threshold: float = 0.0,
     key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """Binarise (peak) counts: ``1`` where the value exceeds ``threshold``, else ``0``; sparse stays sparse.
+    """Binarise peak counts with :func:`muon.atac.pp.binarize`: every non-zero count becomes 1; sparse stays sparse.
 
     Parameters
     ----------
     adata
-        Cells x features.
+        Cells x features with non-negative counts.
     layer
-        Input layer (``None`` = ``.X``).
-    threshold
-        Values strictly above it become 1.
+        Input layer (``None`` = ``.X``); it is not modified.
     key_added
         Layer to write to; ``None`` overwrites ``.X``.
     copy
@@ -265,28 +277,28 @@ def binarize(
 
     Returns
     -------
-    The copy when ``copy=True``, else ``None``.
+    The copy when ``copy=True``, else ``None``; the result is ``float32`` 0/1.
 
     Examples
     --------
     >>> import multiomix as mx
     >>> atac = mx.datasets.bmmc_multiome()["atac"].copy()
-    >>> mx.pp.binarize(atac, layer="counts")
+    >>> mx.pp.binarize(atac, layer="counts", key_added="binary")
     """
-    adata = adata.copy() if copy else adata
     matrix = get_matrix(adata, layer)
     check_finite(matrix, f"{layer or 'X'}")
+    check_nonnegative(matrix, f"{layer or 'X'}")
     if sparse.issparse(matrix):
-        out = sparse.csr_matrix(matrix > threshold, dtype=np.float32)
+        work = sparse.csr_matrix(matrix, dtype=np.float32, copy=True)
+    else:
+        work = np.array(matrix, dtype=np.float32)
+    tmp = AnnData(X=work)
+    _muon().atac.pp.binarize(tmp)  # in place on the copy
+    out = tmp.X
+    if sparse.issparse(out):
         out.eliminate_zeros()
-    else:
-        out = (np.asarray(matrix) > threshold).astype(np.float32)
-    if key_added is None:
-        adata.X = out
-        added("X", "binarized")
-    else:
-        adata.layers[key_added] = out
-        added("layers", key_added)
+    adata = adata.copy() if copy else adata
+    _write(adata, out, key_added, "binarized")
     return adata if copy else None
 
 
@@ -300,10 +312,11 @@ def normalize(
     key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """Normalise RNA (``"log1p"``) or protein (``"clr"``) counts.
+    """Normalise RNA (``"log1p"``, with scanpy) or protein (``"clr"``, with muon) counts.
 
-    ``"log1p"``: library-size scaling to ``target_sum`` then ``log1p``, as scanpy. ``"clr"``: centred log-ratio
-    per feature across cells, as muon's ``prot.pp.clr``.
+    ``"log1p"``: :func:`scanpy.pp.normalize_total` to ``target_sum`` then :func:`scanpy.pp.log1p`. ``"clr"``:
+    :func:`muon.prot.pp.clr` (``flavor="seurat"``, ``axis=0``): centred log-ratio of each feature across cells,
+    ``log1p(x / exp(mean over cells of log1p(x)))``, which keeps sparse data sparse.
 
     Parameters
     ----------
@@ -312,7 +325,7 @@ def normalize(
     method
         ``"log1p"`` or ``"clr"``.
     layer
-        Input layer (``None`` = ``.X``).
+        Input layer (``None`` = ``.X``); it is not modified.
     target_sum
         Counts per cell after scaling (``"log1p"`` only; ``None`` = median library size).
     key_added
@@ -322,7 +335,7 @@ def normalize(
 
     Returns
     -------
-    The copy when ``copy=True``, else ``None``.
+    The copy when ``copy=True``, else ``None``; the result is ``float32``.
 
     Examples
     --------
@@ -332,7 +345,6 @@ def normalize(
     """
     if method not in ("log1p", "clr"):
         raise ValueError(f"Unknown method {method!r}; expected 'log1p' or 'clr'.")
-    adata = adata.copy() if copy else adata
     matrix = get_matrix(adata, layer)
     check_finite(matrix, f"{layer or 'X'}")
     check_nonnegative(matrix, f"{layer or 'X'}")
@@ -342,21 +354,15 @@ def normalize(
         sc.pp.log1p(tmp)
         out = tmp.X
     else:
-        n_cells = matrix.shape[0]
-        if sparse.issparse(matrix):
-            x = sparse.csc_matrix(matrix, dtype=np.float64)
-            log_mean = np.asarray(x.log1p().sum(axis=0)).ravel() / n_cells
-            out = sparse.csr_matrix(x @ sparse.diags(np.exp(-log_mean)))
-            out.data = np.log1p(out.data)
-            out = out.astype(np.float32)
+        is_sparse = sparse.issparse(matrix)
+        # a float64 copy, in the CSC layout muon needs for a per-feature CLR (it works in place)
+        if is_sparse:
+            work = sparse.csc_matrix(matrix, dtype=np.float64, copy=True)
         else:
-            x = np.asarray(matrix, dtype=np.float64)
-            log_mean = np.log1p(x).sum(axis=0) / n_cells
-            out = np.log1p(x / np.exp(log_mean)).astype(np.float32)
-    if key_added is None:
-        adata.X = out
-        added("X", method)
-    else:
-        adata.layers[key_added] = out
-        added("layers", key_added)
+            work = np.array(matrix, dtype=np.float64)
+        tmp = AnnData(X=work)
+        _muon().prot.pp.clr(tmp, inplace=True, axis=0, flavor="seurat")
+        out = sparse.csr_matrix(tmp.X, dtype=np.float32) if is_sparse else np.asarray(tmp.X, dtype=np.float32)
+    adata = adata.copy() if copy else adata
+    _write(adata, out, key_added, method)
     return adata if copy else None
