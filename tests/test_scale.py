@@ -4,6 +4,8 @@ Below 8,192 cells (euclidean metric) scanpy computes exact neighbours with sciki
 pynndescent, whose sparse output type changed across releases (pynndescent 0.7 returns ``csr_array``, which
 scanpy 1.11 cannot read). Small test datasets never reach that code path, so this test uses a synthetic
 10,000-cell embedding. Most of its run time is pynndescent's one-off numba compilation (about 30 s per process).
+
+The metric functions of the benchmark are also checked here against hand-computed values, scanpy and scikit-learn.
 """
 
 from __future__ import annotations
@@ -58,3 +60,60 @@ def test_benchmark_embeddings_at_scale(blobs):
     assert row["graph_connectivity"] > 0.95
     assert 0.5 < row["asw_label"] <= 1.0
     assert 0.0 <= row["asw_batch"] <= 1.0
+
+
+def test_batch_asw_matches_hand_computed_silhouettes():
+    from multiomix.tl._embedding import _batch_asw
+
+    # type "a": batches apart on a line (A at 0, 1; B at 10, 11). Silhouettes: a = 1 for every cell,
+    # b = 10.5, 9.5, 9.5, 10.5 -> s = 9.5/10.5, 8.5/9.5, 8.5/9.5, 9.5/10.5.
+    # type "b": batches interleaved (A at 0, 2; B at 1, 3): s = 0, -0.5, -0.5, 0.
+    # type "c": one batch (skipped); type "d": one batch per cell (skipped, silhouette undefined).
+    x = np.array([0, 1, 10, 11, 100, 102, 101, 103, 200, 201, 300, 301, 302], dtype=float)
+    rep = np.c_[x, np.zeros_like(x)]
+    labels = np.array(list("aaaabbbbccddd"))
+    batches = np.array(["A", "A", "B", "B", "A", "A", "B", "B", "A", "A", "A", "B", "C"])
+    s_a = np.array([9.5 / 10.5, 8.5 / 9.5, 8.5 / 9.5, 9.5 / 10.5])
+    s_b = np.array([0.0, -0.5, -0.5, 0.0])
+    expected = np.mean([np.mean(1 - np.abs(s_a)), np.mean(1 - np.abs(s_b))])
+    assert _batch_asw(rep, labels, batches) == pytest.approx(expected)
+    assert np.isnan(_batch_asw(rep[8:10], labels[8:10], batches[8:10]))
+
+
+def test_graph_connectivity_matches_hand_computed_components():
+    from scipy import sparse
+
+    from multiomix.tl._embedding import _graph_connectivity
+
+    # cells 0-2 of type a form one component; type b: 3-4 linked, 5 alone -> 2/3; the 2-3 edge crosses types.
+    # Edges are stored in one direction only: they count as undirected, as in scIB's symmetric graph.
+    rows, cols = [0, 1, 3, 2], [1, 2, 4, 3]
+    graph = sparse.csr_matrix((np.ones(4), (rows, cols)), shape=(6, 6))
+    labels = np.array(list("aaabbb"))
+    assert _graph_connectivity(graph, labels) == pytest.approx((1.0 + 2 / 3) / 2)
+
+
+def test_benchmark_table_matches_scanpy_and_sklearn():
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(4, size=300)
+    rep = (rng.normal(scale=3.0, size=(4, 5))[labels] + rng.normal(size=(300, 5))).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": [f"t{i}" for i in labels]}, index=[f"c{i}" for i in range(300)])
+    adata = ad.AnnData(X=np.zeros((300, 1), dtype=np.float32), obs=obs, obsm={"X_emb": rep})
+    resolutions = (0.3, 1.0, 2.0)
+    row = mx.tl.benchmark_embeddings(adata, keys=["X_emb"], label_key="cell_type", resolutions=resolutions).loc["X_emb"]
+    truth = obs["cell_type"].to_numpy()
+    assert row["asw_label"] == pytest.approx((silhouette_score(rep, truth) + 1) / 2, rel=1e-5)
+    ref = ad.AnnData(X=np.zeros((300, 1), dtype=np.float32), obsm={"rep": rep})
+    sc.pp.neighbors(ref, use_rep="rep", n_neighbors=15, random_state=0)
+    scores = []
+    for res in resolutions:
+        sc.tl.leiden(ref, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+        clusters = ref.obs["leiden"].to_numpy()
+        scores.append((normalized_mutual_info_score(truth, clusters), adjusted_rand_score(truth, clusters), res))
+    best = max(scores, key=lambda t: t[0])
+    assert row["nmi"] == pytest.approx(best[0])
+    assert row["ari"] == pytest.approx(best[1])
+    assert row["resolution"] == best[2]
+    assert row["ari_best"] == pytest.approx(max(t[1] for t in scores))
