@@ -243,6 +243,9 @@ def test_tiny_group_warning_names_the_group():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the tiny group is not shown: no warning
         mx.pl.relevance_dotplot(mdata, groups=["type 0", "type 1"])
+    mdata.uns["relevance"]["health"]["n_cells"] = counts.to_numpy()  # stored without names: in group order
+    with pytest.warns(UserWarning, match=r"B/plasma \(4\)"):
+        mx.pl.relevance_heatmap(mdata)
 
 
 # -------------------------------------------------------------------------------------------- network, errors

@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..tl import get_result
-from ._utils import SMALL_FONT, finish, min_font, new_axes, style
+from ._utils import LAPTOP_WIDTH, SMALL_FONT, finish, min_font, new_axes, style
 
 __all__ = ["attention_maps", "track_prediction"]
 
@@ -25,7 +25,7 @@ def attention_maps(
     layers: Sequence[str] | None = None,
     heads: Sequence[int] | None = None,
     marks: Mapping[str, int] | None = None,
-    panel_size: float = 2.2,
+    panel_size: float | None = None,
     cmap: str = "viridis",
     show: bool | None = None,
     save: str | Path | None = None,
@@ -51,7 +51,7 @@ def attention_maps(
     marks
         ``{label: position in bp}`` to draw as lines (e.g. planted motif positions).
     panel_size
-        Size of one panel in inches.
+        Size of one panel in inches (default: at most 2.2, smaller when the grid would not fit a laptop screen).
     cmap
         Colour map.
     show
@@ -86,10 +86,12 @@ def attention_maps(
         raise KeyError(f"Unknown layers {unknown}; available: {list(grouped)}.")
     n_heads = np.asarray(maps[grouped[layer_names[0]][0]]).shape[1]
     head_idx = list(range(n_heads)) if heads is None else list(heads)
-    ncols = len(head_idx) + 1
+    ncols, nrows = len(head_idx) + 1, len(layer_names)
+    if panel_size is None:
+        panel_size = float(max(1.4, min(2.2, (LAPTOP_WIDTH - 1.0) / ncols, 8.0 / nrows - 0.25)))
     with style():
-        fig, axes = plt.subplots(len(layer_names), ncols, squeeze=False,
-                                 figsize=(panel_size * ncols + 0.6, (panel_size + 0.35) * len(layer_names) + 0.4))
+        fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                                 figsize=(panel_size * ncols + 1.0, panel_size * nrows + 0.25 * nrows + 0.6))
     for r, layer in enumerate(layer_names):
         stack = sum(np.asarray(maps[p])[region] for p in grouped[layer])  # (heads, n, n)
         bp = int(resolution[grouped[layer][0]])
@@ -99,17 +101,19 @@ def attention_maps(
         for c, (panel, title) in enumerate(zip(panels, titles)):
             ax = axes[r, c]
             ax.imshow(panel, cmap=cmap, extent=extent, interpolation="nearest")
-            ax.set_title(title, fontsize=SMALL_FONT)
-            ax.tick_params(labelsize=SMALL_FONT - 1 if panel_size < 2.0 else SMALL_FONT)
+            if r == 0:
+                ax.set_title(title, fontsize=SMALL_FONT + 1)
+            ax.tick_params(labelsize=SMALL_FONT)
             ax.locator_params(nbins=3)
             if c == 0:
                 ax.set_ylabel(f"{layer}\n{bp} bp/token", fontsize=SMALL_FONT)
             for label, pos in (marks or {}).items():
                 ax.axvline(pos, color="w", lw=0.6, ls="--")
                 ax.axhline(pos, color="w", lw=0.6, ls="--")
-                if r == 0:
-                    ax.text(pos, 0, label, color="firebrick", fontsize=SMALL_FONT, ha="center", va="bottom",
-                            fontweight="bold")
+                if r == 0 and c == ncols - 1:
+                    ax.text(pos, 0.03 * extent[1], f" {label}", color="white", fontsize=SMALL_FONT, ha="left",
+                            va="top", fontweight="bold")
+            ax.label_outer()
     fig.suptitle(f"Attention maps of {names[region]} (query rows x key columns, bp)", fontsize=SMALL_FONT + 1)
     fig.tight_layout()
     return finish(fig, None, show=show, save=save)
@@ -130,8 +134,10 @@ def track_prediction(
     """Predicted vs observed track values.
 
     For profile targets (``obsm[tracks_key]``) and a ``region``: the observed and predicted profile along the
-    bins. Otherwise: a scatter of predicted against observed values over the regions of ``split`` (all regions
-    when ``split`` is ``None`` or ``obs['split']`` is absent), titled with the Pearson correlation.
+    bins. For a binary track (observed values 0 and 1, e.g. bound or not): the predicted values of each observed
+    class as boxes and points, titled with the AUROC. Otherwise: a scatter of predicted against observed values,
+    titled with the Pearson correlation. Both over the regions of ``split`` (all regions when ``split`` is
+    ``None`` or ``obs['split']`` is absent).
 
     Parameters
     ----------
@@ -199,9 +205,29 @@ def _track_panel(ax, adata, pred, observed, names, t, region, split, params) -> 
         if split is not None and "split" in adata.obs.columns:
             rows = np.flatnonzero(adata.obs["split"].astype(str).to_numpy() == split)
         o, p = observed[rows][..., t].ravel(), pred[rows][..., t].ravel()
-        r = np.corrcoef(o, p)[0, 1] if len(o) > 1 and o.std() > 0 and p.std() > 0 else np.nan
-        ax.scatter(o, p, s=8, alpha=0.5, linewidths=0)
-        ax.set_xlabel(f"observed {names[t]}")
-        ax.set_ylabel(f"predicted {names[t]}")
-        ax.set_title(f"{params['backbone']}: Pearson r = {r:.3f} ({split or 'all'}, n={len(rows)})")
+        where = f"{split or 'all'}, n={len(rows)}"
+        if len(o) and np.isin(o, (0, 1)).all() and len(np.unique(o)) == 2:
+            _binary_panel(ax, o.astype(int), p, names[t], params["backbone"], where)
+        else:
+            r = np.corrcoef(o, p)[0, 1] if len(o) > 1 and o.std() > 0 and p.std() > 0 else np.nan
+            ax.scatter(o, p, s=8, alpha=0.5, linewidths=0)
+            ax.set_xlabel(f"observed {names[t]}")
+            ax.set_ylabel(f"predicted {names[t]}")
+            ax.set_title(f"{params['backbone']}: Pearson r = {r:.3f} ({where})")
         ax.spines[["top", "right"]].set_visible(False)
+
+
+def _binary_panel(ax, observed: np.ndarray, predicted: np.ndarray, name: str, backbone: str, where: str) -> None:
+    """Predicted probability of each observed class (box and points), titled with the AUROC."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    groups = [predicted[observed == k] for k in (0, 1)]
+    ax.boxplot(groups, positions=[0, 1], widths=0.5, showfliers=False, medianprops={"color": "black"})
+    for k, values in enumerate(groups):
+        ax.scatter(k + rng.uniform(-0.18, 0.18, len(values)), values, s=8, alpha=0.45, linewidths=0,
+                   color=("0.45", "C1")[k])
+    ax.set_xticks([0, 1], [f"not {name} (0)\nn={len(groups[0])}", f"{name} (1)\nn={len(groups[1])}"])
+    ax.set_xlim(-0.6, 1.6)
+    ax.set_ylabel(f"predicted {name}")
+    ax.set_title(f"{backbone}: AUROC = {roc_auc_score(observed, predicted):.3f} ({where})")

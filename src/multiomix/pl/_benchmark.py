@@ -156,7 +156,7 @@ def embedding(
     categories = list(values.cat.categories)
     palette = category_colors(mdata, color)
     codes = values.cat.codes.to_numpy()
-    point_size = float(np.clip(12000 / max(mdata.n_obs, 1), 2, 60)) if point_size is None else point_size
+    point_size = float(np.clip(6000 / max(mdata.n_obs, 1), 2, 40)) if point_size is None else point_size
     ncols = min(len(keys), 3) if ncols is None else ncols
     nrows = int(np.ceil(len(keys) / ncols))
     below = len(categories) > 20

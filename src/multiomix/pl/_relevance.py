@@ -19,6 +19,7 @@ import pandas as pd
 import scanpy as sc
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from mudata import MuData
 
 from .._logging import logger
@@ -54,15 +55,18 @@ def _all_groups(entry: dict) -> list[str]:
     return [str(g) for g in np.atleast_1d(entry["params"]["groups"])]
 
 
-def _n_cells(entry: dict) -> pd.Series | None:
-    """Cells per group (index: group name), from ``health`` or else the summary."""
+def _n_cells(entry: dict, *, health_only: bool = False) -> pd.Series | None:
+    """Cells per group (index: group name), from ``health`` or else (unless ``health_only``) the summary."""
     health = entry.get("health")
     source = health.get("n_cells") if isinstance(health, dict) else None
-    if source is None and isinstance(entry.get("summary"), pd.DataFrame) and "n_cells" in entry["summary"]:
-        source = entry["summary"]["n_cells"]
+    if source is None and not health_only and isinstance(entry.get("summary"), pd.DataFrame):
+        source = entry["summary"].get("n_cells")
     if source is None:
         return None
     series = source.iloc[:, 0] if isinstance(source, pd.DataFrame) else pd.Series(source)
+    names = _all_groups(entry)
+    if not isinstance(series.index[0] if len(series) else "", str) and len(series) == len(names):
+        series.index = names  # stored without names (e.g. as an array): in the order of the groups
     series.index = series.index.astype(str)
     return series.astype(float)
 
@@ -128,9 +132,8 @@ def _health(entry: dict, groups: Sequence[str]) -> str:
     if not isinstance(health, dict):
         return ""
     notes, messages = [], []
-    counts = health.get("n_cells")
+    counts = _n_cells(entry, health_only=True)
     if counts is not None:
-        counts = _n_cells({"health": {"n_cells": counts}})
         tiny = [g for g in groups if (n := _cells_of(counts, g)) is not None and n < MIN_CELLS]
         if tiny:
             shown = ", ".join(f"{g} ({int(_cells_of(counts, g))})" for g in tiny[:5])
@@ -185,10 +188,29 @@ def _scanpy_plot(cls, holder, var_names, groupby, groups, ax, *, width, height, 
     return plot
 
 
-def _render(plot, ax: Axes | None, title: str, note: str) -> tuple[Figure, Axes]:
+def _nice(value: float) -> float:
+    """Round ``value`` down to one significant digit (a colour-bar tick inside the range)."""
+    if not np.isfinite(value) or value <= 0:
+        return 0.0
+    unit = 10 ** np.floor(np.log10(value))
+    return float(np.floor(value / unit) * unit)
+
+
+def colorbar_ticks(axis, vmin: float, vmax: float) -> None:
+    """Few, short tick labels on a colour bar: ``-t, 0, t`` on a symmetric scale, else at most 3 ticks."""
+    if np.isclose(vmin, -vmax) and vmax > 0:
+        t = _nice(vmax)
+        axis.set_ticks([-t, 0.0, t], [f"{-t:g}", "0", f"{t:g}"])
+    else:
+        axis.set_major_locator(MaxNLocator(nbins=3, min_n_ticks=2))
+
+
+def _render(plot, ax: Axes | None, title: str, note: str, limits: tuple[float, float]) -> tuple[Figure, Axes]:
     # scanpy writes tick labels and legend titles "small" (0.83 x font.size): 10.8 pt makes that 9 pt
     with style(), plt.rc_context({"font.size": SMALL_FONT / 0.833}):
         plot.make_figure()
+    if "color_legend_ax" in plot.ax_dict:
+        colorbar_ticks(plot.ax_dict["color_legend_ax"].xaxis, *limits)
     main = plot.ax_dict["mainplot_ax"]
     fig = main.figure
     min_font(fig, axes=None if ax is None else list(plot.ax_dict.values()))
@@ -210,7 +232,7 @@ def relevance_heatmap(
     *,
     group: str | None = None,
     groups: str | Sequence[str] | None = None,
-    n_top: int = 5,
+    n_top: int | None = None,
     max_groups: int | None = 12,
     modality: str | None = None,
     standard_scale: str | None = "auto",
@@ -243,7 +265,7 @@ def relevance_heatmap(
     groups
         Groups (rows) to show; default: all, or the ``max_groups`` with most cells.
     n_top
-        Top features per group (or targets and sources of ``group``).
+        Top features per group (default 5), or targets and sources of ``group`` (default 10).
     max_groups
         Most groups shown when ``groups`` is not given (``None``: all).
     modality
@@ -287,6 +309,7 @@ def relevance_heatmap(
             raise ValueError(f"`group=` shows a cross-modal matrix, but uns[{key!r}] holds group relevance; "
                              "leave `group` out to show groups x features.")
         mat, label = _matrix(mdata, key, entry, group, scale)
+        n_top = 10 if n_top is None else n_top
         rows = mat.sum(1).nlargest(n_top).index
         cols = mat.loc[rows].sum(0).nlargest(n_top).index
         data = mat.loc[rows, cols].astype(float)
@@ -295,6 +318,7 @@ def relevance_heatmap(
         row_name, var_names = f"target ({params['target']})", list(data.columns)
         shown = [group]
     else:
+        n_top = 5 if n_top is None else n_top
         shown = _select_groups(mdata, key, entry, groups, max_groups)
         features, added = _top_features(mdata, key, shown, n_top, modality)
         data = pd.DataFrame({g: get_result(mdata, key, group=g)["features"].loc[features, "mean_abs"]
@@ -311,9 +335,10 @@ def relevance_heatmap(
     plot = _scanpy_plot(sc.pl.MatrixPlot, holder, var_names, row_name, list(data.index), ax,
                         width=_column_width(data.shape[1], labels, 0.17), height=0.3, values_df=data)
     plot.style(cmap=cmap, edge_color="none").legend(title=label.replace(" / ", "\n/ "))
-    fig, main = _render(plot, ax, title, note)
+    fig, main = _render(plot, ax, title, note, (float(np.nanmin(data.to_numpy())), float(np.nanmax(data.to_numpy()))))
     if group is not None:
         main.set_xlabel(f"source feature ({params['source']})")
+        main.set_ylabel(f"target feature ({params['target']})")
     return finish(fig, main, show=show, save=save, ax_given=ax is not None, return_fig=return_fig)
 
 
@@ -399,7 +424,7 @@ def relevance_dotplot(
     plot.style(cmap=cmap, dot_max=1.0, dot_min=0.0, largest_dot=160, dot_edge_color="0.35", dot_edge_lw=0.4)
     plot.legend(size_title="|relevance| / column\nmax (%)", colorbar_title="signed mean\nrelevance", width=1.7)
     title = f"Top {n_top} features per {groupby} ({params['kind']} relevance)"
-    fig, main = _render(plot, ax, title, note)
+    fig, main = _render(plot, ax, title, note, (-vmax, vmax))
     return finish(fig, main, show=show, save=save, ax_given=ax is not None, return_fig=return_fig)
 
 
@@ -475,7 +500,7 @@ def relevance_network(
         Cross-modal: ``"target_std"`` ranks links by relevance divided by the target feature's standard
         deviation (targets of different units become comparable); ``None`` uses target units.
     cmap
-        Colormap of the links (default ``"viridis"`` for link strength, ``"RdBu_r"`` for the signed mean).
+        Colormap of the links (default ``"viridis"`` for link strength, ``"coolwarm"`` for the signed mean).
     ax
         Axes to draw in; default a new figure.
     show
@@ -540,12 +565,12 @@ def relevance_network(
         right = list(dict.fromkeys(links["right"]))
         vmax = float(np.abs(links["mean"]).max()) or 1.0
         norm = plt.Normalize(-vmax, vmax)
-        color_values, cmap, label, width_from = links["mean"], cmap or "RdBu_r", "signed mean relevance", 0.0
+        color_values, cmap, label, width_from = links["mean"], cmap or "coolwarm", "signed mean relevance", 0.0
         title = f"Top {n_top} features per {params['groupby']} ({params['kind']} relevance)"
         heads = (str(params["groupby"]), "feature")
     note = _health(entry, shown)
     longest = max(len(s) for s in left + right)
-    height = float(np.clip(0.2 * max(len(left), len(right)) + 1.0, 3.0, LAPTOP_HEIGHT - 0.8))
+    height = float(np.clip(0.2 * max(len(left), len(right)) + 1.2, 3.0, LAPTOP_HEIGHT - 0.4))
     with style():
         fig, ax_ = new_axes(ax, (min(LAPTOP_WIDTH, 4.0 + 0.1 * longest), height))
         _draw_bipartite(ax_, links, left, right, color_values=color_values, norm=norm, width_from=width_from, cmap=cmap,
@@ -555,6 +580,7 @@ def relevance_network(
         sm = plt.cm.ScalarMappable(cmap=plt.get_cmap(cmap), norm=norm)
         bar = fig.colorbar(sm, ax=ax_, orientation="horizontal", fraction=0.04, pad=0.03, aspect=30, shrink=0.6)
         bar.set_label(label, fontsize=SMALL_FONT)
+        colorbar_ticks(bar.ax.xaxis, norm.vmin, norm.vmax)
         bar.ax.tick_params(labelsize=SMALL_FONT)
     if ax is None:
         fit_figure(fig, title=title, note=note)
