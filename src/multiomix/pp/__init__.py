@@ -1,7 +1,7 @@
 """Preprocessing: splits, feature selection, normalisation, sequence encoding."""
 
 from ._features import binarize, normalize, select_features, tfidf, variability_score
-from ._sequence import one_hot_encode, one_hot_sequences, reverse_complement
+from ._sequence import one_hot_encode, one_hot_sequences, reverse_complement, sequences_from_genome
 from ._split import split
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "one_hot_sequences",
     "reverse_complement",
     "select_features",
+    "sequences_from_genome",
     "split",
     "tfidf",
     "variability_score",
