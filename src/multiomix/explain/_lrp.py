@@ -16,7 +16,8 @@ def interaction_relevance(
 
     The network is put in LRP mode (:func:`~multiomix.nn.lrp_mode`: attention weights, normalisation scales
     and bias shares held constant), which makes it positively homogeneous; the relevance of a part is then
-    gradient x input summed over its tokens, and the parts' relevances sum to the class logit.
+    gradient x input summed over its tokens, and the parts' relevances sum to the class logit. With the
+    network's linear path (``linear_skip``) the last part, ``"linear"``, gets input x weight, exactly.
 
     Parameters
     ----------
@@ -40,7 +41,7 @@ def interaction_relevance(
     """
     with lrp_mode(net), torch.enable_grad():
         parts = {name: t.detach().requires_grad_() for name, t in net.parts(x).items()}
-        logits = net.head(net.fuse_parts(parts))
+        logits = net.logits_from_parts(parts)
         chosen = logits.gather(1, target.view(-1, 1).long()).squeeze(1)
         names = net.part_names
         grads = torch.autograd.grad(chosen.sum(), [parts[n] for n in names])

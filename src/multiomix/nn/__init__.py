@@ -1,7 +1,16 @@
 """Pure torch building blocks (no AnnData)."""
 
 from ._lrp import lrp_mode
-from .attomics import AttentionBlock, AttOmicsEncoder, GroupedLinear, SelfAttention, random_groups
+from .attomics import (
+    AttentionBlock,
+    AttOmicsEncoder,
+    BatchedAttentionBlock,
+    GroupedLinear,
+    MultiAttOmicsEncoder,
+    SelfAttention,
+    kind_linear,
+    random_groups,
+)
 from .autoencoder import ModalityDecoder, ModalityEncoder, MultimodalAutoencoder
 from .crossattomics import CrossAttOmicsNet, interaction_name, validate_graph
 from .mlp import MLPHead
@@ -13,6 +22,7 @@ __all__ = [
     "AttentionBlock",
     "AttentionPoolCNN",
     "AttOmicsEncoder",
+    "BatchedAttentionBlock",
     "CosinePrototypeHeads",
     "CrossAttOmicsNet",
     "DilatedResidualCNN",
@@ -20,11 +30,13 @@ __all__ = [
     "EnformerLike",
     "GroupedLinear",
     "interaction_name",
+    "kind_linear",
     "lrp_mode",
     "MaxPoolCNN",
     "MLPHead",
     "ModalityDecoder",
     "ModalityEncoder",
+    "MultiAttOmicsEncoder",
     "MultimodalAutoencoder",
     "random_groups",
     "SelfAttention",
