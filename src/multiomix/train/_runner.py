@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import EarlyStopping
 import numpy as np
 import torch
 
@@ -179,6 +180,8 @@ def train_on_rows(
     callbacks = list(trainer_kwargs.pop("callbacks", []))
     if has_validation and restore_best:
         callbacks.append(BestStateCallback("validation_loss", "min"))
+    if early_stopping and has_validation:  # Lightning's own callback: scvi-tools' prints its reason to stdout
+        callbacks.append(EarlyStopping(monitor="validation_loss", patience=early_stopping_patience, mode="min"))
     show = settings.progress_bar if progress_bar is None else progress_bar
     trainer_kwargs.setdefault("enable_progress_bar", bool(show) and settings.effective_verbosity() >= 1)
     if has_validation:
@@ -196,10 +199,7 @@ def train_on_rows(
             accelerator=accelerator,
             devices=devices,
             batch_size=batch_size,
-            early_stopping=early_stopping and has_validation,
-            early_stopping_monitor="validation_loss",
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_mode="min",
+            early_stopping=False,
             plan_kwargs=plan_kwargs,
             datasplitter_kwargs=datasplitter_kwargs,
             callbacks=callbacks,
