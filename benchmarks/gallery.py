@@ -167,15 +167,20 @@ def markdown(image_dir: str) -> str:
         "# Plot gallery",
         "",
         "Every `mx.pl` function at its defaults on real data (models trained briefly: the gallery shows the plots, "
-        "not the best models). The figures were written with `save=` and are shown at their size; the script "
-        "`benchmarks/gallery.py` regenerates them and this page.",
+        "not the best models). The figures were written with `save=`; the script `benchmarks/gallery.py` "
+        "regenerates them and this page.",
         "",
         "All plots follow one convention (scanpy's): `show=None` shows the figure in a notebook or window unless "
         "an `ax` was given, `save=` writes it, and the function returns the Axes (or the Figure with "
         "`return_fig=True`; plots of several panels return the Figure). Figures are at most "
         f"`mx.pl.LAPTOP_WIDTH` = {mx.pl.LAPTOP_WIDTH} inches wide for the default numbers of rows and columns, "
-        f"saved at `mx.pl.SAVE_DPI` = {mx.pl.SAVE_DPI} dpi (at most {int(mx.pl.LAPTOP_WIDTH * mx.pl.SAVE_DPI)} "
+        f"saved at `mx.pl.SAVE_DPI` = {mx.pl.SAVE_DPI} dpi (about {int(mx.pl.LAPTOP_WIDTH * mx.pl.SAVE_DPI)} "
         "pixels: readable at 100 % zoom on a laptop screen), with fonts of at least 9 points.",
+        "",
+        "The relevance plots read the `health` that `mx.tl.feature_relevance` stores with its results. When a shown "
+        "group has fewer than 10 cells, the relative additivity error exceeds 0.2, or the explained path is "
+        "linear (its relevance is then not specific to a cell type), they raise a `UserWarning` that says so and "
+        "print a red *Caution* line under the title.",
         "",
         "The inputs: `cite = mx.datasets.bmmc_cite()` (UnitedNet, `mx.tl.feature_relevance(cite, model, "
         "groupby='cell_type')`; MultimodalAE and `mx.tl.benchmark_embeddings(..., umap=True)`), "

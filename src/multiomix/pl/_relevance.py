@@ -1,9 +1,9 @@
 """Plots of :func:`multiomix.tl.feature_relevance` results (they only read ``mdata.uns[key]``).
 
-The dot plot and the heatmap are drawn by scanpy's :class:`scanpy.pl.DotPlot` and :class:`scanpy.pl.MatrixPlot`
+The dot plot and the heatmap are drawn by scanpy's ``scanpy.pl.DotPlot`` and ``scanpy.pl.MatrixPlot``
 (given the relevance as their colour / size tables), so they look and behave like ``sc.pl.dotplot`` and
 ``sc.pl.matrixplot``. Every relevance plot checks the results' ``health`` (when ``feature_relevance`` stored it)
-and warns, in a :class:`UserWarning` and in red under the title, when the shown results should not be trusted.
+and warns, in a ``UserWarning`` and in red under the title, when the shown results should not be trusted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 import scanpy as sc
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from mudata import MuData
 
 from .._logging import logger
@@ -202,7 +202,8 @@ def colorbar_ticks(axis, vmin: float, vmax: float) -> None:
         t = _nice(vmax)
         axis.set_ticks([-t, 0.0, t], [f"{-t:g}", "0", f"{t:g}"])
     else:
-        axis.set_major_locator(MaxNLocator(nbins=3, min_n_ticks=2))
+        axis.set_major_locator(MaxNLocator(nbins=2, min_n_ticks=2))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
 
 
 def _render(plot, ax: Axes | None, title: str, note: str, limits: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -245,12 +246,12 @@ def relevance_heatmap(
 ) -> Axes | Figure | None:
     """Heatmap of mean absolute relevance: groups x their top features, or one group's target x source matrix.
 
-    Drawn by :class:`scanpy.pl.MatrixPlot`: rows are groups (cell types), columns each group's ``n_top`` most
+    Drawn by ``scanpy.pl.MatrixPlot``: rows are groups (cell types), columns each group's ``n_top`` most
     relevant features, bracketed and labelled by the group that selected them (a feature already selected by
     an earlier group is not repeated). With ``group`` (cross-modal results), rows are that group's ``n_top``
     target features and columns their ``n_top`` source features.
 
-    When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a :class:`UserWarning` and
+    When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a ``UserWarning`` and
     a red note under the title flag shown groups with fewer than 10 cells, a relative additivity error above
     0.2 and a linear explained path (relevance then is not cell-type specific).
 
@@ -358,13 +359,13 @@ def relevance_dotplot(
 ) -> Axes | Figure | None:
     """Dot plot of each group's top features: size = mean absolute relevance, colour = signed mean.
 
-    Drawn by :class:`scanpy.pl.DotPlot` (the look of ``sc.pl.rank_genes_groups_dotplot``): rows are groups
+    Drawn by ``scanpy.pl.DotPlot`` (the look of ``sc.pl.rank_genes_groups_dotplot``): rows are groups
     (cell types), columns each group's ``n_top`` most relevant features, bracketed and labelled by the group that
     selected them (a feature already selected by an earlier group is not repeated). Dot sizes are scaled per
     feature (column) to its largest mean absolute relevance across the shown groups; colours show the signed
     mean relevance on a symmetric scale (red: the feature's values in the group raise the explained output).
 
-    When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a :class:`UserWarning` and
+    When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a ``UserWarning`` and
     a red note under the title flag shown groups with fewer than 10 cells, a relative additivity error above
     0.2 and a linear explained path (relevance then is not cell-type specific).
 
@@ -475,7 +476,7 @@ def relevance_network(
     3), sized by mean absolute relevance and coloured by the signed mean, so features shared by several cell
     types stand out.
 
-    When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a :class:`UserWarning` and
+    When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a ``UserWarning`` and
     a red note under the title flag shown groups with fewer than 10 cells, a relative additivity error above
     0.2 and a linear explained path (relevance then is not cell-type specific).
 

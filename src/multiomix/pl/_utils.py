@@ -4,7 +4,7 @@ The convention (scanpy's):
 
 * ``show=None`` shows the figure when pyplot's backend is interactive (a notebook, a desktop window) and no
   ``ax`` was given (the caller is then still composing a larger figure); ``show=True`` / ``False`` force it.
-* ``save`` is a path; the figure is written there (format from the suffix) at :data:`SAVE_DPI` with a tight
+* ``save`` is a path; the figure is written there (format from the suffix) at ``SAVE_DPI`` with a tight
   bounding box.
 * When the figure is shown the function returns ``None``. Otherwise, plots drawn in one ``Axes`` (they accept
   ``ax``) return that Axes, or the Figure when ``return_fig=True``; plots that lay out a figure of several
@@ -25,12 +25,12 @@ from matplotlib.figure import Figure
 
 #: Resolution of files written with ``save=``.
 SAVE_DPI = 120
-#: The widest figure the plots choose on their own, in inches: 1260 px at :data:`SAVE_DPI`, which fits a laptop
+#: The widest figure the plots choose on their own, in inches: 1260 px at ``SAVE_DPI``, which fits a laptop
 #: screen (1280-1440 px wide) at 100 % zoom. Plots of many rows or columns grow beyond it only when asked.
 LAPTOP_WIDTH = 10.5
-#: The tallest figure the plots choose on their own (840 px at :data:`SAVE_DPI`).
+#: The tallest figure the plots choose on their own (840 px at ``SAVE_DPI``).
 LAPTOP_HEIGHT = 7.0
-#: Base font size (points); tick labels and legends use :data:`SMALL_FONT`, never less.
+#: Base font size (points); tick labels and legends use ``SMALL_FONT``, never less.
 FONT_SIZE = 10.0
 SMALL_FONT = 9.0
 
@@ -50,7 +50,7 @@ _NON_INTERACTIVE = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
 
 @contextmanager
 def style() -> Iterator[None]:
-    """Fonts of at least :data:`SMALL_FONT` points while a plot is drawn."""
+    """Fonts of at least ``SMALL_FONT`` points while a plot is drawn."""
     with plt.rc_context(_RC):
         yield
 
