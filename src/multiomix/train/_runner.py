@@ -126,7 +126,9 @@ class BestStateCallback(pl.Callback):
         self.best_epoch: int | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the plan's own on_validation_epoch_end has logged this epoch's metric (callbacks' epoch-end hooks
+        # run before the module's, so they would read the previous epoch's value)
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics[self.monitor])
