@@ -26,13 +26,17 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
 import multiomix as mx
-from multiomix.tl._baseline import logistic_baseline
+from multiomix._baseline import logistic_baseline
 
 mx.settings.verbosity = 1
 mx.settings.progress_bar = False
 RESULTS = Path(__file__).parent / "results"
 LABELS = {"brca": "subtype", "lgg": "vital_status", "kipan": "subtype"}
-VARIANTS: dict[str, dict] = {"default": {}}
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "no_linear": {"linear_path": None},  # the original architecture
+    "trained_linear": {"linear_path": "trained"},
+}
 
 
 def peers(x_train, y_train, x_test, seed: int) -> dict[str, tuple[np.ndarray, float]]:

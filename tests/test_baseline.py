@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 import multiomix as mx
+from multiomix._baseline import logistic_baseline
 from multiomix._utils import new_mudata
-from multiomix.tl._baseline import logistic_baseline
 
 
 def _linear(n: int = 120, seed: int = 0):
@@ -29,13 +29,23 @@ def _linear(n: int = 120, seed: int = 0):
 
 def test_baseline_wins_on_a_linear_signal_with_few_samples(caplog):
     mdata = _linear()
-    with caplog.at_level(logging.INFO, logger="multiomix"):
-        mx.tl.fit_crossattomics(mdata, test_size=0.3, progress_bar=False)
+    with caplog.at_level(logging.INFO, logger="multiomix"):  # the original architecture, without a linear path
+        mx.tl.fit_crossattomics(mdata, test_size=0.3, linear_path=None, progress_bar=False)
     info = mdata.uns["crossattomics"]
     assert info["baseline"]["name"] == "logistic_regression"
     assert info["baseline"]["test_metrics"]["n"] == info["test_metrics"]["n"] == 36
     assert info["baseline"]["test_metrics"]["macro_f1"] > info["test_metrics"]["macro_f1"] + 0.05
     assert any("crossattomics vs baseline (logistic_regression" in r.getMessage() for r in caplog.records)
+
+
+def test_fitted_linear_path_keeps_the_default_level_with_the_baseline_on_a_linear_signal():
+    gaps = []
+    for seed in range(3):
+        mdata = _linear(seed=seed)
+        mx.tl.fit_crossattomics(mdata, test_size=0.3, random_state=seed, progress_bar=False)
+        info = mdata.uns["crossattomics"]
+        gaps.append(info["baseline"]["test_metrics"]["macro_f1"] - info["test_metrics"]["macro_f1"])
+    assert np.mean(gaps) < 0.03  # without the linear path the baseline leads by 0.08-0.20 on these data
 
 
 def test_model_wins_on_a_planted_product_of_two_modalities():

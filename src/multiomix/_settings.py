@@ -41,7 +41,7 @@ class _Settings:
         self._apply()
 
     def effective_verbosity(self) -> int:
-        """The level in force (scanpy's when ``verbosity`` is ``None``)."""
+        """Return the level in force (scanpy's when ``verbosity`` is ``None``)."""
         if self._verbosity is not None:
             return self._verbosity
         import scanpy as sc

@@ -19,7 +19,7 @@ SPLIT_VALUES = ("train", "validation", "test")
 
 
 def new_mudata(mods: dict[str, AnnData]) -> MuData:
-    """A MuData from modalities, built with mudata's upcoming defaults (no pulled columns, no FutureWarning).
+    """Build a MuData from modalities with mudata's upcoming defaults (no pulled columns, no FutureWarning).
 
     Examples
     --------

@@ -130,7 +130,7 @@ class RelevanceAdapter:
 
 
 def get_adapter(model) -> RelevanceAdapter:
-    """The model's :class:`RelevanceAdapter` (from its ``relevance_adapter()`` method).
+    """Return the model's :class:`RelevanceAdapter` (from its ``relevance_adapter()`` method).
 
     Examples
     --------

@@ -1,19 +1,14 @@
 """scvi-tools model classes, each on :class:`~multiomix.models.base.MultiomixModel`."""
 
+from ..module import CrossAttOmicsModule, GenomicInterpreterModule, MultimodalAEModule, UnitedNetModule
+from ..train import MultimodalAETrainingPlan, UnitedNetTrainingPlan
 from . import base
-
-from ..module import CrossAttOmicsModule
 from ._crossattomics import CrossAttOmics, default_interaction_graph
-from .base import MultiomixModel
-from ..module import GenomicInterpreterModule
 from ._genomic_interpreter import GenomicInterpreter
 from ._med_crossvit import MedCrossViT, MedCrossViTModule
-from ..module import MultimodalAEModule
-from ..train import MultimodalAETrainingPlan
 from ._multimodal_ae import MultimodalAE
 from ._unitednet import UnitedNet
-from ..module import UnitedNetModule
-from ..train import UnitedNetTrainingPlan
+from .base import MultiomixModel
 
 __all__ = [
     "CrossAttOmics",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from mudata import MuData
 
+from .._baseline import logistic_baseline
 from ..module import CrossAttOmicsModule
 from ..nn import random_groups, validate_graph
 from ..nn.crossattomics import interaction_name
@@ -73,6 +74,10 @@ def resolve_groups(
     return groups, names
 
 
+def _dense(matrix) -> np.ndarray:
+    return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+
+
 class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
     """CrossAttOmics: multi-omics classification with cross-attention along a regulatory graph.
 
@@ -104,6 +109,13 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         :meth:`train` starts, stored in the model and applied to any data it is later given).
     target_self_attention, add_unimodal_branches, add_unimodal_to_multimodal
         Fusion options, see :class:`~multiomix.nn.CrossAttOmicsNet`.
+    linear_path
+        A linear map of the standardised inputs added to the logits (wide-and-deep), so the deep part has to earn
+        its place. ``"fitted"`` (default): a logistic regression fitted on the training rows (``C`` by inner
+        cross-validation, class-weighted like the loss), frozen; the head's output layer starts at zero and the
+        weights before training (that logistic regression alone) compete with every epoch for the best
+        validation loss. ``"trained"``: the map starts at zero and is trained with the rest. ``None``: no linear
+        path (the original architecture).
     random_state
         Seed of the random groups and the weight initialisation.
 
@@ -135,6 +147,7 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         target_self_attention: bool = True,
         add_unimodal_branches: bool = True,
         add_unimodal_to_multimodal: bool = False,
+        linear_path: Literal["fitted", "trained"] | None = "fitted",
         random_state: int = 0,
     ):
         super().__init__(mdata, random_state=random_state)
@@ -165,8 +178,14 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
             target_self_attention=target_self_attention,
             add_unimodal_branches=add_unimodal_branches,
             add_unimodal_to_multimodal=add_unimodal_to_multimodal,
+            linear_skip=linear_path is not None,
         )
         self.standardize = standardize
+        if linear_path not in ("fitted", "trained", None):
+            raise ValueError(f"linear_path must be 'fitted', 'trained' or None, got {linear_path!r}.")
+        self.linear_path = linear_path
+        self.class_weighting = class_weighting
+        self._initial_state_is_candidate = linear_path == "fitted"
         self._model_summary_string = (
             f"CrossAttOmics over {modalities}; graph {graph}; groups "
             f"{ {m: len(g) for m, g in self.feature_groups_.items()} }; fused width {self.module.net.fused_dim}; "
@@ -214,6 +233,45 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
             **kwargs,
         )
 
+    def _on_train_start(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Standardiser and class weights from the training rows; with ``linear_path="fitted"``, the linear path.
+
+        The linear path is a logistic regression of the standardised inputs (``C`` by inner cross-validation on
+        the training rows, class-weighted like the loss), copied into the network and frozen; the head's output
+        layer starts at zero, so training starts from exactly that model and the deep part learns what it misses.
+        """
+        super()._on_train_start(rows)
+        if self.linear_path != "fitted":
+            return
+        from scvi import REGISTRY_KEYS
+
+        train = np.sort(rows[0])
+        module = self.module
+        with torch.no_grad():
+            x = module.standardizer({m: torch.as_tensor(np.asarray(_dense(self._matrix(m)[train])),
+                                                        dtype=torch.float32) for m in self.modalities})
+        features = module.net.wide_input(x).numpy()
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()[train].astype(int)
+        search = logistic_baseline(features, codes, random_state=self.random_state,
+                                   class_weighting=self.class_weighting)
+        scaler, lr = search.best_estimator_[0], search.best_estimator_[-1]
+        coef = lr.coef_ / scaler.scale_
+        intercept = lr.intercept_ - coef @ scaler.mean_
+        classes = lr.classes_.astype(int)
+        n_classes = module.net.linear.weight.shape[0]
+        weight, bias = np.zeros((n_classes, coef.shape[1])), np.zeros(n_classes)
+        if len(classes) == 2 and coef.shape[0] == 1:
+            weight[classes[1]], bias[classes[1]] = coef[0], intercept[0]
+        else:
+            weight[classes], bias[classes] = coef, intercept
+        head_out = module.net.head.out
+        with torch.no_grad():
+            module.net.linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            head_out.weight.zero_()
+            head_out.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        module.net.linear.weight.requires_grad_(False)
+        self.linear_path_C_ = float(search.best_params_["logisticregression__C"])
+
     @property
     def interaction_graph(self) -> dict[str, list[str]]:
         """The interaction graph ``{target: [sources]}``."""
@@ -225,7 +283,7 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         return self.module.net.part_names
 
     def relevance_adapter(self):
-        """What :mod:`multiomix.explain` needs: a classifier from the stored data to class probabilities.
+        """Return what :mod:`multiomix.explain` needs: a classifier from the stored data to class probabilities.
 
         Examples
         --------

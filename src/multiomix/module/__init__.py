@@ -5,7 +5,9 @@ from ._med_crossvit import MedCrossViTModule
 from ._multimodal_ae import MultimodalAEModule
 
 __all__ = ["CrossAttOmicsModule", "MedCrossViTModule", "MultimodalAEModule"]
-from ._unitednet import UnitedNetModule  # noqa: E402
+from ._unitednet import UnitedNetModule
+
 __all__ += ["UnitedNetModule"]
 from ._genomic_interpreter import GenomicInterpreterModule  # noqa: E402
+
 __all__ += ["GenomicInterpreterModule"]

@@ -49,7 +49,7 @@ class CrossAttOmicsModule(BaseModuleClass):
         """Fused representation and class logits."""
         x = self.standardizer(x)
         fused = self.net.fuse(x)
-        return {"latent": fused, "logits": self.net.head(fused)}
+        return {"latent": fused, "logits": self.net.classify(fused, x)}
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
         return {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ def fit_crossattomics(
     target_self_attention: bool = True,
     add_unimodal_branches: bool = True,
     add_unimodal_to_multimodal: bool = False,
+    linear_path: Literal["fitted", "trained"] | None = "fitted",
     max_epochs: int | None = None,
     lr: float | None = None,
     weight_decay: float | None = None,
@@ -78,6 +79,10 @@ def fit_crossattomics(
         Architecture and loss options, see :class:`~multiomix.models.CrossAttOmics`.
     target_self_attention, add_unimodal_branches, add_unimodal_to_multimodal
         Fusion options, see :class:`~multiomix.nn.CrossAttOmicsNet`.
+    linear_path
+        ``"fitted"`` (default): a frozen, CV-tuned logistic regression of the inputs is added to the logits and
+        training starts from it, so the deep part has to earn its place; ``"trained"``: a linear path trained
+        with the rest; ``None``: none (the original architecture). See :class:`~multiomix.models.CrossAttOmics`.
     max_epochs, lr, weight_decay, batch_size, early_stopping_patience
         Training options (defaults: the model's, see :meth:`~multiomix.models.base.MultiomixModel.train`).
     split_key
@@ -130,6 +135,7 @@ def fit_crossattomics(
         target_self_attention=target_self_attention,
         add_unimodal_branches=add_unimodal_branches,
         add_unimodal_to_multimodal=add_unimodal_to_multimodal,
+        linear_path=linear_path,
         random_state=random_state,
     )
     model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=fit.train,
@@ -141,7 +147,8 @@ def fit_crossattomics(
         "hidden": list(hidden), "heads": heads, "dropout": dropout, "class_weighting": class_weighting,
         "standardize": standardize, "target_self_attention": target_self_attention,
         "add_unimodal_branches": add_unimodal_branches, "add_unimodal_to_multimodal": add_unimodal_to_multimodal,
-        "max_epochs": max_epochs, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
+        "linear_path": linear_path, "max_epochs": max_epochs, "lr": lr, "weight_decay": weight_decay,
+        "batch_size": batch_size,
         "random_state": random_state, "n_groups": {m: len(g) for m, g in model.feature_groups_.items()},
     }
     finish_classifier_fit(

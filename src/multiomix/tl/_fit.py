@@ -24,6 +24,7 @@ import pandas as pd
 from mudata import MuData
 from sklearn.model_selection import train_test_split
 
+from .._baseline import logistic_baseline, stack_modalities
 from .._logging import logger
 from .._metrics import classification_metrics
 from .._utils import (
@@ -42,7 +43,6 @@ from .._utils import (
     write_uns,
 )
 from ..models.base import resolve_layers
-from ._baseline import logistic_baseline, stack_modalities
 
 #: suffixes of the columns multiomix writes; never taken for a label column
 _OUTPUT_SUFFIXES = ("_prediction", "_transferred", "_unknown", "_confidence")
@@ -133,7 +133,7 @@ def _hold_out(rows: np.ndarray, labels: pd.Series, size: float, *, what: str, ra
 
 
 def check_input(mdata: MuData, modalities: Sequence[str], layers: Mapping[str, str | None]) -> None:
-    """Checks before any fit: modalities exist and are aligned, obs names unique, values finite.
+    """Check the input before any fit: modalities exist and are aligned, obs names unique, values finite.
 
     Examples
     --------
@@ -163,7 +163,7 @@ def training_view(
     labels: pd.Categorical | None = None,
     obsm: Mapping[str, Sequence[str]] | None = None,
 ) -> MuData:
-    """A new MuData around ``mdata``'s matrices (no copy) for scvi-tools to register.
+    """Build a new MuData around ``mdata``'s matrices (no copy) for scvi-tools to register.
 
     Examples
     --------

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._baseline import logistic_baseline
 from .._logging import logger
 from .._metrics import track_metrics
 from .._utils import (
@@ -25,7 +26,6 @@ from .._utils import (
 from ..models import GenomicInterpreter
 from ..models._genomic_interpreter import region_input
 from ..module._genomic_interpreter import DEFAULT_BACKBONE_KWARGS
-from ._baseline import logistic_baseline
 from ._fit import _hold_out
 
 __all__ = ["attention_maps", "attention_pair_hit_rate", "fit_genomic_interpreter", "kmer_counts"]

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
+from .._baseline import stack_modalities
 from .._utils import check_modalities
 from ..models._med_crossvit import MedCrossViT, _check_bags
-from ._baseline import stack_modalities
 from ._fit import finish_classifier_fit, modality_features, prepare_fit
 
 __all__ = ["fit_med_crossvit"]

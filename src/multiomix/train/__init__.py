@@ -8,6 +8,8 @@ __all__ = ["BestStateCallback", "SupervisedTrainingPlan", "adamw_foreach", "quie
            "train_on_rows"]
 __all__ += ["MultimodalAETrainingPlan"]
 from ._unitednet import PHASES, UnitedNetTrainingPlan  # noqa: E402
+
 __all__ += ["PHASES", "UnitedNetTrainingPlan"]
 from ._genomic_interpreter import GenomicInterpreterTrainingPlan, lr_factor  # noqa: E402
+
 __all__ += ["GenomicInterpreterTrainingPlan", "lr_factor"]

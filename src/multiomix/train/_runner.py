@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import EarlyStopping
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 
 from .._settings import settings
 
@@ -113,15 +113,18 @@ class BestStateCallback(pl.Callback):
         Logged metric to watch (e.g. ``"validation_loss"``).
     mode
         ``"min"`` or ``"max"``.
+    include_initial
+        Also consider the weights before training, scored by a full validation pass run before the first epoch
+        (Lightning's sanity check with ``num_sanity_val_steps=-1``); reported as epoch ``-1``.
 
     Examples
     --------
     >>> callback = BestStateCallback("validation_loss", "min")
     """
 
-    def __init__(self, monitor: str = "validation_loss", mode: str = "min"):
+    def __init__(self, monitor: str = "validation_loss", mode: str = "min", *, include_initial: bool = False):
         super().__init__()
-        self.monitor, self.mode = monitor, mode
+        self.monitor, self.mode, self.include_initial = monitor, mode, include_initial
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
@@ -129,12 +132,13 @@ class BestStateCallback(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the plan's own on_validation_epoch_end has logged this epoch's metric (callbacks' epoch-end hooks
         # run before the module's, so they would read the previous epoch's value)
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+        if (trainer.sanity_checking and not self.include_initial) or self.monitor not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics[self.monitor])
         better = self.best_score is None or (score < self.best_score if self.mode == "min" else score > self.best_score)
         if better:
-            self.best_score, self.best_epoch = score, trainer.current_epoch
+            self.best_score = score
+            self.best_epoch = -1 if trainer.sanity_checking else trainer.current_epoch
             self._best_state = copy.deepcopy(pl_module.module.state_dict())
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -155,6 +159,7 @@ def train_on_rows(
     random_state: int,
     progress_bar: bool | None = None,
     restore_best: bool = True,
+    include_initial: bool = False,
     plan_kwargs: dict | None = None,
     datasplitter_kwargs: dict | None = None,
     **trainer_kwargs: Any,
@@ -181,7 +186,9 @@ def train_on_rows(
     has_validation = len(validation) > 0
     callbacks = list(trainer_kwargs.pop("callbacks", []))
     if has_validation and restore_best:
-        callbacks.append(BestStateCallback("validation_loss", "min"))
+        callbacks.append(BestStateCallback("validation_loss", "min", include_initial=include_initial))
+        if include_initial:
+            trainer_kwargs.setdefault("num_sanity_val_steps", -1)
     if early_stopping and has_validation:  # Lightning's own callback: scvi-tools' prints its reason to stdout
         callbacks.append(EarlyStopping(monitor="validation_loss", patience=early_stopping_patience, mode="min"))
     show = settings.progress_bar if progress_bar is None else progress_bar

@@ -157,7 +157,7 @@ def matched_input(
     classes: Sequence[str] | None = None,
     obsm: Mapping[str, Sequence[str]] | None = None,
 ) -> MuData:
-    """A MuData over ``data``'s matrices with each modality's columns in the training order.
+    """Build a MuData over ``data``'s matrices with each modality's columns in the training order.
 
     The user's object is not modified: the returned MuData holds new AnnData objects around the same (or
     column-reordered) matrices. When ``label_key`` is given and ``data.obs`` has no such column, a placeholder

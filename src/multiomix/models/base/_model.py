@@ -34,7 +34,9 @@ class MultimodalInputMixin:
     @classmethod
     def setup_anndata(cls, adata, **kwargs) -> None:
         """Not supported: the model reads several modalities; register a MuData with ``setup_mudata``."""
-        raise TypeError(f"{cls.__name__} reads several modalities: build a MuData and call `{cls.__name__}.setup_mudata`.")
+        raise TypeError(
+            f"{cls.__name__} reads several modalities: build a MuData and call `{cls.__name__}.setup_mudata`."
+        )
 
 
 class MultiomixModel(BaseModelClass):
@@ -70,6 +72,8 @@ class MultiomixModel(BaseModelClass):
     _unlabeled_arg: ClassVar[str] = "unlabeled_category"
     #: restore the weights of the best validation epoch (a plan that chooses its own best epoch sets False)
     _restore_best_epoch: ClassVar[bool] = True
+    #: the weights before training are a candidate too (a model that starts from a fitted linear model)
+    _initial_state_is_candidate: ClassVar[bool] = False
 
     def __init__(self, mdata: MuData | None = None, *, random_state: int = 0):
         super().__init__(mdata)
@@ -144,7 +148,7 @@ class MultiomixModel(BaseModelClass):
             weight.copy_(class_weights(codes, len(weight)).to(weight.device))
 
     def _on_train_end(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """Called after training (e.g. to choose a head on the validation rows)."""
+        """Run after training (e.g. to choose a head on the validation rows)."""
 
     def train(
         self,
@@ -222,6 +226,7 @@ class MultiomixModel(BaseModelClass):
             random_state=self.random_state,
             progress_bar=progress_bar,
             restore_best=self._restore_best_epoch,
+            include_initial=self._initial_state_is_candidate,
             plan_kwargs=plan,
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
@@ -246,7 +251,7 @@ class MultiomixModel(BaseModelClass):
         )
 
     def _validate_anndata(self, adata=None, copy_if_view: bool = True):
-        """Registered data pass through; new data are matched to the training features by name first."""
+        """Pass registered data through; match new data to the training features by name first."""
         if adata is None or adata is self.adata or self.get_anndata_manager(adata) is not None:
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
         scvi_logger = logging.getLogger("scvi")
@@ -355,7 +360,7 @@ class MultiomixModel(BaseModelClass):
         return self._collect(mdata, indices, batch_size, [self._latent_output])[self._latent_output]
 
     def relevance_adapter(self):
-        """What :mod:`multiomix.explain` needs to explain this model (a :class:`~multiomix.explain.RelevanceAdapter`).
+        """Return the :class:`~multiomix.explain.RelevanceAdapter` through which :mod:`multiomix.explain` works.
 
         Examples
         --------
