@@ -237,15 +237,19 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         """Standardiser and class weights from the training rows; with ``linear_path="fitted"``, the linear path.
 
         The linear path is a logistic regression of the standardised inputs (``C`` by inner cross-validation on
-        the training rows, class-weighted like the loss), copied into the network and frozen; the head's output
-        layer starts at zero, so training starts from exactly that model and the deep part learns what it misses.
+        the training and validation rows, class-weighted like the loss: the baseline a fit stores), copied into the
+        network and frozen; the head's output layer starts at zero, so training starts from exactly that model and
+        the deep part learns what it misses. The deep part is kept only if it lowers the validation loss of the
+        linear model alone, which has seen those rows: a conservative choice.
         """
         super()._on_train_start(rows)
         if self.linear_path != "fitted":
             return
         from scvi import REGISTRY_KEYS
 
-        train = np.sort(rows[0])
+        # the same rows as the baseline a fit stores; that the validation rows are among them makes the choice
+        # between the linear model alone and a trained deep part conservative (it favours the linear model)
+        train = np.sort(np.concatenate([rows[0], rows[1]]))
         module = self.module
         with torch.no_grad():
             x = module.standardizer({m: torch.as_tensor(np.asarray(_dense(self._matrix(m)[train])),
