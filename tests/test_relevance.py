@@ -287,3 +287,18 @@ def test_translator_is_the_models_prediction():
     with torch.no_grad():
         pred = translator(torch.as_tensor(np.asarray(mdata.mod["src"].X, dtype=np.float32))).numpy()
     np.testing.assert_allclose(pred, model.translate(mdata, source="src", target="tgt"), rtol=1e-4, atol=1e-4)
+
+
+def test_relevance_stores_its_health_and_warns(caplog):
+    import logging
+
+    mdata = mx.datasets.synthetic_interaction_mudata(160, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    models = [mx.tl.fit_crossattomics(mdata, max_epochs=2, random_state=s, progress_bar=False,
+                                      key_added=f"m{s}") for s in range(2)]
+    with caplog.at_level(logging.WARNING, logger="multiomix"):
+        mx.tl.feature_relevance(mdata, models, groupby="label", key_added="rel", n_samples=8, top_k_stability=5)
+    health = mdata.uns["rel"]["health"]
+    assert 0 <= health["topk_stability"] <= 1 and health["topk"] == 5
+    assert health["linear_path"] is False
+    assert health["n_cells"]["n_cells"].sum() == mdata.n_obs
+    assert health["additivity_error"] >= 0

@@ -127,6 +127,7 @@ def feature_relevance(
     batch_size: int | None = None,
     memory_mb: float = 512,
     random_state: int = 0,
+    top_k_stability: int = 20,
     key_added: str | None = None,
     copy: bool = False,
 ) -> MuData | None:
@@ -185,6 +186,9 @@ def feature_relevance(
         Cells per batch (default: what fits in ``memory_mb`` of interpolation points / Jacobians).
     random_state
         Seed of the cell subsampling, random background and expected-gradients draws.
+    top_k_stability
+        With several models (a seed ensemble), ``health['topk_stability']`` is the mean share of the top
+        ``top_k_stability`` features any two models have in common (per group, averaged).
     key_added
         Key in ``mdata.uns`` (default ``"relevance"`` or ``"relevance_<source>_to_<target>"``).
     copy
@@ -202,6 +206,10 @@ def feature_relevance(
       (divide by it to compare targets of different scales);
     * ``"summary"``: per group the number of cells, method, additivity error and seconds (summed over the
       models of an ensemble);
+    * ``"health"``: ``additivity_error`` (largest relative error over the groups), ``n_cells`` (per group),
+      ``linear_path`` (True when the explained source -> target path is linear, so not group-specific) and, for
+      an ensemble, ``topk_stability``; a warning is logged for groups under 10 cells, an error above 0.2 or a
+      linear path, and :mod:`multiomix.pl` repeats it on the figure;
     * ``"params"``: the arguments, the method used, the number of models and the largest additivity error
       (of any model).
 
@@ -276,7 +284,7 @@ def feature_relevance(
     labelled = np.flatnonzero(codes >= 0)
     shared_bg = _background(labelled, list(range(len(present)))) if background == "all_groups" else None
     start = time.perf_counter()
-    results = {}
+    results, stability = {}, {}
     for g in chosen:
         gi = present.index(g)
         rows = np.flatnonzero(codes == gi)
@@ -294,6 +302,8 @@ def feature_relevance(
                 per_model.append(cross_modal_relevance(fn, matrices[source], rows, bg[0], columns=positions[source],
                                                        **common))
         results[g] = average_results(per_model)
+        if len(per_model) > 1:
+            stability[g] = _topk_overlap([_per_feature(r, kind) for r in per_model], k=top_k_stability)
     seconds = time.perf_counter() - start
 
     feature_mods = [m for m in mods for _ in adapter.feature_names[m]]
@@ -328,7 +338,9 @@ def feature_relevance(
         "deep_unsupported_modules": notes.get("deep_unsupported_modules", ""),
         "random_state": random_state, "seconds": seconds,
     })
-    entry: dict[str, Any] = {"params": params, "groups": frames, "summary": summary}
+    health = _health(summary, stability, linear=kind == "cross_modal" and (source, target) in adapter.linear_paths,
+                     k=top_k_stability)
+    entry: dict[str, Any] = {"params": params, "groups": frames, "summary": summary, "health": health}
     if kind == "cross_modal":
         entry["matrices"] = mats
         # standard deviation of each target feature over all cells (to read the matrices in SD units)
@@ -344,6 +356,43 @@ def feature_relevance(
     out = mdata.copy() if copy else mdata
     write_uns(out, key_added, entry)
     return out if copy else None
+
+
+def _per_feature(result, kind: str) -> np.ndarray:
+    """Mean absolute relevance per input feature of one model's result."""
+    return np.concatenate(result.mean_abs) if kind == "group" else np.asarray(result.mean_abs).sum(0)
+
+
+def _topk_overlap(vectors: list[np.ndarray], *, k: int) -> float:
+    """Mean share of the top-``k`` features two models have in common, over all pairs of models."""
+    tops = [set(np.argsort(-v)[:k]) for v in vectors]
+    pairs = [(a, b) for i, a in enumerate(tops) for b in tops[i + 1:]]
+    return float(np.mean([len(a & b) / max(min(k, len(a)), 1) for a, b in pairs]))
+
+
+#: thresholds above/below which the stored health and the plots warn
+TINY_GROUP, HIGH_ADDITIVITY_ERROR = 10, 0.2
+
+
+def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool, k: int) -> dict[str, Any]:
+    """What a user should know before reading a relevance result, and one warning per problem."""
+    health: dict[str, Any] = {
+        "additivity_error": float(summary["additivity_relative"].max()) if len(summary) else 0.0,
+        "n_cells": summary[["n_cells"]].astype(int),  # a frame: survives write_h5mu
+        "linear_path": bool(linear),
+    }
+    if stability:
+        health["topk_stability"] = float(np.mean(list(stability.values())))
+        health["topk"] = int(k)
+    tiny = list(summary.index[summary["n_cells"] < TINY_GROUP])
+    if tiny:
+        logger.warning(f"relevance of groups with fewer than {TINY_GROUP} cells is unreliable: {tiny}")
+    if health["additivity_error"] > HIGH_ADDITIVITY_ERROR:
+        logger.warning(f"relative additivity error {health['additivity_error']:.2f}: the attributions do not add up "
+                       "to the explained output; raise n_samples or use a seed ensemble")
+    if linear:
+        logger.warning("the explained source -> target path is linear: its relevance is the same in every group")
+    return health
 
 
 def rank_relevant_features(
