@@ -4,18 +4,19 @@ Usage: python benchmarks/tcga_speed.py [--threads 1] [--repeats 7] [--epochs 10]
        [--baseline results/tcga_speed.before.json] [--tag after]
 
 Measured in one process, at a fixed number of torch threads (default 1), interleaved so that machine load
-hits all alike: (1) CrossAttOmics (model class defaults) trained through scvi-tools/Lightning
-(``model.train`` on the 615 training patients, validation on the 154 test patients every epoch);
-(2) the same network in a bare PyTorch loop over pre-loaded tensors (the cost of the arithmetic, autograd and
-the optimiser); (3) a plain 256-64 MLP on the concatenated omics in the same bare loop. Both bare loops use
-the engine's optimiser (AdamW with the multi-tensor update). Medians over ``--repeats`` repeats of
+hits all alike: (1) CrossAttOmics (model class defaults, without the linear path where the class has one:
+the original architecture) trained through scvi-tools/Lightning (``model.train`` on the 615 training
+patients, validation on the 154 test patients every epoch); (2) the same network in a bare PyTorch loop over
+pre-loaded tensors (the cost of the arithmetic, autograd and the optimiser); (3) a plain 256-64 MLP on the
+concatenated omics in the same bare loop. The bare loops use the engine's optimiser (AdamW with the
+multi-tensor update) and, for comparison, AdamW's fused kernel. Medians over ``--repeats`` repeats of
 ``--epochs`` epochs each. FLOPs are counted with torch's FlopCounterMode on one training step and compared
 with this machine's measured fp32 matrix-multiply peak.
 
-Accuracy on a fixed split (``mx.pp.split``, 20 % test, seed 0): CrossAttOmics with the model class defaults,
-trained through the engine on the training patients with early stopping on a stratified 15 % of them
-(patience 20, at most ``--max-epochs``), for ``--seeds`` seeds; and the MLP (dropout 0.3, standardised
-inputs, the same number of epochs as the first seed's CrossAttOmics run) in the bare loop.
+Accuracy on a fixed split (``mx.pp.split``, 20 % test, seed 0): the same CrossAttOmics, trained through the
+engine on the training patients with early stopping on a stratified 15 % of them (patience 20, at most
+``--max-epochs``), for ``--seeds`` seeds; and the MLP (dropout 0.3, standardised inputs, the same number of
+epochs as the first seed's CrossAttOmics run) in the bare loop.
 
 Writes ``results/tcga_speed.{json,md}`` (``--output``); with ``--baseline`` (the JSON of an earlier run, e.g.
 before a change), the report puts both runs side by side.
@@ -24,6 +25,7 @@ before a change), the report puts both runs side by side.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -55,18 +57,32 @@ def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
-def optimizer(params) -> torch.optim.Optimizer:
-    """The engine's optimiser: AdamW with the multi-tensor (foreach) update."""
+def optimizer(params, fused: bool = False) -> torch.optim.Optimizer:
+    """The engine's optimiser, AdamW with the multi-tensor (foreach) update; or AdamW's fused kernel."""
+    if fused:
+        return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2, fused=True)
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2, foreach=True)
+
+
+def architecture() -> dict:
+    """The original CrossAttOmics architecture under the model class defaults (no linear path, if it has one)."""
+    parameters = inspect.signature(mx.models.CrossAttOmics.__init__).parameters
+    return {"linear_path": None} if "linear_path" in parameters else {}
+
+
+def quiet() -> dict:
+    """Keyword that turns the engine's progress bar off."""
+    parameters = inspect.signature(mx.models.CrossAttOmics.train).parameters
+    return {"progress_bar": False} if "progress_bar" in parameters else {"enable_progress_bar": False}
 
 
 def _forward(net, inputs, batch):
     return net({k: v[batch] for k, v in inputs.items()}) if isinstance(inputs, dict) else net(inputs[batch])
 
 
-def bare_epochs(net, inputs, labels, batch_size, epochs, *, generator=None) -> float:
+def bare_epochs(net, inputs, labels, batch_size, epochs, *, generator=None, fused=False) -> float:
     """Train ``net`` for ``epochs`` epochs in a plain loop; seconds per epoch."""
-    opt = optimizer(net.parameters())
+    opt = optimizer(net.parameters(), fused=fused)
     n = labels.shape[0]
     net.train()
     start = time.perf_counter()
@@ -103,16 +119,15 @@ def accuracy_runs(mdata, train, test, args) -> dict:
     out = {"crossattomics": [], "crossattomics_balanced": [], "crossattomics_epochs": [], "mlp": [],
            "mlp_balanced": []}
     for seed in range(args.seeds):
-        model = mx.models.CrossAttOmics(mdata, random_state=seed)
+        model = mx.models.CrossAttOmics(mdata, random_state=seed, **architecture())
         model.train(args.max_epochs, train_indices=np.sort(inner), validation_indices=np.sort(validation),
-                    early_stopping=True, early_stopping_patience=20, batch_size=args.batch_size,
-                    enable_progress_bar=False)
+                    early_stopping=True, early_stopping_patience=20, batch_size=args.batch_size, **quiet())
         proba = model.predict_proba(indices=test)
         predicted = proba.to_numpy().argmax(1)
         truth = np.asarray([model.classes.index(str(c)) for c in mdata.obs["subtype"].iloc[test]])
         out["crossattomics"].append(float((predicted == truth).mean()))
         out["crossattomics_balanced"].append(float(balanced_accuracy_score(truth, predicted)))
-        out["crossattomics_epochs"].append(int(len(model.history["train_loss"])))
+        out["crossattomics_epochs"].append(int(len(next(iter(model.history.values())))))
     x = np.concatenate([mdata.mod[m].X for m in mdata.mod], axis=1).astype(np.float32)
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
     x = torch.as_tensor((x - mean) / std)
@@ -169,7 +184,11 @@ def report_lines(report: dict, baseline: dict | None) -> list[str]:
     ]
     if baseline:
         lines.append(
-            f"{base_tag}: CrossAttOmics accuracy per seed {', '.join(f'{a:.3f}' for a in base_acc['crossattomics'])}."
+            f"{base_tag}: CrossAttOmics accuracy per seed {', '.join(f'{a:.3f}' for a in base_acc['crossattomics'])} "
+            f"(epochs run: {base_acc['crossattomics_epochs']}); the same script, run just before this one "
+            f"(`{report.get('baseline_file', 'baseline')}`), training FLOPs per epoch "
+            f"{baseline['train_flops_per_epoch']['crossattomics'] / 1e9:.3f} G, load average "
+            f"{baseline['load_average']:.1f}."
         )
     flops, peak = report["train_flops_per_epoch"], report["matmul_peak_flops"]
     lines += [
@@ -204,7 +223,7 @@ def main() -> None:
     test = np.flatnonzero(mdata.obs["split"] == "test")
     mx.models.CrossAttOmics.setup_mudata(mdata, label_key="subtype")
     torch.manual_seed(0)
-    model = mx.models.CrossAttOmics(mdata)
+    model = mx.models.CrossAttOmics(mdata, **architecture())
     net = model.module.net
     inputs = {m: torch.as_tensor(mdata.mod[m].X[train]) for m in model.modalities}
     labels = torch.as_tensor(mdata.obs["subtype"].cat.codes.to_numpy()[train], dtype=torch.long)
@@ -215,16 +234,21 @@ def main() -> None:
         "mlp_256_64": step_flops(peer, concatenated, labels, args.batch_size),
     }
     n_steps = int(np.ceil(len(train) / args.batch_size))
-    times = {"crossattomics_engine": [], "crossattomics_bare_loop": [], "mlp_256_64_bare_loop": []}
+    times = {"crossattomics_engine": [], "crossattomics_bare_loop": [], "mlp_256_64_bare_loop": [],
+             "crossattomics_bare_loop_fused_adamw": [], "mlp_256_64_bare_loop_fused_adamw": []}
     bare_epochs(net, inputs, labels, args.batch_size, 1)  # warm-up
     bare_epochs(peer, concatenated, labels, args.batch_size, 1)
     for _ in range(args.repeats):
         start = time.perf_counter()
         model.train(args.epochs, train_indices=train, validation_indices=test, early_stopping=False,
-                    batch_size=args.batch_size, enable_progress_bar=False)
+                    batch_size=args.batch_size, **quiet())
         times["crossattomics_engine"].append((time.perf_counter() - start) / args.epochs)
         times["crossattomics_bare_loop"].append(bare_epochs(net, inputs, labels, args.batch_size, args.epochs))
         times["mlp_256_64_bare_loop"].append(bare_epochs(peer, concatenated, labels, args.batch_size, args.epochs))
+        times["crossattomics_bare_loop_fused_adamw"].append(
+            bare_epochs(net, inputs, labels, args.batch_size, args.epochs, fused=True))
+        times["mlp_256_64_bare_loop_fused_adamw"].append(
+            bare_epochs(peer, concatenated, labels, args.batch_size, args.epochs, fused=True))
     peak = matmul_peak()
     medians = {k: float(np.median(v)) for k, v in times.items()}
     epoch_flops = {k: v * n_steps for k, v in flops.items()}
@@ -243,6 +267,8 @@ def main() -> None:
         "accuracy": accuracy, "load_average": os.getloadavg()[0], "cpu_count": os.cpu_count(),
     }
     baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    if args.baseline:
+        report["baseline_file"] = Path(args.baseline).name
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(report, indent=1))
