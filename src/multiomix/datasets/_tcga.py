@@ -191,7 +191,7 @@ def tcga(cohort: str = "brca") -> MuData:
     --------
     >>> import multiomix as mx
     >>> mdata = mx.datasets.tcga("kipan")
-    >>> mdata.obs["subtype"].value_counts()["KICH"]
+    >>> int(mdata.obs["subtype"].value_counts()["KICH"])
     66
     >>> lgg = mx.datasets.tcga("lgg")
     >>> mx.models.CrossAttOmics.setup_mudata(lgg, label_key="vital_status")
@@ -216,7 +216,7 @@ def tcga_brca() -> MuData:
     --------
     >>> import multiomix as mx
     >>> mdata = mx.datasets.tcga_brca()
-    >>> mdata.obs["subtype"].value_counts()["LumA"]
+    >>> int(mdata.obs["subtype"].value_counts()["LumA"])
     419
     """
     return tcga("brca")
