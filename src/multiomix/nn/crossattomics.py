@@ -99,6 +99,9 @@ class WideLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features, bias=False)
+
+    def reset_parameters(self) -> None:
+        """Start at zero (the network starts as its deep part alone)."""
         nn.init.zeros_(self.weight)
 
 
@@ -147,9 +150,13 @@ class CrossAttOmicsNet(nn.Module):
 
     Notes
     -----
+    The blocks are post-norm, ``LayerNorm(target + attention(target, source))``, as in AttOmics and
+    CrossAttOmics; the LRP decomposition into messages and residual paths (:attr:`part_names`) rests on it.
+
     State dict layout (changed with the batched implementation; earlier saved networks do not load):
     ``encoders.<i>`` is the :class:`~multiomix.nn.MultiAttOmicsEncoder` of the ``i``-th set of modalities
-    with equal ``group_sizes`` (``projections.<l>.weight`` (groups, width, out), ``.bias``;
+    with equal ``group_sizes`` (``index`` (groups, width) into their concatenated features,
+    ``projections.<l>.weight`` (groups, width, out), ``.bias``;
     ``interactions.<l>.to_qkv`` (modalities, dim, 3 dim), ``.to_out``, ``.norm_weight``, ``.norm_bias``
     (modalities, dim)); ``cross.<j>`` the :class:`~multiomix.nn.BatchedAttentionBlock` of the ``j``-th set of
     edges with equal widths (``to_q``, ``to_kv``, ``to_out``, ``norm_weight``, ``norm_bias`` stacked over
@@ -298,7 +305,7 @@ class CrossAttOmicsNet(nn.Module):
         for norm in self.head.norms:
             norm.reset_parameters()
         if self.linear is not None:
-            nn.init.zeros_(self.linear.weight)
+            self.linear.reset_parameters()
 
     @property
     def part_names(self) -> list[str]:
