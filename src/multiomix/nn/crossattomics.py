@@ -61,8 +61,12 @@ class _Span:
     @classmethod
     def flatten(cls, spans: Sequence[_Span]) -> torch.Tensor:
         """(N, tokens x width) of all spans, each flattened, concatenated (spans may differ in width)."""
-        pieces = [s.tensor().flatten(1) for s in cls._merged(spans)]
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+        tensors = [s.tensor() for s in cls._merged(spans)]
+        if len(tensors) == 1:
+            return tensors[0].flatten(1)
+        if len({t.shape[2] for t in tensors}) == 1:  # equal widths: one concatenation along the tokens
+            return torch.cat(tensors, dim=1).flatten(1)
+        return torch.cat([t.flatten(1) for t in tensors], dim=1)
 
 
 def _buckets(keys: Sequence) -> dict:
