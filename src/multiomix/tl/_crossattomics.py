@@ -15,7 +15,7 @@ from ..explain import interaction_relevance
 from ..models import CrossAttOmics, default_interaction_graph
 from ..models.base import modality_key, resolve_layers
 from ..nn import validate_graph
-from ._fit import finish_classifier_fit, modality_features, prepare_fit
+from ._fit import finish_classifier_fit, modality_features, options_for, prepare_fit, stored_params
 
 
 def fit_crossattomics(
@@ -117,40 +117,18 @@ def fit_crossattomics(
     >>> model = mx.tl.fit_crossattomics(mdata)
     >>> mdata.uns["crossattomics"]["test_metrics"]["macro_f1"]  # doctest: +SKIP
     """
+    arguments = dict(locals())
     modalities = check_modalities(mdata, modalities)
     validate_graph(interaction_graph or default_interaction_graph(modalities), modalities)
     fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layer, split_key=split_key,
                       test_size=test_size, validation_size=validation_size, random_state=random_state)
     CrossAttOmics.setup_mudata(fit.view, label_key=fit.label_key, modalities=modalities, layer=layer)
-    model = CrossAttOmics(
-        fit.view,
-        interaction_graph=interaction_graph,
-        groups=groups,
-        group_sizes=group_sizes,
-        hidden=hidden,
-        heads=heads,
-        dropout=dropout,
-        class_weighting=class_weighting,
-        standardize=standardize,
-        target_self_attention=target_self_attention,
-        add_unimodal_branches=add_unimodal_branches,
-        add_unimodal_to_multimodal=add_unimodal_to_multimodal,
-        linear_path=linear_path,
-        random_state=random_state,
-    )
-    model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=fit.train,
-                validation_indices=fit.validation, early_stopping_patience=early_stopping_patience,
-                accelerator=accelerator, devices=devices, progress_bar=progress_bar, **trainer_kwargs)
-    params = {
-        "label_key": fit.label_key, "modalities": modalities, "interaction_graph": model.interaction_graph,
-        "group_sizes": list(group_sizes) if not isinstance(group_sizes, Mapping) else dict(group_sizes),
-        "hidden": list(hidden), "heads": heads, "dropout": dropout, "class_weighting": class_weighting,
-        "standardize": standardize, "target_self_attention": target_self_attention,
-        "add_unimodal_branches": add_unimodal_branches, "add_unimodal_to_multimodal": add_unimodal_to_multimodal,
-        "linear_path": linear_path, "max_epochs": max_epochs, "lr": lr, "weight_decay": weight_decay,
-        "batch_size": batch_size,
-        "random_state": random_state, "n_groups": {m: len(g) for m, g in model.feature_groups_.items()},
-    }
+    model = CrossAttOmics(fit.view, **options_for(CrossAttOmics.__init__, arguments))
+    model.train(train_indices=fit.train, validation_indices=fit.validation,
+                **options_for(model.train, arguments), **trainer_kwargs)
+    params = {**stored_params(arguments, exclude=("groups",)), "label_key": fit.label_key, "modalities": modalities,
+              "interaction_graph": model.interaction_graph,
+              "n_groups": {m: len(g) for m, g in model.feature_groups_.items()}}
     finish_classifier_fit(
         mdata, fit, model, key_added=key_added, params=params, split_key=split_key, baseline=baseline,
         baseline_features=modality_features(mdata, modalities, resolve_layers(modalities, layer)),

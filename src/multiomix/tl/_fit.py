@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,37 @@ class FitData:
     def rows(self) -> dict[str, np.ndarray]:
         """Train / validation / test rows by name."""
         return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+#: fit arguments never stored in ``uns[key_added]['params']``
+_NOT_STORED = ("mdata", "adata", "trainer_kwargs", "accelerator", "devices", "progress_bar", "key_added", "split_key")
+
+
+def options_for(function: Callable[..., Any], arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Pick the fit's ``arguments`` that ``function`` (a model's ``__init__`` or ``train``) takes by keyword.
+
+    Lets a fit pass its architecture and training options on without listing each one twice.
+
+    Examples
+    --------
+    >>> options_for(lambda *, lr, batch_size: None, {"lr": 1e-3, "batch_size": 32, "key_added": "x"})
+    {'lr': 0.001, 'batch_size': 32}
+    """
+    names = inspect.signature(function).parameters
+    return {k: v for k, v in arguments.items()
+            if k in names and names[k].kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            and k not in ("self", "mdata", "adata")}
+
+
+def stored_params(arguments: Mapping[str, Any], *, exclude: Sequence[str] = ()) -> dict[str, Any]:
+    """Return the fit's arguments to store in ``uns[key_added]["params"]`` (no data, devices or trainer options).
+
+    Examples
+    --------
+    >>> stored_params({"mdata": None, "lr": 1e-3, "devices": "auto"})
+    {'lr': 0.001}
+    """
+    return {k: v for k, v in arguments.items() if k not in (*_NOT_STORED, *exclude)}
 
 
 def label_candidates(obs: pd.DataFrame, *, split_key: str = "split") -> list[str]:

@@ -375,7 +375,7 @@ TINY_GROUP, HIGH_ADDITIVITY_ERROR = 10, 0.2
 
 
 def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool, k: int) -> dict[str, Any]:
-    """What a user should know before reading a relevance result, and one warning per problem."""
+    """Summarise what a user should know before reading a relevance result; warn once per problem."""
     health: dict[str, Any] = {
         "additivity_error": float(summary["additivity_relative"].max()) if len(summary) else 0.0,
         "n_cells": summary[["n_cells"]].astype(int),  # a frame: survives write_h5mu
