@@ -126,7 +126,8 @@ def fit_crossattomics(
     model = CrossAttOmics(fit.view, **options_for(CrossAttOmics.__init__, arguments))
     model.train(train_indices=fit.train, validation_indices=fit.validation,
                 **options_for(model.train, arguments), **trainer_kwargs)
-    params = {**stored_params(arguments, exclude=("groups",)), "label_key": fit.label_key, "modalities": modalities,
+    params = {**stored_params(arguments, exclude=("groups",), defaults=CrossAttOmics._train_defaults),
+              "label_key": fit.label_key, "modalities": modalities,
               "interaction_graph": model.interaction_graph,
               "n_groups": {m: len(g) for m, g in model.feature_groups_.items()}}
     finish_classifier_fit(

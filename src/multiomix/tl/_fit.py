@@ -88,15 +88,19 @@ def options_for(function: Callable[..., Any], arguments: Mapping[str, Any]) -> d
             and k not in ("self", "mdata", "adata")}
 
 
-def stored_params(arguments: Mapping[str, Any], *, exclude: Sequence[str] = ()) -> dict[str, Any]:
+def stored_params(
+    arguments: Mapping[str, Any], *, exclude: Sequence[str] = (), defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Return the fit's arguments to store in ``uns[key_added]["params"]`` (no data, devices or trainer options).
 
     Examples
     --------
-    >>> stored_params({"mdata": None, "lr": 1e-3, "devices": "auto"})
+    >>> stored_params({"mdata": None, "lr": None, "devices": "auto"}, defaults={"lr": 1e-3})
     {'lr': 0.001}
     """
-    return {k: v for k, v in arguments.items() if k not in (*_NOT_STORED, *exclude)}
+    defaults = defaults or {}
+    return {k: defaults.get(k) if v is None and k in defaults else v
+            for k, v in arguments.items() if k not in (*_NOT_STORED, *exclude)}
 
 
 def label_candidates(obs: pd.DataFrame, *, split_key: str = "split") -> list[str]:

@@ -12,7 +12,7 @@ from mudata import MuData
 from .._baseline import stack_modalities
 from .._utils import check_modalities
 from ..models._med_crossvit import MedCrossViT, _check_bags
-from ._fit import finish_classifier_fit, modality_features, prepare_fit
+from ._fit import finish_classifier_fit, modality_features, options_for, prepare_fit, stored_params
 
 __all__ = ["fit_med_crossvit"]
 
@@ -145,6 +145,7 @@ def fit_med_crossvit(
     >>> mdata.obs["medcrossvit_prediction"].head()
     >>> mdata.uns["medcrossvit"]["attention"]["tiles"].shape
     """
+    arguments = dict(locals())
     defaults = MedCrossViT._train_defaults
     epochs = defaults["max_epochs"] if max_epochs is None else max_epochs
     if epochs < 1:
@@ -160,30 +161,12 @@ def fit_med_crossvit(
                       obsm={tiles_modality: [tiles_key] + ([mask_key] if mask_key is not None else [])})
     MedCrossViT.setup_mudata(fit.view, label_key=fit.label_key, tiles_modality=tiles_modality,
                              rna_modality=rna_modality, layer=rna_layer, tiles_key=tiles_key, mask_key=mask_key)
-    model = MedCrossViT(
-        fit.view,
-        wsi_dim=wsi_dim,
-        rna_dim=rna_dim,
-        depth=depth,
-        enc_depth=enc_depth,
-        enc_heads=heads,
-        enc_dim_head=dim_head,
-        enc_mlp_dim=mlp_dim,
-        cross_depth=cross_depth,
-        cross_heads=heads,
-        cross_dim_head=dim_head,
-        gene_tokenizer=gene_tokenizer,
-        pool=pool,
-        bag_size=bag_size,
-        dropout=dropout,
-        emb_dropout=emb_dropout,
-        class_weighting=class_weighting,
-        random_state=random_state,
-    )
+    renamed = {"enc_heads": heads, "enc_dim_head": dim_head, "enc_mlp_dim": mlp_dim, "cross_heads": heads,
+               "cross_dim_head": dim_head}  # one heads / head width for self- and cross-attention
+    model = MedCrossViT(fit.view, **options_for(MedCrossViT.__init__, arguments), **renamed)
     start = time.perf_counter()
-    model.train(epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=fit.train,
-                validation_indices=fit.validation, early_stopping_patience=early_stopping_patience,
-                accelerator=accelerator, devices=devices, progress_bar=progress_bar, **trainer_kwargs)
+    model.train(train_indices=fit.train, validation_indices=fit.validation,
+                **options_for(model.train, {**arguments, "max_epochs": epochs}), **trainer_kwargs)
     seconds = time.perf_counter() - start
     n_epochs = max(len(next(iter(model.history.values()))) if model.history else 0, 1)
     attention = model.get_attention()
@@ -201,35 +184,7 @@ def fit_med_crossvit(
             },
         }
 
-    params = {
-        "label_key": fit.label_key,
-        "tiles_modality": tiles_modality,
-        "rna_modality": rna_modality,
-        "rna_layer": rna_layer or "X",
-        "tiles_key": tiles_key,
-        "mask_key": mask_key or "",
-        "wsi_dim": int(wsi_dim),
-        "rna_dim": int(rna_dim),
-        "depth": int(depth),
-        "enc_depth": int(enc_depth),
-        "heads": int(heads),
-        "dim_head": int(dim_head),
-        "mlp_dim": int(mlp_dim),
-        "cross_depth": int(cross_depth),
-        "gene_tokenizer": gene_tokenizer,
-        "pool": pool,
-        "bag_size": int(bag_size or 0),
-        "dropout": float(dropout),
-        "emb_dropout": float(emb_dropout),
-        "class_weighting": bool(class_weighting),
-        "max_epochs": int(epochs),
-        "lr": float(defaults["lr"] if lr is None else lr),
-        "weight_decay": float(defaults["weight_decay"] if weight_decay is None else weight_decay),
-        "batch_size": int(defaults["batch_size"] if batch_size is None else batch_size),
-        "early_stopping_patience": int(defaults["early_stopping_patience"] if early_stopping_patience is None
-                                       else early_stopping_patience),
-        "random_state": int(random_state),
-    }
+    params = {**stored_params(arguments, defaults=defaults), "label_key": fit.label_key}
     pooled = _mean_pooled_tiles(mdata, tiles_modality, tiles_key, mask_key)
     expression = modality_features(mdata, [rna_modality], layers)
     finish_classifier_fit(
