@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._baseline import logistic_baseline
+from .._docs import fill_doc
 from .._logging import logger
 from .._metrics import track_metrics
 from .._utils import (
@@ -102,6 +103,7 @@ def _kmer_baseline(dna, observed, train, test, names, *, random_state: int) -> d
             "4-mer counts per binary track, class-weighted, C by inner CV, trained on the train + validation rows"}
 
 
+@fill_doc
 def fit_genomic_interpreter(
     adata: AnnData,
     *,
@@ -176,14 +178,10 @@ def fit_genomic_interpreter(
     baseline
         For binary tracks (one value per region), also fit a logistic regression on 4-mer counts on the same
         rows and store its test metrics.
-    random_state
-        Seed (CPU runs are reproducible).
-    key_added
-        Prefix of every key written.
-    accelerator, devices
-        Lightning accelerator and devices.
-    progress_bar
-        Show a progress bar (default: ``mx.settings.progress_bar``).
+    %(fit_random_state)s
+    %(fit_key_added)s
+    %(accelerator_devices)s
+    %(progress_bar)s
     **trainer_kwargs
         Passed to :meth:`~multiomix.models.base.MultiomixModel.train` and the Lightning trainer (e.g.
         ``plan_kwargs={"lr_decay": "cosine"}``, ``early_stopping=False``, ``strategy="ddp_notebook"``).

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
+from .._docs import fill_doc
 from .._logging import logger
 from .._metrics import clustering_metrics
 from .._utils import check_modalities, get_matrix, new_mudata, write_obsm
@@ -87,6 +88,7 @@ def _embedding_metrics(latent: np.ndarray, labels: pd.Series, *, random_state: i
                            "the labels are never used in training"}
 
 
+@fill_doc
 def fit_multimodal_ae(
     mdata: MuData,
     *,
@@ -159,12 +161,7 @@ def fit_multimodal_ae(
         Seed: runs on CPU are reproducible.
     key_added
         Results go to ``obsm['X_<key_added>']`` and ``uns[key_added]``.
-    accelerator, devices
-        Lightning accelerator and devices.
-    progress_bar
-        Show a progress bar (default: ``mx.settings.progress_bar``).
-    **trainer_kwargs
-        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``).
+    %(fit_lightning)s
 
     Returns
     -------

@@ -12,6 +12,7 @@ from mudata import MuData
 from scipy import sparse
 from sklearn.model_selection import train_test_split
 
+from .._docs import fill_doc
 from .._logging import logger
 from .._metrics import clustering_metrics, pearson_per_column, r2_per_column
 from .._utils import (
@@ -42,6 +43,7 @@ from ._fit import (
 _UNLABELLED = "__unlabelled__"
 
 
+@fill_doc
 def fit_unitednet(
     mdata: MuData,
     *,
@@ -121,24 +123,16 @@ def fit_unitednet(
     classification_repeats, early_stopping
         See :meth:`~multiomix.models.UnitedNet.train` (early stopping is off by default: the best validation
         epoch is restored anyway).
-    split_key
-        Column of ``mdata.obs`` with ``train``/``validation``/``test``.
+    %(fit_split_key)s
     test_size
         Share of the rows held out for testing when there is no split column (0: none).
     validation_size
         Share of the train rows held out for checkpoint/head selection when there are no validation rows.
     baseline
         Supervised mode: also fit the logistic-regression baseline on the same rows and store its test metrics.
-    random_state
-        Seed (CPU runs are reproducible).
-    key_added
-        Prefix of every key written.
-    accelerator, devices
-        Lightning accelerator and devices.
-    progress_bar
-        Show a progress bar (default: ``mx.settings.progress_bar``).
-    **trainer_kwargs
-        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``).
+    %(fit_random_state)s
+    %(fit_key_added)s
+    %(fit_lightning)s
 
     Returns
     -------
@@ -280,6 +274,7 @@ def _translation_metrics(mdata: MuData, fit: FitData, model: UnitedNet) -> dict[
     return {"test_metrics": metrics}
 
 
+@fill_doc
 def transfer_labels(
     reference: MuData,
     query: MuData,
@@ -356,10 +351,8 @@ def transfer_labels(
         Seed.
     key_added
         Name of every output (default ``'<label_key>_transferred'``).
-    accelerator, devices
-        Lightning accelerator and devices.
-    progress_bar
-        Show a progress bar (default: ``mx.settings.progress_bar``).
+    %(accelerator_devices)s
+    %(progress_bar)s
     **trainer_kwargs
         Passed to the Lightning trainer.
 
