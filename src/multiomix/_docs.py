@@ -102,13 +102,33 @@ DOCS: dict[str, str] = {
         return_fig
             Return the Figure instead of the Axes.
     """),
-    # show and save of a plot that lays out its own figure (no ``ax``)
+    # show and save of a plot that lays out its own figure (it has no ``ax``)
     "show_save_figure": _text("""
         show
             Show the figure; default: when pyplot's backend is interactive.
     """, _SHOW_SAVE),
-    "returns_axes": "``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.",
-    "returns_figure": "``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).",
+    # pl.relevance_* ---------------------------------------------------------------------------------------------
+    "relevance_health": _text("""
+        When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a ``UserWarning`` and
+        a red note under the title flag shown groups with fewer than 10 cells, a relative additivity error above
+        0.2 and a linear explained path (relevance then is not cell-type specific).
+    """),
+    "relevance_mdata_key": _text("""
+        mdata
+            MuData with :func:`multiomix.tl.feature_relevance` results.
+        key
+            Key in ``mdata.uns``.
+    """),
+    "relevance_groups": _text("""
+        groups
+            Groups (rows) to show; default: all, or the ``max_groups`` with most cells.
+    """),
+    "relevance_max_groups_modality": _text("""
+        max_groups
+            Most groups shown when ``groups`` is not given (``None``: all).
+        modality
+            Only features of this modality.
+    """),
     # pp ---------------------------------------------------------------------------------------------------------
     # key_added and copy of a transform that writes a layer
     "layer_key_added_copy": _text("""
@@ -118,3 +138,15 @@ DOCS: dict[str, str] = {
             Return a modified copy instead of writing in place.
     """),
 }
+
+# the end of a plot's docstring: its last parameters, a blank line and what it returns
+DOCS["plot_axes_end"] = DOCS["show_save_return"] + "\n\n" + _text("""
+    Returns
+    -------
+    ``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.
+""")
+DOCS["plot_figure_end"] = DOCS["show_save_figure"] + "\n\n" + _text("""
+    Returns
+    -------
+    ``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).
+""")

@@ -11,12 +11,14 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .._docs import fill_doc
 from ..tl import get_result
 from ._utils import LAPTOP_WIDTH, SMALL_FONT, finish, min_font, new_axes, style
 
 __all__ = ["attention_maps", "track_prediction"]
 
 
+@fill_doc
 def attention_maps(
     adata: AnnData,
     *,
@@ -54,14 +56,7 @@ def attention_maps(
         Size of one panel in inches (default: at most 2.2, smaller when the grid would not fit a laptop screen).
     cmap
         Colour map.
-    show
-        Show the figure; default: when pyplot's backend is interactive.
-    save
-        Write the figure to this path (format from its suffix).
-
-    Returns
-    -------
-    ``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).
+    %(plot_figure_end)s
 
     Examples
     --------
@@ -119,6 +114,7 @@ def attention_maps(
     return finish(fig, None, show=show, save=save)
 
 
+@fill_doc
 def track_prediction(
     adata: AnnData,
     *,
@@ -151,18 +147,8 @@ def track_prediction(
         Track index or name.
     split
         Split to scatter.
-    ax
-        Axes to draw in (default: a new figure).
-    show
-        Show the figure; default: when pyplot's backend is interactive and no ``ax`` was given.
-    save
-        Write the figure to this path (format from its suffix).
-    return_fig
-        Return the Figure instead of the Axes.
-
-    Returns
-    -------
-    ``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.
+    %(ax)s
+    %(plot_axes_end)s
 
     Examples
     --------

@@ -13,6 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from mudata import MuData
 
+from .._docs import fill_doc
 from ..tl import get_result
 from ._utils import LAPTOP_WIDTH, SMALL_FONT, category_colors, finish, min_font, new_axes, style
 
@@ -29,6 +30,7 @@ _METRIC_LABELS = {
 }
 
 
+@fill_doc
 def benchmark(
     mdata: MuData | AnnData,
     *,
@@ -49,18 +51,8 @@ def benchmark(
         ``uns`` key of the table.
     metrics
         Metrics to show (default: NMI, ARI, cell-type ASW and, when present, batch ASW and graph connectivity).
-    ax
-        Axes to draw in (default: a new figure).
-    show
-        Show the figure; default: when pyplot's backend is interactive and no ``ax`` was given.
-    save
-        Write the figure to this path (format from its suffix).
-    return_fig
-        Return the Figure instead of the Axes.
-
-    Returns
-    -------
-    ``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.
+    %(ax)s
+    %(plot_axes_end)s
 
     Examples
     --------
@@ -96,6 +88,7 @@ def benchmark(
     return finish(fig, ax_, show=show, save=save, ax_given=ax is not None, return_fig=return_fig)
 
 
+@fill_doc
 def embedding(
     mdata: MuData | AnnData,
     *,
@@ -131,14 +124,7 @@ def embedding(
         Panels per row (default: up to 3).
     panel_size
         Width and height of one panel in inches.
-    show
-        Show the figure; default: when pyplot's backend is interactive.
-    save
-        Write the figure to this path (format from its suffix).
-
-    Returns
-    -------
-    ``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).
+    %(plot_figure_end)s
 
     Examples
     --------

@@ -12,12 +12,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from mudata import MuData
 
+from .._docs import fill_doc
 from ..tl import get_result
 from ._utils import LAPTOP_WIDTH, SMALL_FONT, finish, min_font, new_axes, style
 
 __all__ = ["interaction_importance", "training_history"]
 
 
+@fill_doc
 def interaction_importance(
     mdata: MuData,
     *,
@@ -43,10 +45,7 @@ def interaction_importance(
         ``'heatmap'`` or ``'bar'``.
     figsize
         Figure size in inches (default: sized to the table).
-    show
-        Show the figure; default: when pyplot's backend is interactive.
-    save
-        Write the figure to this path (format from its suffix).
+    %(show_save_figure)s
 
     Returns
     -------
@@ -92,6 +91,7 @@ def interaction_importance(
     return finish(fig, None, show=show, save=save)
 
 
+@fill_doc
 def training_history(
     data: AnnData | MuData,
     key: str,
@@ -112,18 +112,8 @@ def training_history(
         The model key (e.g. ``'crossattomics'``).
     metrics
         Columns to draw (default: every loss column, and accuracies on a second axis).
-    ax
-        Axes to draw in (default: a new figure).
-    show
-        Show the figure; default: when pyplot's backend is interactive and no ``ax`` was given.
-    save
-        Write the figure to this path (format from its suffix).
-    return_fig
-        Return the Figure instead of the Axes.
-
-    Returns
-    -------
-    ``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.
+    %(ax)s
+    %(plot_axes_end)s
 
     Examples
     --------

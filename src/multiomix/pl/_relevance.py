@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from mudata import MuData
 
+from .._docs import fill_doc
 from .._logging import logger
 from ..tl import get_result, rank_relevant_features
 from ._utils import (
@@ -227,6 +228,7 @@ def _render(plot, ax: Axes | None, title: str, note: str, limits: tuple[float, f
 
 
 # ------------------------------------------------------------------------------------------------ the plots
+@fill_doc
 def relevance_heatmap(
     mdata: MuData,
     key: str = "relevance",
@@ -251,26 +253,17 @@ def relevance_heatmap(
     an earlier group is not repeated). With ``group`` (cross-modal results), rows are that group's ``n_top``
     target features and columns their ``n_top`` source features.
 
-    When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a ``UserWarning`` and
-    a red note under the title flag shown groups with fewer than 10 cells, a relative additivity error above
-    0.2 and a linear explained path (relevance then is not cell-type specific).
+    %(relevance_health)s
 
     Parameters
     ----------
-    mdata
-        MuData with :func:`multiomix.tl.feature_relevance` results.
-    key
-        Key in ``mdata.uns``.
+    %(relevance_mdata_key)s
     group
         Cross-modal results: show this group's matrix.
-    groups
-        Groups (rows) to show; default: all, or the ``max_groups`` with most cells.
+    %(relevance_groups)s
     n_top
         Top features per group (default 5), or targets and sources of ``group`` (default 10).
-    max_groups
-        Most groups shown when ``groups`` is not given (``None``: all).
-    modality
-        Only features of this modality.
+    %(relevance_max_groups_modality)s
     standard_scale
         ``"var"`` scales each column to [0, 1] (as in scanpy); ``None`` shows raw values; ``"auto"``: ``"var"``
         for groups x features, ``None`` for a cross-modal matrix.
@@ -283,12 +276,7 @@ def relevance_heatmap(
         Axes to draw in (its area holds the heatmap, brackets and colour bar); default a new figure sized to
         the table, at most ``mx.pl.LAPTOP_WIDTH`` (10.5) inches wide for the default numbers of groups
         and features.
-    show
-        Show the figure; default: when pyplot's backend is interactive and no ``ax`` was given.
-    save
-        Write the figure to this path (format from its suffix).
-    return_fig
-        Return the Figure instead of the Axes.
+    %(show_save_return)s
 
     Returns
     -------
@@ -343,6 +331,7 @@ def relevance_heatmap(
     return finish(fig, main, show=show, save=save, ax_given=ax is not None, return_fig=return_fig)
 
 
+@fill_doc
 def relevance_dotplot(
     mdata: MuData,
     key: str = "relevance",
@@ -365,36 +354,22 @@ def relevance_dotplot(
     feature (column) to its largest mean absolute relevance across the shown groups; colours show the signed
     mean relevance on a symmetric scale (red: the feature's values in the group raise the explained output).
 
-    When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a ``UserWarning`` and
-    a red note under the title flag shown groups with fewer than 10 cells, a relative additivity error above
-    0.2 and a linear explained path (relevance then is not cell-type specific).
+    %(relevance_health)s
 
     Parameters
     ----------
-    mdata
-        MuData with :func:`multiomix.tl.feature_relevance` results.
-    key
-        Key in ``mdata.uns``.
-    groups
-        Groups (rows) to show; default: all, or the ``max_groups`` with most cells.
+    %(relevance_mdata_key)s
+    %(relevance_groups)s
     n_top
         Top features per group.
-    max_groups
-        Most groups shown when ``groups`` is not given (``None``: all).
-    modality
-        Only features of this modality.
+    %(relevance_max_groups_modality)s
     cmap
         Diverging colormap of the signed mean.
     ax
         Axes to draw in (its area holds the dots, brackets and legends); default a new figure sized to the
         table, at most ``mx.pl.LAPTOP_WIDTH`` (10.5) inches wide for the default numbers of groups and
         features.
-    show
-        Show the figure; default: when pyplot's backend is interactive and no ``ax`` was given.
-    save
-        Write the figure to this path (format from its suffix).
-    return_fig
-        Return the Figure instead of the Axes.
+    %(show_save_return)s
 
     Returns
     -------
@@ -452,6 +427,7 @@ def _draw_bipartite(ax: Axes, links: pd.DataFrame, left: list[str], right: list[
     ax.axis("off")
 
 
+@fill_doc
 def relevance_network(
     mdata: MuData,
     key: str = "relevance",
@@ -476,9 +452,7 @@ def relevance_network(
     3), sized by mean absolute relevance and coloured by the signed mean, so features shared by several cell
     types stand out.
 
-    When the results carry ``health`` (see :func:`multiomix.tl.feature_relevance`), a ``UserWarning`` and
-    a red note under the title flag shown groups with fewer than 10 cells, a relative additivity error above
-    0.2 and a linear explained path (relevance then is not cell-type specific).
+    %(relevance_health)s
 
     Parameters
     ----------
@@ -504,16 +478,7 @@ def relevance_network(
         Colormap of the links (default ``"viridis"`` for link strength, ``"coolwarm"`` for the signed mean).
     ax
         Axes to draw in; default a new figure.
-    show
-        Show the figure; default: when pyplot's backend is interactive and no ``ax`` was given.
-    save
-        Write the figure to this path (format from its suffix).
-    return_fig
-        Return the Figure instead of the Axes.
-
-    Returns
-    -------
-    ``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.
+    %(plot_axes_end)s
 
     Raises
     ------

@@ -10,12 +10,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mudata import MuData
 
+from .._docs import fill_doc
 from ..tl import get_result
 from ._utils import SMALL_FONT, finish, min_font, style
 
 __all__ = ["tile_attention"]
 
 
+@fill_doc
 def tile_attention(
     mdata: MuData,
     *,
@@ -49,14 +51,7 @@ def tile_attention(
         ``obsm`` key of the tile coordinates in the tile modality.
     panel_size
         Width of one class's column of panels in inches.
-    show
-        Show the figure; default: when pyplot's backend is interactive.
-    save
-        Write the figure to this path (format from its suffix).
-
-    Returns
-    -------
-    ``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).
+    %(plot_figure_end)s
 
     Examples
     --------
