@@ -10,6 +10,7 @@ import pandas as pd
 from mudata import MuData
 
 from .._baseline import stack_modalities
+from .._docs import fill_doc
 from .._utils import check_modalities
 from ..models._med_crossvit import MedCrossViT, _check_bags
 from ._fit import finish_classifier_fit, modality_features, options_for, prepare_fit, stored_params
@@ -30,6 +31,7 @@ def _mean_pooled_tiles(mdata: MuData, tiles_modality: str, tiles_key: str, mask_
     return pooled
 
 
+@fill_doc
 def fit_med_crossvit(
     mdata: MuData,
     *,
@@ -108,24 +110,15 @@ def fit_med_crossvit(
         Weight the cross-entropy by inverse class frequency of the training rows.
     max_epochs, lr, weight_decay, batch_size, early_stopping_patience
         Training options (defaults: the model's, 100 epochs, AdamW 1e-3 / 1e-2, 32 patients, patience 20).
-    split_key
-        Column of ``mdata.obs`` with ``train``/``validation``/``test``.
-    test_size
-        Share of the labelled rows held out for testing when there is no split column (0: none).
+    %(fit_split_key)s
+    %(fit_test_size)s
     validation_size
         Share of the train rows held out (stratified) for early stopping when there are no validation rows.
-    baseline
-        Also fit the logistic-regression baseline on the same rows and store its test metrics.
+    %(fit_baseline)s
     random_state
         Seed (weight init, bag draws, hold-outs): CPU runs are reproducible.
-    key_added
-        Prefix of every key written.
-    accelerator, devices
-        Lightning accelerator and devices.
-    progress_bar
-        Show a progress bar (default: ``mx.settings.progress_bar``).
-    **trainer_kwargs
-        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``).
+    %(fit_key_added)s
+    %(fit_lightning)s
 
     Returns
     -------
