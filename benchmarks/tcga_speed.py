@@ -8,8 +8,10 @@ hits all alike: (1) CrossAttOmics (model class defaults, without the linear path
 the original architecture) trained through scvi-tools/Lightning (``model.train`` on the 615 training
 patients, validation on the 154 test patients every epoch); (2) the same network in a bare PyTorch loop over
 pre-loaded tensors (the cost of the arithmetic, autograd and the optimiser); (3) a plain 256-64 MLP on the
-concatenated omics in the same bare loop. The bare loops use the engine's optimiser (AdamW with the
-multi-tensor update) and, for comparison, AdamW's fused kernel. Medians over ``--repeats`` repeats of
+concatenated omics in the same bare loop; (4) a reference network of the same architecture laid out as one
+module per modality, edge and target (the package's layout before the batched blocks) in the same bare loop.
+The bare loops use the engine's optimiser (AdamW with the multi-tensor update) and, for comparison, AdamW's
+fused kernel. Medians over ``--repeats`` repeats of
 ``--epochs`` epochs each. FLOPs are counted with torch's FlopCounterMode on one training step and compared
 with this machine's measured fp32 matrix-multiply peak.
 
@@ -101,6 +103,41 @@ def step_flops(net, inputs, labels, batch_size) -> float:
     with FlopCounterMode(display=False) as counter:
         torch.nn.functional.cross_entropy(_forward(net, inputs, batch), labels[batch]).backward()
     return counter.get_total_flops()
+
+
+class PerModuleNet(torch.nn.Module):
+    """Reference: the same CrossAttOmics network laid out as one module per modality, edge and target.
+
+    One :class:`~multiomix.nn.AttOmicsEncoder` per modality and one :class:`~multiomix.nn.AttentionBlock` per
+    ``source -> target`` edge and per target, called one after the other: the layout of the package before the
+    batched blocks, timed in the same process so that machine load hits both alike.
+    """
+
+    def __init__(self, net, groups: dict, dropout: float):
+        super().__init__()
+        from multiomix.nn import AttentionBlock, AttOmicsEncoder, MLPHead
+
+        self.graph, self.unimodal = net.graph, net.unimodal
+        width = {m: net.token_dim[m] for m in net.modalities}
+        self.encoders = torch.nn.ModuleDict({
+            m: AttOmicsEncoder(in_features=net.in_features[m], groups=groups[m], group_sizes=[width[m]])
+            for m in net.modalities
+        })
+        self.cross = torch.nn.ModuleDict({
+            f"{s}__{t}": AttentionBlock(dim=width[t], source_dim=width[s]) for t, ss in self.graph.items() for s in ss
+        })
+        self.target = torch.nn.ModuleDict({t: AttentionBlock(dim=width[t]) for t in self.graph})
+        hidden = [linear.out_features for linear in net.head.linears]
+        self.head = MLPHead(in_dim=net.fused_dim, hidden=hidden, out_dim=net.head.out.out_features, dropout=dropout)
+
+    def forward(self, x):
+        tokens = {m: encoder(x[m]) for m, encoder in self.encoders.items()}
+        flat = []
+        for t, sources in self.graph.items():
+            joined = torch.cat([self.cross[f"{s}__{t}"](tokens[t], tokens[s]) for s in sources], dim=1)
+            flat.append(self.target[t](joined).flatten(1))
+        flat += [tokens[m].flatten(1) for m in self.unimodal]
+        return self.head(torch.cat(flat, dim=1))
 
 
 def mlp(in_dim: int, n_classes: int, dropout: float = 0.0) -> torch.nn.Module:
@@ -229,15 +266,20 @@ def main() -> None:
     labels = torch.as_tensor(mdata.obs["subtype"].cat.codes.to_numpy()[train], dtype=torch.long)
     concatenated = torch.cat(list(inputs.values()), dim=1)
     peer = mlp(concatenated.shape[1], 5)
+    # on a package whose network is itself per-module (no batched blocks) there is nothing to compare with
+    reference = PerModuleNet(net, model.feature_groups_, dropout=0.3) if hasattr(net, "token_dim") else None
     flops = {
         "crossattomics": step_flops(net, inputs, labels, args.batch_size),
         "mlp_256_64": step_flops(peer, concatenated, labels, args.batch_size),
     }
     n_steps = int(np.ceil(len(train) / args.batch_size))
     times = {"crossattomics_engine": [], "crossattomics_bare_loop": [], "mlp_256_64_bare_loop": [],
-             "crossattomics_bare_loop_fused_adamw": [], "mlp_256_64_bare_loop_fused_adamw": []}
+             "crossattomics_bare_loop_fused_adamw": [], "mlp_256_64_bare_loop_fused_adamw": [],
+             **({"per_module_reference_bare_loop": []} if reference is not None else {})}
     bare_epochs(net, inputs, labels, args.batch_size, 1)  # warm-up
     bare_epochs(peer, concatenated, labels, args.batch_size, 1)
+    if reference is not None:
+        bare_epochs(reference, inputs, labels, args.batch_size, 1)
     for _ in range(args.repeats):
         start = time.perf_counter()
         model.train(args.epochs, train_indices=train, validation_indices=test, early_stopping=False,
@@ -249,6 +291,9 @@ def main() -> None:
             bare_epochs(net, inputs, labels, args.batch_size, args.epochs, fused=True))
         times["mlp_256_64_bare_loop_fused_adamw"].append(
             bare_epochs(peer, concatenated, labels, args.batch_size, args.epochs, fused=True))
+        if reference is not None:
+            times["per_module_reference_bare_loop"].append(
+                bare_epochs(reference, inputs, labels, args.batch_size, args.epochs))
     peak = matmul_peak()
     medians = {k: float(np.median(v)) for k, v in times.items()}
     epoch_flops = {k: v * n_steps for k, v in flops.items()}
@@ -261,6 +306,8 @@ def main() -> None:
             "engine / bare loop": medians["crossattomics_engine"] / medians["crossattomics_bare_loop"],
             "bare loop / MLP": medians["crossattomics_bare_loop"] / medians["mlp_256_64_bare_loop"],
             "engine / MLP": medians["crossattomics_engine"] / medians["mlp_256_64_bare_loop"],
+            **({"per-module reference / bare loop": medians["per_module_reference_bare_loop"]
+                / medians["crossattomics_bare_loop"]} if reference is not None else {}),
         },
         "train_flops_per_epoch": epoch_flops, "matmul_peak_flops": peak,
         "arithmetic_floor_seconds": {k: v / peak for k, v in epoch_flops.items()},
