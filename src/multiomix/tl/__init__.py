@@ -10,7 +10,8 @@ from ._predict import predict
 from ._predict_modality import predict_modality
 from ._relevance import feature_relevance, rank_relevant_features
 from ._results import get_result
-from ._unitednet import fit_unitednet, transfer_labels
+from ._transfer import transfer_labels
+from ._unitednet import fit_unitednet
 
 __all__ = [
     "attention_maps",

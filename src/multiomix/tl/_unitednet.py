@@ -1,4 +1,4 @@
-"""Scanpy-style functions around :class:`~multiomix.models.UnitedNet`: fit, and annotation transfer."""
+"""Scanpy-style fit of :class:`~multiomix.models.UnitedNet` (annotation transfer: ``_transfer.py``)."""
 
 from __future__ import annotations
 
@@ -7,27 +7,19 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
-from sklearn.model_selection import train_test_split
 
 from .._docs import fill_doc
 from .._logging import logger
 from .._metrics import clustering_metrics, pearson_per_column, r2_per_column
 from .._utils import (
-    check_labels,
     check_modalities,
     get_matrix,
-    new_mudata,
-    restore_on_error,
-    to_uns,
-    write_obs,
     write_obsm,
-    write_uns,
 )
 from ..models import UnitedNet
-from ..models.base import matched_input, resolve_layers
+from ..models.base import resolve_layers
 from ..train import PHASES
 from ._fit import (
     FitData,
@@ -274,196 +266,4 @@ def _translation_metrics(mdata: MuData, fit: FitData, model: UnitedNet) -> dict[
     return {"test_metrics": metrics}
 
 
-@fill_doc
-def transfer_labels(
-    reference: MuData,
-    query: MuData,
-    *,
-    label_key: str | None = None,
-    model: UnitedNet | None = None,
-    modalities: Sequence[str] | None = None,
-    layer: str | dict[str, str | None] | None = None,
-    latent_dim: int = 64,
-    hidden: Sequence[int] = (256,),
-    n_heads: int = 5,
-    projection_dim: int = 100,
-    fuser: Literal["modality", "feature"] = "modality",
-    dropout: float = 0.1,
-    input_dropout: float = 0.0,
-    adversarial: bool = False,
-    contrastive_temperature: float = 0.1,
-    head_temperature: float = 1.0,
-    loss_weights: dict[str, float] | None = None,
-    binary: Literal["auto"] | dict[str, bool] = "auto",
-    class_weighting: bool = True,
-    linear_skip: bool = True,
-    linear_skip_max_cells: int = 5000,
-    max_epochs: int | None = None,
-    adapt_epochs: int = 30,
-    lr: float | dict[str, float] | None = None,
-    batch_size: int | None = None,
-    validation_size: float = 0.1,
-    random_state: int = 0,
-    key_added: str | None = None,
-    accelerator: str = "auto",
-    devices: int | str | list[int] = "auto",
-    progress_bar: bool | None = None,
-    **trainer_kwargs: Any,
-) -> UnitedNet:
-    """Transfer cell labels from a labelled reference MuData to a query MuData with UnitedNet.
-
-    Fits a supervised UnitedNet on the reference (or reuses ``model``), then adapts it the way UnitedNet's
-    transfer does: translation and contrastive training on reference and query cells together, classification
-    on the reference cells only (the query's labels are never read). Query features are matched to the
-    model's by name (order and extra features do not matter). Nothing is written to either object unless the
-    whole transfer succeeds; the reference is never written to.
-
-    Parameters
-    ----------
-    reference
-        Labelled paired MuData.
-    query
-        Paired MuData with the same modalities (its own features may be ordered differently or be a superset).
-    label_key
-        Column of ``reference.obs`` with the labels (``None``: ``model``'s label column, else the one plausible
-        label column).
-    model
-        A supervised UnitedNet trained on the reference; fitted when ``None``.
-    modalities
-        Modalities to use (default: the model's, else all of the reference's).
-    layer
-        Layer to read (same in reference and query); default ``.X``.
-    latent_dim, hidden, n_heads, projection_dim, fuser, dropout, input_dropout, adversarial
-        Architecture of the reference fit (when ``model`` is None), see :class:`~multiomix.models.UnitedNet`.
-    contrastive_temperature, head_temperature, loss_weights, binary, class_weighting, linear_skip
-        See :class:`~multiomix.models.UnitedNet` (reference fit only).
-    linear_skip_max_cells
-        See :class:`~multiomix.models.UnitedNet` (reference fit only).
-    max_epochs
-        Epochs of the reference fit (when ``model`` is None; default the model's, 100).
-    adapt_epochs
-        Epochs of the joint adaptation (0 skips it).
-    lr, batch_size
-        Training options (defaults: the model's, 1e-3 and 64).
-    validation_size
-        Share of reference cells held out (stratified) for checkpoint and head selection.
-    random_state
-        Seed.
-    key_added
-        Name of every output (default ``'<label_key>_transferred'``).
-    %(accelerator_devices)s
-    %(progress_bar)s
-    **trainer_kwargs
-        Passed to the Lightning trainer.
-
-    Returns
-    -------
-    The adapted model (over the joint reference + query data; the reference model when ``adapt_epochs=0``).
-    Writes, with ``key = key_added`` (default ``'<label_key>_transferred'``): ``query.obs[key]`` (categorical
-    with the reference classes), ``query.obs[key + '_confidence']`` (the best head's maximum class probability;
-    low values flag cells unlike any reference type), ``query.obsm['X_' + key]`` (fused latent),
-    ``query.obsm[key + '_proba']`` (class probabilities, columns in ``uns[key]['classes']``) and
-    ``query.uns[key]`` (params, classes).
-
-    Examples
-    --------
-    >>> import multiomix as mx
-    >>> cite = mx.datasets.bmmc_cite()
-    >>> reference, query = cite[cite.obs["batch"] == "s1d1"].copy(), cite[cite.obs["batch"] == "s1d2"].copy()
-    >>> mx.tl.transfer_labels(reference, query, label_key="cell_type")
-    >>> query.obs["cell_type_transferred"].value_counts().head()
-    """
-    if label_key is None and model is not None and model.label_key in reference.obs.columns:
-        label_key = model.label_key
-    label_key = resolve_label_key(reference.obs, label_key)
-    key = key_added or f"{label_key}_transferred"
-    if model is not None:
-        if model.mode != "supervised":
-            raise ValueError(f"`model` must be a supervised UnitedNet, got mode {model.mode!r}.")
-        modalities = model.modalities
-        layers = model.layers
-    else:
-        modalities = check_modalities(reference, modalities)
-        layers = resolve_layers(modalities, layer)
-    if len(modalities) < 2:
-        raise ValueError(f"UnitedNet needs at least two modalities, got {modalities}.")
-    check_modalities(reference, modalities)
-    check_labels(reference.obs, label_key)
-    if reference.obs[label_key].isna().any():
-        raise ValueError(f"reference.obs[{label_key!r}] has missing labels.")
-    labels = reference.obs[label_key].astype(str)
-    features = (model.feature_names_ if model is not None
-                else {m: list(map(str, reference.mod[m].var_names)) for m in modalities})
-    query_view = matched_input(query, features=features, layers=layers)  # checks modalities, alignment, features
-    rows = np.arange(reference.n_obs)
-    stratify = labels if labels.value_counts().min() >= 2 else None
-    ref_train, ref_val = train_test_split(rows, test_size=validation_size, random_state=random_state,
-                                          stratify=stratify)
-    ref_train, ref_val = np.sort(ref_train), np.sort(ref_val)
-    train = {"lr": lr, "batch_size": batch_size, "accelerator": accelerator, "devices": devices,
-             "progress_bar": progress_bar, **trainer_kwargs}
-    if model is None:
-        ref_view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
-                                          obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
-                               for m in modalities})
-        ref_view.obs[label_key] = pd.Categorical(labels)
-        UnitedNet.setup_mudata(ref_view, label_key=label_key)
-        model = UnitedNet(
-            ref_view, mode="supervised", random_state=random_state, latent_dim=latent_dim, hidden=tuple(hidden),
-            n_heads=n_heads, projection_dim=projection_dim, fuser=fuser, dropout=dropout,
-            input_dropout=input_dropout, adversarial=adversarial, contrastive_temperature=contrastive_temperature,
-            head_temperature=head_temperature, loss_weights=loss_weights, binary=binary,
-            class_weighting=class_weighting, linear_skip=linear_skip, linear_skip_max_cells=linear_skip_max_cells,
-        )
-        model.modality_vars_ = {m: reference.mod[m].var.copy() for m in modalities}
-        model.train(max_epochs, train_indices=ref_train, validation_indices=ref_val, **train)
-    classes = model.classes
-    unknown = sorted(set(labels) - set(classes))
-    if unknown:
-        raise ValueError(f"reference.obs[{label_key!r}] has labels {unknown[:5]} the model was not trained on.")
-    final = model
-    if adapt_epochs > 0:
-        ref_matched = matched_input(reference, features=model.feature_names_, layers=layers)
-        mods = {}
-        names = [f"ref-{i}" for i in range(reference.n_obs)] + [f"query-{i}" for i in range(query.n_obs)]
-        for m in modalities:
-            ref_matrix, q = ref_matched.mod[m].X, query_view.mod[m].X
-            stacked = sparse.vstack([sparse.csr_matrix(ref_matrix), sparse.csr_matrix(q)]).tocsr() if (
-                sparse.issparse(ref_matrix) or sparse.issparse(q)) else np.vstack([np.asarray(ref_matrix),
-                                                                                   np.asarray(q)])
-            mods[m] = AnnData(X=stacked, obs=pd.DataFrame(index=names), var=pd.DataFrame(index=model.feature_names_[m]))
-        joint = new_mudata(mods)
-        joint.obs[label_key] = pd.Categorical(
-            list(labels) + [_UNLABELLED] * query.n_obs, categories=[*classes, _UNLABELLED]
-        )
-        UnitedNet.setup_mudata(joint, label_key=label_key, unlabeled_category=_UNLABELLED)
-        params = {**model.init_params_["non_kwargs"], **model.init_params_.get("kwargs", {}),
-                  "random_state": random_state}
-        final = UnitedNet(joint, **params)
-        final.modality_vars_ = {m: v.copy() for m, v in model.modality_vars_.items()}
-        final.module.load_state_dict(model.module.state_dict())
-        query_rows = np.arange(reference.n_obs, joint.n_obs)
-        final.train(adapt_epochs, train_indices=np.sort(np.concatenate([ref_train, query_rows])),
-                    validation_indices=ref_val, **train)
-        proba = final.predict_proba(indices=query_rows)
-        latent = final.get_latent_representation(indices=query_rows)
-    else:
-        proba = model.predict_proba(query_view)
-        latent = model.get_latent_representation(query_view)
-    proba.index = query.obs_names
-    values = proba.to_numpy()
-    with restore_on_error(query):
-        write_obs(query, key, pd.Categorical.from_codes(values.argmax(1), categories=classes))
-        write_obs(query, f"{key}_confidence", values.max(1).astype(np.float32))
-        write_obsm(query, f"X_{key}", latent.astype(np.float32))
-        write_obsm(query, f"{key}_proba", values.astype(np.float32))
-        write_uns(query, key, {
-            "params": to_uns({"label_key": label_key, "modalities": list(modalities), "max_epochs": max_epochs,
-                              "adapt_epochs": adapt_epochs, "lr": lr, "batch_size": batch_size,
-                              "validation_size": validation_size, "random_state": random_state}),
-            "classes": np.asarray(classes),
-        })
-    return final
-
-
-__all__ = ["fit_unitednet", "transfer_labels"]
+__all__ = ["fit_unitednet"]

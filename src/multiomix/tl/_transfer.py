@@ -1,0 +1,549 @@
+"""What every annotation transfer shares: calibration, 'unknown' flags, kNN on a latent space, and the outputs.
+
+Any model with a latent space (and, optionally, class probabilities) goes through the same steps:
+
+1. class probabilities for *held-out reference cells* (cells the model did not train on) and for the query;
+2. :func:`fit_temperature`: one temperature ``T`` minimising the negative log-likelihood of the held-out
+   reference labels (targets smoothed by ``1 / (n + 2)``) under ``p_T ∝ p ** (1 / T)`` (temperature scaling
+   of the log-probabilities; the most probable class never changes);
+3. :func:`leave_type_out_scores` and :func:`choose_unknown_threshold`: a confidence threshold below which a
+   query cell is flagged ``unknown``, chosen on the reference only by leaving each reference type out in turn
+   (its held-out cells are scored without their class: the calibrated probabilities renormalised over the
+   other classes), never on the query;
+4. :func:`write_transfer`: the outputs under one key, written only when everything above succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from mudata import MuData
+from scipy import sparse
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import NearestNeighbors
+
+from .._logging import logger
+from .._utils import (
+    check_labels,
+    check_modalities,
+    get_matrix,
+    new_mudata,
+    restore_on_error,
+    to_uns,
+    write_obs,
+    write_obsm,
+    write_uns,
+)
+from ..models.base import matched_input, resolve_layers
+from ._fit import resolve_label_key
+
+_UNLABELLED = "__unlabelled__"
+
+#: probabilities are clipped here before taking logs
+_EPS = 1e-7
+
+
+def temperature_scale(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Return ``softmax(log(proba) / temperature)`` row-wise (argmax unchanged)."""
+    logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), _EPS, 1.0)) / float(temperature)
+    logp -= logp.max(1, keepdims=True)
+    out = np.exp(logp)
+    return out / out.sum(1, keepdims=True)
+
+
+def nll(proba: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the integer labels ``y`` under ``proba``."""
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], _EPS, 1.0))))
+
+
+def fit_temperature(proba: np.ndarray, y: np.ndarray, *, bounds: tuple[float, float] = (0.1, 10.0),
+                    smoothing: float | None = None) -> float:
+    """Temperature minimising the NLL of ``y`` (integer class codes) under the temperature-scaled ``proba``.
+
+    The targets are smoothed by ``smoothing`` (default ``1 / (n + 2)``, Laplace's rule of succession): with a
+    small held-out set that the model gets all right, the plain NLL keeps falling as the temperature goes to 0
+    (every confidence 1); the smoothed one stops where the confidence matches ``(n + 1) / (n + 2)``.
+    """
+    n = len(y)
+    if n == 0:
+        return 1.0
+    eps = 1.0 / (n + 2) if smoothing is None else float(smoothing)
+    rows = np.arange(n)
+
+    def loss(log_t: float) -> float:
+        logp = np.log(np.clip(temperature_scale(proba, np.exp(log_t)), _EPS, 1.0))
+        return float(-np.mean((1 - eps) * logp[rows, y] + eps * logp.mean(1)))
+
+    res = minimize_scalar(loss, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
+                          options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def reliability_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Binned reliability: per equal-width confidence bin, the number of cells, mean confidence and accuracy."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        m = which == b
+        rows.append({"lower": edges[b], "upper": edges[b + 1], "n": int(m.sum()),
+                     "confidence": float(confidence[m].mean()) if m.any() else np.nan,
+                     "accuracy": float(correct[m].mean()) if m.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: the cell-weighted mean of ``|accuracy - confidence|`` over equal-width confidence bins."""
+    table = reliability_table(confidence, correct, n_bins)
+    used = table["n"] > 0
+    if not used.any():
+        return float("nan")
+    t = table[used]
+    return float((t["n"] * (t["accuracy"] - t["confidence"]).abs()).sum() / t["n"].sum())
+
+
+def leave_type_out_scores(proba: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences of 'known' and 'novel' cells when each type present in ``y`` is left out in turn.
+
+    For a left-out class ``c`` the class-``c`` column is removed and the rest renormalised: the cells of type
+    ``c`` are then cells of a type the classifier does not know (their max probability is a *novel* score), the
+    other cells are known (their max probability over the remaining classes is a *known* score). The scores of
+    every left-out type are pooled.
+    """
+    known, novel = [], []
+    for c in np.unique(y):
+        rest = np.delete(proba, c, axis=1)
+        conf = rest.max(1) / np.clip(rest.sum(1), _EPS, None)
+        novel.append(conf[y == c])
+        known.append(conf[y != c])
+    return (np.concatenate(known) if known else np.array([])), (np.concatenate(novel) if novel else np.array([]))
+
+
+def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_unknown: float = 0.05) -> dict:
+    """Choose the confidence threshold below which a cell is unknown.
+
+    The threshold maximises Youden's J = TPR - FPR among thresholds that flag at most ``max_false_unknown`` of the
+    known cells (the false-unknown rate); returns it with its rates and the AUROC of known vs novel scores.
+    """
+    if len(known) == 0 or len(novel) == 0:
+        return {"threshold": 0.0, "youden_j": float("nan"), "false_unknown_rate": 0.0,
+                "true_unknown_rate": float("nan"), "auroc": float("nan")}
+    candidates = np.unique(np.concatenate([known, novel, [0.0]]))
+    known_sorted, novel_sorted = np.sort(known), np.sort(novel)
+    fpr = np.searchsorted(known_sorted, candidates, side="left") / len(known)  # share of known strictly below
+    tpr = np.searchsorted(novel_sorted, candidates, side="left") / len(novel)
+    j = np.where(fpr <= max_false_unknown, tpr - fpr, -np.inf)
+    best = int(np.argmax(j))
+    auroc = float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(novel))], -np.r_[known, novel]))
+    return {"threshold": float(candidates[best]), "youden_j": float(j[best]), "false_unknown_rate": float(fpr[best]),
+            "true_unknown_rate": float(tpr[best]), "auroc": auroc}
+
+
+def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.05, n_bins: int = 10) -> dict:
+    """Temperature, unknown threshold and reliability data from held-out reference cells.
+
+    ``proba`` (cells x classes) are the model's probabilities for held-out reference cells, ``y`` their integer
+    class codes. Returns a dict for ``uns[key]``.
+    """
+    y = np.asarray(y, dtype=int)
+    temperature = fit_temperature(proba, y)
+    calibrated = temperature_scale(proba, temperature)
+    correct = proba.argmax(1) == y
+    known, novel = leave_type_out_scores(calibrated, y)
+    unknown = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
+    return {
+        "temperature": temperature,
+        "unknown_threshold": unknown["threshold"],
+        "unknown_selection": {"method": "leave-one-type-out on held-out reference cells, max Youden's J with "
+                              f"false-unknown rate <= {max_false_unknown:g}", **{k: v for k, v in unknown.items()
+                                                                                   if k != "threshold"}},
+        "calibration": {
+            "n_cells": int(len(y)),
+            "nll_before": nll(proba, y), "nll_after": nll(calibrated, y),
+            "ece_before": expected_calibration_error(proba.max(1), correct, n_bins),
+            "ece_after": expected_calibration_error(calibrated.max(1), correct, n_bins),
+            "accuracy": float(correct.mean()) if len(y) else float("nan"),
+        },
+        "reliability": reliability_table(calibrated.max(1), correct, n_bins),
+        "reliability_uncalibrated": reliability_table(proba.max(1), correct, n_bins),
+    }
+
+
+def knn_proba(ref_latent: np.ndarray, ref_codes: np.ndarray, n_classes: int, latent: np.ndarray | None = None, *,
+              k: int = 15, leave_one_out: bool = False) -> np.ndarray:
+    """Class probabilities from the ``k`` nearest reference cells (distance-weighted votes, add-half smoothing).
+
+    ``latent=None`` scores the reference cells themselves, each without itself (``leave_one_out``).
+    """
+    k = int(min(k, len(ref_latent) - (1 if leave_one_out or latent is None else 0)))
+    nn = NearestNeighbors(n_neighbors=k + (1 if latent is None else 0)).fit(ref_latent)
+    dist, idx = nn.kneighbors(ref_latent if latent is None else latent)
+    if latent is None:
+        dist, idx = dist[:, 1:], idx[:, 1:]
+    scale = np.median(dist[:, -1:]) + 1e-12
+    weight = np.exp(-(dist / scale) ** 2)
+    votes = np.zeros((len(idx), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), ref_codes[idx].ravel()), weight.ravel())
+    votes += 0.5 / n_classes
+    return votes / votes.sum(1, keepdims=True)
+
+
+def write_transfer(
+    query: MuData,
+    key: str,
+    *,
+    proba: np.ndarray,
+    classes: Sequence[str],
+    calibration: dict,
+    latent: np.ndarray | None,
+    reference_latent: np.ndarray | None,
+    reference_labels: Sequence[str] | None,
+    params: dict[str, Any],
+) -> None:
+    """Write every output of a transfer into ``query`` (all or nothing)."""
+    calibrated = temperature_scale(proba, calibration["temperature"])
+    confidence = calibrated.max(1)
+    unknown = confidence < calibration["unknown_threshold"]
+    classes = np.asarray(list(map(str, classes)))
+    uns = {"params": to_uns(params), "classes": classes, **calibration,
+           "n_unknown": int(unknown.sum())}
+    if reference_latent is not None:
+        uns["reference_latent"] = np.asarray(reference_latent, dtype=np.float32)
+        uns["reference_labels"] = np.asarray(list(map(str, reference_labels)))
+    with restore_on_error(query):
+        write_obs(query, key, pd.Categorical.from_codes(calibrated.argmax(1), categories=list(classes)))
+        write_obs(query, f"{key}_confidence", confidence.astype(np.float32))
+        write_obs(query, f"{key}_unknown", unknown)
+        if latent is not None:
+            write_obsm(query, f"X_{key}", np.asarray(latent, dtype=np.float32))
+        write_obsm(query, f"{key}_proba", calibrated.astype(np.float32))  # columns: uns[key]['classes']
+        write_uns(query, key, uns)
+    logger.info(f"{key}: temperature {calibration['temperature']:.2f}, unknown below confidence "
+                f"{calibration['unknown_threshold']:.2f} ({int(unknown.sum())} of {len(unknown)} query cells)")
+
+
+
+
+# ----------------------------------------------------------------------------------------------- transfer_labels
+def _stack(ref_matrix, query_matrix):
+    if sparse.issparse(ref_matrix) or sparse.issparse(query_matrix):
+        return sparse.vstack([sparse.csr_matrix(ref_matrix), sparse.csr_matrix(query_matrix)]).tocsr()
+    return np.vstack([np.asarray(ref_matrix), np.asarray(query_matrix)])
+
+
+def _held_out_rows(reference: MuData, labels: pd.Series, *, split_key: str, validation_size: float,
+                   random_state: int, fitted_here: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """Return reference rows to train (or adapt) on, held-out rows for calibration, and where they come from."""
+    rows = np.arange(reference.n_obs)
+    if not fitted_here and split_key in reference.obs.columns:
+        split = reference.obs[split_key].astype(str).to_numpy()
+        held = np.isin(split, ["validation", "test"])
+        if held.any() and (~held).any():
+            return rows[~held], rows[held], f"reference.obs[{split_key!r}] in ('validation', 'test')"
+    stratify = labels if labels.value_counts().min() >= 2 else None
+    train, held = train_test_split(rows, test_size=validation_size, random_state=random_state, stratify=stratify)
+    source = f"a stratified {validation_size:g} of the reference (random_state={random_state})"
+    if not fitted_here:
+        logger.warning(f"`model` was fitted elsewhere and reference.obs has no {split_key!r} column with validation or "
+                       "test rows: the calibration rows may have been trained on, so the confidence may be "
+                       "overconfident")
+        source += ", possibly seen by the model"
+    return np.sort(train), np.sort(held), source
+
+
+def _unitednet_transfer(reference, query, *, model, label_key, labels, modalities, layers, arch, max_epochs,
+                        adapt_epochs, ref_train, ref_val, train_kw, random_state):
+    """Fit (when ``model`` is None) and adapt UnitedNet; probabilities and latents of query and reference."""
+    from ..models import UnitedNet
+
+    if model is None:
+        ref_view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
+                                          obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
+                               for m in modalities})
+        ref_view.obs[label_key] = pd.Categorical(labels)
+        UnitedNet.setup_mudata(ref_view, label_key=label_key)
+        model = UnitedNet(ref_view, mode="supervised", random_state=random_state, **arch)
+        model.modality_vars_ = {m: reference.mod[m].var.copy() for m in modalities}
+        model.train(max_epochs, train_indices=ref_train, validation_indices=ref_val, **train_kw)
+    classes = list(model.classes)
+    missing = sorted(set(labels) - set(classes))
+    if missing:
+        raise ValueError(f"reference.obs[{label_key!r}] has labels {missing[:5]} the model was not trained on.")
+    ref_matched = matched_input(reference, features=model.feature_names_, layers=layers)
+    query_matched = matched_input(query, features=model.feature_names_, layers=layers)
+    if adapt_epochs <= 0:
+        return model, {"classes": classes, "query_proba": model.predict_proba(query_matched).to_numpy(),
+                       "val_proba": model.predict_proba(ref_matched, indices=ref_val).to_numpy(),
+                       "query_latent": model.get_latent_representation(query_matched),
+                       "reference_latent": model.get_latent_representation(ref_matched)}
+    names = [f"ref-{i}" for i in range(reference.n_obs)] + [f"query-{i}" for i in range(query.n_obs)]
+    joint = new_mudata({m: AnnData(X=_stack(ref_matched.mod[m].X, query_matched.mod[m].X),
+                                   obs=pd.DataFrame(index=names), var=pd.DataFrame(index=model.feature_names_[m]))
+                        for m in modalities})
+    joint.obs[label_key] = pd.Categorical(list(labels) + [_UNLABELLED] * query.n_obs,
+                                          categories=[*classes, _UNLABELLED])
+    UnitedNet.setup_mudata(joint, label_key=label_key, unlabeled_category=_UNLABELLED)
+    params = {**model.init_params_["non_kwargs"], **model.init_params_.get("kwargs", {}), "random_state": random_state}
+    final = UnitedNet(joint, **params)
+    final.modality_vars_ = {m: v.copy() for m, v in model.modality_vars_.items()}
+    final.module.load_state_dict(model.module.state_dict())
+    query_rows = np.arange(reference.n_obs, joint.n_obs)
+    final.train(adapt_epochs, train_indices=np.sort(np.concatenate([ref_train, query_rows])),
+                validation_indices=ref_val, **train_kw)
+    return final, {"classes": classes, "query_proba": final.predict_proba(indices=query_rows).to_numpy(),
+                   "val_proba": final.predict_proba(indices=ref_val).to_numpy(),
+                   "query_latent": final.get_latent_representation(indices=query_rows),
+                   "reference_latent": final.get_latent_representation(indices=np.arange(reference.n_obs))}
+
+
+def transfer_labels(
+    reference: MuData,
+    query: MuData,
+    *,
+    label_key: str | None = None,
+    model: Any = None,
+    modalities: Sequence[str] | None = None,
+    layer: str | dict[str, str | None] | None = None,
+    latent_dim: int = 64,
+    hidden: Sequence[int] = (256,),
+    n_heads: int = 5,
+    projection_dim: int = 100,
+    fuser: Literal["modality", "feature"] = "modality",
+    dropout: float = 0.1,
+    input_dropout: float = 0.0,
+    adversarial: bool = False,
+    contrastive_temperature: float = 0.1,
+    head_temperature: float = 1.0,
+    loss_weights: dict[str, float] | None = None,
+    binary: Literal["auto"] | dict[str, bool] = "auto",
+    class_weighting: bool = True,
+    linear_skip: bool = True,
+    linear_skip_max_cells: int = 5000,
+    max_epochs: int | None = None,
+    adapt_epochs: int = 30,
+    lr: float | dict[str, float] | None = None,
+    batch_size: int | None = None,
+    n_neighbors: int = 15,
+    max_false_unknown: float = 0.05,
+    store_reference: bool = True,
+    split_key: str = "split",
+    validation_size: float = 0.1,
+    random_state: int = 0,
+    key_added: str | None = None,
+    accelerator: str = "auto",
+    devices: int | str | list[int] = "auto",
+    progress_bar: bool | None = None,
+    **trainer_kwargs: Any,
+):
+    """Transfer cell labels from a labelled reference to a query, with a calibrated confidence and 'unknown' flags.
+
+    Works with any multiomix model that has a latent space, on the modalities reference and query share:
+
+    * ``model=None`` or ``"unitednet"`` (default with two or more shared modalities): a supervised UnitedNet is
+      fitted on the reference, then adapted the way UnitedNet's transfer does (translation and contrastive
+      training on reference + query cells, classification on reference cells only);
+    * ``"multimodal_ae"`` (default with a single shared modality, e.g. an RNA-only query of a CITE-seq
+      reference): an unsupervised :class:`~multiomix.models.MultimodalAE` is fitted on the reference's shared
+      modalities and every query cell gets the labels of its ``n_neighbors`` nearest reference cells in that
+      latent space (distance-weighted votes);
+    * a fitted model: a supervised UnitedNet is adapted as above; another model that predicts the reference's
+      classes (e.g. :class:`~multiomix.models.CrossAttOmics`) gives its own ``predict_proba``; a model without
+      classes (``MultimodalAE``, an unsupervised UnitedNet, ...) gives kNN on its latent space as above.
+
+    **Calibration.** The probabilities of held-out reference cells (the rows the fit holds out for validation;
+    for a model fitted elsewhere, ``reference.obs[split_key]`` in ``validation``/``test``, or, for kNN,
+    leave-one-out over every reference cell) fix one temperature ``T`` (minimum negative log-likelihood, targets
+    smoothed by ``1 / (n + 2)`` so that a small held-out set scored all right does not push ``T`` to 0;
+    ``p ∝ p_model ** (1 / T)``; the most probable class never changes).
+
+    **Unknown cells.** ``<key>_unknown`` is ``confidence < uns[key]['unknown_threshold']``. The threshold is
+    chosen on the reference only: each reference type is left out in turn, its held-out cells are scored without
+    their class (calibrated probabilities renormalised over the other classes) and are the 'novel' cells; the
+    threshold maximises Youden's J (novel cells flagged minus known cells flagged) among thresholds that flag at
+    most ``max_false_unknown`` of the known held-out cells. The query's labels are never read.
+
+    Parameters
+    ----------
+    reference
+        Labelled MuData.
+    query
+        MuData with at least one of the reference's modalities (features matched by name, per modality).
+    label_key
+        Column of ``reference.obs`` with the labels (``None``: ``model``'s label column, else the one plausible
+        label column).
+    model
+        ``None``, ``"unitednet"``, ``"multimodal_ae"`` or a fitted multiomix model (see above).
+    modalities
+        Modalities to use (default: the model's, else those reference and query share).
+    layer
+        Layer to read (same in reference and query); default ``.X``.
+    latent_dim, hidden, n_heads, projection_dim, fuser, dropout, input_dropout, adversarial
+        Architecture of a model fitted here (``latent_dim``, ``dropout``, ``input_dropout`` also for
+        ``"multimodal_ae"``), see :class:`~multiomix.models.UnitedNet`.
+    contrastive_temperature, head_temperature, loss_weights, binary, class_weighting, linear_skip
+        See :class:`~multiomix.models.UnitedNet` (a UnitedNet fitted here only).
+    linear_skip_max_cells
+        See :class:`~multiomix.models.UnitedNet`.
+    max_epochs
+        Epochs of a model fitted here (default: the model's).
+    adapt_epochs
+        Epochs of UnitedNet's joint adaptation (0 skips it).
+    lr, batch_size
+        Training options (defaults: the model's).
+    n_neighbors
+        Neighbours of the kNN on a latent space (models without classes).
+    max_false_unknown
+        Largest share of held-out reference cells of known types that may be flagged unknown.
+    store_reference
+        Store the reference cells' latent and labels in ``query.uns[key]`` (for :func:`multiomix.pl.transfer`).
+    split_key
+        Column of ``reference.obs`` marking the rows a model fitted elsewhere held out.
+    validation_size
+        Share of reference cells held out (stratified) for checkpointing, head selection and calibration.
+    random_state
+        Seed.
+    key_added
+        Name of every output (default ``'<label_key>_transferred'``).
+    accelerator, devices
+        Lightning accelerator and devices.
+    progress_bar
+        Show a progress bar (default: ``mx.settings.progress_bar``).
+    **trainer_kwargs
+        Passed to the Lightning trainer.
+
+    Returns
+    -------
+    The model used (UnitedNet: the adapted one). Writes, with ``key = key_added``: ``query.obs[key]`` (most
+    probable reference class), ``query.obs[key + '_confidence']`` (calibrated maximum probability),
+    ``query.obs[key + '_unknown']`` (bool), ``query.obsm['X_' + key]`` (latent), ``query.obsm[key + '_proba']``
+    (calibrated probabilities, columns ``uns[key]['classes']``) and ``query.uns[key]`` with ``params``,
+    ``classes``, ``temperature``, ``unknown_threshold``, ``unknown_selection`` (rates and leave-one-type-out
+    AUROC on the reference), ``calibration`` (NLL and ECE on the held-out reference cells before and after),
+    ``reliability`` / ``reliability_uncalibrated`` (binned confidence vs accuracy on those cells) and, with
+    ``store_reference``, ``reference_latent`` / ``reference_labels``. Nothing is written unless the whole
+    transfer succeeds; the reference is never written to.
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> cite = mx.datasets.bmmc_cite()
+    >>> reference, query = cite[cite.obs["batch"] == "s1d1"].copy(), cite[cite.obs["batch"] == "s1d2"].copy()
+    >>> mx.tl.transfer_labels(reference, query, label_key="cell_type")
+    >>> query.obs["cell_type_transferred_unknown"].mean()
+    >>> mx.pl.transfer(query, "cell_type_transferred")
+    """
+    from ..models import MultimodalAE, UnitedNet
+    from ..models.base import MultiomixModel
+
+    fitted = isinstance(model, MultiomixModel)
+    if model is not None and not fitted and model not in ("unitednet", "multimodal_ae"):
+        raise ValueError("`model` must be None, 'unitednet', 'multimodal_ae' or a fitted multiomix model; "
+                         f"got {model!r}.")
+    if label_key is None and fitted and model.label_key is not None and model.label_key in reference.obs.columns:
+        label_key = model.label_key
+    label_key = resolve_label_key(reference.obs, label_key)
+    key = key_added or f"{label_key}_transferred"
+    if fitted:
+        modalities = list(model.modalities)
+        layers = model.layers
+    else:
+        if modalities is None:
+            modalities = [m for m in reference.mod if m in query.mod]
+            dropped = [m for m in reference.mod if m not in query.mod]
+            if not modalities:
+                raise KeyError(f"reference and query share no modality (reference: {list(reference.mod)}, "
+                               f"query: {list(query.mod)}).")
+            if dropped:
+                logger.info(f"the query lacks {dropped}: transferring on {modalities}")
+        modalities = check_modalities(reference, modalities)
+        layers = resolve_layers(modalities, layer)
+        if model is None:
+            model = "unitednet" if len(modalities) >= 2 else "multimodal_ae"
+        if model == "unitednet" and len(modalities) < 2:
+            raise ValueError(f"UnitedNet needs at least two shared modalities, got {modalities}; "
+                             "use model='multimodal_ae'.")
+    check_labels(reference.obs, label_key)
+    if reference.obs[label_key].isna().any():
+        raise ValueError(f"reference.obs[{label_key!r}] has missing labels.")
+    labels = reference.obs[label_key].astype(str)
+    features = (model.feature_names_ if fitted
+                else {m: list(map(str, reference.mod[m].var_names)) for m in modalities})
+    matched_input(query, features=features, layers=layers)  # checks modalities, alignment and features first
+    train_kw = {"lr": lr, "batch_size": batch_size, "accelerator": accelerator, "devices": devices,
+                "progress_bar": progress_bar, **trainer_kwargs}
+    arch = {"latent_dim": latent_dim, "hidden": tuple(hidden), "n_heads": n_heads, "projection_dim": projection_dim,
+            "fuser": fuser, "dropout": dropout, "input_dropout": input_dropout, "adversarial": adversarial,
+            "contrastive_temperature": contrastive_temperature, "head_temperature": head_temperature,
+            "loss_weights": loss_weights, "binary": binary, "class_weighting": class_weighting,
+            "linear_skip": linear_skip, "linear_skip_max_cells": linear_skip_max_cells}
+    is_unitednet = model == "unitednet" or (isinstance(model, UnitedNet) and model.mode == "supervised")
+    ref_train, ref_val, source = _held_out_rows(reference, labels, split_key=split_key,
+                                                validation_size=validation_size, random_state=random_state,
+                                                fitted_here=not fitted)
+    if is_unitednet:
+        method = "UnitedNet" + (f", adapted {adapt_epochs} epochs on reference + query" if adapt_epochs > 0 else "")
+        final, out = _unitednet_transfer(reference, query, model=model if fitted else None, label_key=label_key,
+                                         labels=labels, modalities=modalities, layers=layers, arch=arch,
+                                         max_epochs=max_epochs, adapt_epochs=adapt_epochs, ref_train=ref_train,
+                                         ref_val=ref_val, train_kw=train_kw, random_state=random_state)
+        classes, proba, val_proba = out["classes"], out["query_proba"], out["val_proba"]
+        latent, ref_latent = out["query_latent"], out["reference_latent"]
+        val_codes = pd.Index(classes).get_indexer(labels.iloc[ref_val])
+    else:
+        if model == "multimodal_ae":
+            view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
+                                          obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
+                               for m in modalities})
+            MultimodalAE.setup_mudata(view, modalities=modalities)
+            model = MultimodalAE(view, latent_dim=min(latent_dim, 32), dropout=dropout, input_dropout=input_dropout,
+                                 random_state=random_state)
+            model.train(max_epochs, train_indices=ref_train, validation_indices=ref_val, **train_kw)
+        final = model
+        ref_latent = model.get_latent_representation(reference)
+        latent = model.get_latent_representation(query)
+        has_classes = model._logits_output is not None and bool(model.classes)
+        if has_classes and set(labels) <= set(model.classes):
+            method = f"{type(model).__name__}.predict_proba"
+            classes = list(model.classes)
+            proba = model.predict_proba(query).to_numpy()
+            val_proba = model.predict_proba(reference, indices=ref_val).to_numpy()
+            val_codes = pd.Index(classes).get_indexer(labels.iloc[ref_val])
+        else:
+            method = f"kNN (k={n_neighbors}) on the {type(model).__name__} latent of the reference cells"
+            classes = sorted(set(labels))
+            codes = pd.Index(classes).get_indexer(labels)
+            proba = knn_proba(ref_latent, codes, len(classes), latent, k=n_neighbors)
+            val_proba = knn_proba(ref_latent, codes, len(classes), None, k=n_neighbors, leave_one_out=True)
+            val_codes = codes
+            source = "leave-one-out kNN over every reference cell"
+    calibration = calibrate(val_proba, val_codes, max_false_unknown=max_false_unknown)
+    calibration["calibration"]["rows"] = source
+    params = {"label_key": label_key, "method": method, "modalities": list(modalities), "max_epochs": max_epochs,
+              "adapt_epochs": adapt_epochs if is_unitednet else 0, "lr": lr, "batch_size": batch_size,
+              "n_neighbors": n_neighbors, "max_false_unknown": max_false_unknown,
+              "validation_size": validation_size, "random_state": random_state}
+    write_transfer(query, key, proba=proba, classes=classes, calibration=calibration, latent=latent,
+                   reference_latent=ref_latent if store_reference else None,
+                   reference_labels=labels.to_numpy() if store_reference else None, params=params)
+    return final
+
+
+__all__ = [
+    "calibrate",
+    "choose_unknown_threshold",
+    "expected_calibration_error",
+    "fit_temperature",
+    "knn_proba",
+    "leave_type_out_scores",
+    "reliability_table",
+    "temperature_scale",
+    "transfer_labels",
+    "write_transfer",
+]

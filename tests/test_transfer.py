@@ -1,0 +1,130 @@
+"""Annotation transfer: calibration, 'unknown' flags, model-agnostic paths and all-or-nothing outputs."""
+
+from __future__ import annotations
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+
+import multiomix as mx
+from multiomix.tl import _transfer
+
+FAST = {"max_epochs": 15, "adapt_epochs": 3, "latent_dim": 8, "hidden": (32,), "n_heads": 2, "projection_dim": 16,
+        "accelerator": "cpu", "progress_bar": False}
+
+
+def blobs(n: int = 300, *, types: int = 5, seed: int = 0, noise: float = 1.6, shift: float = 0.0) -> md.MuData:
+    """``types`` Gaussian cell types in two modalities (overlapping: not every cell is separable)."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(100).normal(scale=2.0, size=(types, 2, 20))
+    y = rng.integers(0, types, n)
+    mods = {}
+    for k, name in enumerate(("rna", "adt")):
+        x = centres[y, k] + noise * rng.normal(size=(n, 20)) + shift
+        mods[name] = ad.AnnData(X=x.astype(np.float32), obs=pd.DataFrame(index=[f"c{seed}-{i}" for i in range(n)]),
+                                var=pd.DataFrame(index=[f"{name}{j}" for j in range(20)]))
+    mdata = md.MuData(mods)
+    mdata.obs["cell_type"] = pd.Categorical([f"T{t}" for t in y])
+    return mdata
+
+
+def reference_query(novel: str = "T4"):
+    reference = blobs(400, seed=1)
+    reference = reference[reference.obs["cell_type"] != novel].copy()
+    reference.obs["cell_type"] = reference.obs["cell_type"].cat.remove_unused_categories()
+    query = blobs(300, seed=2, shift=0.2)
+    truth = query.obs["cell_type"].astype(str).to_numpy()
+    del query.obs["cell_type"]
+    return reference, query, truth
+
+
+def test_temperature_scaling_lowers_ece_on_held_out_cells():
+    rng = np.random.default_rng(0)
+    n, k = 4000, 6
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += 1.0
+    over = np.exp(4 * logits)  # overconfident: 4 x the true log-odds
+    over /= over.sum(1, keepdims=True)
+    fit, test = np.arange(n // 2), np.arange(n // 2, n)
+    temperature = _transfer.fit_temperature(over[fit], y[fit])
+    assert 3 < temperature < 5  # recovers the planted factor
+    scaled = _transfer.temperature_scale(over[test], temperature)
+    correct = over[test].argmax(1) == y[test]
+    before = _transfer.expected_calibration_error(over[test].max(1), correct)
+    after = _transfer.expected_calibration_error(scaled.max(1), correct)
+    assert after < 0.5 * before and after < 0.05
+    np.testing.assert_array_equal(scaled.argmax(1), over[test].argmax(1))
+
+
+def test_unknown_threshold_flags_left_out_types_and_respects_the_false_unknown_rate():
+    rng = np.random.default_rng(1)
+    known, novel = rng.beta(8, 2, 2000), rng.beta(2, 3, 500)
+    chosen = _transfer.choose_unknown_threshold(known, novel, max_false_unknown=0.05)
+    assert (known < chosen["threshold"]).mean() <= 0.05
+    assert (novel < chosen["threshold"]).mean() > 0.5 and chosen["auroc"] > 0.9
+
+
+@pytest.mark.parametrize("model", ["unitednet", "multimodal_ae"])
+def test_transfer_flags_a_type_absent_from_the_reference(model):
+    reference, query, truth = reference_query()
+    before = set(reference.obs.columns), set(reference.obsm.keys()), set(reference.uns.keys())
+    mx.tl.transfer_labels(reference, query, label_key="cell_type", model=model, random_state=0, **FAST)
+    assert (set(reference.obs.columns), set(reference.obsm.keys()), set(reference.uns.keys())) == before
+    key = "cell_type_transferred"
+    novel = truth == "T4"
+    unknown = query.obs[f"{key}_unknown"].to_numpy()
+    assert unknown[novel].mean() > unknown[~novel].mean() + 0.2
+    pred = query.obs[key].astype(str).to_numpy()
+    assert (pred[~novel] == truth[~novel]).mean() > 0.7
+    uns = query.uns[key]
+    assert list(uns["classes"]) == ["T0", "T1", "T2", "T3"] and uns["temperature"] > 0
+    assert 0 < uns["unknown_threshold"] < 1 and uns["unknown_selection"]["false_unknown_rate"] <= 0.05
+    assert uns["reliability"]["n"].sum() == uns["calibration"]["n_cells"]
+    proba = query.obsm[f"{key}_proba"]
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(proba.max(1), query.obs[f"{key}_confidence"], atol=1e-6)
+    assert uns["reference_latent"].shape[0] == reference.n_obs == len(uns["reference_labels"])
+    assert query.obsm[f"X_{key}"].shape[1] == uns["reference_latent"].shape[1]
+
+
+def test_rna_only_query_uses_the_shared_modality():
+    reference, query, truth = reference_query()
+    rna_only = md.MuData({"rna": query.mod["rna"].copy()})
+    mx.tl.transfer_labels(reference, rna_only, label_key="cell_type", key_added="lt", **FAST)
+    assert rna_only.uns["lt"]["params"]["modalities"] == ["rna"]
+    assert "MultimodalAE" in rna_only.uns["lt"]["params"]["method"]
+    known = truth != "T4"
+    assert (rna_only.obs["lt"].astype(str).to_numpy()[known] == truth[known]).mean() > 0.6
+    with pytest.raises(ValueError, match="two shared modalities"):
+        mx.tl.transfer_labels(reference, rna_only, label_key="cell_type", model="unitednet", **FAST)
+
+
+def test_fitted_model_without_classes_gives_knn_on_its_latent():
+    reference, query, truth = reference_query()
+    ae = mx.tl.fit_multimodal_ae(reference.copy(), max_epochs=15, latent_dim=8, progress_bar=False,
+                                 accelerator="cpu")
+    mx.tl.transfer_labels(reference, query, label_key="cell_type", model=ae, key_added="ae")
+    assert query.uns["ae"]["params"]["method"].startswith("kNN")
+    assert query.obsm["X_ae"].shape == (query.n_obs, 8)
+
+
+def test_nothing_is_written_when_the_transfer_fails(monkeypatch):
+    reference, query, _ = reference_query()
+    before = set(query.obs.columns), set(query.obsm.keys()), set(query.uns.keys())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("calibration failed")
+
+    monkeypatch.setattr(_transfer, "calibrate", broken)
+    with pytest.raises(RuntimeError, match="calibration failed"):
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", model="multimodal_ae", **FAST)
+    assert (set(query.obs.columns), set(query.obsm.keys()), set(query.uns.keys())) == before
+    # and a failure inside the writes leaves nothing half-written
+    monkeypatch.undo()
+    monkeypatch.setattr(_transfer, "write_obsm", broken)
+    with pytest.raises(RuntimeError):
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", model="multimodal_ae", **FAST)
+    assert (set(query.obs.columns), set(query.obsm.keys()), set(query.uns.keys())) == before
