@@ -13,6 +13,7 @@ from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 
+from .._docs import fill_doc
 from .._logging import logger
 from .._utils import added, check_finite, check_modalities, check_nonnegative, get_matrix, keep_torch_threads
 
@@ -180,16 +181,27 @@ def _muon():
     return muon
 
 
-def _write(adata: AnnData, out, key_added: str | None, what: str) -> None:
-    """Write a result to ``.X`` or ``.layers[key_added]`` and log it."""
+def _counts(adata: AnnData, layer: str | None):
+    """Return the input matrix (``.X`` or ``.layers[layer]``), checked to be finite and non-negative."""
+    matrix = get_matrix(adata, layer)
+    check_finite(matrix, f"{layer or 'X'}")
+    check_nonnegative(matrix, f"{layer or 'X'}")
+    return matrix
+
+
+def _write(adata: AnnData, out, key_added: str | None, what: str, *, copy: bool) -> AnnData | None:
+    """Write a result to ``.X`` or ``.layers[key_added]`` (of a copy when ``copy``) and log it; return the copy."""
+    adata = adata.copy() if copy else adata
     if key_added is None:
         adata.X = out
         added("X", what)
     else:
         adata.layers[key_added] = out
         added("layers", key_added)
+    return adata if copy else None
 
 
+@fill_doc
 def tfidf(
     adata: AnnData,
     *,
@@ -221,10 +233,7 @@ def tfidf(
         Log-transform the term / inverse document frequency.
     log_tfidf
         Log-transform the product instead (only with ``log_tf=False`` and ``log_idf=False``).
-    key_added
-        Layer to write to; ``None`` overwrites ``.X``.
-    copy
-        Return a modified copy instead of writing in place.
+    %(layer_key_added_copy)s
 
     Returns
     -------
@@ -238,9 +247,7 @@ def tfidf(
     """
     if log_tfidf and (log_tf or log_idf):
         raise ValueError("log_tfidf=True needs log_tf=False and log_idf=False.")
-    matrix = get_matrix(adata, layer)
-    check_finite(matrix, f"{layer or 'X'}")
-    check_nonnegative(matrix, f"{layer or 'X'}")
+    matrix = _counts(adata, layer)
     is_sparse = sparse.issparse(matrix)
     counts = sparse.csr_matrix(matrix, dtype=np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):  # empty cells or peaks; muon sets them to 0
@@ -250,11 +257,10 @@ def tfidf(
         )
     out = sparse.csr_matrix(out, dtype=np.float32)
     out.eliminate_zeros()
-    adata = adata.copy() if copy else adata
-    _write(adata, out if is_sparse else out.toarray(), key_added, "tfidf")
-    return adata if copy else None
+    return _write(adata, out if is_sparse else out.toarray(), key_added, "tfidf", copy=copy)
 
 
+@fill_doc
 def binarize(
     adata: AnnData,
     *,
@@ -270,10 +276,7 @@ def binarize(
         Cells x features with non-negative counts.
     layer
         Input layer (``None`` = ``.X``); it is not modified.
-    key_added
-        Layer to write to; ``None`` overwrites ``.X``.
-    copy
-        Return a modified copy instead of writing in place.
+    %(layer_key_added_copy)s
 
     Returns
     -------
@@ -285,9 +288,7 @@ def binarize(
     >>> atac = mx.datasets.bmmc_multiome()["atac"].copy()
     >>> mx.pp.binarize(atac, layer="counts", key_added="binary")
     """
-    matrix = get_matrix(adata, layer)
-    check_finite(matrix, f"{layer or 'X'}")
-    check_nonnegative(matrix, f"{layer or 'X'}")
+    matrix = _counts(adata, layer)
     if sparse.issparse(matrix):
         work = sparse.csr_matrix(matrix, dtype=np.float32, copy=True)
     else:
@@ -297,11 +298,10 @@ def binarize(
     out = tmp.X
     if sparse.issparse(out):
         out.eliminate_zeros()
-    adata = adata.copy() if copy else adata
-    _write(adata, out, key_added, "binarized")
-    return adata if copy else None
+    return _write(adata, out, key_added, "binarized", copy=copy)
 
 
+@fill_doc
 @keep_torch_threads()
 def normalize(
     adata: AnnData,
@@ -328,10 +328,7 @@ def normalize(
         Input layer (``None`` = ``.X``); it is not modified.
     target_sum
         Counts per cell after scaling (``"log1p"`` only; ``None`` = median library size).
-    key_added
-        Layer to write to; ``None`` overwrites ``.X``.
-    copy
-        Return a modified copy instead of writing in place.
+    %(layer_key_added_copy)s
 
     Returns
     -------
@@ -345,9 +342,7 @@ def normalize(
     """
     if method not in ("log1p", "clr"):
         raise ValueError(f"Unknown method {method!r}; expected 'log1p' or 'clr'.")
-    matrix = get_matrix(adata, layer)
-    check_finite(matrix, f"{layer or 'X'}")
-    check_nonnegative(matrix, f"{layer or 'X'}")
+    matrix = _counts(adata, layer)
     if method == "log1p":
         tmp = AnnData(X=matrix.copy().astype(np.float32))
         sc.pp.normalize_total(tmp, target_sum=target_sum)
@@ -363,6 +358,4 @@ def normalize(
         tmp = AnnData(X=work)
         _muon().prot.pp.clr(tmp, inplace=True, axis=0, flavor="seurat")
         out = sparse.csr_matrix(tmp.X, dtype=np.float32) if is_sparse else np.asarray(tmp.X, dtype=np.float32)
-    adata = adata.copy() if copy else adata
-    _write(adata, out, key_added, method)
-    return adata if copy else None
+    return _write(adata, out, key_added, method, copy=copy)
