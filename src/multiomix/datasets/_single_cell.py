@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import anndata as ad
 import pandas as pd
@@ -63,13 +64,18 @@ _FILES = {
 }
 
 
-def _read(name: str, data_dir: str | os.PathLike | None) -> ad.AnnData:
-    relative, url, sha = _FILES[name]
-    return ad.read_h5ad(fetch(relative, url=url, sha256=sha, data_dir=data_dir))
+def _load(source: str, modalities: Sequence[str], shared_obs: Sequence[str],
+          data_dir: str | os.PathLike | None) -> MuData:
+    """Read the file ``_FILES['<source>_<modality>']`` of every modality and pair them into one MuData.
 
-
-def _paired(mods: dict[str, ad.AnnData], shared_obs: list[str]) -> MuData:
-    first = next(iter(mods.values()))
+    The modalities must hold the same cells in the same order; the ``shared_obs`` columns of the first one
+    (those it has) become ``mdata.obs`` columns, object columns as categoricals.
+    """
+    mods = {}
+    for m in modalities:
+        relative, url, sha = _FILES[f"{source}_{m}"]
+        mods[m] = ad.read_h5ad(fetch(relative, url=url, sha256=sha, data_dir=data_dir))
+    first = mods[modalities[0]]
     for name, adata in mods.items():
         if not adata.obs_names.equals(first.obs_names):
             raise ValueError(f"Modality {name!r} is not paired cell-for-cell with the others in the source files.")
@@ -105,8 +111,8 @@ def bmmc_multiome(*, data_dir: str | os.PathLike | None = None) -> MuData:
     >>> mdata.mod["atac"].shape
     (500, 600)
     """
-    mods = {"rna": _read("multiome_rna", data_dir), "atac": _read("multiome_atac", data_dir)}
-    return _paired(mods, ["cell_type", "batch", "is_train", "pseudotime_order_GEX", "pseudotime_order_ATAC", "phase"])
+    shared_obs = ["cell_type", "batch", "is_train", "pseudotime_order_GEX", "pseudotime_order_ATAC", "phase"]
+    return _load("multiome", ["rna", "atac"], shared_obs, data_dir)
 
 
 def bmmc_cite(*, data_dir: str | os.PathLike | None = None) -> MuData:
@@ -132,8 +138,8 @@ def bmmc_cite(*, data_dir: str | os.PathLike | None = None) -> MuData:
     >>> mdata.mod["adt"].shape
     (600, 134)
     """
-    mods = {"rna": _read("cite_rna", data_dir), "adt": _read("cite_adt", data_dir)}
-    return _paired(mods, ["cell_type", "batch", "is_train", "phase", "pseudotime_order_GEX", "pseudotime_order_ADT"])
+    shared_obs = ["cell_type", "batch", "is_train", "phase", "pseudotime_order_GEX", "pseudotime_order_ADT"]
+    return _load("cite", ["rna", "adt"], shared_obs, data_dir)
 
 
 def patchseq(*, data_dir: str | os.PathLike | None = None) -> MuData:
@@ -159,8 +165,7 @@ def patchseq(*, data_dir: str | os.PathLike | None = None) -> MuData:
     >>> mdata.obs["cell_type_TEM"].nunique()
     27
     """
-    mods = {m: _read(f"patchseq_{m}", data_dir) for m in ("rna", "ephys", "morph")}
-    mdata = _paired(mods, ["cell_type_TEM", "cell_type_T"])
+    mdata = _load("patchseq", ["rna", "ephys", "morph"], ["cell_type_TEM", "cell_type_T"], data_dir)
     for col in ("cell_type_TEM", "cell_type_T"):
         mdata.obs[col] = pd.Categorical(mdata.obs[col].astype(str))
     return mdata
