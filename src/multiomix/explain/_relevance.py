@@ -23,9 +23,9 @@ on a small probe is below ``tolerance``; otherwise expected gradients. The addit
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -207,6 +207,47 @@ def _transform_output(proba: nn.Module, output: str) -> nn.Module:
     return FunctionModule(log_odds, {"classifier": proba})
 
 
+def _choose_explainer(
+    model: nn.Module, explained: nn.Module, background, *, method: str, tolerance: float,
+    probe: Callable[[Any], float], notes: dict,
+) -> tuple[Any, str]:
+    """Return shap's DeepExplainer of ``explained`` and ``"deep"``, or ``None`` and ``"expected_gradients"``.
+
+    DeepExplainer is used with ``method="deep"``, and with ``"auto"`` when shap has a rule for every leaf module
+    of ``model`` and ``probe(explainer)``, the relative additivity error on a few cells, is within ``tolerance``.
+    The unsupported module types and the probe's error are noted in ``notes``.
+    """
+    if method not in ("auto", "deep"):
+        return None, method
+    ok, bad = deep_supported(model)
+    notes["deep_unsupported_modules"] = ", ".join(bad)
+    if not ok and method != "deep":
+        return None, "expected_gradients"
+    import shap
+
+    explainer = shap.DeepExplainer(explained, background)
+    if method == "auto":
+        notes["deep_probe_additivity_relative"] = relative = probe(explainer)
+        if relative > tolerance:
+            return None, "expected_gradients"
+    return explainer, "deep"
+
+
+def _result(mean_abs, mean, *, n_cells: int, method: str, max_err: float, max_delta: float, start: float,
+            notes: dict) -> RelevanceResult:
+    """Build the result from the means, the largest additivity gap and output change, and the start time."""
+    return RelevanceResult(
+        mean_abs=mean_abs,
+        mean=mean,
+        n_cells=n_cells,
+        method=method,
+        additivity_error=max_err,
+        additivity_relative=max_err / max(max_delta, 1e-12),
+        seconds=time.perf_counter() - start,
+        notes=notes,
+    )
+
+
 class _Select(nn.Module):
     """Column ``k`` of a classifier's output (shap needs a module with a 2-d output)."""
 
@@ -324,26 +365,15 @@ def group_relevance(
     classifier.eval()
     if output != "proba":
         classifier = _transform_output(classifier, output)
-    used = method
-    explainer = None
-    if method in ("auto", "deep"):
-        ok, bad = deep_supported(classifier)
-        notes["deep_unsupported_modules"] = ", ".join(bad)
-        if ok or method == "deep":
-            import shap
 
-            explainer = shap.DeepExplainer(_Select(classifier, class_index), bg if len(bg) > 1 else bg[0])
-            if method == "auto":
-                probe = rows[: min(len(rows), 8)]
-                xs = [torch.as_tensor(_dense(m, probe, c), device=device) for m, c in zip(matrices, columns)]
-                phis = _deep_group_batch(explainer, xs)
-                err, rel = _group_additivity(classifier, xs, bg, class_index, sum(p.sum(1) for p in phis))
-                notes["deep_probe_additivity_relative"] = rel
-                if rel > tolerance:
-                    explainer = None
-            used = "deep" if explainer is not None else "expected_gradients"
-        else:
-            used = "expected_gradients"
+    def probe(explainer) -> float:
+        few = rows[: min(len(rows), 8)]
+        xs = [torch.as_tensor(_dense(m, few, c), device=device) for m, c in zip(matrices, columns)]
+        phis = _deep_group_batch(explainer, xs)
+        return _group_additivity(classifier, xs, bg, class_index, sum(p.sum(1) for p in phis))[1]
+
+    explainer, used = _choose_explainer(classifier, _Select(classifier, class_index), bg if len(bg) > 1 else bg[0],
+                                        method=method, tolerance=tolerance, probe=probe, notes=notes)
     per_cell = n_feat * 4 * (3 * n_samples if used == "expected_gradients" else 3 * len(bg[0]))
     batch_size = batch_size or min(1024, _budget_rows(per_cell, memory_mb))
     sum_abs = [np.zeros(w, dtype=np.float64) for w in widths]
@@ -364,16 +394,8 @@ def group_relevance(
             sum_abs[i] += np.abs(p).sum(0)
             sum_val[i] += p.sum(0)
     n = max(len(rows), 1)
-    return RelevanceResult(
-        mean_abs=[v / n for v in sum_abs],
-        mean=[v / n for v in sum_val],
-        n_cells=len(rows),
-        method=used,
-        additivity_error=max_err,
-        additivity_relative=max_err / max(max_delta, 1e-12),
-        seconds=time.perf_counter() - start,
-        notes=notes,
-    )
+    return _result([v / n for v in sum_abs], [v / n for v in sum_val], n_cells=len(rows), method=used,
+                   max_err=max_err, max_delta=max_delta, start=start, notes=notes)
 
 
 @torch.no_grad()
@@ -465,25 +487,14 @@ def cross_modal_relevance(
         bg_out = translator(bg)
     n_s, n_t = bg.shape[1], bg_out.shape[1]
     notes: dict = {}
-    used = method
-    explainer = None
-    if method in ("auto", "deep"):
-        ok, bad = deep_supported(translator)
-        notes["deep_unsupported_modules"] = ", ".join(bad)
-        if ok or method == "deep":
-            import shap
 
-            explainer = shap.DeepExplainer(translator, bg)
-            if method == "auto":
-                probe = torch.as_tensor(_dense(matrix, rows[: min(len(rows), 4)], columns), device=device)
-                phi = _deep_cross_batch(explainer, probe)
-                err, delta = _cross_gap(translator, probe, bg_out, phi)
-                notes["deep_probe_additivity_relative"] = err / max(delta, 1e-12)
-                if err / max(delta, 1e-12) > tolerance:
-                    explainer = None
-            used = "deep" if explainer is not None else "expected_gradients"
-        else:
-            used = "expected_gradients"
+    def probe(explainer) -> float:
+        x = torch.as_tensor(_dense(matrix, rows[: min(len(rows), 4)], columns), device=device)
+        err, delta = _cross_gap(translator, x, bg_out, _deep_cross_batch(explainer, x))
+        return err / max(delta, 1e-12)
+
+    explainer, used = _choose_explainer(translator, translator, bg, method=method, tolerance=tolerance, probe=probe,
+                                        notes=notes)
     per_cell = 4 * n_t * n_s * ((n_samples + 2) if used == "expected_gradients" else 2 * len(bg))
     batch_size = batch_size or min(512, _budget_rows(per_cell, memory_mb))
     sum_abs = torch.zeros(n_t, n_s, dtype=torch.float64)
@@ -498,16 +509,8 @@ def cross_modal_relevance(
         sum_abs += phi.abs().sum(0)
         sum_val += phi.sum(0)
     n = max(len(rows), 1)
-    return RelevanceResult(
-        mean_abs=(sum_abs / n).numpy(),
-        mean=(sum_val / n).numpy(),
-        n_cells=len(rows),
-        method=used,
-        additivity_error=max_err,
-        additivity_relative=max_err / max(max_delta, 1e-12),
-        seconds=time.perf_counter() - start,
-        notes=notes,
-    )
+    return _result((sum_abs / n).numpy(), (sum_val / n).numpy(), n_cells=len(rows), method=used, max_err=max_err,
+                   max_delta=max_delta, start=start, notes=notes)
 
 
 @torch.no_grad()
