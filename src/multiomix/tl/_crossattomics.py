@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from mudata import MuData
 
+from .._logging import logger
 from .._utils import check_modalities, write_uns
 from ..explain import interaction_relevance
 from ..models import CrossAttOmics, default_interaction_graph
@@ -133,8 +134,12 @@ def fit_crossattomics(
     finish_classifier_fit(
         mdata, fit, model, key_added=key_added, params=params, split_key=split_key, baseline=baseline,
         baseline_features=modality_features(mdata, modalities, resolve_layers(modalities, layer)),
-        random_state=random_state, extra=lambda: {"interactions": np.asarray(model.interactions)},
+        random_state=random_state, extra=lambda: {"interactions": np.asarray(model.interactions),
+                                                  "best_epoch": -2 if model.best_epoch_ is None else model.best_epoch_},
     )
+    if linear_path == "fitted" and model.best_epoch_ == -1:
+        logger.info("the deep part did not lower the validation loss of the logistic regression alone: the model "
+                    f"is that logistic regression (uns[{key_added!r}]['best_epoch'] == -1)")
     return model
 
 

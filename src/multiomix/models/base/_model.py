@@ -22,7 +22,7 @@ from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
-from ...train import SupervisedTrainingPlan, resolve_rows, train_on_rows
+from ...train import BestStateCallback, SupervisedTrainingPlan, resolve_rows, train_on_rows
 from ._data import class_weights, feature_mean_std, matched_input, modality_key, resolve_layers
 
 _FEATURES_ATTR = "feature_names_"
@@ -231,6 +231,9 @@ class MultiomixModel(BaseModelClass):
             datasplitter_kwargs=datasplitter_kwargs,
             **trainer_kwargs,
         )
+        best = [c for c in getattr(getattr(self, "trainer", None), "callbacks", []) if isinstance(c, BestStateCallback)]
+        #: epoch whose weights were restored (-1: the weights before training), or None without validation rows
+        self.best_epoch_ = best[0].best_epoch if best else None
         self._on_train_end(rows)
         return result
 
