@@ -130,7 +130,7 @@ class RelevanceAdapter:
 
 
 def get_adapter(model) -> RelevanceAdapter:
-    """Return the model's :class:`RelevanceAdapter` (from its ``relevance_adapter()`` method).
+    """Return the model's :class:`~multiomix.explain.RelevanceAdapter` (from its ``relevance_adapter()`` method).
 
     Examples
     --------

@@ -111,7 +111,7 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
 
     Returns
     -------
-    Records in file order.
+    ``{name: sequence}``, records in file order.
 
     Raises
     ------
@@ -155,7 +155,7 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
 
     Returns
     -------
-    One row per region, in file order.
+    A :class:`~pandas.DataFrame` with one row per region, in file order.
 
     Raises
     ------

@@ -174,7 +174,8 @@ class GenomicInterpreter(MultiomixModel):
     backbone
         Backbone name.
     backbone_kwargs
-        Overrides of the backbone's defaults (:data:`~multiomix.module._genomic_interpreter.DEFAULT_BACKBONE_KWARGS`).
+        Overrides of the backbone's defaults (``DEFAULT_BACKBONE_KWARGS`` in
+        ``multiomix/module/_genomic_interpreter.py``).
     loss
         ``"auto"`` (BCE for 0/1, Poisson for counts, else MSE), ``"poisson"``, ``"bce"`` or ``"mse"``.
     reverse_complement

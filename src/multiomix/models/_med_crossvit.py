@@ -296,7 +296,7 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
     # registry ---------------------------------------------------------------------------------------------------
     @property
     def modalities(self) -> list[str]:
-        """Modalities whose features the model reads: the expression only (the bags come from ``obsm``)."""
+        """Modalities whose features the model reads, here the expression only (the bags come from ``obsm``)."""
         return [self.rna_modality]
 
     @property

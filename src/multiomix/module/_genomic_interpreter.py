@@ -86,7 +86,7 @@ class GenomicInterpreterModule(BaseModuleClass):
     Parameters
     ----------
     backbone
-        Backbone name (see :func:`build_backbone`).
+        Backbone name (one of ``DEFAULT_BACKBONE_KWARGS``).
     backbone_kwargs
         Backbone settings.
     n_tracks

@@ -313,7 +313,7 @@ class CrossAttOmicsNet(nn.Module):
 
     @property
     def part_names(self) -> list[str]:
-        """Fusion parts: each interaction's message ``source->target``, each target's own tokens, unimodal branches.
+        """Names of the fusion parts (interaction messages ``source->target``, targets' own tokens, unimodal branches).
 
         The message of ``source->target`` is the cross-attention output before the residual connection, so
         its relevance is what the source contributes through that interaction; the target's own tokens

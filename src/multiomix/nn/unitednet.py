@@ -420,7 +420,7 @@ def refine_prototypes(hidden: torch.Tensor, prototypes: torch.Tensor, *, n_iter:
 
     Returns
     -------
-    The refined prototypes, same shape (unit rows where a prototype has cells).
+    The refined prototypes, same shape as ``prototypes`` (unit rows where a prototype has cells).
 
     Examples
     --------

@@ -266,7 +266,7 @@ def sequences_from_genome(
 
     Returns
     -------
-    The sequence AnnData.
+    The sequence :class:`~anndata.AnnData`.
 
     Raises
     ------

@@ -188,7 +188,7 @@ def fit_genomic_interpreter(
 
     Returns
     -------
-    The trained model.
+    The trained :class:`~multiomix.models.GenomicInterpreter`.
 
     Examples
     --------

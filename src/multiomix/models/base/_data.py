@@ -89,7 +89,7 @@ def register_mudata_fields(
 
     Returns
     -------
-    The list of modalities registered.
+    The names of the modalities registered (``modalities``, or all of ``mdata.mod``).
 
     Examples
     --------
@@ -179,7 +179,7 @@ def matched_input(
 
     Returns
     -------
-    The aligned MuData.
+    The aligned :class:`~mudata.MuData`.
 
     Examples
     --------
