@@ -27,13 +27,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 docs: $(STAMP)
-	$(BIN)/sphinx-build -W -b html docs docs/_build/html
+	MULTIOMIX_DOCS_OFFLINE=1 $(BIN)/sphinx-build -W -b html docs docs/_build/html
 
 tutorials: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python tutorials/execute.py
 
 benchmarks: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tcga_brca.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tcga.py --seeds 0
 
 clean:
 	rm -rf $(VENV) demo_output docs/_build

@@ -25,9 +25,12 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
+import mudata as md
+
 import multiomix as mx
 from multiomix._baseline import logistic_baseline
 
+md.set_options(pull_on_update=False)
 mx.settings.verbosity = 1
 mx.settings.progress_bar = False
 RESULTS = Path(__file__).parent / "results"
