@@ -16,6 +16,7 @@ import logging
 import time
 from pathlib import Path
 
+import mudata as md
 import numpy as np
 import pandas as pd
 import torch
@@ -24,8 +25,6 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
-
-import mudata as md
 
 import multiomix as mx
 from multiomix._baseline import logistic_baseline
