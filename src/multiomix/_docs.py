@@ -150,3 +150,12 @@ DOCS["plot_figure_end"] = DOCS["show_save_figure"] + "\n\n" + _text("""
     -------
     ``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).
 """)
+# the end of the docstring of a model's ``translate``
+DOCS["translate_end"] = _text("""
+    batch_size
+        Cells per minibatch (sparse input is densified one minibatch at a time).
+""") + "\n\n" + _text("""
+    Returns
+    -------
+    Array ``n_obs x n_target_vars``.
+""")

@@ -10,13 +10,13 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from mudata import MuData
-from scipy import sparse
 
-from .._utils import check_nonnegative, get_matrix, is_binary
+from .._docs import fill_doc
+from .._utils import check_nonnegative, is_binary
 from ..module import MultimodalAEModule
 from ..nn.autoencoder import LIKELIHOODS
 from ..train import MultimodalAETrainingPlan
-from .base import MultimodalInputMixin, MultiomixModel, feature_positions, modality_key, register_mudata_fields
+from .base import MultimodalInputMixin, MultiomixModel, modality_key, register_mudata_fields, source_blocks
 
 __all__ = ["MultimodalAE"]
 
@@ -246,6 +246,7 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         return self.modality_vars_[target].copy()
 
     @torch.inference_mode()
+    @fill_doc
     def translate(
         self, mdata: MuData | AnnData, *, source: str, target: str, batch_size: int = 256
     ) -> np.ndarray:
@@ -264,39 +265,18 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
             Modality to encode.
         target
             Modality to decode.
-        batch_size
-            Cells per minibatch (sparse input is densified one minibatch at a time).
-
-        Returns
-        -------
-        Array ``n_obs x n_target_vars``.
+        %(translate_end)s
 
         Examples
         --------
         >>> atac = model.translate(mdata, source="rna", target="atac")
         """
-        self._check_if_trained(warn=False)
-        for name, what in (("source", source), ("target", target)):
-            if what not in self.modalities:
-                raise KeyError(f"{name} modality {what!r} is not among the model's modalities {self.modalities}.")
-        if isinstance(mdata, MuData):
-            if source not in mdata.mod:
-                raise KeyError(f"Source modality {source!r} not found in the MuData; it has {list(mdata.mod)}.")
-            adata = mdata.mod[source]
-        elif isinstance(mdata, AnnData):
-            adata = mdata
-        else:
-            raise TypeError(f"Expected a MuData or AnnData, got {type(mdata).__name__}.")
-        matrix = get_matrix(adata, self.layers[source])
-        position = feature_positions(adata.var_names, self.feature_names_[source], modality=source)
+        blocks = source_blocks(self, mdata, source, target, batch_size)
         self.module.eval()
         device = self.module.device
         j = self.module.modalities.index(target)
         out = []
-        for start in range(0, adata.n_obs, batch_size):
-            chunk = matrix[start : start + batch_size]
-            chunk = chunk[:, position] if position is not None else chunk
-            chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
+        for chunk in blocks:
             x = torch.as_tensor(chunk, dtype=torch.float32, device=device)
             z = self.module.inference({source: x})["z"]
             pred = self.module.generative(z, [target])["outputs"][target]["mean"]

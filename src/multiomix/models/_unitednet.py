@@ -19,6 +19,7 @@ from mudata import MuData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
+from .._docs import fill_doc
 from .._utils import get_matrix, is_binary
 from ..module._unitednet import Mode, UnitedNetModule
 from ..nn.unitednet import refine_prototypes, ridge_fit
@@ -28,8 +29,8 @@ from .base import (
     MultiomixModel,
     class_weights,
     feature_mean_std,
-    feature_positions,
     register_mudata_fields,
+    source_blocks,
 )
 
 logger = logging.getLogger("multiomix")
@@ -504,19 +505,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             raise KeyError(f"Modality {target!r} is not among the model's modalities {self.modalities}.")
         return self.modality_vars_[target].copy()
 
-    def _source_matrix(self, mdata: MuData | AnnData, source: str):
-        if isinstance(mdata, MuData):
-            if source not in mdata.mod:
-                raise KeyError(f"Source modality {source!r} not found in the MuData; it has {list(mdata.mod)}.")
-            adata = mdata.mod[source]
-        elif isinstance(mdata, AnnData):
-            adata = mdata
-        else:
-            raise TypeError(f"Expected a MuData or AnnData, got {type(mdata).__name__}.")
-        position = feature_positions(adata.var_names, self.feature_names_[source], modality=source)
-        return adata, get_matrix(adata, self.layers[source]), position
-
     @torch.inference_mode()
+    @fill_doc
     def translate(self, mdata: MuData | AnnData, *, source: str, target: str, batch_size: int = 256) -> np.ndarray:
         """Predict modality ``target`` from modality ``source`` alone (encode ``source``, decode ``target``).
 
@@ -530,30 +520,17 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             Data holding the source modality.
         source, target
             Modality names the model was trained on.
-        batch_size
-            Cells per minibatch (sparse input is densified one minibatch at a time).
-
-        Returns
-        -------
-        Array ``n_obs x n_target_vars``.
+        %(translate_end)s
 
         Examples
         --------
         >>> ephys = model.translate(mdata, source="rna", target="ephys")
         """
-        self._check_if_trained(warn=False)
-        for name, what in (("source", source), ("target", target)):
-            if what not in self.modalities:
-                raise KeyError(f"{name} modality {what!r} is not among the model's modalities {self.modalities}.")
-        adata, matrix, position = self._source_matrix(mdata, source)
+        blocks = source_blocks(self, mdata, source, target, batch_size)
         self.module.eval()
         device = self.module.device
         out = []
-        for start in range(0, adata.n_obs, batch_size):
-            chunk = matrix[start : start + batch_size]
-            if position is not None:
-                chunk = chunk[:, position]
-            chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
+        for chunk in blocks:
             xs = self.module.standardize({source: torch.as_tensor(chunk, dtype=torch.float32, device=device)})
             pred = self.module.net.translate(xs[source], source, target)
             out.append(self.module.to_data_scale(target, pred).cpu().numpy())
