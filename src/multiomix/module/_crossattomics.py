@@ -6,15 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.module.base import auto_move_data
 
 from ..nn.crossattomics import CrossAttOmicsNet
-from ..nn.losses import cross_entropy
 from ..nn.standardizer import Standardizer
+from ._classifier import ClassifierModule
 
 
-class CrossAttOmicsModule(BaseModuleClass):
+class CrossAttOmicsModule(ClassifierModule):
     """scvi-tools module wrapping :class:`~multiomix.nn.CrossAttOmicsNet` with a cross-entropy loss.
 
     Parameters
@@ -33,6 +32,8 @@ class CrossAttOmicsModule(BaseModuleClass):
     ...     interaction_graph={"rna": ["mirna"]}, hidden=[8], n_classes=2)  # doctest: +SKIP
     """
 
+    _model_name = "CrossAttOmics"
+
     def __init__(self, *, modalities: Sequence[str], class_weighting: bool = True, **net_kwargs: Any):
         super().__init__()
         self.modalities = list(modalities)
@@ -50,23 +51,3 @@ class CrossAttOmicsModule(BaseModuleClass):
         x = self.standardizer(x)
         fused = self.net.fuse(x)
         return {"latent": fused, "logits": self.net.classify(fused, x)}
-
-    def _get_generative_input(self, tensors, inference_outputs) -> dict:
-        return {}
-
-    def generative(self) -> dict:
-        """No generative part (a discriminative model)."""
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Class-weighted cross-entropy."""
-        logits = inference_outputs["logits"]
-        labels = tensors[REGISTRY_KEYS.LABELS_KEY]
-        ce = cross_entropy(logits, labels, self.class_weight)
-        return LossOutput(
-            loss=ce, classification_loss=ce, logits=logits, true_labels=labels, n_obs_minibatch=labels.shape[0]
-        )
-
-    def sample(self, *args, **kwargs):
-        """Not defined for a classifier."""
-        raise NotImplementedError("CrossAttOmics is discriminative; it has no generative sampling.")

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from scvi import REGISTRY_KEYS
-from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from scvi.module.base import auto_move_data
 
 from ..nn.crossvit import MedCrossViT as MedCrossViTNet
 from ..nn.crossvit import sample_bag_indices
-from ..nn.losses import cross_entropy
+from ._classifier import ClassifierModule
 
 #: registry keys of the tile bags and of the tile mask (``obsm`` fields of the tiles modality)
 TILES_KEY = "tiles"
@@ -19,7 +18,7 @@ TILE_MASK_KEY = "tile_mask"
 ATTENTION_KEYS = ("tiles_self", "tiles_cross", "genes_self", "genes_cross")
 
 
-class MedCrossViTModule(BaseModuleClass):
+class MedCrossViTModule(ClassifierModule):
     """scvi-tools module around :class:`multiomix.nn.crossvit.MedCrossViT` with a cross-entropy loss.
 
     Parameters
@@ -40,6 +39,8 @@ class MedCrossViTModule(BaseModuleClass):
     >>> module = MedCrossViTModule(rna_key="X_rna", has_mask=True, num_classes=2, tile_dim=16,
     ...                            n_genes=20)  # doctest: +SKIP
     """
+
+    _model_name = "MedCrossViT"
 
     def __init__(
         self,
@@ -76,22 +77,3 @@ class MedCrossViTModule(BaseModuleClass):
         wsi, rna, attention = self.net.encode(tiles, genes, tile_mask=mask)
         logits = self.net.wsi_head(wsi) + self.net.rna_head(rna)
         return {"logits": logits, "embedding": torch.cat((wsi, rna), dim=-1), "attention": attention}
-
-    def _get_generative_input(self, tensors, inference_outputs) -> dict:
-        return {}
-
-    def generative(self) -> dict:
-        """No generative part (a discriminative model)."""
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
-        """Class-weighted cross-entropy."""
-        logits = inference_outputs["logits"]
-        labels = tensors[REGISTRY_KEYS.LABELS_KEY]
-        ce = cross_entropy(logits, labels, self.class_weight)
-        return LossOutput(loss=ce, classification_loss=ce, logits=logits, true_labels=labels,
-                          n_obs_minibatch=labels.shape[0])
-
-    def sample(self, *args, **kwargs):
-        """Not defined for a classifier."""
-        raise NotImplementedError("MedCrossViT is discriminative; it has no generative sampling.")
