@@ -139,23 +139,20 @@ DOCS: dict[str, str] = {
     """),
 }
 
-# the end of a plot's docstring: its last parameters, a blank line and what it returns
-DOCS["plot_axes_end"] = DOCS["show_save_return"] + "\n\n" + _text("""
-    Returns
-    -------
-    ``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``.
-""")
-DOCS["plot_figure_end"] = DOCS["show_save_figure"] + "\n\n" + _text("""
-    Returns
-    -------
-    ``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``).
-""")
-# the end of the docstring of a model's ``translate``
-DOCS["translate_end"] = _text("""
+
+def _ending(parameters: str, returns: str) -> str:
+    """Return the last parameters of a docstring, a blank line and its Returns section."""
+    return f"{parameters}\n\nReturns\n-------\n{returns}"
+
+
+# the end of a plot's docstring (its last parameters and what it returns), and of a model's ``translate``
+DOCS["plot_axes_end"] = _ending(
+    DOCS["show_save_return"], "``None`` when shown; otherwise the Axes, or the Figure with ``return_fig=True``."
+)
+DOCS["plot_figure_end"] = _ending(
+    DOCS["show_save_figure"], "``None`` when shown; otherwise the Figure (it has several panels, so no ``ax``)."
+)
+DOCS["translate_end"] = _ending(_text("""
     batch_size
         Cells per minibatch (sparse input is densified one minibatch at a time).
-""") + "\n\n" + _text("""
-    Returns
-    -------
-    Array ``n_obs x n_target_vars``.
-""")
+"""), "Array ``n_obs x n_target_vars``.")
