@@ -16,7 +16,7 @@ from .._utils import check_nonnegative, is_binary
 from ..module import MultimodalAEModule
 from ..nn.autoencoder import LIKELIHOODS
 from ..train import MultimodalAETrainingPlan
-from .base import MultimodalInputMixin, MultiomixModel, modality_key, register_mudata_fields, source_blocks
+from .base import MultimodalInputMixin, MultiomixModel, modality_key, register_mudata_fields, translate_blocks
 
 __all__ = ["MultimodalAE"]
 
@@ -271,21 +271,14 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         --------
         >>> atac = model.translate(mdata, source="rna", target="atac")
         """
-        blocks = source_blocks(self, mdata, source, target, batch_size)
-        self.module.eval()
-        device = self.module.device
-        j = self.module.modalities.index(target)
-        out = []
-        for chunk in blocks:
-            x = torch.as_tensor(chunk, dtype=torch.float32, device=device)
-            z = self.module.inference({source: x})["z"]
-            pred = self.module.generative(z, [target])["outputs"][target]["mean"]
+
+        def decode(x: torch.Tensor) -> torch.Tensor:
+            pred = self.module.generative(self.module.inference({source: x})["z"], [target])["outputs"][target]["mean"]
             if self.likelihoods_[target] == "nb":
-                pred = pred * self.module.library_median[j]
-            out.append(pred.cpu().numpy())
-        if not out:
-            return np.zeros((0, len(self.feature_names_[target])), dtype=np.float32)
-        return np.concatenate(out, 0)
+                pred = pred * self.module.library_median[self.module.modalities.index(target)]
+            return pred
+
+        return translate_blocks(self, mdata, source=source, target=target, batch_size=batch_size, predict=decode)
 
     def relevance_adapter(self):
         """Return what :mod:`multiomix.explain` needs: a translator (encode the source, decode the target).

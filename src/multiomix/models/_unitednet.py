@@ -30,7 +30,7 @@ from .base import (
     class_weights,
     feature_mean_std,
     register_mudata_fields,
-    source_blocks,
+    translate_blocks,
 )
 
 logger = logging.getLogger("multiomix")
@@ -526,17 +526,12 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         --------
         >>> ephys = model.translate(mdata, source="rna", target="ephys")
         """
-        blocks = source_blocks(self, mdata, source, target, batch_size)
-        self.module.eval()
-        device = self.module.device
-        out = []
-        for chunk in blocks:
-            xs = self.module.standardize({source: torch.as_tensor(chunk, dtype=torch.float32, device=device)})
-            pred = self.module.net.translate(xs[source], source, target)
-            out.append(self.module.to_data_scale(target, pred).cpu().numpy())
-        if not out:
-            return np.zeros((0, len(self.modality_vars_[target])), dtype=np.float32)
-        return np.concatenate(out, 0)
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            pred = self.module.net.translate(self.module.standardize({source: x})[source], source, target)
+            return self.module.to_data_scale(target, pred)
+
+        return translate_blocks(self, mdata, source=source, target=target, batch_size=batch_size, predict=predict)
 
     def relevance_adapter(self):
         """Return what :mod:`multiomix.explain` needs: the best head's classifier and every cross-modal translator.

@@ -10,7 +10,7 @@ from ._data import (
     resolve_layers,
 )
 from ._model import MultimodalInputMixin, MultiomixModel
-from ._translation import source_blocks
+from ._translation import translate_blocks
 
 __all__ = [
     "MultimodalInputMixin",
@@ -22,5 +22,5 @@ __all__ = [
     "modality_key",
     "register_mudata_fields",
     "resolve_layers",
-    "source_blocks",
+    "translate_blocks",
 ]

@@ -1,10 +1,11 @@
-"""What the models that predict one modality from another share: the input of ``translate``."""
+"""What the models that predict one modality from another share: the loop of ``translate``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import numpy as np
+import torch
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
@@ -13,16 +14,26 @@ from ..._utils import get_matrix
 from ._data import feature_positions
 
 
-def source_blocks(model, data: MuData | AnnData, source: str, target: str, batch_size: int) -> Iterator[np.ndarray]:
-    """Check a ``translate`` call and return its input: ``source`` of ``data`` in dense blocks of ``batch_size`` rows.
+def translate_blocks(
+    model,
+    data: MuData | AnnData,
+    *,
+    source: str,
+    target: str,
+    batch_size: int,
+    predict: Callable[[torch.Tensor], torch.Tensor],
+) -> np.ndarray:
+    """Run ``predict`` on ``source`` of ``data`` in blocks of ``batch_size`` rows, in eval mode (``translate``).
 
     The model must be trained and know both modalities. ``data`` is a MuData holding ``source`` or the source
     AnnData itself; its features are matched to the training features by name (any order; extra features are
-    ignored), and sparse input is densified one block at a time. The checks run when this is called.
+    ignored), and sparse input is densified one block at a time. ``predict`` maps a block (a float32 tensor on
+    the module's device) to the predicted ``target``; the blocks' predictions are stacked
+    (``n_obs x n_target_vars``).
 
     Examples
     --------
-    >>> blocks = source_blocks(model, mdata, "rna", "atac", 256)  # doctest: +SKIP
+    >>> translate_blocks(model, mdata, source="rna", target="atac", batch_size=256, predict=decode)  # doctest: +SKIP
     """
     model._check_if_trained(warn=False)
     for name, what in (("source", source), ("target", target)):
@@ -38,12 +49,15 @@ def source_blocks(model, data: MuData | AnnData, source: str, target: str, batch
         raise TypeError(f"Expected a MuData or AnnData, got {type(data).__name__}.")
     matrix = get_matrix(adata, model.layers[source])
     position = feature_positions(adata.var_names, model.feature_names_[source], modality=source)
-    return _blocks(matrix, position, adata.n_obs, batch_size)
-
-
-def _blocks(matrix, position: np.ndarray | None, n_obs: int, batch_size: int) -> Iterator[np.ndarray]:
-    for start in range(0, n_obs, batch_size):
+    model.module.eval()
+    device = model.module.device
+    out = []
+    for start in range(0, adata.n_obs, batch_size):
         chunk = matrix[start : start + batch_size]
         if position is not None:
             chunk = chunk[:, position]
-        yield chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
+        chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
+        out.append(predict(torch.as_tensor(chunk, dtype=torch.float32, device=device)).cpu().numpy())
+    if not out:
+        return np.zeros((0, len(model.feature_names_[target])), dtype=np.float32)
+    return np.concatenate(out, 0)
