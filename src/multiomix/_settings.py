@@ -8,7 +8,7 @@ from ._logging import logger
 
 
 class _Settings:
-    """Verbosity and progress bars of multiomix, in the spirit of :data:`scanpy.settings`.
+    """Verbosity and progress bars of multiomix, in the spirit of :obj:`scanpy.settings`.
 
     ``verbosity``: 0 errors, 1 warnings, 2 info (one line per output written, the baseline line of a fit; the
     default), 3 debug. When it is ``None`` the level follows ``scanpy.settings.verbosity``.
