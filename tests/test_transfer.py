@@ -128,3 +128,27 @@ def test_nothing_is_written_when_the_transfer_fails(monkeypatch):
     with pytest.raises(RuntimeError):
         mx.tl.transfer_labels(reference, query, label_key="cell_type", model="multimodal_ae", **FAST)
     assert (set(query.obs.columns), set(query.obsm.keys()), set(query.uns.keys())) == before
+
+
+def test_plots_read_the_transfer(tmp_path):
+    import matplotlib
+
+    matplotlib.use("agg")
+    reference, query, truth = reference_query()
+    mx.tl.transfer_labels(reference, query, label_key="cell_type", model="multimodal_ae", key_added="lt", **FAST)
+    joint = mx.pl.transfer_embedding(query, "lt")
+    assert joint.n_obs == reference.n_obs + query.n_obs and joint.obsm["X_umap"].shape == (joint.n_obs, 2)
+    assert set(joint.obs["source"]) == {"reference", "query"}
+    assert set(joint.obs["label"][joint.obs["source"] == "reference"]) == {"T0", "T1", "T2", "T3"}
+    fig = mx.pl.transfer(query, "lt", show=False, save=tmp_path / "transfer.png")
+    assert len(fig.axes) == 2 and (tmp_path / "transfer.png").stat().st_size > 0  # no labels: no heatmap
+    query.obs["truth"] = truth
+    fig = mx.pl.transfer(query, "lt", truth_key="truth", show=False)
+    heat = fig.axes[2]
+    assert "T4" in [t.get_text() for t in heat.get_yticklabels()]  # the novel type is a row
+    ax = mx.pl.reliability(query, "lt", show=False, save=tmp_path / "reliability.png")
+    assert ax.get_xlabel().startswith("confidence") and (tmp_path / "reliability.png").exists()
+    with pytest.raises(KeyError, match="transfer_labels"):
+        mx.pl.reliability(query, "missing", show=False)
+    with pytest.raises(KeyError, match="nope"):
+        mx.pl.transfer(query, "lt", truth_key="nope", show=False)

@@ -18,6 +18,7 @@ from ._benchmark import benchmark, embedding
 from ._crossattomics import interaction_importance, training_history
 from ._relevance import relevance_dotplot, relevance_heatmap, relevance_network
 from ._tile_attention import tile_attention
+from ._transfer import reliability, transfer, transfer_embedding
 from ._utils import LAPTOP_WIDTH, SAVE_DPI
 
 __all__ = [
@@ -27,10 +28,13 @@ __all__ = [
     "benchmark",
     "embedding",
     "interaction_importance",
+    "reliability",
     "relevance_dotplot",
     "relevance_heatmap",
     "relevance_network",
     "tile_attention",
     "track_prediction",
     "training_history",
+    "transfer",
+    "transfer_embedding",
 ]
