@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from mudata import MuData
 
+from .._docs import fill_doc
 from .._logging import logger
 from .._utils import check_modalities, write_uns
 from ..explain import interaction_relevance
@@ -19,6 +20,7 @@ from ..nn import validate_graph
 from ._fit import finish_classifier_fit, modality_features, options_for, prepare_fit, stored_params
 
 
+@fill_doc
 def fit_crossattomics(
     mdata: MuData,
     *,
@@ -86,24 +88,14 @@ def fit_crossattomics(
         with the rest; ``None``: none (the original architecture). See :class:`~multiomix.models.CrossAttOmics`.
     max_epochs, lr, weight_decay, batch_size, early_stopping_patience
         Training options (defaults: the model's, see :meth:`~multiomix.models.base.MultiomixModel.train`).
-    split_key
-        Column of ``mdata.obs`` with ``train``/``validation``/``test``.
-    test_size
-        Share of the labelled rows held out for testing when there is no split column (0: none).
+    %(fit_split_key)s
+    %(fit_test_size)s
     validation_size
         Share of the train rows held out for early stopping when there are no validation rows.
-    baseline
-        Also fit the logistic-regression baseline on the same rows and store its test metrics.
-    random_state
-        Seed (CPU runs are reproducible).
-    key_added
-        Prefix of every key written.
-    accelerator, devices
-        Lightning accelerator and devices.
-    progress_bar
-        Show a progress bar (default: ``mx.settings.progress_bar``).
-    **trainer_kwargs
-        Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``).
+    %(fit_baseline)s
+    %(fit_random_state)s
+    %(fit_key_added)s
+    %(fit_lightning)s
 
     Returns
     -------
