@@ -19,7 +19,7 @@ from .._utils import (
     write_obsm,
 )
 from ..models import UnitedNet
-from ..models.base import resolve_layers
+from ..models.base import MultiomixModel, resolve_layers
 from ..train import PHASES
 from ._fit import (
     FitData,
@@ -27,8 +27,10 @@ from ._fit import (
     finish_fit,
     label_candidates,
     modality_features,
+    options_for,
     prepare_fit,
     resolve_label_key,
+    stored_params,
     write_classifier_outputs,
 )
 
@@ -142,6 +144,7 @@ def fit_unitednet(
     >>> model = mx.tl.fit_unitednet(mdata, label_key="cell_type_TEM", max_epochs=100)
     >>> mdata.obs["unitednet_prediction"].head()
     """
+    arguments = dict(locals())
     modalities = check_modalities(mdata, modalities)
     if len(modalities) < 2:
         raise ValueError(f"UnitedNet needs at least two modalities, got {modalities}.")
@@ -163,31 +166,16 @@ def fit_unitednet(
     fit = prepare_fit(mdata, label_key=label_key if supervised else None, modalities=modalities, layer=layer,
                       supervised=supervised, split_key=split_key, test_size=test_size,
                       validation_size=validation_size, random_state=random_state)
-    arch = dict(  # noqa: C408
-        latent_dim=latent_dim, hidden=tuple(hidden), n_heads=n_heads, projection_dim=projection_dim, fuser=fuser,
-        dropout=dropout, input_dropout=input_dropout, adversarial=adversarial,
-        contrastive_temperature=contrastive_temperature, head_temperature=head_temperature,
-        head_fusion_init=head_fusion_init, cluster_head_choice=cluster_head_choice, refine_clusters=refine_clusters,
-        loss_weights=loss_weights, binary=binary, class_weighting=class_weighting, linear_skip=linear_skip,
-        linear_skip_max_cells=linear_skip_max_cells,
-    )
     UnitedNet.setup_mudata(fit.view, modalities=modalities, label_key=fit.label_key if supervised else None,
                            layer=layer)
-    model = UnitedNet(fit.view, mode=mode, n_clusters=n_clusters, random_state=random_state, **arch)
+    options = options_for(UnitedNet.__init__, {**arguments, "mode": mode, "n_clusters": n_clusters})
+    model = UnitedNet(fit.view, **options)
     model.modality_vars_ = {m: mdata.mod[m].var.copy() for m in modalities}  # the user's var columns
-    model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                classification_repeats=classification_repeats, train_indices=fit.train,
-                validation_indices=fit.validation, early_stopping=early_stopping,
-                early_stopping_patience=early_stopping_patience, accelerator=accelerator, devices=devices,
-                progress_bar=progress_bar, **trainer_kwargs)
-    params = {
-        "mode": mode, "label_key": fit.label_key if supervised else metric_key, "modalities": modalities,
-        "n_clusters": n_clusters, "max_epochs": max_epochs, "lr": lr, "weight_decay": weight_decay,
-        "batch_size": batch_size, "classification_repeats": classification_repeats,
-        "early_stopping": early_stopping, "random_state": random_state,
-        **{k: v for k, v in arch.items() if k not in ("loss_weights", "binary")},
-        "binary": dict(model.binary_),
-    }
+    model.train(train_indices=fit.train, validation_indices=fit.validation, **trainer_kwargs,
+                **{**options_for(MultiomixModel.train, arguments), **options_for(model.train, arguments)})
+    params = {**stored_params(arguments, exclude=("loss_weights", "binary"), defaults=UnitedNet._train_defaults),
+              "mode": mode, "label_key": fit.label_key if supervised else metric_key, "modalities": modalities,
+              "n_clusters": n_clusters, "binary": dict(model.binary_)}
     if loss_weights is not None:
         params["loss_weights"] = dict(loss_weights)
 
