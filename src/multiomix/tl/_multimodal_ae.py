@@ -19,7 +19,7 @@ from .._metrics import clustering_metrics
 from .._utils import check_modalities, get_matrix, new_mudata, write_obsm
 from ..models import MultimodalAE
 from ..models.base import resolve_layers
-from ._fit import FitData, finish_fit, prepare_fit
+from ._fit import FitData, finish_fit, options_for, prepare_fit, stored_params
 
 __all__ = ["fit_multimodal_ae"]
 
@@ -177,6 +177,7 @@ def fit_multimodal_ae(
     >>> mdata.obsm["X_mmae"].shape
     (500, 16)
     """
+    arguments = dict(locals())
     modalities = check_modalities(mdata, modalities)
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
@@ -198,49 +199,20 @@ def fit_multimodal_ae(
     fit = replace(fit, new_split=None, notes=[n for n in fit.notes if not n.startswith(_NO_TEST_NOTE)])
     view = _subset_view(mdata, fit, layers, masks)
     MultimodalAE.setup_mudata(view, modalities=modalities, layer=layer)
-    model = MultimodalAE(
-        view,
-        losses=losses,
-        loss_weights=loss_weights,
-        latent_dim=latent_dim,
-        hidden_dim=hidden_dim,
-        n_layers=n_layers,
-        dropout=dropout,
-        input_dropout=input_dropout,
-        modality_dropout=modality_dropout,
-        random_state=random_state,
-    )
+    model = MultimodalAE(view, **options_for(MultimodalAE.__init__, arguments))
     if len(fit.validation) == 0:  # train_on_rows asks Lightning to validate every epoch; there is nothing to validate
         trainer_kwargs.setdefault("limit_val_batches", 0)
     start = time.perf_counter()
-    model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=fit.train,
-                validation_indices=fit.validation, early_stopping_patience=early_stopping_patience,
-                accelerator=accelerator, devices=devices, progress_bar=progress_bar, **trainer_kwargs)
+    model.train(train_indices=fit.train, validation_indices=fit.validation, **options_for(model.train, arguments),
+                **trainer_kwargs)
     seconds = time.perf_counter() - start
     latent = model.get_latent_representation()
-    d = model._train_defaults
-    params = {
-        "label_key": label_key,
-        "modalities": list(model.modalities),
-        "losses": dict(model.likelihoods_),
-        "loss_weights": {m: float((loss_weights or {}).get(m, 1.0)) for m in model.modalities},
-        "latent_dim": int(latent_dim),
-        "hidden_dim": int(hidden_dim),
-        "n_layers": int(n_layers),
-        "dropout": float(dropout),
-        "input_dropout": float(input_dropout),
-        "modality_dropout": float(modality_dropout),
-        "max_epochs": int(d["max_epochs"] if max_epochs is None else max_epochs),
-        "lr": float(d["lr"] if lr is None else lr),
-        "weight_decay": float(d["weight_decay"] if weight_decay is None else weight_decay),
-        "batch_size": int(d["batch_size"] if batch_size is None else batch_size),
-        "early_stopping_patience": int(d["early_stopping_patience"] if early_stopping_patience is None
-                                       else early_stopping_patience),
-        "validation_size": float(validation_size),
-        "use_highly_variable": {m: masks[m] is not None for m in modalities},
-        "random_state": int(random_state),
-        "layer": {m: v or "X" for m, v in layers.items()},
-    }
+    params = {**stored_params(arguments, exclude=("losses", "loss_weights", "use_highly_variable", "layer"),
+                              defaults=model._train_defaults),
+              "modalities": list(model.modalities), "losses": dict(model.likelihoods_),
+              "loss_weights": {m: float((loss_weights or {}).get(m, 1.0)) for m in model.modalities},
+              "use_highly_variable": {m: masks[m] is not None for m in modalities},
+              "layer": {m: v or "X" for m, v in layers.items()}}
     metrics = (_embedding_metrics(latent, mdata.obs[label_key], random_state=random_state)
                if label_key is not None else None)
 
