@@ -152,3 +152,16 @@ def test_plots_read_the_transfer(tmp_path):
         mx.pl.reliability(query, "missing", show=False)
     with pytest.raises(KeyError, match="nope"):
         mx.pl.transfer(query, "lt", truth_key="nope", show=False)
+
+
+def test_fitted_classifier_gives_its_own_probabilities_calibrated_on_its_held_out_rows():
+    reference, query, truth = reference_query()
+    model = mx.tl.fit_crossattomics(reference, label_key="cell_type", max_epochs=10, accelerator="cpu",
+                                    progress_bar=False, baseline=False)
+    held_out = reference.obs["split"].astype(str).isin(["validation", "test"]).sum()
+    assert held_out > 0  # the fit wrote its split
+    mx.tl.transfer_labels(reference, query, model=model, key_added="cao")
+    uns = query.uns["cao"]
+    assert uns["params"]["method"] == "CrossAttOmics.predict_proba"
+    assert uns["calibration"]["n_cells"] == held_out and "split" in uns["calibration"]["rows"]
+    np.testing.assert_array_equal(query.obs["cao"].astype(str).to_numpy(), model.predict(query).astype(str).to_numpy())
