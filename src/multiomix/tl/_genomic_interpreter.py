@@ -27,7 +27,7 @@ from .._utils import (
 from ..models import GenomicInterpreter
 from ..models._genomic_interpreter import region_input
 from ..module._genomic_interpreter import DEFAULT_BACKBONE_KWARGS
-from ._fit import _hold_out
+from ._fit import _hold_out, options_for, stored_params
 
 __all__ = ["attention_maps", "attention_pair_hit_rate", "fit_genomic_interpreter", "kmer_counts"]
 
@@ -197,33 +197,26 @@ def fit_genomic_interpreter(
     >>> model = mx.tl.fit_genomic_interpreter(adata, backbone="swin1d", max_epochs=10)  # doctest: +SKIP
     >>> adata.uns["genomic_interpreter"]["test_metrics"]  # doctest: +SKIP
     """
+    arguments = dict(locals())
     if backbone not in DEFAULT_BACKBONE_KWARGS:
         raise ValueError(f"Unknown backbone {backbone!r}; choose one of {list(DEFAULT_BACKBONE_KWARGS)}.")
     train, validation, test, new_split = region_rows(adata, split_key=split_key, test_size=test_size,
                                                      validation_size=validation_size, random_state=random_state)
     view = region_input(adata, sequence_key=sequence_key, tracks_key=tracks_key, layer=layer)
     GenomicInterpreter.setup_anndata(view, sequence_key=sequence_key, tracks_key=tracks_key, layer=layer)
-    model = GenomicInterpreter(view, backbone=backbone, backbone_kwargs=backbone_kwargs, loss=loss,
-                               reverse_complement=reverse_complement, head_pool=head_pool, random_state=random_state)
-    model.train(max_epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, train_indices=train,
-                validation_indices=validation, early_stopping_patience=early_stopping_patience,
-                accelerator=accelerator, devices=devices, progress_bar=progress_bar, **trainer_kwargs)
+    model = GenomicInterpreter(view, **options_for(GenomicInterpreter.__init__, arguments))
+    model.train(train_indices=train, validation_indices=validation, **options_for(model.train, arguments),
+                **trainer_kwargs)
     pred = model.predict()
     observed = model.observed().reshape(pred.shape)
     binary, names = model.loss_ == "bce", model.track_names
     metrics = {name: track_metrics(pred[rows], observed[rows], binary=binary, track_names=names)
                for name, rows in (("train", train), ("validation", validation), ("test", test)) if len(rows) > 1}
-    defaults = model._train_defaults
     params = {
-        "backbone": backbone, "loss": model.loss_, "sequence_key": sequence_key,
+        **stored_params(arguments, exclude=("adata", "baseline", "backbone_kwargs"), defaults=model._train_defaults),
+        "loss": model.loss_, "split_key": split_key,
         "tracks_key": "" if tracks_key is None else tracks_key, "layer": "" if layer is None else layer,
         "backbone_kwargs": json.dumps({**DEFAULT_BACKBONE_KWARGS[backbone], **(backbone_kwargs or {})}),
-        "max_epochs": defaults["max_epochs"] if max_epochs is None else max_epochs,
-        "batch_size": defaults["batch_size"] if batch_size is None else batch_size,
-        "lr": defaults["lr"] if lr is None else lr,
-        "weight_decay": defaults["weight_decay"] if weight_decay is None else weight_decay,
-        "reverse_complement": reverse_complement, "head_pool": head_pool, "random_state": random_state,
-        "split_key": split_key, "test_size": test_size, "validation_size": validation_size,
         "n_parameters": int(sum(p.numel() for p in model.module.parameters())),
     }
     info: dict[str, Any] = {
