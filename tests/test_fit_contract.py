@@ -280,6 +280,9 @@ def test_genomic_interpreter_keys_round_trip_and_determinism(tmp_path):
     assert a.obs["split"].value_counts()["test"] == 16
     np.testing.assert_array_equal(a.obsm[f"{key}_prediction"], b.obsm[f"{key}_prediction"])
     np.testing.assert_allclose(model.predict(a), a.obsm[f"{key}_prediction"], rtol=1e-5)
+    new = _regions()
+    mx.tl.predict(new, model)
+    np.testing.assert_allclose(new.obsm[f"{key}_prediction"], a.obsm[f"{key}_prediction"], rtol=1e-5)
     a.write_h5ad(tmp_path / "regions.h5ad")
     back = ad.read_h5ad(tmp_path / "regions.h5ad")
     np.testing.assert_allclose(back.obsm[f"{key}_prediction"], a.obsm[f"{key}_prediction"])

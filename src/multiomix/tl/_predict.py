@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from mudata import MuData
 
 from .._logging import logger
@@ -27,7 +28,8 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     Parameters
     ----------
     mdata
-        The new data (a MuData with the model's modalities).
+        The new data (a MuData with the model's modalities; for the Genomic Interpreter, an AnnData of regions,
+        whose predicted tracks go to ``obsm['<key>_prediction']``).
     model
         A fitted multiomix model.
     key_added
@@ -49,6 +51,14 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     >>> new.obs["crossattomics_prediction"].value_counts()  # doctest: +SKIP
     """
     key = key_added or _model_key(model)
+    if hasattr(model, "track_names"):  # sequence -> assay tracks (Genomic Interpreter): the tracks are the output
+        key = key_added or "genomic_interpreter"
+        tracks = np.asarray(model.predict(mdata, batch_size=batch_size), dtype=np.float32)
+        with restore_on_error(mdata):
+            write_obsm(mdata, f"{key}_prediction", tracks)
+            write_uns(mdata, key, {"model": type(model).__name__, "track_names": np.asarray(model.track_names),
+                                   "scored": "predicted by a fitted model; no training on these rows"})
+        return
     classes = list(getattr(model, "classes", []) or [])
     classifier = bool(classes) and getattr(model, "_logits_output", None) is not None
     proba = model.predict_proba(mdata, batch_size=batch_size) if classifier else None
