@@ -26,9 +26,13 @@ def new_mudata(mods: dict[str, AnnData]) -> MuData:
     >>> new_mudata({"rna": AnnData(np.zeros((2, 3)))}).n_obs
     2
     """
+    import warnings
+
     import mudata
 
-    with mudata.set_options(pull_on_update=False):
+    with mudata.set_options(pull_on_update=False), warnings.catch_warnings():
+        # the same feature name in two modalities (a gene and its protein) is expected in a MuData
+        warnings.filterwarnings("ignore", message="var_names are not unique")
         return MuData(mods)
 
 

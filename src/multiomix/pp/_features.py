@@ -176,7 +176,11 @@ def select_features(
 
 def _muon():
     """Import muon on first use: importing it compiles pynndescent's numba kernels, which takes seconds."""
-    import muon
+    import warnings
+
+    with warnings.catch_warnings():  # muon reads anndata.__version__, which anndata deprecates
+        warnings.filterwarnings("ignore", message=".*__version__ is deprecated", category=FutureWarning)
+        import muon
 
     return muon
 

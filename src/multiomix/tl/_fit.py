@@ -23,6 +23,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from mudata import MuData
+from scipy import sparse
 from sklearn.model_selection import train_test_split
 
 from .._baseline import logistic_baseline, stack_modalities
@@ -209,6 +210,8 @@ def training_view(
     for mod in modalities:
         source = mdata.mod[mod]
         matrix = get_matrix(source, layers.get(mod))
+        if isinstance(matrix, sparse.spmatrix | sparse.sparray) and matrix.format != "csr":
+            matrix = matrix.tocsr()  # minibatches are row slices (a sparse copy, never densified)
         adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=mdata.obs_names), var=pd.DataFrame(index=source.var_names))
         if layers.get(mod) is not None:
             adata.layers[layers[mod]] = matrix

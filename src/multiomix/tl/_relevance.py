@@ -389,7 +389,7 @@ def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool,
         logger.warning(f"relevance of groups with fewer than {TINY_GROUP} cells is unreliable: {tiny}")
     if health["additivity_error"] > HIGH_ADDITIVITY_ERROR:
         logger.warning(f"relative additivity error {health['additivity_error']:.2f}: the attributions do not add up "
-                       "to the explained output; raise n_samples or use a seed ensemble")
+                       "to the explained output; raise n_samples")
     if linear:
         logger.warning("the explained source -> target path is linear: its relevance is the same in every group")
     return health

@@ -8,6 +8,7 @@ built around the user's matrices, so the user's object is never registered, reor
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -113,7 +114,12 @@ def register_mudata_fields(
         fields.append(MuDataCategoricalObsField(REGISTRY_KEYS.LABELS_KEY, label_key, mod_key=None))
     fields.extend(extra_fields)
     manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-    manager.register_fields(mdata, **kwargs)
+    with warnings.catch_warnings():
+        # scvi-tools names label codes, not classes, and asks for CSR; the fits log small classes by name and
+        # hand scvi-tools CSR matrices
+        warnings.filterwarnings("ignore", message=r".*has fewer than 3 cells")
+        warnings.filterwarnings("ignore", message=r"Training will be faster when sparse matrix is formatted as CSR")
+        manager.register_fields(mdata, **kwargs)
     cls.register_manager(manager)
     return modalities
 

@@ -10,6 +10,7 @@ through scvi-tools' Lightning engine), ``modalities``, ``classes``, ``predict`` 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -276,24 +277,38 @@ class MultiomixModel(BaseModelClass):
         --------
         >>> model = mx.models.CrossAttOmics.load("model_dir", adata=new_mdata)  # doctest: +SKIP
         """
-        if adata is not None:
-            from scvi.model.base._save_load import _load_saved_files
+        scvi_logger = logging.getLogger("scvi")
+        level = scvi_logger.level
+        scvi_logger.setLevel(max(level, logging.WARNING))  # "File ... already downloaded"
+        try:
+            with warnings.catch_warnings():  # scvi-tools' own use of MuData.mod_names
+                warnings.filterwarnings("ignore", message=r".*mod_names is deprecated", category=FutureWarning)
+                return super().load(dir_path, adata=cls._matched_for_load(dir_path, adata), **kwargs)
+        finally:
+            scvi_logger.setLevel(level)
 
-            attr_dict, _, _, _ = _load_saved_files(dir_path, load_adata=False, map_location="cpu")
-            features = attr_dict.get(_FEATURES_ATTR)
-            if features is not None:
-                args = attr_dict["registry_"]["setup_args"]
-                categories = attr_dict["registry_"]["field_registries"].get(REGISTRY_KEYS.LABELS_KEY, {})
-                classes = list(map(str, categories.get("state_registry", {}).get("categorical_mapping", [])))
-                adata = matched_input(
-                    adata,
-                    features=features,
-                    layers=resolve_layers(list(features), args.get("layer")),
-                    label_key=args.get("label_key") if classes else None,
-                    classes=classes,
-                    obsm=cls._load_obsm(args),
-                )
-        return super().load(dir_path, adata=adata, **kwargs)
+    @classmethod
+    def _matched_for_load(cls, dir_path: str, adata):
+        """``adata`` matched to the features saved in ``dir_path`` (``None`` passes through)."""
+        if adata is None:
+            return None
+        from scvi.model.base._save_load import _load_saved_files
+
+        attr_dict, _, _, _ = _load_saved_files(dir_path, load_adata=False, map_location="cpu")
+        features = attr_dict.get(_FEATURES_ATTR)
+        if features is None:
+            return adata
+        args = attr_dict["registry_"]["setup_args"]
+        categories = attr_dict["registry_"]["field_registries"].get(REGISTRY_KEYS.LABELS_KEY, {})
+        classes = list(map(str, categories.get("state_registry", {}).get("categorical_mapping", [])))
+        return matched_input(
+            adata,
+            features=features,
+            layers=resolve_layers(list(features), args.get("layer")),
+            label_key=args.get("label_key") if classes else None,
+            classes=classes,
+            obsm=cls._load_obsm(args),
+        )
 
     @classmethod
     def _load_obsm(cls, setup_args: Mapping[str, Any]) -> dict[str, list[str]]:
