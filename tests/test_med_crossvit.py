@@ -99,6 +99,31 @@ def test_sample_tile_bags_fixed_size():
         np.testing.assert_allclose(small.X[i], kept.mean(0), rtol=1e-5)
 
 
+def test_synthetic_tile_bags_interaction_needs_both_modalities():
+    n, k = 400, 3
+    mdata, truth = mx.datasets.synthetic_tile_bags(n, interaction=True, n_signal_tiles=k, random_state=1)
+    assert mdata.mod["wsi"].obsm["tiles"].shape[:1] == (n,) and mdata.mod["rna"].shape == (n, 40)
+    y = mdata.obs["label"].cat.codes.to_numpy()
+    a, b = truth["tile_state"], truth["gene_state"]
+    np.testing.assert_array_equal(y, a ^ b)
+    counts = pd.crosstab(a, b).to_numpy()  # the four (tile, expression) cells are balanced, so are the labels
+    assert counts.min() == counts.max() == n // 4 and np.bincount(y).tolist() == [n // 2, n // 2]
+    # the planted tiles point along the tile state's direction, not the label's
+    tiles, planted, u = mdata.mod["wsi"].obsm["tiles"], truth["signal_tiles"], truth["tile_directions"]
+    proj = np.array([tiles[i][planted[i]] @ u[a[i]] for i in range(n)])
+    assert proj.shape == (n, k) and proj.mean() > 3.0
+    # the class means of the mean tile and of the planted genes coincide (no linear signal); the states differ
+    genes = mdata.mod["rna"][:, truth["signal_genes"]].X
+    tile_axis, gene_axis = mdata.mod["wsi"].X @ (u[0] - u[1]), genes @ truth["gene_patterns"][0]
+    for X, state in ((tile_axis, a), (gene_axis, b)):
+        assert abs(X[y == 0].mean() - X[y == 1].mean()) < 0.25 * X.std()
+        assert abs(X[state == 0].mean() - X[state == 1].mean()) > 0.5 * X.std()
+    plain, plain_truth = mx.datasets.synthetic_tile_bags(n, random_state=1)  # default: both states are the label
+    np.testing.assert_array_equal(plain_truth["tile_state"], plain.obs["label"].cat.codes.to_numpy())
+    with pytest.raises(ValueError, match="n_classes=2"):
+        mx.datasets.synthetic_tile_bags(20, n_classes=3, interaction=True)
+
+
 # ---------------------------------------------------------------- network
 
 

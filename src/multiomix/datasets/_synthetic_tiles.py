@@ -23,6 +23,7 @@ def synthetic_tile_bags(
     n_genes: int = 40,
     n_signal_genes: int = 4,
     gene_signal: float = 0.6,
+    interaction: bool = False,
     random_state: int = 0,
     signal_random_state: int | None = None,
 ) -> tuple[MuData, dict]:
@@ -38,6 +39,12 @@ def synthetic_tile_bags(
     * ``n_genes`` standard normal values (think log-expression, standardised). ``n_signal_genes`` genes
       (the same genes for all patients) are shifted by ``gene_signal`` times a class-specific ``+-1``
       pattern; all other genes carry no information.
+
+    With ``interaction=True`` (two classes only) the label needs both modalities: each patient draws a tile
+    state ``a`` and an expression state ``b`` (0 or 1, independent, balanced), the planted tiles point along
+    ``u_a`` and the planted genes follow pattern ``b``, and the label is ``a XOR b``. Each modality alone is then
+    independent of the label, and so is any linear function of the mean tile and the expression (the two
+    classes have the same mean): a model must find the planted tiles, read the genes, and combine the two.
 
     Parameters
     ----------
@@ -59,6 +66,8 @@ def synthetic_tile_bags(
         Planted genes.
     gene_signal
         Size of the class shift of the planted genes (in units of the noise SD).
+    interaction
+        Label = tile state XOR expression state (see above); needs ``n_classes=2``.
     random_state
         Seed of the patients (labels, tiles, expression).
     signal_random_state
@@ -71,7 +80,9 @@ def synthetic_tile_bags(
     ``obsm['tile_mask']``, ``obsm['coords']``, ``X`` = mean tile, as :func:`multiomix.io.read_tile_bags`
     writes) and ``rna`` (``X`` = expression), and ``obs['label']`` (categorical ``class0``...). ``truth``
     holds ``signal_tiles`` (``(n, max_tiles)`` bool), ``signal_genes`` (gene names), ``tile_directions``
-    (``(n_classes, tile_dim)``) and ``gene_patterns`` (``(n_classes, n_signal_genes)``).
+    (``(n_classes, tile_dim)``), ``gene_patterns`` (``(n_classes, n_signal_genes)``), and ``tile_state`` and
+    ``gene_state`` (per patient, the index of its tile direction and gene pattern; both equal the label unless
+    ``interaction=True``).
 
     Examples
     --------
@@ -87,6 +98,9 @@ def synthetic_tile_bags(
         raise ValueError(f"n_classes must be between 2 and tile_dim={tile_dim}, got {n_classes}.")
     if not 1 <= n_signal_genes <= n_genes:
         raise ValueError(f"n_signal_genes must be between 1 and n_genes={n_genes}, got {n_signal_genes}.")
+    if interaction and n_classes != 2:
+        raise ValueError(f"interaction=True needs n_classes=2 (label = tile state XOR expression state), "
+                         f"got {n_classes}.")
     if hi > 32 * 32:
         raise ValueError("n_tiles[1] must be at most 1024 (the coordinate grid is 32 x 32).")
     signal_rng = np.random.default_rng(random_state if signal_random_state is None else signal_random_state)
@@ -94,7 +108,13 @@ def synthetic_tile_bags(
     signal_genes = np.sort(signal_rng.choice(n_genes, size=n_signal_genes, replace=False))
     patterns = signal_rng.choice([-1.0, 1.0], size=(n_classes, n_signal_genes))
     rng = np.random.default_rng([random_state, 1])
-    labels = rng.permutation(np.arange(n_samples) % n_classes)
+    if interaction:  # four balanced (tile state, expression state) cells; the label is their XOR
+        states = rng.permutation(np.arange(n_samples) % 4)
+        tile_state, gene_state = states // 2, states % 2
+        labels = tile_state ^ gene_state
+    else:
+        labels = rng.permutation(np.arange(n_samples) % n_classes)
+        tile_state = gene_state = labels
     if n_classes == 2:
         patterns[1] = -patterns[0]
 
@@ -103,7 +123,7 @@ def synthetic_tile_bags(
     coords = np.zeros((n_samples, hi, 2), dtype=np.float32)
     mask = np.zeros((n_samples, hi), dtype=bool)
     planted = np.zeros((n_samples, hi), dtype=bool)
-    for i, (size, label) in enumerate(zip(sizes, labels)):
+    for i, (size, label) in enumerate(zip(sizes, tile_state)):
         bag = rng.normal(size=(size, tile_dim)).astype(np.float32)
         hits = rng.choice(size, size=n_signal_tiles, replace=False)
         bag[hits] += tile_signal * directions[label]
@@ -112,7 +132,7 @@ def synthetic_tile_bags(
         coords[i, :size] = np.stack([cells % 32, cells // 32], axis=1) * 256.0
 
     expr = rng.normal(size=(n_samples, n_genes)).astype(np.float32)
-    expr[:, signal_genes] += (gene_signal * patterns[labels]).astype(np.float32)
+    expr[:, signal_genes] += (gene_signal * patterns[gene_state]).astype(np.float32)
 
     names = [f"patient{i:04d}" for i in range(n_samples)]
     wsi = ad.AnnData(
@@ -131,5 +151,7 @@ def synthetic_tile_bags(
         "signal_genes": [gene_names[j] for j in signal_genes],
         "tile_directions": directions,
         "gene_patterns": patterns,
+        "tile_state": np.asarray(tile_state),
+        "gene_state": np.asarray(gene_state),
     }
     return mdata, truth
