@@ -289,6 +289,46 @@ def test_translator_is_the_models_prediction():
     np.testing.assert_allclose(pred, model.translate(mdata, source="src", target="tgt"), rtol=1e-4, atol=1e-4)
 
 
+def test_cross_modal_relevance_stays_type_specific_at_the_defaults():
+    """With UnitedNet's default linear skip path, a link present in one cell type stays specific to it.
+
+    One protein (P0) of 30 is expressed in type B only and follows five genes there; the other 29 are noise, so
+    over the whole modality the linear map predicts best. The blend is chosen per protein, so P0 keeps the
+    decoder path, and the genes' relevance for P0 is much larger in B than in A or C (with one blend for the
+    whole modality it was pure ridge, and the relevance the same in every type).
+    """
+    rng = np.random.default_rng(0)
+    types = np.repeat(["A", "B", "C"], 100)
+    rna = rng.normal(size=(300, 20)).astype(np.float32)
+    rna[types == "B", 0:3] += 3.0  # markers of B and C
+    rna[types == "C", 3:6] += 3.0
+    adt = rng.normal(size=(300, 30)).astype(np.float32)
+    b = types == "B"
+    adt[:, 0] = 0.3 * rng.normal(size=300)
+    adt[b, 0] += 0.6 * rna[b, 10:15].sum(1)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(types)}, index=[f"c{i}" for i in range(300)])
+    mdata = md.MuData({
+        "rna": ad.AnnData(rna, obs=obs.copy(), var=pd.DataFrame(index=[f"G{i}" for i in range(20)])),
+        "adt": ad.AnnData(adt, obs=obs.copy(), var=pd.DataFrame(index=[f"P{i}" for i in range(30)])),
+    })
+    mdata.obs["cell_type"] = obs["cell_type"]
+    model = mx.tl.fit_unitednet(mdata, label_key="cell_type", progress_bar=False)  # the defaults, linear skip on
+    feature_relevance(mdata, model, groupby="cell_type", kind="cross_modal", source="rna", target="adt")
+    entry = mdata.uns["relevance_rna_to_adt"]
+    drivers = [f"G{i}" for i in range(10, 15)]
+    strength = {g: float(entry["matrices"][g].loc["P0", drivers].mean()) for g in "ABC"}
+    assert strength["B"] > 2 * max(strength["A"], strength["C"]), strength
+    # the health block reports the model's blend per target feature
+    blend = model.module.net.skip_blend("rna", "adt").numpy()
+    health = entry["health"]
+    assert health["linear_path"] is False
+    np.testing.assert_allclose(health["path_blend"]["nonlinear_weight"].to_numpy(), blend, atol=1e-6)
+    p0 = health["path_blend"].loc["P0"]
+    assert p0["nonlinear_weight"] > 0.5 and not p0["linear_only"]
+    assert health["path_blend"]["linear_only"].tolist() == (blend <= 0).tolist()
+    assert health["n_linear_features"] == int((blend <= 0).sum())
+
+
 def test_relevance_stores_its_health_and_warns(caplog):
     import logging
 

@@ -154,7 +154,10 @@ def test_supervised_learns_and_writes(supervised):
     net = model.module.net
     assert net.skip_targets == ["rna", "adt"]
     assert "skip_weight_0_1" in net.state_dict() and "skip_weight_0_2" not in net.state_dict()
-    assert float(net.skip_blend[0, 2]) == 1.0
+    assert torch.equal(net.skip_blend("rna", "atac"), torch.ones(mdata.mod["atac"].n_vars))
+    blend = net.skip_blend("rna", "adt")  # one decoder weight per target feature, on the grid 0, 0.1, ..., 1
+    assert blend.shape == (mdata.mod["adt"].n_vars,) and bool(((blend >= 0) & (blend <= 1)).all())
+    assert torch.allclose(blend * 10, (blend * 10).round())
     hist = info["history"]
     assert hist["train_translation"].iloc[-1] < hist["train_translation"].iloc[0]
     assert hist["train_classification_loss"].iloc[-1] < hist["train_classification_loss"].iloc[0]
@@ -450,6 +453,27 @@ def test_set_linear_skip_rejects_a_pair_without_a_map():
     assert torch.allclose(net.linear_translate(torch.ones(1, 3), "a", "b"), torch.full((1, 2), 3.0))
     with pytest.raises(ValueError, match="no linear map a -> c"):
         net.set_linear_skip("a", "c", torch.ones(3, 4), torch.zeros(4))
+    with pytest.raises(ValueError, match="no linear map a -> c"):
+        net.set_skip_blend("a", "c", 0.5)
+
+
+def test_skip_blend_is_per_target_feature_and_old_weights_load():
+    net = UnitedNetwork(in_features={"a": 3, "b": 2}, latent_dim=4, hidden=(8,), linear_skip=True).eval()
+    net.set_linear_skip("a", "b", torch.ones(3, 2), torch.zeros(2))
+    net.set_skip_blend("a", "b", torch.tensor([0.0, 1.0]))  # feature 0 linear only, feature 1 decoder only
+    x = torch.randn(5, 3)
+    out = net.translate(x, "a", "b")
+    deep = net.decoders["b"](net.encoders["a"](x))
+    assert torch.allclose(out[:, 0], x.sum(1)) and torch.allclose(out[:, 1], deep[:, 1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        net.set_skip_blend("a", "b", 1.5)
+    # weights saved with one blend per pair (a modalities x modalities matrix) still load
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("skip_blend_")}
+    state["skip_blend"] = torch.tensor([[1.0, 0.3], [0.6, 1.0]])
+    other = UnitedNetwork(in_features={"a": 3, "b": 2}, latent_dim=4, hidden=(8,), linear_skip=True)
+    other.load_state_dict(state)
+    assert torch.allclose(other.skip_blend("a", "b"), torch.full((2,), 0.3))
+    assert torch.allclose(other.skip_blend("b", "a"), torch.full((3,), 0.6))
 
 
 def test_binary_detection_for_the_loss():

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -82,8 +83,12 @@ class RelevanceAdapter:
     no_classifier_reason
         Why a model that predicts classes offers no classifier to explain (said in the error).
     linear_paths
-        ``(source, target)`` pairs whose translation is a linear map (so its relevance is the same in every
-        cell type); stored with the result so that plots can say so.
+        ``(source, target)`` pairs whose translation is a linear map for every target feature (so its relevance
+        is the same in every cell type); stored with the result so that plots can say so.
+    path_blends
+        Per ``(source, target)`` pair whose prediction blends a nonlinear and a linear path, the weight of the
+        nonlinear path for each target feature (1: nonlinear only, 0: linear only); stored with cross-modal
+        relevance results, so that target features explained through the linear path alone are marked.
 
     Examples
     --------
@@ -104,6 +109,7 @@ class RelevanceAdapter:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     name: str = "model"
     linear_paths: list[tuple[str, str]] = field(default_factory=list)
+    path_blends: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     no_classifier_reason: str | None = None
 
     def get_classifier(self) -> nn.Module:

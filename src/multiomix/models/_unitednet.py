@@ -101,11 +101,15 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
     linear_skip
         Cross-modal prediction blends the decoder output with a linear map for every ordered pair of
         continuous modalities: ridge regression fitted in closed form on the standardised training rows (penalty
-        by leave-one-out error; at most ``linear_skip_max_cells`` rows), and the blend weight of each pair chosen
-        on the validation rows at the end of :meth:`train` (0.5 without validation rows). With few cells the
-        nonlinear decoder alone overfits and falls below ridge; the blend is at least as good as either on
-        validation. Once the blend is chosen, the maps are refitted on training + validation rows (first call of
-        :meth:`train` only). It changes :meth:`translate` only, not the latent or the groups.
+        by leave-one-out error; at most ``linear_skip_max_cells`` rows), and a blend weight per *target feature*
+        (grid 0, 0.1, ..., 1) chosen on the validation rows at the end of :meth:`train` (0.5 without validation
+        rows): each pair's weight minimises its validation MSE, and a target feature gets its own weight where an
+        F test on the validation rows shows that it fits clearly better (F > 10). With few cells the nonlinear
+        decoder alone overfits and falls below ridge for most features; a feature whose link to the source
+        differs between cell types, which one linear map cannot follow, keeps the decoder, so its cross-modal
+        relevance stays type-specific. Once the blend is chosen, the maps are refitted on training + validation
+        rows (first call of :meth:`train` only). It changes :meth:`translate` only, not the latent or the
+        groups.
     linear_skip_max_cells
         Training rows (a random subset beyond that) used to fit the linear maps.
     random_state
@@ -463,27 +467,43 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         self.linear_skip_alphas_ = alphas
         if keep_blend:
             return
-        no_map = torch.tensor([m not in net.skip_targets for m in self.modalities], device=net.skip_blend.device)
-        net.skip_blend.fill_(0.5)
-        net.skip_blend[:, no_map] = 1.0  # binary targets have no linear map: decoder only
+        for s in self.modalities:  # until the blend is chosen on validation rows: half decoder, half linear
+            for t in net.skip_targets:
+                if t != s:
+                    net.set_skip_blend(s, t, 0.5)
 
     @torch.no_grad()
-    def _choose_skip_blend(self, validation_indices: np.ndarray, grid: int = 11) -> None:
-        """Blend weight of each pair: the grid value with the lowest validation MSE (standardised units)."""
+    def _choose_skip_blend(self, validation_indices: np.ndarray, grid: int = 11, min_f: float = 10.0) -> None:
+        """Blend weight of each target feature of each pair, chosen on the validation rows (standardised units).
+
+        First the pair's weight: the grid value with the lowest validation MSE over all of the pair's target
+        features. A target feature then gets its own grid value only where an F test of that extra weight says it
+        fits the validation rows clearly better: ``(RSS_pair - RSS_own) / (RSS_own / (n - 1)) > min_f`` (the
+        residual sums of squares of the feature at the pair's weight and at its own best weight over ``n``
+        validation rows; 10 is about the 0.3 % level, strict because every target feature is tried). A
+        feature the decoder predicts clearly better than the linear map (e.g. one whose link to the source
+        differs between cell types) thus keeps the decoder path even when the linear map serves most features
+        best, while the other features keep the pair's weight instead of a choice fitted to validation noise.
+        """
         if len(validation_indices) == 0:
             return
         self.module.eval()
         net = self.module.net
         xs = self._standardised(np.asarray(validation_indices))
-        weights = torch.linspace(0, 1, grid, device=net.skip_blend.device)
-        for i, s in enumerate(self.modalities):
+        weights = torch.linspace(0, 1, grid, device=next(net.parameters()).device)
+        n = len(validation_indices)
+        for s in self.modalities:
             z = net.encoders[s](xs[s])
-            for j, t in enumerate(self.modalities):
-                if s == t or t not in net.skip_targets:
+            for t in net.skip_targets:
+                if s == t:
                     continue
                 deep, linear = net.decoders[t](z), net.linear_translate(xs[s], s, t)
-                mse = torch.stack([(w * deep + (1 - w) * linear - xs[t]).pow(2).mean() for w in weights])
-                net.skip_blend[i, j] = weights[int(mse.argmin())]
+                w = weights[:, None, None]
+                rss = (w * deep + (1 - w) * linear - xs[t]).pow(2).sum(1)  # (grid, target features)
+                pair = int(rss.sum(1).argmin())
+                best, own = rss.min(0)
+                f = (rss[pair] - best) / (best / max(n - 1, 1)).clamp_min(1e-12)
+                net.set_skip_blend(s, t, weights[torch.where(f > min_f, own, torch.full_like(own, pair))])
 
     # inference --------------------------------------------------------------------------------------------------
     def _inference_outputs(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -567,11 +587,9 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
 
             return FunctionModule(translate, {"encoder": enc, "decoder": dec})
 
-        linear = []
-        if net.linear_skip:
-            blend = net.skip_blend.detach().cpu().numpy()
-            linear = [(s, t) for i, s in enumerate(mods) for j, t in enumerate(mods)
-                      if s != t and t in net.skip_targets and blend[i, j] <= 0.0]
+        blends = {(s, t): net.skip_blend(s, t).detach().cpu().numpy().copy()
+                  for s in mods for t in net.skip_targets if s != t} if net.linear_skip else {}
+        linear = [pair for pair, blend in blends.items() if bool((blend <= 0.0).all())]
         return RelevanceAdapter(
             modalities=mods,
             feature_names={m: pd.Index(self.modality_vars_[m].index.astype(str)) for m in mods},
@@ -582,6 +600,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             device=module.device,
             name="UnitedNet",
             linear_paths=linear,
+            path_blends=blends,
         )
 
 

@@ -274,9 +274,10 @@ class UnitedNetwork(nn.Module):
         Keep a linear map (buffers ``skip_weight_<i>_<j>``, ``skip_bias_<i>_<j>``) from every other modality to
         each target modality next to the encoder-decoder path: ``True`` for all targets, or a sequence of target
         modality names (e.g. the continuous ones). :meth:`translate` returns
-        ``blend * decoder(encoder(x)) + (1 - blend) * (x @ W + b)`` with a per-pair ``blend`` (buffer
-        ``skip_blend``, modalities x modalities). The maps are not trained by gradient: set them with
-        :meth:`set_linear_skip` (e.g. from ``ridge_fit``); until then they are zero and ``blend`` is 1.
+        ``blend * decoder(encoder(x)) + (1 - blend) * (x @ W + b)`` with one ``blend`` per target feature
+        (buffers ``skip_blend_<i>_<j>``, read with :meth:`skip_blend`). The maps are not trained by gradient:
+        set them with :meth:`set_linear_skip` (e.g. from ``ridge_fit``) and the blend with
+        :meth:`set_skip_blend`; until then the maps are zero and ``blend`` is 1.
 
     Examples
     --------
@@ -307,6 +308,7 @@ class UnitedNetwork(nn.Module):
     ):
         super().__init__()
         self.modalities = list(in_features)
+        self.in_features = dict(in_features)
         targets = self.modalities if linear_skip is True else list(linear_skip or [])
         unknown = sorted(set(targets) - set(self.modalities))
         if unknown:
@@ -321,7 +323,7 @@ class UnitedNetwork(nn.Module):
                     if i != j and self.modalities[j] in self.skip_targets:
                         self.register_buffer(f"skip_weight_{i}_{j}", torch.zeros(d_in, d_out))
                         self.register_buffer(f"skip_bias_{i}_{j}", torch.zeros(d_out))
-            self.register_buffer("skip_blend", torch.ones(len(dims), len(dims)))
+                        self.register_buffer(f"skip_blend_{i}_{j}", torch.ones(d_out))
         self.latent_dim = latent_dim
         hidden = list(hidden)
         self.encoders = nn.ModuleDict(
@@ -370,6 +372,40 @@ class UnitedNetwork(nn.Module):
         getattr(self, f"skip_weight_{i}_{j}").copy_(weight)
         getattr(self, f"skip_bias_{i}_{j}").copy_(bias)
 
+    def _has_map(self, source: str, target: str) -> bool:
+        return self.linear_skip and target in self.skip_targets and source != target
+
+    def skip_blend(self, source: str, target: str) -> torch.Tensor:
+        """Weight of the decoder path per target feature in ``source -> target`` (1 = decoder only, 0 = linear only).
+
+        Ones for a pair without a linear map (a binary target, or ``linear_skip`` off).
+        """
+        if not self._has_map(source, target):
+            return torch.ones(self.in_features[target], device=next(self.parameters()).device)
+        i, j = self.modalities.index(source), self.modalities.index(target)
+        return getattr(self, f"skip_blend_{i}_{j}")
+
+    def set_skip_blend(self, source: str, target: str, blend: torch.Tensor | float) -> None:
+        """Set the decoder-path weight of ``source -> target``: one value, or one per target feature, in [0, 1]."""
+        if not self._has_map(source, target):
+            raise ValueError(f"This network has no linear map {source} -> {target} (see `linear_skip`).")
+        buffer = self.skip_blend(source, target)
+        blend = torch.as_tensor(blend, dtype=buffer.dtype, device=buffer.device)
+        if bool(((blend < 0) | (blend > 1)).any()):
+            raise ValueError("Blend weights must lie in [0, 1].")
+        buffer.copy_(blend.expand_as(buffer))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved when the blend was one value per pair (a modalities x modalities ``skip_blend``)
+        old = state_dict.pop(prefix + "skip_blend", None)
+        if old is not None and self.linear_skip:
+            for i, s in enumerate(self.modalities):
+                for j, t in enumerate(self.modalities):
+                    if self._has_map(s, t):
+                        width = getattr(self, f"skip_blend_{i}_{j}").shape[0]
+                        state_dict[prefix + f"skip_blend_{i}_{j}"] = old[i, j].expand(width).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def linear_translate(self, x: torch.Tensor, source: str, target: str) -> torch.Tensor:
         """Prediction of the linear map ``source -> target``."""
         i, j = self.modalities.index(source), self.modalities.index(target)
@@ -381,9 +417,8 @@ class UnitedNetwork(nn.Module):
         Outputs are in the units of the decoder (standardised values, or logits for binary modalities).
         """
         out = self.decoders[target](self.encoders[source](x))
-        if target in self.skip_targets and source != target:
-            i, j = self.modalities.index(source), self.modalities.index(target)
-            blend = self.skip_blend[i, j]
+        if self._has_map(source, target):
+            blend = self.skip_blend(source, target)
             out = blend * out + (1 - blend) * self.linear_translate(x, source, target)
         return out
 

@@ -207,9 +207,13 @@ def feature_relevance(
     * ``"summary"``: per group the number of cells, method, additivity error and seconds (summed over the
       models of an ensemble);
     * ``"health"``: ``additivity_error`` (largest relative error over the groups), ``n_cells`` (per group),
-      ``linear_path`` (True when the explained source -> target path is linear, so not group-specific) and, for
-      an ensemble, ``topk_stability``; a warning is logged for groups under 10 cells, an error above 0.2 or a
-      linear path, and :mod:`multiomix.pl` repeats it on the figure;
+      ``linear_path`` (True when the explained source -> target path is linear for every target feature, so
+      not group-specific), for a model whose prediction blends a nonlinear and a linear path (UnitedNet's
+      ``linear_skip``) ``path_blend`` (per target feature the weight of the nonlinear path, mean over the
+      models, and ``linear_only``, True where it is 0 in every model: that feature's relevance is the same
+      weights in every group) and ``n_linear_features``, and, for an ensemble, ``topk_stability``; a warning
+      is logged for groups under 10 cells, an error above 0.2 or a linear path, and :mod:`multiomix.pl`
+      repeats it on the figure;
     * ``"params"``: the arguments, the method used, the number of models and the largest additivity error
       (of any model).
 
@@ -338,8 +342,9 @@ def feature_relevance(
         "deep_unsupported_modules": notes.get("deep_unsupported_modules", ""),
         "random_state": random_state, "seconds": seconds,
     })
-    health = _health(summary, stability, linear=kind == "cross_modal" and (source, target) in adapter.linear_paths,
-                     k=top_k_stability)
+    blend = _path_blend(adapters, source, target, adapter.feature_names[target]) if kind == "cross_modal" else None
+    linear = kind == "cross_modal" and all((source, target) in a.linear_paths for a in adapters)
+    health = _health(summary, stability, linear=linear, k=top_k_stability, blend=blend)
     entry: dict[str, Any] = {"params": params, "groups": frames, "summary": summary, "health": health}
     if kind == "cross_modal":
         entry["matrices"] = mats
@@ -374,13 +379,27 @@ def _topk_overlap(vectors: list[np.ndarray], *, k: int) -> float:
 TINY_GROUP, HIGH_ADDITIVITY_ERROR = 10, 0.2
 
 
-def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool, k: int) -> dict[str, Any]:
+def _path_blend(adapters, source: str, target: str, names: pd.Index) -> pd.DataFrame | None:
+    """Per target feature, the weight of the nonlinear path (mean over the models) and whether it is linear only."""
+    blends = [a.path_blends.get((source, target)) for a in adapters]
+    if all(b is None for b in blends):
+        return None
+    blends = np.stack([np.ones(len(names)) if b is None else np.asarray(b, dtype=float) for b in blends])
+    return pd.DataFrame({"nonlinear_weight": blends.mean(0), "linear_only": (blends <= 0.0).all(0)},
+                        index=pd.Index(names.astype(str), name="target"))
+
+
+def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool, k: int,
+            blend: pd.DataFrame | None = None) -> dict[str, Any]:
     """Summarise what a user should know before reading a relevance result; warn once per problem."""
     health: dict[str, Any] = {
         "additivity_error": float(summary["additivity_relative"].max()) if len(summary) else 0.0,
         "n_cells": summary[["n_cells"]].astype(int),  # a frame: survives write_h5mu
         "linear_path": bool(linear),
     }
+    if blend is not None:
+        health["path_blend"] = blend
+        health["n_linear_features"] = int(blend["linear_only"].sum())
     if stability:
         health["topk_stability"] = float(np.mean(list(stability.values())))
         health["topk"] = int(k)
@@ -392,6 +411,11 @@ def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool,
                        "to the explained output; raise n_samples")
     if linear:
         logger.warning("the explained source -> target path is linear: its relevance is the same in every group")
+    elif blend is not None and blend["linear_only"].any():
+        names = list(blend.index[blend["linear_only"].to_numpy()])
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        logger.info(f"{len(names)} of {len(blend)} target features are predicted by the linear path only ({shown}): "
+                    "their relevance is the same weights in every group")
     return health
 
 
