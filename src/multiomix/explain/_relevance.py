@@ -11,7 +11,12 @@ against a background distribution:
   :class:`shap.GradientExplainer` and captum's ``GradientShap``: for each explained cell ``x``,
   ``phi_j = E[(x_j - b_j) * d f(b + a (x - b)) / d x_j]`` over background rows ``b`` and ``a ~ U(0, 1)``,
   estimated with ``n_samples`` draws per cell. It needs only gradients, so it works for any differentiable
-  model; its sum matches ``f(x) - E f(b)`` in expectation, up to Monte-Carlo error.
+  model; its sum matches ``f(x) - E f(b)`` in expectation, up to Monte-Carlo error. It is computed here
+  rather than with either library: the draws are stratified (background rows and path positions) and come
+  from a seeded generator, all target features of a cross-modal map come from one batched Jacobian, and one
+  background row is drawn per draw for all modalities together (captum's ``GradientShap`` draws it for each
+  input tensor separately, which mixes the profiles of different background rows across modalities).
+  ``tests/test_relevance.py`` checks that it agrees with :class:`shap.GradientExplainer`.
 
 Both are computed here in batches: cells are densified one batch at a time and only the per-group sums of
 ``phi`` and ``|phi|`` are kept, so memory does not grow with the number of cells. ``method="auto"`` uses
