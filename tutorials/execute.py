@@ -15,7 +15,9 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = Path(__file__).parent
-NOISE = ("Warning:", "warnings.warn", "UserWarning", "FutureWarning", "DeprecationWarning", "GPU available", "Tip:")
+#: text that marks a warning, an engine banner, or a traceback line pointing into an installed package
+NOISE = ("Warning:", "warnings.warn", "UserWarning", "FutureWarning", "DeprecationWarning", "GPU available", "Tip:",
+         "site-packages")
 
 
 def noisy_outputs(notebook) -> list[str]:
@@ -23,6 +25,8 @@ def noisy_outputs(notebook) -> list[str]:
     found = []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                found.append(f"{output.get('ename')}: {output.get('evalue')}")
             text = output.get("text", "") or "".join(output.get("data", {}).get("text/plain", ""))
             found += [line for line in str(text).splitlines() if any(n in line for n in NOISE)]
     return found

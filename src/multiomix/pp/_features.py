@@ -178,8 +178,8 @@ def _muon():
     """Import muon on first use: importing it compiles pynndescent's numba kernels, which takes seconds."""
     import warnings
 
-    with warnings.catch_warnings():  # muon reads anndata.__version__, which anndata deprecates
-        warnings.filterwarnings("ignore", message=".*__version__ is deprecated", category=FutureWarning)
+    with warnings.catch_warnings():  # muon reads anndata's and scanpy's __version__, which both deprecate
+        warnings.filterwarnings("ignore", message=".*__version__.* is deprecated", category=FutureWarning)
         import muon
 
     return muon

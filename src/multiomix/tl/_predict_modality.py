@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -98,9 +99,12 @@ def predict_modality(
         mdata.mod[key] = new
         mdata.update()
         mdata.mod[key].var_names = var.index
+        with warnings.catch_warnings():  # the shared names are the point: the same features, predicted
+            warnings.filterwarnings("ignore", message="var_names are not unique", category=UserWarning)
+            mdata.update()
     else:
         mdata.mod[key] = new
-    mdata.update()
+        mdata.update()
     added("mod", key)
 
 
