@@ -129,8 +129,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
     _module_cls = UnitedNetModule
     _training_plan_cls = UnitedNetTrainingPlan
     _restore_best_epoch = False  # the plan keeps and restores its own best epoch (and head)
-    #: training defaults (the ones UnitedNet has always had; ``validation_size=0.1`` and no early stopping are the
-    #: defaults of :meth:`train`)
+    #: training defaults (``validation_size=0.1`` and early stopping in supervised mode only are the defaults of
+    #: :meth:`train`)
     _train_defaults: ClassVar[dict[str, Any]] = {
         "max_epochs": 100,
         "lr": 1e-3,
@@ -324,7 +324,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         *,
         classification_repeats: int = 1,
         validation_size: float = 0.1,
-        early_stopping: bool = False,
+        early_stopping: bool | None = None,
         plan_kwargs: dict | None = None,
         **kwargs: Any,
     ):
@@ -344,8 +344,10 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         validation_size
             Fraction held out for validation when no indices are given.
         early_stopping
-            Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs (default off:
-            the best validation epoch is restored anyway).
+            Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs (default 30).
+            ``None`` (default): on in supervised mode, off in unsupervised mode, whose first epochs train the
+            translation phase only (``cluster_warmup``), so an early stop could end training before the
+            clustering starts. The best validation epoch is restored either way.
         plan_kwargs
             Extra arguments of :class:`~multiomix.train.UnitedNetTrainingPlan`.
         **kwargs
@@ -358,6 +360,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         >>> model.train(max_epochs=50, batch_size=32)  # doctest: +SKIP
         """
         plan = {"classification_repeats": classification_repeats, **(plan_kwargs or {})}
+        if early_stopping is None:
+            early_stopping = self.mode == "supervised"
         return super().train(max_epochs, validation_size=validation_size, early_stopping=early_stopping,
                              plan_kwargs=plan, **kwargs)
 

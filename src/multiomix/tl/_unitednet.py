@@ -69,7 +69,7 @@ def fit_unitednet(
     weight_decay: float | None = None,
     batch_size: int | None = None,
     classification_repeats: int = 1,
-    early_stopping: bool = False,
+    early_stopping: bool | None = None,
     early_stopping_patience: int | None = None,
     split_key: str = "split",
     test_size: float = 0.2,
@@ -115,8 +115,8 @@ def fit_unitednet(
     max_epochs, lr, weight_decay, batch_size, early_stopping_patience
         Training options (defaults: the model's: 100 epochs, 1e-3, 0, 64, 30).
     classification_repeats, early_stopping
-        See :meth:`~multiomix.models.UnitedNet.train` (early stopping is off by default: the best validation
-        epoch is restored anyway).
+        See :meth:`~multiomix.models.UnitedNet.train` (``None``: stop on the validation loss in supervised
+        mode, patience 30; train every epoch in unsupervised mode; the best validation epoch is restored).
     %(fit_split_key)s
     test_size
         Share of the rows held out for testing when there is no split column (0: none).
