@@ -6,11 +6,13 @@ Any model with a latent space (and, optionally, class probabilities) goes throug
 2. :func:`fit_temperature`: one temperature ``T`` minimising the negative log-likelihood of the held-out
    reference labels (targets smoothed by ``1 / (n + 2)``) under ``p_T ∝ p ** (1 / T)`` (temperature scaling
    of the log-probabilities; the most probable class never changes);
-3. :func:`leave_type_out_scores` and :func:`choose_unknown_threshold`: a confidence threshold below which a
+3. :func:`knn_ensemble` (models with classes): the calibrated model probabilities averaged with a kNN vote of
+   the reference cells in a joint PCA of reference + query (label-free), then calibrated again;
+4. :func:`leave_type_out_scores` and :func:`choose_unknown_threshold`: a confidence threshold below which a
    query cell is flagged ``unknown``, chosen on the reference only by leaving each reference type out in turn
    (its held-out cells are scored without their class: the calibrated probabilities renormalised over the
-   other classes), never on the query;
-4. :func:`write_transfer`: the outputs under one key, written only when everything above succeeded.
+   other classes, the kNN vote taken among the reference cells of the other types), never on the query;
+5. :func:`write_transfer`: the outputs under one key, written only when everything above succeeded.
 """
 
 from __future__ import annotations
@@ -109,17 +111,20 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float((t["n"] * (t["accuracy"] - t["confidence"]).abs()).sum() / t["n"].sum())
 
 
-def leave_type_out_scores(proba: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def leave_type_out_scores(proba: np.ndarray, y: np.ndarray, left_out: dict[int, np.ndarray] | None = None,
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """Confidences of 'known' and 'novel' cells when each type present in ``y`` is left out in turn.
 
     For a left-out class ``c`` the class-``c`` column is removed and the rest renormalised: the cells of type
     ``c`` are then cells of a type the classifier does not know (their max probability is a *novel* score), the
     other cells are known (their max probability over the remaining classes is a *known* score). The scores of
-    every left-out type are pooled.
+    every left-out type are pooled. ``left_out[c]``, where given, replaces ``proba`` for left-out class ``c``
+    (e.g. a kNN vote taken without the reference cells of type ``c``).
     """
     known, novel = [], []
     for c in np.unique(y):
-        rest = np.delete(proba, c, axis=1)
+        source = proba if left_out is None or int(c) not in left_out else left_out[int(c)]
+        rest = np.delete(source, c, axis=1)
         conf = rest.max(1) / np.clip(rest.sum(1), _EPS, None)
         novel.append(conf[y == c])
         known.append(conf[y != c])
@@ -146,17 +151,20 @@ def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_
             "true_unknown_rate": float(tpr[best]), "auroc": auroc}
 
 
-def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.05, n_bins: int = 10) -> dict:
+def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.05, n_bins: int = 10,
+              left_out: dict[int, np.ndarray] | None = None) -> dict:
     """Temperature, unknown threshold and reliability data from held-out reference cells.
 
     ``proba`` (cells x classes) are the model's probabilities for held-out reference cells, ``y`` their integer
-    class codes. Returns a dict for ``uns[key]``.
+    class codes, ``left_out`` optional per-class replacements for the leave-one-type-out scores (see
+    :func:`leave_type_out_scores`; temperature-scaled here like ``proba``). Returns a dict for ``uns[key]``.
     """
     y = np.asarray(y, dtype=int)
     temperature = fit_temperature(proba, y)
     calibrated = temperature_scale(proba, temperature)
     correct = proba.argmax(1) == y
-    known, novel = leave_type_out_scores(calibrated, y)
+    scaled_out = None if left_out is None else {c: temperature_scale(p, temperature) for c, p in left_out.items()}
+    known, novel = leave_type_out_scores(calibrated, y, scaled_out)
     unknown = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
     return {
         "temperature": temperature,
@@ -176,23 +184,108 @@ def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.
     }
 
 
+def _knn_votes(pool: np.ndarray, pool_codes: np.ndarray, n_classes: int, points: np.ndarray, *, k: int,
+               scale: float | None = None, skip_self: bool = False) -> tuple[np.ndarray, float]:
+    """Distance-weighted kNN class probabilities of ``points`` among ``pool``, and the distance scale used.
+
+    Weights ``exp(-(d / scale) ** 2)`` (``scale``: by default the median distance to the ``k``-th neighbour),
+    plus ``0.5 / n_classes`` per class: a cell far from every pool cell gets nearly flat probabilities.
+    """
+    k = int(min(k, len(pool) - (1 if skip_self else 0)))
+    nn = NearestNeighbors(n_neighbors=k + (1 if skip_self else 0)).fit(pool)
+    dist, idx = nn.kneighbors(points)
+    if skip_self:
+        dist, idx = dist[:, 1:], idx[:, 1:]
+    if scale is None:
+        scale = float(np.median(dist[:, -1]) + 1e-12)
+    weight = np.exp(-(dist / scale) ** 2)
+    votes = np.zeros((len(idx), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), pool_codes[idx].ravel()), weight.ravel())
+    votes += 0.5 / n_classes
+    return votes / votes.sum(1, keepdims=True), scale
+
+
 def knn_proba(ref_latent: np.ndarray, ref_codes: np.ndarray, n_classes: int, latent: np.ndarray | None = None, *,
               k: int = 15, leave_one_out: bool = False) -> np.ndarray:
     """Class probabilities from the ``k`` nearest reference cells (distance-weighted votes, add-half smoothing).
 
     ``latent=None`` scores the reference cells themselves, each without itself (``leave_one_out``).
     """
-    k = int(min(k, len(ref_latent) - (1 if leave_one_out or latent is None else 0)))
-    nn = NearestNeighbors(n_neighbors=k + (1 if latent is None else 0)).fit(ref_latent)
-    dist, idx = nn.kneighbors(ref_latent if latent is None else latent)
-    if latent is None:
-        dist, idx = dist[:, 1:], idx[:, 1:]
-    scale = np.median(dist[:, -1:]) + 1e-12
-    weight = np.exp(-(dist / scale) ** 2)
-    votes = np.zeros((len(idx), n_classes))
-    np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), ref_codes[idx].ravel()), weight.ravel())
-    votes += 0.5 / n_classes
-    return votes / votes.sum(1, keepdims=True)
+    return _knn_votes(ref_latent, np.asarray(ref_codes), n_classes, ref_latent if latent is None else latent, k=k,
+                      skip_self=latent is None)[0]
+
+
+def joint_pca(reference: MuData, query: MuData, modalities: Sequence[str], *, n_components: int = 20,
+              random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """PCA of reference + query cells together, per modality, each modality scaled to unit mean squared norm.
+
+    ``reference`` and ``query`` hold the matched input matrices in ``.X`` (no labels are read). Returns the
+    reference and the query coordinates, modalities side by side.
+    """
+    from sklearn.decomposition import PCA
+
+    ref_parts, query_parts = [], []
+    for m in modalities:
+        x = _stack(reference.mod[m].X, query.mod[m].X)
+        n = int(min(n_components, x.shape[0] - 1, x.shape[1] - 1))
+        if n < 1:
+            continue
+        if sparse.issparse(x) and x.shape[0] * x.shape[1] <= 5e7:
+            x = x.toarray()
+        pca = PCA(n_components=n, svd_solver="arpack" if sparse.issparse(x) else "auto", random_state=random_state)
+        z = pca.fit_transform(x.astype(np.float64))
+        z = z / (np.sqrt(np.mean(np.sum(z**2, axis=1))) + 1e-12)
+        ref_parts.append(z[: reference.n_obs])
+        query_parts.append(z[reference.n_obs:])
+    return np.hstack(ref_parts), np.hstack(query_parts)
+
+
+#: candidate kNN weights of ``knn_weight="auto"``
+KNN_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.ndarray, ref_space: np.ndarray,
+                 query_space: np.ndarray, ref_codes: np.ndarray, ref_train: np.ndarray, ref_val: np.ndarray, *,
+                 weight: float | Literal["auto"] = 0.5, k: int = 15) -> dict:
+    """Average the temperature-scaled model probabilities with a kNN vote of the reference cells in a shared space.
+
+    ``p = (1 - w) * p_model ** (1 / T) / Z + w * p_kNN``: ``T`` is fitted on the held-out reference cells
+    (``ref_val``, whose model probabilities are ``val_proba`` and codes ``val_codes``); their kNN vote is taken
+    among the other reference cells (``ref_train``), the query's among every reference cell, with the distance
+    scale of the held-out cells (:func:`_knn_votes`), so a query cell far from every reference cell gets a
+    flatter vote. ``weight="auto"`` picks ``w`` in :data:`KNN_WEIGHTS` with the lowest held-out negative
+    log-likelihood after a second temperature scaling. Also returns, per class ``c`` of the held-out cells, their
+    mixture with the kNN vote taken without the reference cells of type ``c`` (for
+    :func:`leave_type_out_scores`). The query's labels are never read.
+    """
+    ref_codes, val_codes = np.asarray(ref_codes), np.asarray(val_codes)
+    n_classes = val_proba.shape[1]
+    temperature = fit_temperature(val_proba, val_codes)
+    model_val, model_query = temperature_scale(val_proba, temperature), temperature_scale(query_proba, temperature)
+    knn_val, scale = _knn_votes(ref_space[ref_train], ref_codes[ref_train], n_classes, ref_space[ref_val], k=k)
+    knn_query, _ = _knn_votes(ref_space, ref_codes, n_classes, query_space, k=k, scale=scale)
+    held_out_nll = {}
+    for w in KNN_WEIGHTS:
+        mix = (1 - w) * model_val + w * knn_val
+        held_out_nll[f"{w:g}"] = nll(temperature_scale(mix, fit_temperature(mix, val_codes)), val_codes)
+    if weight == "auto":
+        weight = min(KNN_WEIGHTS, key=lambda w: held_out_nll[f"{w:g}"])
+    weight = float(weight)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"`knn_weight` must be 'auto' or in [0, 1], got {weight}.")
+    left_out = {}
+    for c in np.unique(val_codes):
+        keep = ref_codes[ref_train] != c
+        if keep.sum() < 1:
+            continue
+        knn_c, _ = _knn_votes(ref_space[ref_train][keep], ref_codes[ref_train][keep], n_classes, ref_space[ref_val],
+                              k=k, scale=scale)
+        left_out[int(c)] = (1 - weight) * model_val + weight * knn_c
+    return {"val_proba": (1 - weight) * model_val + weight * knn_val,
+            "query_proba": (1 - weight) * model_query + weight * knn_query,
+            "left_out": left_out,
+            "info": {"knn_weight": weight, "model_temperature": temperature, "n_neighbors": int(k),
+                     "distance_scale": scale, "held_out_nll_by_weight": held_out_nll}}
 
 
 def write_transfer(
@@ -331,6 +424,8 @@ def transfer_labels(
     lr: float | dict[str, float] | None = None,
     batch_size: int | None = None,
     n_neighbors: int = 15,
+    knn_weight: float | Literal["auto"] = 0.5,
+    knn_components: int = 20,
     max_false_unknown: float = 0.05,
     store_reference: bool = True,
     split_key: str = "split",
@@ -354,7 +449,8 @@ def transfer_labels(
       modalities and every query cell gets the labels of its ``n_neighbors`` nearest reference cells in that
       latent space (distance-weighted votes);
     * a fitted model: a supervised UnitedNet is adapted as above; another model that predicts the reference's
-      classes (e.g. :class:`~multiomix.models.CrossAttOmics`) gives its own ``predict_proba``; a model without
+      classes (e.g. :class:`~multiomix.models.CrossAttOmics`) gives its own ``predict_proba`` (averaged with the
+      kNN vote below, like UnitedNet's); a model without
       classes (``MultimodalAE``, an unsupervised UnitedNet, ...) gives kNN on its latent space as above.
 
     **Calibration.** The probabilities of held-out reference cells (the rows the fit holds out for validation;
@@ -363,9 +459,16 @@ def transfer_labels(
     smoothed by ``1 / (n + 2)`` so that a small held-out set scored all right does not push ``T`` to 0;
     ``p ∝ p_model ** (1 / T)``; the most probable class never changes).
 
+    **kNN vote.** For a model with classes, the calibrated probabilities are averaged with a kNN vote
+    (``n_neighbors``, distance-weighted, nearly flat for a cell far from every reference cell) of the reference
+    cells in a PCA of reference and query cells together (``knn_components`` per modality, no labels read),
+    weight ``knn_weight``; the average is calibrated again by one temperature on the held-out reference cells
+    (whose vote is taken among the other reference cells). Under a donor shift the two err on different cells.
+
     **Unknown cells.** ``<key>_unknown`` is ``confidence < uns[key]['unknown_threshold']``. The threshold is
     chosen on the reference only: each reference type is left out in turn, its held-out cells are scored without
-    their class (calibrated probabilities renormalised over the other classes) and are the 'novel' cells; the
+    their class (calibrated probabilities renormalised over the other classes, the kNN vote taken among the
+    reference cells of the other types) and are the 'novel' cells; the
     threshold maximises Youden's J (novel cells flagged minus known cells flagged) among thresholds that flag at
     most ``max_false_unknown`` of the known held-out cells. The query's labels are never read.
 
@@ -398,7 +501,14 @@ def transfer_labels(
     lr, batch_size
         Training options (defaults: the model's).
     n_neighbors
-        Neighbours of the kNN on a latent space (models without classes).
+        Neighbours of the kNN on a latent space (models without classes) and of the kNN vote averaged with a
+        classifier's probabilities.
+    knn_weight
+        Weight ``w`` of the kNN vote in the joint PCA of reference + query in the class probabilities of a model
+        with classes (``(1 - w) * calibrated model + w * kNN``; 0: the model alone; ``"auto"``: the ``w`` in
+        (0, 0.25, 0.5, 0.75, 1) with the lowest negative log-likelihood on the held-out reference cells).
+    knn_components
+        Principal components per modality of that joint PCA.
     max_false_unknown
         Largest share of held-out reference cells of known types that may be flagged unknown.
     store_reference
@@ -426,6 +536,8 @@ def transfer_labels(
     (calibrated probabilities, columns ``uns[key]['classes']``) and ``query.uns[key]`` with ``params``,
     ``classes``, ``temperature``, ``unknown_threshold``, ``unknown_selection`` (rates and leave-one-type-out
     AUROC on the reference), ``calibration`` (NLL and ECE on the held-out reference cells before and after),
+    ``knn_vote`` (the kNN weight, the model's own temperature and the held-out NLL of every candidate weight;
+    models with classes),
     ``reliability`` / ``reliability_uncalibrated`` (binned confidence vs accuracy on those cells) and, with
     ``store_reference``, ``reference_latent`` / ``reference_labels``. Nothing is written unless the whole
     transfer succeeds; the reference is never written to.
@@ -523,11 +635,27 @@ def transfer_labels(
             val_proba = knn_proba(ref_latent, codes, len(classes), None, k=n_neighbors, leave_one_out=True)
             val_codes = codes
             source = "leave-one-out kNN over every reference cell"
-    calibration = calibrate(val_proba, val_codes, max_false_unknown=max_false_unknown)
+    left_out, vote_info = None, None
+    uses_vote = not method.startswith("kNN") and knn_weight != 0
+    if uses_vote:
+        ref_codes = pd.Index(classes).get_indexer(labels)
+        ref_space, query_space = joint_pca(
+            matched_input(reference, features=final.feature_names_, layers=layers),
+            matched_input(query, features=final.feature_names_, layers=layers), list(final.feature_names_),
+            n_components=knn_components, random_state=random_state)
+        vote = knn_ensemble(val_proba, val_codes, proba, ref_space, query_space, ref_codes, ref_train, ref_val,
+                            weight=knn_weight, k=n_neighbors)
+        val_proba, proba, left_out = vote["val_proba"], vote["query_proba"], vote["left_out"]
+        vote_info = {**vote["info"], "space": f"joint PCA of reference + query ({knn_components} per modality)"}
+        method += f" + kNN vote (weight {vote_info['knn_weight']:g}) in a joint PCA of reference + query"
+    calibration = calibrate(val_proba, val_codes, max_false_unknown=max_false_unknown, left_out=left_out)
     calibration["calibration"]["rows"] = source
+    if vote_info is not None:
+        calibration["knn_vote"] = vote_info
     params = {"label_key": label_key, "method": method, "modalities": list(modalities), "max_epochs": max_epochs,
               "adapt_epochs": adapt_epochs if is_unitednet else 0, "lr": lr, "batch_size": batch_size,
-              "n_neighbors": n_neighbors, "max_false_unknown": max_false_unknown,
+              "n_neighbors": n_neighbors, "knn_weight": knn_weight, "knn_components": knn_components,
+              "max_false_unknown": max_false_unknown,
               "validation_size": validation_size, "random_state": random_state}
     write_transfer(query, key, proba=proba, classes=classes, calibration=calibration, latent=latent,
                    reference_latent=ref_latent if store_reference else None,
@@ -540,6 +668,8 @@ __all__ = [
     "choose_unknown_threshold",
     "expected_calibration_error",
     "fit_temperature",
+    "joint_pca",
+    "knn_ensemble",
     "knn_proba",
     "leave_type_out_scores",
     "reliability_table",
