@@ -165,13 +165,14 @@ def test_fitted_classifier_gives_its_own_probabilities_calibrated_on_its_held_ou
     assert uns["params"]["method"] == "CrossAttOmics.predict_proba" and "knn_vote" not in uns
     assert uns["calibration"]["n_cells"] == held_out and "split" in uns["calibration"]["rows"]
     np.testing.assert_array_equal(query.obs["cao"].astype(str).to_numpy(), model.predict(query).astype(str).to_numpy())
-    # default: the calibrated probabilities averaged with a kNN vote in a joint PCA of reference + query
-    mx.tl.transfer_labels(reference, query, model=model, key_added="cao_vote")
+    # a fixed weight: the calibrated probabilities averaged with a kNN vote in a joint PCA of reference + query
+    mx.tl.transfer_labels(reference, query, model=model, key_added="cao_vote", knn_weight=0.5)
     vote = query.uns["cao_vote"]
     assert "kNN vote" in vote["params"]["method"] and vote["knn_vote"]["knn_weight"] == 0.5
     assert set(vote["knn_vote"]["held_out_nll_by_weight"]) == {"0", "0.25", "0.5", "0.75", "1"}
     np.testing.assert_allclose(query.obsm["cao_vote_proba"].sum(1), 1, atol=1e-5)
-    mx.tl.transfer_labels(reference, query, model=model, key_added="cao_auto", knn_weight="auto")
+    # default: the weight with the lowest negative log-likelihood on the held-out reference cells
+    mx.tl.transfer_labels(reference, query, model=model, key_added="cao_auto")
     auto = query.uns["cao_auto"]["knn_vote"]
     nlls = auto["held_out_nll_by_weight"]
     assert nlls[f"{auto['knn_weight']:g}"] == min(nlls.values())

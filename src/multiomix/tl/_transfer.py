@@ -424,7 +424,7 @@ def transfer_labels(
     lr: float | dict[str, float] | None = None,
     batch_size: int | None = None,
     n_neighbors: int = 15,
-    knn_weight: float | Literal["auto"] = 0.5,
+    knn_weight: float | Literal["auto"] = "auto",
     knn_components: int = 20,
     max_false_unknown: float = 0.05,
     store_reference: bool = True,
@@ -505,8 +505,8 @@ def transfer_labels(
         classifier's probabilities.
     knn_weight
         Weight ``w`` of the kNN vote in the joint PCA of reference + query in the class probabilities of a model
-        with classes (``(1 - w) * calibrated model + w * kNN``; 0: the model alone; ``"auto"``: the ``w`` in
-        (0, 0.25, 0.5, 0.75, 1) with the lowest negative log-likelihood on the held-out reference cells).
+        with classes (``(1 - w) * calibrated model + w * kNN``; 0: the model alone; ``"auto"``, the default: the
+        ``w`` in (0, 0.25, 0.5, 0.75, 1) with the lowest negative log-likelihood on the held-out reference cells).
     knn_components
         Principal components per modality of that joint PCA.
     max_false_unknown
