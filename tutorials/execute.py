@@ -15,9 +15,10 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = Path(__file__).parent
-#: text that marks a warning, an engine banner, or a traceback line pointing into an installed package
+#: text that marks a warning, an engine banner, a traceback line pointing into an installed package, or a path
+#: of the machine that ran the notebook (a temporary folder or a home directory)
 NOISE = ("Warning:", "warnings.warn", "UserWarning", "FutureWarning", "DeprecationWarning", "GPU available", "Tip:",
-         "site-packages")
+         "site-packages", "/tmp/", "/home/")
 
 
 def noisy_outputs(notebook) -> list[str]:

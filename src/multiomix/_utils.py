@@ -161,6 +161,29 @@ def _snapshot(obj: AnnData) -> dict[str, set]:
 
 
 @contextmanager
+def quiet_scvi() -> Iterator[None]:
+    """Silence scvi-tools' info messages inside the block (chatter the user cannot act on).
+
+    For example "attempting to transfer AnnData setup" when new data are matched, or "File ... already
+    downloaded" (with a temporary path) when a saved model is read.
+
+    Examples
+    --------
+    >>> with quiet_scvi():
+    ...     pass
+    """
+    import logging
+
+    scvi_logger = logging.getLogger("scvi")
+    level = scvi_logger.level
+    scvi_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        scvi_logger.setLevel(level)
+
+
+@contextmanager
 def keep_torch_threads() -> Iterator[None]:
     """Restore torch's intra-op thread count on exit.
 

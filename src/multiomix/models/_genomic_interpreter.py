@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -17,7 +16,7 @@ from scvi.data.fields import LayerField, ObsmField
 from scvi.model.base import BaseModelClass
 
 from .._metrics import track_metrics
-from .._utils import check_finite, get_matrix
+from .._utils import check_finite, get_matrix, quiet_scvi
 from ..module._genomic_interpreter import (
     DEFAULT_BACKBONE_KWARGS,
     DNA_KEY,
@@ -136,18 +135,6 @@ def region_input(
     if placeholder:
         out.uns[_PLACEHOLDER] = True
     return out
-
-
-@contextmanager
-def quiet_scvi() -> Iterator[None]:
-    """Silence scvi-tools' info messages (registration chatter the user cannot act on)."""
-    scvi_logger = logging.getLogger("scvi")
-    level = scvi_logger.level
-    scvi_logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        scvi_logger.setLevel(level)
 
 
 class GenomicInterpreter(MultiomixModel):
@@ -356,12 +343,12 @@ class GenomicInterpreter(MultiomixModel):
         --------
         >>> model = mx.models.GenomicInterpreter.load("model_dir", adata=regions)  # doctest: +SKIP
         """
-        if adata is not None:
-            from scvi.model.base._save_load import _load_saved_files
+        with quiet_scvi():  # scvi-tools says "File <dir>/model.pt already downloaded" on each read
+            if adata is not None:
+                from scvi.model.base._save_load import _load_saved_files
 
-            attrs, _, _, _ = _load_saved_files(dir_path, load_adata=False, map_location="cpu")
-            adata = cls._region_input(adata, attrs["registry_"]["setup_args"], attrs)
-        with quiet_scvi():
+                attrs, _, _, _ = _load_saved_files(dir_path, load_adata=False, map_location="cpu")
+                adata = cls._region_input(adata, attrs["registry_"]["setup_args"], attrs)
             return BaseModelClass.load.__func__(cls, dir_path, adata=adata, **kwargs)
 
     # prediction -------------------------------------------------------------------------------------------------

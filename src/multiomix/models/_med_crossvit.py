@@ -16,7 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField, MuDataWrapper, ObsmField
 
-from .._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata
+from .._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata, quiet_scvi
 from ..module import MedCrossViTModule
 from ..module._med_crossvit import ATTENTION_KEYS, TILE_MASK_KEY, TILES_KEY
 from .base import MultimodalInputMixin, MultiomixModel, modality_key
@@ -337,13 +337,8 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         if adata is not None:
             from scvi.model.base._save_load import _load_saved_files
 
-            scvi_logger = logging.getLogger("scvi")
-            level = scvi_logger.level
-            scvi_logger.setLevel(max(level, logging.WARNING))  # the base reads the files again, and says so
-            try:
+            with quiet_scvi():  # scvi-tools says "File <dir>/model.pt already downloaded" on each read
                 attr_dict, _, _, _ = _load_saved_files(str(dir_path), load_adata=False, map_location="cpu")
-            finally:
-                scvi_logger.setLevel(level)
             adata = _bags_only(adata, attr_dict["registry_"]["setup_args"])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*var_names. for the loaded .model.", category=UserWarning)

@@ -9,7 +9,6 @@ through scvi-tools' Lightning engine), ``modalities``, ``classes``, ``predict`` 
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -23,6 +22,7 @@ from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
+from ..._utils import quiet_scvi
 from ...train import BestStateCallback, SupervisedTrainingPlan, resolve_rows, train_on_rows
 from ._data import class_weights, feature_mean_std, matched_input, modality_key, resolve_layers
 
@@ -258,13 +258,8 @@ class MultiomixModel(BaseModelClass):
         """Pass registered data through; match new data to the training features by name first."""
         if adata is None or adata is self.adata or self.get_anndata_manager(adata) is not None:
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-        scvi_logger = logging.getLogger("scvi")
-        level = scvi_logger.level
-        scvi_logger.setLevel(max(level, logging.WARNING))  # "attempting to transfer AnnData setup" is expected here
-        try:
+        with quiet_scvi():  # "attempting to transfer AnnData setup" is expected here
             return super()._validate_anndata(self._match(adata), copy_if_view=copy_if_view)
-        finally:
-            scvi_logger.setLevel(level)
 
     @classmethod
     def load(cls, dir_path: str, adata=None, **kwargs: Any):
@@ -277,15 +272,9 @@ class MultiomixModel(BaseModelClass):
         --------
         >>> model = mx.models.CrossAttOmics.load("model_dir", adata=new_mdata)  # doctest: +SKIP
         """
-        scvi_logger = logging.getLogger("scvi")
-        level = scvi_logger.level
-        scvi_logger.setLevel(max(level, logging.WARNING))  # "File ... already downloaded"
-        try:
-            with warnings.catch_warnings():  # scvi-tools' own use of MuData.mod_names
-                warnings.filterwarnings("ignore", message=r".*mod_names is deprecated", category=FutureWarning)
-                return super().load(dir_path, adata=cls._matched_for_load(dir_path, adata), **kwargs)
-        finally:
-            scvi_logger.setLevel(level)
+        with quiet_scvi(), warnings.catch_warnings():  # "File ... already downloaded"; scvi's MuData.mod_names
+            warnings.filterwarnings("ignore", message=r".*mod_names is deprecated", category=FutureWarning)
+            return super().load(dir_path, adata=cls._matched_for_load(dir_path, adata), **kwargs)
 
     @classmethod
     def _matched_for_load(cls, dir_path: str, adata):
