@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -326,7 +327,18 @@ def test_save_load_and_h5ad_round_trip(fitted, tmp_path):
     assert not any(k.startswith("_scvi") for k in adata.uns)  # the user's object is not registered
     sequences = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[:20]))
     sequences.obsm["dna_onehot"] = adata.obsm["dna_onehot"][:20]
-    again = mx.models.GenomicInterpreter.load(tmp_path / "gi", adata=sequences)
+    scvi_logger, records = logging.getLogger("scvi"), []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    level = scvi_logger.level
+    scvi_logger.setLevel(logging.INFO)
+    scvi_logger.addHandler(handler)
+    try:  # loading says nothing about scvi-tools' temporary files (their paths would land in notebooks)
+        again = mx.models.GenomicInterpreter.load(tmp_path / "gi", adata=sequences)
+    finally:
+        scvi_logger.removeHandler(handler)
+        scvi_logger.setLevel(level)
+    assert [r.getMessage() for r in records] == []
     np.testing.assert_array_equal(again.predict(), model.predict(indices=np.arange(20)))
     pairs = np.flatnonzero(adata.obs["kind"] == "pair")[:3]
     mx.tl.attention_maps(adata, model, regions=list(adata.obs_names[pairs]))
