@@ -38,6 +38,7 @@ VARIANTS: dict[str, dict] = {
     "default": {},
     "no_linear": {"linear_path": None},  # the original architecture
     "trained_linear": {"linear_path": "trained"},
+    "ensemble3": {"n_models": 3},  # a seed ensemble of three default models (probabilities averaged)
 }
 
 
@@ -106,7 +107,8 @@ def main() -> None:
     output = Path(args.output)
     command = ("python benchmarks/tcga.py --cohorts " + " ".join(args.cohorts) + " --seeds "
                + " ".join(map(str, args.seeds)) + " --variants " + " ".join(args.variants)
-               + f" --threads {args.threads}")
+               + f" --threads {args.threads}"
+               + (f" --output benchmarks/results/{output.name}" if output.name != "tcga" else ""))
     if args.report:
         print(report(pd.read_json(output.with_suffix(".json")), command, output))
         return

@@ -74,6 +74,12 @@ DOCS: dict[str, str] = {
         baseline
             Also fit the logistic-regression baseline on the same rows and store its test metrics.
     """),
+    "fit_n_models": _text("""
+        n_models
+            Train this many models on the same rows, with seeds ``random_state``, ``random_state + 1``, ...; with
+            more than one, the predictions written are the mean of their class probabilities and a
+            :class:`~multiomix.models.SeedEnsemble` is returned (``n_models`` times the training time).
+    """),
     "fit_random_state": _text("""
         random_state
             Seed (CPU runs are reproducible).

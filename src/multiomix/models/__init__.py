@@ -8,7 +8,7 @@ from ._genomic_interpreter import GenomicInterpreter
 from ._med_crossvit import MedCrossViT, MedCrossViTModule
 from ._multimodal_ae import MultimodalAE
 from ._unitednet import UnitedNet
-from .base import MultiomixModel
+from .base import MultiomixModel, SeedEnsemble
 
 __all__ = [
     "CrossAttOmics",
@@ -23,6 +23,7 @@ __all__ = [
     "MultimodalAE",
     "MultimodalAEModule",
     "MultimodalAETrainingPlan",
+    "SeedEnsemble",
     "UnitedNet",
     "UnitedNetModule",
     "UnitedNetTrainingPlan",

@@ -14,10 +14,18 @@ from .._docs import fill_doc
 from .._logging import logger
 from .._utils import check_modalities, write_uns
 from ..explain import interaction_relevance
-from ..models import CrossAttOmics, default_interaction_graph
+from ..models import CrossAttOmics, SeedEnsemble, default_interaction_graph
 from ..models.base import modality_key, resolve_layers
 from ..nn import validate_graph
-from ._fit import finish_classifier_fit, modality_features, options_for, prepare_fit, stored_params
+from ._fit import (
+    finish_classifier_fit,
+    first_member,
+    modality_features,
+    options_for,
+    prepare_fit,
+    stored_params,
+    train_members,
+)
 
 
 @fill_doc
@@ -39,6 +47,7 @@ def fit_crossattomics(
     add_unimodal_branches: bool = True,
     add_unimodal_to_multimodal: bool = False,
     linear_path: Literal["fitted", "trained"] | None = "fitted",
+    n_models: int = 1,
     max_epochs: int | None = None,
     lr: float | None = None,
     weight_decay: float | None = None,
@@ -54,7 +63,7 @@ def fit_crossattomics(
     devices: int | str | list[int] = "auto",
     progress_bar: bool | None = None,
     **trainer_kwargs: Any,
-) -> CrossAttOmics:
+) -> CrossAttOmics | SeedEnsemble:
     """Fit CrossAttOmics on a MuData and write its predictions and embedding into it.
 
     Follows the fit contract (``docs/conventions.md``): with ``obs[split_key]`` only ``'train'`` rows are
@@ -86,6 +95,7 @@ def fit_crossattomics(
         ``"fitted"`` (default): a frozen, CV-tuned logistic regression of the inputs is added to the logits and
         training starts from it, so the deep part has to earn its place; ``"trained"``: a linear path trained
         with the rest; ``None``: none (the original architecture). See :class:`~multiomix.models.CrossAttOmics`.
+    %(fit_n_models)s
     max_epochs, lr, weight_decay, batch_size, early_stopping_patience
         Training options (defaults: the model's, see :meth:`~multiomix.models.base.MultiomixModel.train`).
     %(fit_split_key)s
@@ -99,7 +109,8 @@ def fit_crossattomics(
 
     Returns
     -------
-    The trained model. Writes ``obs['<key>_prediction']``, ``obs['<key>_confidence']``,
+    The trained model (a :class:`~multiomix.models.SeedEnsemble` when ``n_models > 1``). Writes
+    ``obs['<key>_prediction']``, ``obs['<key>_confidence']``,
     ``obsm['<key>_proba']``, ``obsm['X_<key>']`` and ``uns['<key>']`` (params, classes, history, interactions,
     test metrics, baseline), and ``obs[split_key]`` when it created the split.
 
@@ -116,20 +127,30 @@ def fit_crossattomics(
     fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layer, split_key=split_key,
                       test_size=test_size, validation_size=validation_size, random_state=random_state)
     CrossAttOmics.setup_mudata(fit.view, label_key=fit.label_key, modalities=modalities, layer=layer)
-    model = CrossAttOmics(fit.view, **options_for(CrossAttOmics.__init__, arguments))
-    model.train(train_indices=fit.train, validation_indices=fit.validation,
-                **options_for(model.train, arguments), **trainer_kwargs)
+
+    def train_one(seed: int) -> CrossAttOmics:
+        member = CrossAttOmics(fit.view, **options_for(CrossAttOmics.__init__, {**arguments, "random_state": seed}))
+        member.train(train_indices=fit.train, validation_indices=fit.validation,
+                     **options_for(member.train, arguments), **trainer_kwargs)
+        return member
+
+    model = train_members(train_one, n_models=n_models, random_state=random_state)
+    first = first_member(model)
+    members = list(model) if n_models > 1 else [model]
+    best_epochs = [-2 if m.best_epoch_ is None else m.best_epoch_ for m in members]
     params = {**stored_params(arguments, exclude=("groups",), defaults=CrossAttOmics._train_defaults),
               "label_key": fit.label_key, "modalities": modalities,
-              "interaction_graph": model.interaction_graph,
-              "n_groups": {m: len(g) for m, g in model.feature_groups_.items()}}
+              "interaction_graph": first.interaction_graph,
+              "n_groups": {m: len(g) for m, g in first.feature_groups_.items()}}
+    extra = {"interactions": np.asarray(first.interactions), "best_epoch": best_epochs[0]}
+    if n_models > 1:
+        extra["best_epoch_per_model"] = np.asarray(best_epochs)
     finish_classifier_fit(
         mdata, fit, model, key_added=key_added, params=params, split_key=split_key, baseline=baseline,
         baseline_features=modality_features(mdata, modalities, resolve_layers(modalities, layer)),
-        random_state=random_state, extra=lambda: {"interactions": np.asarray(model.interactions),
-                                                  "best_epoch": -2 if model.best_epoch_ is None else model.best_epoch_},
+        random_state=random_state, extra=lambda: extra,
     )
-    if linear_path == "fitted" and model.best_epoch_ == -1:
+    if linear_path == "fitted" and all(epoch == -1 for epoch in best_epochs):
         logger.info("the deep part did not lower the validation loss of the logistic regression alone: the model "
                     f"is that logistic regression (uns[{key_added!r}]['best_epoch'] == -1)")
     return model
@@ -181,6 +202,9 @@ def interaction_importance(
     >>> mx.tl.interaction_importance(mdata, model)
     >>> mdata.uns["crossattomics_interactions"]["mean"]  # doctest: +SKIP
     """
+    if isinstance(model, SeedEnsemble):
+        raise TypeError("interaction_importance explains one network; pass a member of the ensemble "
+                        "(e.g. `model.members[0]`).")
     label_key = model.label_key
     groupby = groupby or label_key
     if groupby not in mdata.obs.columns:

@@ -44,7 +44,7 @@ from .._utils import (
     write_obsm,
     write_uns,
 )
-from ..models.base import resolve_layers
+from ..models.base import SeedEnsemble, check_n_models, resolve_layers
 
 #: suffixes of the columns multiomix writes; never taken for a label column
 _OUTPUT_SUFFIXES = ("_prediction", "_transferred", "_unknown", "_confidence")
@@ -325,6 +325,36 @@ def prepare_fit(
         logger.info(note)
     return FitData(label_key=label_key, classes=classes, train=train, validation=validation, test=test, view=view,
                    new_split=new_split, notes=notes)
+
+
+def train_members(train_one: Callable[[int], Any], *, n_models: int, random_state: int):
+    """Train ``n_models`` models with seeds ``random_state + i``: one model as itself, several as a seed ensemble.
+
+    Parameters
+    ----------
+    train_one
+        ``seed -> trained model`` (every member on the same rows and training view).
+    n_models
+        Number of members (a positive integer).
+    random_state
+        Seed of the first member.
+
+    Examples
+    --------
+    >>> model = train_members(lambda seed: train_crossattomics(seed), n_models=1, random_state=0)  # doctest: +SKIP
+    """
+    n_models = check_n_models(n_models)
+    members = [train_one(random_state + i) for i in range(n_models)]
+    if n_models == 1:
+        return members[0]
+    logger.info(f"trained {n_models} models (seeds {random_state}-{random_state + n_models - 1}); the predictions "
+                "average their class probabilities")
+    return SeedEnsemble(members)
+
+
+def first_member(model):
+    """Return the model itself, or the first member of a seed ensemble (for what one network holds, e.g. attention)."""
+    return model.members[0] if isinstance(model, SeedEnsemble) else model
 
 
 def modality_features(mdata: MuData, modalities: Sequence[str], layers: Mapping[str, str | None]):

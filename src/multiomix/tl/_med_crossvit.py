@@ -13,7 +13,16 @@ from .._baseline import stack_modalities
 from .._docs import fill_doc
 from .._utils import check_modalities
 from ..models._med_crossvit import MedCrossViT, _check_bags
-from ._fit import finish_classifier_fit, modality_features, options_for, prepare_fit, stored_params
+from ..models.base import SeedEnsemble, check_n_models
+from ._fit import (
+    finish_classifier_fit,
+    first_member,
+    modality_features,
+    options_for,
+    prepare_fit,
+    stored_params,
+    train_members,
+)
 
 __all__ = ["fit_med_crossvit"]
 
@@ -55,6 +64,7 @@ def fit_med_crossvit(
     dropout: float = 0.1,
     emb_dropout: float = 0.1,
     class_weighting: bool = True,
+    n_models: int = 1,
     max_epochs: int | None = None,
     lr: float | None = None,
     weight_decay: float | None = None,
@@ -70,7 +80,7 @@ def fit_med_crossvit(
     devices: int | list[int] | str = "auto",
     progress_bar: bool | None = None,
     **trainer_kwargs: Any,
-) -> MedCrossViT:
+) -> MedCrossViT | SeedEnsemble:
     """Fit Med-CrossViT on tile bags + expression and write predictions, embedding and attention.
 
     Follows the fit contract (``docs/conventions.md``): with ``obs[split_key]`` only ``'train'`` rows are
@@ -108,6 +118,7 @@ def fit_med_crossvit(
         Dropout rates.
     class_weighting
         Weight the cross-entropy by inverse class frequency of the training rows.
+    %(fit_n_models)s
     max_epochs, lr, weight_decay, batch_size, early_stopping_patience
         Training options (defaults: the model's, 100 epochs, AdamW 1e-3 / 1e-2, 32 patients, patience 20).
     %(fit_split_key)s
@@ -122,7 +133,8 @@ def fit_med_crossvit(
 
     Returns
     -------
-    The trained model. Writes ``obs['<key>_prediction']``, ``obs['<key>_confidence']``,
+    The trained model (a :class:`~multiomix.models.SeedEnsemble` when ``n_models > 1``; the first member's
+    embedding and attention are written). Writes ``obs['<key>_prediction']``, ``obs['<key>_confidence']``,
     ``obsm['<key>_proba']``, ``obsm['X_<key>']`` (pooled tile vector and pooled gene vector) and
     ``uns['<key>']`` with ``params``, ``classes``, ``history`` (per-epoch losses and accuracies),
     ``test_metrics``, ``baseline``, ``seconds_per_epoch`` and ``attention``: ``tiles`` ``(n, n_tiles)`` (tile CLS
@@ -156,14 +168,21 @@ def fit_med_crossvit(
                              rna_modality=rna_modality, layer=rna_layer, tiles_key=tiles_key, mask_key=mask_key)
     renamed = {"enc_heads": heads, "enc_dim_head": dim_head, "enc_mlp_dim": mlp_dim, "cross_heads": heads,
                "cross_dim_head": dim_head}  # one heads / head width for self- and cross-attention
-    model = MedCrossViT(fit.view, **options_for(MedCrossViT.__init__, arguments), **renamed)
+
+    def train_one(seed: int) -> MedCrossViT:
+        member = MedCrossViT(fit.view, **options_for(MedCrossViT.__init__, {**arguments, "random_state": seed}),
+                             **renamed)
+        member.train(train_indices=fit.train, validation_indices=fit.validation,
+                     **options_for(member.train, {**arguments, "max_epochs": epochs}), **trainer_kwargs)
+        return member
+
     start = time.perf_counter()
-    model.train(train_indices=fit.train, validation_indices=fit.validation,
-                **options_for(model.train, {**arguments, "max_epochs": epochs}), **trainer_kwargs)
-    seconds = time.perf_counter() - start
-    n_epochs = max(len(next(iter(model.history.values()))) if model.history else 0, 1)
-    attention = model.get_attention()
-    genes, obs_names = model.gene_names, mdata.obs_names
+    model = train_members(train_one, n_models=n_models, random_state=random_state)
+    seconds = (time.perf_counter() - start) / check_n_models(n_models)  # per model
+    first = first_member(model)
+    n_epochs = max(len(next(iter(first.history.values()))) if first.history else 0, 1)
+    attention = first.get_attention()
+    genes, obs_names = first.gene_names, mdata.obs_names
 
     def extra() -> dict[str, Any]:
         return {

@@ -9,6 +9,7 @@ from mudata import MuData
 
 from .._logging import logger
 from .._utils import restore_on_error, write_obsm, write_uns
+from ..models.base import SeedEnsemble
 from ._fit import write_classifier_outputs
 
 
@@ -31,7 +32,8 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
         The new data (a MuData with the model's modalities; for the Genomic Interpreter, an AnnData of regions,
         whose predicted tracks go to ``obsm['<key>_prediction']``).
     model
-        A fitted multiomix model.
+        A fitted multiomix model, or a :class:`~multiomix.models.SeedEnsemble` (its mean probabilities and its
+        first member's embedding are written).
     key_added
         Prefix of the keys written (default: the model's name in lower case, as its fit writes).
     batch_size
@@ -50,7 +52,9 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     >>> mx.tl.predict(new, model)
     >>> new.obs["crossattomics_prediction"].value_counts()  # doctest: +SKIP
     """
-    key = key_added or _model_key(model)
+    first = model.members[0] if isinstance(model, SeedEnsemble) else model
+    name = type(first).__name__ + (f" ensemble of {len(model)}" if first is not model else "")
+    key = key_added or _model_key(first)
     if hasattr(model, "track_names"):  # sequence -> assay tracks (Genomic Interpreter): the tracks are the output
         key = key_added or "genomic_interpreter"
         tracks = np.asarray(model.predict(mdata, batch_size=batch_size), dtype=np.float32)
@@ -60,7 +64,7 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
                                    "scored": "predicted by a fitted model; no training on these rows"})
         return
     classes = list(getattr(model, "classes", []) or [])
-    classifier = bool(classes) and getattr(model, "_logits_output", None) is not None
+    classifier = bool(classes) and getattr(first, "_logits_output", None) is not None
     proba = model.predict_proba(mdata, batch_size=batch_size) if classifier else None
     latent = model.get_latent_representation(mdata, batch_size=batch_size)
     with restore_on_error(mdata):
@@ -68,8 +72,8 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
             write_classifier_outputs(mdata, proba, latent, key=key)
         else:
             write_obsm(mdata, f"X_{key}", latent.astype("float32"))
-        info = {"model": type(model).__name__, "scored": "predicted by a fitted model; no training on these rows"}
+        info = {"model": name, "scored": "predicted by a fitted model; no training on these rows"}
         if classes:
             info["classes"] = classes
         write_uns(mdata, key, info)
-    logger.debug(f"scored {mdata.n_obs} observations with {type(model).__name__}")
+    logger.debug(f"scored {mdata.n_obs} observations with {name}")

@@ -13,6 +13,8 @@ from mudata import MuData
 
 from multiomix._utils import added
 
+from ..models.base import SeedEnsemble
+
 
 class Translator(Protocol):
     """Any model with ``translate`` and ``modality_var`` (e.g. UnitedNet, MultimodalAE)."""
@@ -73,7 +75,7 @@ def predict_modality(
     if source not in mdata.mod:
         raise KeyError(f"Source modality {source!r} not found in the MuData; it has {list(mdata.mod)}.")
     key = key_added or f"{target}_from_{source}"
-    models = list(model) if isinstance(model, Sequence) else [model]
+    models = list(model) if isinstance(model, Sequence | SeedEnsemble) else [model]
     if not models:
         raise ValueError("Expected a trained model or a non-empty sequence of models, got an empty sequence.")
     for member in models:

@@ -21,7 +21,7 @@ from ..explain._relevance import (
     group_prototypes,
     group_relevance,
 )
-from ..models.base import feature_mean_std
+from ..models.base import SeedEnsemble, feature_mean_std
 from ._results import _entry, _group_key
 
 __all__ = ["feature_relevance", "rank_relevant_features"]
@@ -91,7 +91,7 @@ def _frame(index: pd.Index, modality: list[str], mean_abs: np.ndarray, mean: np.
 
 def _adapters(model: Any, kind: str) -> list:
     """Adapters of one model or of an ensemble (a list of models that must read the same features)."""
-    models = list(model) if isinstance(model, list | tuple) else [model]
+    models = list(model) if isinstance(model, list | tuple | SeedEnsemble) else [model]
     if not models:
         raise ValueError("`model` is an empty list; give a trained model or a list of trained models.")
     adapters = [get_adapter(m) for m in models]
@@ -154,8 +154,9 @@ def feature_relevance(
         Paired MuData holding every modality the model reads (features matched by name).
     model
         A trained model with a relevance adapter (UnitedNet, MultimodalAE, CrossAttOmics, or any model with a
-        ``relevance_adapter()`` method), or a list of such models (an ensemble, e.g. the same model trained
-        with several seeds): the relevance is then computed with each model on the same cells and background
+        ``relevance_adapter()`` method), or a list of such models or a :class:`~multiomix.models.SeedEnsemble`
+        (an ensemble, e.g. the same model trained with several seeds, as ``n_models`` of a fit returns): the
+        relevance is then computed with each model on the same cells and background
         and averaged, which costs one relevance computation per model but gives rankings that depend much
         less on the training seed than those of a single network.
     groupby

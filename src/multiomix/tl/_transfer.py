@@ -552,8 +552,11 @@ def transfer_labels(
     >>> mx.pl.transfer(query, "cell_type_transferred")
     """
     from ..models import MultimodalAE, UnitedNet
-    from ..models.base import MultiomixModel
+    from ..models.base import MultiomixModel, SeedEnsemble
 
+    if isinstance(model, SeedEnsemble):
+        raise TypeError("transfer_labels adapts one fitted model to the query; pass a member of the ensemble "
+                        "(e.g. `model.members[0]`) or a model name.")
     fitted = isinstance(model, MultiomixModel)
     if model is not None and not fitted and model not in ("unitednet", "multimodal_ae"):
         raise ValueError("`model` must be None, 'unitednet', 'multimodal_ae' or a fitted multiomix model; "

@@ -19,18 +19,20 @@ from .._utils import (
     write_obsm,
 )
 from ..models import UnitedNet
-from ..models.base import MultiomixModel, resolve_layers
+from ..models.base import MultiomixModel, SeedEnsemble, check_n_models, resolve_layers
 from ..train import PHASES
 from ._fit import (
     FitData,
     finish_classifier_fit,
     finish_fit,
+    first_member,
     label_candidates,
     modality_features,
     options_for,
     prepare_fit,
     resolve_label_key,
     stored_params,
+    train_members,
     write_classifier_outputs,
 )
 
@@ -69,6 +71,7 @@ def fit_unitednet(
     weight_decay: float | None = None,
     batch_size: int | None = None,
     classification_repeats: int = 1,
+    n_models: int = 1,
     early_stopping: bool | None = None,
     early_stopping_patience: int | None = None,
     split_key: str = "split",
@@ -81,7 +84,7 @@ def fit_unitednet(
     devices: int | str | list[int] = "auto",
     progress_bar: bool | None = None,
     **trainer_kwargs: Any,
-) -> UnitedNet:
+) -> UnitedNet | SeedEnsemble:
     """Fit UnitedNet on a paired MuData and write the fused embedding and group predictions into it.
 
     Follows the fit contract (``docs/conventions.md``): with ``obs[split_key]`` only ``'train'`` rows are
@@ -117,6 +120,8 @@ def fit_unitednet(
     classification_repeats, early_stopping
         See :meth:`~multiomix.models.UnitedNet.train` (``None``: stop on the validation loss in supervised
         mode, patience 30; train every epoch in unsupervised mode; the best validation epoch is restored).
+    %(fit_n_models)s
+        Supervised mode only.
     %(fit_split_key)s
     test_size
         Share of the rows held out for testing when there is no split column (0: none).
@@ -130,12 +135,13 @@ def fit_unitednet(
 
     Returns
     -------
-    The trained model. Writes ``obsm['X_<key>']`` (fused latent of the best head; the mean modality latent in
-    translation mode) and, except in translation mode, ``obs['<key>_prediction']``, ``obs['<key>_confidence']``
-    and ``obsm['<key>_proba']``; ``uns['<key>']`` holds params, classes, history, best head, fusion weights and
-    ``test_metrics`` (supervised: accuracy, macro-F1, ... and the baseline's; unsupervised with labels: ARI/NMI
-    per split under ``metrics``; translation: per-feature Pearson and R² of every pair ``source->target`` with a
-    continuous target on the test rows).
+    The trained model (a :class:`~multiomix.models.SeedEnsemble` when ``n_models > 1``; its first member's
+    latent and heads are written). Writes ``obsm['X_<key>']`` (fused latent of the best head; the mean modality
+    latent in translation mode) and, except in translation mode, ``obs['<key>_prediction']``,
+    ``obs['<key>_confidence']`` and ``obsm['<key>_proba']``; ``uns['<key>']`` holds params, classes, history,
+    best head, fusion weights and ``test_metrics`` (supervised: accuracy, macro-F1, ... and the baseline's;
+    unsupervised with labels: ARI/NMI per split under ``metrics``; translation: per-feature Pearson and R² of
+    every pair ``source->target`` with a continuous target on the test rows).
 
     Examples
     --------
@@ -156,6 +162,9 @@ def fit_unitednet(
     if mode not in PHASES:
         raise ValueError(f"`mode` must be one of {list(PHASES)}, got {mode!r}.")
     supervised = mode == "supervised"
+    if check_n_models(n_models) > 1 and not supervised:
+        raise ValueError(f"n_models > 1 averages class probabilities, so it needs mode='supervised' (got {mode!r}); "
+                         "for clusters of several seeds see `mx.tl.consensus_clusters`.")
     metric_key = None
     if not supervised and label_key is not None:
         metric_key = resolve_label_key(mdata.obs, label_key, split_key=split_key)
@@ -169,18 +178,24 @@ def fit_unitednet(
     UnitedNet.setup_mudata(fit.view, modalities=modalities, label_key=fit.label_key if supervised else None,
                            layer=layer)
     options = options_for(UnitedNet.__init__, {**arguments, "mode": mode, "n_clusters": n_clusters})
-    model = UnitedNet(fit.view, **options)
-    model.modality_vars_ = {m: mdata.mod[m].var.copy() for m in modalities}  # the user's var columns
-    model.train(train_indices=fit.train, validation_indices=fit.validation, **trainer_kwargs,
-                **{**options_for(MultiomixModel.train, arguments), **options_for(model.train, arguments)})
+
+    def train_one(seed: int) -> UnitedNet:
+        member = UnitedNet(fit.view, **{**options, "random_state": seed})
+        member.modality_vars_ = {m: mdata.mod[m].var.copy() for m in modalities}  # the user's var columns
+        member.train(train_indices=fit.train, validation_indices=fit.validation, **trainer_kwargs,
+                     **{**options_for(MultiomixModel.train, arguments), **options_for(member.train, arguments)})
+        return member
+
+    model = train_members(train_one, n_models=n_models, random_state=random_state)
+    first = first_member(model)
     params = {**stored_params(arguments, exclude=("loss_weights", "binary"), defaults=UnitedNet._train_defaults),
               "mode": mode, "label_key": fit.label_key if supervised else metric_key, "modalities": modalities,
-              "n_clusters": n_clusters, "binary": dict(model.binary_)}
+              "n_clusters": n_clusters, "binary": dict(first.binary_)}
     if loss_weights is not None:
         params["loss_weights"] = dict(loss_weights)
 
     def heads() -> dict[str, Any]:
-        return {"best_head": model.best_head, "fusion_weights": model.fusion_weights().to_numpy()}
+        return {"best_head": first.best_head, "fusion_weights": first.fusion_weights().to_numpy()}
 
     if supervised:
         layers = resolve_layers(modalities, layer)

@@ -9,12 +9,15 @@ from ._data import (
     register_mudata_fields,
     resolve_layers,
 )
+from ._ensemble import SeedEnsemble, check_n_models
 from ._model import MultimodalInputMixin, MultiomixModel
 from ._translation import translate_blocks
 
 __all__ = [
     "MultimodalInputMixin",
     "MultiomixModel",
+    "SeedEnsemble",
+    "check_n_models",
     "class_weights",
     "feature_mean_std",
     "feature_positions",

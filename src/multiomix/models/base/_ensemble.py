@@ -1,0 +1,197 @@
+"""Seed ensembles: models of one class trained on the same rows from different seeds, predicting together."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mudata import MuData
+
+from ._model import MultiomixModel
+
+_MANIFEST = "ensemble.json"
+
+
+class SeedEnsemble:
+    """Classifiers of one class, trained on the same rows from different seeds, whose probabilities are averaged.
+
+    A deep ensemble (Lakshminarayanan et al., NeurIPS 2017): each member is an ordinary multiomix model; the
+    ensemble predicts the mean of the members' class probabilities, which is usually more accurate and better
+    calibrated than one member, at ``n`` times the cost. The ``tl.fit_*`` functions of the classifiers build one
+    with ``n_models > 1``. :func:`multiomix.tl.feature_relevance` explains the ensemble as a whole; functions that
+    read one network's internals (attention maps, interaction importance) take a member
+    (``ensemble.members[0]``).
+
+    Parameters
+    ----------
+    members
+        Trained classifiers of one class, with the same modalities, features and classes.
+
+    Examples
+    --------
+    >>> import multiomix as mx
+    >>> mdata = mx.datasets.tcga_brca()
+    >>> ensemble = mx.tl.fit_crossattomics(mdata, n_models=3)  # doctest: +SKIP
+    >>> ensemble.predict_proba().head()  # doctest: +SKIP
+    >>> [m.random_state for m in ensemble]  # doctest: +SKIP
+    [0, 1, 2]
+    """
+
+    def __init__(self, members: Sequence[MultiomixModel]):
+        members = list(members)
+        if not members:
+            raise ValueError("A SeedEnsemble needs at least one trained model.")
+        first = members[0]
+        for i, other in enumerate(members[1:], 1):
+            if type(other) is not type(first):
+                raise TypeError(f"Member {i} is a {type(other).__name__}, member 0 a {type(first).__name__}; "
+                                "an ensemble holds models of one class.")
+            if other.modalities != first.modalities or list(other.classes) != list(first.classes):
+                raise ValueError(f"Member {i} reads other modalities or predicts other classes than member 0 "
+                                 f"({other.modalities} / {list(other.classes)} vs {first.modalities} / "
+                                 f"{list(first.classes)}).")
+        if not first.classes:
+            raise ValueError(f"A SeedEnsemble averages class probabilities; this {type(first).__name__} predicts none.")
+        self.members = members
+
+    # the members' shared description -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __iter__(self) -> Iterator[MultiomixModel]:
+        return iter(self.members)
+
+    def __getitem__(self, i: int) -> MultiomixModel:
+        return self.members[i]
+
+    def __repr__(self) -> str:
+        seeds = [m.random_state for m in self.members]
+        return f"SeedEnsemble of {len(self)} {type(self.members[0]).__name__} models (seeds {seeds})"
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, shared by the members."""
+        return list(self.members[0].classes)
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities the members read."""
+        return list(self.members[0].modalities)
+
+    @property
+    def layers(self) -> dict[str, str | None]:
+        """Layer of each modality."""
+        return dict(self.members[0].layers)
+
+    @property
+    def label_key(self) -> str | None:
+        """Label column the members were trained on."""
+        return self.members[0].label_key
+
+    @property
+    def adata(self) -> MuData:
+        """The data the members were set up on."""
+        return self.members[0].adata
+
+    @property
+    def history(self) -> dict[str, pd.DataFrame] | None:
+        """Training history of the first member."""
+        return self.members[0].history
+
+    # prediction --------------------------------------------------------------------------------------------------
+    def predict_proba(
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
+    ) -> pd.DataFrame:
+        """Mean of the members' class probabilities (observations x classes).
+
+        Examples
+        --------
+        >>> proba = ensemble.predict_proba(new_mdata)  # doctest: +SKIP
+        """
+        first = self.members[0].predict_proba(mdata, indices=indices, batch_size=batch_size)
+        total = first.to_numpy(dtype=np.float64)
+        for member in self.members[1:]:
+            total += member.predict_proba(mdata, indices=indices, batch_size=batch_size).to_numpy(dtype=np.float64)
+        return pd.DataFrame((total / len(self)).astype(np.float32), index=first.index, columns=first.columns)
+
+    def predict(
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
+    ) -> pd.Series:
+        """Most probable class under the mean probabilities, as a categorical with the classes.
+
+        Examples
+        --------
+        >>> ensemble.predict(new_mdata).value_counts()  # doctest: +SKIP
+        """
+        proba = self.predict_proba(mdata, indices=indices, batch_size=batch_size)
+        codes = proba.to_numpy().argmax(1)
+        return pd.Series(pd.Categorical.from_codes(codes, categories=list(proba.columns)), index=proba.index)
+
+    def get_latent_representation(
+        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
+    ) -> np.ndarray:
+        """Latent representation of the first member (the members' latent spaces are not aligned).
+
+        Examples
+        --------
+        >>> z = ensemble.get_latent_representation()  # doctest: +SKIP
+        """
+        return self.members[0].get_latent_representation(mdata, indices=indices, batch_size=batch_size)
+
+    # save / load -------------------------------------------------------------------------------------------------
+    def save(self, dir_path: str, *, overwrite: bool = False, save_anndata: bool = False, **kwargs: Any) -> None:
+        """Save every member to ``dir_path/member_<i>`` and a manifest naming the model class.
+
+        Examples
+        --------
+        >>> ensemble.save("ensemble_dir")  # doctest: +SKIP
+        """
+        path = Path(dir_path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise ValueError(f"{dir_path} already exists and is not empty; pass overwrite=True to replace it.")
+        path.mkdir(parents=True, exist_ok=True)
+        for i, member in enumerate(self.members):
+            member.save(str(path / f"member_{i}"), overwrite=overwrite, save_anndata=save_anndata and i == 0,
+                        **kwargs)
+        manifest = {"model_class": type(self.members[0]).__name__, "n_members": len(self)}
+        (path / _MANIFEST).write_text(json.dumps(manifest))
+
+    @classmethod
+    def load(cls, dir_path: str, adata: MuData | None = None, **kwargs: Any) -> SeedEnsemble:
+        """Load an ensemble saved by :meth:`save`; ``adata`` is matched to the saved features by name.
+
+        Examples
+        --------
+        >>> ensemble = mx.models.SeedEnsemble.load("ensemble_dir", adata=new_mdata)  # doctest: +SKIP
+        """
+        from .. import CrossAttOmics, MedCrossViT, UnitedNet
+
+        path = Path(dir_path)
+        if not (path / _MANIFEST).exists():
+            raise FileNotFoundError(f"No {_MANIFEST} in {dir_path}: not a directory written by SeedEnsemble.save.")
+        manifest = json.loads((path / _MANIFEST).read_text())
+        classes = {c.__name__: c for c in (CrossAttOmics, MedCrossViT, UnitedNet)}
+        if manifest["model_class"] not in classes:
+            raise ValueError(f"Unknown model class {manifest['model_class']!r} in {_MANIFEST}.")
+        model_cls = classes[manifest["model_class"]]
+        first = model_cls.load(str(path / "member_0"), adata=adata, **kwargs)
+        others = [model_cls.load(str(path / f"member_{i}"), adata=first.adata, **kwargs)
+                  for i in range(1, manifest["n_members"])]
+        return cls([first, *others])
+
+
+def check_n_models(n_models: int) -> int:
+    """``n_models`` checked: a positive integer.
+
+    Examples
+    --------
+    >>> check_n_models(3)
+    3
+    """
+    if isinstance(n_models, bool) or not isinstance(n_models, int | np.integer) or n_models < 1:
+        raise ValueError(f"n_models must be a positive integer, got {n_models!r}.")
+    return int(n_models)
