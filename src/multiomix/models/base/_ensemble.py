@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
-from ._model import MultiomixModel
+from ._model import MultiomixModel, most_probable
 
 _MANIFEST = "ensemble.json"
 
@@ -127,9 +127,7 @@ class SeedEnsemble:
         --------
         >>> ensemble.predict(new_mdata).value_counts()  # doctest: +SKIP
         """
-        proba = self.predict_proba(mdata, indices=indices, batch_size=batch_size)
-        codes = proba.to_numpy().argmax(1)
-        return pd.Series(pd.Categorical.from_codes(codes, categories=list(proba.columns)), index=proba.index)
+        return most_probable(self.predict_proba(mdata, indices=indices, batch_size=batch_size))
 
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256

@@ -29,6 +29,18 @@ from ._data import class_weights, feature_mean_std, matched_input, modality_key,
 _FEATURES_ATTR = "feature_names_"
 
 
+def most_probable(proba: pd.DataFrame) -> pd.Series:
+    """Most probable class of each row of a probability table, as a categorical with its columns as categories.
+
+    Examples
+    --------
+    >>> most_probable(pd.DataFrame([[0.2, 0.8]], columns=["a", "b"])).tolist()
+    ['b']
+    """
+    codes = proba.to_numpy().argmax(1)
+    return pd.Series(pd.Categorical.from_codes(codes, categories=list(proba.columns)), index=proba.index)
+
+
 class MultimodalInputMixin:
     """Models over several modalities of a MuData: refuse ``setup_anndata`` with a pointer to ``setup_mudata``."""
 
@@ -351,9 +363,7 @@ class MultiomixModel(BaseModelClass):
         --------
         >>> model.predict(new_mdata).value_counts()  # doctest: +SKIP
         """
-        proba = self.predict_proba(mdata, indices=indices, batch_size=batch_size)
-        codes = proba.to_numpy().argmax(1)
-        return pd.Series(pd.Categorical.from_codes(codes, categories=list(proba.columns)), index=proba.index)
+        return most_probable(self.predict_proba(mdata, indices=indices, batch_size=batch_size))
 
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
