@@ -47,6 +47,16 @@ def test_fit_writes_the_mean_of_the_members(name):
     assert "baseline" in mdata.uns[name]
 
 
+def test_ensemble_fit_survives_write_h5mu(tmp_path):
+    mdata = _mdata(120)
+    mx.tl.fit_crossattomics(mdata, label_key="label", n_models=2, max_epochs=2, progress_bar=False)
+    mdata.write_h5mu(tmp_path / "fit.h5mu")
+    back = md.read_h5mu(tmp_path / "fit.h5mu")
+    np.testing.assert_allclose(back.obsm["crossattomics_proba"], mdata.obsm["crossattomics_proba"])
+    assert int(back.uns["crossattomics"]["params"]["n_models"]) == 2
+    assert len(back.uns["crossattomics"]["best_epoch_per_model"]) == 2
+
+
 def test_save_load_round_trip(tmp_path):
     mdata = _mdata()
     ensemble = mx.tl.fit_crossattomics(mdata, label_key="label", n_models=2, max_epochs=2, progress_bar=False)
