@@ -487,3 +487,19 @@ def test_binary_detection_for_the_loss():
     assert not is_binary(peaks * 0.5)
     assert not is_binary(sparse.csr_matrix((4, 3)))  # no stored values: nothing says the data are binary
     assert not is_binary(np.zeros((0, 3)))
+
+
+def test_semi_supervised_batches_without_labelled_cells_train():
+    """A minibatch of unlabelled cells only (common when a query is adapted beside a small reference) is skipped
+    by the classifier step instead of failing on a loss without a gradient."""
+    mdata = planted(n=120, seed=7)
+    labels = mdata.obs["group"].astype(str).to_numpy().astype(object)
+    labels[12:] = "unlabelled"  # 12 labelled cells first, then 108 unlabelled ones
+    mdata.obs["group"] = pd.Categorical(labels)
+    UnitedNet.setup_mudata(mdata, label_key="group", unlabeled_category="unlabelled")
+    model = UnitedNet(mdata, mode="supervised", latent_dim=8, hidden=(32,), n_heads=2, projection_dim=16)
+    # batches of 4 from 114 shuffled cells (6 labelled): all-unlabelled batches occur in every epoch
+    model.train(3, batch_size=4, train_indices=np.arange(6, 120), validation_indices=np.arange(6), accelerator="cpu",
+                progress_bar=False)
+    assert model.history["train_loss"].shape[0] == 3
+    assert model.classes == ["type0", "type1", "type2", "type3"]

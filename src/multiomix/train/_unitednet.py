@@ -181,7 +181,8 @@ class UnitedNetTrainingPlan(TrainingPlan):
                 continue
             for _ in range(self.classification_repeats):
                 heads = self.module.head_losses(xs, labels, train_encoders=phase == "classification")
-                self._step(opts[phase], heads.sum())
+                if heads.requires_grad:  # a batch of unlabelled cells only (semi-supervised) has nothing to learn
+                    self._step(opts[phase], heads.sum())
             self.log(f"train_{phase}_loss", heads.detach().min(), **log)
 
     # validation: epoch-level accounting of per-head losses, best head and best weights -------------------------
