@@ -182,10 +182,11 @@ def run_ingest(reference, query, y_ref: np.ndarray, seed: int):
     return pred, conf
 
 
-def run_ours(reference, query, *, epochs: int, adapt_epochs: int, lr: float, seed: int):
+def run_ours(reference, query, *, epochs: int, adapt_epochs: int, lr: float, seed: int, n_models: int = 1):
     work = query.copy()
     mx.tl.transfer_labels(reference, work, label_key=LABEL_KEY, max_epochs=epochs, adapt_epochs=adapt_epochs, lr=lr,
-                          random_state=seed, accelerator="cpu", progress_bar=False, key_added="ours", **MODEL_KW)
+                          random_state=seed, n_models=n_models, accelerator="cpu", progress_bar=False, key_added="ours",
+                          **MODEL_KW)
     uns = work.uns["ours"]
     extra = {"temperature": float(uns["temperature"]), "unknown_threshold": float(uns["unknown_threshold"]),
              "reference_ece_before": float(uns["calibration"]["ece_before"]),
@@ -229,6 +230,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--scanvi-epochs", type=int, default=100)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--n-models", type=int, default=1,
+                        help="ours: transfer_labels(n_models=...), cross-fitted on that many reference folds")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--protein-members", type=int, default=5)
     parser.add_argument("--protein-epochs", type=int, default=200)
@@ -275,7 +278,7 @@ def main() -> None:
                 extra = {}
                 if method == "ours":
                     pred, conf, extra = run_ours(reference, query, epochs=args.epochs, adapt_epochs=args.adapt_epochs,
-                                                 lr=args.lr, seed=seed)
+                                                 lr=args.lr, seed=seed, n_models=args.n_models)
                 elif method == "knn":
                     pred, conf = run_knn(reference, query, list(reference.mod) if name == "cite" else ["rna"], y_ref,
                                          seed)
@@ -350,7 +353,9 @@ def write_report(results: dict) -> None:
              f"Command: `python benchmarks/transfer.py --seeds {args.seeds} --epochs {args.epochs} --adapt-epochs "
              f"{args.adapt_epochs} --lr {args.lr:g} --scanvi-epochs {args.scanvi_epochs} --bootstrap {args.bootstrap} "
              f"--protein-members {args.protein_members} --protein-epochs {args.protein_epochs}"
-             f"{' --reuse-protein' if getattr(args, 'reuse_protein', False) else ''}` "
+             f"{' --reuse-protein' if getattr(args, 'reuse_protein', False) else ''}"
+             f"{f' --n-models {args.n_models}' if getattr(args, 'n_models', 1) > 1 else ''}"
+             f"{f' --results-dir {args.results_dir}' if getattr(args, 'results_dir', None) else ''}` "
              f"({args.threads} CPU thread; {n_seeds} seed(s) finished when this file was written).", "",
              "Mean ± sd over seeds (seeds 0, 1, ...; kNN is deterministic, the others are seeded). Accuracy over all "
              "query cells; macro-F1 over the types present in reference and query; novel AUROC of 1 - confidence "

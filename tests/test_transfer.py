@@ -176,3 +176,29 @@ def test_fitted_classifier_gives_its_own_probabilities_calibrated_on_its_held_ou
     auto = query.uns["cao_auto"]["knn_vote"]
     nlls = auto["held_out_nll_by_weight"]
     assert nlls[f"{auto['knn_weight']:g}"] == min(nlls.values())
+
+
+def test_n_models_averages_adapted_unitednets_and_refuses_other_paths():
+    reference, query, truth = reference_query()
+    ensemble = mx.tl.transfer_labels(reference, query, label_key="cell_type", n_models=2, knn_weight=0,
+                                     random_state=3, key_added="ens", **FAST)
+    assert isinstance(ensemble, mx.models.SeedEnsemble) and [m.random_state for m in ensemble] == [3, 4]
+    uns = query.uns["ens"]
+    assert uns["params"]["n_models"] == 2 and "cross-fitted on 2 folds" in uns["params"]["method"]
+    assert uns["calibration"]["n_cells"] == reference.n_obs  # every reference cell is scored out of fold
+    rows = np.arange(reference.n_obs, reference.n_obs + query.n_obs)  # the members' joint reference + query view
+    members = [m.predict_proba(indices=rows).to_numpy() for m in ensemble]
+    assert not np.allclose(members[0], members[1])
+    # temperature scaling keeps the order: the labels are those of the members' mean probabilities
+    mean = np.mean(members, axis=0)
+    np.testing.assert_array_equal(query.obs["ens"].astype(str).to_numpy(), np.asarray(ensemble.classes)[mean.argmax(1)])
+    known = truth != "T4"
+    assert (query.obs["ens"].astype(str).to_numpy()[known] == truth[known]).mean() > 0.7
+    before = set(query.obs.columns), set(query.obsm.keys()), set(query.uns.keys())
+    with pytest.raises(ValueError, match="n_models=2 trains several UnitedNets"):
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", model="multimodal_ae", n_models=2, **FAST)
+    with pytest.raises(ValueError, match="positive integer"):
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", n_models=0, **FAST)
+    with pytest.raises(TypeError, match="member"):
+        mx.tl.transfer_labels(reference, query, model=ensemble)
+    assert (set(query.obs.columns), set(query.obsm.keys()), set(query.uns.keys())) == before

@@ -245,24 +245,37 @@ KNN_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.ndarray, ref_space: np.ndarray,
-                 query_space: np.ndarray, ref_codes: np.ndarray, ref_train: np.ndarray, ref_val: np.ndarray, *,
+                 query_space: np.ndarray, ref_codes: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], *,
                  weight: float | Literal["auto"] = 0.5, k: int = 15) -> dict:
     """Average the temperature-scaled model probabilities with a kNN vote of the reference cells in a shared space.
 
-    ``p = (1 - w) * p_model ** (1 / T) / Z + w * p_kNN``: ``T`` is fitted on the held-out reference cells
-    (``ref_val``, whose model probabilities are ``val_proba`` and codes ``val_codes``); their kNN vote is taken
-    among the other reference cells (``ref_train``), the query's among every reference cell, with the distance
-    scale of the held-out cells (:func:`_knn_votes`), so a query cell far from every reference cell gets a
-    flatter vote. ``weight="auto"`` picks ``w`` in :data:`KNN_WEIGHTS` with the lowest held-out negative
-    log-likelihood after a second temperature scaling. Also returns, per class ``c`` of the held-out cells, their
-    mixture with the kNN vote taken without the reference cells of type ``c`` (for
-    :func:`leave_type_out_scores`). The query's labels are never read.
+    ``p = (1 - w) * p_model ** (1 / T) / Z + w * p_kNN``: ``T`` is fitted on the held-out reference cells, the
+    ``held`` rows of each ``(train, held)`` pair of ``folds`` in order (one pair for one train/held-out split,
+    several for cross-fitted models); ``val_proba`` and ``val_codes`` are their model probabilities and class
+    codes. A held-out cell's kNN vote is taken among the ``train`` reference cells of its fold, a query cell's
+    among every reference cell, with the distance scale of the first fold's held-out cells (:func:`_knn_votes`), so
+    a query cell far from every reference cell gets a flatter vote. ``weight="auto"`` picks ``w`` in
+    :data:`KNN_WEIGHTS` with the lowest held-out negative log-likelihood after a second temperature scaling. Also
+    returns, per class ``c`` of the held-out cells, their mixture with the kNN vote taken without the reference
+    cells of type ``c`` (for :func:`leave_type_out_scores`). The query's labels are never read.
     """
     ref_codes, val_codes = np.asarray(ref_codes), np.asarray(val_codes)
     n_classes = val_proba.shape[1]
     temperature = fit_temperature(val_proba, val_codes)
     model_val, model_query = temperature_scale(val_proba, temperature), temperature_scale(query_proba, temperature)
-    knn_val, scale = _knn_votes(ref_space[ref_train], ref_codes[ref_train], n_classes, ref_space[ref_val], k=k)
+    scale = _knn_votes(ref_space[folds[0][0]], ref_codes[folds[0][0]], n_classes, ref_space[folds[0][1]], k=k)[1]
+
+    def vote_of_held_out(without: int | None = None) -> np.ndarray:
+        parts = []
+        for train, held in folds:
+            pool = train if without is None else train[ref_codes[train] != without]
+            if len(pool) < 1:
+                return None
+            parts.append(_knn_votes(ref_space[pool], ref_codes[pool], n_classes, ref_space[held], k=k,
+                                    scale=scale)[0])
+        return np.concatenate(parts)
+
+    knn_val = vote_of_held_out()
     knn_query, _ = _knn_votes(ref_space, ref_codes, n_classes, query_space, k=k, scale=scale)
     held_out_nll = {}
     for w in KNN_WEIGHTS:
@@ -275,12 +288,9 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
         raise ValueError(f"`knn_weight` must be 'auto' or in [0, 1], got {weight}.")
     left_out = {}
     for c in np.unique(val_codes):
-        keep = ref_codes[ref_train] != c
-        if keep.sum() < 1:
-            continue
-        knn_c, _ = _knn_votes(ref_space[ref_train][keep], ref_codes[ref_train][keep], n_classes, ref_space[ref_val],
-                              k=k, scale=scale)
-        left_out[int(c)] = (1 - weight) * model_val + weight * knn_c
+        knn_c = vote_of_held_out(without=c)
+        if knn_c is not None:
+            left_out[int(c)] = (1 - weight) * model_val + weight * knn_c
     return {"val_proba": (1 - weight) * model_val + weight * knn_val,
             "query_proba": (1 - weight) * model_query + weight * knn_query,
             "left_out": left_out,
@@ -349,6 +359,22 @@ def _held_out_rows(reference: MuData, labels: pd.Series, *, split_key: str, vali
                        "overconfident")
         source += ", possibly seen by the model"
     return np.sort(train), np.sort(held), source
+
+
+def _cross_fit_folds(labels: pd.Series, n_folds: int, *, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_folds`` (train, held-out) pairs of reference rows, stratified by label where every fold can hold a class."""
+    import warnings
+
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if n_folds > len(labels):
+        raise ValueError(f"n_models={n_folds} folds need at least as many reference cells; got {len(labels)}.")
+    rows = np.arange(len(labels))
+    stratified = labels.value_counts().max() >= n_folds
+    splitter = (StratifiedKFold if stratified else KFold)(n_folds, shuffle=True, random_state=random_state)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        return [(np.sort(train), np.sort(held)) for train, held in splitter.split(rows, labels.to_numpy())]
 
 
 def _unitednet_transfer(reference, query, *, model, label_key, labels, modalities, layers, arch, max_epochs,
@@ -427,6 +453,7 @@ def transfer_labels(
     knn_weight: float | Literal["auto"] = "auto",
     knn_components: int = 20,
     max_false_unknown: float = 0.05,
+    n_models: int = 1,
     store_reference: bool = True,
     split_key: str = "split",
     validation_size: float = 0.1,
@@ -454,7 +481,8 @@ def transfer_labels(
       classes (``MultimodalAE``, an unsupervised UnitedNet, ...) gives kNN on its latent space as above.
 
     **Calibration.** The probabilities of held-out reference cells (the rows the fit holds out for validation;
-    for a model fitted elsewhere, ``reference.obs[split_key]`` in ``validation``/``test``, or, for kNN,
+    with ``n_models > 1``, every reference cell, each scored by the member that held it out; for a model fitted
+    elsewhere, ``reference.obs[split_key]`` in ``validation``/``test``, or, for kNN,
     leave-one-out over every reference cell) fix one temperature ``T`` (minimum negative log-likelihood, targets
     smoothed by ``1 / (n + 2)`` so that a small held-out set scored all right does not push ``T`` to 0;
     ``p ∝ p_model ** (1 / T)``; the most probable class never changes).
@@ -511,6 +539,13 @@ def transfer_labels(
         Principal components per modality of that joint PCA.
     max_false_unknown
         Largest share of held-out reference cells of known types that may be flagged unknown.
+    n_models
+        Number of UnitedNets fitted here (``model=None`` or ``"unitednet"``). With ``n > 1`` the reference is split
+        into ``n`` stratified folds; member ``i`` (seed ``random_state + i``) is trained and adapted with fold ``i``
+        held out (``validation_size`` is not used), so every reference cell gets an out-of-fold probability: the
+        temperature, the kNN weight and the unknown threshold are chosen on all reference cells instead of a tenth
+        of them, and the query gets the mean of the members' probabilities. ``n`` times the cost; returns a
+        :class:`~multiomix.models.SeedEnsemble` of the adapted members.
     store_reference
         Store the reference cells' latent and labels in ``query.uns[key]`` (for :func:`multiomix.pl.transfer`).
     split_key
@@ -552,12 +587,13 @@ def transfer_labels(
     >>> mx.pl.transfer(query, "cell_type_transferred")
     """
     from ..models import MultimodalAE, UnitedNet
-    from ..models.base import MultiomixModel, SeedEnsemble
+    from ..models.base import MultiomixModel, SeedEnsemble, check_n_models
 
     if isinstance(model, SeedEnsemble):
         raise TypeError("transfer_labels adapts one fitted model to the query; pass a member of the ensemble "
                         "(e.g. `model.members[0]`) or a model name.")
     fitted = isinstance(model, MultiomixModel)
+    n_models = check_n_models(n_models)
     if model is not None and not fitted and model not in ("unitednet", "multimodal_ae"):
         raise ValueError("`model` must be None, 'unitednet', 'multimodal_ae' or a fitted multiomix model; "
                          f"got {model!r}.")
@@ -599,18 +635,37 @@ def transfer_labels(
             "loss_weights": loss_weights, "binary": binary, "class_weighting": class_weighting,
             "linear_skip": linear_skip, "linear_skip_max_cells": linear_skip_max_cells}
     is_unitednet = model == "unitednet" or (isinstance(model, UnitedNet) and model.mode == "supervised")
-    ref_train, ref_val, source = _held_out_rows(reference, labels, split_key=split_key,
-                                                validation_size=validation_size, random_state=random_state,
-                                                fitted_here=not fitted)
+    if n_models > 1 and (fitted or not is_unitednet):
+        raise ValueError(f"n_models={n_models} trains several UnitedNets here (two or more shared modalities, "
+                         f"model=None or 'unitednet'); got model={type(model).__name__ if fitted else repr(model)} "
+                         f"on {modalities}. Use n_models=1.")
+    if n_models > 1:
+        folds = _cross_fit_folds(labels, n_models, random_state=random_state)
+        source = f"out-of-fold reference cells ({n_models} stratified folds, random_state={random_state})"
+    else:
+        ref_train, ref_val, source = _held_out_rows(reference, labels, split_key=split_key,
+                                                    validation_size=validation_size, random_state=random_state,
+                                                    fitted_here=not fitted)
+        folds = [(ref_train, ref_val)]
+    ref_train, ref_val = folds[0]
     if is_unitednet:
         method = "UnitedNet" + (f", adapted {adapt_epochs} epochs on reference + query" if adapt_epochs > 0 else "")
-        final, out = _unitednet_transfer(reference, query, model=model if fitted else None, label_key=label_key,
-                                         labels=labels, modalities=modalities, layers=layers, arch=arch,
-                                         max_epochs=max_epochs, adapt_epochs=adapt_epochs, ref_train=ref_train,
-                                         ref_val=ref_val, train_kw=train_kw, random_state=random_state)
+        members, outs = [], []
+        for i, (train_rows, held_rows) in enumerate(folds):
+            member, out = _unitednet_transfer(reference, query, model=model if fitted else None, label_key=label_key,
+                                              labels=labels, modalities=modalities, layers=layers, arch=arch,
+                                              max_epochs=max_epochs, adapt_epochs=adapt_epochs, ref_train=train_rows,
+                                              ref_val=held_rows, train_kw=train_kw, random_state=random_state + i)
+            members.append(member)
+            outs.append(out)
+        final, out = (members[0], outs[0]) if n_models == 1 else (SeedEnsemble(members), outs[0])
+        if n_models > 1:
+            method += f", cross-fitted on {n_models} folds of the reference, mean of the members' probabilities"
+            out = {**out, "query_proba": np.mean([o["query_proba"] for o in outs], axis=0),
+                   "val_proba": np.concatenate([o["val_proba"] for o in outs])}
         classes, proba, val_proba = out["classes"], out["query_proba"], out["val_proba"]
         latent, ref_latent = out["query_latent"], out["reference_latent"]
-        val_codes = pd.Index(classes).get_indexer(labels.iloc[ref_val])
+        val_codes = pd.Index(classes).get_indexer(labels.iloc[np.concatenate([held for _, held in folds])])
     else:
         if model == "multimodal_ae":
             view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
@@ -646,7 +701,7 @@ def transfer_labels(
             matched_input(reference, features=final.feature_names_, layers=layers),
             matched_input(query, features=final.feature_names_, layers=layers), list(final.feature_names_),
             n_components=knn_components, random_state=random_state)
-        vote = knn_ensemble(val_proba, val_codes, proba, ref_space, query_space, ref_codes, ref_train, ref_val,
+        vote = knn_ensemble(val_proba, val_codes, proba, ref_space, query_space, ref_codes, folds,
                             weight=knn_weight, k=n_neighbors)
         val_proba, proba, left_out = vote["val_proba"], vote["query_proba"], vote["left_out"]
         vote_info = {**vote["info"], "space": f"joint PCA of reference + query ({knn_components} per modality)"}
@@ -658,7 +713,7 @@ def transfer_labels(
     params = {"label_key": label_key, "method": method, "modalities": list(modalities), "max_epochs": max_epochs,
               "adapt_epochs": adapt_epochs if is_unitednet else 0, "lr": lr, "batch_size": batch_size,
               "n_neighbors": n_neighbors, "knn_weight": knn_weight, "knn_components": knn_components,
-              "max_false_unknown": max_false_unknown,
+              "max_false_unknown": max_false_unknown, "n_models": n_models,
               "validation_size": validation_size, "random_state": random_state}
     write_transfer(query, key, proba=proba, classes=classes, calibration=calibration, latent=latent,
                    reference_latent=ref_latent if store_reference else None,

@@ -88,6 +88,11 @@ class SeedEnsemble:
         return dict(self.members[0].layers)
 
     @property
+    def feature_names_(self) -> dict[str, list[str]]:
+        """Feature names per modality, shared by the members (new data are matched to them by name)."""
+        return self.members[0].feature_names_
+
+    @property
     def label_key(self) -> str | None:
         """Label column the members were trained on."""
         return self.members[0].label_key
