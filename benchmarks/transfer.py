@@ -5,8 +5,10 @@ for the scores; nothing (no learning rate, threshold, temperature or epoch count
 
 Methods, same split, same seeds:
 
-- **ours**: :func:`multiomix.tl.transfer_labels` at its defaults (UnitedNet fitted on the reference, adapted on
-  reference + query; its temperature-scaled probabilities averaged, weight 0.5, with a distance-weighted kNN vote
+- **ours**: :func:`multiomix.tl.transfer_labels` (UnitedNet fitted on the reference with the architecture settings of
+  ``MODEL_KW`` below, not all of them the defaults, and adapted on reference + query; its temperature-scaled
+  probabilities averaged, with the weight of lowest held-out negative log-likelihood (``knn_weight="auto"``,
+  the default), with a distance-weighted kNN vote
   (k=15) of the reference cells in a PCA of reference + query cells together, 20 components per modality; the
   average calibrated by temperature scaling on held-out reference cells; 'unknown' threshold by leaving
   reference types out). Learning rate 1e-3: chosen by 5-fold CV on the s1d1 reference cells in an earlier run
@@ -32,7 +34,11 @@ with the highest mean), on the seed-averaged metric. Protein from RNA (CITE-seq,
 ``mx.tl.predict_modality`` with an ensemble of translation-mode UnitedNets (latent 16, input dropout 0.7:
 chosen by CV on the reference in the earlier run), mean per-protein Pearson on the query.
 
-Run: ``python benchmarks/transfer.py --seeds 5``; writes ``benchmarks/results/transfer.{md,json}`` after every seed.
+``--n-models n`` runs ours as ``transfer_labels(..., n_models=n)`` (UnitedNets cross-fitted on ``n`` folds of the
+reference, every reference cell scored out of fold for the calibration; the query gets their mean probabilities).
+
+Run: ``python benchmarks/transfer.py --seeds 5``; writes ``benchmarks/results/transfer.{md,json}`` (``--name``: another
+report name) after every seed.
 """
 
 from __future__ import annotations
@@ -223,7 +229,6 @@ def protein_from_rna(reference, query, *, members: int, epochs: int) -> dict:
 
 
 def main() -> None:
-    global RESULTS
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--adapt-epochs", type=int, default=30)
@@ -239,12 +244,11 @@ def main() -> None:
                         help="with --protein-members 0: keep the protein-from-RNA result of the transfer.json already "
                              "in the results folder (that part does not depend on transfer_labels)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--results-dir", type=Path, default=None, help="where transfer.{md,json} go")
+    parser.add_argument("--name", default="transfer", help="report name: writes benchmarks/results/NAME.{md,json}")
     parser.add_argument("--report", action="store_true", help="rebuild transfer.md from transfer.json")
     args = parser.parse_args()
-    RESULTS = args.results_dir or RESULTS
     if args.report:
-        write_report(json.loads((RESULTS / "transfer.json").read_text()))
+        write_report(json.loads((RESULTS / f"{args.name}.json").read_text()))
         return
     torch.set_num_threads(args.threads)
     data_dir = DATA if DATA.exists() else None
@@ -303,7 +307,7 @@ def main() -> None:
             print("protein", results["protein_from_rna"], flush=True)
         summarise(results)
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "transfer.json").write_text(json.dumps(results))
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(results))
         write_report(results)
 
 
@@ -355,7 +359,7 @@ def write_report(results: dict) -> None:
              f"--protein-members {args.protein_members} --protein-epochs {args.protein_epochs}"
              f"{' --reuse-protein' if getattr(args, 'reuse_protein', False) else ''}"
              f"{f' --n-models {args.n_models}' if getattr(args, 'n_models', 1) > 1 else ''}"
-             f"{f' --results-dir {args.results_dir}' if getattr(args, 'results_dir', None) else ''}` "
+             f"{f' --name {args.name}' if getattr(args, 'name', 'transfer') != 'transfer' else ''}` "
              f"({args.threads} CPU thread; {n_seeds} seed(s) finished when this file was written).", "",
              "Mean ± sd over seeds (seeds 0, 1, ...; kNN is deterministic, the others are seeded). Accuracy over all "
              "query cells; macro-F1 over the types present in reference and query; novel AUROC of 1 - confidence "
@@ -373,7 +377,9 @@ def write_report(results: dict) -> None:
                   "| method | accuracy | macro-F1 (shared types) | novel AUROC | ECE (known types) | s |",
                   "|---|---|---|---|---|---|"]
         for m in METHODS:
-            lines.append(f"| {LABELS[m]} | {fmt(s[m]['accuracy'])} | {fmt(s[m]['macro_f1'])} | "
+            label = LABELS[m] + (f", n_models={args.n_models}" if m == "ours" and getattr(args, "n_models", 1) > 1
+                                 else "")
+            lines.append(f"| {label} | {fmt(s[m]['accuracy'])} | {fmt(s[m]['macro_f1'])} | "
                          f"{fmt(s[m]['novel_auroc'])} | {fmt(s[m]['ece'])} | {np.mean(s[m]['seconds']):.0f} |")
         b = r["bootstrap"]
         lines += ["", "Ours minus the best peer, paired bootstrap over query cells (95 % interval; seed-averaged): "
@@ -401,7 +407,7 @@ def write_report(results: dict) -> None:
                   f"per-protein Pearson **{p['ensemble']:.3f}** ({p['seconds']:.0f} s)."
                   + (" Not rerun here (`--reuse-protein`): kept from the previous run's transfer.json; this part "
                      "does not use transfer_labels." if p.get("reused") else ""), ""]
-    (RESULTS / "transfer.md").write_text("\n".join(lines))
+    (RESULTS / f"{getattr(args, 'name', 'transfer')}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

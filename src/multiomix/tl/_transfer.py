@@ -2,7 +2,9 @@
 
 Any model with a latent space (and, optionally, class probabilities) goes through the same steps:
 
-1. class probabilities for *held-out reference cells* (cells the model did not train on) and for the query;
+1. class probabilities for *held-out reference cells* (cells the model did not train on) and for the query; with
+   ``n_models > 1``, UnitedNets cross-fitted on folds of the reference score every reference cell out of fold
+   (:func:`_cross_fit_folds`) and the query by their mean;
 2. :func:`fit_temperature`: one temperature ``T`` minimising the negative log-likelihood of the held-out
    reference labels (targets smoothed by ``1 / (n + 2)``) under ``p_T ∝ p ** (1 / T)`` (temperature scaling
    of the log-probabilities; the most probable class never changes);
