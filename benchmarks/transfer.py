@@ -198,6 +198,7 @@ def run_ours(reference, query, *, epochs: int, adapt_epochs: int, lr: float, see
              "reference_ece_before": float(uns["calibration"]["ece_before"]),
              "reference_ece_after": float(uns["calibration"]["ece_after"]),
              "reference_loto_auroc": float(uns["unknown_selection"]["auroc"]),
+             "knn_weight": float(uns["knn_vote"]["knn_weight"]) if "knn_vote" in uns else float("nan"),
              "unknown": work.obs["ours_unknown"].to_numpy().astype(bool).tolist()}
     return (work.obs["ours"].astype(str).to_numpy(), work.obs["ours_confidence"].to_numpy().astype(float), extra)
 
