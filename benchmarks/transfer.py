@@ -211,7 +211,7 @@ def bootstrap_difference(y, ours: list[np.ndarray], peer: list[np.ndarray], metr
     for _ in range(n):
         idx = rng.integers(0, len(y), len(y))
         draws.append(np.mean([metric(y[idx], p[idx]) for p in ours]) - np.mean([metric(y[idx], p[idx]) for p in peer]))
-    low, high = np.percentile(draws, [2.5, 97.5])
+    low, high = np.nanpercentile(draws, [2.5, 97.5])  # nan: a resample without both classes (novel AUROC)
     return {"difference": float(point), "low": float(low), "high": float(high)}
 
 
@@ -246,10 +246,14 @@ def main() -> None:
                              "in the results folder (that part does not depend on transfer_labels)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="transfer", help="report name: writes benchmarks/results/NAME.{md,json}")
-    parser.add_argument("--report", action="store_true", help="rebuild transfer.md from transfer.json")
+    parser.add_argument("--report", action="store_true",
+                        help="rebuild the summary (bootstrap intervals) and NAME.md from NAME.json")
     args = parser.parse_args()
     if args.report:
-        write_report(json.loads((RESULTS / f"{args.name}.json").read_text()))
+        results = json.loads((RESULTS / f"{args.name}.json").read_text())
+        summarise(results)
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(results))
+        write_report(results)
         return
     torch.set_num_threads(args.threads)
     data_dir = DATA if DATA.exists() else None
@@ -341,6 +345,16 @@ def summarise(results: dict) -> None:
             ours = [np.asarray(s["ours"]["prediction"]) for s in seeds.values()]
             peer = [np.asarray(s[best]["prediction"]) for s in seeds.values()]
             boot[q] = {"best_peer": best, **bootstrap_difference(y, ours, peer, fn, n_boot, 0)}
+        known_types = set(r["reference_types"])
+
+        def auroc(yy, conf, known_types=known_types):
+            novel = ~np.isin(yy, list(known_types))
+            return float(roc_auc_score(novel, 1 - conf)) if 0 < novel.sum() < len(yy) else float("nan")
+
+        if (~np.isin(y, list(known_types))).any() and "knn" in summary:
+            ours = [np.asarray(s["ours"]["confidence"]) for s in seeds.values()]
+            peer = [np.asarray(s["knn"]["confidence"]) for s in seeds.values()]
+            boot["novel_auroc"] = {"best_peer": "knn", **bootstrap_difference(y, ours, peer, auroc, n_boot, 0)}
         r["bootstrap"] = boot
 
 
