@@ -267,7 +267,7 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
     model_val, model_query = temperature_scale(val_proba, temperature), temperature_scale(query_proba, temperature)
     scale = _knn_votes(ref_space[folds[0][0]], ref_codes[folds[0][0]], n_classes, ref_space[folds[0][1]], k=k)[1]
 
-    def vote_of_held_out(without: int | None = None) -> np.ndarray:
+    def vote_of_held_out(without: int | None = None) -> np.ndarray | None:
         parts = []
         for train, held in folds:
             pool = train if without is None else train[ref_codes[train] != without]
@@ -660,9 +660,10 @@ def transfer_labels(
                                               ref_val=held_rows, train_kw=train_kw, random_state=random_state + i)
             members.append(member)
             outs.append(out)
-        final, out = (members[0], outs[0]) if n_models == 1 else (SeedEnsemble(members), outs[0])
+        final, out = members[0], outs[0]
         if n_models > 1:
             method += f", cross-fitted on {n_models} folds of the reference, mean of the members' probabilities"
+            final = SeedEnsemble(members)
             out = {**out, "query_proba": np.mean([o["query_proba"] for o in outs], axis=0),
                    "val_proba": np.concatenate([o["val_proba"] for o in outs])}
         classes, proba, val_proba = out["classes"], out["query_proba"], out["val_proba"]
