@@ -303,3 +303,55 @@ def test_keep_torch_threads_restores_the_count():
         torch.set_num_threads(2)
         raise RuntimeError("fails inside")
     assert torch.get_num_threads() == 1
+
+
+def planted_depth_atac(n_obs: int = 240, n_peaks: int = 80, seed: int = 0) -> md.MuData:
+    """Binary peaks: two planted cell types (peaks 0-19 vs 20-39 more open) under a strong, type-independent depth."""
+    rng = np.random.default_rng(seed)
+    cell_type = rng.integers(0, 2, n_obs)
+    rate = np.full((2, n_peaks), 0.08)
+    rate[0, :20] = rate[1, 20:40] = 0.3
+    depth = np.exp(rng.uniform(np.log(0.4), np.log(2.5), n_obs))  # open-peak odds scale with depth
+    p_open = np.clip(rate[cell_type] * depth[:, None], 0.0, 0.95)
+    peaks = (rng.random((n_obs, n_peaks)) < p_open).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(np.array(["A", "B"])[cell_type])},
+                       index=[f"c{i}" for i in range(n_obs)])
+    atac = ad.AnnData(X=sparse.csr_matrix(peaks), obs=obs.copy())
+    atac.var_names = [f"p{i}" for i in range(n_peaks)]
+    mdata = md.MuData({"atac": atac})
+    mdata.obs["cell_type"] = obs["cell_type"]
+    return mdata
+
+
+def test_binary_decoder_offsets_keep_depth_out_of_the_latent(monkeypatch):
+    from sklearn.linear_model import LinearRegression
+
+    from multiomix.module import MultimodalAEModule
+
+    mdata = planted_depth_atac()
+    log_depth = np.log(np.asarray(mdata["atac"].X.sum(1)).ravel() + 1)
+
+    def fit() -> tuple[float, float]:
+        model = mx.tl.fit_multimodal_ae(mdata, latent_dim=2, hidden_dim=32, max_epochs=80, lr=1e-2,
+                                        validation_size=0.0, random_state=0, accelerator="cpu", progress_bar=False)
+        z = model.get_latent_representation()
+        return LinearRegression().fit(z, log_depth).score(z, log_depth), separation(z, mdata.obs["cell_type"])
+
+    depth_r2, ari = fit()
+    assert mdata.uns["mmae"]["params"]["losses"] == {"atac": "bce"}
+    assert depth_r2 < 0.05 and ari > 0.5  # the latent holds the cell types, not the depth
+    # the same model without the offsets spends its latent on depth
+    monkeypatch.setattr(MultimodalAEModule, "depth_offsets", lambda self, tensors: {})
+    depth_r2_without, _ = fit()
+    assert depth_r2_without > 0.3
+
+
+def test_decoder_offsets_shift_binary_logits_only():
+    torch.manual_seed(0)
+    net = MultimodalAutoencoder(dims={"rna": 8, "atac": 6}, likelihoods={"rna": "mse", "atac": "bce"}, dim_latent=3,
+                                dim_hidden=16).eval()
+    z = torch.randn(4, 3)
+    offset = torch.tensor([[0.0], [1.0], [-2.0], [0.5]])
+    plain, shifted = net.decode(z), net.decode(z, offsets={"atac": offset})
+    torch.testing.assert_close(shifted["atac"]["logits"], plain["atac"]["logits"] + offset)
+    torch.testing.assert_close(shifted["rna"]["mean"], plain["rna"]["mean"])

@@ -29,7 +29,9 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
     TF-IDF or CLR protein; ``"bce"`` for binary ATAC peaks; ``"nb"`` for raw counts) and a loss weight.
     With ``modality_dropout > 0`` some training cells are encoded from one modality only while all modalities
     are reconstructed, so that a cell can later be placed from one modality alone and one modality translated
-    into another (:meth:`translate`). The model is unsupervised: it has no classes, so :meth:`predict_proba`
+    into another (:meth:`translate`). A ``"bce"`` decoder adds each cell's log depth (its number of ones over the
+    training rows' median) to its logits, so the latent need not encode depth (as the library factor of PeakVI).
+    The model is unsupervised: it has no classes, so :meth:`predict_proba`
     and :meth:`predict` raise.
 
     Parameters
@@ -177,13 +179,14 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         return {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", "eps": 1e-8}
 
     def _on_train_start(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """From the training rows: the median library size of ``"nb"`` modalities and the decoders' output bias."""
+        """From the training rows: the median library size of ``"nb"`` modalities, the median number of ones per
+        cell of ``"bce"`` ones (the depth their logit offsets are relative to) and the decoders' output bias."""
         train = np.sort(rows[0])
         library = []
         for m in self.module.modalities:
             matrix = self._matrix(m)[train]
             sums = np.asarray(matrix.sum(axis=1)).ravel()
-            library.append(float(np.median(sums)) if self.likelihoods_[m] == "nb" else 1.0)
+            library.append(float(np.median(sums)) if self.likelihoods_[m] in ("nb", "bce") else 1.0)
             means = np.asarray(matrix.mean(axis=0), dtype=np.float64).ravel()
             self.module.net.decoders[m].init_output(torch.as_tensor(means))
         self.module.library_median.copy_(torch.tensor(library, dtype=torch.float32))
@@ -254,8 +257,8 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
 
         ``mdata`` needs only the source modality (a MuData holding it, or the source AnnData itself), with the
         features the model was trained on, matched by name (any order; extra features are ignored). Values are on
-        the scale of the target's training data: means for ``"mse"``, probabilities for ``"bce"``, expected counts
-        at the median library size of the training rows for ``"nb"``.
+        the scale of the target's training data: means for ``"mse"``, probabilities at the median depth (ones per
+        cell) of the training rows for ``"bce"``, expected counts at their median library size for ``"nb"``.
 
         Parameters
         ----------

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
-from ..nn.autoencoder import MultimodalAutoencoder
+from ..nn.autoencoder import MultimodalAutoencoder, depth_offset
 
 
 def _key(modality: str) -> str:
@@ -48,7 +48,8 @@ class MultimodalAEModule(BaseModuleClass):
         self.net = MultimodalAutoencoder(dims=dims, likelihoods=likelihoods, **kwargs)
         self.modalities = list(dims)
         self.loss_weights = {m: float((loss_weights or {}).get(m, 1.0)) for m in self.modalities}
-        # median library size of count modalities (set from the training rows), used to scale translated counts
+        # per modality, set from the training rows: the median library size of count modalities (translated counts
+        # are scaled to it) and the median number of ones per cell of binary ones (the depth of the logit offset)
         self.register_buffer("library_median", torch.ones(len(self.modalities)))
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -62,13 +63,26 @@ class MultimodalAEModule(BaseModuleClass):
             mask = self.net.sample_mask(ref.shape[0], ref.device)
         return {"z": self.net.encode(inputs, mask)}
 
+    def depth_offsets(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Logit offsets of the binary modalities present in ``tensors``: each cell's depth over the median."""
+        return {
+            m: depth_offset(tensors[_key(m)], self.library_median[j])
+            for j, m in enumerate(self.modalities)
+            if self.net.likelihoods[m] == "bce" and _key(m) in tensors
+        }
+
     def _get_generative_input(self, tensors: dict[str, torch.Tensor], inference_outputs: dict[str, Any]):
-        return {"z": inference_outputs["z"]}
+        return {"z": inference_outputs["z"], "offsets": self.depth_offsets(tensors)}
 
     @auto_move_data
-    def generative(self, z: torch.Tensor, modalities: list[str] | None = None) -> dict[str, Any]:
-        """Decode modalities from the joint latent."""
-        return {"outputs": self.net.decode(z, modalities)}
+    def generative(
+        self,
+        z: torch.Tensor,
+        modalities: list[str] | None = None,
+        offsets: Mapping[str, torch.Tensor] | None = None,
+    ) -> dict[str, Any]:
+        """Decode modalities from the joint latent (binary ones at each cell's own depth when ``offsets`` has it)."""
+        return {"outputs": self.net.decode(z, modalities, offsets)}
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         """Weighted sum over modalities of the per-cell reconstruction losses."""

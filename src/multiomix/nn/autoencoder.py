@@ -107,6 +107,22 @@ def reconstruction_loss(x: torch.Tensor, output: Mapping[str, torch.Tensor], lik
     return loss.mean(-1)
 
 
+def depth_offset(x: torch.Tensor, typical_depth: torch.Tensor | float) -> torch.Tensor:
+    """Per-cell logit offset ``log(depth / typical_depth)`` of binary data, depth = the cell's number of ones.
+
+    Added to a Bernoulli decoder's logits, it scales every feature's odds with the cell's depth (for rare
+    events, its probability), as the library factor of count models does (Ashuach et al., PeakVI, Cell Systems
+    2022), so that a latent need not spend dimensions on depth.
+
+    Examples
+    --------
+    >>> depth_offset(torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]), 2.0).flatten()
+    tensor([ 0.0000, -0.6931])
+    """
+    depth = x.sum(-1, keepdim=True).clamp(min=1.0)
+    return torch.log(depth / torch.as_tensor(typical_depth, dtype=x.dtype, device=x.device).clamp(min=1.0))
+
+
 # classes
 
 
@@ -240,11 +256,13 @@ class ModalityDecoder(nn.Module):
             share = mean.clamp(min=0) + 1e-8
             self.head.bias.copy_(torch.log(share / share.sum()))
 
-    def forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:  # noqa: D102
+    def forward(self, z: torch.Tensor, offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Decoder outputs; ``offset`` (``(batch, 1)``, ``"bce"`` only) is added to every logit of a cell."""
         out = self.head(self.hidden(z))
         if self.likelihood == "mse":
             return {"mean": out}
         if self.likelihood == "bce":
+            out = out if offset is None else out + offset
             return {"logits": out, "mean": torch.sigmoid(out)}
         scale = torch.softmax(out, dim=-1)
         return {"scale": scale, "theta": self.log_theta.exp(), "mean": scale}
@@ -377,10 +395,21 @@ class MultimodalAutoencoder(nn.Module):
         weights = rearrange(torch.stack(weights, dim=1), "b m -> b m 1")
         return (parts * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
-    def decode(self, z: torch.Tensor, modalities: list[str] | None = None) -> dict[str, dict[str, torch.Tensor]]:
-        """Decode every (or the given) modality from the joint latent."""
+    def decode(
+        self,
+        z: torch.Tensor,
+        modalities: list[str] | None = None,
+        offsets: Mapping[str, torch.Tensor] | None = None,
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """Decode every (or the given) modality from the joint latent.
+
+        ``offsets`` maps ``"bce"`` modalities to a per-cell ``(batch, 1)`` logit offset, e.g. the log of the
+        cell's open-peak count over a typical count (see :func:`depth_offset`), so that sequencing depth need not
+        be encoded in ``z``; without one a cell is decoded at the typical depth.
+        """
         modalities = self.modalities if modalities is None else modalities
-        return {m: self.decoders[m](z) for m in modalities}
+        offsets = offsets or {}
+        return {m: self.decoders[m](z, offsets.get(m)) for m in modalities}
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:  # noqa: D102
         mask = self.sample_mask(next(iter(inputs.values())).shape[0], next(iter(inputs.values())).device)
