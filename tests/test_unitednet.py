@@ -20,6 +20,7 @@ from multiomix.nn.unitednet import (
     UnitedNetwork,
     contrastive_loss,
     ddc_loss,
+    reconstruction_translation_loss,
     refine_prototypes,
     self_entropy_loss,
 )
@@ -131,6 +132,22 @@ def test_losses_prefer_the_right_answer():
     # masking same-group negatives removes them from the denominator
     groups = torch.zeros(16, dtype=torch.long)
     assert contrastive_loss(aligned, groups=groups) < 1e-4
+
+
+def test_binary_targets_are_decoded_at_each_cells_depth():
+    # two cells, one with 4 open peaks and one with 1: the offsets are log(4 / 2) and log(1 / 2) around the
+    # minibatch's geometric mean depth (2); continuous targets get none
+    x = {"atac": torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]]), "rna": torch.randn(2, 3)}
+    decoded = {"atac": torch.zeros(1, 2, 4), "rna": torch.zeros(1, 2, 3)}
+    binary = {"atac": True, "rna": False}
+    rec, _, pairs = reconstruction_translation_loss(x, decoded, ["atac"], binary)
+    offset = torch.log(torch.tensor([[2.0], [0.5]]))
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(offset.expand(2, 4), x["atac"])
+    torch.testing.assert_close(pairs["atac->atac"], expected)
+    torch.testing.assert_close(pairs["atac->rna"], (x["rna"] ** 2).mean())
+    # here the offsets move each cell's logits towards its own open rate, so the loss falls
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(torch.zeros(2, 4), x["atac"])
+    assert pairs["atac->atac"] < plain
 
 
 # model ---------------------------------------------------------------------------------------------------------------
