@@ -179,8 +179,11 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         return {"lr": lr, "weight_decay": weight_decay, "optimizer": "AdamW", "eps": 1e-8}
 
     def _on_train_start(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """From the training rows: the median library size of ``"nb"`` modalities, the median number of ones per
-        cell of ``"bce"`` ones (the depth their logit offsets are relative to) and the decoders' output bias."""
+        """Set what comes from the training rows: library sizes, depths and the decoders' output bias.
+
+        The median library size of ``"nb"`` modalities, the median number of ones per cell of ``"bce"`` ones (the
+        depth their logit offsets are relative to) and each decoder's per-feature output bias.
+        """
         train = np.sort(rows[0])
         library = []
         for m in self.module.modalities:

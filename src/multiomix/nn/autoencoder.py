@@ -257,7 +257,7 @@ class ModalityDecoder(nn.Module):
             self.head.bias.copy_(torch.log(share / share.sum()))
 
     def forward(self, z: torch.Tensor, offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Decoder outputs; ``offset`` (``(batch, 1)``, ``"bce"`` only) is added to every logit of a cell."""
+        """Decode ``z``; ``offset`` (``(batch, 1)``, ``"bce"`` only) is added to every logit of a cell."""
         out = self.head(self.hidden(z))
         if self.likelihood == "mse":
             return {"mean": out}
