@@ -404,8 +404,8 @@ class MultimodalAutoencoder(nn.Module):
         """Decode every (or the given) modality from the joint latent.
 
         ``offsets`` maps ``"bce"`` modalities to a per-cell ``(batch, 1)`` logit offset, e.g. the log of the
-        cell's open-peak count over a typical count (see :func:`depth_offset`), so that sequencing depth need not
-        be encoded in ``z``; without one a cell is decoded at the typical depth.
+        cell's open-peak count over a typical count (``depth_offset`` in this module), so that sequencing depth
+        need not be encoded in ``z``; without one a cell is decoded at the typical depth.
         """
         modalities = self.modalities if modalities is None else modalities
         offsets = offsets or {}

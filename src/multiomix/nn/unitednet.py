@@ -496,7 +496,7 @@ def reconstruction_translation_loss(
     MSE for continuous modalities, BCE on logits for binary ones; both averaged over features and cells.
     Translation is averaged over the ``n (n - 1)`` ordered pairs. A binary target's logits get each cell's log
     depth (number of ones) minus the minibatch's mean log depth as an offset, so that the latents need not
-    encode depth (:func:`~multiomix.nn.autoencoder.depth_offset`); decoded without it, a cell is at a typical
+    encode depth (``multiomix.nn.autoencoder.depth_offset``); decoded without it, a cell is at a typical
     depth.
 
     Returns
