@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
-from ..nn.autoencoder import MultimodalAutoencoder, depth_offset
+from ..nn.autoencoder import MultimodalAutoencoder
+from ..nn.losses import depth_offset
 
 
 def _key(modality: str) -> str:

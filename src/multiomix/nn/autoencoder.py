@@ -107,22 +107,6 @@ def reconstruction_loss(x: torch.Tensor, output: Mapping[str, torch.Tensor], lik
     return loss.mean(-1)
 
 
-def depth_offset(x: torch.Tensor, typical_depth: torch.Tensor | float) -> torch.Tensor:
-    """Per-cell logit offset ``log(depth / typical_depth)`` of binary data, depth = the cell's number of ones.
-
-    Added to a Bernoulli decoder's logits, it scales every feature's odds with the cell's depth (for rare
-    events, its probability), as the library factor of count models does (Ashuach et al., PeakVI, Cell Systems
-    2022), so that a latent need not spend dimensions on depth.
-
-    Examples
-    --------
-    >>> depth_offset(torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]), 2.0).flatten()
-    tensor([ 0.0000, -0.6931])
-    """
-    depth = x.sum(-1, keepdim=True).clamp(min=1.0)
-    return torch.log(depth / torch.as_tensor(typical_depth, dtype=x.dtype, device=x.device).clamp(min=1.0))
-
-
 # classes
 
 
@@ -404,8 +388,8 @@ class MultimodalAutoencoder(nn.Module):
         """Decode every (or the given) modality from the joint latent.
 
         ``offsets`` maps ``"bce"`` modalities to a per-cell ``(batch, 1)`` logit offset, e.g. the log of the
-        cell's open-peak count over a typical count (``depth_offset`` in this module), so that sequencing depth
-        need not be encoded in ``z``; without one a cell is decoded at the typical depth.
+        cell's open-peak count over a typical count (``multiomix.nn.losses.depth_offset``), so that sequencing
+        depth need not be encoded in ``z``; without one a cell is decoded at the typical depth.
         """
         modalities = self.modalities if modalities is None else modalities
         offsets = offsets or {}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .autoencoder import depth_offset
+from .losses import depth_offset
 
 __all__ = [
     "CosinePrototypeHeads",
@@ -496,7 +496,7 @@ def reconstruction_translation_loss(
     MSE for continuous modalities, BCE on logits for binary ones; both averaged over features and cells.
     Translation is averaged over the ``n (n - 1)`` ordered pairs. A binary target's logits get each cell's log
     depth (number of ones) minus the minibatch's mean log depth as an offset, so that the latents need not
-    encode depth (``multiomix.nn.autoencoder.depth_offset``); decoded without it, a cell is at a typical
+    encode depth (``multiomix.nn.losses.depth_offset``); decoded without it, a cell is at a typical
     depth.
 
     Returns
@@ -515,8 +515,7 @@ def reconstruction_translation_loss(
     for t, out in decoded.items():
         target = x[t].unsqueeze(0).expand_as(out)
         if binary[t]:
-            offset = depth_offset(x[t], torch.exp(torch.log(x[t].sum(-1).clamp(min=1.0)).mean()))
-            loss = F.binary_cross_entropy_with_logits(out + offset, target, reduction="none")
+            loss = F.binary_cross_entropy_with_logits(out + depth_offset(x[t]), target, reduction="none")
         else:
             loss = F.mse_loss(out, target, reduction="none")
         loss = loss.mean(dim=(1, 2))
