@@ -15,6 +15,9 @@ Any model with a latent space (and, optionally, class probabilities) goes throug
    (its held-out cells are scored without their class: the calibrated probabilities renormalised over the
    other classes, the kNN vote taken among the reference cells of the other types), never on the query;
 5. :func:`write_transfer`: the outputs under one key, written only when everything above succeeded.
+
+Steps 2 and 4 live in ``_calibration.py`` and step 3 in ``_knn_vote.py`` (both re-exported here); this file
+holds the orchestration.
 """
 
 from __future__ import annotations
@@ -26,11 +29,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from mudata import MuData
-from scipy import sparse
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
-from sklearn.neighbors import NearestNeighbors
 
 from .._logging import logger
 from .._utils import (
@@ -45,259 +44,19 @@ from .._utils import (
     write_uns,
 )
 from ..models.base import matched_input, resolve_layers
+from ._calibration import (
+    calibrate,
+    choose_unknown_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    leave_type_out_scores,
+    reliability_table,
+    temperature_scale,
+)
 from ._fit import resolve_label_key
+from ._knn_vote import _stack, joint_pca, knn_ensemble, knn_proba
 
 _UNLABELLED = "__unlabelled__"
-
-#: probabilities are clipped here before taking logs
-_EPS = 1e-7
-
-
-def temperature_scale(proba: np.ndarray, temperature: float) -> np.ndarray:
-    """Return ``softmax(log(proba) / temperature)`` row-wise (argmax unchanged)."""
-    logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), _EPS, 1.0)) / float(temperature)
-    logp -= logp.max(1, keepdims=True)
-    out = np.exp(logp)
-    return out / out.sum(1, keepdims=True)
-
-
-def nll(proba: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log-likelihood of the integer labels ``y`` under ``proba``."""
-    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], _EPS, 1.0))))
-
-
-def fit_temperature(proba: np.ndarray, y: np.ndarray, *, bounds: tuple[float, float] = (0.1, 10.0),
-                    smoothing: float | None = None) -> float:
-    """Temperature minimising the NLL of ``y`` (integer class codes) under the temperature-scaled ``proba``.
-
-    The targets are smoothed by ``smoothing`` (default ``1 / (n + 2)``, Laplace's rule of succession): with a
-    small held-out set that the model gets all right, the plain NLL keeps falling as the temperature goes to 0
-    (every confidence 1); the smoothed one stops where the confidence matches ``(n + 1) / (n + 2)``.
-    """
-    n = len(y)
-    if n == 0:
-        return 1.0
-    eps = 1.0 / (n + 2) if smoothing is None else float(smoothing)
-    rows = np.arange(n)
-
-    def loss(log_t: float) -> float:
-        logp = np.log(np.clip(temperature_scale(proba, np.exp(log_t)), _EPS, 1.0))
-        return float(-np.mean((1 - eps) * logp[rows, y] + eps * logp.mean(1)))
-
-    res = minimize_scalar(loss, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
-                          options={"xatol": 1e-4})
-    return float(np.exp(res.x))
-
-
-def reliability_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
-    """Binned reliability: per equal-width confidence bin, the number of cells, mean confidence and accuracy."""
-    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
-    edges = np.linspace(0, 1, n_bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
-    rows = []
-    for b in range(n_bins):
-        m = which == b
-        rows.append({"lower": edges[b], "upper": edges[b + 1], "n": int(m.sum()),
-                     "confidence": float(confidence[m].mean()) if m.any() else np.nan,
-                     "accuracy": float(correct[m].mean()) if m.any() else np.nan})
-    return pd.DataFrame(rows)
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
-    """ECE: the cell-weighted mean of ``|accuracy - confidence|`` over equal-width confidence bins."""
-    table = reliability_table(confidence, correct, n_bins)
-    used = table["n"] > 0
-    if not used.any():
-        return float("nan")
-    t = table[used]
-    return float((t["n"] * (t["accuracy"] - t["confidence"]).abs()).sum() / t["n"].sum())
-
-
-def leave_type_out_scores(proba: np.ndarray, y: np.ndarray, left_out: dict[int, np.ndarray] | None = None,
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """Confidences of 'known' and 'novel' cells when each type present in ``y`` is left out in turn.
-
-    For a left-out class ``c`` the class-``c`` column is removed and the rest renormalised: the cells of type
-    ``c`` are then cells of a type the classifier does not know (their max probability is a *novel* score), the
-    other cells are known (their max probability over the remaining classes is a *known* score). The scores of
-    every left-out type are pooled. ``left_out[c]``, where given, replaces ``proba`` for left-out class ``c``
-    (e.g. a kNN vote taken without the reference cells of type ``c``).
-    """
-    known, novel = [], []
-    for c in np.unique(y):
-        source = proba if left_out is None or int(c) not in left_out else left_out[int(c)]
-        rest = np.delete(source, c, axis=1)
-        conf = rest.max(1) / np.clip(rest.sum(1), _EPS, None)
-        novel.append(conf[y == c])
-        known.append(conf[y != c])
-    return (np.concatenate(known) if known else np.array([])), (np.concatenate(novel) if novel else np.array([]))
-
-
-def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_unknown: float = 0.05) -> dict:
-    """Choose the confidence threshold below which a cell is unknown.
-
-    The threshold maximises Youden's J = TPR - FPR among thresholds that flag at most ``max_false_unknown`` of the
-    known cells (the false-unknown rate); returns it with its rates and the AUROC of known vs novel scores.
-    """
-    if len(known) == 0 or len(novel) == 0:
-        return {"threshold": 0.0, "youden_j": float("nan"), "false_unknown_rate": 0.0,
-                "true_unknown_rate": float("nan"), "auroc": float("nan")}
-    candidates = np.unique(np.concatenate([known, novel, [0.0]]))
-    known_sorted, novel_sorted = np.sort(known), np.sort(novel)
-    fpr = np.searchsorted(known_sorted, candidates, side="left") / len(known)  # share of known strictly below
-    tpr = np.searchsorted(novel_sorted, candidates, side="left") / len(novel)
-    j = np.where(fpr <= max_false_unknown, tpr - fpr, -np.inf)
-    best = int(np.argmax(j))
-    auroc = float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(novel))], -np.r_[known, novel]))
-    return {"threshold": float(candidates[best]), "youden_j": float(j[best]), "false_unknown_rate": float(fpr[best]),
-            "true_unknown_rate": float(tpr[best]), "auroc": auroc}
-
-
-def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.05, n_bins: int = 10,
-              left_out: dict[int, np.ndarray] | None = None) -> dict:
-    """Temperature, unknown threshold and reliability data from held-out reference cells.
-
-    ``proba`` (cells x classes) are the model's probabilities for held-out reference cells, ``y`` their integer
-    class codes, ``left_out`` optional per-class replacements for the leave-one-type-out scores (see
-    :func:`leave_type_out_scores`; temperature-scaled here like ``proba``). Returns a dict for ``uns[key]``.
-    """
-    y = np.asarray(y, dtype=int)
-    temperature = fit_temperature(proba, y)
-    calibrated = temperature_scale(proba, temperature)
-    correct = proba.argmax(1) == y
-    scaled_out = None if left_out is None else {c: temperature_scale(p, temperature) for c, p in left_out.items()}
-    known, novel = leave_type_out_scores(calibrated, y, scaled_out)
-    unknown = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
-    return {
-        "temperature": temperature,
-        "unknown_threshold": unknown["threshold"],
-        "unknown_selection": {"method": "leave-one-type-out on held-out reference cells, max Youden's J with "
-                              f"false-unknown rate <= {max_false_unknown:g}", **{k: v for k, v in unknown.items()
-                                                                                   if k != "threshold"}},
-        "calibration": {
-            "n_cells": int(len(y)),
-            "nll_before": nll(proba, y), "nll_after": nll(calibrated, y),
-            "ece_before": expected_calibration_error(proba.max(1), correct, n_bins),
-            "ece_after": expected_calibration_error(calibrated.max(1), correct, n_bins),
-            "accuracy": float(correct.mean()) if len(y) else float("nan"),
-        },
-        "reliability": reliability_table(calibrated.max(1), correct, n_bins),
-        "reliability_uncalibrated": reliability_table(proba.max(1), correct, n_bins),
-    }
-
-
-def _knn_votes(pool: np.ndarray, pool_codes: np.ndarray, n_classes: int, points: np.ndarray, *, k: int,
-               scale: float | None = None, skip_self: bool = False) -> tuple[np.ndarray, float]:
-    """Distance-weighted kNN class probabilities of ``points`` among ``pool``, and the distance scale used.
-
-    Weights ``exp(-(d / scale) ** 2)`` (``scale``: by default the median distance to the ``k``-th neighbour),
-    plus ``0.5 / n_classes`` per class: a cell far from every pool cell gets nearly flat probabilities.
-    """
-    k = int(min(k, len(pool) - (1 if skip_self else 0)))
-    nn = NearestNeighbors(n_neighbors=k + (1 if skip_self else 0)).fit(pool)
-    dist, idx = nn.kneighbors(points)
-    if skip_self:
-        dist, idx = dist[:, 1:], idx[:, 1:]
-    if scale is None:
-        scale = float(np.median(dist[:, -1]) + 1e-12)
-    weight = np.exp(-(dist / scale) ** 2)
-    votes = np.zeros((len(idx), n_classes))
-    np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), pool_codes[idx].ravel()), weight.ravel())
-    votes += 0.5 / n_classes
-    return votes / votes.sum(1, keepdims=True), scale
-
-
-def knn_proba(ref_latent: np.ndarray, ref_codes: np.ndarray, n_classes: int, latent: np.ndarray | None = None, *,
-              k: int = 15, leave_one_out: bool = False) -> np.ndarray:
-    """Class probabilities from the ``k`` nearest reference cells (distance-weighted votes, add-half smoothing).
-
-    ``latent=None`` scores the reference cells themselves, each without itself (``leave_one_out``).
-    """
-    return _knn_votes(ref_latent, np.asarray(ref_codes), n_classes, ref_latent if latent is None else latent, k=k,
-                      skip_self=latent is None)[0]
-
-
-def joint_pca(reference: MuData, query: MuData, modalities: Sequence[str], *, n_components: int = 20,
-              random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """PCA of reference + query cells together, per modality, each modality scaled to unit mean squared norm.
-
-    ``reference`` and ``query`` hold the matched input matrices in ``.X`` (no labels are read). Returns the
-    reference and the query coordinates, modalities side by side.
-    """
-    from sklearn.decomposition import PCA
-
-    ref_parts, query_parts = [], []
-    for m in modalities:
-        x = _stack(reference.mod[m].X, query.mod[m].X)
-        n = int(min(n_components, x.shape[0] - 1, x.shape[1] - 1))
-        if n < 1:
-            continue
-        if sparse.issparse(x) and x.shape[0] * x.shape[1] <= 5e7:
-            x = x.toarray()
-        pca = PCA(n_components=n, svd_solver="arpack" if sparse.issparse(x) else "auto", random_state=random_state)
-        z = pca.fit_transform(x.astype(np.float64))
-        z = z / (np.sqrt(np.mean(np.sum(z**2, axis=1))) + 1e-12)
-        ref_parts.append(z[: reference.n_obs])
-        query_parts.append(z[reference.n_obs:])
-    return np.hstack(ref_parts), np.hstack(query_parts)
-
-
-#: candidate kNN weights of ``knn_weight="auto"``
-KNN_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.ndarray, ref_space: np.ndarray,
-                 query_space: np.ndarray, ref_codes: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], *,
-                 weight: float | Literal["auto"] = 0.5, k: int = 15) -> dict:
-    """Average the temperature-scaled model probabilities with a kNN vote of the reference cells in a shared space.
-
-    ``p = (1 - w) * p_model ** (1 / T) / Z + w * p_kNN``: ``T`` is fitted on the held-out reference cells, the
-    ``held`` rows of each ``(train, held)`` pair of ``folds`` in order (one pair for one train/held-out split,
-    several for cross-fitted models); ``val_proba`` and ``val_codes`` are their model probabilities and class
-    codes. A held-out cell's kNN vote is taken among the ``train`` reference cells of its fold, a query cell's
-    among every reference cell, with the distance scale of the first fold's held-out cells (:func:`_knn_votes`), so
-    a query cell far from every reference cell gets a flatter vote. ``weight="auto"`` picks ``w`` in
-    :data:`KNN_WEIGHTS` with the lowest held-out negative log-likelihood after a second temperature scaling. Also
-    returns, per class ``c`` of the held-out cells, their mixture with the kNN vote taken without the reference
-    cells of type ``c`` (for :func:`leave_type_out_scores`). The query's labels are never read.
-    """
-    ref_codes, val_codes = np.asarray(ref_codes), np.asarray(val_codes)
-    n_classes = val_proba.shape[1]
-    temperature = fit_temperature(val_proba, val_codes)
-    model_val, model_query = temperature_scale(val_proba, temperature), temperature_scale(query_proba, temperature)
-    scale = _knn_votes(ref_space[folds[0][0]], ref_codes[folds[0][0]], n_classes, ref_space[folds[0][1]], k=k)[1]
-
-    def vote_of_held_out(without: int | None = None) -> np.ndarray | None:
-        parts = []
-        for train, held in folds:
-            pool = train if without is None else train[ref_codes[train] != without]
-            if len(pool) < 1:
-                return None
-            parts.append(_knn_votes(ref_space[pool], ref_codes[pool], n_classes, ref_space[held], k=k,
-                                    scale=scale)[0])
-        return np.concatenate(parts)
-
-    knn_val = vote_of_held_out()
-    knn_query, _ = _knn_votes(ref_space, ref_codes, n_classes, query_space, k=k, scale=scale)
-    held_out_nll = {}
-    for w in KNN_WEIGHTS:
-        mix = (1 - w) * model_val + w * knn_val
-        held_out_nll[f"{w:g}"] = nll(temperature_scale(mix, fit_temperature(mix, val_codes)), val_codes)
-    if weight == "auto":
-        weight = min(KNN_WEIGHTS, key=lambda w: held_out_nll[f"{w:g}"])
-    weight = float(weight)
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"`knn_weight` must be 'auto' or in [0, 1], got {weight}.")
-    left_out = {}
-    for c in np.unique(val_codes):
-        knn_c = vote_of_held_out(without=c)
-        if knn_c is not None:
-            left_out[int(c)] = (1 - weight) * model_val + weight * knn_c
-    return {"val_proba": (1 - weight) * model_val + weight * knn_val,
-            "query_proba": (1 - weight) * model_query + weight * knn_query,
-            "left_out": left_out,
-            "info": {"knn_weight": weight, "model_temperature": temperature, "n_neighbors": int(k),
-                     "distance_scale": scale, "held_out_nll_by_weight": held_out_nll}}
 
 
 def write_transfer(
@@ -337,12 +96,6 @@ def write_transfer(
 
 
 # ----------------------------------------------------------------------------------------------- transfer_labels
-def _stack(ref_matrix, query_matrix):
-    if sparse.issparse(ref_matrix) or sparse.issparse(query_matrix):
-        return sparse.vstack([sparse.csr_matrix(ref_matrix), sparse.csr_matrix(query_matrix)]).tocsr()
-    return np.vstack([np.asarray(ref_matrix), np.asarray(query_matrix)])
-
-
 def _held_out_rows(reference: MuData, labels: pd.Series, *, split_key: str, validation_size: float,
                    random_state: int, fitted_here: bool) -> tuple[np.ndarray, np.ndarray, str]:
     """Return reference rows to train (or adapt) on, held-out rows for calibration, and where they come from."""

@@ -1,0 +1,160 @@
+"""Calibration of transferred labels: temperature scaling, reliability, and the threshold for 'unknown' cells.
+
+Pure NumPy on class probabilities of held-out reference cells; :func:`~multiomix.tl.transfer_labels` (see
+``_transfer.py``) calls :func:`calibrate` and writes what it returns into ``query.uns[key]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize_scalar
+from sklearn.metrics import roc_auc_score
+
+#: probabilities are clipped here before taking logs
+_EPS = 1e-7
+
+
+def temperature_scale(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Return ``softmax(log(proba) / temperature)`` row-wise (argmax unchanged)."""
+    logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), _EPS, 1.0)) / float(temperature)
+    logp -= logp.max(1, keepdims=True)
+    out = np.exp(logp)
+    return out / out.sum(1, keepdims=True)
+
+
+def nll(proba: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the integer labels ``y`` under ``proba``."""
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], _EPS, 1.0))))
+
+
+def fit_temperature(proba: np.ndarray, y: np.ndarray, *, bounds: tuple[float, float] = (0.1, 10.0),
+                    smoothing: float | None = None) -> float:
+    """Temperature minimising the NLL of ``y`` (integer class codes) under the temperature-scaled ``proba``.
+
+    The targets are smoothed by ``smoothing`` (default ``1 / (n + 2)``, Laplace's rule of succession): with a
+    small held-out set that the model gets all right, the plain NLL keeps falling as the temperature goes to 0
+    (every confidence 1); the smoothed one stops where the confidence matches ``(n + 1) / (n + 2)``.
+    """
+    n = len(y)
+    if n == 0:
+        return 1.0
+    eps = 1.0 / (n + 2) if smoothing is None else float(smoothing)
+    rows = np.arange(n)
+
+    def loss(log_t: float) -> float:
+        logp = np.log(np.clip(temperature_scale(proba, np.exp(log_t)), _EPS, 1.0))
+        return float(-np.mean((1 - eps) * logp[rows, y] + eps * logp.mean(1)))
+
+    res = minimize_scalar(loss, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
+                          options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def reliability_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Binned reliability: per equal-width confidence bin, the number of cells, mean confidence and accuracy."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        m = which == b
+        rows.append({"lower": edges[b], "upper": edges[b + 1], "n": int(m.sum()),
+                     "confidence": float(confidence[m].mean()) if m.any() else np.nan,
+                     "accuracy": float(correct[m].mean()) if m.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: the cell-weighted mean of ``|accuracy - confidence|`` over equal-width confidence bins."""
+    table = reliability_table(confidence, correct, n_bins)
+    used = table["n"] > 0
+    if not used.any():
+        return float("nan")
+    t = table[used]
+    return float((t["n"] * (t["accuracy"] - t["confidence"]).abs()).sum() / t["n"].sum())
+
+
+def leave_type_out_scores(proba: np.ndarray, y: np.ndarray, left_out: dict[int, np.ndarray] | None = None,
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences of 'known' and 'novel' cells when each type present in ``y`` is left out in turn.
+
+    For a left-out class ``c`` the class-``c`` column is removed and the rest renormalised: the cells of type
+    ``c`` are then cells of a type the classifier does not know (their max probability is a *novel* score), the
+    other cells are known (their max probability over the remaining classes is a *known* score). The scores of
+    every left-out type are pooled. ``left_out[c]``, where given, replaces ``proba`` for left-out class ``c``
+    (e.g. a kNN vote taken without the reference cells of type ``c``).
+    """
+    known, novel = [], []
+    for c in np.unique(y):
+        source = proba if left_out is None or int(c) not in left_out else left_out[int(c)]
+        rest = np.delete(source, c, axis=1)
+        conf = rest.max(1) / np.clip(rest.sum(1), _EPS, None)
+        novel.append(conf[y == c])
+        known.append(conf[y != c])
+    return (np.concatenate(known) if known else np.array([])), (np.concatenate(novel) if novel else np.array([]))
+
+
+def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_unknown: float = 0.05) -> dict:
+    """Choose the confidence threshold below which a cell is unknown.
+
+    The threshold maximises Youden's J = TPR - FPR among thresholds that flag at most ``max_false_unknown`` of the
+    known cells (the false-unknown rate); returns it with its rates and the AUROC of known vs novel scores.
+    """
+    if len(known) == 0 or len(novel) == 0:
+        return {"threshold": 0.0, "youden_j": float("nan"), "false_unknown_rate": 0.0,
+                "true_unknown_rate": float("nan"), "auroc": float("nan")}
+    candidates = np.unique(np.concatenate([known, novel, [0.0]]))
+    known_sorted, novel_sorted = np.sort(known), np.sort(novel)
+    fpr = np.searchsorted(known_sorted, candidates, side="left") / len(known)  # share of known strictly below
+    tpr = np.searchsorted(novel_sorted, candidates, side="left") / len(novel)
+    j = np.where(fpr <= max_false_unknown, tpr - fpr, -np.inf)
+    best = int(np.argmax(j))
+    auroc = float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(novel))], -np.r_[known, novel]))
+    return {"threshold": float(candidates[best]), "youden_j": float(j[best]), "false_unknown_rate": float(fpr[best]),
+            "true_unknown_rate": float(tpr[best]), "auroc": auroc}
+
+
+def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.05, n_bins: int = 10,
+              left_out: dict[int, np.ndarray] | None = None) -> dict:
+    """Temperature, unknown threshold and reliability data from held-out reference cells.
+
+    ``proba`` (cells x classes) are the model's probabilities for held-out reference cells, ``y`` their integer
+    class codes, ``left_out`` optional per-class replacements for the leave-one-type-out scores (see
+    :func:`leave_type_out_scores`; temperature-scaled here like ``proba``). Returns a dict for ``uns[key]``.
+    """
+    y = np.asarray(y, dtype=int)
+    temperature = fit_temperature(proba, y)
+    calibrated = temperature_scale(proba, temperature)
+    correct = proba.argmax(1) == y
+    scaled_out = None if left_out is None else {c: temperature_scale(p, temperature) for c, p in left_out.items()}
+    known, novel = leave_type_out_scores(calibrated, y, scaled_out)
+    unknown = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
+    return {
+        "temperature": temperature,
+        "unknown_threshold": unknown["threshold"],
+        "unknown_selection": {"method": "leave-one-type-out on held-out reference cells, max Youden's J with "
+                              f"false-unknown rate <= {max_false_unknown:g}", **{k: v for k, v in unknown.items()
+                                                                                   if k != "threshold"}},
+        "calibration": {
+            "n_cells": int(len(y)),
+            "nll_before": nll(proba, y), "nll_after": nll(calibrated, y),
+            "ece_before": expected_calibration_error(proba.max(1), correct, n_bins),
+            "ece_after": expected_calibration_error(calibrated.max(1), correct, n_bins),
+            "accuracy": float(correct.mean()) if len(y) else float("nan"),
+        },
+        "reliability": reliability_table(calibrated.max(1), correct, n_bins),
+        "reliability_uncalibrated": reliability_table(proba.max(1), correct, n_bins),
+    }
+
+
+__all__ = [
+    "calibrate",
+    "choose_unknown_threshold",
+    "expected_calibration_error",
+    "fit_temperature",
+    "leave_type_out_scores",
+    "nll",
+    "reliability_table",
+    "temperature_scale",
+]

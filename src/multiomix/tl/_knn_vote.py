@@ -1,0 +1,141 @@
+"""The kNN vote of annotation transfer: a label-free joint PCA of reference + query and distance-weighted votes.
+
+:func:`knn_ensemble` averages a classifier's calibrated probabilities with the vote (and, for the 'unknown'
+threshold, with the vote taken without each reference type in turn); :func:`knn_proba` is the whole classifier
+for models without classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from mudata import MuData
+from scipy import sparse
+from sklearn.neighbors import NearestNeighbors
+
+from ._calibration import fit_temperature, nll, temperature_scale
+
+
+def _stack(ref_matrix, query_matrix):
+    if sparse.issparse(ref_matrix) or sparse.issparse(query_matrix):
+        return sparse.vstack([sparse.csr_matrix(ref_matrix), sparse.csr_matrix(query_matrix)]).tocsr()
+    return np.vstack([np.asarray(ref_matrix), np.asarray(query_matrix)])
+
+
+def _knn_votes(pool: np.ndarray, pool_codes: np.ndarray, n_classes: int, points: np.ndarray, *, k: int,
+               scale: float | None = None, skip_self: bool = False) -> tuple[np.ndarray, float]:
+    """Distance-weighted kNN class probabilities of ``points`` among ``pool``, and the distance scale used.
+
+    Weights ``exp(-(d / scale) ** 2)`` (``scale``: by default the median distance to the ``k``-th neighbour),
+    plus ``0.5 / n_classes`` per class: a cell far from every pool cell gets nearly flat probabilities.
+    """
+    k = int(min(k, len(pool) - (1 if skip_self else 0)))
+    nn = NearestNeighbors(n_neighbors=k + (1 if skip_self else 0)).fit(pool)
+    dist, idx = nn.kneighbors(points)
+    if skip_self:
+        dist, idx = dist[:, 1:], idx[:, 1:]
+    if scale is None:
+        scale = float(np.median(dist[:, -1]) + 1e-12)
+    weight = np.exp(-(dist / scale) ** 2)
+    votes = np.zeros((len(idx), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), pool_codes[idx].ravel()), weight.ravel())
+    votes += 0.5 / n_classes
+    return votes / votes.sum(1, keepdims=True), scale
+
+
+def knn_proba(ref_latent: np.ndarray, ref_codes: np.ndarray, n_classes: int, latent: np.ndarray | None = None, *,
+              k: int = 15, leave_one_out: bool = False) -> np.ndarray:
+    """Class probabilities from the ``k`` nearest reference cells (distance-weighted votes, add-half smoothing).
+
+    ``latent=None`` scores the reference cells themselves, each without itself (``leave_one_out``).
+    """
+    return _knn_votes(ref_latent, np.asarray(ref_codes), n_classes, ref_latent if latent is None else latent, k=k,
+                      skip_self=latent is None)[0]
+
+
+def joint_pca(reference: MuData, query: MuData, modalities: Sequence[str], *, n_components: int = 20,
+              random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """PCA of reference + query cells together, per modality, each modality scaled to unit mean squared norm.
+
+    ``reference`` and ``query`` hold the matched input matrices in ``.X`` (no labels are read). Returns the
+    reference and the query coordinates, modalities side by side.
+    """
+    from sklearn.decomposition import PCA
+
+    ref_parts, query_parts = [], []
+    for m in modalities:
+        x = _stack(reference.mod[m].X, query.mod[m].X)
+        n = int(min(n_components, x.shape[0] - 1, x.shape[1] - 1))
+        if n < 1:
+            continue
+        if sparse.issparse(x) and x.shape[0] * x.shape[1] <= 5e7:
+            x = x.toarray()
+        pca = PCA(n_components=n, svd_solver="arpack" if sparse.issparse(x) else "auto", random_state=random_state)
+        z = pca.fit_transform(x.astype(np.float64))
+        z = z / (np.sqrt(np.mean(np.sum(z**2, axis=1))) + 1e-12)
+        ref_parts.append(z[: reference.n_obs])
+        query_parts.append(z[reference.n_obs:])
+    return np.hstack(ref_parts), np.hstack(query_parts)
+
+
+#: candidate kNN weights of ``knn_weight="auto"``
+KNN_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.ndarray, ref_space: np.ndarray,
+                 query_space: np.ndarray, ref_codes: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                 weight: float | Literal["auto"] = 0.5, k: int = 15) -> dict:
+    """Average the temperature-scaled model probabilities with a kNN vote of the reference cells in a shared space.
+
+    ``p = (1 - w) * p_model ** (1 / T) / Z + w * p_kNN``: ``T`` is fitted on the held-out reference cells, the
+    ``held`` rows of each ``(train, held)`` pair of ``folds`` in order (one pair for one train/held-out split,
+    several for cross-fitted models); ``val_proba`` and ``val_codes`` are their model probabilities and class
+    codes. A held-out cell's kNN vote is taken among the ``train`` reference cells of its fold, a query cell's
+    among every reference cell, with the distance scale of the first fold's held-out cells (:func:`_knn_votes`), so
+    a query cell far from every reference cell gets a flatter vote. ``weight="auto"`` picks ``w`` in
+    :data:`KNN_WEIGHTS` with the lowest held-out negative log-likelihood after a second temperature scaling. Also
+    returns, per class ``c`` of the held-out cells, their mixture with the kNN vote taken without the reference
+    cells of type ``c`` (for :func:`leave_type_out_scores`). The query's labels are never read.
+    """
+    ref_codes, val_codes = np.asarray(ref_codes), np.asarray(val_codes)
+    n_classes = val_proba.shape[1]
+    temperature = fit_temperature(val_proba, val_codes)
+    model_val, model_query = temperature_scale(val_proba, temperature), temperature_scale(query_proba, temperature)
+    scale = _knn_votes(ref_space[folds[0][0]], ref_codes[folds[0][0]], n_classes, ref_space[folds[0][1]], k=k)[1]
+
+    def vote_of_held_out(without: int | None = None) -> np.ndarray | None:
+        parts = []
+        for train, held in folds:
+            pool = train if without is None else train[ref_codes[train] != without]
+            if len(pool) < 1:
+                return None
+            parts.append(_knn_votes(ref_space[pool], ref_codes[pool], n_classes, ref_space[held], k=k,
+                                    scale=scale)[0])
+        return np.concatenate(parts)
+
+    knn_val = vote_of_held_out()
+    knn_query, _ = _knn_votes(ref_space, ref_codes, n_classes, query_space, k=k, scale=scale)
+    held_out_nll = {}
+    for w in KNN_WEIGHTS:
+        mix = (1 - w) * model_val + w * knn_val
+        held_out_nll[f"{w:g}"] = nll(temperature_scale(mix, fit_temperature(mix, val_codes)), val_codes)
+    if weight == "auto":
+        weight = min(KNN_WEIGHTS, key=lambda w: held_out_nll[f"{w:g}"])
+    weight = float(weight)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"`knn_weight` must be 'auto' or in [0, 1], got {weight}.")
+    left_out = {}
+    for c in np.unique(val_codes):
+        knn_c = vote_of_held_out(without=c)
+        if knn_c is not None:
+            left_out[int(c)] = (1 - weight) * model_val + weight * knn_c
+    return {"val_proba": (1 - weight) * model_val + weight * knn_val,
+            "query_proba": (1 - weight) * model_query + weight * knn_query,
+            "left_out": left_out,
+            "info": {"knn_weight": weight, "model_temperature": temperature, "n_neighbors": int(k),
+                     "distance_scale": scale, "held_out_nll_by_weight": held_out_nll}}
+
+
+__all__ = ["KNN_WEIGHTS", "joint_pca", "knn_ensemble", "knn_proba"]
