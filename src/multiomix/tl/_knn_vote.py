@@ -18,7 +18,8 @@ from sklearn.neighbors import NearestNeighbors
 from ._calibration import fit_temperature, nll, temperature_scale
 
 
-def _stack(ref_matrix, query_matrix):
+def stack_rows(ref_matrix, query_matrix):
+    """Stack reference rows over query rows: CSR when either is sparse, else a dense array."""
     if sparse.issparse(ref_matrix) or sparse.issparse(query_matrix):
         return sparse.vstack([sparse.csr_matrix(ref_matrix), sparse.csr_matrix(query_matrix)]).tocsr()
     return np.vstack([np.asarray(ref_matrix), np.asarray(query_matrix)])
@@ -66,7 +67,7 @@ def joint_pca(reference: MuData, query: MuData, modalities: Sequence[str], *, n_
 
     ref_parts, query_parts = [], []
     for m in modalities:
-        x = _stack(reference.mod[m].X, query.mod[m].X)
+        x = stack_rows(reference.mod[m].X, query.mod[m].X)
         n = int(min(n_components, x.shape[0] - 1, x.shape[1] - 1))
         if n < 1:
             continue

@@ -54,7 +54,7 @@ from ._calibration import (
     temperature_scale,
 )
 from ._fit import resolve_label_key
-from ._knn_vote import _stack, joint_pca, knn_ensemble, knn_proba
+from ._knn_vote import joint_pca, knn_ensemble, knn_proba, stack_rows
 
 _UNLABELLED = "__unlabelled__"
 
@@ -158,7 +158,7 @@ def _unitednet_transfer(reference, query, *, model, label_key, labels, modalitie
                        "query_latent": model.get_latent_representation(query_matched),
                        "reference_latent": model.get_latent_representation(ref_matched)}
     names = [f"ref-{i}" for i in range(reference.n_obs)] + [f"query-{i}" for i in range(query.n_obs)]
-    joint = new_mudata({m: AnnData(X=_stack(ref_matched.mod[m].X, query_matched.mod[m].X),
+    joint = new_mudata({m: AnnData(X=stack_rows(ref_matched.mod[m].X, query_matched.mod[m].X),
                                    obs=pd.DataFrame(index=names), var=pd.DataFrame(index=model.feature_names_[m]))
                         for m in modalities})
     joint.obs[label_key] = pd.Categorical(list(labels) + [_UNLABELLED] * query.n_obs,
