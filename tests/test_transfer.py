@@ -67,7 +67,7 @@ def test_unknown_threshold_flags_left_out_types_and_respects_the_false_unknown_r
     assert (novel < chosen["threshold"]).mean() > 0.5 and chosen["auroc"] > 0.9
 
 
-@pytest.mark.parametrize("model", ["unitednet", "multimodal_ae"])
+@pytest.mark.parametrize("model", ["unitednet", "multimodal_ae", "logistic"])
 def test_transfer_flags_a_type_absent_from_the_reference(model):
     reference, query, truth = reference_query()
     before = set(reference.obs.columns), set(reference.obsm.keys()), set(reference.uns.keys())
@@ -95,11 +95,28 @@ def test_rna_only_query_uses_the_shared_modality():
     rna_only = md.MuData({"rna": query.mod["rna"].copy()})
     mx.tl.transfer_labels(reference, rna_only, label_key="cell_type", key_added="lt", **FAST)
     assert rna_only.uns["lt"]["params"]["modalities"] == ["rna"]
-    assert "MultimodalAE" in rna_only.uns["lt"]["params"]["method"]
+    assert rna_only.uns["lt"]["params"]["method"].startswith("standardised logistic regression")
     known = truth != "T4"
     assert (rna_only.obs["lt"].astype(str).to_numpy()[known] == truth[known]).mean() > 0.6
+    # the joint PCA of reference + query RNA is the embedding written for plotting
+    assert rna_only.obsm["X_lt"].shape == (rna_only.n_obs, rna_only.uns["lt"]["reference_latent"].shape[1])
     with pytest.raises(ValueError, match="two shared modalities"):
         mx.tl.transfer_labels(reference, rna_only, label_key="cell_type", model="unitednet", **FAST)
+
+
+def test_logistic_path_gives_every_reference_class_a_column():
+    reference, query, _ = reference_query()
+    labels = reference.obs["cell_type"].astype(str)
+    rows = np.arange(reference.n_obs)
+    only_held_out = rows[labels.to_numpy() == "T3"][:5]  # a class the regression never trains on
+    train = rows[labels.to_numpy() != "T3"]
+    estimator, out = _transfer._logistic_transfer(reference, query, labels=labels, ref_train=train,
+                                                  ref_val=only_held_out, class_weighting=True, random_state=0)
+    assert out["classes"] == ["T0", "T1", "T2", "T3"] and list(estimator.classes_) == ["T0", "T1", "T2"]
+    for proba in (out["query_proba"], out["val_proba"]):
+        np.testing.assert_allclose(proba.sum(1), 1)
+        assert proba[:, 3].max() < 1e-6  # the class without training rows keeps only the floor
+    assert (out["query_proba"].argmax(1) < 3).all()
 
 
 def test_fitted_model_without_classes_gives_knn_on_its_latent():
@@ -195,8 +212,9 @@ def test_n_models_averages_adapted_unitednets_and_refuses_other_paths():
     known = truth != "T4"
     assert (query.obs["ens"].astype(str).to_numpy()[known] == truth[known]).mean() > 0.7
     before = set(query.obs.columns), set(query.obsm.keys()), set(query.uns.keys())
-    with pytest.raises(ValueError, match="n_models=2 trains several UnitedNets"):
-        mx.tl.transfer_labels(reference, query, label_key="cell_type", model="multimodal_ae", n_models=2, **FAST)
+    for other in ("multimodal_ae", "logistic"):
+        with pytest.raises(ValueError, match="n_models=2 trains several UnitedNets"):
+            mx.tl.transfer_labels(reference, query, label_key="cell_type", model=other, n_models=2, **FAST)
     with pytest.raises(ValueError, match="positive integer"):
         mx.tl.transfer_labels(reference, query, label_key="cell_type", n_models=0, **FAST)
     with pytest.raises(TypeError, match="member"):

@@ -177,6 +177,26 @@ def _unitednet_transfer(reference, query, *, model, label_key, labels, modalitie
                    "reference_latent": final.get_latent_representation(indices=np.arange(reference.n_obs))}
 
 
+def _logistic_transfer(ref_matched: MuData, query_matched: MuData, *, labels: pd.Series, ref_train: np.ndarray,
+                       ref_val: np.ndarray, class_weighting: bool, random_state: int):
+    """Fit a standardised logistic regression (``C`` by inner CV) on the training rows; return it and probabilities."""
+    from .._baseline import logistic_baseline, stack_modalities
+
+    classes = sorted(set(labels))
+    x_ref = stack_modalities([ref_matched.mod[m].X for m in ref_matched.mod])
+    x_query = stack_modalities([query_matched.mod[m].X for m in query_matched.mod])
+    estimator = logistic_baseline(x_ref[ref_train], labels.to_numpy()[ref_train], random_state=random_state,
+                                  class_weighting=class_weighting)
+    columns = pd.Index(classes).get_indexer(estimator.classes_)
+
+    def proba(x) -> np.ndarray:  # classes absent from the training rows get a floor probability
+        out = np.full((x.shape[0], len(classes)), 1e-7)
+        out[:, columns] = estimator.predict_proba(x)
+        return out / out.sum(1, keepdims=True)
+
+    return estimator, {"classes": classes, "query_proba": proba(x_query), "val_proba": proba(x_ref[ref_val])}
+
+
 def transfer_labels(
     reference: MuData,
     query: MuData,
@@ -226,10 +246,13 @@ def transfer_labels(
     * ``model=None`` or ``"unitednet"`` (default with two or more shared modalities): a supervised UnitedNet is
       fitted on the reference, then adapted the way UnitedNet's transfer does (translation and contrastive
       training on reference + query cells, classification on reference cells only);
-    * ``"multimodal_ae"`` (default with a single shared modality, e.g. an RNA-only query of a CITE-seq
-      reference): an unsupervised :class:`~multiomix.models.MultimodalAE` is fitted on the reference's shared
-      modalities and every query cell gets the labels of its ``n_neighbors`` nearest reference cells in that
-      latent space (distance-weighted votes);
+    * ``"logistic"`` (default with a single shared modality, e.g. an RNA-only query of a CITE-seq reference):
+      a standardised logistic regression on the reference's shared features (``C`` by inner stratified CV,
+      class-weighted with ``class_weighting``), averaged with the kNN vote below like UnitedNet's; the joint PCA
+      of that vote is the embedding written for plotting;
+    * ``"multimodal_ae"``: an unsupervised :class:`~multiomix.models.MultimodalAE` is fitted on the reference's
+      shared modalities and every query cell gets the labels of its ``n_neighbors`` nearest reference cells in
+      that latent space (distance-weighted votes);
     * a fitted model: a supervised UnitedNet is adapted as above; another model that predicts the reference's
       classes (e.g. :class:`~multiomix.models.CrossAttOmics`) gives its own ``predict_proba`` (averaged with the
       kNN vote below, like UnitedNet's); a model without
@@ -265,7 +288,7 @@ def transfer_labels(
         Column of ``reference.obs`` with the labels (``None``: ``model``'s label column, else the one plausible
         label column).
     model
-        ``None``, ``"unitednet"``, ``"multimodal_ae"`` or a fitted multiomix model (see above).
+        ``None``, ``"unitednet"``, ``"logistic"``, ``"multimodal_ae"`` or a fitted multiomix model (see above).
     modalities
         Modalities to use (default: the model's, else those reference and query share).
     layer
@@ -274,7 +297,8 @@ def transfer_labels(
         Architecture of a model fitted here (``latent_dim``, ``dropout``, ``input_dropout`` also for
         ``"multimodal_ae"``), see :class:`~multiomix.models.UnitedNet`.
     contrastive_temperature, head_temperature, loss_weights, binary, class_weighting, linear_skip
-        See :class:`~multiomix.models.UnitedNet` (a UnitedNet fitted here only).
+        See :class:`~multiomix.models.UnitedNet` (a UnitedNet fitted here only; ``class_weighting`` also for
+        ``"logistic"``).
     linear_skip_max_cells
         See :class:`~multiomix.models.UnitedNet`.
     max_epochs
@@ -320,7 +344,8 @@ def transfer_labels(
 
     Returns
     -------
-    The model used (UnitedNet: the adapted one). Writes, with ``key = key_added``: ``query.obs[key]`` (most
+    The model used (UnitedNet: the adapted one; ``"logistic"``: the fitted scikit-learn search, whose
+    ``best_params_`` hold ``C``). Writes, with ``key = key_added``: ``query.obs[key]`` (most
     probable reference class), ``query.obs[key + '_confidence']`` (calibrated maximum probability),
     ``query.obs[key + '_unknown']`` (bool), ``query.obsm['X_' + key]`` (latent), ``query.obsm[key + '_proba']``
     (calibrated probabilities, columns ``uns[key]['classes']``) and ``query.uns[key]`` with ``params``,
@@ -349,9 +374,9 @@ def transfer_labels(
                         "(e.g. `model.members[0]`) or a model name.")
     fitted = isinstance(model, MultiomixModel)
     n_models = check_n_models(n_models)
-    if model is not None and not fitted and model not in ("unitednet", "multimodal_ae"):
-        raise ValueError("`model` must be None, 'unitednet', 'multimodal_ae' or a fitted multiomix model; "
-                         f"got {model!r}.")
+    if model is not None and not fitted and model not in ("unitednet", "multimodal_ae", "logistic"):
+        raise ValueError("`model` must be None, 'unitednet', 'multimodal_ae', 'logistic' or a fitted multiomix "
+                         f"model; got {model!r}.")
     if label_key is None and fitted and model.label_key is not None and model.label_key in reference.obs.columns:
         label_key = model.label_key
     label_key = resolve_label_key(reference.obs, label_key)
@@ -371,10 +396,10 @@ def transfer_labels(
         modalities = check_modalities(reference, modalities)
         layers = resolve_layers(modalities, layer)
         if model is None:
-            model = "unitednet" if len(modalities) >= 2 else "multimodal_ae"
+            model = "unitednet" if len(modalities) >= 2 else "logistic"
         if model == "unitednet" and len(modalities) < 2:
             raise ValueError(f"UnitedNet needs at least two shared modalities, got {modalities}; "
-                             "use model='multimodal_ae'.")
+                             "use model='logistic' or 'multimodal_ae'.")
     check_labels(reference.obs, label_key)
     if reference.obs[label_key].isna().any():
         raise ValueError(f"reference.obs[{label_key!r}] has missing labels.")
@@ -422,6 +447,16 @@ def transfer_labels(
         classes, proba, val_proba = out["classes"], out["query_proba"], out["val_proba"]
         latent, ref_latent = out["query_latent"], out["reference_latent"]
         val_codes = pd.Index(classes).get_indexer(labels.iloc[np.concatenate([held for _, held in folds])])
+    elif model == "logistic":
+        final, out = _logistic_transfer(matched_input(reference, features=features, layers=layers),
+                                        matched_input(query, features=features, layers=layers), labels=labels,
+                                        ref_train=ref_train, ref_val=ref_val, class_weighting=class_weighting,
+                                        random_state=random_state)
+        method = ("standardised logistic regression (C by inner CV"
+                  + (", class-weighted)" if class_weighting else ")"))
+        classes, proba, val_proba = out["classes"], out["query_proba"], out["val_proba"]
+        latent = ref_latent = None  # the joint PCA below
+        val_codes = pd.Index(classes).get_indexer(labels.iloc[ref_val])
     else:
         if model == "multimodal_ae":
             view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
@@ -451,12 +486,16 @@ def transfer_labels(
             source = "leave-one-out kNN over every reference cell"
     left_out, vote_info = None, None
     uses_vote = not method.startswith("kNN") and knn_weight != 0
+    if uses_vote or latent is None:
+        space_features = features if model == "logistic" else final.feature_names_
+        ref_space, query_space = joint_pca(
+            matched_input(reference, features=space_features, layers=layers),
+            matched_input(query, features=space_features, layers=layers), list(space_features),
+            n_components=knn_components, random_state=random_state)
+        if latent is None:
+            latent, ref_latent = query_space, ref_space
     if uses_vote:
         ref_codes = pd.Index(classes).get_indexer(labels)
-        ref_space, query_space = joint_pca(
-            matched_input(reference, features=final.feature_names_, layers=layers),
-            matched_input(query, features=final.feature_names_, layers=layers), list(final.feature_names_),
-            n_components=knn_components, random_state=random_state)
         vote = knn_ensemble(val_proba, val_codes, proba, ref_space, query_space, ref_codes, folds,
                             weight=knn_weight, k=n_neighbors)
         val_proba, proba, left_out = vote["val_proba"], vote["query_proba"], vote["left_out"]
