@@ -73,3 +73,15 @@ def test_logistic_baseline_chooses_c_by_inner_cv():
     search = logistic_baseline(x, y)
     assert search.best_params_["logisticregression__C"] in search.param_grid["logisticregression__C"]
     assert len(search.param_grid["logisticregression__C"]) > 1 and search.score(x, y) > 0.9
+
+
+def test_logistic_baseline_searches_c_with_a_singleton_class_when_folds_are_given():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(121, 30))
+    y = np.where(x[:, 0] > 0, "a", "b").astype(object)
+    y[0] = "rare"  # one training cell: the default fold rule cannot search C
+    assert len(logistic_baseline(x, y).cv_results_["params"]) == 1
+    search = logistic_baseline(x, y, folds=5)
+    assert len(search.cv_results_["params"]) == len(search.param_grid["logisticregression__C"]) > 1
+    assert search.n_splits_ == 5 and np.isfinite(search.best_score_)
+    assert set(search.classes_) == {"a", "b", "rare"} and search.score(x[1:], y[1:]) > 0.9

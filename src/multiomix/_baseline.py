@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,7 +29,8 @@ def stack_modalities(matrices: Sequence) -> np.ndarray | sparse.csr_matrix:
     return np.hstack([np.asarray(m, dtype=np.float32) for m in matrices])
 
 
-def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, class_weighting: bool = True):
+def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, class_weighting: bool = True,
+                      folds: int | None = None):
     """Standardised logistic regression with ``C`` chosen by inner stratified cross-validation.
 
     Parameters
@@ -41,6 +43,11 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
         Seed of the inner folds.
     class_weighting
         ``class_weight="balanced"``, as the deep models weight their loss.
+    folds
+        Inner folds. ``None`` (every fit's baseline): ``min(5, size of the rarest class)``, and no search
+        (``C = 1``) when a class has a single member. An integer keeps that many folds (at most the size of the
+        largest class) even when some classes are rarer: those sit in the held-out part of fewer folds, so
+        ``C`` is still searched on references with a few singleton types.
 
     Returns
     -------
@@ -53,7 +60,8 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
     True
     """
     y_train = np.asarray(y_train).astype(str)
-    n_splits = int(min(5, np.unique(y_train, return_counts=True)[1].min()))
+    counts = np.unique(y_train, return_counts=True)[1]
+    n_splits = int(min(5, counts.min())) if folds is None else int(min(folds, counts.max()))
     scaler = StandardScaler(with_mean=not sparse.issparse(x_train))
     lr = LogisticRegression(max_iter=2000, class_weight="balanced" if class_weighting else None)
     pipeline = make_pipeline(scaler, lr)
@@ -61,6 +69,9 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
         return GridSearchCV(pipeline, {"logisticregression__C": [1.0]}, cv=[(np.arange(len(y_train)),) * 2]).fit(
             x_train, y_train
         )
-    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
-    search = GridSearchCV(pipeline, {"logisticregression__C": list(C_GRID)}, cv=folds, scoring="f1_macro")
-    return search.fit(x_train, y_train)
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    search = GridSearchCV(pipeline, {"logisticregression__C": list(C_GRID)}, cv=splitter, scoring="f1_macro")
+    with warnings.catch_warnings():  # rare classes with an explicit `folds`: absent from some folds, by design
+        warnings.filterwarnings("ignore", message="The least populated class")
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return search.fit(x_train, y_train)

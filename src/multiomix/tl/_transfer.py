@@ -186,7 +186,7 @@ def _logistic_transfer(ref_matched: MuData, query_matched: MuData, *, labels: pd
     x_ref = stack_modalities([ref_matched.mod[m].X for m in ref_matched.mod])
     x_query = stack_modalities([query_matched.mod[m].X for m in query_matched.mod])
     estimator = logistic_baseline(x_ref[ref_train], labels.to_numpy()[ref_train], random_state=random_state,
-                                  class_weighting=class_weighting)
+                                  class_weighting=class_weighting, folds=5)
     columns = pd.Index(classes).get_indexer(estimator.classes_)
 
     def proba(x) -> np.ndarray:  # classes absent from the training rows get a floor probability
@@ -247,8 +247,9 @@ def transfer_labels(
       fitted on the reference, then adapted the way UnitedNet's transfer does (translation and contrastive
       training on reference + query cells, classification on reference cells only);
     * ``"logistic"`` (default with a single shared modality, e.g. an RNA-only query of a CITE-seq reference):
-      a standardised logistic regression on the reference's shared features (``C`` by inner stratified CV,
-      class-weighted with ``class_weighting``), averaged with the kNN vote below like UnitedNet's; the joint PCA
+      a standardised logistic regression on the reference's shared features (``C`` by 5-fold inner stratified
+      CV scored by macro-F1, searched even when some types have fewer than 5 cells; class-weighted with
+      ``class_weighting``), averaged with the kNN vote below like UnitedNet's; the joint PCA
       of that vote is the embedding written for plotting;
     * ``"multimodal_ae"``: an unsupervised :class:`~multiomix.models.MultimodalAE` is fitted on the reference's
       shared modalities and every query cell gets the labels of its ``n_neighbors`` nearest reference cells in
