@@ -85,3 +85,11 @@ def test_logistic_baseline_searches_c_with_a_singleton_class_when_folds_are_give
     assert len(search.cv_results_["params"]) == len(search.param_grid["logisticregression__C"]) > 1
     assert search.n_splits_ == 5 and np.isfinite(search.best_score_)
     assert set(search.classes_) == {"a", "b", "rare"} and search.score(x[1:], y[1:]) > 0.9
+
+
+def test_logistic_baseline_falls_back_to_c_1_when_no_fold_can_be_scored():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(31, 4))
+    y = np.array(["a"] * 30 + ["b"], dtype=object)  # the fold holding "b" out trains on "a" alone
+    search = logistic_baseline(x, y, folds=5)
+    assert search.best_params_["logisticregression__C"] == 1.0 and list(search.classes_) == ["a", "b"]

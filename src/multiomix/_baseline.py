@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
+from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
@@ -65,13 +66,16 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
     scaler = StandardScaler(with_mean=not sparse.issparse(x_train))
     lr = LogisticRegression(max_iter=2000, class_weight="balanced" if class_weighting else None)
     pipeline = make_pipeline(scaler, lr)
+    fixed_c = GridSearchCV(pipeline, {"logisticregression__C": [1.0]}, cv=[(np.arange(len(y_train)),) * 2])
     if n_splits < 2:  # a class with a single member: no inner CV possible, keep sklearn's default C
-        return GridSearchCV(pipeline, {"logisticregression__C": [1.0]}, cv=[(np.arange(len(y_train)),) * 2]).fit(
-            x_train, y_train
-        )
+        return fixed_c.fit(x_train, y_train)
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     search = GridSearchCV(pipeline, {"logisticregression__C": list(C_GRID)}, cv=splitter, scoring="f1_macro")
     with warnings.catch_warnings():  # rare classes with an explicit `folds`: absent from some folds, by design
-        warnings.filterwarnings("ignore", message="The least populated class")
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return search.fit(x_train, y_train)
+        for message in ("The least populated class", "y_pred contains classes not in y_true",
+                        "One or more of the test scores are non-finite"):
+            warnings.filterwarnings("ignore", message=message)
+        warnings.filterwarnings("ignore", category=FitFailedWarning)
+        search.fit(x_train, y_train)
+    # a fold whose training part holds a single class cannot be fitted: no score for any C, so no search
+    return search if np.isfinite(search.best_score_) else fixed_c.fit(x_train, y_train)
