@@ -75,13 +75,12 @@ def test_logistic_baseline_chooses_c_by_inner_cv():
     assert len(search.param_grid["logisticregression__C"]) > 1 and search.score(x, y) > 0.9
 
 
-def test_logistic_baseline_searches_c_with_a_singleton_class_when_folds_are_given():
+def test_logistic_baseline_searches_c_with_a_singleton_class():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(121, 30))
     y = np.where(x[:, 0] > 0, "a", "b").astype(object)
-    y[0] = "rare"  # one training cell: the default fold rule cannot search C
-    assert len(logistic_baseline(x, y).cv_results_["params"]) == 1
-    search = logistic_baseline(x, y, folds=5)
+    y[0] = "rare"  # one training cell: absent from the training part of one fold, C is still searched
+    search = logistic_baseline(x, y)
     assert len(search.cv_results_["params"]) == len(search.param_grid["logisticregression__C"]) > 1
     assert search.n_splits_ == 5 and np.isfinite(search.best_score_)
     assert set(search.classes_) == {"a", "b", "rare"} and search.score(x[1:], y[1:]) > 0.9
@@ -91,5 +90,7 @@ def test_logistic_baseline_falls_back_to_c_1_when_no_fold_can_be_scored():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(31, 4))
     y = np.array(["a"] * 30 + ["b"], dtype=object)  # the fold holding "b" out trains on "a" alone
-    search = logistic_baseline(x, y, folds=5)
+    search = logistic_baseline(x, y)
     assert search.best_params_["logisticregression__C"] == 1.0 and list(search.classes_) == ["a", "b"]
+    singletons = logistic_baseline(x[:3], np.array(["a", "b", "c"]))  # no fold possible at all
+    assert len(singletons.cv_results_["params"]) == 1 and singletons.best_params_["logisticregression__C"] == 1.0

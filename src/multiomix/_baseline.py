@@ -31,7 +31,7 @@ def stack_modalities(matrices: Sequence) -> np.ndarray | sparse.csr_matrix:
 
 
 def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, class_weighting: bool = True,
-                      folds: int | None = None):
+                      folds: int = 5):
     """Standardised logistic regression with ``C`` chosen by inner stratified cross-validation.
 
     Parameters
@@ -45,10 +45,11 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
     class_weighting
         ``class_weight="balanced"``, as the deep models weight their loss.
     folds
-        Inner folds. ``None`` (every fit's baseline): ``min(5, size of the rarest class)``, and no search
-        (``C = 1``) when a class has a single member. An integer keeps that many folds (at most the size of the
-        largest class) even when some classes are rarer: those sit in the held-out part of fewer folds, so
-        ``C`` is still searched on references with a few singleton types.
+        Inner folds, at most the size of the largest class. Classes rarer than ``folds`` sit in the held-out part
+        of fewer folds, so ``C`` is searched even when a few classes have one or two members (a rule of "as
+        many folds as the rarest class has members" would leave two folds of half the data, or no search at
+        all). ``C = 1`` without a search when no fold can be scored (every class a singleton, or a fold whose
+        training part holds one class).
 
     Returns
     -------
@@ -62,16 +63,16 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
     """
     y_train = np.asarray(y_train).astype(str)
     counts = np.unique(y_train, return_counts=True)[1]
-    n_splits = int(min(5, counts.min())) if folds is None else int(min(folds, counts.max()))
+    n_splits = int(min(folds, counts.max()))
     scaler = StandardScaler(with_mean=not sparse.issparse(x_train))
     lr = LogisticRegression(max_iter=2000, class_weight="balanced" if class_weighting else None)
     pipeline = make_pipeline(scaler, lr)
     fixed_c = GridSearchCV(pipeline, {"logisticregression__C": [1.0]}, cv=[(np.arange(len(y_train)),) * 2])
-    if n_splits < 2:  # a class with a single member: no inner CV possible, keep sklearn's default C
+    if n_splits < 2:  # every class a singleton: no inner CV possible, keep sklearn's default C
         return fixed_c.fit(x_train, y_train)
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     search = GridSearchCV(pipeline, {"logisticregression__C": list(C_GRID)}, cv=splitter, scoring="f1_macro")
-    with warnings.catch_warnings():  # rare classes with an explicit `folds`: absent from some folds, by design
+    with warnings.catch_warnings():  # classes rarer than `folds` are absent from some folds, by design
         for message in ("The least populated class", "y_pred contains classes not in y_true",
                         "One or more of the test scores are non-finite"):
             warnings.filterwarnings("ignore", message=message)

@@ -186,7 +186,7 @@ def _logistic_transfer(ref_matched: MuData, query_matched: MuData, *, labels: pd
     x_ref = stack_modalities([ref_matched.mod[m].X for m in ref_matched.mod])
     x_query = stack_modalities([query_matched.mod[m].X for m in query_matched.mod])
     estimator = logistic_baseline(x_ref[ref_train], labels.to_numpy()[ref_train], random_state=random_state,
-                                  class_weighting=class_weighting, folds=5)
+                                  class_weighting=class_weighting)
     columns = pd.Index(classes).get_indexer(estimator.classes_)
 
     def proba(x) -> np.ndarray:  # classes absent from the training rows get a floor probability
