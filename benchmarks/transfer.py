@@ -249,6 +249,8 @@ def main() -> None:
     parser.add_argument("--reuse-protein", action="store_true",
                         help="with --protein-members 0: keep the protein-from-RNA result of the transfer.json already "
                              "in the results folder (that part does not depend on transfer_labels)")
+    parser.add_argument("--protein-only", action="store_true",
+                        help="rerun only the protein-from-RNA part into the existing report NAME.json")
     parser.add_argument("--rna-only", action="store_true",
                         help="query with its RNA alone (ours: the single-modality default; kNN on the RNA PCA)")
     parser.add_argument("--threads", type=int, default=1)
@@ -293,6 +295,17 @@ def main() -> None:
                                        "novel_fraction": float(np.mean(~np.isin(y_query, list(set(y_ref))))),
                                        "reference_types": sorted(set(y_ref)), "y_query": y_query.tolist(),
                                        "seeds": {}}
+    if args.protein_only:
+        _, reference, query, _, _ = splits["cite s1d1->s1d2"]
+        results = json.loads((RESULTS / f"{args.name}.json").read_text())
+        t0 = time.perf_counter()
+        results["protein_from_rna"] = {**protein_from_rna(reference, query, members=args.protein_members,
+                                                          epochs=args.protein_epochs),
+                                       "seconds": time.perf_counter() - t0, "protein_only": True}
+        print("protein", results["protein_from_rna"], flush=True)
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(results))
+        write_report(results)
+        return
     for seed in range(args.seeds):
         for config, (name, reference, query, y_ref, y_query) in splits.items():
             known = set(y_ref)
@@ -395,7 +408,8 @@ def write_report(results: dict) -> None:
              f"{' --rna-only' if rna_only else ''}"
              f"{f' --name {args.name}' if args.name != default_name else ''}` "
              f"({args.threads} CPU thread; {n_seeds} seed(s) finished when this file was written).", "",
-             "Mean ± sd over seeds (seeds 0, 1, ...; kNN is deterministic, the others are seeded). Accuracy over all "
+             "Mean ± sd over seeds (seeds 0, 1, ...; CellTypist and ingest are deterministic; the others, kNN's "
+             "randomised PCA included, are seeded). Accuracy over all "
              "query cells; macro-F1 over the types present in reference and query; novel AUROC of 1 - confidence "
              "(query cells of types absent from the reference vs the rest); ECE (10 bins) of the confidence on query "
              "cells of reference types. Ours: confidence calibrated by temperature scaling on held-out reference "
@@ -440,7 +454,9 @@ def write_report(results: dict) -> None:
                   f"(seeds 0-{p['members'] - 1}, {p['epochs']} epochs, latent 16, input dropout 0.7): mean "
                   f"per-protein Pearson **{p['ensemble']:.3f}** ({p['seconds']:.0f} s)."
                   + (" Not rerun here (`--reuse-protein`): kept from the previous run's transfer.json; this part "
-                     "does not use transfer_labels." if p.get("reused") else ""), ""]
+                     "does not use transfer_labels." if p.get("reused") else "")
+                  + (f" Run on its own after the rest: `python benchmarks/transfer.py --protein-only --protein-members "
+                     f"{p['members']} --protein-epochs {p['epochs']}`." if p.get("protein_only") else ""), ""]
     (RESULTS / f"{getattr(args, 'name', 'transfer')}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
