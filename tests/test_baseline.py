@@ -11,6 +11,7 @@ import logging
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 
 import multiomix as mx
 from multiomix._baseline import logistic_baseline
@@ -94,3 +95,10 @@ def test_logistic_baseline_falls_back_to_c_1_when_no_fold_can_be_scored():
     assert search.best_params_["logisticregression__C"] == 1.0 and list(search.classes_) == ["a", "b"]
     singletons = logistic_baseline(x[:3], np.array(["a", "b", "c"]))  # no fold possible at all
     assert len(singletons.cv_results_["params"]) == 1 and singletons.best_params_["logisticregression__C"] == 1.0
+
+
+@pytest.mark.parametrize("folds", [1, 0, 2.5, True])
+def test_logistic_baseline_rejects_bad_folds(folds):
+    x, y = np.zeros((10, 2)), np.array(["a", "b"] * 5)
+    with pytest.raises(ValueError, match="folds"):
+        logistic_baseline(x, y, folds=folds)

@@ -45,11 +45,10 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
     class_weighting
         ``class_weight="balanced"``, as the deep models weight their loss.
     folds
-        Inner folds, at most the size of the largest class. Classes rarer than ``folds`` sit in the held-out part
-        of fewer folds, so ``C`` is searched even when a few classes have one or two members (a rule of "as
-        many folds as the rarest class has members" would leave two folds of half the data, or no search at
-        all). ``C = 1`` without a search when no fold can be scored (every class a singleton, or a fold whose
-        training part holds one class).
+        Inner folds (at least 2), at most the size of the largest class. Classes rarer than ``folds`` sit in the
+        held-out part of fewer folds, so ``C`` is searched even when a few classes have one or two members.
+        ``C = 1`` without a search when no fold can be scored (every class a singleton, or a fold whose training
+        part holds one class).
 
     Returns
     -------
@@ -61,6 +60,8 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
     >>> logistic_baseline(x, y).score(x, y) > 0.9
     True
     """
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 2:
+        raise ValueError(f"`folds` must be an integer of at least 2, got {folds!r}.")
     y_train = np.asarray(y_train).astype(str)
     counts = np.unique(y_train, return_counts=True)[1]
     n_splits = int(min(folds, counts.max()))
