@@ -305,3 +305,28 @@ def test_failure_inside_training_rolls_back_registration(small):
     with pytest.raises(Exception):  # noqa: B017 - any training failure
         mx.tl.fit_crossattomics(small, label_key="label", max_epochs=1, enable_progress_bar=False, lr="fast")
     _assert_unchanged(small, before)
+
+
+def test_interaction_importance_explains_the_true_class_of_numeric_labels(small):
+    """Integer labels are the model's classes as strings: ``target="label"`` must find them, not fall back."""
+    small.obs["label"] = (small.obs["label"].astype(str) == small.obs["label"].astype(str).iloc[0]).astype(int)
+    model = mx.tl.fit_crossattomics(small, label_key="label", **FAST)
+    as_text = small.copy()
+    as_text.obs["label"] = small.obs["label"].astype(str)
+    mx.tl.interaction_importance(small, model, target="label", key_added="numeric")
+    mx.tl.interaction_importance(as_text, model, target="label", key_added="text")
+    mx.tl.interaction_importance(small, model, target="prediction", key_added="predicted")
+    numeric = np.asarray(small.uns["numeric"]["per_sample"])
+    np.testing.assert_allclose(numeric, np.asarray(as_text.uns["text"]["per_sample"]), rtol=1e-5, atol=1e-7)
+    wrong = small.obs["crossattomics_prediction"].astype(str).to_numpy() != small.obs["label"].astype(str).to_numpy()
+    assert wrong.any()
+    assert not np.allclose(numeric[wrong], np.asarray(small.uns["predicted"]["per_sample"])[wrong])
+
+
+def test_a_modality_with_one_feature_is_one_group():
+    mdata = mx.datasets.synthetic_interaction_mudata(120, n_features={"rna": 20, "methylation": 20, "mirna": 5})
+    mdata.mod["mirna"] = mdata.mod["mirna"][:, :1].copy()
+    mdata.update()
+    model = mx.tl.fit_crossattomics(mdata, **FAST)
+    assert len(model.feature_groups_["mirna"]) == 1
+    assert mdata.obsm["crossattomics_proba"].shape == (120, 2)

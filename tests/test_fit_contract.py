@@ -4,6 +4,7 @@ determinism under a seed."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -358,3 +359,41 @@ def test_feature_relevance_keys_round_trip_and_bad_input(tmp_path):
     with pytest.raises(KeyError):
         mx.tl.feature_relevance(mdata, model, groupby="no_such_column", key_added="rel2")
     _assert_unchanged(before, mdata)
+
+
+def test_a_view_is_fitted_and_scored_like_its_copy(case):
+    """``mdata[rows]`` (an AnnData view with dense X) gives what ``mdata[rows].copy()`` gives."""
+    mdata = case.make()
+    rows = mdata.obs_names[10:]
+    view, copy = mdata[rows], mdata[rows].copy()
+    assert view.is_view and not sparse.issparse(view.mod[_featured(view)].X)
+    model = case.fit(view, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    case.fit(copy, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    np.testing.assert_allclose(view.obsm[f"X_{case.key}"], copy.obsm[f"X_{case.key}"], atol=1e-6)
+    np.testing.assert_allclose(model.get_latent_representation(mdata[:20]),
+                               model.get_latent_representation(mdata[:20].copy()), atol=1e-6)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_predict_writes_under_the_fits_key_and_warns_before_replacing_a_fit_record(fitted):
+    case, mdata, model = fitted
+    new = _reordered(mdata, case.label_key)
+    mx.tl.predict(new, model)  # no key_added: the key the fit wrote (e.g. "mmae" for the autoencoder)
+    np.testing.assert_allclose(new.obsm[f"X_{case.key}"], mdata.obsm[f"X_{case.key}"], atol=1e-5)
+    records = _Records()
+    logging.getLogger("multiomix").addHandler(records)
+    try:
+        mx.tl.predict(new, model)
+        assert records.messages == []
+        mx.tl.predict(mdata, model)
+    finally:
+        logging.getLogger("multiomix").removeHandler(records)
+    assert any("record of a fit" in m for m in records.messages)

@@ -355,3 +355,19 @@ def test_decoder_offsets_shift_binary_logits_only():
     plain, shifted = net.decode(z), net.decode(z, offsets={"atac": offset})
     torch.testing.assert_close(shifted["atac"]["logits"], plain["atac"]["logits"] + offset)
     torch.testing.assert_close(shifted["rna"]["mean"], plain["rna"]["mean"])
+
+
+def test_pca_concat_names_the_modality_it_cannot_reduce():
+    rng = np.random.default_rng(0)
+    counts = {"rna": rng.poisson(2.0, (40, 30)).astype(np.float32), "atac": rng.binomial(1, 0.3, (40, 25))}
+    good = md.MuData({m: ad.AnnData(x.astype(np.float32)) for m, x in counts.items()})
+    scaled = good.copy()
+    scaled.mod["rna"].X = scaled.mod["rna"].X - scaled.mod["rna"].X.mean(0)
+    with pytest.raises(ValueError, match=r"Modality 'rna' \(X\) has negative values, but pca_concat's rna reduction"):
+        mx.tl.pca_concat(scaled, layer=None)
+    one_peak = md.MuData({"rna": good.mod["rna"].copy(), "atac": good.mod["atac"][:, :1].copy()})
+    with pytest.raises(ValueError, match="Modality 'atac' .* too few for the atac reduction"):
+        mx.tl.pca_concat(one_peak, layer=None)
+    assert "X_pca_concat" not in scaled.obsm and "X_pca_concat" not in one_peak.obsm
+    mx.tl.pca_concat(good, layer=None, n_comps=3)
+    assert good.obsm["X_pca_concat"].shape == (40, 6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anndata as ad
 import matplotlib.pyplot as plt
 import mudata as md
@@ -260,9 +262,12 @@ def test_clear_errors_leave_data_untouched(fitted):
     with pytest.raises(ValueError, match="kind"):
         feature_relevance(mdata, model, groupby="cell_type", kind="pairs")
     relabelled = mdata.copy()
-    relabelled.obs["other"] = pd.Categorical(np.where(relabelled.obs["cell_type"] == "A", "X", "B"))
+    relabelled.obs["other"] = pd.Categorical(np.where(relabelled.obs["cell_type"] == "A", "X", "Y"))
     with pytest.raises(ValueError, match="not classes of the model"):
         feature_relevance(relabelled, model, groupby="other")
+    relabelled.obs["other"] = pd.Categorical(np.where(relabelled.obs["cell_type"] == "A", "X", "B"))
+    with pytest.raises(ValueError, match="not classes of the model"):  # named explicitly: an error
+        feature_relevance(relabelled, model, groupby="other", groups=["X", "B"])
     missing = md.MuData({"src": mdata.mod["src"][:, :20].copy(), "tgt": mdata.mod["tgt"].copy()})
     missing.obs["cell_type"] = mdata.obs["cell_type"]
     with pytest.raises(KeyError, match="lacks 10"):
@@ -381,3 +386,24 @@ def test_relevance_stores_its_health_and_warns(caplog):
     assert health["linear_path"] is False
     assert health["n_cells"]["n_cells"].sum() == mdata.n_obs
     assert health["additivity_error"] >= 0
+
+
+def test_groups_that_are_not_classes_are_skipped_by_default(fitted):
+    """E.g. a rare type whose cells all fell into the fit's validation or test rows: named in a warning, skipped."""
+    mdata, model = fitted
+    data = mdata.copy()
+    data.obs["cell_type"] = pd.Categorical(np.where(data.obs["cell_type"] == "A", "never trained on",
+                                                    data.obs["cell_type"].astype(str)))
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("multiomix").addHandler(handler)
+    try:
+        feature_relevance(data, model, groupby="cell_type", key_added="skipped", n_samples=4,
+                          max_cells_per_group=10)
+    finally:
+        logging.getLogger("multiomix").removeHandler(handler)
+    explained = set(data.uns["skipped"]["groups"])
+    assert "never trained on" not in explained and explained == set(data.obs["cell_type"].cat.categories) - {
+        "never trained on"}
+    assert any("never trained on" in m and "not explained" in m for m in messages)

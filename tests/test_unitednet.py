@@ -520,3 +520,24 @@ def test_semi_supervised_batches_without_labelled_cells_train():
                 progress_bar=False)
     assert model.history["train_loss"].shape[0] == 3
     assert model.classes == ["type0", "type1", "type2", "type3"]
+
+
+def test_unsupervised_default_clusters_count_the_classes_present():
+    mdata = planted(n=80)
+    mdata.obs["group"] = mdata.obs["group"].cat.add_categories(["left over after subsetting"])
+    mx.tl.fit_unitednet(mdata, mode="unsupervised", label_key="group", max_epochs=2, latent_dim=4, hidden=(16,),
+                        n_heads=2, progress_bar=False)
+    assert mdata.uns["unitednet"]["params"]["n_clusters"] == 4
+
+
+def test_predict_modality_on_a_view_asks_for_a_copy(supervised):
+    mdata, model = supervised
+    query = MuData({"rna": mdata.mod["rna"][:30].copy()})
+    view = query[:10]
+    with pytest.raises(ValueError, match=r"is a view .* pass a copy"):
+        mx.tl.predict_modality(view, model, source="rna", target="adt")
+    assert list(query.mod) == ["rna"]
+    copy = view.copy()
+    mx.tl.predict_modality(copy, model, source="rna", target="adt")
+    np.testing.assert_allclose(copy.mod["adt_from_rna"].X, model.translate(copy, source="rna", target="adt"),
+                               rtol=1e-6)

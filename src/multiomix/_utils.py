@@ -87,12 +87,41 @@ def check_aligned(mdata: MuData, modalities: Iterable[str]) -> None:
 
 
 def get_matrix(adata: AnnData, layer: str | None = None):
-    """Return ``adata.X`` or a layer, with a clear error when the layer is missing."""
+    """Return ``adata.X`` or a layer, with a clear error when the layer is missing.
+
+    A dense matrix comes back as a plain :class:`numpy.ndarray` (the view AnnData hands out for ``adata[:100]``,
+    or a ``numpy.matrix``, is unwrapped without a copy), so that the models' data loaders turn it into tensors.
+
+    Examples
+    --------
+    >>> adata = AnnData(np.ones((4, 2), dtype=np.float32))
+    >>> type(get_matrix(adata[:2])).__name__
+    'ndarray'
+    """
     if layer is None:
-        return adata.X
-    if layer not in adata.layers:
+        matrix = adata.X
+    elif layer not in adata.layers:
         raise KeyError(f"Layer {layer!r} not found; available layers: {list(adata.layers.keys())}.")
-    return adata.layers[layer]
+    else:
+        matrix = adata.layers[layer]
+    return plain_array(matrix)
+
+
+def plain_array(values):
+    """Return a dense array of a subclass of :class:`numpy.ndarray` as a plain one, without a copy.
+
+    An AnnData view hands out such arrays (``adata[:100].X``, its ``obsm``), as does ``numpy.matrix``;
+    scvi-tools' loaders only turn plain arrays into tensors. Anything else comes back unchanged.
+
+    Examples
+    --------
+    >>> adata = AnnData(np.ones((4, 2), dtype=np.float32), obsm={"tiles": np.ones((4, 3, 2))})
+    >>> type(plain_array(adata[:2].obsm["tiles"])).__name__
+    'ndarray'
+    """
+    if isinstance(values, np.ndarray) and type(values) is not np.ndarray:
+        return np.asarray(values)
+    return values
 
 
 def is_binary(matrix) -> bool:
@@ -120,11 +149,21 @@ def check_finite(matrix, name: str) -> None:
         raise ValueError(f"{name} contains {n_bad} NaN or infinite values; impute or remove them first.")
 
 
-def check_nonnegative(matrix, name: str) -> None:
-    """Raise if a matrix has negative entries (needed for count or binary losses)."""
+def check_nonnegative(
+    matrix, name: str, *, needs: str = "the chosen loss expects non-negative counts or binary data"
+) -> None:
+    """Raise if a matrix has negative entries (needed for count or binary losses); ``needs`` says what needs them.
+
+    Examples
+    --------
+    >>> check_nonnegative(np.array([[1.0, -1.0]]), "Modality 'rna' (X)", needs="log1p needs counts")
+    Traceback (most recent call last):
+    ...
+    ValueError: Modality 'rna' (X) has negative values, but log1p needs counts.
+    """
     values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
     if values.size and values.min() < 0:
-        raise ValueError(f"{name} has negative values but the chosen loss expects non-negative counts/binary data.")
+        raise ValueError(f"{name} has negative values, but {needs}.")
 
 
 def check_labels(obs: pd.DataFrame, label_key: str, *, rows: np.ndarray | None = None) -> pd.Categorical:

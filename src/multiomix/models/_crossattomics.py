@@ -42,8 +42,14 @@ def default_interaction_graph(modalities: Sequence[str]) -> dict[str, list[str]]
 
 
 def default_n_groups(n_features: int) -> int:
-    """About 20 features per group, between 2 and 20 groups."""
-    return int(np.clip(n_features // 20, 2, 20))
+    """About 20 features per group, between 2 and 20 groups (one group for a single feature).
+
+    Examples
+    --------
+    >>> default_n_groups(700), default_n_groups(50), default_n_groups(1)
+    (20, 2, 1)
+    """
+    return int(min(np.clip(n_features // 20, 2, 20), n_features))
 
 
 def resolve_groups(

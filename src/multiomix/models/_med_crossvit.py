@@ -16,7 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField, MuDataWrapper, ObsmField
 
-from .._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata, quiet_scvi
+from .._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata, plain_array, quiet_scvi
 from ..module import MedCrossViTModule
 from ..module._med_crossvit import ATTENTION_KEYS, TILE_MASK_KEY, TILES_KEY
 from .base import MultimodalInputMixin, MultiomixModel, modality_key
@@ -107,7 +107,7 @@ def _bags_only(data, setup_args: Mapping[str, Any]):
     source = data.mod[tiles]
     bags = ad.AnnData(obs=pd.DataFrame(index=source.obs_names))
     for key in source.obsm.keys():
-        bags.obsm[key] = source.obsm[key]
+        bags.obsm[key] = plain_array(source.obsm[key])
     view = new_mudata({rna: data.mod[rna], tiles: bags})
     for column in data.obs.columns:
         view.obs[column] = data.obs[column].to_numpy()

@@ -82,6 +82,7 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
     }
     _logits_output = None
     _latent_output = "z"
+    _default_key = "mmae"
 
     def __init__(
         self,

@@ -216,7 +216,8 @@ def interaction_importance(
     module.eval()
     classes = model.classes
     known = mdata.obs[label_key] if label_key in mdata.obs.columns else pd.Series(np.nan, index=mdata.obs_names)
-    label_codes = torch.as_tensor(pd.Categorical(known.astype(object).where(known.notna(), None),
+    # the model's classes are the labels as strings (as its fit read them), whatever the column's dtype
+    label_codes = torch.as_tensor(pd.Categorical(known.astype(str).where(known.notna(), None),
                                                  categories=classes).codes.astype(np.int64))
     relevances, logits = [], []
     loader = model._make_data_loader(adata=data, batch_size=batch_size)

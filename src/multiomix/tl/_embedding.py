@@ -14,7 +14,15 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.decomposition import TruncatedSVD
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_samples, silhouette_score
 
-from .._utils import check_finite, check_modalities, get_matrix, keep_torch_threads, write_obsm, write_uns
+from .._utils import (
+    check_finite,
+    check_modalities,
+    check_nonnegative,
+    get_matrix,
+    keep_torch_threads,
+    write_obsm,
+    write_uns,
+)
 from ..pp._features import infer_modality_kind, normalize, tfidf
 
 __all__ = ["benchmark_embeddings", "pca_concat"]
@@ -22,8 +30,13 @@ __all__ = ["benchmark_embeddings", "pca_concat"]
 DEFAULT_RESOLUTIONS = tuple(np.round(np.arange(0.2, 2.01, 0.2), 1).tolist())
 
 
+#: what each modality kind's reduction does first (named in errors)
+_PREPROCESSING = {"rna": "library-size normalisation and log1p", "atac": "TF-IDF", "protein": "CLR"}
+
+
 def _modality_components(
-    adata: AnnData, *, kind: str, layer: str | None, n_comps: int, use_highly_variable: bool, random_state: int
+    adata: AnnData, *, name: str, kind: str, layer: str | None, n_comps: int, use_highly_variable: bool,
+    random_state: int,
 ) -> np.ndarray:
     """Reduce one modality: RNA log-normalised PCA, ATAC TF-IDF + LSI (first component dropped), protein CLR PCA."""
     matrix = get_matrix(adata, layer)
@@ -31,6 +44,13 @@ def _modality_components(
         mask = adata.var["highly_variable"].to_numpy(dtype=bool)
         if mask.sum() >= 2:
             matrix = matrix[:, mask]
+    where = f"Modality {name!r} ({'X' if layer is None else 'layer ' + repr(layer)})"
+    check_nonnegative(matrix, where, needs=f"pca_concat's {kind} reduction starts with {_PREPROCESSING[kind]}, which "
+                      "needs non-negative counts (pass `layer=` naming raw counts, or `kinds=`)")
+    smallest = 3 if kind == "atac" else 2  # LSI drops its first component
+    if min(matrix.shape) < smallest:
+        raise ValueError(f"{where} has {matrix.shape[0]} cells x {matrix.shape[1]} features: too few for the {kind} "
+                         f"reduction (at least {smallest} of each); leave it out with `modalities=`.")
     tmp = AnnData(X=matrix.copy().astype(np.float32))
     if kind == "atac":
         tfidf(tmp)
@@ -105,6 +125,7 @@ def pca_concat(
         mod_layer = layer.get(m) if isinstance(layer, Mapping) else layer
         block = _modality_components(
             mdata.mod[m],
+            name=m,
             kind=kinds[m],
             layer=mod_layer,
             n_comps=n_comps,

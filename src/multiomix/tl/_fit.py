@@ -37,6 +37,7 @@ from .._utils import (
     get_matrix,
     history_frame,
     new_mudata,
+    plain_array,
     restore_on_error,
     split_indices,
     to_uns,
@@ -216,7 +217,7 @@ def training_view(
         if layers.get(mod) is not None:
             adata.layers[layers[mod]] = matrix
         for key in (obsm or {}).get(mod, ()):
-            adata.obsm[key] = source.obsm[key]
+            adata.obsm[key] = plain_array(source.obsm[key])
         mods[mod] = adata
     view = new_mudata(mods)
     if label_key is not None:

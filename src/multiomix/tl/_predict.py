@@ -14,7 +14,15 @@ from ._fit import write_classifier_outputs
 
 
 def _model_key(model: Any) -> str:
-    return type(model).__name__.lower()
+    """Return the key prefix the model's ``tl.fit_*`` writes (e.g. ``"mmae"`` for a MultimodalAE)."""
+    return getattr(model, "_default_key", None) or type(model).__name__.lower()
+
+
+def _warn_if_fit_record(mdata, key: str) -> None:
+    record = mdata.uns.get(key)
+    if isinstance(record, dict) and "history" in record:
+        logger.warning(f"uns[{key!r}] held the record of a fit (history, test metrics); it is replaced by this "
+                       "scoring. Pass `key_added` to keep both.")
 
 
 def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_size: int = 256) -> None:
@@ -35,7 +43,9 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
         A fitted multiomix model, or a :class:`~multiomix.models.SeedEnsemble` (its mean probabilities and its
         first member's embedding are written).
     key_added
-        Prefix of the keys written (default: the model's name in lower case, as its fit writes).
+        Prefix of the keys written (default: the prefix the model's ``tl.fit_*`` writes by default, e.g.
+        ``"crossattomics"`` or ``"mmae"``). Scoring the object a model was fitted on under the fit's key
+        replaces the fit's record in ``uns`` (history, test metrics); a warning says so.
     batch_size
         Observations per minibatch.
 
@@ -58,6 +68,7 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     if hasattr(model, "track_names"):  # sequence -> assay tracks (Genomic Interpreter): the tracks are the output
         key = key_added or "genomic_interpreter"
         tracks = np.asarray(model.predict(mdata, batch_size=batch_size), dtype=np.float32)
+        _warn_if_fit_record(mdata, key)
         with restore_on_error(mdata):
             write_obsm(mdata, f"{key}_prediction", tracks)
             write_uns(mdata, key, {"model": type(model).__name__, "track_names": np.asarray(model.track_names),
@@ -67,6 +78,7 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     classifier = bool(classes) and getattr(first, "_logits_output", None) is not None
     proba = model.predict_proba(mdata, batch_size=batch_size) if classifier else None
     latent = model.get_latent_representation(mdata, batch_size=batch_size)
+    _warn_if_fit_record(mdata, key)
     with restore_on_error(mdata):
         if proba is not None:
             write_classifier_outputs(mdata, proba, latent, key=key)

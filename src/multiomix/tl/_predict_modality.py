@@ -72,6 +72,9 @@ def predict_modality(
     """
     if not isinstance(mdata, MuData):
         raise TypeError(f"Expected a MuData object, got {type(mdata).__name__}.")
+    if mdata.is_view:
+        raise ValueError("`mdata` is a view (e.g. `mdata[:100]`), to which no modality can be added; pass a copy "
+                         "(`mdata[:100].copy()`).")
     if source not in mdata.mod:
         raise KeyError(f"Source modality {source!r} not found in the MuData; it has {list(mdata.mod)}.")
     key = key_added or f"{target}_from_{source}"

@@ -166,7 +166,8 @@ def feature_relevance(
     source, target
         Modalities of the cross-modal path (``kind="cross_modal"`` only).
     groups
-        Groups to explain (default: all with cells).
+        Groups to explain (default: all with cells; for ``kind="group"``, those of them that are classes of the
+        model, the others named in a warning, e.g. a rare type with no cell among the fit's training rows).
     background
         ``"all_groups"`` (prototypes of all groups), ``"own_group"`` (the group's prototype) or ``"auto"``
         (``all_groups`` for ``kind="group"``, ``own_group`` for ``kind="cross_modal"``).
@@ -259,7 +260,12 @@ def feature_relevance(
     if kind == "group":
         classes = [str(c) for c in adapter.class_names]
         unknown = [g for g in chosen if g not in classes]
-        if unknown:
+        if unknown and groups is None and len(unknown) < len(chosen):
+            # e.g. a rare type whose cells all fell into the validation or test rows of the fit
+            logger.warning(f"groups {unknown} of mdata.obs[{groupby!r}] are not classes of the model; they are "
+                           "not explained")
+            chosen = [g for g in chosen if g in classes]
+        elif unknown:
             raise ValueError(
                 f"Groups {unknown} of mdata.obs[{groupby!r}] are not classes of the model ({classes[:10]}...); "
                 "group relevance explains the probability of the cell's own class."

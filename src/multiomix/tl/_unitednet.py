@@ -169,9 +169,8 @@ def fit_unitednet(
     if not supervised and label_key is not None:
         metric_key = resolve_label_key(mdata.obs, label_key, split_key=split_key)
         if mode == "unsupervised" and n_clusters is None:
-            labels = mdata.obs[metric_key]
-            n_clusters = (len(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype)
-                          else labels.dropna().astype(str).nunique())
+            # the classes present (a categorical column keeps unused categories after subsetting)
+            n_clusters = int(mdata.obs[metric_key].dropna().astype(str).nunique())
     fit = prepare_fit(mdata, label_key=label_key if supervised else None, modalities=modalities, layer=layer,
                       supervised=supervised, split_key=split_key, test_size=test_size,
                       validation_size=validation_size, random_state=random_state)

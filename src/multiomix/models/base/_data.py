@@ -23,7 +23,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField
 
 from ..._logging import logger
-from ..._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata
+from ..._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata, plain_array
 
 
 def modality_key(modality: str) -> str:
@@ -209,7 +209,7 @@ def matched_input(
         for key in (obsm or {}).get(mod, ()):
             if key not in source.obsm:
                 raise KeyError(f"Modality {mod!r} has no obsm[{key!r}]; it has {list(source.obsm.keys())}.")
-            adata.obsm[key] = source.obsm[key]
+            adata.obsm[key] = plain_array(source.obsm[key])
         mods[mod] = adata
     view = new_mudata(mods)
     if label_key is not None:

@@ -82,6 +82,8 @@ class MultiomixModel(BaseModelClass):
     }
     _logits_output: ClassVar[str | None] = "logits"
     _latent_output: ClassVar[str] = "latent"
+    #: prefix of the keys its ``tl.fit_*`` writes, and so ``tl.predict``'s default (None: the class name, lower case)
+    _default_key: ClassVar[str | None] = None
     _unlabeled_arg: ClassVar[str] = "unlabeled_category"
     #: restore the weights of the best validation epoch (a plan that chooses its own best epoch sets False)
     _restore_best_epoch: ClassVar[bool] = True
