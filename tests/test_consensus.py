@@ -69,3 +69,20 @@ def test_consensus_clear_errors_leave_data_untouched():
         mx.tl.consensus_clusters(adata, ["run0", "run1"], n_clusters=4)
     assert "consensus_clusters" not in adata.obs and "consensus_clusters" not in adata.uns
     pd.testing.assert_frame_equal(adata.obs.drop(columns="run1"), before.drop(columns="run1"))
+
+
+def test_consensus_warns_when_asked_for_more_groups_than_the_runs_separate():
+    import logging
+
+    adata = noisy_runs(n=40, runs=2, noise=0.0)  # both runs recover the 4 groups exactly: 4 separable groups
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("multiomix").addHandler(handler)
+    try:
+        mx.tl.consensus_clusters(adata, ["run0", "run1"], n_clusters=4, key_added="four")
+        assert messages == []
+        mx.tl.consensus_clusters(adata, ["run0", "run1"], n_clusters=6, key_added="six")
+    finally:
+        logging.getLogger("multiomix").removeHandler(handler)
+    assert len(messages) == 1 and "at most 4 groups" in messages[0]

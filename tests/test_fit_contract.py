@@ -397,3 +397,23 @@ def test_predict_writes_under_the_fits_key_and_warns_before_replacing_a_fit_reco
     finally:
         logging.getLogger("multiomix").removeHandler(records)
     assert any("record of a fit" in m for m in records.messages)
+
+
+def test_metrics_and_scoring_print_no_engine_warnings():
+    """A predicted class absent from the test rows, and CSC input scored after the fit: nothing printed."""
+    import warnings
+
+    from multiomix._metrics import classification_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert classification_metrics(["a", "a", "b"], ["a", "c", "b"])["accuracy"] == pytest.approx(2 / 3)
+    mdata = _interaction(80)
+    for a in mdata.mod.values():
+        a.X = sparse.csc_matrix(a.X)
+    model = mx.tl.fit_multimodal_ae(mdata, max_epochs=1, progress_bar=False)
+    new = mdata.copy()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*sparse matrix is formatted as CSR")
+        latent = model.get_latent_representation(new)
+    np.testing.assert_allclose(latent, mdata.obsm["X_mmae"], atol=1e-5)

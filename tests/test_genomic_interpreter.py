@@ -47,6 +47,11 @@ def test_one_hot_errors_name_the_record(tmp_path):
         mx.pp.one_hot_encode({"ok": "ACGT", "bad": "ACXT"})
     with pytest.raises(ValueError, match="same length"):
         mx.pp.one_hot_encode({"a": "ACGT", "b": "ACG"})
+    regions = ad.AnnData(np.zeros((3, 1), np.float32), obs=pd.DataFrame({"sequence": ["ACG", None, "TTA"]},
+                                                                        index=["r1", "r2", "r3"]))
+    with pytest.raises(ValueError, match="1 missing sequences \\(e.g. 'r2'\\)"):  # not encoded as N-A-N
+        mx.pp.one_hot_sequences(regions, sequence_key="sequence")
+    assert "dna_onehot" not in regions.obsm
     path = tmp_path / "dup.fa"
     path.write_text(">a\nAC\n>a\nGT\n")
     with pytest.raises(ValueError, match="duplicate"):

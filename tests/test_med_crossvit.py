@@ -75,6 +75,11 @@ def test_read_tile_bags_errors(tmp_path):
     _write_slide(tmp_path / "nocoords.h5", 4, 8, seed=3, coords=None)
     with pytest.raises(KeyError, match="'coords' not found in 'nocoords.h5'"):
         mx.io.read_tile_bags([tmp_path / "ok.h5", tmp_path / "nocoords.h5"])
+    with h5py.File(tmp_path / "xyz.h5", "w") as f:  # 3-D coordinates: named, not a broadcast error
+        f.create_dataset("features", data=np.zeros((4, 8), np.float32))
+        f.create_dataset("coords", data=np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"'xyz.h5': dataset 'coords' has shape \(4, 3\); expected \(4, 2\)"):
+        mx.io.read_tile_bags([tmp_path / "ok.h5", tmp_path / "xyz.h5"])
     with pytest.raises(FileNotFoundError):
         mx.io.read_tile_bags(tmp_path / "empty_dir_that_is_missing.h5")
     empty = tmp_path / "empty"

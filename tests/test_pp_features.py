@@ -3,6 +3,7 @@ from __future__ import annotations
 import anndata as ad
 import mudata as md
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 
@@ -175,3 +176,46 @@ def test_variability_score_reproduces_episcanpy_on_a_hand_made_case():
     mdata = md.MuData({"atac": atac})
     mx.pp.select_features(mdata, n_top={"atac": 2}, layer=None)
     assert list(mdata["atac"].var_names[mdata["atac"].var["highly_variable"]]) == ["p0", "p3"]
+
+
+def test_select_features_subsets_modalities_that_share_feature_names():
+    """A gene and its protein under one name (e.g. CD69), kept in one modality and dropped from the other: mudata's
+    default update after the subset fails on the shared names unless they are made unique for it."""
+    rng = np.random.default_rng(0)
+    rna = ad.AnnData(X=rng.poisson(3.0, (30, 8)).astype(np.float32))
+    rna.var_names = ["g0", "CD69", "g1", "CD36", "g2", "g3", "g4", "g5"]
+    adt = ad.AnnData(X=rng.poisson(5.0, (30, 5)).astype(np.float32))
+    adt.var_names = ["CD4", "CD36", "CD8", "CD69", "CD19"]
+    mdata = md.MuData({"rna": rna, "adt": adt})
+    assert not mdata.var_names.is_unique
+    masks = {"rna": np.array([1, 0, 1, 0, 0, 0, 1, 1], bool), "adt": np.array([1, 0, 1, 1, 1], bool)}
+    picked = iter([masks["rna"], masks["adt"]])
+    from multiomix.pp import _features
+
+    original = _features._top_n
+    _features._top_n = lambda scores, n: next(picked)  # CD69 dropped from rna, kept in adt
+    try:
+        mx.pp.select_features(mdata, n_top={"rna": 4, "adt": 4}, layer=None, subset=True,
+                              flavor={"rna": "variability", "adt": "variability"})
+    finally:
+        _features._top_n = original
+    assert list(mdata["rna"].var_names) == ["g0", "g1", "g4", "g5"]
+    assert list(mdata["adt"].var_names) == ["CD4", "CD8", "CD69", "CD19"] and mdata.n_vars == 8
+    np.testing.assert_array_equal(mdata["adt"].X, adt[:, ["CD4", "CD8", "CD69", "CD19"]].X)
+
+
+def test_split_says_why_it_cannot_stratify():
+    obs = pd.DataFrame({"type": np.repeat([f"t{i}" for i in range(12)], 3)}, index=[f"c{i}" for i in range(36)])
+    adata = ad.AnnData(np.zeros((36, 2), np.float32), obs=obs)
+    with pytest.raises(ValueError, match="12 classes of .obs\\['type'\\] need at least 12 held-out"):
+        mx.pp.split(adata, label_key="type")  # 8 held-out rows for 12 classes
+    assert "split" not in adata.obs
+    single = adata.copy()
+    single.obs.loc["c0", "type"] = "alone"
+    with pytest.raises(ValueError, match="single row cannot be stratified: \\['alone'\\]"):
+        mx.pp.split(single, label_key="type", test_size=0.5)
+    # every class has 3 rows: the held-out rows are stratified, their validation/test division where it can be
+    mx.pp.split(adata, label_key="type", test_size=0.4, validation_size=0.2)
+    counts = adata.obs["split"].value_counts()
+    assert counts["train"] == 14 and counts["validation"] + counts["test"] == 22
+    assert (pd.crosstab(adata.obs["type"], adata.obs["split"])["train"] >= 1).all()

@@ -220,3 +220,27 @@ def test_n_models_averages_adapted_unitednets_and_refuses_other_paths():
     with pytest.raises(TypeError, match="member"):
         mx.tl.transfer_labels(reference, query, model=ensemble)
     assert (set(query.obs.columns), set(query.obsm.keys()), set(query.uns.keys())) == before
+
+
+def test_a_fitted_model_lacking_reference_types_transfers_the_types_it_knows():
+    """A rare type whose cells all fell outside the fit's training rows: its reference cells are left out."""
+    reference, query, _ = reference_query()
+    rare = reference.obs["cell_type"] == "T3"
+    reference.obs["split"] = pd.Categorical(np.where(rare, "test", "train"), categories=["train", "validation", "test"])
+    model = mx.tl.fit_unitednet(reference, label_key="cell_type", max_epochs=3, latent_dim=8, hidden=(16,),
+                                n_heads=2, accelerator="cpu", progress_bar=False, baseline=False)
+    assert "T3" not in model.classes
+    before = reference.copy()
+    mx.tl.transfer_labels(reference, query, model=model, adapt_epochs=1, key_added="known", progress_bar=False)
+    assert list(query.uns["known"]["classes"]) == list(model.classes)
+    np.testing.assert_allclose(query.obsm["known_proba"].sum(1), 1, atol=1e-5)
+    assert reference.n_obs == before.n_obs and reference.obs["cell_type"].equals(before.obs["cell_type"])
+
+
+def test_a_small_balanced_reference_is_held_out_without_stratification():
+    """More types than held-out cells: the calibration rows are drawn without stratification, not an error."""
+    reference, query, _ = reference_query()
+    small = reference[reference.obs.groupby("cell_type", observed=True).head(4).index].copy()
+    mx.tl.transfer_labels(small, query, label_key="cell_type", model="logistic", key_added="small")
+    rows = query.uns["small"]["calibration"]["rows"]
+    assert "of the reference" in rows and "stratified" not in rows

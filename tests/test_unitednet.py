@@ -413,9 +413,12 @@ def test_clear_errors(supervised):
     with pytest.raises(KeyError, match="lacks 5 of the 60"):
         mx.tl.transfer_labels(reference, bad, label_key="group", model=model, adapt_epochs=0)
     unknown = reference.copy()
-    unknown.obs["group"] = pd.Categorical(["type0"] * 30 + ["alien"] * 30)
+    unknown.obs["group"] = pd.Categorical(["alien"] * 30 + ["other alien"] * 30)  # no type the model knows
     with pytest.raises(ValueError, match="not trained on"):
         mx.tl.transfer_labels(unknown, query, label_key="group", model=model, adapt_epochs=0)
+    unknown.obs["group"] = pd.Categorical(["type0"] * 30 + ["alien"] * 30)  # some: those cells are left out
+    mx.tl.transfer_labels(unknown, query, label_key="group", model=model, adapt_epochs=0, key_added="known")
+    assert list(query.uns["known"]["classes"]) == list(model.classes) and unknown.n_obs == 60
     UnitedNet.setup_mudata(reference, label_key="group")
     with pytest.raises(ValueError, match="cluster_head_choice"):
         UnitedNet(reference, mode="unsupervised", cluster_head_choice="best")

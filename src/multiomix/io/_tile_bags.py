@@ -120,7 +120,7 @@ def read_tile_bags(
         if xy is not None:
             if xy.ndim == 3 and xy.shape[0] == 1:
                 xy = xy[0]
-            if xy.ndim != 2 or xy.shape[0] != feats.shape[0]:
+            if xy.ndim != 2 or xy.shape != (feats.shape[0], 2):
                 raise ValueError(
                     f"{path.name!r}: dataset {coords_dataset!r} has shape {xy.shape}; expected ({feats.shape[0]}, 2) "
                     f"to match {feats.shape[0]} tiles."

@@ -5,6 +5,7 @@ TF-IDF, binarisation and CLR are thin wrappers over muon; the ATAC variability s
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -168,10 +169,32 @@ def select_features(
         if m in scores:
             adata.var["variability_score"] = scores[m]
         logger.info(f"added .mod[{m!r}].var['highly_variable'] ({int(masks[m].sum())} of {adata.n_vars})")
-        if subset:
-            adata._inplace_subset_var(masks[m])
     if subset:
+        _subset_vars(mdata, masks)
+
+
+def _subset_vars(mdata: MuData, masks: Mapping[str, np.ndarray]) -> None:
+    """Subset modalities to their masked features in place and update ``mdata``.
+
+    Feature names shared by modalities (a gene and its protein, e.g. CD69) make mudata's update after a subset
+    fail, so the names are made unique (``<modality>:<name>``) for the subset and restored after it (a pure
+    rename, which mudata updates without matching names).
+    """
+    shared = not mdata.var_names.is_unique
+    original = {m: a.var_names.copy() for m, a in mdata.mod.items()}
+    with warnings.catch_warnings():  # the shared names are the user's own; mudata warns on every update
+        warnings.filterwarnings("ignore", message="var_names (is|are) not unique", category=UserWarning)
+        if shared:
+            for m, a in mdata.mod.items():
+                a.var_names = [f"{m}:{name}" for name in original[m]]
+            mdata.update()
+        for m, mask in masks.items():
+            mdata.mod[m]._inplace_subset_var(mask)
         mdata.update()
+        if shared:
+            for m, a in mdata.mod.items():
+                a.var_names = original[m][masks[m]] if m in masks else original[m]
+            mdata.update()
 
 
 def _muon():

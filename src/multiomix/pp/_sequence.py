@@ -222,6 +222,10 @@ def one_hot_sequences(
                 f"Sequence column {sequence_key!r} not found in .obs (columns: {list(adata.obs.columns)}); pass "
                 "`sequence_key=` or `fasta=` with interval columns."
             )
+        missing = adata.obs[sequence_key].isna().to_numpy()
+        if missing.any():
+            raise ValueError(f".obs[{sequence_key!r}] has {int(missing.sum())} missing sequences (e.g. "
+                             f"{adata.obs_names[missing][0]!r}); remove those rows or fill them with N.")
         sequences = adata.obs[sequence_key].astype(str).tolist()
     minus = _minus_strand(adata, strand_key)
     onehot = one_hot_encode(sequences, names=list(adata.obs_names), dtype=dtype)

@@ -28,7 +28,9 @@ def split(
     data
         AnnData or MuData.
     label_key
-        Column of ``obs`` to stratify by (classes with a single member cannot be stratified and raise).
+        Column of ``obs`` to stratify by. A split that cannot put every class on both sides (a class with a
+        single row, or more classes than held-out rows) raises a ``ValueError`` saying which; the held-out rows
+        are then divided into validation and test, stratified where every class can be.
     test_size
         Fraction of all rows in ``test``.
     validation_size
@@ -62,18 +64,49 @@ def split(
         stratify = data.obs[label_key].astype(str).to_numpy()
         if data.obs[label_key].isna().any():
             raise ValueError(f".obs[{label_key!r}] has missing values; cannot stratify.")
-    data = data.copy() if copy else data
     rows = np.arange(data.n_obs)
-    assignment = np.full(data.n_obs, "train", dtype=object)
     held_out = test_size + validation_size
+    if stratify is not None and held_out > 0:
+        _check_stratifiable(stratify, held_out, label_key)
+    data = data.copy() if copy else data
+    assignment = np.full(data.n_obs, "train", dtype=object)
     if held_out > 0:
         rest, held = train_test_split(rows, test_size=held_out, random_state=random_state, stratify=stratify)
         assignment[held] = "test"
         if validation_size > 0 and test_size > 0:
-            sub = None if stratify is None else stratify[held]
-            val, _ = train_test_split(held, test_size=test_size / held_out, random_state=random_state, stratify=sub)
+            share = test_size / held_out
+            sub = None if stratify is None or not _can_stratify(stratify[held], share) else stratify[held]
+            val, _ = train_test_split(held, test_size=share, random_state=random_state, stratify=sub)
             assignment[val] = "validation"
         elif validation_size > 0:
             assignment[held] = "validation"
     write_obs(data, key_added, pd.Categorical(assignment, categories=list(SPLIT_VALUES)))
     return data if copy else None
+
+
+def _n_held(n: int, share: float) -> int:
+    """Rows scikit-learn's ``train_test_split`` holds out for a float ``test_size``."""
+    return int(np.ceil(share * n))
+
+
+def _can_stratify(labels: np.ndarray, share: float) -> bool:
+    """Whether a stratified split of ``labels`` with ``share`` held out puts every class on both sides."""
+    counts = pd.Series(labels).value_counts()
+    n_held = _n_held(len(labels), share)
+    return counts.min() >= 2 and counts.size <= n_held and counts.size <= len(labels) - n_held
+
+
+def _check_stratifiable(labels: np.ndarray, held_out: float, label_key: str) -> None:
+    """Raise a clear error when a stratified split of ``labels`` with ``held_out`` held out is impossible."""
+    counts = pd.Series(labels).value_counts()
+    single = list(counts.index[counts < 2])
+    if single:
+        raise ValueError(f"Classes of .obs[{label_key!r}] with a single row cannot be stratified: {single[:5]}. "
+                         "Remove them, or pass label_key=None for an unstratified split.")
+    n_held = _n_held(len(labels), held_out)
+    if counts.size > n_held or counts.size > len(labels) - n_held:
+        raise ValueError(f"A stratified split puts every class on both sides: {counts.size} classes of "
+                         f".obs[{label_key!r}] need at least {counts.size} held-out and {counts.size} kept rows, but "
+                         f"test_size + validation_size = {held_out:g} holds out {n_held} of {len(labels)}. "
+                         "Change the sizes, or pass label_key=None for an unstratified split.")
+

@@ -10,7 +10,8 @@ from anndata import AnnData
 from mudata import MuData
 from sklearn.cluster import AgglomerativeClustering
 
-from multiomix._utils import write_obs, write_uns
+from .._logging import logger
+from .._utils import write_obs, write_uns
 
 
 def co_clustering(labels: Sequence[np.ndarray]) -> np.ndarray:
@@ -79,6 +80,10 @@ def consensus_clusters(
     if data.n_obs > max_cells:
         raise ValueError(f"{data.n_obs} cells exceed max_cells={max_cells}: the co-clustering matrix is dense "
                          "(cells x cells). Raise max_cells if the memory allows, or cluster a subsample.")
+    distinct = len(data.obs[list(keys)].astype(str).drop_duplicates())
+    if n_clusters > distinct:
+        logger.warning(f"the clusterings separate the cells into at most {distinct} groups (cells in the same cluster "
+                       f"in every run); n_clusters={n_clusters} splits cells that no run tells apart arbitrarily")
     together = co_clustering([data.obs[k].to_numpy() for k in keys])
     clusters = AgglomerativeClustering(n_clusters, metric="precomputed", linkage="average").fit_predict(1 - together)
     order = pd.Series(clusters).value_counts().index  # name the clusters by size, largest '0'

@@ -105,9 +105,16 @@ def _held_out_rows(reference: MuData, labels: pd.Series, *, split_key: str, vali
         held = np.isin(split, ["validation", "test"])
         if held.any() and (~held).any():
             return rows[~held], rows[held], f"reference.obs[{split_key!r}] in ('validation', 'test')"
-    stratify = labels if labels.value_counts().min() >= 2 else None
-    train, held = train_test_split(rows, test_size=validation_size, random_state=random_state, stratify=stratify)
-    source = f"a stratified {validation_size:g} of the reference (random_state={random_state})"
+    n_held = int(np.ceil(validation_size * len(rows)))  # as train_test_split counts a float share
+    if n_held < 1 or n_held >= len(rows):
+        raise ValueError(f"validation_size={validation_size:g} holds out {n_held} of the {len(rows)} reference cells; "
+                         "it must leave at least one cell on each side.")
+    counts = labels.value_counts()
+    stratified = counts.min() >= 2 and counts.size <= n_held and counts.size <= len(rows) - n_held
+    train, held = train_test_split(rows, test_size=n_held, random_state=random_state,
+                                   stratify=labels if stratified else None)
+    source = (f"a {'stratified ' if stratified else ''}{validation_size:g} of the reference "
+              f"(random_state={random_state})")
     if not fitted_here:
         logger.warning(f"`model` was fitted elsewhere and reference.obs has no {split_key!r} column with validation or "
                        "test rows: the calibration rows may have been trained on, so the confidence may be "
@@ -405,6 +412,13 @@ def transfer_labels(
     if reference.obs[label_key].isna().any():
         raise ValueError(f"reference.obs[{label_key!r}] has missing labels.")
     labels = reference.obs[label_key].astype(str)
+    if fitted and getattr(model, "_logits_output", None) is not None and getattr(model, "classes", None):
+        untrained = sorted(set(labels) - set(map(str, model.classes)))
+        if untrained and len(untrained) < labels.nunique():  # e.g. rare types with no row in the fit's training rows
+            keep = ~labels.isin(untrained).to_numpy()
+            logger.warning(f"{int((~keep).sum())} reference cells of types the model was not trained on are left out "
+                           f"of the transfer: {untrained[:5]}{' ...' if len(untrained) > 5 else ''}")
+            reference, labels = reference[keep], labels[keep]
     features = (model.feature_names_ if fitted
                 else {m: list(map(str, reference.mod[m].var_names)) for m in modalities})
     matched_input(query, features=features, layers=layers)  # checks modalities, alignment and features first

@@ -202,6 +202,8 @@ def matched_input(
         position = feature_positions(source.var_names, expected, modality=mod)
         if position is not None:
             matrix = matrix[:, position]
+        if sparse.issparse(matrix) and matrix.format != "csr":
+            matrix = matrix.tocsr()  # minibatches are row slices (a sparse copy, never densified)
         var = pd.DataFrame(index=pd.Index(expected).astype(str))
         adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=data.obs_names), var=var)
         if layers.get(mod) is not None:
