@@ -242,6 +242,7 @@ def test_plots_read_what_tl_wrote(small, tmp_path):
     model = mx.tl.fit_crossattomics(small, label_key="label", **FAST)
     mx.tl.interaction_importance(small, model, target="prediction")
     mx.pl.interaction_importance(small, kind="bar", value="mean", save=tmp_path / "bars.png")
+    mx.pl.interaction_importance(small, "crossattomics_interactions", show=False)  # the key by position, as in scanpy
     mx.pl.training_history(small, "crossattomics", save=tmp_path / "history.png")
     assert (tmp_path / "bars.png").stat().st_size > 0 and (tmp_path / "history.png").stat().st_size > 0
     with pytest.raises(KeyError, match="interaction_importance"):

@@ -417,3 +417,19 @@ def test_metrics_and_scoring_print_no_engine_warnings():
         warnings.filterwarnings("error", message=".*sparse matrix is formatted as CSR")
         latent = model.get_latent_representation(new)
     np.testing.assert_allclose(latent, mdata.obsm["X_mmae"], atol=1e-5)
+
+
+def test_a_backed_object_is_fitted_like_the_same_object_in_memory(case, tmp_path):
+    """``read_h5mu(path, backed=True)``, dense and sparse: the fit reads the modalities into memory first."""
+    mdata = case.make()
+    sparse_mod = _featured(mdata)
+    mdata.mod[sparse_mod].X = sparse.csr_matrix(mdata.mod[sparse_mod].X)
+    mdata.write_h5mu(tmp_path / "data.h5mu")
+    backed = md.read_h5mu(tmp_path / "data.h5mu", backed=True)
+    in_memory = md.read_h5mu(tmp_path / "data.h5mu")
+    assert backed.isbacked
+    model = case.fit(backed, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    case.fit(in_memory, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    np.testing.assert_allclose(backed.obsm[f"X_{case.key}"], in_memory.obsm[f"X_{case.key}"], atol=1e-6)
+    np.testing.assert_allclose(model.get_latent_representation(backed), in_memory.obsm[f"X_{case.key}"], atol=1e-5)
+    backed.file.close()

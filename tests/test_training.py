@@ -42,3 +42,42 @@ def test_the_weights_before_training_compete_when_the_model_starts_from_a_fitted
         assert np.isclose(restored, history[model.best_epoch_], rtol=1e-4)
     else:  # the logistic regression alone: its validation loss is below every epoch's
         assert restored <= history.min() + 1e-6
+
+
+def test_rows_are_positions_or_a_mask_and_bad_rows_say_so():
+    import pytest
+
+    from multiomix.train import resolve_rows
+
+    mask = np.arange(10) < 7
+    train, validation, rest = resolve_rows(10, mask, ~mask, validation_size=0.1, random_state=0)
+    assert train.tolist() == list(range(7)) and validation.tolist() == [7, 8, 9] and rest.size == 0
+    train, _, rest = resolve_rows(10, [5, 1, 3], [0], validation_size=0.1, random_state=0)
+    assert train.tolist() == [1, 3, 5] and rest.tolist() == [2, 4, 6, 7, 8, 9]
+    for bad, error, match in [(np.ones(4, bool), ValueError, "boolean mask of shape"),
+                              ([0.5, 1.5], TypeError, "integer row positions"),
+                              (["cell1"], TypeError, "integer row positions"),
+                              ([-1, 2], IndexError, "outside 0..9"), ([3, 3], ValueError, "repeats")]:
+        with pytest.raises(error, match=match):
+            resolve_rows(10, bad, None, validation_size=0.1, random_state=0)
+    with pytest.raises(ValueError, match="in both"):
+        resolve_rows(10, [1, 2], [2, 3], validation_size=0.1, random_state=0)
+
+
+def test_a_misspelt_option_is_named_before_training_and_the_object_is_untouched(tmp_path):
+    import pytest
+
+    mdata = mx.datasets.synthetic_interaction_mudata(80, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    before = (set(mdata.obs.columns), set(mdata.obsm.keys()), set(mdata.uns.keys()))
+    with pytest.raises(TypeError, match=r"\['max_epoch'\]"):
+        mx.tl.fit_crossattomics(mdata, max_epoch=2, progress_bar=False)
+    with pytest.raises(TypeError, match=r"\['test_size'\]"):  # an option other fits have
+        mx.tl.fit_multimodal_ae(mdata, test_size=0.2, max_epochs=1, progress_bar=False)
+    assert before == (set(mdata.obs.columns), set(mdata.obsm.keys()), set(mdata.uns.keys()))
+    model = mx.tl.fit_crossattomics(mdata, max_epochs=1, progress_bar=False, gradient_clip_val=1.0)  # Lightning's
+    model.save(tmp_path / "model")
+    with pytest.raises(ValueError, match="needs `adata=`"):
+        mx.models.CrossAttOmics.load(tmp_path / "model")
+    loaded = mx.models.CrossAttOmics.load(tmp_path / "model", adata=mdata)
+    np.testing.assert_allclose(loaded.predict_proba(mdata).to_numpy(), model.predict_proba(mdata).to_numpy(),
+                               atol=1e-6)

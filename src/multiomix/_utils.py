@@ -107,6 +107,23 @@ def get_matrix(adata: AnnData, layer: str | None = None):
     return plain_array(matrix)
 
 
+def in_memory(matrix):
+    """Read a backed matrix (an h5py dataset, or AnnData's on-disk sparse dataset) into memory; others unchanged.
+
+    A sparse matrix stays sparse.
+
+    Examples
+    --------
+    >>> in_memory(np.ones((2, 2))).shape
+    (2, 2)
+    """
+    if hasattr(matrix, "to_memory"):  # anndata's backed CSR/CSC datasets
+        return matrix.to_memory()
+    if type(matrix).__module__.startswith("h5py"):
+        return matrix[()]
+    return matrix
+
+
 def plain_array(values):
     """Return a dense array of a subclass of :class:`numpy.ndarray` as a plain one, without a copy.
 
@@ -200,7 +217,28 @@ def _snapshot(obj: AnnData) -> dict[str, set]:
 
 
 @contextmanager
-def quiet_scvi() -> Iterator[None]:
+def quiet_logger(name: str) -> Iterator[None]:
+    """Silence a logger's info messages inside the block (chatter the user cannot act on).
+
+    For example the package's own "added ..." lines when preprocessing is applied to an internal copy.
+
+    Examples
+    --------
+    >>> with quiet_logger("multiomix"):
+    ...     pass
+    """
+    import logging
+
+    quieted = logging.getLogger(name)
+    level = quieted.level
+    quieted.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        quieted.setLevel(level)
+
+
+def quiet_scvi():
     """Silence scvi-tools' info messages inside the block (chatter the user cannot act on).
 
     For example "attempting to transfer AnnData setup" when new data are matched, or "File ... already
@@ -211,15 +249,7 @@ def quiet_scvi() -> Iterator[None]:
     >>> with quiet_scvi():
     ...     pass
     """
-    import logging
-
-    scvi_logger = logging.getLogger("scvi")
-    level = scvi_logger.level
-    scvi_logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        scvi_logger.setLevel(level)
+    return quiet_logger("scvi")
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from scvi.data.fields import LayerField, ObsmField
 from scvi.model.base import BaseModelClass
 
 from .._metrics import track_metrics
-from .._utils import check_finite, get_matrix, quiet_scvi
+from .._utils import check_finite, get_matrix, in_memory, quiet_scvi
 from ..module._genomic_interpreter import (
     DEFAULT_BACKBONE_KWARGS,
     DNA_KEY,
@@ -114,6 +114,8 @@ def region_input(
     else:
         names = pd.Index(adata.var_names.astype(str))
         matrix = get_matrix(adata, layer) if layer is None or layer in adata.layers else None
+        if adata.isbacked and matrix is not None:  # minibatches are random rows, which h5py cannot read unsorted
+            matrix = in_memory(matrix)
         if track_names is not None:
             expected = pd.Index(list(track_names)).astype(str)
             position = names.get_indexer(expected)

@@ -7,7 +7,10 @@ Every function follows scanpy's convention:
 * ``save=`` writes the figure to a path (format from its suffix) at ``SAVE_DPI`` with a tight bounding box.
 * When shown, the function returns ``None``. Otherwise plots drawn in one Axes (they accept ``ax``) return that
   Axes, or the Figure with ``return_fig=True``; plots that lay out their own figure (several panels; they accept
-  ``figsize`` or ``panel_size`` instead of ``ax``) return the Figure.
+  ``figsize`` or ``panel_size`` instead of ``ax``) return the Figure. ``relevance_dotplot`` and
+  ``relevance_heatmap`` are drawn by scanpy, which divides a given ``ax`` into the plot and its legends: they
+  return the Axes of the plot itself.
+* The key of the ``tl`` result to read is the second argument, by position or by name.
 
 Figures are sized to their content, at most ``LAPTOP_WIDTH`` inches wide for the default numbers of rows and
 columns (readable at 100 % zoom on a laptop screen when saved at ``SAVE_DPI``), with fonts of at least 9 points.

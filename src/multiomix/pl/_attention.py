@@ -21,9 +21,9 @@ __all__ = ["attention_maps", "track_prediction"]
 @fill_doc
 def attention_maps(
     adata: AnnData,
+    key: str = "genomic_interpreter",
     *,
     region: int | str = 0,
-    key: str = "genomic_interpreter",
     layers: Sequence[str] | None = None,
     heads: Sequence[int] | None = None,
     marks: Mapping[str, int] | None = None,
@@ -42,10 +42,10 @@ def attention_maps(
     ----------
     adata
         AnnData with ``.uns[key]['attention']`` from :func:`multiomix.tl.attention_maps`.
-    region
-        Position within the regions extracted, or a region name.
     key
         ``.uns`` key.
+    region
+        Position within the regions extracted, or a region name.
     layers
         Layers to show (default: all, window passes merged per layer).
     heads
@@ -117,8 +117,8 @@ def attention_maps(
 @fill_doc
 def track_prediction(
     adata: AnnData,
-    *,
     key: str = "genomic_interpreter",
+    *,
     region: int | str | None = None,
     track: int | str = 0,
     split: str | None = "test",

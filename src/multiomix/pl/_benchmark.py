@@ -33,8 +33,8 @@ _METRIC_LABELS = {
 @fill_doc
 def benchmark(
     mdata: MuData | AnnData,
-    *,
     key: str = "embedding_benchmark",
+    *,
     metrics: Sequence[str] | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
@@ -91,8 +91,8 @@ def benchmark(
 @fill_doc
 def embedding(
     mdata: MuData | AnnData,
-    *,
     keys: str | Sequence[str],
+    *,
     color: str,
     titles: Sequence[str] | None = None,
     point_size: float | None = None,

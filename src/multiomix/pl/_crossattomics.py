@@ -22,8 +22,8 @@ __all__ = ["interaction_importance", "training_history"]
 @fill_doc
 def interaction_importance(
     mdata: MuData,
-    *,
     key: str = "crossattomics_interactions",
+    *,
     value: str = "share",
     kind: str = "heatmap",
     figsize: tuple[float, float] | None = None,

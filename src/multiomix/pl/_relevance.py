@@ -232,8 +232,8 @@ def _render(plot, ax: Axes | None, title: str, note: str, limits: tuple[float, f
 def relevance_heatmap(
     mdata: MuData,
     key: str = "relevance",
-    *,
     group: str | None = None,
+    *,
     groups: str | Sequence[str] | None = None,
     n_top: int | None = None,
     max_groups: int | None = 12,

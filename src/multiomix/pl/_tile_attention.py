@@ -20,8 +20,8 @@ __all__ = ["tile_attention"]
 @fill_doc
 def tile_attention(
     mdata: MuData,
-    *,
     key: str = "medcrossvit",
+    *,
     groupby: str | None = None,
     n_top: int = 10,
     coords_key: str = "coords",

@@ -20,6 +20,7 @@ from .._utils import (
     check_nonnegative,
     get_matrix,
     keep_torch_threads,
+    quiet_logger,
     write_obsm,
     write_uns,
 )
@@ -52,6 +53,11 @@ def _modality_components(
         raise ValueError(f"{where} has {matrix.shape[0]} cells x {matrix.shape[1]} features: too few for the {kind} "
                          f"reduction (at least {smallest} of each); leave it out with `modalities=`.")
     tmp = AnnData(X=matrix.copy().astype(np.float32))
+    with quiet_logger("multiomix"):  # the "added .X[...]" lines would describe this internal copy, not the user's data
+        return _reduce(tmp, kind=kind, n_comps=n_comps, random_state=random_state)
+
+
+def _reduce(tmp: AnnData, *, kind: str, n_comps: int, random_state: int) -> np.ndarray:
     if kind == "atac":
         tfidf(tmp)
         n = min(n_comps + 1, min(tmp.shape) - 1)

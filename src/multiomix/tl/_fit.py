@@ -36,6 +36,7 @@ from .._utils import (
     check_modalities,
     get_matrix,
     history_frame,
+    in_memory,
     new_mudata,
     plain_array,
     restore_on_error,
@@ -211,6 +212,11 @@ def training_view(
     for mod in modalities:
         source = mdata.mod[mod]
         matrix = get_matrix(source, layers.get(mod))
+        if getattr(source, "isbacked", False):  # minibatches are random rows, which h5py cannot read unsorted
+            matrix = in_memory(matrix)
+            check_finite(matrix, f"Modality {mod!r} ({'X' if layers.get(mod) is None else 'layer ' + layers[mod]})")
+            kind = "sparse" if sparse.issparse(matrix) else "dense"
+            logger.info(f"modality {mod!r} is backed: read into memory ({kind}) for training")
         if isinstance(matrix, sparse.spmatrix | sparse.sparray) and matrix.format != "csr":
             matrix = matrix.tocsr()  # minibatches are row slices (a sparse copy, never densified)
         adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=mdata.obs_names), var=pd.DataFrame(index=source.var_names))
@@ -366,6 +372,7 @@ def modality_features(mdata: MuData, modalities: Sequence[str], layers: Mapping[
     >>> features = modality_features(mdata, ["rna", "mirna"], {"rna": None, "mirna": None})  # doctest: +SKIP
     """
     matrices = [get_matrix(mdata.mod[m], layers.get(m)) for m in modalities]
+    matrices = [in_memory(x) if getattr(mdata.mod[m], "isbacked", False) else x for m, x in zip(modalities, matrices)]
     return lambda rows: stack_modalities([m[rows] for m in matrices])
 
 

@@ -81,12 +81,43 @@ def resolve_rows(
         perm = np.random.default_rng(random_state).permutation(n_obs)
         n_val = int(round(validation_size * n_obs))
         validation_indices, train_indices = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    train = np.sort(np.asarray(train_indices, dtype=int))
-    validation = np.sort(np.asarray(validation_indices if validation_indices is not None else [], dtype=int))
+    train = row_positions(train_indices, n_obs, name="train_indices")
+    validation = row_positions([] if validation_indices is None else validation_indices, n_obs,
+                               name="validation_indices")
     if len(train) == 0:
         raise ValueError("No training rows: `train_indices` is empty.")
+    overlap = np.intersect1d(train, validation)
+    if len(overlap):
+        raise ValueError(f"{len(overlap)} rows are in both `train_indices` and `validation_indices` "
+                         f"(e.g. row {overlap[0]}).")
     rest = np.setdiff1d(np.arange(n_obs), np.concatenate([train, validation]))
     return train, validation, rest
+
+
+def row_positions(indices, n_obs: int, *, name: str) -> np.ndarray:
+    """Sorted integer row positions from integer positions or a boolean mask of length ``n_obs``.
+
+    Examples
+    --------
+    >>> row_positions(np.array([True, False, True]), 3, name="train_indices")
+    array([0, 2])
+    >>> row_positions([2, 0], 3, name="train_indices")
+    array([0, 2])
+    """
+    values = np.asarray(indices)
+    if values.dtype == bool:
+        if values.shape != (n_obs,):
+            raise ValueError(f"`{name}` is a boolean mask of shape {values.shape}; expected ({n_obs},), one per row.")
+        return np.flatnonzero(values)
+    if values.size and not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"`{name}` must be integer row positions or a boolean mask, got dtype {values.dtype} "
+                        "(for obs names use `np.flatnonzero(mdata.obs_names.isin(names))`).")
+    values = np.sort(values.astype(int).ravel())
+    if values.size and (values[0] < 0 or values[-1] >= n_obs):
+        raise IndexError(f"`{name}` has positions outside 0..{n_obs - 1} (min {values[0]}, max {values[-1]}).")
+    if values.size != np.unique(values).size:
+        raise ValueError(f"`{name}` repeats rows.")
+    return values
 
 
 def adamw_foreach(params, *, lr: float, weight_decay: float, eps: float) -> torch.optim.Optimizer:
@@ -146,6 +177,38 @@ class BestStateCallback(pl.Callback):
             pl_module.module.load_state_dict(self._best_state)
 
 
+@functools.cache
+def _engine_options() -> frozenset[str]:
+    import inspect
+
+    from scvi.model.base import UnsupervisedTrainingMixin
+    from scvi.train import Trainer
+
+    functions = (UnsupervisedTrainingMixin.train, Trainer.__init__, pl.Trainer.__init__)
+    return frozenset(p for f in functions for p in inspect.signature(f).parameters if p not in ("self", "kwargs"))
+
+
+def check_engine_kwargs(kwargs: dict) -> None:
+    """Raise a ``TypeError`` naming keyword arguments that neither scvi-tools' training nor Lightning's Trainer takes.
+
+    Every fit passes its unknown keywords on to the engine, so a misspelt option (``max_epoch=``) or one the fit
+    does not have would otherwise fail deep inside Lightning, or not at all.
+
+    Examples
+    --------
+    >>> check_engine_kwargs({"gradient_clip_val": 1.0})
+    >>> check_engine_kwargs({"max_epoch": 5})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: Unexpected keyword argument(s) ['max_epoch']: not an option of this function, ...
+    """
+    unknown = sorted(set(kwargs) - _engine_options())
+    if unknown:
+        raise TypeError(f"Unexpected keyword argument(s) {unknown}: not an option of this function, and not of "
+                        "scvi-tools' training or Lightning's Trainer, to which its other keywords go. Check the "
+                        "spelling and the function's signature.")
+
+
 def train_on_rows(
     model,
     max_epochs: int,
@@ -179,6 +242,7 @@ def train_on_rows(
     """
     from scvi.model.base import UnsupervisedTrainingMixin
 
+    check_engine_kwargs(trainer_kwargs)
     train, validation, rest = rows
     n_train = len(train)
     datasplitter_kwargs = {"external_indexing": [train, validation, rest], **(datasplitter_kwargs or {})}

@@ -23,7 +23,7 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField
 
 from ..._logging import logger
-from ..._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata, plain_array
+from ..._utils import check_aligned, check_finite, check_modalities, get_matrix, in_memory, new_mudata, plain_array
 
 
 def modality_key(modality: str) -> str:
@@ -199,6 +199,8 @@ def matched_input(
     for mod, expected in features.items():
         source = data.mod[mod]
         matrix = get_matrix(source, layers.get(mod))
+        if hasattr(matrix, "to_memory"):  # a backed sparse matrix: scvi-tools' loaders read only in-memory ones
+            matrix = in_memory(matrix)
         position = feature_positions(source.var_names, expected, modality=mod)
         if position is not None:
             matrix = matrix[:, position]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -282,10 +283,29 @@ class MultiomixModel(BaseModelClass):
         Reordered features give identical predictions; a missing feature raises a ``KeyError`` naming the
         modality and the first missing names; extra features are ignored (one log line).
 
+        Parameters
+        ----------
+        dir_path
+            Directory the model was saved to (with ``save``).
+        adata
+            The MuData (AnnData for the Genomic Interpreter) to attach the model to. Needed unless the model was
+            saved with its data (``save(dir_path, save_anndata=True)``).
+        **kwargs
+            Passed to scvi-tools' ``load`` (e.g. ``accelerator``, ``device``).
+
+        Returns
+        -------
+        model : MultiomixModel
+            The model, ready to predict.
+
         Examples
         --------
         >>> model = mx.models.CrossAttOmics.load("model_dir", adata=new_mdata)  # doctest: +SKIP
         """
+        saved_data = [p for p in Path(dir_path).glob("*") if p.name.endswith(("adata.h5mu", "adata.h5ad"))]
+        if adata is None and Path(dir_path).is_dir() and not saved_data:
+            raise ValueError(f"{cls.__name__}.load({str(dir_path)!r}) needs `adata=`: the model was saved without its "
+                             "data (save(..., save_anndata=True) stores them).")
         with quiet_scvi(), warnings.catch_warnings():  # "File ... already downloaded"; scvi's MuData.mod_names
             warnings.filterwarnings("ignore", message=r".*mod_names is deprecated", category=FutureWarning)
             return super().load(dir_path, adata=cls._matched_for_load(dir_path, adata), **kwargs)
@@ -343,8 +363,20 @@ class MultiomixModel(BaseModelClass):
     ) -> pd.DataFrame:
         """Class probabilities (observations x classes).
 
-        ``mdata`` may be new data without a label column: its features are matched to the training features
-        by name, per modality.
+        Parameters
+        ----------
+        mdata
+            Data to score (default: the data the model was set up with). New data need no label column; their
+            features are matched to the training features by name, per modality.
+        indices
+            Integer rows of ``mdata`` to score (default: all).
+        batch_size
+            Observations per minibatch.
+
+        Returns
+        -------
+        proba : pandas.DataFrame
+            Probabilities, one column per class, indexed by observation name.
 
         Examples
         --------
@@ -361,6 +393,21 @@ class MultiomixModel(BaseModelClass):
     ) -> pd.Series:
         """Most probable class of each observation, as a categorical with the model's classes.
 
+        Parameters
+        ----------
+        mdata
+            Data to score (default: the data the model was set up with). New data need no label column; their
+            features are matched to the training features by name, per modality.
+        indices
+            Integer rows of ``mdata`` to score (default: all).
+        batch_size
+            Observations per minibatch.
+
+        Returns
+        -------
+        prediction : pandas.Series
+            Categorical, indexed by observation name.
+
         Examples
         --------
         >>> model.predict(new_mdata).value_counts()  # doctest: +SKIP
@@ -371,6 +418,21 @@ class MultiomixModel(BaseModelClass):
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> np.ndarray:
         """Latent representation (observations x latent width).
+
+        Parameters
+        ----------
+        mdata
+            Data to score (default: the data the model was set up with). New data need no label column; their
+            features are matched to the training features by name, per modality.
+        indices
+            Integer rows of ``mdata`` to score (default: all).
+        batch_size
+            Observations per minibatch.
+
+        Returns
+        -------
+        latent : numpy.ndarray
+            float32, observations x latent width.
 
         Examples
         --------
