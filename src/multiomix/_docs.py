@@ -95,6 +95,16 @@ DOCS: dict[str, str] = {
         **trainer_kwargs
             Passed to the Lightning trainer (e.g. ``strategy="ddp_notebook"``).
     """),
+    # models ---------------------------------------------------------------------------------------------------
+    "score_data": _text("""
+        mdata
+            Data to score (default: the data the model was set up with). New data need no label column; their
+            features are matched to the training features by name, per modality.
+        indices
+            Integer rows of ``mdata`` to score (default: all).
+        batch_size
+            Observations per minibatch.
+    """),
     # pl ---------------------------------------------------------------------------------------------------------
     "ax": _text("""
         ax

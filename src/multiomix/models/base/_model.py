@@ -23,6 +23,7 @@ from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
+from ..._docs import fill_doc
 from ..._utils import quiet_scvi
 from ...train import BestStateCallback, SupervisedTrainingPlan, resolve_rows, train_on_rows
 from ._data import class_weights, feature_mean_std, matched_input, modality_key, resolve_layers
@@ -358,6 +359,7 @@ class MultiomixModel(BaseModelClass):
         names = (data if data is not None else self.adata).obs_names
         return names if indices is None else names[np.asarray(indices)]
 
+    @fill_doc
     def predict_proba(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> pd.DataFrame:
@@ -365,13 +367,7 @@ class MultiomixModel(BaseModelClass):
 
         Parameters
         ----------
-        mdata
-            Data to score (default: the data the model was set up with). New data need no label column; their
-            features are matched to the training features by name, per modality.
-        indices
-            Integer rows of ``mdata`` to score (default: all).
-        batch_size
-            Observations per minibatch.
+        %(score_data)s
 
         Returns
         -------
@@ -388,6 +384,7 @@ class MultiomixModel(BaseModelClass):
         proba = torch.softmax(torch.as_tensor(logits), dim=-1).numpy()
         return pd.DataFrame(proba, index=self._obs_names(mdata, indices), columns=self.classes)
 
+    @fill_doc
     def predict(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> pd.Series:
@@ -395,13 +392,7 @@ class MultiomixModel(BaseModelClass):
 
         Parameters
         ----------
-        mdata
-            Data to score (default: the data the model was set up with). New data need no label column; their
-            features are matched to the training features by name, per modality.
-        indices
-            Integer rows of ``mdata`` to score (default: all).
-        batch_size
-            Observations per minibatch.
+        %(score_data)s
 
         Returns
         -------
@@ -414,6 +405,7 @@ class MultiomixModel(BaseModelClass):
         """
         return most_probable(self.predict_proba(mdata, indices=indices, batch_size=batch_size))
 
+    @fill_doc
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> np.ndarray:
@@ -421,13 +413,7 @@ class MultiomixModel(BaseModelClass):
 
         Parameters
         ----------
-        mdata
-            Data to score (default: the data the model was set up with). New data need no label column; their
-            features are matched to the training features by name, per modality.
-        indices
-            Integer rows of ``mdata`` to score (default: all).
-        batch_size
-            Observations per minibatch.
+        %(score_data)s
 
         Returns
         -------
