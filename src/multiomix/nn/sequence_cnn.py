@@ -85,6 +85,8 @@ class MaxPoolCNN(_Backbone):
         Max-pool factor after each layer.
     dropout
         Dropout after each layer.
+    in_channels
+        Channels of the input (4 for one-hot DNA).
 
     Examples
     --------
@@ -140,6 +142,8 @@ class DilatedResidualCNN(_Backbone):
         Number of residual dilated blocks (dilations 1, 2, 4, ...).
     dropout
         Dropout inside each residual block.
+    in_channels
+        Channels of the input (4 for one-hot DNA).
 
     Examples
     --------
@@ -182,6 +186,10 @@ class EnformerLike(_Backbone):
         Relative-position transformer settings.
     dropout
         Dropout in the transformer.
+    in_channels
+        Channels of the input (4 for one-hot DNA).
+    max_distance
+        Largest token distance the transformer's relative-position basis resolves (longer ones share its end).
 
     Examples
     --------

@@ -451,6 +451,9 @@ class Swin1D(nn.Module):
         Attention heads and head width.
     transformer_depth
         Number of full-attention transformer layers after the last stage (0 for none).
+    max_distance
+        Largest token distance the transformer's relative-position basis resolves (the Swin layers use their
+        window).
     stem_kernel
         Width of the first stem convolution, which scans the one-hot bases for motifs.
     stem_layers

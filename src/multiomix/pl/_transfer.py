@@ -34,6 +34,22 @@ def transfer_embedding(query: MuData | AnnData, key: str, *, n_neighbors: int = 
     transferred labels (``unknown`` where the query cell is flagged); ``obsm['X_umap']`` the UMAP of the latent.
     Needs the reference latent that :func:`multiomix.tl.transfer_labels` stores with ``store_reference=True``.
 
+    Parameters
+    ----------
+    query
+        The query the transfer wrote to.
+    key
+        ``key_added`` of the transfer.
+    n_neighbors
+        Neighbours of the kNN graph the UMAP is computed on.
+    random_state
+        Seed of the UMAP.
+
+    Returns
+    -------
+    joint : anndata.AnnData
+        Reference and query cells (``obs['source']``, ``obs['label']``, ``obsm['X_umap']``).
+
     Examples
     --------
     >>> joint = mx.pl.transfer_embedding(query, "cell_type_transferred")

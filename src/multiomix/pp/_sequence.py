@@ -93,6 +93,16 @@ def reverse_complement(onehot):
 
     Complementing swaps A<->T and C<->G, which in A, C, G, T order is reversing the channel axis.
 
+    Parameters
+    ----------
+    onehot
+        One-hot DNA, positions on the second-last axis and A, C, G, T on the last.
+
+    Returns
+    -------
+    reversed : numpy.ndarray or torch.Tensor
+        The reverse complement, of the input's type (a numpy input is copied).
+
     Examples
     --------
     >>> x = one_hot_encode(["AACG"])

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from mudata import MuData
 
+from ..._docs import fill_doc
 from ._model import MultiomixModel, most_probable
 
 _MANIFEST = "ensemble.json"
@@ -108,10 +109,20 @@ class SeedEnsemble:
         return self.members[0].history
 
     # prediction --------------------------------------------------------------------------------------------------
+    @fill_doc
     def predict_proba(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> pd.DataFrame:
         """Mean of the members' class probabilities (observations x classes).
+
+        Parameters
+        ----------
+        %(score_data)s
+
+        Returns
+        -------
+        proba : pandas.DataFrame
+            Probabilities, one column per class, indexed by observation name.
 
         Examples
         --------
@@ -123,10 +134,20 @@ class SeedEnsemble:
             total += member.predict_proba(mdata, indices=indices, batch_size=batch_size).to_numpy(dtype=np.float64)
         return pd.DataFrame((total / len(self)).astype(np.float32), index=first.index, columns=first.columns)
 
+    @fill_doc
     def predict(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> pd.Series:
         """Most probable class under the mean probabilities, as a categorical with the classes.
+
+        Parameters
+        ----------
+        %(score_data)s
+
+        Returns
+        -------
+        prediction : pandas.Series
+            Categorical, indexed by observation name.
 
         Examples
         --------
@@ -134,10 +155,20 @@ class SeedEnsemble:
         """
         return most_probable(self.predict_proba(mdata, indices=indices, batch_size=batch_size))
 
+    @fill_doc
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> np.ndarray:
         """Latent representation of the first member (the members' latent spaces are not aligned).
+
+        Parameters
+        ----------
+        %(score_data)s
+
+        Returns
+        -------
+        latent : numpy.ndarray
+            float32, observations x latent width.
 
         Examples
         --------
@@ -148,6 +179,17 @@ class SeedEnsemble:
     # save / load -------------------------------------------------------------------------------------------------
     def save(self, dir_path: str, *, overwrite: bool = False, save_anndata: bool = False, **kwargs: Any) -> None:
         """Save every member to ``dir_path/member_<i>`` and a manifest naming the model class.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to write.
+        overwrite
+            Replace an existing directory.
+        save_anndata
+            Also save the data each member was set up with (then ``load`` needs no ``adata``).
+        **kwargs
+            Passed to each member's ``save``.
 
         Examples
         --------
@@ -166,6 +208,20 @@ class SeedEnsemble:
     @classmethod
     def load(cls, dir_path: str, adata: MuData | None = None, **kwargs: Any) -> SeedEnsemble:
         """Load an ensemble saved by :meth:`save`; ``adata`` is matched to the saved features by name.
+
+        Parameters
+        ----------
+        dir_path
+            Directory the ensemble was saved to.
+        adata
+            Data to attach the members to (needed unless they were saved with ``save_anndata=True``).
+        **kwargs
+            Passed to each member's ``load``.
+
+        Returns
+        -------
+        ensemble : SeedEnsemble
+            The ensemble, ready to predict.
 
         Examples
         --------
