@@ -105,6 +105,18 @@ DOCS: dict[str, str] = {
         batch_size
             Observations per minibatch.
     """),
+    "returns_proba": _text("""
+        proba : pandas.DataFrame
+            Probabilities, one column per class, indexed by observation name.
+    """),
+    "returns_prediction": _text("""
+        prediction : pandas.Series
+            Categorical, indexed by observation name.
+    """),
+    "returns_latent": _text("""
+        latent : numpy.ndarray
+            float32, observations x latent width.
+    """),
     # pl ---------------------------------------------------------------------------------------------------------
     "ax": _text("""
         ax

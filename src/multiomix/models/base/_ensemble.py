@@ -121,8 +121,7 @@ class SeedEnsemble:
 
         Returns
         -------
-        proba : pandas.DataFrame
-            Probabilities, one column per class, indexed by observation name.
+        %(returns_proba)s
 
         Examples
         --------
@@ -146,8 +145,7 @@ class SeedEnsemble:
 
         Returns
         -------
-        prediction : pandas.Series
-            Categorical, indexed by observation name.
+        %(returns_prediction)s
 
         Examples
         --------
@@ -167,8 +165,7 @@ class SeedEnsemble:
 
         Returns
         -------
-        latent : numpy.ndarray
-            float32, observations x latent width.
+        %(returns_latent)s
 
         Examples
         --------

@@ -371,8 +371,7 @@ class MultiomixModel(BaseModelClass):
 
         Returns
         -------
-        proba : pandas.DataFrame
-            Probabilities, one column per class, indexed by observation name.
+        %(returns_proba)s
 
         Examples
         --------
@@ -396,8 +395,7 @@ class MultiomixModel(BaseModelClass):
 
         Returns
         -------
-        prediction : pandas.Series
-            Categorical, indexed by observation name.
+        %(returns_prediction)s
 
         Examples
         --------
@@ -417,8 +415,7 @@ class MultiomixModel(BaseModelClass):
 
         Returns
         -------
-        latent : numpy.ndarray
-            float32, observations x latent width.
+        %(returns_latent)s
 
         Examples
         --------
