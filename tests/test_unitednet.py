@@ -477,6 +477,36 @@ def test_set_linear_skip_rejects_a_pair_without_a_map():
         net.set_skip_blend("a", "c", 0.5)
 
 
+def test_linear_skip_pairs_and_bad_entries():
+    net = UnitedNetwork(in_features={"a": 3, "b": 2, "c": 4}, latent_dim=4, hidden=(8,),
+                        linear_skip=["b", ("c", "a")])
+    assert net.skip_pairs == [("a", "b"), ("c", "a"), ("c", "b")]
+    assert net.skip_targets == ["a", "b"]
+    assert not net.has_linear_map("b", "a") and not hasattr(net, "skip_weight_1_0")
+    assert torch.equal(net.skip_blend("b", "a"), torch.ones(3))  # no map: decoder only
+    with pytest.raises(KeyError, match="'d'"):
+        UnitedNetwork(in_features={"a": 3, "b": 2}, latent_dim=4, hidden=(8,), linear_skip=[("a", "d")])
+
+
+def test_linear_skip_leaves_out_pairs_too_wide_for_the_closed_form(monkeypatch, caplog):
+    """A pair with more weights than ``linear_skip_max_weights`` gets no map (no buffer, decoder only, logged);
+    the narrow pairs keep theirs and translation still runs."""
+    mdata = planted(n=80, seed=3)
+    monkeypatch.setattr(UnitedNet, "linear_skip_max_weights", 60 * 20)  # all but atac (40) x rna (60) fit
+    UnitedNet.setup_mudata(mdata)
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        model = UnitedNet(mdata, mode="translation", latent_dim=4, hidden=(16,))
+    net = model.module.net
+    assert net.skip_pairs == [("rna", "adt"), ("adt", "rna"), ("atac", "adt")]  # atac is binary: never a target
+    assert "atac -> rna (40 x 60)" in caplog.text and "atac -> adt" not in caplog.text
+    sizes = {k: tuple(v.shape) for k, v in net.state_dict().items() if k.startswith("skip_weight")}
+    assert sizes == {"skip_weight_0_1": (60, 20), "skip_weight_1_0": (20, 60), "skip_weight_2_1": (40, 20)}
+    model.train(2, accelerator="cpu", **QUIET)
+    assert set(model.linear_skip_alphas_) == {"rna->adt", "adt->rna", "atac->adt"}
+    assert torch.equal(net.skip_blend("atac", "rna"), torch.ones(60))
+    assert model.translate(mdata, source="atac", target="rna").shape == (80, 60)
+
+
 def test_skip_blend_is_per_target_feature_and_old_weights_load():
     net = UnitedNetwork(in_features={"a": 3, "b": 2}, latent_dim=4, hidden=(8,), linear_skip=True).eval()
     net.set_linear_skip("a", "b", torch.ones(3, 2), torch.zeros(2))

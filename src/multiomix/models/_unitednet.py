@@ -111,7 +111,10 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         rows (first call of :meth:`train` only). It changes :meth:`translate` only, not the latent or the
         groups.
     linear_skip_max_cells
-        Training rows (a random subset beyond that) used to fit the linear maps.
+        Training rows (a random subset beyond that) used to fit the linear maps. A pair whose map would hold more
+        than ``UnitedNet.linear_skip_max_weights`` (2,000,000) weights, source features x target features, gets
+        no linear map (logged): its fit would cost minutes and gigabytes, and with that many features the
+        decoder has rarely too few cells.
     random_state
         Seed of the weight initialisation and of training.
 
@@ -128,6 +131,10 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
 
     _module_cls = UnitedNetModule
     _training_plan_cls = UnitedNetTrainingPlan
+    #: most weights (source features x target features) of one linear map of ``linear_skip``; wider pairs are
+    #: left to the decoder (the closed-form fit of a 2,000 x 1,000 map on 5,000 cells takes a few seconds on
+    #: 2 cores, and its cost grows with both widths)
+    linear_skip_max_weights: ClassVar[int] = 2_000_000
     _restore_best_epoch = False  # the plan keeps and restores its own best epoch (and head)
     #: training defaults (``validation_size=0.1`` and early stopping in supervised mode only are the defaults of
     #: :meth:`train`)
@@ -224,7 +231,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             discriminators=adversarial,
             temperature=head_temperature,
             fusion_init=head_fusion_init,
-            linear_skip=[m for m in modalities if not binary[m]] if linear_skip else False,
+            linear_skip=self._linear_skip_pairs(mdata, modalities, binary) if linear_skip else False,
         )
         self.linear_skip_max_cells = linear_skip_max_cells
         self.cluster_head_choice = cluster_head_choice
@@ -453,6 +460,22 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             out[m] = torch.as_tensor(sub, dtype=torch.float32, device=self.module.device)
         return self.module.standardize(out)
 
+    def _linear_skip_pairs(
+        self, mdata: MuData, modalities: list[str], binary: dict[str, bool]
+    ) -> list[tuple[str, str]]:
+        """Pairs with a linear map: every continuous target, from every source narrow enough for the closed form."""
+        width = {m: mdata.mod[m].n_vars for m in modalities}
+        pairs = [(s, t) for t in modalities if not binary[t] for s in modalities if s != t]
+        too_wide = [(s, t) for s, t in pairs if width[s] * width[t] > self.linear_skip_max_weights]
+        if too_wide:
+            names = ", ".join(f"{s} -> {t} ({width[s]:,} x {width[t]:,})" for s, t in too_wide)
+            logger.info(
+                f"linear_skip: no linear map for {names}: more than {self.linear_skip_max_weights:,} weights "
+                "(`UnitedNet.linear_skip_max_weights`); the decoder predicts these alone. Select features first "
+                "(mx.pp.select_features) to keep them."
+            )
+        return [pair for pair in pairs if pair not in too_wide]
+
     @torch.no_grad()
     def _fit_linear_skip(self, train_indices: np.ndarray, keep_blend: bool = False) -> None:
         """Closed-form ridge map for every ordered pair with a continuous target, on standardised training rows."""
@@ -464,7 +487,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         net = self.module.net
         alphas = {}
         for s in self.modalities:
-            targets = [t for t in net.skip_targets if t != s]
+            targets = [t for t in net.skip_targets if net.has_linear_map(s, t)]
             for t, (weight, bias, alpha) in zip(targets, ridge_fit(xs[s], [xs[t] for t in targets]) if targets else []):
                 net.set_linear_skip(s, t, weight, bias)
                 alphas[f"{s}->{t}"] = alpha
@@ -473,7 +496,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             return
         for s in self.modalities:  # until the blend is chosen on validation rows: half decoder, half linear
             for t in net.skip_targets:
-                if t != s:
+                if net.has_linear_map(s, t):
                     net.set_skip_blend(s, t, 0.5)
 
     @torch.no_grad()
@@ -499,7 +522,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         for s in self.modalities:
             z = net.encoders[s](xs[s])
             for t in net.skip_targets:
-                if s == t:
+                if not net.has_linear_map(s, t):
                     continue
                 deep, linear = net.decoders[t](z), net.linear_translate(xs[s], s, t)
                 w = weights[:, None, None]
@@ -591,8 +614,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
 
             return FunctionModule(translate, {"encoder": enc, "decoder": dec})
 
-        blends = {(s, t): net.skip_blend(s, t).detach().cpu().numpy().copy()
-                  for s in mods for t in net.skip_targets if s != t} if net.linear_skip else {}
+        blends = {pair: net.skip_blend(*pair).detach().cpu().numpy().copy() for pair in net.skip_pairs}
         linear = [pair for pair, blend in blends.items() if bool((blend <= 0.0).all())]
         return RelevanceAdapter(
             modalities=mods,

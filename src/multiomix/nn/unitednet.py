@@ -275,7 +275,8 @@ class UnitedNetwork(nn.Module):
     linear_skip
         Keep a linear map (buffers ``skip_weight_<i>_<j>``, ``skip_bias_<i>_<j>``) from every other modality to
         each target modality next to the encoder-decoder path: ``True`` for all targets, or a sequence of target
-        modality names (e.g. the continuous ones). :meth:`translate` returns
+        modality names (e.g. the continuous ones; a name stands for the maps from every other modality) and
+        ``(source, target)`` pairs. :meth:`translate` returns
         ``blend * decoder(encoder(x)) + (1 - blend) * (x @ W + b)`` with one ``blend`` per target feature
         (buffers ``skip_blend_<i>_<j>``, read with :meth:`skip_blend`). The maps are not trained by gradient:
         set them with :meth:`set_linear_skip` (e.g. from ``ridge_fit``) and the blend with
@@ -311,21 +312,17 @@ class UnitedNetwork(nn.Module):
         super().__init__()
         self.modalities = list(in_features)
         self.in_features = dict(in_features)
-        targets = self.modalities if linear_skip is True else list(linear_skip or [])
-        unknown = sorted(set(targets) - set(self.modalities))
-        if unknown:
-            raise KeyError(f"`linear_skip` names modalities {unknown} that are not among {self.modalities}.")
-        #: target modalities that have linear maps from every other modality
-        self.skip_targets = [m for m in self.modalities if m in targets]
-        self.linear_skip = bool(self.skip_targets)
-        if self.linear_skip:
-            dims = list(in_features.values())
-            for i, d_in in enumerate(dims):
-                for j, d_out in enumerate(dims):
-                    if i != j and self.modalities[j] in self.skip_targets:
-                        self.register_buffer(f"skip_weight_{i}_{j}", torch.zeros(d_in, d_out))
-                        self.register_buffer(f"skip_bias_{i}_{j}", torch.zeros(d_out))
-                        self.register_buffer(f"skip_blend_{i}_{j}", torch.ones(d_out))
+        #: ordered ``(source, target)`` pairs that have a linear map
+        self.skip_pairs = self._skip_pairs(linear_skip)
+        #: target modalities with a linear map from at least one other modality
+        self.skip_targets = [m for m in self.modalities if any(t == m for _, t in self.skip_pairs)]
+        self.linear_skip = bool(self.skip_pairs)
+        for source, target in self.skip_pairs:
+            i, j = self.modalities.index(source), self.modalities.index(target)
+            d_in, d_out = self.in_features[source], self.in_features[target]
+            self.register_buffer(f"skip_weight_{i}_{j}", torch.zeros(d_in, d_out))
+            self.register_buffer(f"skip_bias_{i}_{j}", torch.zeros(d_out))
+            self.register_buffer(f"skip_blend_{i}_{j}", torch.ones(d_out))
         self.latent_dim = latent_dim
         hidden = list(hidden)
         self.encoders = nn.ModuleDict(
@@ -353,6 +350,23 @@ class UnitedNetwork(nn.Module):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
+    def _skip_pairs(self, linear_skip: bool | Sequence[str | tuple[str, str]]) -> list[tuple[str, str]]:
+        """Ordered ``(source, target)`` pairs named by ``linear_skip`` (a target name stands for all its sources)."""
+        if linear_skip is True:
+            linear_skip = self.modalities
+        pairs = set()
+        for entry in linear_skip or []:
+            named = [entry] if isinstance(entry, str) else list(entry)
+            unknown = sorted(set(named) - set(self.modalities))
+            if unknown or len(named) not in (1, 2):
+                raise KeyError(
+                    f"`linear_skip` entry {entry!r} must be a target modality or a (source, target) pair of modalities "
+                    f"among {self.modalities}."
+                )
+            sources = self.modalities if len(named) == 1 else named[:1]
+            pairs |= {(s, named[-1]) for s in sources if s != named[-1]}
+        return [(s, t) for s in self.modalities for t in self.modalities if (s, t) in pairs]
+
     def encode(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Latent of each modality present in ``x``."""
         return {m: self.encoders[m](v) for m, v in x.items()}
@@ -368,28 +382,29 @@ class UnitedNetwork(nn.Module):
 
     def set_linear_skip(self, source: str, target: str, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Set the linear map ``source -> target`` (input and output in the units the network sees)."""
-        if target not in self.skip_targets or source == target:
+        if not self.has_linear_map(source, target):
             raise ValueError(f"This network has no linear map {source} -> {target} (see `linear_skip`).")
         i, j = self.modalities.index(source), self.modalities.index(target)
         getattr(self, f"skip_weight_{i}_{j}").copy_(weight)
         getattr(self, f"skip_bias_{i}_{j}").copy_(bias)
 
-    def _has_map(self, source: str, target: str) -> bool:
-        return self.linear_skip and target in self.skip_targets and source != target
+    def has_linear_map(self, source: str, target: str) -> bool:
+        """Whether ``source -> target`` has a linear map (see ``linear_skip``)."""
+        return (source, target) in self.skip_pairs
 
     def skip_blend(self, source: str, target: str) -> torch.Tensor:
         """Weight of the decoder path per target feature in ``source -> target`` (1 = decoder only, 0 = linear only).
 
         Ones for a pair without a linear map (a binary target, or ``linear_skip`` off).
         """
-        if not self._has_map(source, target):
+        if not self.has_linear_map(source, target):
             return torch.ones(self.in_features[target], device=next(self.parameters()).device)
         i, j = self.modalities.index(source), self.modalities.index(target)
         return getattr(self, f"skip_blend_{i}_{j}")
 
     def set_skip_blend(self, source: str, target: str, blend: torch.Tensor | float) -> None:
         """Set the decoder-path weight of ``source -> target``: one value, or one per target feature, in [0, 1]."""
-        if not self._has_map(source, target):
+        if not self.has_linear_map(source, target):
             raise ValueError(f"This network has no linear map {source} -> {target} (see `linear_skip`).")
         buffer = self.skip_blend(source, target)
         blend = torch.as_tensor(blend, dtype=buffer.dtype, device=buffer.device)
@@ -403,7 +418,7 @@ class UnitedNetwork(nn.Module):
         if old is not None and self.linear_skip:
             for i, s in enumerate(self.modalities):
                 for j, t in enumerate(self.modalities):
-                    if self._has_map(s, t):
+                    if self.has_linear_map(s, t):
                         width = getattr(self, f"skip_blend_{i}_{j}").shape[0]
                         state_dict[prefix + f"skip_blend_{i}_{j}"] = old[i, j].expand(width).clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -419,7 +434,7 @@ class UnitedNetwork(nn.Module):
         Outputs are in the units of the decoder (standardised values, or logits for binary modalities).
         """
         out = self.decoders[target](self.encoders[source](x))
-        if self._has_map(source, target):
+        if self.has_linear_map(source, target):
             blend = self.skip_blend(source, target)
             out = blend * out + (1 - blend) * self.linear_translate(x, source, target)
         return out
