@@ -102,3 +102,42 @@ def test_logistic_baseline_rejects_bad_folds(folds):
     x, y = np.zeros((10, 2)), np.array(["a", "b"] * 5)
     with pytest.raises(ValueError, match="folds"):
         logistic_baseline(x, y, folds=folds)
+
+
+def test_subsample_rows_is_stratified_and_keeps_every_class():
+    from multiomix._baseline import subsample_rows
+
+    rows = np.arange(100, 1100)
+    labels = np.array(["a"] * 900 + ["b"] * 97 + ["rare"] * 3)
+    kept = subsample_rows(rows, labels, max_rows=100, random_state=1)
+    assert len(kept) == 100 and len(set(kept)) == 100 and set(kept) <= set(rows)
+    counts = pd.Series(labels[kept - 100]).value_counts()
+    assert counts["a"] == 90 and counts["b"] in (9, 10) and counts["rare"] >= 1
+    np.testing.assert_array_equal(kept, np.sort(kept))
+    np.testing.assert_array_equal(subsample_rows(rows, labels, max_rows=1000), rows)  # not more: unchanged
+    np.testing.assert_array_equal(kept, subsample_rows(rows, labels, max_rows=100, random_state=1))
+
+
+def test_baseline_and_linear_path_use_at_most_max_rows(monkeypatch, caplog):
+    """Beyond MAX_ROWS training rows the baseline and the fitted linear path see a stratified subset (logged)."""
+    import multiomix.models._crossattomics as cao
+    import multiomix.tl._fit as fit
+
+    monkeypatch.setattr(fit, "MAX_ROWS", 50)
+    monkeypatch.setattr(cao, "MAX_ROWS", 50)
+    seen = []
+    real = fit.logistic_baseline
+
+    def spy(x, y, **kwargs):
+        seen.append(x.shape[0])
+        return real(x, y, **kwargs)
+
+    monkeypatch.setattr(fit, "logistic_baseline", spy)
+    monkeypatch.setattr(cao, "logistic_baseline", spy)
+    mdata = _linear(120, seed=2)
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.fit_crossattomics(mdata, test_size=0.3, max_epochs=2, progress_bar=False)
+    assert seen == [50, 50]  # linear path, then the baseline
+    assert mdata.uns["crossattomics"]["baseline"]["n_train"] == 50
+    assert "linear path: fitted on a stratified random 50 of the 84 training rows" in caplog.text
+    assert "baseline: fitted on a stratified random 50 of the 84 training rows" in caplog.text

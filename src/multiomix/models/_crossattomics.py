@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from mudata import MuData
 
-from .._baseline import logistic_baseline
+from .._baseline import MAX_ROWS, logistic_baseline, subsample_rows
 from ..module import CrossAttOmicsModule
 from ..nn import random_groups, validate_graph
 from ..nn.crossattomics import interaction_name
@@ -118,7 +118,8 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
     linear_path
         A linear map of the standardised inputs added to the logits (wide-and-deep), so the deep part has to earn
         its place. ``"fitted"`` (default): a logistic regression fitted on the training rows (``C`` by inner
-        cross-validation, class-weighted like the loss), frozen; the head's output layer starts at zero and the
+        cross-validation, class-weighted like the loss; a stratified random 5,000 of them when there are more,
+        logged), frozen; the head's output layer starts at zero and the
         weights before training (that logistic regression alone) compete with every epoch for the best
         validation loss. ``"trained"``: the map starts at zero and is trained with the rest. ``None``: no linear
         path (the original architecture).
@@ -256,13 +257,16 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         # the same rows as the baseline a fit stores; that the validation rows are among them makes the choice
         # between the linear model alone and a trained deep part conservative (it favours the linear model)
         train = np.sort(np.concatenate([rows[0], rows[1]]))
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel().astype(int)
+        if len(train) > MAX_ROWS:
+            logger.info(f"linear path: fitted on a stratified random {MAX_ROWS:,} of the {len(train):,} training rows")
+            train = subsample_rows(train, codes[train], max_rows=MAX_ROWS, random_state=self.random_state)
         module = self.module
         with torch.no_grad():
             x = module.standardizer({m: torch.as_tensor(np.asarray(_dense(self._matrix(m)[train])),
                                                         dtype=torch.float32) for m in self.modalities})
         features = module.net.wide_input(x).numpy()
-        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()[train].astype(int)
-        search = logistic_baseline(features, codes, random_state=self.random_state,
+        search = logistic_baseline(features, codes[train], random_state=self.random_state,
                                    class_weighting=self.class_weighting)
         scaler, lr = search.best_estimator_[0], search.best_estimator_[-1]
         coef = lr.coef_ / scaler.scale_

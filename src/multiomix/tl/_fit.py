@@ -26,7 +26,7 @@ from mudata import MuData
 from scipy import sparse
 from sklearn.model_selection import train_test_split
 
-from .._baseline import logistic_baseline, stack_modalities
+from .._baseline import MAX_ROWS, logistic_baseline, stack_modalities, subsample_rows
 from .._logging import logger
 from .._metrics import classification_metrics
 from .._utils import (
@@ -475,11 +475,15 @@ def finish_classifier_fit(
 
 def _baseline(fit: FitData, features: Callable[[np.ndarray], Any], truth: pd.Series, *, random_state: int):
     train = np.concatenate([fit.train, fit.validation])
+    if len(train) > MAX_ROWS:
+        logger.info(f"baseline: fitted on a stratified random {MAX_ROWS:,} of the {len(train):,} training rows")
+        train = subsample_rows(train, truth.iloc[train].to_numpy(), max_rows=MAX_ROWS, random_state=random_state)
     search = logistic_baseline(features(train), truth.iloc[train].to_numpy(), random_state=random_state)
     prediction = search.predict(features(fit.test))
     return {
         "name": "logistic_regression",
         "description": "standardised logistic regression on the concatenated inputs, class-weighted, C by inner CV",
         "C": float(search.best_params_["logisticregression__C"]),
+        "n_train": len(train),
         "test_metrics": classification_metrics(truth.iloc[fit.test], prediction),
     }
