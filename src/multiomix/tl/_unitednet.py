@@ -252,13 +252,13 @@ def _translation_metrics(mdata: MuData, fit: FitData, model: UnitedNet) -> dict[
         if model.binary_[target]:
             continue  # binary targets are predicted as probabilities; per-feature R² is not meaningful there
         truth = get_matrix(mdata.mod[target], layers[target])[fit.test]
-        truth = truth.toarray() if sparse.issparse(truth) else np.asarray(truth)
-        truth = truth[:, mdata.mod[target].var_names.get_indexer(model.feature_names_[target])]
+        truth = truth.tocsc() if sparse.issparse(truth) else truth  # column blocks densified one at a time
+        columns = mdata.mod[target].var_names.get_indexer(model.feature_names_[target])
         for source in model.modalities:
             if source == target:
                 continue
             pred = model.translate(mdata.mod[source][fit.test], source=source, target=target)
-            pearson, r2 = pearson_per_column(pred, truth), r2_per_column(pred, truth)
+            pearson, r2 = _per_column_metrics(pred, truth, columns)
             metrics[f"{source}->{target}"] = {
                 "mean_pearson": float(np.nanmean(pearson)) if np.isfinite(pearson).any() else float("nan"),
                 "mean_r2": float(np.nanmean(r2)) if np.isfinite(r2).any() else float("nan"),
@@ -266,6 +266,17 @@ def _translation_metrics(mdata: MuData, fit: FitData, model: UnitedNet) -> dict[
                                             index=pd.Index(model.feature_names_[target])),
             }
     return {"test_metrics": metrics}
+
+
+def _per_column_metrics(pred: np.ndarray, truth, columns: np.ndarray, block: int = 1024):
+    """Per-column Pearson and R² of ``pred`` against ``truth[:, columns]``, densified ``block`` columns at a time."""
+    pearson, r2 = np.empty(len(columns)), np.empty(len(columns))
+    for start in range(0, len(columns), block):
+        part = slice(start, start + block)
+        observed = truth[:, columns[part]]
+        observed = observed.toarray() if sparse.issparse(observed) else np.asarray(observed)
+        pearson[part], r2[part] = pearson_per_column(pred[:, part], observed), r2_per_column(pred[:, part], observed)
+    return pearson, r2
 
 
 __all__ = ["fit_unitednet"]
