@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pooch
+import requests
 
 DATA_DIR_ENV = "MULTIOMIX_DATA_DIR"
 
@@ -45,5 +46,14 @@ def fetch(relative_path: str, *, url: str, sha256: str, data_dir: str | os.PathL
                 raise ValueError(f"Checksum mismatch for {candidate}: the file differs from the published original.")
             return candidate
     target = default_cache_dir() / relative_path
-    path = pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=target.name, path=target.parent, progressbar=False)
+    try:
+        path = pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=target.name, path=target.parent,
+                              progressbar=False)
+    except (OSError, requests.RequestException) as error:  # offline, proxy, server down, unwritable cache
+        searched = [str(Path(root) / relative_path) for root in (data_dir, os.environ.get(DATA_DIR_ENV)) if root]
+        raise OSError(
+            f"Could not download {relative_path!r} from {url} ({type(error).__name__}: {error}). "
+            f"Looked for a local copy in {searched or 'no data directory'} and {target}. Offline, put the file at "
+            f"<data directory>/{relative_path} and pass `data_dir=` or set ${DATA_DIR_ENV}."
+        ) from error
     return Path(path)
