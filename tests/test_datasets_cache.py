@@ -34,3 +34,13 @@ def test_offline_download_names_the_file_and_the_data_directory(tmp_path, monkey
     message = str(info.value)
     assert str(tmp_path / "shared" / "set" / "file.txt") in message and "MULTIOMIX_DATA_DIR" in message
     assert "data_dir=" in message and "ConnectionError" in message
+
+
+def test_offline_sequence_download_names_the_fasta(tmp_path, monkeypatch):
+    import multiomix as mx
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: (_ for _ in ()).throw(requests.ConnectionError("offline")))
+    with pytest.raises(OSError, match=r"janggu_oct4_mafk/sample\.fa.*data_dir="):
+        mx.datasets.oct4_mafk(data_dir=tmp_path / "missing")

@@ -45,15 +45,23 @@ def fetch(relative_path: str, *, url: str, sha256: str, data_dir: str | os.PathL
             if pooch.file_hash(str(candidate)) != sha256:
                 raise ValueError(f"Checksum mismatch for {candidate}: the file differs from the published original.")
             return candidate
-    target = default_cache_dir() / relative_path
+    return download(url, sha256=sha256, target=default_cache_dir() / relative_path, wanted=relative_path,
+                    data_dir=data_dir)
+
+
+def download(url: str, *, sha256: str, target: Path, wanted: str, data_dir: str | os.PathLike | None) -> Path:
+    """Download ``url`` to ``target`` (checked against ``sha256``); a failure names ``wanted`` and the local paths.
+
+    ``wanted`` is the dataset file's path below a data directory, which the message tells the user to provide.
+    """
     try:
         path = pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=target.name, path=target.parent,
                               progressbar=False)
     except (OSError, requests.RequestException) as error:  # offline, proxy, server down, unwritable cache
-        searched = [str(Path(root) / relative_path) for root in (data_dir, os.environ.get(DATA_DIR_ENV)) if root]
+        searched = [str(Path(root) / wanted) for root in (data_dir, os.environ.get(DATA_DIR_ENV)) if root]
         raise OSError(
-            f"Could not download {relative_path!r} from {url} ({type(error).__name__}: {error}). "
+            f"Could not download {wanted!r} from {url} ({type(error).__name__}: {error}). "
             f"Looked for a local copy in {searched or 'no data directory'} and {target}. Offline, put the file at "
-            f"<data directory>/{relative_path} and pass `data_dir=` or set ${DATA_DIR_ENV}."
+            f"<data directory>/{wanted} and pass `data_dir=` or set ${DATA_DIR_ENV}."
         ) from error
     return Path(path)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pooch
 
-from ._cache import DATA_DIR_ENV, default_cache_dir
+from ._cache import DATA_DIR_ENV, default_cache_dir, download
 
 __all__ = ["oct4_mafk", "planted_motif_pairs"]
 
@@ -39,8 +39,8 @@ def _oct4_mafk_file(name: str, data_dir: str | os.PathLike | None) -> Path:
     cache = default_cache_dir() / _FOLDER
     target = cache / name
     if not (target.exists() and pooch.file_hash(str(target)) == sha):
-        archive = pooch.retrieve(_JANGGU_SDIST, known_hash=f"sha256:{_JANGGU_SDIST_SHA256}",
-                                 fname="janggu-0.10.2.tar.gz", path=cache, progressbar=False)
+        archive = download(_JANGGU_SDIST, sha256=_JANGGU_SDIST_SHA256, target=cache / "janggu-0.10.2.tar.gz",
+                           wanted=f"{_FOLDER}/{name}", data_dir=data_dir)
         with tarfile.open(archive) as tar:
             member = tar.extractfile(f"janggu-0.10.2/src/janggu/resources/{name}")
             target.write_bytes(member.read())
