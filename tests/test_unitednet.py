@@ -591,3 +591,36 @@ def test_translation_metrics_by_column_blocks_match_the_whole():
         pearson, r2_ = _per_column_metrics(pred, matrix, columns, block=3)
         np.testing.assert_allclose(pearson, pearson_per_column(pred, truth.toarray()[:, columns]))
         np.testing.assert_allclose(r2_, r2_per_column(pred, truth.toarray()[:, columns]))
+
+
+class _RankState:
+    """Lightning callback writing a checksum of each process's final weights and head to ``folder``."""
+
+    def __new__(cls, folder):
+        from lightning.pytorch.callbacks import Callback
+
+        class RankState(Callback):
+            def on_train_end(self, trainer, pl_module):
+                state = pl_module.module.state_dict()
+                total = sum(float(v.double().abs().sum()) for v in state.values())
+                (folder / f"rank{trainer.global_rank}.txt").write_text(f"{total:.6f} {int(pl_module.module.best_head)}")
+
+        return RankState()
+
+
+@pytest.mark.parametrize("mode", ["supervised", "unsupervised"])
+def test_ddp_on_two_cpu_processes_ends_with_the_same_model_everywhere(mode, tmp_path):
+    """strategy="ddp_notebook" trains (switched to find unused parameters: each phase steps part of the network),
+    and the processes agree on the head, the best epoch and so the weights (validation sums are reduced, k-means
+    prototypes broadcast)."""
+    mdata = planted(n=160, seed=1)
+    UnitedNet.setup_mudata(mdata, label_key="group")
+    model = UnitedNet(mdata, mode=mode, latent_dim=8, hidden=(16,), n_heads=2, projection_dim=8)
+    initial = model.module.net.encoders["rna"][0].weight.detach().clone()
+    model.train(4, accelerator="cpu", devices=2, strategy="ddp_notebook", batch_size=32,
+                callbacks=[_RankState(tmp_path)], datasplitter_kwargs={"drop_dataset_tail": True}, **QUIET)
+    assert model.is_trained and not torch.equal(model.module.net.encoders["rna"][0].weight, initial)
+    ranks = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    assert int(ranks[0].split()[1]) == model.best_head
+    assert model.predict().shape == (160,)

@@ -136,6 +136,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
     #: 2 cores, and its cost grows with both widths)
     linear_skip_max_weights: ClassVar[int] = 2_000_000
     _restore_best_epoch = False  # the plan keeps and restores its own best epoch (and head)
+    _ddp_unused_parameters = True  # each phase's optimiser step leaves the other phases' parameters out
     #: training defaults (``validation_size=0.1`` and early stopping in supervised mode only are the defaults of
     #: :meth:`train`)
     _train_defaults: ClassVar[dict[str, Any]] = {

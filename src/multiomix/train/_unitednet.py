@@ -158,6 +158,8 @@ class UnitedNetTrainingPlan(TrainingPlan):
         for h in range(hidden.shape[0]):
             centers = KMeans(k, n_init=10, random_state=seed + h).fit(hidden[h]).cluster_centers_
             heads.prototypes.data[h] = torch.as_tensor(centers, dtype=heads.prototypes.dtype)
+        # distributed: each process saw its own shard of the rows; every process takes the first one's prototypes
+        heads.prototypes.data.copy_(self.trainer.strategy.broadcast(heads.prototypes.data, src=0))
 
     def training_step(self, batch, batch_idx):
         opts = self.optimizers()
@@ -206,8 +208,33 @@ class UnitedNetTrainingPlan(TrainingPlan):
             else:
                 self._val["heads"] = self._val["heads"] + self.module.head_losses(xs).detach() * n
 
+    def _summed_validation(self) -> None:
+        """Sum the validation accounting over processes (distributed); unchanged on one device.
+
+        Every process then chooses the same head, best epoch and checkpoint.
+        """
+        if self.trainer.world_size <= 1:
+            return
+        heads = self._val["heads"]
+        n_heads = self.module.net.heads.n_heads if self.module.net.heads is not None else 0
+        heads = heads if torch.is_tensor(heads) else torch.full((n_heads,), float(heads))
+        totals = torch.cat([
+            torch.tensor([self._val["n"], self._val["reconstruction"], self._val["translation"],
+                          self._val.get("n_labelled", 0)], dtype=torch.float64),
+            heads.detach().double().cpu(),
+        ]).to(self.module.device)
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum").cpu()
+        self._val.update(n=float(totals[0]), reconstruction=float(totals[1]), translation=float(totals[2]))
+        if "n_labelled" in self._val:
+            self._val["n_labelled"] = float(totals[3])
+        if torch.is_tensor(self._val["heads"]) or n_heads and float(totals[4:].abs().sum()) > 0:
+            self._val["heads"] = totals[4:].float()
+
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self._val.get("n"):
+        if self.trainer.sanity_checking:
+            return
+        self._summed_validation()
+        if not self._val.get("n"):
             return
         n = self._val["n"]
         rec, tra = self._val["reconstruction"] / n, self._val["translation"] / n

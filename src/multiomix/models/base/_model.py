@@ -24,6 +24,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from ..._docs import fill_doc
+from ..._logging import logger
 from ..._utils import quiet_scvi
 from ...train import BestStateCallback, SupervisedTrainingPlan, resolve_rows, train_on_rows
 from ._data import class_weights, feature_mean_std, matched_input, modality_key, resolve_layers
@@ -91,6 +92,10 @@ class MultiomixModel(BaseModelClass):
     _restore_best_epoch: ClassVar[bool] = True
     #: the weights before training are a candidate too (a model that starts from a fitted linear model)
     _initial_state_is_candidate: ClassVar[bool] = False
+    #: some parameters get no gradient in some optimiser steps (separate phases, unused branches): DDP must
+    #: look for unused parameters, so a plain ``strategy="ddp"`` (or ``_notebook``/``_fork``) is switched to its
+    #: ``_find_unused_parameters_true`` form
+    _ddp_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, mdata: MuData | None = None, *, random_state: int = 0):
         super().__init__(mdata)
@@ -207,7 +212,9 @@ class MultiomixModel(BaseModelClass):
             Patience in epochs (default: the model's).
         accelerator, devices
             Lightning accelerator and devices. ``strategy`` goes in ``trainer_kwargs``: ``"ddp"`` from a script,
-            ``"ddp_notebook"`` in Jupyter (``"ddp_spawn"`` cannot pickle scvi-tools' MuData fields).
+            ``"ddp_notebook"`` in Jupyter (``"ddp_spawn"`` cannot pickle scvi-tools' MuData fields); a model with
+            parameters that some optimiser steps leave out (UnitedNet's training phases) switches these to their
+            ``"..._find_unused_parameters_true"`` form.
         progress_bar
             Show a progress bar (default: ``mx.settings.progress_bar``).
         plan_kwargs, datasplitter_kwargs
@@ -224,6 +231,11 @@ class MultiomixModel(BaseModelClass):
         >>> model.train(max_epochs=100, accelerator="gpu", devices=2, strategy="ddp_notebook")  # doctest: +SKIP
         """
         d = self._train_defaults
+        strategy = trainer_kwargs.get("strategy")
+        if self._ddp_unused_parameters and strategy in ("ddp", "ddp_notebook", "ddp_fork"):
+            trainer_kwargs["strategy"] = f"{strategy}_find_unused_parameters_true"
+            logger.info(f"strategy={strategy!r} -> {trainer_kwargs['strategy']!r}: {type(self).__name__} leaves some "
+                        "parameters without a gradient in some optimiser steps")
         rows = resolve_rows(self.adata.n_obs, train_indices, validation_indices, validation_size=validation_size,
                             random_state=self.random_state)
         self._on_train_start(rows)
