@@ -51,13 +51,11 @@ def translate_blocks(
     position = feature_positions(adata.var_names, model.feature_names_[source], modality=source)
     model.module.eval()
     device = model.module.device
-    out = []
+    out = np.empty((adata.n_obs, len(model.feature_names_[target])), dtype=np.float32)  # filled chunk by chunk
     for start in range(0, adata.n_obs, batch_size):
         chunk = matrix[start : start + batch_size]
         if position is not None:
             chunk = chunk[:, position]
         chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)
-        out.append(predict(torch.as_tensor(chunk, dtype=torch.float32, device=device)).cpu().numpy())
-    if not out:
-        return np.zeros((0, len(model.feature_names_[target])), dtype=np.float32)
-    return np.concatenate(out, 0)
+        out[start : start + len(chunk)] = predict(torch.as_tensor(chunk, dtype=torch.float32, device=device)).cpu()
+    return out
