@@ -624,3 +624,35 @@ def test_ddp_on_two_cpu_processes_ends_with_the_same_model_everywhere(mode, tmp_
     assert ranks[0] == ranks[1]
     assert int(ranks[0].split()[1]) == model.best_head
     assert model.predict().shape == (160,)
+
+
+def test_translation_fit_stores_a_ridge_baseline_on_the_same_rows(monkeypatch, caplog):
+    """Translation mode stores, per continuous pair, ridge regression fitted on the same standardised rows with the
+    penalty by leave-one-out error (scikit-learn's RidgeCV gives the same test Pearson), and logs the comparison."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    from multiomix._metrics import pearson_per_column
+
+    mdata = planted(n=200, seed=5)
+    monkeypatch.setattr(UnitedNet, "linear_skip_max_weights", 60 * 20)  # atac (40) -> rna (60) is too wide
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.fit_unitednet(mdata, mode="translation", max_epochs=3, latent_dim=8, hidden=(16,),
+                            accelerator="cpu", progress_bar=False)
+    info = mdata.uns["unitednet"]
+    base = info["baseline"]
+    assert base["name"] == "ridge"
+    assert set(base["test_metrics"]) == {"adt->rna", "rna->adt", "atac->adt"}  # binary atac is never a target
+    assert "atac->rna" in base["skipped"]
+    split = mdata.obs["split"].astype(str).to_numpy()
+    train, test = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
+    assert base["n_train"] == len(train)
+    x, y = mdata.mod["rna"].X, mdata.mod["adt"].X
+    scaler_x, scaler_y = StandardScaler().fit(x[np.flatnonzero(split == "train")]), StandardScaler().fit(
+        y[np.flatnonzero(split == "train")])  # the model's standardisation: training rows
+    alphas = [10.0 ** (k / 4) for k in range(-8, 25)]
+    ridge = RidgeCV(alphas=alphas).fit(scaler_x.transform(x[train]), scaler_y.transform(y[train]))
+    expected = np.nanmean(pearson_per_column(ridge.predict(scaler_x.transform(x[test])), y[test]))
+    assert base["test_metrics"]["rna->adt"]["mean_pearson"] == pytest.approx(expected, abs=2e-3)
+    assert base["test_metrics"]["rna->adt"]["alpha"] == pytest.approx(ridge.alpha_)
+    assert "unitednet rna->adt vs baseline (ridge" in caplog.text

@@ -452,10 +452,10 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         if np.isfinite(max(scores)):
             self.module.best_head.fill_(int(np.argmax(scores)))
 
-    def _standardised(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        """Dense standardised input of ``rows`` for every modality (on the module's device)."""
+    def _standardised(self, rows: np.ndarray, modalities: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Dense standardised input of ``rows`` for every modality, or for ``modalities`` (on the module's device)."""
         out = {}
-        for m in self.modalities:
+        for m in self.modalities if modalities is None else modalities:
             sub = self._matrix(m)[rows]
             sub = sub.toarray() if sparse.issparse(sub) else np.asarray(sub)
             out[m] = torch.as_tensor(sub, dtype=torch.float32, device=self.module.device)
