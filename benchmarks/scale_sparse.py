@@ -125,6 +125,20 @@ def child(args) -> None:
     )
 
 
+def run_children(script: str, models: list[str], options: list[str]) -> list[dict]:
+    """Run ``script --model <model> <options>`` for each model in its own process; its last JSON line each."""
+    results = []
+    for model in models:
+        cmd = [sys.executable, script, "--model", model, *options]
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if out.returncode != 0 or not lines:
+            raise RuntimeError(f"{model} failed:\n{out.stderr[-3000:]}")
+        results.append(json.loads(lines[-1]))
+        print(results[-1], flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-obs", type=int, default=20000)
@@ -139,16 +153,9 @@ def main() -> None:
     if args.model:
         child(args)
         return
-    results = []
-    for model in args.models:
-        cmd = [sys.executable, __file__, "--model", model, "--n-obs", str(args.n_obs), "--n-genes", str(args.n_genes),
-               "--n-peaks", str(args.n_peaks), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        if out.returncode != 0 or not lines:
-            raise RuntimeError(f"{model} failed:\n{out.stderr[-3000:]}")
-        results.append(json.loads(lines[-1]))
-        print(results[-1], flush=True)
+    results = run_children(__file__, args.models, ["--n-obs", str(args.n_obs), "--n-genes", str(args.n_genes),
+                                                   "--n-peaks", str(args.n_peaks), "--batch-size",
+                                                   str(args.batch_size), "--threads", str(args.threads)])
     Path(args.output + ".json").parent.mkdir(parents=True, exist_ok=True)
     Path(args.output + ".json").write_text(json.dumps(results, indent=1))
     r0 = results[0]
