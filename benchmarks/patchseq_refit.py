@@ -119,7 +119,8 @@ def main() -> None:
             rows.append({"fold": k, **peers, **unitednet_rows(mdata, y, train_all, test, k + 100 * s)})
             print(json.dumps(rows[-1]), flush=True)
     output = Path(args.output)
-    output.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    stored_args = {k: v for k, v in vars(args).items() if k != "output"}  # no path of the machine that ran it
+    output.with_suffix(".json").write_text(json.dumps({"args": stored_args, "rows": rows}, indent=1))
     text = report(rows, args)
     output.with_suffix(".md").write_text(text)
     print(text)

@@ -116,6 +116,10 @@ def test_subsample_rows_is_stratified_and_keeps_every_class():
     np.testing.assert_array_equal(kept, np.sort(kept))
     np.testing.assert_array_equal(subsample_rows(rows, labels, max_rows=1000), rows)  # not more: unchanged
     np.testing.assert_array_equal(kept, subsample_rows(rows, labels, max_rows=100, random_state=1))
+    with pytest.raises(ValueError, match="positive integer"):
+        subsample_rows(rows, labels, max_rows=0)
+    with pytest.raises(ValueError, match="one label per row"):
+        subsample_rows(rows, labels[:10])
 
 
 def test_baseline_and_linear_path_use_at_most_max_rows(monkeypatch, caplog):

@@ -34,6 +34,10 @@ def subsample_rows(rows: np.ndarray, labels: np.ndarray, *, max_rows: int = MAX_
     (3000, [750, 750, 750, 750])
     """
     rows, labels = np.asarray(rows), np.asarray(labels).astype(str)
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int | np.integer) or max_rows < 1:
+        raise ValueError(f"`max_rows` must be a positive integer, got {max_rows!r}.")
+    if len(labels) != len(rows):
+        raise ValueError(f"`labels` must hold one label per row: {len(labels)} labels for {len(rows)} rows.")
     if len(rows) <= max_rows:
         return rows
     rng = np.random.default_rng(random_state)
