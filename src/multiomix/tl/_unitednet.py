@@ -261,14 +261,11 @@ def _translation_metrics(mdata: MuData, fit: FitData, model: UnitedNet) -> dict[
     """Per-feature Pearson and R² on the test rows of every pair ``source->target`` with a continuous target."""
     if not len(fit.test):
         return {"test_metrics_missing": "no test rows (test_size=0 or no 'test' rows in the split column)"}
-    layers = model.layers
     metrics = {}
     for target in model.modalities:
         if model.binary_[target]:
             continue  # binary targets are predicted as probabilities; per-feature R² is not meaningful there
-        truth = get_matrix(mdata.mod[target], layers[target])[fit.test]
-        truth = truth.tocsc() if sparse.issparse(truth) else truth  # column blocks densified one at a time
-        columns = mdata.mod[target].var_names.get_indexer(model.feature_names_[target])
+        truth, columns = _test_truth(mdata, fit, model, target)
         for source in model.modalities:
             if source == target:
                 continue
@@ -297,14 +294,12 @@ def _ridge_baseline(mdata: MuData, fit: FitData, model: UnitedNet, *, random_sta
     used = sorted({m for pair in fitted for m in pair})
     train = model._standardised(rows, used) if fitted else {}
     test = model._standardised(fit.test, sorted({s for s, _ in fitted})) if fitted else {}
-    layers, metrics = model.layers, {}
+    metrics = {}
     for s, t in fitted:
         weight, bias, alpha = ridge_fit(train[s], train[t])
         with torch.no_grad():
             pred = model.module.to_data_scale(t, torch.addmm(bias, test[s], weight)).cpu().numpy()
-        truth = get_matrix(mdata.mod[t], layers[t])[fit.test]
-        truth = truth.tocsc() if sparse.issparse(truth) else truth
-        pearson, r2 = _per_column_metrics(pred, truth, mdata.mod[t].var_names.get_indexer(model.feature_names_[t]))
+        pearson, r2 = _per_column_metrics(pred, *_test_truth(mdata, fit, model, t))
         metrics[f"{s}->{t}"] = {"mean_pearson": _nanmean(pearson), "mean_r2": _nanmean(r2), "alpha": alpha}
     out = {"name": "ridge", "n_train": len(rows), "test_metrics": metrics,
            "description": "ridge regression of each target modality on the standardised source modality, "
@@ -313,6 +308,13 @@ def _ridge_baseline(mdata: MuData, fit: FitData, model: UnitedNet, *, random_sta
     if skipped:
         out["skipped"] = f"{skipped}: more weights than UnitedNet.linear_skip_max_weights"
     return out
+
+
+def _test_truth(mdata: MuData, fit: FitData, model: UnitedNet, target: str):
+    """Test rows of ``target`` (CSC when sparse, for column blocks) and the positions of the model's features."""
+    truth = get_matrix(mdata.mod[target], model.layers[target])[fit.test]
+    truth = truth.tocsc() if sparse.issparse(truth) else truth
+    return truth, mdata.mod[target].var_names.get_indexer(model.feature_names_[target])
 
 
 def _nanmean(values: np.ndarray) -> float:

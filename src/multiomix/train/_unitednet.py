@@ -152,13 +152,12 @@ class UnitedNetTrainingPlan(TrainingPlan):
         module.train(was_training)
         hidden = torch.cat(hidden, dim=1).numpy()  # (heads, cells, projection)
         k = heads.prototypes.shape[1]
-        if hidden.shape[1] < k:
-            return
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
-        for h in range(hidden.shape[0]):
+        for h in range(hidden.shape[0] if hidden.shape[1] >= k else 0):  # fewer cells than clusters: keep them
             centers = KMeans(k, n_init=10, random_state=seed + h).fit(hidden[h]).cluster_centers_
             heads.prototypes.data[h] = torch.as_tensor(centers, dtype=heads.prototypes.dtype)
         # distributed: each process saw its own shard of the rows; every process takes the first one's prototypes
+        # (every process reaches this collective call, whatever its shard)
         heads.prototypes.data.copy_(self.trainer.strategy.broadcast(heads.prototypes.data, src=0))
 
     def training_step(self, batch, batch_idx):
