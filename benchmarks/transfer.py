@@ -27,9 +27,10 @@ Methods, same split, same seeds:
   carrying the ingested label.
 
 Scores per run: accuracy (all query cells: cells of types absent from the reference cannot be right), macro-F1
-over the types present in both reference and query, novel-type AUROC of ``1 - confidence`` (query cells of types
-absent from the reference vs the rest), expected calibration error (10 equal-width bins) on query cells of known
-types. Paired bootstrap (over query cells, ``--bootstrap`` resamples) of ours minus the best peer (the peer
+over the types present in both reference and query, novel-type AUROC of ``1 - confidence`` (ours: of
+``1 - match score``, the score its unknown flag thresholds; query cells of types absent from the reference vs the
+rest), expected calibration error (10 equal-width bins) on query cells of known types. Paired bootstrap (over
+query cells, ``--bootstrap`` resamples) of ours minus the best peer (the peer
 with the highest mean), on the seed-averaged metric. Protein from RNA (CITE-seq, s1d1 -> s1d2):
 ``mx.tl.predict_modality`` with an ensemble of translation-mode UnitedNets (latent 16, input dropout 0.7:
 chosen by CV on the reference in the earlier run), mean per-protein Pearson on the query.
@@ -103,7 +104,10 @@ def lognorm(adata) -> sc.AnnData:
     return out
 
 
-def metrics(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray, known: set[str]) -> dict:
+def metrics(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray, known: set[str],
+            match: np.ndarray | None = None) -> dict:
+    """Scores of one run; the novel-type AUROC is of ``1 - match`` (the score the unknown flag thresholds) where
+    given, else of ``1 - confidence``."""
     shared = sorted(known & set(y))
     is_known = np.isin(y, list(known))
     out = {"accuracy": float(accuracy_score(y, pred)),
@@ -112,7 +116,8 @@ def metrics(y: np.ndarray, pred: np.ndarray, confidence: np.ndarray, known: set[
     if is_known.all() or not is_known.any():
         out["novel_auroc"] = float("nan")
     else:
-        out["novel_auroc"] = float(roc_auc_score(~is_known, 1 - confidence))
+        out["novel_auroc"] = float(roc_auc_score(~is_known, 1 - (confidence if match is None else match)))
+        out["novel_auroc_confidence"] = float(roc_auc_score(~is_known, 1 - confidence))
     return out
 
 
@@ -203,19 +208,31 @@ def run_ours(reference, query, *, epochs: int, adapt_epochs: int, lr: float, see
              "reference_ece_before": float(uns["calibration"]["ece_before"]),
              "reference_ece_after": float(uns["calibration"]["ece_after"]),
              "reference_loto_auroc": float(uns["unknown_selection"]["auroc"]),
+             "reference_loto_auroc_confidence": float(uns["unknown_selection"].get(
+                 "auroc_confidence", uns["unknown_selection"]["auroc"])),
+             "unknown_score": str(uns["unknown_score"]),
              "knn_weight": float(uns["knn_vote"]["knn_weight"]) if "knn_vote" in uns else float("nan"),
              "unknown": work.obs["ours_unknown"].to_numpy().astype(bool).tolist()}
+    if "ours_match_score" in work.obs:
+        extra["match_score"] = work.obs["ours_match_score"].to_numpy().astype(float).tolist()
     return (work.obs["ours"].astype(str).to_numpy(), work.obs["ours_confidence"].to_numpy().astype(float), extra)
 
 
-def bootstrap_difference(y, ours: list[np.ndarray], peer: list[np.ndarray], metric, n: int, seed: int):
-    """Paired bootstrap over query cells of mean-over-seeds metric(ours) - metric(peer): (estimate, low, high)."""
+def bootstrap_difference(y, ours: list, peer: list, metric, n: int, seed: int):
+    """Paired bootstrap over query cells of mean-over-seeds metric(ours) - metric(peer): (estimate, low, high).
+
+    Each element of ``ours`` / ``peer`` is one seed's per-cell array, or a tuple of such arrays.
+    """
     rng = np.random.default_rng(seed)
     point = np.mean([metric(y, p) for p in ours]) - np.mean([metric(y, p) for p in peer])
     draws = []
     for _ in range(n):
         idx = rng.integers(0, len(y), len(y))
-        draws.append(np.mean([metric(y[idx], p[idx]) for p in ours]) - np.mean([metric(y[idx], p[idx]) for p in peer]))
+        def take(p, idx=idx):
+            return tuple(x[idx] for x in p) if isinstance(p, tuple) else p[idx]
+
+        draws.append(np.mean([metric(y[idx], take(p)) for p in ours])
+                     - np.mean([metric(y[idx], take(p)) for p in peer]))
     low, high = np.nanpercentile(draws, [2.5, 97.5])  # nan: a resample without both classes (novel AUROC)
     return {"difference": float(point), "low": float(low), "high": float(high)}
 
@@ -311,6 +328,8 @@ def main() -> None:
             known = set(y_ref)
             run = {}
             for method in METHODS:
+                # scanpy's neighbour graph (ingest) resets the process's OpenMP thread count, torch's included
+                torch.set_num_threads(args.threads)
                 t0 = time.perf_counter()
                 extra = {}
                 if method == "ours":
@@ -325,7 +344,8 @@ def main() -> None:
                     pred, conf = run_celltypist(reference, query, y_ref, seed)
                 else:
                     pred, conf = run_ingest(reference, query, y_ref, seed)
-                run[method] = {**metrics(y_query, pred, conf, known), "seconds": time.perf_counter() - t0,
+                match = np.asarray(extra["match_score"]) if "match_score" in extra else None
+                run[method] = {**metrics(y_query, pred, conf, known, match), "seconds": time.perf_counter() - t0,
                                "prediction": list(map(str, pred)), "confidence": conf.astype(float).tolist(),
                                **extra}
                 print(seed, config, method, {k: round(v, 3) for k, v in run[method].items()
@@ -380,9 +400,21 @@ def summarise(results: dict) -> None:
             return float(roc_auc_score(novel, 1 - conf)) if 0 < novel.sum() < len(yy) else float("nan")
 
         if (~np.isin(y, list(known_types))).any() and "knn" in summary:
-            ours = [np.asarray(s["ours"]["confidence"]) for s in seeds.values()]
+            ours = [np.asarray(s["ours"].get("match_score", s["ours"]["confidence"])) for s in seeds.values()]
             peer = [np.asarray(s["knn"]["confidence"]) for s in seeds.values()]
             boot["novel_auroc"] = {"best_peer": "knn", **bootstrap_difference(y, ours, peer, auroc, n_boot, 0)}
+        known_cells = np.isin(y, list(known_types))
+        if known_cells.any():
+            def ece(yy, pair, known_types=known_types):  # pair: (predictions, confidences) of one seed
+                pred, conf = pair
+                keep = np.isin(yy, list(known_types))
+                return expected_calibration_error(conf[keep], pred[keep] == yy[keep])
+
+            lowest = min(peers, key=lambda m: np.mean(summary[m]["ece"]))
+            ours = [(np.asarray(s["ours"]["prediction"]), np.asarray(s["ours"]["confidence"])) for s in seeds.values()]
+            peer = [(np.asarray(s[lowest]["prediction"]), np.asarray(s[lowest]["confidence"]))
+                    for s in seeds.values()]
+            boot["ece"] = {"best_peer": lowest, **bootstrap_difference(y, ours, peer, ece, n_boot, 0)}
         r["bootstrap"] = boot
 
 
@@ -410,8 +442,10 @@ def write_report(results: dict) -> None:
              f"({args.threads} CPU thread; {n_seeds} seed(s) finished when this file was written).", "",
              "Mean ± sd over seeds (seeds 0, 1, ...; CellTypist and ingest are deterministic; the others, kNN's "
              "randomised PCA included, are seeded). Accuracy over all "
-             "query cells; macro-F1 over the types present in reference and query; novel AUROC of 1 - confidence "
-             "(query cells of types absent from the reference vs the rest); ECE (10 bins) of the confidence on query "
+             "query cells; macro-F1 over the types present in reference and query; novel AUROC of 1 - the score "
+             "each method flags unknown cells by (ours: its match score, the mean of the confidence and the share "
+             "of the 15 nearest reference cells carrying the predicted type; peers: their confidence) for query "
+             "cells of types absent from the reference vs the rest; ECE (10 bins) of the confidence on query "
              "cells of reference types. Ours: confidence calibrated by temperature scaling on held-out reference "
              "cells; peers: their own probabilities. Nothing is tuned on the query.", ""]
     if "earlier" in results:
@@ -443,8 +477,17 @@ def write_report(results: dict) -> None:
                   f"{np.mean([o['temperature'] for o in ours]):.2f}, ECE on held-out reference cells "
                   f"{np.mean([o['reference_ece_before'] for o in ours]):.3f} before and "
                   f"{np.mean([o['reference_ece_after'] for o in ours]):.3f} after scaling, leave-one-type-out AUROC "
-                  f"{np.mean([o['reference_loto_auroc'] for o in ours]):.3f}, unknown threshold "
-                  f"{np.mean([o['unknown_threshold'] for o in ours]):.2f}. On the query: "
+                  f"{np.mean([o['reference_loto_auroc'] for o in ours]):.3f}"
+                  + (f" (of the confidence alone "
+                     f"{np.mean([o['reference_loto_auroc_confidence'] for o in ours]):.3f})"
+                     if "reference_loto_auroc_confidence" in ours[0] else "")
+                  + ", unknown threshold "
+                  f"{np.mean([o['unknown_threshold'] for o in ours]):.2f}"
+                  + (f" (on the {ours[0]['unknown_score']})" if "unknown_score" in ours[0] else "")
+                  + (f". Novel AUROC of ours' 1 - confidence on the query: "
+                     f"{fmt([x['ours'].get('novel_auroc_confidence', float('nan')) for x in r['seeds'].values()])}"
+                     if "match_score" in ours[0] else "")
+                  + ". On the query: "
                   f"{100 * flagged_known:.0f} % of known-type cells and {100 * flagged_novel:.0f} % of novel-type "
                   "cells flagged unknown.", ""]
     if "protein_from_rna" in results:

@@ -88,6 +88,53 @@ def test_transfer_flags_a_type_absent_from_the_reference(model):
     np.testing.assert_allclose(proba.max(1), query.obs[f"{key}_confidence"], atol=1e-6)
     assert uns["reference_latent"].shape[0] == reference.n_obs == len(uns["reference_labels"])
     assert query.obsm[f"X_{key}"].shape[1] == uns["reference_latent"].shape[1]
+    # the flag thresholds the match score where a kNN vote is taken (models with classes), else the confidence
+    confidence = query.obs[f"{key}_confidence"].to_numpy()
+    if model == "multimodal_ae":
+        assert uns["unknown_score"] == "confidence" and f"{key}_match_score" not in query.obs
+        np.testing.assert_array_equal(unknown, confidence < uns["unknown_threshold"])
+    else:
+        match = query.obs[f"{key}_match_score"].to_numpy()
+        assert uns["unknown_score"] == "match" and 0 <= match.min() and match.max() <= 1
+        np.testing.assert_array_equal(unknown, match < uns["unknown_threshold"])
+        assert uns["unknown_selection"]["auroc"] > 0.5 and "auroc_confidence" in uns["unknown_selection"]
+
+
+def test_neighbour_agreement_and_match_score():
+    codes = np.array([[0, 0, 1, 1], [2, 2, 2, 2]])
+    np.testing.assert_allclose(_transfer.neighbour_agreement(codes, np.array([0, 2])), [0.5, 1.0])
+    np.testing.assert_allclose(_transfer.match_score(np.array([0.9, 0.3]), np.array([0.5, 1.0])), [0.7, 0.65])
+
+
+def test_leave_type_out_match_scores_use_the_agreement_without_the_left_out_type():
+    y = np.repeat([0, 1, 2], 4)
+    proba = np.full((12, 3), 0.1)
+    proba[np.arange(12), y] = 0.8
+    agreement = {c: np.where(y == c, 0.2, 0.9) for c in range(3)}  # left-out cells sit among mixed neighbours
+    known, novel = _transfer.leave_type_out_scores(proba, y)
+    np.testing.assert_allclose(known, 0.8 / 0.9)  # the renormalised probability of their own class
+    np.testing.assert_allclose(novel, 0.5)  # two equal classes left
+    known, novel = _transfer.leave_type_out_scores(proba, y, left_out_agreement=agreement)
+    assert len(known) == 24 and len(novel) == 12
+    np.testing.assert_allclose(known, (0.8 / 0.9 + 0.9) / 2)
+    np.testing.assert_allclose(novel, (0.5 + 0.2) / 2)
+    # a type without an agreement is skipped, not scored by the confidence alone
+    known, novel = _transfer.leave_type_out_scores(proba, y, left_out_agreement={0: agreement[0]})
+    assert len(novel) == 4 and len(known) == 8
+    out = _transfer.calibrate(proba, y, left_out_agreement=agreement)
+    assert out["unknown_score"] == "match" and out["unknown_selection"]["auroc"] == 1.0
+    assert _transfer.calibrate(proba, y)["unknown_score"] == "confidence"
+
+
+def test_unknown_score_confidence_thresholds_the_confidence():
+    reference, query, _ = reference_query()
+    mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", unknown_score="confidence",
+                          key_added="c", random_state=0)
+    uns = query.uns["c"]
+    assert uns["unknown_score"] == "confidence" and "c_match_score" not in query.obs
+    np.testing.assert_array_equal(query.obs["c_unknown"], query.obs["c_confidence"] < uns["unknown_threshold"])
+    with pytest.raises(ValueError, match="unknown_score"):
+        mx.tl.transfer_labels(reference, query.copy(), label_key="cell_type", unknown_score="distance")
 
 
 def test_rna_only_query_uses_the_shared_modality():

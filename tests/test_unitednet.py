@@ -398,7 +398,7 @@ def test_transfer_labels_shuffled_query_features():
     # reuse a trained model without adaptation, under a custom key: every output is written under it only
     before = ({k: set(getattr(query, k).keys()) for k in ("obsm", "uns")}, set(query.obs.columns))
     mx.tl.transfer_labels(reference, query, model=model, adapt_epochs=0, key_added="again")  # label_key inferred
-    assert set(query.obs.columns) - before[1] == {"again", "again_confidence", "again_unknown"}
+    assert set(query.obs.columns) - before[1] == {"again", "again_confidence", "again_match_score", "again_unknown"}
     assert set(query.obsm.keys()) - before[0]["obsm"] == {"X_again", "again_proba"}
     assert set(query.uns.keys()) - before[0]["uns"] == {"again"}
     assert (query.obs["again"].astype(str).to_numpy() == truth).mean() > 0.9

@@ -219,7 +219,8 @@ def reliability(
     Each point is one confidence bin (10 equal-width bins): mean confidence against accuracy, its area
     proportional to the number of cells; the diagonal is perfect calibration. Grey: the model's probabilities;
     colour: after temperature scaling (the temperature and the expected calibration errors are in the legend).
-    The dotted vertical line is the threshold below which query cells are flagged unknown.
+    Where the unknown flag thresholds the confidence (``unknown_score='confidence'``), a dotted vertical line
+    marks that threshold.
 
     Parameters
     ----------
@@ -258,8 +259,9 @@ def reliability(
             ax_.plot(t["confidence"], t["accuracy"], color=color, lw=1.2, label=label)
             ax_.scatter(t["confidence"], t["accuracy"], s=12 + 200 * t["n"] / max(t["n"].sum(), 1), color=color,
                         zorder=3, linewidths=0)
-        ax_.axvline(float(uns["unknown_threshold"]), color="#555555", ls=":", lw=1,
-                    label=f"unknown below {float(uns['unknown_threshold']):.2f}")
+        if str(uns.get("unknown_score", "confidence")) == "confidence":  # else the threshold is on the match score
+            ax_.axvline(float(uns["unknown_threshold"]), color="#555555", ls=":", lw=1,
+                        label=f"unknown below {float(uns['unknown_threshold']):.2f}")
         ax_.set_xlim(0, 1.02)
         ax_.set_ylim(0, 1.02)
         ax_.set_xlabel("confidence (mean per bin)")

@@ -75,28 +75,50 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float((t["n"] * (t["accuracy"] - t["confidence"]).abs()).sum() / t["n"].sum())
 
 
+def match_score(confidence: np.ndarray, agreement: np.ndarray) -> np.ndarray:
+    """How well cells match a reference type: the mean of their confidence and their neighbour agreement.
+
+    ``agreement`` is the share of a cell's nearest reference cells that carry its most probable class
+    (:func:`~multiomix.tl._knn_vote.neighbour_agreement`). A cell of a type missing from the reference tends to
+    get a low confidence, or sit among reference cells of several types, or both: the two err on different cells.
+
+    Examples
+    --------
+    >>> match_score(np.array([0.9, 0.6]), np.array([1.0, 0.2]))
+    array([0.95, 0.4 ])
+    """
+    return (np.asarray(confidence, dtype=np.float64) + np.asarray(agreement, dtype=np.float64)) / 2
+
+
 def leave_type_out_scores(proba: np.ndarray, y: np.ndarray, left_out: dict[int, np.ndarray] | None = None,
+                          left_out_agreement: dict[int, np.ndarray] | None = None,
                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Confidences of 'known' and 'novel' cells when each type present in ``y`` is left out in turn.
+    """Confidences (or match scores) of 'known' and 'novel' cells when each type in ``y`` is left out in turn.
 
     For a left-out class ``c`` the class-``c`` column is removed and the rest renormalised: the cells of type
     ``c`` are then cells of a type the classifier does not know (their max probability is a *novel* score), the
     other cells are known (their max probability over the remaining classes is a *known* score). The scores of
     every left-out type are pooled. ``left_out[c]``, where given, replaces ``proba`` for left-out class ``c``
-    (e.g. a kNN vote taken without the reference cells of type ``c``).
+    (e.g. a kNN vote taken without the reference cells of type ``c``). With ``left_out_agreement`` (per class
+    ``c``: each cell's neighbour agreement among the reference cells of the other types) the scores are
+    :func:`match_score` instead, and types without an agreement are skipped.
     """
     known, novel = [], []
     for c in np.unique(y):
+        if left_out_agreement is not None and int(c) not in left_out_agreement:
+            continue
         source = proba if left_out is None or int(c) not in left_out else left_out[int(c)]
         rest = np.delete(source, c, axis=1)
         conf = rest.max(1) / np.clip(rest.sum(1), _EPS, None)
+        if left_out_agreement is not None:
+            conf = match_score(conf, left_out_agreement[int(c)])
         novel.append(conf[y == c])
         known.append(conf[y != c])
     return (np.concatenate(known) if known else np.array([])), (np.concatenate(novel) if novel else np.array([]))
 
 
 def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_unknown: float = 0.05) -> dict:
-    """Choose the confidence threshold below which a cell is unknown.
+    """Choose the score (confidence or match score) threshold below which a cell is unknown.
 
     The threshold maximises Youden's J = TPR - FPR among thresholds that flag at most ``max_false_unknown`` of the
     known cells (the false-unknown rate); returns it with its rates and the AUROC of known vs novel scores.
@@ -116,12 +138,16 @@ def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_
 
 
 def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.05, n_bins: int = 10,
-              left_out: dict[int, np.ndarray] | None = None) -> dict:
+              left_out: dict[int, np.ndarray] | None = None,
+              left_out_agreement: dict[int, np.ndarray] | None = None) -> dict:
     """Temperature, unknown threshold and reliability data from held-out reference cells.
 
     ``proba`` (cells x classes) are the model's probabilities for held-out reference cells, ``y`` their integer
     class codes, ``left_out`` optional per-class replacements for the leave-one-type-out scores (see
-    :func:`leave_type_out_scores`; temperature-scaled here like ``proba``). Returns a dict for ``uns[key]``.
+    :func:`leave_type_out_scores`; temperature-scaled here like ``proba``). With ``left_out_agreement`` the
+    unknown threshold applies to the :func:`match_score` (``unknown_score: 'match'``), else to the confidence
+    (``'confidence'``); the leave-one-type-out AUROC of the confidence alone is kept as ``auroc_confidence``.
+    Returns a dict for ``uns[key]``.
     """
     y = np.asarray(y, dtype=int)
     temperature = fit_temperature(proba, y)
@@ -129,13 +155,20 @@ def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.
     correct = proba.argmax(1) == y
     scaled_out = None if left_out is None else {c: temperature_scale(p, temperature) for c, p in left_out.items()}
     known, novel = leave_type_out_scores(calibrated, y, scaled_out)
-    unknown = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
+    by_confidence = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
+    score = "confidence" if left_out_agreement is None else "match"
+    unknown = by_confidence
+    if score == "match":
+        known, novel = leave_type_out_scores(calibrated, y, scaled_out, left_out_agreement)
+        unknown = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
+        unknown["auroc_confidence"] = by_confidence["auroc"]
     return {
         "temperature": temperature,
+        "unknown_score": score,
         "unknown_threshold": unknown["threshold"],
         "unknown_selection": {"method": "leave-one-type-out on held-out reference cells, max Youden's J with "
-                              f"false-unknown rate <= {max_false_unknown:g}", **{k: v for k, v in unknown.items()
-                                                                                   if k != "threshold"}},
+                              f"false-unknown rate <= {max_false_unknown:g}", "score": score,
+                              **{k: v for k, v in unknown.items() if k != "threshold"}},
         "calibration": {
             "n_cells": int(len(y)),
             "nll_before": nll(proba, y), "nll_after": nll(calibrated, y),
@@ -154,6 +187,7 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "leave_type_out_scores",
+    "match_score",
     "nll",
     "reliability_table",
     "temperature_scale",

@@ -49,7 +49,7 @@ from .._utils import (
 from ..models.base import SeedEnsemble, check_n_models, resolve_layers
 
 #: suffixes of the columns multiomix writes; never taken for a label column
-_OUTPUT_SUFFIXES = ("_prediction", "_transferred", "_unknown", "_confidence")
+_OUTPUT_SUFFIXES = ("_prediction", "_transferred", "_unknown", "_confidence", "_match_score")
 
 
 @dataclass

@@ -26,11 +26,13 @@ def stack_rows(ref_matrix, query_matrix):
 
 
 def _knn_votes(pool: np.ndarray, pool_codes: np.ndarray, n_classes: int, points: np.ndarray, *, k: int,
-               scale: float | None = None, skip_self: bool = False) -> tuple[np.ndarray, float]:
-    """Distance-weighted kNN class probabilities of ``points`` among ``pool``, and the distance scale used.
+               scale: float | None = None, skip_self: bool = False) -> tuple[np.ndarray, float, np.ndarray]:
+    """Distance-weighted kNN class probabilities of ``points`` among ``pool``, with the scale and neighbours used.
 
-    Weights ``exp(-(d / scale) ** 2)`` (``scale``: by default the median distance to the ``k``-th neighbour),
-    plus ``0.5 / n_classes`` per class: a cell far from every pool cell gets nearly flat probabilities.
+    Returns the probabilities, the distance scale and the class codes of each point's neighbours (points x
+    neighbours, nearest first). Weights ``exp(-(d / scale) ** 2)`` (``scale``: by default the median distance
+    to the ``k``-th neighbour), plus ``0.5 / n_classes`` per class: a cell far from every pool cell gets nearly
+    flat probabilities.
     """
     k = int(min(k, len(pool) - (1 if skip_self else 0)))
     nn = NearestNeighbors(n_neighbors=k + (1 if skip_self else 0)).fit(pool)
@@ -43,7 +45,18 @@ def _knn_votes(pool: np.ndarray, pool_codes: np.ndarray, n_classes: int, points:
     votes = np.zeros((len(idx), n_classes))
     np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), pool_codes[idx].ravel()), weight.ravel())
     votes += 0.5 / n_classes
-    return votes / votes.sum(1, keepdims=True), scale
+    return votes / votes.sum(1, keepdims=True), scale, pool_codes[idx]
+
+
+def neighbour_agreement(neighbour_codes: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Share of each cell's neighbours (rows of ``neighbour_codes``) whose class is the cell's ``predicted`` class.
+
+    Examples
+    --------
+    >>> neighbour_agreement(np.array([[0, 0, 1], [2, 2, 2]]), np.array([0, 1]))
+    array([0.66666667, 0.        ])
+    """
+    return (np.asarray(neighbour_codes) == np.asarray(predicted)[:, None]).mean(1)
 
 
 def knn_proba(ref_latent: np.ndarray, ref_codes: np.ndarray, n_classes: int, latent: np.ndarray | None = None, *,
@@ -98,7 +111,10 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
     a query cell far from every reference cell gets a flatter vote. ``weight="auto"`` picks ``w`` in
     :data:`KNN_WEIGHTS` with the lowest held-out negative log-likelihood after a second temperature scaling. Also
     returns, per class ``c`` of the held-out cells, their mixture with the kNN vote taken without the reference
-    cells of type ``c`` (for :func:`leave_type_out_scores`). The query's labels are never read.
+    cells of type ``c`` (for :func:`leave_type_out_scores`), and the neighbour agreement
+    (:func:`neighbour_agreement` of the ``k`` voting neighbours and the mixture's most probable class) of the
+    query cells (``query_agreement``) and, per class ``c``, of the held-out cells with ``c`` left out of the
+    neighbours and the prediction (``left_out_agreement``). The query's labels are never read.
     """
     ref_codes, val_codes = np.asarray(ref_codes), np.asarray(val_codes)
     n_classes = val_proba.shape[1]
@@ -106,18 +122,31 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
     model_val, model_query = temperature_scale(val_proba, temperature), temperature_scale(query_proba, temperature)
     scale = _knn_votes(ref_space[folds[0][0]], ref_codes[folds[0][0]], n_classes, ref_space[folds[0][1]], k=k)[1]
 
-    def vote_of_held_out(without: int | None = None) -> np.ndarray | None:
-        parts = []
+    def vote_of_held_out(without: int | None = None) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        parts, codes = [], []
         for train, held in folds:
             pool = train if without is None else train[ref_codes[train] != without]
             if len(pool) < 1:
                 return None
-            parts.append(_knn_votes(ref_space[pool], ref_codes[pool], n_classes, ref_space[held], k=k,
-                                    scale=scale)[0])
+            votes, _, neighbours = _knn_votes(ref_space[pool], ref_codes[pool], n_classes, ref_space[held], k=k,
+                                              scale=scale)
+            parts.append(votes)
+            codes.append(neighbours)
+        return np.concatenate(parts), codes
+
+    def agreement(proba: np.ndarray, codes: list[np.ndarray], without: int | None = None) -> np.ndarray:
+        if without is not None:  # the most probable class among the others
+            proba = proba.copy()
+            proba[:, without] = -np.inf
+        predicted, start = proba.argmax(1), 0
+        parts = []
+        for neighbours in codes:  # one block per fold (folds may give different numbers of neighbours)
+            parts.append(neighbour_agreement(neighbours, predicted[start:start + len(neighbours)]))
+            start += len(neighbours)
         return np.concatenate(parts)
 
-    knn_val = vote_of_held_out()
-    knn_query, _ = _knn_votes(ref_space, ref_codes, n_classes, query_space, k=k, scale=scale)
+    knn_val, _ = vote_of_held_out()
+    knn_query, _, query_neighbours = _knn_votes(ref_space, ref_codes, n_classes, query_space, k=k, scale=scale)
     held_out_nll = {}
     for w in KNN_WEIGHTS:
         mix = (1 - w) * model_val + w * knn_val
@@ -127,16 +156,19 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
     weight = float(weight)
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"`knn_weight` must be 'auto' or in [0, 1], got {weight}.")
-    left_out = {}
+    val_mix = (1 - weight) * model_val + weight * knn_val
+    query_mix = (1 - weight) * model_query + weight * knn_query
+    left_out, left_out_agreement = {}, {}
     for c in np.unique(val_codes):
-        knn_c = vote_of_held_out(without=c)
-        if knn_c is not None:
-            left_out[int(c)] = (1 - weight) * model_val + weight * knn_c
-    return {"val_proba": (1 - weight) * model_val + weight * knn_val,
-            "query_proba": (1 - weight) * model_query + weight * knn_query,
-            "left_out": left_out,
+        held_c = vote_of_held_out(without=c)
+        if held_c is not None:
+            left_out[int(c)] = (1 - weight) * model_val + weight * held_c[0]
+            left_out_agreement[int(c)] = agreement(left_out[int(c)], held_c[1], without=int(c))
+    return {"val_proba": val_mix, "query_proba": query_mix, "left_out": left_out,
+            "query_agreement": neighbour_agreement(query_neighbours, query_mix.argmax(1)),
+            "left_out_agreement": left_out_agreement,
             "info": {"knn_weight": weight, "model_temperature": temperature, "n_neighbors": int(k),
                      "distance_scale": scale, "held_out_nll_by_weight": held_out_nll}}
 
 
-__all__ = ["KNN_WEIGHTS", "joint_pca", "knn_ensemble", "knn_proba"]
+__all__ = ["KNN_WEIGHTS", "joint_pca", "knn_ensemble", "knn_proba", "neighbour_agreement"]

@@ -10,10 +10,11 @@ Any model with a latent space (and, optionally, class probabilities) goes throug
    of the log-probabilities; the most probable class never changes);
 3. :func:`knn_ensemble` (models with classes): the calibrated model probabilities averaged with a kNN vote of
    the reference cells in a joint PCA of reference + query (label-free), then calibrated again;
-4. :func:`leave_type_out_scores` and :func:`choose_unknown_threshold`: a confidence threshold below which a
-   query cell is flagged ``unknown``, chosen on the reference only by leaving each reference type out in turn
-   (its held-out cells are scored without their class: the calibrated probabilities renormalised over the
-   other classes, the kNN vote taken among the reference cells of the other types), never on the query;
+4. :func:`leave_type_out_scores` and :func:`choose_unknown_threshold`: a threshold on the match score (the mean
+   of the confidence and the neighbour agreement, :func:`match_score`) below which a query cell is flagged
+   ``unknown``, chosen on the reference only by leaving each reference type out in turn (its held-out cells are
+   scored without their class: the calibrated probabilities renormalised over the other classes, the kNN vote
+   and the neighbour agreement taken among the reference cells of the other types), never on the query;
 5. :func:`write_transfer`: the outputs under one key, written only when everything above succeeded.
 
 Steps 2 and 4 live in ``_calibration.py`` and step 3 in ``_knn_vote.py`` (both re-exported here); this file
@@ -50,11 +51,12 @@ from ._calibration import (
     expected_calibration_error,
     fit_temperature,
     leave_type_out_scores,
+    match_score,
     reliability_table,
     temperature_scale,
 )
 from ._fit import resolve_label_key
-from ._knn_vote import joint_pca, knn_ensemble, knn_proba, stack_rows
+from ._knn_vote import joint_pca, knn_ensemble, knn_proba, neighbour_agreement, stack_rows
 
 _UNLABELLED = "__unlabelled__"
 
@@ -70,11 +72,20 @@ def write_transfer(
     reference_latent: np.ndarray | None,
     reference_labels: Sequence[str] | None,
     params: dict[str, Any],
+    agreement: np.ndarray | None = None,
 ) -> None:
-    """Write every output of a transfer into ``query`` (all or nothing)."""
+    """Write every output of a transfer into ``query`` (all or nothing).
+
+    With ``calibration['unknown_score'] == 'match'``, ``agreement`` (the query cells' neighbour agreement) gives
+    the match score that ``unknown_threshold`` applies to; else the threshold applies to the confidence.
+    """
     calibrated = temperature_scale(proba, calibration["temperature"])
     confidence = calibrated.max(1)
-    unknown = confidence < calibration["unknown_threshold"]
+    by_match = calibration.get("unknown_score", "confidence") == "match"
+    if by_match and agreement is None:
+        raise ValueError("the unknown threshold applies to the match score, but no neighbour agreement was given.")
+    score = match_score(confidence, agreement) if by_match else confidence
+    unknown = score < calibration["unknown_threshold"]
     classes = np.asarray(list(map(str, classes)))
     uns = {"params": to_uns(params), "classes": classes, **calibration,
            "n_unknown": int(unknown.sum())}
@@ -84,12 +95,15 @@ def write_transfer(
     with restore_on_error(query):
         write_obs(query, key, pd.Categorical.from_codes(calibrated.argmax(1), categories=list(classes)))
         write_obs(query, f"{key}_confidence", confidence.astype(np.float32))
+        if by_match:
+            write_obs(query, f"{key}_match_score", score.astype(np.float32))
         write_obs(query, f"{key}_unknown", unknown)
         if latent is not None:
             write_obsm(query, f"X_{key}", np.asarray(latent, dtype=np.float32))
         write_obsm(query, f"{key}_proba", calibrated.astype(np.float32))  # columns: uns[key]['classes']
         write_uns(query, key, uns)
-    logger.info(f"{key}: temperature {calibration['temperature']:.2f}, unknown below confidence "
+    logger.info(f"{key}: temperature {calibration['temperature']:.2f}, unknown below "
+                f"{'match score' if by_match else 'confidence'} "
                 f"{calibration['unknown_threshold']:.2f} ({int(unknown.sum())} of {len(unknown)} query cells)")
 
 
@@ -235,6 +249,7 @@ def transfer_labels(
     knn_weight: float | Literal["auto"] = "auto",
     knn_components: int = 20,
     max_false_unknown: float = 0.05,
+    unknown_score: Literal["match", "confidence"] = "match",
     n_models: int = 1,
     store_reference: bool = True,
     split_key: str = "split",
@@ -279,12 +294,18 @@ def transfer_labels(
     weight ``knn_weight``; the average is calibrated again by one temperature on the held-out reference cells
     (whose vote is taken among the other reference cells). Under a donor shift the two err on different cells.
 
-    **Unknown cells.** ``<key>_unknown`` is ``confidence < uns[key]['unknown_threshold']``. The threshold is
-    chosen on the reference only: each reference type is left out in turn, its held-out cells are scored without
-    their class (calibrated probabilities renormalised over the other classes, the kNN vote taken among the
-    reference cells of the other types) and are the 'novel' cells; the
-    threshold maximises Youden's J (novel cells flagged minus known cells flagged) among thresholds that flag at
-    most ``max_false_unknown`` of the known held-out cells. The query's labels are never read.
+    **Unknown cells.** ``<key>_unknown`` is ``match_score < uns[key]['unknown_threshold']``. The match score of a
+    cell is the mean of its confidence and its *neighbour agreement*, the share of its ``n_neighbors`` nearest
+    reference cells in the joint PCA of the kNN vote that carry its most probable class
+    (``<key>_match_score``): a cell of a type missing from the reference tends to get a low confidence, or to sit
+    among reference cells of several types, and the two err on different cells. With ``unknown_score=
+    "confidence"``, or without the kNN vote (``knn_weight=0`` or a model without classes), the threshold applies
+    to the confidence alone. The threshold is chosen on the reference only: each reference type is left out in
+    turn, its held-out cells are scored without their class (calibrated probabilities renormalised over the
+    other classes, the kNN vote and the neighbour agreement taken among the reference cells of the other types)
+    and are the 'novel' cells; the threshold maximises Youden's J (novel cells flagged minus known cells
+    flagged) among thresholds that flag at most ``max_false_unknown`` of the known held-out cells. The query's
+    labels are never read.
 
     Parameters
     ----------
@@ -326,6 +347,9 @@ def transfer_labels(
         Principal components per modality of that joint PCA.
     max_false_unknown
         Largest share of held-out reference cells of known types that may be flagged unknown.
+    unknown_score
+        What the unknown threshold applies to: ``"match"`` (default; the match score, see above) or
+        ``"confidence"``.
     n_models
         Number of UnitedNets fitted here (``model=None`` or ``"unitednet"``). With ``n > 1`` the reference is split
         into ``n`` stratified folds; member ``i`` (seed ``random_state + i``) is trained and adapted with fold ``i``
@@ -355,10 +379,12 @@ def transfer_labels(
     The model used (UnitedNet: the adapted one; ``"logistic"``: the fitted scikit-learn search, whose
     ``best_params_`` hold ``C``). Writes, with ``key = key_added``: ``query.obs[key]`` (most
     probable reference class), ``query.obs[key + '_confidence']`` (calibrated maximum probability),
-    ``query.obs[key + '_unknown']`` (bool), ``query.obsm['X_' + key]`` (latent), ``query.obsm[key + '_proba']``
+    ``query.obs[key + '_unknown']`` (bool), ``query.obs[key + '_match_score']`` (with the match score),
+    ``query.obsm['X_' + key]`` (latent), ``query.obsm[key + '_proba']``
     (calibrated probabilities, columns ``uns[key]['classes']``) and ``query.uns[key]`` with ``params``,
-    ``classes``, ``temperature``, ``unknown_threshold``, ``unknown_selection`` (rates and leave-one-type-out
-    AUROC on the reference), ``calibration`` (NLL and ECE on the held-out reference cells before and after),
+    ``classes``, ``temperature``, ``unknown_score``, ``unknown_threshold``, ``unknown_selection`` (rates and
+    leave-one-type-out AUROC on the reference; ``auroc_confidence``: that of the confidence alone),
+    ``calibration`` (NLL and ECE on the held-out reference cells before and after),
     ``knn_vote`` (the kNN weight, the model's own temperature and the held-out NLL of every candidate weight;
     models with classes),
     ``reliability`` / ``reliability_uncalibrated`` (binned confidence vs accuracy on those cells) and, with
@@ -382,6 +408,8 @@ def transfer_labels(
                         "(e.g. `model.members[0]`) or a model name.")
     fitted = isinstance(model, MultiomixModel)
     n_models = check_n_models(n_models)
+    if unknown_score not in ("match", "confidence"):
+        raise ValueError(f"`unknown_score` must be 'match' or 'confidence', got {unknown_score!r}.")
     if model is not None and not fitted and model not in ("unitednet", "multimodal_ae", "logistic"):
         raise ValueError("`model` must be None, 'unitednet', 'multimodal_ae', 'logistic' or a fitted multiomix "
                          f"model; got {model!r}.")
@@ -499,7 +527,7 @@ def transfer_labels(
             val_proba = knn_proba(ref_latent, codes, len(classes), None, k=n_neighbors, leave_one_out=True)
             val_codes = codes
             source = "leave-one-out kNN over every reference cell"
-    left_out, vote_info = None, None
+    left_out, vote_info, agreement = None, None, None
     uses_vote = not method.startswith("kNN") and knn_weight != 0
     if uses_vote or latent is None:
         space_features = features if model == "logistic" else final.feature_names_
@@ -514,20 +542,25 @@ def transfer_labels(
         vote = knn_ensemble(val_proba, val_codes, proba, ref_space, query_space, ref_codes, folds,
                             weight=knn_weight, k=n_neighbors)
         val_proba, proba, left_out = vote["val_proba"], vote["query_proba"], vote["left_out"]
+        if unknown_score == "match":
+            agreement = {"query": vote["query_agreement"], "left_out": vote["left_out_agreement"]}
         vote_info = {**vote["info"], "space": f"joint PCA of reference + query ({knn_components} per modality)"}
         method += f" + kNN vote (weight {vote_info['knn_weight']:g}) in a joint PCA of reference + query"
-    calibration = calibrate(val_proba, val_codes, max_false_unknown=max_false_unknown, left_out=left_out)
+    calibration = calibrate(val_proba, val_codes, max_false_unknown=max_false_unknown, left_out=left_out,
+                            left_out_agreement=None if agreement is None else agreement["left_out"])
     calibration["calibration"]["rows"] = source
     if vote_info is not None:
         calibration["knn_vote"] = vote_info
     params = {"label_key": label_key, "method": method, "modalities": list(modalities), "max_epochs": max_epochs,
               "adapt_epochs": adapt_epochs if is_unitednet else 0, "lr": lr, "batch_size": batch_size,
               "n_neighbors": n_neighbors, "knn_weight": knn_weight, "knn_components": knn_components,
-              "max_false_unknown": max_false_unknown, "n_models": n_models,
+              "max_false_unknown": max_false_unknown, "unknown_score": calibration["unknown_score"],
+              "n_models": n_models,
               "validation_size": validation_size, "random_state": random_state}
     write_transfer(query, key, proba=proba, classes=classes, calibration=calibration, latent=latent,
                    reference_latent=ref_latent if store_reference else None,
-                   reference_labels=labels.to_numpy() if store_reference else None, params=params)
+                   reference_labels=labels.to_numpy() if store_reference else None, params=params,
+                   agreement=None if agreement is None else agreement["query"])
     return final
 
 
@@ -540,6 +573,8 @@ __all__ = [
     "knn_ensemble",
     "knn_proba",
     "leave_type_out_scores",
+    "match_score",
+    "neighbour_agreement",
     "reliability_table",
     "temperature_scale",
     "transfer_labels",
