@@ -94,7 +94,8 @@ CALLS: dict[str, list[tuple[str, str, str]]] = {
          "below the diagonal block."),
         ("reliability.png", "mx.pl.reliability(query, 'cell_type_transferred')",
          "Reliability of the transfer's confidence on the held-out reference cells, before (grey) and after "
-         "temperature scaling, and the leave-one-type-out threshold below which query cells are flagged unknown."),
+         "temperature scaling. The unknown flag thresholds the match score here (confidence and neighbour "
+         "agreement), so no confidence threshold is drawn; with `unknown_score='confidence'` a dotted line marks it."),
     ],
     "tiles": [
         ("tile_attention.png", "mx.pl.tile_attention(tiles)",
