@@ -109,6 +109,102 @@ def _adapters(model: Any, kind: str) -> list:
     return adapters
 
 
+def _check_relevance_args(mdata, *, kind: str, method: str, background: str, n_background: int,
+                          n_samples: int | None, source: str | None, target: str | None, output: str) -> None:
+    """Raise a clear error for an argument of :func:`feature_relevance` outside what it accepts."""
+    if not isinstance(mdata, MuData):
+        raise TypeError(f"Expected a MuData, got {type(mdata).__name__}.")
+    if kind not in ("group", "cross_modal"):
+        raise ValueError(f"`kind` must be 'group' or 'cross_modal', got {kind!r}.")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    if background not in ("auto", "all_groups", "own_group"):
+        raise ValueError(f"`background` must be 'auto', 'all_groups' or 'own_group', got {background!r}.")
+    if n_background < 0 or (n_samples is not None and n_samples < 1):
+        raise ValueError("`n_background` must be >= 0 and `n_samples` >= 1.")
+    if kind == "cross_modal" and (source is None or target is None):
+        raise ValueError("kind='cross_modal' needs both `source` and `target` modalities.")
+    if kind == "group" and (source is not None or target is not None):
+        raise ValueError("`source`/`target` are only used with kind='cross_modal'.")
+    if output not in OUTPUTS:
+        raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
+
+
+def _model_classes_only(chosen: list[str], adapter, *, groupby: str, explicit: bool) -> list[str]:
+    """Keep the groups that are model classes (group relevance explains their probability); warn or refuse others."""
+    classes = [str(c) for c in adapter.class_names]
+    unknown = [g for g in chosen if g not in classes]
+    if unknown and not explicit and len(unknown) < len(chosen):
+        # e.g. a rare type whose cells all fell into the validation or test rows of the fit
+        logger.warning(f"groups {unknown} of mdata.obs[{groupby!r}] are not classes of the model; they are "
+                       "not explained")
+        return [g for g in chosen if g in classes]
+    if unknown:
+        raise ValueError(
+            f"Groups {unknown} of mdata.obs[{groupby!r}] are not classes of the model ({classes[:10]}...); "
+            "group relevance explains the probability of the cell's own class."
+        )
+    return chosen
+
+
+class _Backgrounds:
+    """Background samples: rows of the group prototypes, plus ``n_background`` random cells of a pool."""
+
+    def __init__(self, matrices: dict, positions: dict, codes: np.ndarray, n_groups: int, *, n_background: int,
+                 rng: np.random.Generator):
+        self.matrices, self.positions, self.n_background, self.rng = matrices, positions, n_background, rng
+        self.prototypes = {m: group_prototypes(x, codes, n_groups, columns=positions[m]) for m, x in matrices.items()}
+
+    def __call__(self, pool: np.ndarray, prototype_rows: list[int]) -> list[np.ndarray]:
+        """One background array per modality (densified rows, in the model's feature order)."""
+        extra = (np.sort(self.rng.choice(pool, size=min(self.n_background, len(pool)), replace=False))
+                 if self.n_background else np.zeros(0, dtype=int))
+        out = []
+        for m, matrix in self.matrices.items():
+            parts = [self.prototypes[m][prototype_rows]]
+            if len(extra):
+                chunk = matrix[extra]
+                chunk = chunk.toarray() if hasattr(chunk, "toarray") else np.asarray(chunk)
+                parts.append((chunk if self.positions[m] is None else chunk[:, self.positions[m]]).astype(np.float32))
+            out.append(np.concatenate(parts, 0))
+        return out
+
+
+def _relevance_tables(results: dict, adapter, mods: list[str], *, kind: str,
+                      target: str | None) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Per group, the feature table (and, cross-modal, the target x source matrix) of the averaged results."""
+    feature_mods = [m for m in mods for _ in adapter.feature_names[m]]
+    index = _index([str(n) for m in mods for n in adapter.feature_names[m]], feature_mods)
+    frames, matrices = {}, {}
+    for g, res in results.items():
+        if kind == "group":
+            frames[_safe(g)] = _frame(index, feature_mods, np.concatenate(res.mean_abs), np.concatenate(res.mean))
+        else:
+            targets = pd.Index(adapter.feature_names[target].astype(str), name="target")
+            matrices[_safe(g)] = pd.DataFrame(res.mean_abs.astype(np.float32), index=targets, columns=list(index))
+            frames[_safe(g)] = _frame(index, feature_mods, res.mean_abs.sum(0), res.mean.sum(0))
+    return frames, matrices
+
+
+def _relevance_summary(results: dict) -> pd.DataFrame:
+    """Cells, method, additivity error and seconds of each explained group."""
+    return pd.DataFrame(
+        {"n_cells": [r.n_cells for r in results.values()],
+         "method": [r.method for r in results.values()],
+         "additivity_error": [r.additivity_error for r in results.values()],
+         "additivity_relative": [r.additivity_relative for r in results.values()],
+         "seconds": [r.seconds for r in results.values()]},
+        index=pd.Index([_safe(g) for g in results], name="group"),
+    )
+
+
+def _target_std(mdata: MuData, adapter, target: str, position: np.ndarray | None) -> pd.DataFrame:
+    """Return each target feature's standard deviation over all cells (to read the matrices in SD units)."""
+    std = feature_mean_std(get_matrix(mdata.mod[target], adapter.layers[target]), np.arange(mdata.n_obs))[1]
+    std = std if position is None else std[position]
+    return pd.DataFrame({"std": std}, index=pd.Index(adapter.feature_names[target].astype(str)))
+
+
 def feature_relevance(
     mdata: MuData,
     model: Any,
@@ -233,22 +329,8 @@ def feature_relevance(
     >>> models = [mx.tl.fit_unitednet(mdata, label_key="cell_type_TEM", random_state=s) for s in range(5)]
     >>> mx.tl.feature_relevance(mdata, models, groupby="cell_type_TEM", output="log_proba", key_added="ens")
     """
-    if not isinstance(mdata, MuData):
-        raise TypeError(f"Expected a MuData, got {type(mdata).__name__}.")
-    if kind not in ("group", "cross_modal"):
-        raise ValueError(f"`kind` must be 'group' or 'cross_modal', got {kind!r}.")
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    if background not in ("auto", "all_groups", "own_group"):
-        raise ValueError(f"`background` must be 'auto', 'all_groups' or 'own_group', got {background!r}.")
-    if n_background < 0 or (n_samples is not None and n_samples < 1):
-        raise ValueError("`n_background` must be >= 0 and `n_samples` >= 1.")
-    if kind == "cross_modal" and (source is None or target is None):
-        raise ValueError("kind='cross_modal' needs both `source` and `target` modalities.")
-    if kind == "group" and (source is not None or target is not None):
-        raise ValueError("`source`/`target` are only used with kind='cross_modal'.")
-    if output not in OUTPUTS:
-        raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
+    _check_relevance_args(mdata, kind=kind, method=method, background=background, n_background=n_background,
+                          n_samples=n_samples, source=source, target=target, output=output)
     adapters = _adapters(model, kind)
     adapter = adapters[0]
     fns = [a.get_classifier() if kind == "group" else a.get_translator(source, target) for a in adapters]
@@ -258,18 +340,7 @@ def feature_relevance(
     check_aligned(mdata, mods)
     present, codes, chosen = _group_codes(mdata, groupby, groups)
     if kind == "group":
-        classes = [str(c) for c in adapter.class_names]
-        unknown = [g for g in chosen if g not in classes]
-        if unknown and groups is None and len(unknown) < len(chosen):
-            # e.g. a rare type whose cells all fell into the validation or test rows of the fit
-            logger.warning(f"groups {unknown} of mdata.obs[{groupby!r}] are not classes of the model; they are "
-                           "not explained")
-            chosen = [g for g in chosen if g in classes]
-        elif unknown:
-            raise ValueError(
-                f"Groups {unknown} of mdata.obs[{groupby!r}] are not classes of the model ({classes[:10]}...); "
-                "group relevance explains the probability of the cell's own class."
-            )
+        chosen = _model_classes_only(chosen, adapter, groupby=groupby, explicit=groups is not None)
     matrices = {m: get_matrix(mdata.mod[m], adapter.layers[m]) for m in mods}
     for m, matrix in matrices.items():
         check_finite(matrix, f"Modality {m!r}")
@@ -277,23 +348,9 @@ def feature_relevance(
     n_samples = n_samples or (50 if kind == "group" else 10)
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(random_state)
-    protos = {m: group_prototypes(matrices[m], codes, len(present), columns=positions[m]) for m in mods}
-
-    def _background(rows_pool: np.ndarray, proto_rows: list[int]) -> list[np.ndarray]:
-        extra = np.sort(rng.choice(rows_pool, size=min(n_background, len(rows_pool)), replace=False)) \
-            if n_background else np.zeros(0, dtype=int)
-        out = []
-        for m in mods:
-            parts = [protos[m][proto_rows]]
-            if len(extra):
-                chunk = matrices[m][extra]
-                chunk = chunk.toarray() if hasattr(chunk, "toarray") else np.asarray(chunk)
-                parts.append((chunk if positions[m] is None else chunk[:, positions[m]]).astype(np.float32))
-            out.append(np.concatenate(parts, 0))
-        return out
-
-    labelled = np.flatnonzero(codes >= 0)
-    shared_bg = _background(labelled, list(range(len(present)))) if background == "all_groups" else None
+    backgrounds = _Backgrounds(matrices, positions, codes, len(present), n_background=n_background, rng=rng)
+    shared_bg = (backgrounds(np.flatnonzero(codes >= 0), list(range(len(present))))
+                 if background == "all_groups" else None)
     start = time.perf_counter()
     results, stability = {}, {}
     for g in chosen:
@@ -301,7 +358,7 @@ def feature_relevance(
         rows = np.flatnonzero(codes == gi)
         if max_cells_per_group is not None and len(rows) > max_cells_per_group:
             rows = np.sort(rng.choice(rows, size=max_cells_per_group, replace=False))
-        bg = shared_bg if shared_bg is not None else _background(np.flatnonzero(codes == gi), [gi])
+        bg = shared_bg if shared_bg is not None else backgrounds(np.flatnonzero(codes == gi), [gi])
         per_model = []
         for a, fn in zip(adapters, fns):
             common = {"method": method, "n_samples": n_samples, "batch_size": batch_size, "memory_mb": memory_mb,
@@ -317,24 +374,8 @@ def feature_relevance(
             stability[g] = _topk_overlap([_per_feature(r, kind) for r in per_model], k=top_k_stability)
     seconds = time.perf_counter() - start
 
-    feature_mods = [m for m in mods for _ in adapter.feature_names[m]]
-    index = _index([str(n) for m in mods for n in adapter.feature_names[m]], feature_mods)
-    frames, mats = {}, {}
-    for g, res in results.items():
-        if kind == "group":
-            frames[_safe(g)] = _frame(index, feature_mods, np.concatenate(res.mean_abs), np.concatenate(res.mean))
-        else:
-            targets = pd.Index(adapter.feature_names[target].astype(str), name="target")
-            mats[_safe(g)] = pd.DataFrame(res.mean_abs.astype(np.float32), index=targets, columns=list(index))
-            frames[_safe(g)] = _frame(index, feature_mods, res.mean_abs.sum(0), res.mean.sum(0))
-    summary = pd.DataFrame(
-        {"n_cells": [r.n_cells for r in results.values()],
-         "method": [r.method for r in results.values()],
-         "additivity_error": [r.additivity_error for r in results.values()],
-         "additivity_relative": [r.additivity_relative for r in results.values()],
-         "seconds": [r.seconds for r in results.values()]},
-        index=pd.Index([_safe(g) for g in results], name="group"),
-    )
+    frames, mats = _relevance_tables(results, adapter, mods, kind=kind, target=target)
+    summary = _relevance_summary(results)
     methods = sorted(set(summary["method"]))
     notes = next(iter(results.values())).notes if results else {}
     params = to_uns({
@@ -355,11 +396,7 @@ def feature_relevance(
     entry: dict[str, Any] = {"params": params, "groups": frames, "summary": summary, "health": health}
     if kind == "cross_modal":
         entry["matrices"] = mats
-        # standard deviation of each target feature over all cells (to read the matrices in SD units)
-        target_matrix = get_matrix(mdata.mod[target], adapter.layers[target])
-        std = feature_mean_std(target_matrix, np.arange(mdata.n_obs))[1]
-        std = std if target_position is None else std[target_position]
-        entry["target_std"] = pd.DataFrame({"std": std}, index=pd.Index(adapter.feature_names[target].astype(str)))
+        entry["target_std"] = _target_std(mdata, adapter, target, target_position)
     key_added = key_added or ("relevance" if kind == "group" else f"relevance_{source}_to_{target}")
     logger.info(
         f"feature relevance ({kind}, {', '.join(methods)}) of {len(results)} groups in {seconds:.1f} s; "
@@ -368,6 +405,8 @@ def feature_relevance(
     out = mdata.copy() if copy else mdata
     write_uns(out, key_added, entry)
     return out if copy else None
+
+
 
 
 def _per_feature(result, kind: str) -> np.ndarray:

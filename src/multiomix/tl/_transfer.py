@@ -24,6 +24,7 @@ holds the orchestration.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -105,8 +106,6 @@ def write_transfer(
     logger.info(f"{key}: temperature {calibration['temperature']:.2f}, unknown below "
                 f"{'match score' if by_match else 'confidence'} "
                 f"{calibration['unknown_threshold']:.2f} ({int(unknown.sum())} of {len(unknown)} query cells)")
-
-
 
 
 # ----------------------------------------------------------------------------------------------- transfer_labels
@@ -216,6 +215,188 @@ def _logistic_transfer(ref_matched: MuData, query_matched: MuData, *, labels: pd
         return out / out.sum(1, keepdims=True)
 
     return estimator, {"classes": classes, "query_proba": proba(x_query), "val_proba": proba(x_ref[ref_val])}
+
+
+@dataclass
+class _Scores:
+    """What one way of transferring gives: probabilities of the query and of the calibration rows, and latents."""
+
+    model: Any
+    method: str
+    classes: list[str]
+    proba: np.ndarray
+    val_proba: np.ndarray
+    val_codes: np.ndarray
+    latent: np.ndarray | None
+    ref_latent: np.ndarray | None
+    source: str | None = None  # where the calibration rows come from, when the method chooses them itself
+
+
+def _check_model_choice(model: Any, n_models: int, unknown_score: str) -> tuple[bool, int]:
+    """Validate ``model``, ``n_models`` and ``unknown_score``; return whether ``model`` is a fitted model."""
+    from ..models.base import MultiomixModel, SeedEnsemble, check_n_models
+
+    if isinstance(model, SeedEnsemble):
+        raise TypeError("transfer_labels adapts one fitted model to the query; pass a member of the ensemble "
+                        "(e.g. `model.members[0]`) or a model name.")
+    fitted = isinstance(model, MultiomixModel)
+    n_models = check_n_models(n_models)
+    if unknown_score not in ("match", "confidence"):
+        raise ValueError(f"`unknown_score` must be 'match' or 'confidence', got {unknown_score!r}.")
+    if model is not None and not fitted and model not in ("unitednet", "multimodal_ae", "logistic"):
+        raise ValueError("`model` must be None, 'unitednet', 'multimodal_ae', 'logistic' or a fitted multiomix "
+                         f"model; got {model!r}.")
+    return fitted, n_models
+
+
+def _shared_modalities(reference: MuData, query: MuData, model: Any, modalities: Sequence[str] | None,
+                       layer: str | dict[str, str | None] | None) -> tuple[Any, list[str], dict[str, str | None]]:
+    """Modalities and layers of a transfer with a model fitted here, and that model's name (default by modalities)."""
+    if modalities is None:
+        modalities = [m for m in reference.mod if m in query.mod]
+        dropped = [m for m in reference.mod if m not in query.mod]
+        if not modalities:
+            raise KeyError(f"reference and query share no modality (reference: {list(reference.mod)}, "
+                           f"query: {list(query.mod)}).")
+        if dropped:
+            logger.info(f"the query lacks {dropped}: transferring on {modalities}")
+    modalities = check_modalities(reference, modalities)
+    layers = resolve_layers(modalities, layer)
+    if model is None:
+        model = "unitednet" if len(modalities) >= 2 else "logistic"
+    if model == "unitednet" and len(modalities) < 2:
+        raise ValueError(f"UnitedNet needs at least two shared modalities, got {modalities}; "
+                         "use model='logistic' or 'multimodal_ae'.")
+    return model, modalities, layers
+
+
+def _reference_labels(reference: MuData, label_key: str, model: Any, fitted: bool) -> tuple[MuData, pd.Series]:
+    """Return the reference labels as strings, leaving out cells of types a fitted classifier never saw (warning)."""
+    check_labels(reference.obs, label_key)
+    if reference.obs[label_key].isna().any():
+        raise ValueError(f"reference.obs[{label_key!r}] has missing labels.")
+    labels = reference.obs[label_key].astype(str)
+    if fitted and getattr(model, "_logits_output", None) is not None and getattr(model, "classes", None):
+        untrained = sorted(set(labels) - set(map(str, model.classes)))
+        if untrained and len(untrained) < labels.nunique():  # e.g. rare types with no row in the fit's training rows
+            keep = ~labels.isin(untrained).to_numpy()
+            logger.warning(f"{int((~keep).sum())} reference cells of types the model was not trained on are left out "
+                           f"of the transfer: {untrained[:5]}{' ...' if len(untrained) > 5 else ''}")
+            reference, labels = reference[keep], labels[keep]
+    return reference, labels
+
+
+def _calibration_folds(reference: MuData, labels: pd.Series, *, n_models: int, split_key: str,
+                       validation_size: float, random_state: int,
+                       fitted: bool) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """(train, held-out) reference rows of each model fitted or adapted here, and where the held-out rows come from."""
+    if n_models > 1:
+        folds = _cross_fit_folds(labels, n_models, random_state=random_state)
+        return folds, f"out-of-fold reference cells ({n_models} stratified folds, random_state={random_state})"
+    ref_train, ref_val, source = _held_out_rows(reference, labels, split_key=split_key,
+                                                validation_size=validation_size, random_state=random_state,
+                                                fitted_here=not fitted)
+    return [(ref_train, ref_val)], source
+
+
+def _unitednet_scores(reference: MuData, query: MuData, *, model: Any, folds, labels: pd.Series, adapt_epochs: int,
+                      random_state: int, **fit_kw: Any) -> _Scores:
+    """Fit (or take) and adapt one UnitedNet per fold; with several, the members' mean query probabilities."""
+    from ..models.base import SeedEnsemble
+
+    method = "UnitedNet" + (f", adapted {adapt_epochs} epochs on reference + query" if adapt_epochs > 0 else "")
+    members, outs = [], []
+    for i, (train_rows, held_rows) in enumerate(folds):
+        member, out = _unitednet_transfer(reference, query, model=model, labels=labels, adapt_epochs=adapt_epochs,
+                                          ref_train=train_rows, ref_val=held_rows, random_state=random_state + i,
+                                          **fit_kw)
+        members.append(member)
+        outs.append(out)
+    final, out = members[0], outs[0]
+    if len(folds) > 1:
+        method += f", cross-fitted on {len(folds)} folds of the reference, mean of the members' probabilities"
+        final = SeedEnsemble(members)
+        out = {**out, "query_proba": np.mean([o["query_proba"] for o in outs], axis=0),
+               "val_proba": np.concatenate([o["val_proba"] for o in outs])}
+    val_codes = pd.Index(out["classes"]).get_indexer(labels.iloc[np.concatenate([held for _, held in folds])])
+    return _Scores(final, method, out["classes"], out["query_proba"], out["val_proba"], val_codes,
+                   out["query_latent"], out["reference_latent"])
+
+
+def _logistic_scores(reference: MuData, query: MuData, *, features, layers, labels: pd.Series, ref_train, ref_val,
+                     class_weighting: bool, random_state: int) -> _Scores:
+    """Standardised logistic regression on the reference's shared features (latents: the joint PCA, later)."""
+    estimator, out = _logistic_transfer(matched_input(reference, features=features, layers=layers),
+                                        matched_input(query, features=features, layers=layers), labels=labels,
+                                        ref_train=ref_train, ref_val=ref_val, class_weighting=class_weighting,
+                                        random_state=random_state)
+    method = "standardised logistic regression (C by inner CV" + (", class-weighted)" if class_weighting else ")")
+    val_codes = pd.Index(out["classes"]).get_indexer(labels.iloc[ref_val])
+    return _Scores(estimator, method, out["classes"], out["query_proba"], out["val_proba"], val_codes, None, None)
+
+
+def _latent_model_scores(reference: MuData, query: MuData, *, model: Any, labels: pd.Series, ref_val,
+                         n_neighbors: int) -> _Scores:
+    """Score with a fitted model's own probabilities if it predicts the reference's classes, else kNN on its latent."""
+    ref_latent = model.get_latent_representation(reference)
+    latent = model.get_latent_representation(query)
+    has_classes = model._logits_output is not None and bool(model.classes)
+    if has_classes and set(labels) <= set(model.classes):
+        classes = list(model.classes)
+        return _Scores(model, f"{type(model).__name__}.predict_proba", classes, model.predict_proba(query).to_numpy(),
+                       model.predict_proba(reference, indices=ref_val).to_numpy(),
+                       pd.Index(classes).get_indexer(labels.iloc[ref_val]), latent, ref_latent)
+    classes = sorted(set(labels))
+    codes = pd.Index(classes).get_indexer(labels)
+    return _Scores(model, f"kNN (k={n_neighbors}) on the {type(model).__name__} latent of the reference cells",
+                   classes, knn_proba(ref_latent, codes, len(classes), latent, k=n_neighbors),
+                   knn_proba(ref_latent, codes, len(classes), None, k=n_neighbors, leave_one_out=True), codes,
+                   latent, ref_latent, source="leave-one-out kNN over every reference cell")
+
+
+def _fit_multimodal_ae(reference: MuData, *, modalities, layers, latent_dim: int, dropout: float,
+                       input_dropout: float, max_epochs: int | None, ref_train, ref_val, random_state: int,
+                       train_kw: dict):
+    """Fit an unsupervised MultimodalAE on the reference's shared modalities."""
+    from ..models import MultimodalAE
+
+    view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
+                                  obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
+                       for m in modalities})
+    MultimodalAE.setup_mudata(view, modalities=modalities)
+    model = MultimodalAE(view, latent_dim=min(latent_dim, 32), dropout=dropout, input_dropout=input_dropout,
+                         random_state=random_state)
+    model.train(max_epochs, train_indices=ref_train, validation_indices=ref_val, **train_kw)
+    return model
+
+
+def _add_knn_vote(scores: _Scores, reference: MuData, query: MuData, *, features, layers, labels: pd.Series, folds,
+                  knn_weight, n_neighbors: int, knn_components: int, unknown_score: str,
+                  random_state: int) -> tuple[dict | None, dict | None, dict | None]:
+    """Average the model with a kNN vote in a joint PCA (in place); the PCA is also the latent where there is none.
+
+    Returns the left-out types' scores, the vote's record and the neighbour agreement (``None`` where unused).
+    """
+    uses_vote = not scores.method.startswith("kNN") and knn_weight != 0
+    if not uses_vote and scores.latent is not None:
+        return None, None, None
+    ref_space, query_space = joint_pca(
+        matched_input(reference, features=features, layers=layers),
+        matched_input(query, features=features, layers=layers), list(features),
+        n_components=knn_components, random_state=random_state)
+    if scores.latent is None:
+        scores.latent, scores.ref_latent = query_space, ref_space
+    if not uses_vote:
+        return None, None, None
+    ref_codes = pd.Index(scores.classes).get_indexer(labels)
+    vote = knn_ensemble(scores.val_proba, scores.val_codes, scores.proba, ref_space, query_space, ref_codes, folds,
+                        weight=knn_weight, k=n_neighbors)
+    scores.val_proba, scores.proba = vote["val_proba"], vote["query_proba"]
+    agreement = ({"query": vote["query_agreement"], "left_out": vote["left_out_agreement"]}
+                 if unknown_score == "match" else None)
+    vote_info = {**vote["info"], "space": f"joint PCA of reference + query ({knn_components} per modality)"}
+    scores.method += f" + kNN vote (weight {vote_info['knn_weight']:g}) in a joint PCA of reference + query"
+    return vote["left_out"], vote_info, agreement
 
 
 def transfer_labels(
@@ -400,168 +581,77 @@ def transfer_labels(
     >>> query.obs["cell_type_transferred_unknown"].mean()
     >>> mx.pl.transfer(query, "cell_type_transferred")
     """
-    from ..models import MultimodalAE, UnitedNet
-    from ..models.base import MultiomixModel, SeedEnsemble, check_n_models
+    from ..models import UnitedNet
 
-    if isinstance(model, SeedEnsemble):
-        raise TypeError("transfer_labels adapts one fitted model to the query; pass a member of the ensemble "
-                        "(e.g. `model.members[0]`) or a model name.")
-    fitted = isinstance(model, MultiomixModel)
-    n_models = check_n_models(n_models)
-    if unknown_score not in ("match", "confidence"):
-        raise ValueError(f"`unknown_score` must be 'match' or 'confidence', got {unknown_score!r}.")
-    if model is not None and not fitted and model not in ("unitednet", "multimodal_ae", "logistic"):
-        raise ValueError("`model` must be None, 'unitednet', 'multimodal_ae', 'logistic' or a fitted multiomix "
-                         f"model; got {model!r}.")
+    fitted, n_models = _check_model_choice(model, n_models, unknown_score)
     if label_key is None and fitted and model.label_key is not None and model.label_key in reference.obs.columns:
         label_key = model.label_key
     label_key = resolve_label_key(reference.obs, label_key)
     key = key_added or f"{label_key}_transferred"
     if fitted:
-        modalities = list(model.modalities)
-        layers = model.layers
+        modalities, layers = list(model.modalities), model.layers
     else:
-        if modalities is None:
-            modalities = [m for m in reference.mod if m in query.mod]
-            dropped = [m for m in reference.mod if m not in query.mod]
-            if not modalities:
-                raise KeyError(f"reference and query share no modality (reference: {list(reference.mod)}, "
-                               f"query: {list(query.mod)}).")
-            if dropped:
-                logger.info(f"the query lacks {dropped}: transferring on {modalities}")
-        modalities = check_modalities(reference, modalities)
-        layers = resolve_layers(modalities, layer)
-        if model is None:
-            model = "unitednet" if len(modalities) >= 2 else "logistic"
-        if model == "unitednet" and len(modalities) < 2:
-            raise ValueError(f"UnitedNet needs at least two shared modalities, got {modalities}; "
-                             "use model='logistic' or 'multimodal_ae'.")
-    check_labels(reference.obs, label_key)
-    if reference.obs[label_key].isna().any():
-        raise ValueError(f"reference.obs[{label_key!r}] has missing labels.")
-    labels = reference.obs[label_key].astype(str)
-    if fitted and getattr(model, "_logits_output", None) is not None and getattr(model, "classes", None):
-        untrained = sorted(set(labels) - set(map(str, model.classes)))
-        if untrained and len(untrained) < labels.nunique():  # e.g. rare types with no row in the fit's training rows
-            keep = ~labels.isin(untrained).to_numpy()
-            logger.warning(f"{int((~keep).sum())} reference cells of types the model was not trained on are left out "
-                           f"of the transfer: {untrained[:5]}{' ...' if len(untrained) > 5 else ''}")
-            reference, labels = reference[keep], labels[keep]
+        model, modalities, layers = _shared_modalities(reference, query, model, modalities, layer)
+    reference, labels = _reference_labels(reference, label_key, model, fitted)
     features = (model.feature_names_ if fitted
                 else {m: list(map(str, reference.mod[m].var_names)) for m in modalities})
     matched_input(query, features=features, layers=layers)  # checks modalities, alignment and features first
     train_kw = {"lr": lr, "batch_size": batch_size, "accelerator": accelerator, "devices": devices,
                 "progress_bar": progress_bar, **trainer_kwargs}
-    arch = {"latent_dim": latent_dim, "hidden": tuple(hidden), "n_heads": n_heads, "projection_dim": projection_dim,
-            "fuser": fuser, "dropout": dropout, "input_dropout": input_dropout, "adversarial": adversarial,
-            "contrastive_temperature": contrastive_temperature, "head_temperature": head_temperature,
-            "loss_weights": loss_weights, "binary": binary, "class_weighting": class_weighting,
-            "linear_skip": linear_skip, "linear_skip_max_cells": linear_skip_max_cells}
     is_unitednet = model == "unitednet" or (isinstance(model, UnitedNet) and model.mode == "supervised")
     if n_models > 1 and (fitted or not is_unitednet):
         raise ValueError(f"n_models={n_models} trains several UnitedNets here (two or more shared modalities, "
                          f"model=None or 'unitednet'); got model={type(model).__name__ if fitted else repr(model)} "
                          f"on {modalities}. Use n_models=1.")
-    if n_models > 1:
-        folds = _cross_fit_folds(labels, n_models, random_state=random_state)
-        source = f"out-of-fold reference cells ({n_models} stratified folds, random_state={random_state})"
-    else:
-        ref_train, ref_val, source = _held_out_rows(reference, labels, split_key=split_key,
-                                                    validation_size=validation_size, random_state=random_state,
-                                                    fitted_here=not fitted)
-        folds = [(ref_train, ref_val)]
+    folds, source = _calibration_folds(reference, labels, n_models=n_models, split_key=split_key,
+                                       validation_size=validation_size, random_state=random_state, fitted=fitted)
     ref_train, ref_val = folds[0]
     if is_unitednet:
-        method = "UnitedNet" + (f", adapted {adapt_epochs} epochs on reference + query" if adapt_epochs > 0 else "")
-        members, outs = [], []
-        for i, (train_rows, held_rows) in enumerate(folds):
-            member, out = _unitednet_transfer(reference, query, model=model if fitted else None, label_key=label_key,
-                                              labels=labels, modalities=modalities, layers=layers, arch=arch,
-                                              max_epochs=max_epochs, adapt_epochs=adapt_epochs, ref_train=train_rows,
-                                              ref_val=held_rows, train_kw=train_kw, random_state=random_state + i)
-            members.append(member)
-            outs.append(out)
-        final, out = members[0], outs[0]
-        if n_models > 1:
-            method += f", cross-fitted on {n_models} folds of the reference, mean of the members' probabilities"
-            final = SeedEnsemble(members)
-            out = {**out, "query_proba": np.mean([o["query_proba"] for o in outs], axis=0),
-                   "val_proba": np.concatenate([o["val_proba"] for o in outs])}
-        classes, proba, val_proba = out["classes"], out["query_proba"], out["val_proba"]
-        latent, ref_latent = out["query_latent"], out["reference_latent"]
-        val_codes = pd.Index(classes).get_indexer(labels.iloc[np.concatenate([held for _, held in folds])])
+        arch = {"latent_dim": latent_dim, "hidden": tuple(hidden), "n_heads": n_heads,
+                "projection_dim": projection_dim, "fuser": fuser, "dropout": dropout, "input_dropout": input_dropout,
+                "adversarial": adversarial, "contrastive_temperature": contrastive_temperature,
+                "head_temperature": head_temperature, "loss_weights": loss_weights, "binary": binary,
+                "class_weighting": class_weighting, "linear_skip": linear_skip,
+                "linear_skip_max_cells": linear_skip_max_cells}
+        scores = _unitednet_scores(reference, query, model=model if fitted else None, folds=folds, labels=labels,
+                                   adapt_epochs=adapt_epochs, random_state=random_state, label_key=label_key,
+                                   modalities=modalities, layers=layers, arch=arch, max_epochs=max_epochs,
+                                   train_kw=train_kw)
     elif model == "logistic":
-        final, out = _logistic_transfer(matched_input(reference, features=features, layers=layers),
-                                        matched_input(query, features=features, layers=layers), labels=labels,
-                                        ref_train=ref_train, ref_val=ref_val, class_weighting=class_weighting,
-                                        random_state=random_state)
-        method = ("standardised logistic regression (C by inner CV"
-                  + (", class-weighted)" if class_weighting else ")"))
-        classes, proba, val_proba = out["classes"], out["query_proba"], out["val_proba"]
-        latent = ref_latent = None  # the joint PCA below
-        val_codes = pd.Index(classes).get_indexer(labels.iloc[ref_val])
+        scores = _logistic_scores(reference, query, features=features, layers=layers, labels=labels,
+                                  ref_train=ref_train, ref_val=ref_val, class_weighting=class_weighting,
+                                  random_state=random_state)
     else:
         if model == "multimodal_ae":
-            view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
-                                          obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
-                               for m in modalities})
-            MultimodalAE.setup_mudata(view, modalities=modalities)
-            model = MultimodalAE(view, latent_dim=min(latent_dim, 32), dropout=dropout, input_dropout=input_dropout,
-                                 random_state=random_state)
-            model.train(max_epochs, train_indices=ref_train, validation_indices=ref_val, **train_kw)
-        final = model
-        ref_latent = model.get_latent_representation(reference)
-        latent = model.get_latent_representation(query)
-        has_classes = model._logits_output is not None and bool(model.classes)
-        if has_classes and set(labels) <= set(model.classes):
-            method = f"{type(model).__name__}.predict_proba"
-            classes = list(model.classes)
-            proba = model.predict_proba(query).to_numpy()
-            val_proba = model.predict_proba(reference, indices=ref_val).to_numpy()
-            val_codes = pd.Index(classes).get_indexer(labels.iloc[ref_val])
-        else:
-            method = f"kNN (k={n_neighbors}) on the {type(model).__name__} latent of the reference cells"
-            classes = sorted(set(labels))
-            codes = pd.Index(classes).get_indexer(labels)
-            proba = knn_proba(ref_latent, codes, len(classes), latent, k=n_neighbors)
-            val_proba = knn_proba(ref_latent, codes, len(classes), None, k=n_neighbors, leave_one_out=True)
-            val_codes = codes
-            source = "leave-one-out kNN over every reference cell"
-    left_out, vote_info, agreement = None, None, None
-    uses_vote = not method.startswith("kNN") and knn_weight != 0
-    if uses_vote or latent is None:
-        space_features = features if model == "logistic" else final.feature_names_
-        ref_space, query_space = joint_pca(
-            matched_input(reference, features=space_features, layers=layers),
-            matched_input(query, features=space_features, layers=layers), list(space_features),
-            n_components=knn_components, random_state=random_state)
-        if latent is None:
-            latent, ref_latent = query_space, ref_space
-    if uses_vote:
-        ref_codes = pd.Index(classes).get_indexer(labels)
-        vote = knn_ensemble(val_proba, val_codes, proba, ref_space, query_space, ref_codes, folds,
-                            weight=knn_weight, k=n_neighbors)
-        val_proba, proba, left_out = vote["val_proba"], vote["query_proba"], vote["left_out"]
-        if unknown_score == "match":
-            agreement = {"query": vote["query_agreement"], "left_out": vote["left_out_agreement"]}
-        vote_info = {**vote["info"], "space": f"joint PCA of reference + query ({knn_components} per modality)"}
-        method += f" + kNN vote (weight {vote_info['knn_weight']:g}) in a joint PCA of reference + query"
-    calibration = calibrate(val_proba, val_codes, max_false_unknown=max_false_unknown, left_out=left_out,
-                            left_out_agreement=None if agreement is None else agreement["left_out"])
-    calibration["calibration"]["rows"] = source
+            model = _fit_multimodal_ae(reference, modalities=modalities, layers=layers, latent_dim=latent_dim,
+                                       dropout=dropout, input_dropout=input_dropout, max_epochs=max_epochs,
+                                       ref_train=ref_train, ref_val=ref_val, random_state=random_state,
+                                       train_kw=train_kw)
+        scores = _latent_model_scores(reference, query, model=model, labels=labels, ref_val=ref_val,
+                                      n_neighbors=n_neighbors)
+    space_features = features if model == "logistic" else scores.model.feature_names_
+    left_out, vote_info, agreement = _add_knn_vote(
+        scores, reference, query, features=space_features, layers=layers, labels=labels, folds=folds,
+        knn_weight=knn_weight, n_neighbors=n_neighbors, knn_components=knn_components, unknown_score=unknown_score,
+        random_state=random_state)
+    calibration = calibrate(scores.val_proba, scores.val_codes, max_false_unknown=max_false_unknown,
+                            left_out=left_out, left_out_agreement=None if agreement is None else agreement["left_out"])
+    calibration["calibration"]["rows"] = scores.source or source
     if vote_info is not None:
         calibration["knn_vote"] = vote_info
-    params = {"label_key": label_key, "method": method, "modalities": list(modalities), "max_epochs": max_epochs,
-              "adapt_epochs": adapt_epochs if is_unitednet else 0, "lr": lr, "batch_size": batch_size,
-              "n_neighbors": n_neighbors, "knn_weight": knn_weight, "knn_components": knn_components,
-              "max_false_unknown": max_false_unknown, "unknown_score": calibration["unknown_score"],
-              "n_models": n_models,
+    params = {"label_key": label_key, "method": scores.method, "modalities": list(modalities),
+              "max_epochs": max_epochs, "adapt_epochs": adapt_epochs if is_unitednet else 0, "lr": lr,
+              "batch_size": batch_size, "n_neighbors": n_neighbors, "knn_weight": knn_weight,
+              "knn_components": knn_components, "max_false_unknown": max_false_unknown,
+              "unknown_score": calibration["unknown_score"], "n_models": n_models,
               "validation_size": validation_size, "random_state": random_state}
-    write_transfer(query, key, proba=proba, classes=classes, calibration=calibration, latent=latent,
-                   reference_latent=ref_latent if store_reference else None,
+    write_transfer(query, key, proba=scores.proba, classes=scores.classes, calibration=calibration,
+                   latent=scores.latent, reference_latent=scores.ref_latent if store_reference else None,
                    reference_labels=labels.to_numpy() if store_reference else None, params=params,
                    agreement=None if agreement is None else agreement["query"])
-    return final
+    return scores.model
+
+
 
 
 __all__ = [
