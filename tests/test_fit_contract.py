@@ -433,3 +433,37 @@ def test_a_backed_object_is_fitted_like_the_same_object_in_memory(case, tmp_path
     np.testing.assert_allclose(backed.obsm[f"X_{case.key}"], in_memory.obsm[f"X_{case.key}"], atol=1e-6)
     np.testing.assert_allclose(model.get_latent_representation(backed), in_memory.obsm[f"X_{case.key}"], atol=1e-5)
     backed.file.close()
+
+
+def test_saved_with_its_data_loads_without_adata_and_scores_backed_reordered_features(fitted, tmp_path):
+    """``save(save_anndata=True)`` then ``load(dir)``; a backed file with features in another order scores the same."""
+    case, mdata, model = fitted
+    model.save(tmp_path / "with_data", overwrite=True, save_anndata=True)
+    loaded = type(model).load(tmp_path / "with_data")
+    np.testing.assert_allclose(loaded.get_latent_representation(), mdata.obsm[f"X_{case.key}"], atol=1e-5)
+    _reordered(mdata, case.label_key).write_h5mu(tmp_path / "reordered.h5mu")
+    backed = md.read_h5mu(tmp_path / "reordered.h5mu", backed=True)
+    np.testing.assert_allclose(model.get_latent_representation(backed), mdata.obsm[f"X_{case.key}"], atol=1e-5)
+    backed.file.close()
+
+
+def test_a_single_row_last_minibatch_trains(case):
+    """Training rows one more than a multiple of the batch size (BatchNorm cannot take a one-row batch)."""
+    mdata = case.make(96)
+    mdata.obs["split"] = pd.Categorical(["train"] * 65 + ["test"] * 31, categories=["train", "validation", "test"])
+    case.fit(mdata, label_key=case.label_key, random_state=0, batch_size=64, validation_size=0.0, **case.fit_kwargs)
+    assert (mdata.obs["split"] == "train").sum() == 65
+
+
+def test_an_obs_column_of_the_user_is_never_overwritten(case):
+    """``key_added`` whose output column the user already has: a clear error, the object as it was."""
+    if not case.classifier:
+        pytest.skip("writes no obs column")
+    mdata = case.make()
+    mdata.obs["mine_prediction"] = "the user's"
+    before = _snapshot(mdata)
+    with pytest.raises(ValueError, match=r"mine_prediction.*key_added='mine'"):
+        case.fit(mdata, label_key=case.label_key, key_added="mine", random_state=0, **case.fit_kwargs)
+    _assert_unchanged(before, mdata)
+    case.fit(mdata, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    case.fit(mdata, label_key=case.label_key, random_state=1, **case.fit_kwargs)  # its own columns: replaced

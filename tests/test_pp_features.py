@@ -219,3 +219,19 @@ def test_split_says_why_it_cannot_stratify():
     counts = adata.obs["split"].value_counts()
     assert counts["train"] == 14 and counts["validation"] + counts["test"] == 22
     assert (pd.crosstab(adata.obs["type"], adata.obs["split"])["train"] >= 1).all()
+
+
+def test_split_leaves_unlabelled_rows_out_and_stratifies_the_rest():
+    """As the fits do: rows without a label get no split; the labelled rows are split, stratified."""
+    types = np.repeat(["a", "b", "c"], 20).astype(object)
+    types[[0, 25, 50]] = None
+    obs = pd.DataFrame({"type": types}, index=[f"c{i}" for i in range(60)])
+    adata = ad.AnnData(np.zeros((60, 2), np.float32), obs=obs)
+    mx.pp.split(adata, label_key="type", test_size=0.25, validation_size=0.1)
+    split = adata.obs["split"]
+    assert split.isna().to_numpy()[[0, 25, 50]].all() and split.notna().sum() == 57
+    counts = pd.crosstab(adata.obs["type"], split)
+    assert counts["train"].sum() == 37 and counts["test"].sum() == 15 and counts["validation"].sum() == 5
+    assert (counts["train"] >= 12).all() and (counts["test"] >= 4).all()
+    with pytest.raises(ValueError, match="1 labelled rows"):
+        mx.pp.split(adata[:2].copy(), label_key="type")

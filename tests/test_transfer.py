@@ -291,3 +291,25 @@ def test_a_small_balanced_reference_is_held_out_without_stratification():
     mx.tl.transfer_labels(small, query, label_key="cell_type", model="logistic", key_added="small")
     rows = query.uns["small"]["calibration"]["rows"]
     assert "of the reference" in rows and "stratified" not in rows
+
+
+def test_unlabelled_reference_cells_are_left_out_and_user_columns_never_overwritten():
+    """Reference cells without a label are not used (as in the fits); a ``key_added`` that names one of the
+    query's own columns is refused before any training, leaving the query as it was."""
+    reference, query, truth = reference_query()
+    labels = reference.obs["cell_type"].astype(object)
+    labels.iloc[:20] = np.nan
+    reference.obs["cell_type"] = labels
+    before = reference.obs.copy()
+    mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", key_added="lt")
+    pd.testing.assert_frame_equal(reference.obs, before)
+    assert not np.isin(np.asarray(query.uns["lt"]["reference_labels"]).astype(str), ["nan", "None"]).any()
+    assert len(query.uns["lt"]["reference_labels"]) == reference.n_obs - 20
+    known = truth != "T4"
+    assert (query.obs["lt"].astype(str).to_numpy()[known] == truth[known]).mean() > 0.6
+    query.obs["truth"] = truth
+    columns = list(query.obs.columns)
+    with pytest.raises(ValueError, match=r"\['truth'\], which key_added='truth' would overwrite"):
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", key_added="truth")
+    assert list(query.obs.columns) == columns and (query.obs["truth"] == truth).all()
+    mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", key_added="lt")  # a rerun

@@ -486,6 +486,8 @@ def test_linear_skip_pairs_and_bad_entries():
     assert torch.equal(net.skip_blend("b", "a"), torch.ones(3))  # no map: decoder only
     with pytest.raises(KeyError, match="'d'"):
         UnitedNetwork(in_features={"a": 3, "b": 2}, latent_dim=4, hidden=(8,), linear_skip=[("a", "d")])
+    with pytest.raises(ValueError, match="`n_heads` must be at least 1, got 0"):
+        UnitedNetwork(in_features={"a": 3, "b": 2}, latent_dim=4, hidden=(8,), n_classes=3, n_heads=0)
 
 
 def test_linear_skip_leaves_out_pairs_too_wide_for_the_closed_form(monkeypatch, caplog):

@@ -36,27 +36,54 @@ def new_mudata(mods: dict[str, AnnData]) -> MuData:
         return MuData(mods)
 
 
-def added(where: str, key: str) -> None:
-    """Log that ``key`` was written to ``where`` (e.g. ``obsm``)."""
-    logger.info(f"added .{where}[{key!r}]")
+def added(where: str, key: str, *, replaced: bool = False) -> None:
+    """Log that ``key`` was written to ``where`` (e.g. ``obsm``), saying so when it replaced an entry."""
+    logger.info(f"{'replaced' if replaced else 'added'} .{where}[{key!r}]")
 
 
 def write_obs(obj: AnnData | MuData, key: str, values: Any) -> None:
     """Write a column to ``obj.obs`` (and log it)."""
+    replaced = key in obj.obs.columns
     obj.obs[key] = values
-    added("obs", key)
+    added("obs", key, replaced=replaced)
 
 
 def write_obsm(obj: AnnData | MuData, key: str, values: np.ndarray) -> None:
     """Write an array to ``obj.obsm`` (and log it)."""
+    replaced = key in obj.obsm
     obj.obsm[key] = values
-    added("obsm", key)
+    added("obsm", key, replaced=replaced)
 
 
 def write_uns(obj: AnnData | MuData, key: str, values: Any) -> None:
     """Write an entry to ``obj.uns`` (and log it)."""
+    replaced = key in obj.uns
     obj.uns[key] = values
-    added("uns", key)
+    added("uns", key, replaced=replaced)
+
+
+def check_output_columns(obj: AnnData | MuData, key: str, columns: Sequence[str]) -> None:
+    """Refuse to overwrite ``obs`` columns that no earlier run under ``key`` wrote (the user's own data).
+
+    A run that records itself in ``uns[key]`` may replace its own columns; a column that exists while
+    ``uns[key]`` does not is the user's (e.g. ``key_added`` named after the query's own labels).
+
+    Examples
+    --------
+    >>> import anndata as ad, pandas as pd
+    >>> adata = ad.AnnData(obs=pd.DataFrame({"cell_type": ["a", "b"]}, index=["c1", "c2"]))
+    >>> check_output_columns(adata, "cell_type", ["cell_type", "cell_type_confidence"])
+    Traceback (most recent call last):
+    ...
+    ValueError: .obs already has ['cell_type'], which key_added='cell_type' would overwrite, ...
+    """
+    if key in obj.uns:
+        return
+    taken = [c for c in columns if c in obj.obs.columns]
+    if taken:
+        raise ValueError(f".obs already has {taken}, which key_added={key!r} would overwrite, and .uns has no "
+                         f"{key!r} record of an earlier run that wrote them. Pass another key_added, or drop "
+                         "those columns first.")
 
 
 def check_modalities(mdata: MuData, modalities: Sequence[str] | None) -> list[str]:

@@ -195,6 +195,8 @@ class CosinePrototypeHeads(nn.Module):
             raise ValueError(f"`fuser` must be 'modality' or 'feature', got {fuser!r}.")
         if fusion_init not in ("uniform", "diverse"):
             raise ValueError(f"`fusion_init` must be 'uniform' or 'diverse', got {fusion_init!r}.")
+        if int(n_heads) < 1:
+            raise ValueError(f"`n_heads` must be at least 1, got {n_heads}.")
         self.fuser, self.n_heads, self.temperature = fuser, n_heads, temperature
         fuse_shape = (n_heads, n_modalities) if fuser == "modality" else (n_heads, n_modalities, latent_dim)
         fuse_logits = torch.zeros(fuse_shape)  # softmax -> 1/n_modalities at start

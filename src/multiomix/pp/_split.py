@@ -30,11 +30,12 @@ def split(
     label_key
         Column of ``obs`` to stratify by. A split that cannot put every class on both sides (a class with a
         single row, or more classes than held-out rows) raises a ``ValueError`` saying which; the held-out rows
-        are then divided into validation and test, stratified where every class can be.
+        are then divided into validation and test, stratified where every class can be. Rows without a label
+        get no split (missing), as in the fits: they are predicted, never trained on or scored.
     test_size
-        Fraction of all rows in ``test``.
+        Fraction of the (labelled) rows in ``test``.
     validation_size
-        Fraction of all rows in ``validation`` (0: the models carve their own from ``train``).
+        Fraction of the (labelled) rows in ``validation`` (0: the models carve their own from ``train``).
     random_state
         Seed.
     key_added
@@ -57,25 +58,27 @@ def split(
     """
     if not 0 <= test_size < 1 or not 0 <= validation_size < 1 or test_size + validation_size >= 1:
         raise ValueError(f"Need 0 <= test_size, validation_size and their sum < 1; got {test_size}, {validation_size}.")
-    stratify = None
+    stratify, rows = None, np.arange(data.n_obs)
     if label_key is not None:
         if label_key not in data.obs.columns:
             raise KeyError(f"label_key {label_key!r} not found in .obs; columns: {list(data.obs.columns)}.")
-        stratify = data.obs[label_key].astype(str).to_numpy()
-        if data.obs[label_key].isna().any():
-            raise ValueError(f".obs[{label_key!r}] has missing values; cannot stratify.")
-    rows = np.arange(data.n_obs)
+        rows = np.flatnonzero(data.obs[label_key].notna().to_numpy())  # unlabelled rows get no split
+        if len(rows) < 2:
+            raise ValueError(f".obs[{label_key!r}] has {len(rows)} labelled rows; a split needs at least 2.")
+        stratify = data.obs[label_key].iloc[rows].astype(str).to_numpy()
     held_out = test_size + validation_size
     if stratify is not None and held_out > 0:
         _check_stratifiable(stratify, held_out, label_key)
     data = data.copy() if copy else data
-    assignment = np.full(data.n_obs, "train", dtype=object)
+    assignment = np.full(data.n_obs, None, dtype=object)
+    assignment[rows] = "train"
     if held_out > 0:
         rest, held = train_test_split(rows, test_size=held_out, random_state=random_state, stratify=stratify)
         assignment[held] = "test"
         if validation_size > 0 and test_size > 0:
             share = test_size / held_out
-            sub = None if stratify is None or not _can_stratify(stratify[held], share) else stratify[held]
+            held_labels = None if stratify is None else stratify[np.searchsorted(rows, held)]
+            sub = held_labels if held_labels is not None and _can_stratify(held_labels, share) else None
             val, _ = train_test_split(held, test_size=share, random_state=random_state, stratify=sub)
             assignment[val] = "validation"
         elif validation_size > 0:

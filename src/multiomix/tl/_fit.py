@@ -34,6 +34,7 @@ from .._utils import (
     check_aligned,
     check_finite,
     check_modalities,
+    check_output_columns,
     get_matrix,
     history_frame,
     in_memory,
@@ -383,6 +384,7 @@ def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndar
     --------
     >>> write_classifier_outputs(mdata, proba, latent, key="crossattomics")  # doctest: +SKIP
     """
+    check_output_columns(mdata, key, [f"{key}_prediction", f"{key}_confidence"])
     codes = proba.to_numpy().argmax(1)
     prediction = pd.Categorical.from_codes(codes, categories=list(proba.columns))
     write_obs(mdata, f"{key}_prediction", prediction)

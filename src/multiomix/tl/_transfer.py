@@ -37,6 +37,7 @@ from .._logging import logger
 from .._utils import (
     check_labels,
     check_modalities,
+    check_output_columns,
     get_matrix,
     new_mudata,
     restore_on_error,
@@ -62,6 +63,11 @@ from ._knn_vote import joint_pca, knn_ensemble, knn_proba, neighbour_agreement, 
 _UNLABELLED = "__unlabelled__"
 
 
+def _transfer_columns(key: str) -> list[str]:
+    """``obs`` columns a transfer under ``key`` writes."""
+    return [key, f"{key}_confidence", f"{key}_match_score", f"{key}_unknown"]
+
+
 def write_transfer(
     query: MuData,
     key: str,
@@ -80,6 +86,7 @@ def write_transfer(
     With ``calibration['unknown_score'] == 'match'``, ``agreement`` (the query cells' neighbour agreement) gives
     the match score that ``unknown_threshold`` applies to; else the threshold applies to the confidence.
     """
+    check_output_columns(query, key, _transfer_columns(key))
     calibrated = temperature_scale(proba, calibration["temperature"])
     confidence = calibrated.max(1)
     by_match = calibration.get("unknown_score", "confidence") == "match"
@@ -271,10 +278,13 @@ def _shared_modalities(reference: MuData, query: MuData, model: Any, modalities:
 
 
 def _reference_labels(reference: MuData, label_key: str, model: Any, fitted: bool) -> tuple[MuData, pd.Series]:
-    """Return the reference labels as strings, leaving out cells of types a fitted classifier never saw (warning)."""
-    check_labels(reference.obs, label_key)
-    if reference.obs[label_key].isna().any():
-        raise ValueError(f"reference.obs[{label_key!r}] has missing labels.")
+    """Return the reference labels as strings, leaving out unlabelled cells and types a fitted classifier never saw."""
+    missing = reference.obs[label_key].isna().to_numpy() if label_key in reference.obs.columns else None
+    check_labels(reference.obs, label_key, rows=None if missing is None else np.flatnonzero(~missing))
+    if missing.any():  # as in the fits: cells without a label are never trained on
+        logger.info(f"{int(missing.sum())} reference cells without a label in reference.obs[{label_key!r}] are left "
+                    "out of the transfer")
+        reference = reference[~missing]
     labels = reference.obs[label_key].astype(str)
     if fitted and getattr(model, "_logits_output", None) is not None and getattr(model, "classes", None):
         untrained = sorted(set(labels) - set(map(str, model.classes)))
@@ -491,7 +501,7 @@ def transfer_labels(
     Parameters
     ----------
     reference
-        Labelled MuData.
+        Labelled MuData (cells without a label are left out).
     query
         MuData with at least one of the reference's modalities (features matched by name, per modality).
     label_key
@@ -588,6 +598,7 @@ def transfer_labels(
         label_key = model.label_key
     label_key = resolve_label_key(reference.obs, label_key)
     key = key_added or f"{label_key}_transferred"
+    check_output_columns(query, key, _transfer_columns(key))
     if fitted:
         modalities, layers = list(model.modalities), model.layers
     else:

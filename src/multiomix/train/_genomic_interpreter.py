@@ -13,6 +13,7 @@ from scvi.train import TrainingPlan
 
 from .._metrics import track_metrics
 from ..module._genomic_interpreter import DNA_KEY, TARGET_KEY, GenomicInterpreterModule
+from ._runner import single_row_last_batch
 
 
 def lr_factor(step: int, *, warmup: int, total: int, decay: str = "constant") -> float:
@@ -43,7 +44,7 @@ class SequenceDataSplitter(DataSplitter):
     def __init__(self, *args: Any, external_indexing=None, **kwargs: Any):
         if external_indexing is not None and "drop_last" not in kwargs:
             n_train, batch_size = len(external_indexing[0]), int(kwargs.get("batch_size") or 128)
-            kwargs["drop_last"] = n_train > batch_size and n_train % batch_size == 1
+            kwargs["drop_last"] = single_row_last_batch(n_train, batch_size)
         super().__init__(*args, external_indexing=external_indexing, **kwargs)
 
 

@@ -31,6 +31,7 @@ _QUIET_WARNINGS = (
     r".*log_every_n_steps.*",
     r".*LeafSpec.*",
     r".*has fewer than 3 cells.*",
+    r".*Last batch will have a small size.*",  # a single-row batch is dropped where it matters (BatchNorm)
     r".*GPU available but not used.*",
     r".*The `srun` command is available.*",
     r".*Trying to infer the `batch_size`.*",
@@ -133,6 +134,28 @@ def _adamw_plan_kwargs(plan_kwargs: dict) -> dict:
         adamw_foreach, lr=plan_kwargs["lr"], weight_decay=plan_kwargs["weight_decay"], eps=plan_kwargs.get("eps", 0.01)
     )
     return {**plan_kwargs, "optimizer": "Custom", "optimizer_creator": creator}
+
+
+def has_batch_norm(module: torch.nn.Module) -> bool:
+    """Whether ``module`` holds a BatchNorm layer (which cannot train on a minibatch of one row).
+
+    Examples
+    --------
+    >>> has_batch_norm(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)))
+    True
+    """
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def single_row_last_batch(n_train: int, batch_size: int) -> bool:
+    """Whether the last training minibatch of an epoch would hold a single row (and is better dropped).
+
+    Examples
+    --------
+    >>> single_row_last_batch(65, 64), single_row_last_batch(64, 64), single_row_last_batch(1, 64)
+    (True, False, False)
+    """
+    return n_train > batch_size and n_train % batch_size == 1
 
 
 class BestStateCallback(pl.Callback):
@@ -246,6 +269,11 @@ def train_on_rows(
     train, validation, rest = rows
     n_train = len(train)
     datasplitter_kwargs = {"external_indexing": [train, validation, rest], **(datasplitter_kwargs or {})}
+    if has_batch_norm(model.module):
+        if n_train < 2:
+            raise ValueError(f"{type(model).__name__} normalises minibatches (BatchNorm) and needs at least 2 "
+                             f"training rows; got {n_train}.")
+        datasplitter_kwargs.setdefault("drop_last", single_row_last_batch(n_train, batch_size))
     plan_kwargs = _adamw_plan_kwargs(dict(plan_kwargs or {}))
     has_validation = len(validation) > 0
     callbacks = list(trainer_kwargs.pop("callbacks", []))

@@ -154,6 +154,21 @@ def feature_positions(names: pd.Index, expected: Sequence[str], *, modality: str
     return position
 
 
+def take_columns(matrix, position: np.ndarray):
+    """Columns ``position`` of ``matrix``, in that order; a backed (h5py) dense matrix is read in increasing order.
+
+    Examples
+    --------
+    >>> take_columns(np.arange(6).reshape(2, 3), np.array([2, 0]))
+    array([[2, 0],
+           [5, 3]])
+    """
+    if isinstance(matrix, np.ndarray) or sparse.issparse(matrix):
+        return matrix[:, position]
+    order = np.argsort(position)  # h5py reads only increasing indices
+    return np.asarray(matrix[:, position[order]])[:, np.argsort(order)]
+
+
 def matched_input(
     data: MuData,
     *,
@@ -203,7 +218,7 @@ def matched_input(
             matrix = in_memory(matrix)
         position = feature_positions(source.var_names, expected, modality=mod)
         if position is not None:
-            matrix = matrix[:, position]
+            matrix = take_columns(matrix, position)
         if sparse.issparse(matrix) and matrix.format != "csr":
             matrix = matrix.tocsr()  # minibatches are row slices (a sparse copy, never densified)
         var = pd.DataFrame(index=pd.Index(expected).astype(str))

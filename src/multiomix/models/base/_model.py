@@ -21,6 +21,7 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
+from scvi.model.base._constants import SAVE_KEYS
 from scvi.train import TrainRunner
 
 from ..._docs import fill_doc
@@ -315,12 +316,14 @@ class MultiomixModel(BaseModelClass):
         --------
         >>> model = mx.models.CrossAttOmics.load("model_dir", adata=new_mdata)  # doctest: +SKIP
         """
-        saved_data = [p for p in Path(dir_path).glob("*") if p.name.endswith(("adata.h5mu", "adata.h5ad"))]
+        saved_data = [p for p in Path(dir_path).glob("*")
+                      if p.name.endswith((SAVE_KEYS.ADATA_FNAME, SAVE_KEYS.MDATA_FNAME))]
         if adata is None and Path(dir_path).is_dir() and not saved_data:
             raise ValueError(f"{cls.__name__}.load({str(dir_path)!r}) needs `adata=`: the model was saved without its "
                              "data (save(..., save_anndata=True) stores them).")
         with quiet_scvi(), warnings.catch_warnings():  # "File ... already downloaded"; scvi's MuData.mod_names
             warnings.filterwarnings("ignore", message=r".*mod_names is deprecated", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning)  # saved data
             return super().load(dir_path, adata=cls._matched_for_load(dir_path, adata), **kwargs)
 
     @classmethod
