@@ -467,3 +467,18 @@ def test_an_obs_column_of_the_user_is_never_overwritten(case):
     _assert_unchanged(before, mdata)
     case.fit(mdata, label_key=case.label_key, random_state=0, **case.fit_kwargs)
     case.fit(mdata, label_key=case.label_key, random_state=1, **case.fit_kwargs)  # its own columns: replaced
+
+
+def test_integer_labels_with_missing_values_keep_integer_class_names(case):
+    """pandas stores integer labels with gaps as floats; the classes read '0', '1', not '0.0', '1.0'."""
+    if case.label_key is None:
+        pytest.skip("unsupervised fit")
+    mdata = case.make()
+    codes = pd.Categorical(mdata.obs[case.label_key]).codes.astype(float)
+    codes[:4] = np.nan
+    mdata.obs["code"] = codes
+    model = case.fit(mdata, label_key="code", random_state=0, **case.fit_kwargs)
+    expected = sorted({str(int(c)) for c in codes[4:]})
+    assert sorted(map(str, model.classes)) == expected
+    assert sorted(mdata.uns[case.key]["classes"]) == expected and mdata.uns[case.key]["test_metrics"]["n"] > 0
+    assert set(mdata.obs[f"{case.key}_prediction"].astype(str)) <= set(expected)

@@ -210,6 +210,29 @@ def check_nonnegative(
         raise ValueError(f"{name} has negative values, but {needs}.")
 
 
+def label_text(labels: pd.Series) -> pd.Series:
+    """Return labels as strings; whole numbers stored as floats (integer labels with gaps) read ``'1'``, not ``'1.0'``.
+
+    Missing values read ``'nan'``, as with ``astype(str)``; callers keep them apart with ``notna()``.
+
+    Examples
+    --------
+    >>> label_text(pd.Series([0, 1, None])).tolist()
+    ['0', '1', 'nan']
+    >>> label_text(pd.Series(["a", "b"])).tolist()
+    ['a', 'b']
+    """
+    labels = labels if isinstance(labels, pd.Series) else pd.Series(labels)
+    categorical = isinstance(labels.dtype, pd.CategoricalDtype)
+    values = labels.cat.categories if categorical else labels.dropna()
+    if not pd.api.types.is_float_dtype(values.dtype) or not len(values):
+        return labels.astype(str)
+    numbers = np.asarray(values, dtype=float)
+    if not np.all(np.isfinite(numbers) & (numbers == np.round(numbers))):
+        return labels.astype(str)
+    return labels.astype(object).map(lambda v: "nan" if pd.isna(v) else str(int(v))).astype(str)
+
+
 def check_labels(obs: pd.DataFrame, label_key: str, *, rows: np.ndarray | None = None) -> pd.Categorical:
     """Return ``obs[label_key]`` as a categorical, checking it exists and has at least two classes."""
     if label_key not in obs.columns:

@@ -12,6 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from mudata import MuData
 
+from .._utils import label_text
 from ._utils import LAPTOP_WIDTH, SMALL_FONT, category_colors, finish, min_font, new_axes, style
 
 __all__ = ["reliability", "transfer", "transfer_embedding"]
@@ -184,7 +185,7 @@ def transfer(
 
 
 def _confusion(ax: Axes, query: MuData | AnnData, key: str, truth_key: str, *, cax: Axes | None = None) -> None:
-    truth = query.obs[truth_key].astype(str)
+    truth = label_text(query.obs[truth_key])
     pred = query.obs[key].astype(str).to_numpy().astype(object)
     pred[query.obs[f"{key}_unknown"].to_numpy().astype(bool)] = _UNKNOWN
     table = pd.crosstab(truth.to_numpy(), pred, normalize="index")

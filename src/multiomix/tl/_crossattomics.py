@@ -12,7 +12,7 @@ from mudata import MuData
 
 from .._docs import fill_doc
 from .._logging import logger
-from .._utils import check_modalities, write_uns
+from .._utils import check_modalities, label_text, write_uns
 from ..explain import interaction_relevance
 from ..models import CrossAttOmics, SeedEnsemble, default_interaction_graph
 from ..models.base import modality_key, resolve_layers
@@ -217,7 +217,7 @@ def interaction_importance(
     classes = model.classes
     known = mdata.obs[label_key] if label_key in mdata.obs.columns else pd.Series(np.nan, index=mdata.obs_names)
     # the model's classes are the labels as strings (as its fit read them), whatever the column's dtype
-    label_codes = torch.as_tensor(pd.Categorical(known.astype(str).where(known.notna(), None),
+    label_codes = torch.as_tensor(pd.Categorical(label_text(known).where(known.notna(), None),
                                                  categories=classes).codes.astype(np.int64))
     relevances, logits = [], []
     loader = model._make_data_loader(adata=data, batch_size=batch_size)

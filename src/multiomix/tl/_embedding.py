@@ -20,6 +20,7 @@ from .._utils import (
     check_nonnegative,
     get_matrix,
     keep_torch_threads,
+    label_text,
     quiet_logger,
     write_obsm,
     write_uns,
@@ -254,7 +255,7 @@ def benchmark_embeddings(
     labels = mdata.obs[label_key]
     if labels.isna().any():
         raise ValueError(f".obs[{label_key!r}] has {int(labels.isna().sum())} missing labels.")
-    labels = labels.astype(str).to_numpy()
+    labels = label_text(labels).to_numpy()
     if len(np.unique(labels)) < 2:
         raise ValueError(f".obs[{label_key!r}] has a single class; the metrics need at least two.")
     batches = None if batch_key is None else mdata.obs[batch_key].astype(str).to_numpy()

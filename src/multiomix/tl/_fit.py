@@ -38,6 +38,7 @@ from .._utils import (
     get_matrix,
     history_frame,
     in_memory,
+    label_text,
     new_mudata,
     plain_array,
     restore_on_error,
@@ -285,7 +286,7 @@ def prepare_fit(
         label_key = resolve_label_key(mdata.obs, label_key, split_key=split_key)
     labels = mdata.obs[label_key] if label_key is not None else pd.Series(["_"] * mdata.n_obs, index=mdata.obs_names)
     labelled = np.flatnonzero(labels.notna().to_numpy())
-    text = labels.astype(str)
+    text = label_text(labels)
     notes: list[str] = []
     splits = split_indices(mdata.obs, split_key)
     new_split = None
@@ -311,7 +312,8 @@ def prepare_fit(
         if len(classes_in_train) < 2:
             raise ValueError(f".obs[{label_key!r}] has a single class in the training rows "
                              f"({list(classes_in_train)}); need at least two.")
-        category_order = (list(labels.cat.categories.astype(str)) if isinstance(labels.dtype, pd.CategoricalDtype)
+        category_order = (list(label_text(pd.Series(labels.cat.categories)))
+                          if isinstance(labels.dtype, pd.CategoricalDtype)
                           else sorted(map(str, classes_in_train)))
         classes = [c for c in category_order if c in set(classes_in_train)]
         unseen = ~text.iloc[validation].isin(classes).to_numpy()
@@ -450,7 +452,7 @@ def finish_classifier_fit(
     proba = model.predict_proba(batch_size=batch_size)
     proba.index = mdata.obs_names
     latent = model.get_latent_representation(batch_size=batch_size)
-    truth = mdata.obs[fit.label_key].astype(str)
+    truth = label_text(mdata.obs[fit.label_key])
     prediction = proba.columns.to_numpy()[proba.to_numpy().argmax(1)]
     info: dict[str, Any] = {"classes": np.asarray(model.classes)}
     if len(fit.test):

@@ -16,7 +16,7 @@ from mudata import MuData
 from .._docs import fill_doc
 from .._logging import logger
 from .._metrics import clustering_metrics
-from .._utils import check_modalities, get_matrix, new_mudata, write_obsm
+from .._utils import check_modalities, get_matrix, label_text, new_mudata, write_obsm
 from ..models import MultimodalAE
 from ..models.base import resolve_layers
 from ._fit import FitData, finish_fit, options_for, prepare_fit, stored_params
@@ -78,7 +78,7 @@ def _embedding_metrics(latent: np.ndarray, labels: pd.Series, *, random_state: i
     from sklearn.cluster import KMeans
 
     known = labels.notna().to_numpy()
-    truth = labels[known].astype(str)
+    truth = label_text(labels[known])
     k = truth.nunique()
     if k < 2:
         return {"missing": f"fewer than two classes among the labelled rows ({k})"}

@@ -11,7 +11,7 @@ import torch
 from mudata import MuData
 
 from .._logging import logger
-from .._utils import check_aligned, check_finite, get_matrix, to_uns, write_uns
+from .._utils import check_aligned, check_finite, get_matrix, label_text, to_uns, write_uns
 from ..explain import get_adapter
 from ..explain._relevance import (
     METHODS,
@@ -57,11 +57,13 @@ def _group_codes(mdata: MuData, groupby: str, groups) -> tuple[list[str], np.nda
         raise KeyError(f"`groupby` column {groupby!r} not found in mdata.obs; columns: {list(mdata.obs.columns)}.")
     labels = mdata.obs[groupby]
     cat = labels.astype("category") if not isinstance(labels.dtype, pd.CategoricalDtype) else labels
-    present = [str(c) for c in cat.cat.categories if (cat == c).any()]
+    names = label_text(pd.Series(cat.cat.categories))
+    present = [names.iloc[i] for i, c in enumerate(cat.cat.categories) if (cat == c).any()]
     if len(present) < 1:
         raise ValueError(f"mdata.obs[{groupby!r}] has no labelled cells.")
     lookup = {g: i for i, g in enumerate(present)}
-    codes = np.array([lookup.get(str(v), -1) if pd.notna(v) else -1 for v in labels], dtype=int)
+    text = label_text(labels).to_numpy()
+    codes = np.array([lookup.get(t, -1) if pd.notna(v) else -1 for t, v in zip(text, labels)], dtype=int)
     if groups is None:
         chosen = present
     else:

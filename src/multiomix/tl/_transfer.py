@@ -39,6 +39,7 @@ from .._utils import (
     check_modalities,
     check_output_columns,
     get_matrix,
+    label_text,
     new_mudata,
     restore_on_error,
     to_uns,
@@ -285,7 +286,7 @@ def _reference_labels(reference: MuData, label_key: str, model: Any, fitted: boo
         logger.info(f"{int(missing.sum())} reference cells without a label in reference.obs[{label_key!r}] are left "
                     "out of the transfer")
         reference = reference[~missing]
-    labels = reference.obs[label_key].astype(str)
+    labels = label_text(reference.obs[label_key])
     if fitted and getattr(model, "_logits_output", None) is not None and getattr(model, "classes", None):
         untrained = sorted(set(labels) - set(map(str, model.classes)))
         if untrained and len(untrained) < labels.nunique():  # e.g. rare types with no row in the fit's training rows

@@ -23,7 +23,16 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField
 
 from ..._logging import logger
-from ..._utils import check_aligned, check_finite, check_modalities, get_matrix, in_memory, new_mudata, plain_array
+from ..._utils import (
+    check_aligned,
+    check_finite,
+    check_modalities,
+    get_matrix,
+    in_memory,
+    label_text,
+    new_mudata,
+    plain_array,
+)
 
 
 def modality_key(modality: str) -> str:
@@ -232,10 +241,9 @@ def matched_input(
         mods[mod] = adata
     view = new_mudata(mods)
     if label_key is not None:
-        if label_key in data.obs.columns and not data.obs[label_key].isna().any() and set(
-            data.obs[label_key].astype(str)
-        ) <= set(map(str, classes or [])):
-            view.obs[label_key] = pd.Categorical(data.obs[label_key].astype(str).to_numpy(), categories=list(classes))
+        text = label_text(data.obs[label_key]) if label_key in data.obs.columns else None
+        if text is not None and not data.obs[label_key].isna().any() and set(text) <= set(map(str, classes or [])):
+            view.obs[label_key] = pd.Categorical(text.to_numpy(), categories=list(classes))
         else:
             view.obs[label_key] = pd.Categorical([classes[0]] * data.n_obs, categories=list(classes))
     return view
