@@ -279,7 +279,7 @@ def test_ddp_training_on_two_cpu_processes(small):
         (None, {"label_key": "missing"}, KeyError, "missing"),
         ("nan", {}, ValueError, "NaN"),
         ("one_class", {}, ValueError, "single class"),
-        ("unaligned", {}, ValueError, "not aligned"),
+        ("unaligned", {}, ValueError, "another order"),
         ("bad_split", {}, ValueError, "expected only"),
     ],
 )

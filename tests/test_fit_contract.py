@@ -482,3 +482,16 @@ def test_integer_labels_with_missing_values_keep_integer_class_names(case):
     assert sorted(map(str, model.classes)) == expected
     assert sorted(mdata.uns[case.key]["classes"]) == expected and mdata.uns[case.key]["test_metrics"]["n"] > 0
     assert set(mdata.obs[f"{case.key}_prediction"].astype(str)) <= set(expected)
+
+
+def test_a_modality_in_another_order_gets_a_recipe_that_works():
+    """The same cells in another order in one modality: the error gives the one line that aligns it."""
+    mdata = _interaction(80)
+    shuffled = md.MuData({m: (a[::-1].copy() if m == "mirna" else a.copy()) for m, a in mdata.mod.items()})
+    shuffled.obs["label"] = mdata.obs["label"].reindex(shuffled.obs_names)
+    with pytest.raises(ValueError, match=r"another order.*mdata.mod\['mirna'\] = mdata\['mirna'\]\[mdata.obs_names\]"):
+        mx.tl.fit_crossattomics(shuffled, max_epochs=1, baseline=False, progress_bar=False)
+    shuffled.mod["mirna"] = shuffled["mirna"][shuffled.obs_names].copy()
+    shuffled.update()
+    mx.tl.fit_crossattomics(shuffled, max_epochs=1, baseline=False, progress_bar=False)
+    assert "crossattomics" in shuffled.uns

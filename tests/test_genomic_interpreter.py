@@ -468,3 +468,22 @@ def test_clear_errors_leave_object_untouched():
         mx.tl.fit_genomic_interpreter(adata[:2].copy(), split_key="none", max_epochs=1, **FIT)
     assert (set(adata.uns), set(adata.obsm)) == before[:2]
     pd.testing.assert_frame_equal(adata.obs, before[2])
+
+
+def test_training_rows_of_one_class_and_no_targets():
+    """A binary track with one class among the training rows: the baseline is its constant training rate (AUROC
+    0.5), not a crash after training; an AnnData without targets gets the clear 'No targets' error."""
+    adata = mx.datasets.planted_motif_pairs(100, length=128, distance=24, random_state=0)
+    adata.X = (adata.X > 5).astype(np.float32)
+    positive = adata.X[:, 0] > 0
+    order = np.r_[np.flatnonzero(~positive)[:60], np.flatnonzero(positive)[:10], np.flatnonzero(~positive)[60:78]]
+    one_class = adata[order].copy()
+    one_class.obs["split"] = pd.Categorical(["train"] * 50 + ["validation"] * 10 + ["test"] * 28)
+    assert one_class.X[one_class.obs["split"] == "train", 0].max() == 0
+    mx.tl.fit_genomic_interpreter(one_class, backbone="cnn_maxpool", backbone_kwargs={"dims": (8, 8)},
+                                  max_epochs=1, key_added="gi", **FIT)
+    baseline = one_class.uns["gi"]["baseline"]["test_metrics"]
+    assert baseline["auroc"].iloc[0] == 0.5 and np.isfinite(one_class.uns["gi"]["test_metrics"]["auroc"].iloc[0])
+    targetless = ad.AnnData(obs=adata.obs, obsm={"dna_onehot": adata.obsm["dna_onehot"]})
+    with pytest.raises(ValueError, match="No targets"):
+        mx.tl.fit_genomic_interpreter(targetless, max_epochs=1, **FIT)

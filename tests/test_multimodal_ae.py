@@ -371,3 +371,19 @@ def test_pca_concat_names_the_modality_it_cannot_reduce():
     assert "X_pca_concat" not in scaled.obsm and "X_pca_concat" not in one_peak.obsm
     mx.tl.pca_concat(good, layer=None, n_comps=3)
     assert good.obsm["X_pca_concat"].shape == (40, 6)
+
+
+def test_pca_concat_scaled_kind_embeds_continuous_modalities():
+    """Normalised or continuous features (negative values allowed): z-scores and PCA, one block per modality."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1], 30)
+    ephys = rng.normal(size=(60, 12)) + 3.0 * groups[:, None] * (np.arange(12) < 3)
+    counts = rng.poisson(2.0, (60, 30)).astype(np.float32)
+    mdata = md.MuData({"rna": ad.AnnData(counts), "ephys": ad.AnnData(ephys.astype(np.float32) * 100)})
+    with pytest.raises(ValueError, match=r"kinds=\{'ephys': 'scaled'\}"):
+        mx.tl.pca_concat(mdata, layer=None)
+    mx.tl.pca_concat(mdata, layer=None, kinds={"ephys": "scaled"}, n_comps=4)
+    block = mdata.obsm["X_pca_concat"][:, 4:]
+    assert mdata.uns["pca_concat"]["kinds"]["ephys"] == "scaled" and block.shape == (60, 4)
+    # the planted group difference is the first scaled component, whatever the features' units
+    assert abs(np.corrcoef(block[:, 0], groups)[0, 1]) > 0.8

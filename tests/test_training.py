@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -81,3 +83,34 @@ def test_a_misspelt_option_is_named_before_training_and_the_object_is_untouched(
     loaded = mx.models.CrossAttOmics.load(tmp_path / "model", adata=mdata)
     np.testing.assert_allclose(loaded.predict_proba(mdata).to_numpy(), model.predict_proba(mdata).to_numpy(),
                                atol=1e-6)
+
+
+def test_verbosity_none_follows_scanpy_as_it_changes():
+    """``mx.settings.verbosity = None`` reads scanpy's verbosity at each message, not once when it is set."""
+    import scanpy as sc
+
+    from multiomix._logging import logger
+
+    old_sc, old_mx = sc.settings.verbosity, mx.settings.verbosity
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep(level=logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        sc.settings.verbosity = "info"
+        mx.settings.verbosity = None
+        sc.settings.verbosity = "error"
+        logger.info("hidden")
+        sc.settings.verbosity = "info"
+        logger.info("shown")
+        mx.settings.verbosity = 0
+        logger.info("hidden too")
+        logger.error("an error")
+    finally:
+        logger.removeHandler(handler)
+        sc.settings.verbosity, mx.settings.verbosity = old_sc, old_mx
+    assert records == ["shown", "an error"]

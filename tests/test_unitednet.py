@@ -205,7 +205,11 @@ def test_translation_from_source_only(supervised):
     overlap = MuData({"rna": query.mod["rna"].copy(),
                       "other": AnnData(np.zeros((query.n_obs, 2), np.float32), obs=query.mod["rna"].obs[[]],
                                        var=pd.DataFrame(index=["p0", "p1"]))})
-    mx.tl.predict_modality(overlap, model, source="rna", target="adt")
+    with warnings.catch_warnings(record=True) as caught:  # mudata's update notices stay inside
+        warnings.simplefilter("always")
+        mx.tl.predict_modality(overlap, model, source="rna", target="adt")
+        mx.tl.predict_modality(overlap, model, source="rna", target="adt")  # again: replaced
+    assert not [str(w.message) for w in caught if "mudata" in w.filename or "update" in str(w.message)]
     assert list(overlap.mod["adt_from_rna"].var_names) == list(mdata.mod["adt"].var_names)
     np.testing.assert_allclose(overlap.mod["adt_from_rna"].X, pred, rtol=1e-6)
     with pytest.raises(KeyError, match="lacks 1 of the 60"):

@@ -49,7 +49,18 @@ class _Settings:
         return int(min(max(int(sc.settings.verbosity), 0), 3))
 
     def _apply(self) -> None:
-        logger.setLevel(self._levels[self.effective_verbosity()])
+        if self._verbosity is None:  # scanpy's level is read at each message (it may change later)
+            logger.setLevel(logging.DEBUG)
+            if _follow_scanpy not in logger.filters:
+                logger.addFilter(_follow_scanpy)
+        else:
+            logger.removeFilter(_follow_scanpy)
+            logger.setLevel(self._levels[self._verbosity])
+
+
+def _follow_scanpy(record: logging.LogRecord) -> bool:
+    """Let a message through when scanpy's verbosity in force admits its level (``verbosity=None``)."""
+    return record.levelno >= _Settings._levels[settings.effective_verbosity()]
 
 
 settings = _Settings()

@@ -105,12 +105,19 @@ def check_aligned(mdata: MuData, modalities: Iterable[str]) -> None:
     """Check that every modality has exactly the MuData's observations, in the same order."""
     for mod in modalities:
         names = mdata.mod[mod].obs_names
-        if len(names) != mdata.n_obs or not np.array_equal(names.values, mdata.obs_names.values):
-            raise ValueError(
-                f"Modality {mod!r} has {len(names)} observations that are not aligned with the MuData's "
-                f"{mdata.n_obs} observations. Paired models need every cell/sample in every modality in the same "
-                "order: run `muon.pp.intersect_obs(mdata)` first."
-            )
+        if len(names) == mdata.n_obs and np.array_equal(names.values, mdata.obs_names.values):
+            continue
+        reorder = f"mdata.mod[{mod!r}] = mdata[{mod!r}][mdata.obs_names].copy(); mdata.update()"
+        if len(names) == mdata.n_obs and set(names) == set(mdata.obs_names):
+            raise ValueError(f"Modality {mod!r} holds the MuData's {mdata.n_obs} observations in another order. Paired "
+                             f"models read every modality row by row; put them in the MuData's order: `{reorder}`.")
+        raise ValueError(
+            f"Modality {mod!r} has {len(names)} observations that are not aligned with the MuData's "
+            f"{mdata.n_obs} observations. Paired models need every cell/sample in every modality in the same "
+            "order: keep the shared ones with `muon.pp.intersect_obs(mdata)`, then put each modality in the "
+            "MuData's order (`mdata.mod[m] = mdata[m][mdata.obs_names].copy()` for every modality m, then "
+            "`mdata.update()`)."
+        )
 
 
 def get_matrix(adata: AnnData, layer: str | None = None):
@@ -128,7 +135,8 @@ def get_matrix(adata: AnnData, layer: str | None = None):
     if layer is None:
         matrix = adata.X
     elif layer not in adata.layers:
-        raise KeyError(f"Layer {layer!r} not found; available layers: {list(adata.layers.keys())}.")
+        raise KeyError(f"Layer {layer!r} not found; available layers: {list(adata.layers.keys())} "
+                       "(layer=None reads .X).")
     else:
         matrix = adata.layers[layer]
     return plain_array(matrix)

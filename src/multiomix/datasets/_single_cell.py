@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import anndata as ad
@@ -74,7 +75,10 @@ def _load(source: str, modalities: Sequence[str], shared_obs: Sequence[str],
     mods = {}
     for m in modalities:
         relative, url, sha = _FILES[f"{source}_{m}"]
-        mods[m] = ad.read_h5ad(fetch(relative, url=url, sha256=sha, data_dir=data_dir))
+        path = fetch(relative, url=url, sha256=sha, data_dir=data_dir)
+        with warnings.catch_warnings():  # the public files predate anndata's encoding metadata; they read fine
+            warnings.filterwarnings("ignore", category=ad.OldFormatWarning)
+            mods[m] = ad.read_h5ad(path)
     first = mods[modalities[0]]
     for name, adata in mods.items():
         if not adata.obs_names.equals(first.obs_names):

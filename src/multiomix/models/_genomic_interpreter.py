@@ -128,6 +128,8 @@ def region_input(
             else:  # sequences only: zeros stand in for the targets
                 matrix, placeholder = np.zeros((adata.n_obs, len(expected)), dtype=np.float32), True
             names = expected
+        elif matrix is None and layer is None:
+            raise ValueError("No targets: .X is empty; pass `tracks_key=` or put one column per track in .X.")
         elif matrix is None:
             raise KeyError(f"Layer {layer!r} not found (layers: {list(adata.layers.keys())}).")
         out = AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=names))

@@ -71,7 +71,9 @@ def attention_maps(
             raise KeyError(f"Region {region!r} has no stored attention; stored: {names[:5]}.")
         region = names.index(region)
     if not 0 <= region < len(names):
-        raise IndexError(f"region must be in [0, {len(names)}).")
+        raise IndexError(f"region={region} is not one of the {len(names)} stored maps: `region` is a position in the "
+                         f"list mx.tl.attention_maps stored (0 to {len(names) - 1}: {names[:5]}), or a region name "
+                         "from that list; obs positions go to mx.tl.attention_maps(regions=...).")
     grouped: dict[str, list[str]] = {}
     for name in maps:
         grouped.setdefault(name.rsplit(".", 1)[0] if name.startswith("stage") else name, []).append(name)

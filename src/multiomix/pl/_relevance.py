@@ -24,6 +24,7 @@ from mudata import MuData
 
 from .._docs import fill_doc
 from .._logging import logger
+from .._settings import settings
 from ..tl import get_result, rank_relevant_features
 from ._utils import (
     FONT_SIZE,
@@ -155,7 +156,7 @@ def _health(entry: dict, groups: Sequence[str]) -> str:
             "The explained path is linear: its relevance is the same weights applied in every group, so it is not "
             "specific to a cell type (differences between groups only reflect their input values).")
         notes.append("linear path, not type-specific")
-    if messages:
+    if messages and settings.effective_verbosity() >= 1:  # verbosity 0: errors only
         warnings.warn("Relevance health: " + " ".join(messages), UserWarning, stacklevel=3)
     return health_note(notes)
 

@@ -40,15 +40,17 @@ def _modality_components(
     adata: AnnData, *, name: str, kind: str, layer: str | None, n_comps: int, use_highly_variable: bool,
     random_state: int,
 ) -> np.ndarray:
-    """Reduce one modality: RNA log-normalised PCA, ATAC TF-IDF + LSI (first component dropped), protein CLR PCA."""
+    """Reduce one modality by its kind's preprocessing and PCA (LSI for ATAC, its first component dropped)."""
     matrix = get_matrix(adata, layer)
     if use_highly_variable and "highly_variable" in adata.var.columns:
         mask = adata.var["highly_variable"].to_numpy(dtype=bool)
         if mask.sum() >= 2:
             matrix = matrix[:, mask]
     where = f"Modality {name!r} ({'X' if layer is None else 'layer ' + repr(layer)})"
-    check_nonnegative(matrix, where, needs=f"pca_concat's {kind} reduction starts with {_PREPROCESSING[kind]}, which "
-                      "needs non-negative counts (pass `layer=` naming raw counts, or `kinds=`)")
+    if kind != "scaled":
+        check_nonnegative(matrix, where, needs=f"pca_concat's {kind} reduction starts with {_PREPROCESSING[kind]}, "
+                          "which needs non-negative counts (pass `layer=` naming raw counts, or, for normalised or "
+                          f"continuous features, `layer=None, kinds={{{name!r}: 'scaled'}}`)")
     smallest = 3 if kind == "atac" else 2  # LSI drops its first component
     if min(matrix.shape) < smallest:
         raise ValueError(f"{where} has {matrix.shape[0]} cells x {matrix.shape[1]} features: too few for the {kind} "
@@ -65,7 +67,10 @@ def _reduce(tmp: AnnData, *, kind: str, n_comps: int, random_state: int) -> np.n
         svd = TruncatedSVD(n_components=n, algorithm="arpack", random_state=random_state)
         lsi = svd.fit_transform(tmp.X)
         return lsi[:, 1:]  # the first LSI component follows sequencing depth
-    normalize(tmp, method="clr" if kind == "protein" else "log1p")
+    if kind == "scaled":  # z-scores (a sparse matrix is only divided by the standard deviation; PCA centres it)
+        sc.pp.scale(tmp, zero_center=not sparse.issparse(tmp.X))
+    else:
+        normalize(tmp, method="clr" if kind == "protein" else "log1p")
     n = min(n_comps, min(tmp.shape) - 1)
     sc.pp.pca(tmp, n_comps=n, zero_center=True, svd_solver="arpack", random_state=random_state)
     return np.asarray(tmp.obsm["X_pca"])
@@ -86,8 +91,10 @@ def pca_concat(
     """Concatenate per-modality reductions into one baseline joint embedding.
 
     RNA: library-size normalisation, ``log1p``, PCA. ATAC: TF-IDF, truncated SVD (LSI) with the first
-    component dropped. Protein: CLR, PCA. Each block is scaled to unit total variance so every modality
-    weighs the same, then the blocks are concatenated. Sparse matrices stay sparse (implicitly centred PCA).
+    component dropped. Protein: CLR, PCA. Scaled (features already normalised, or continuous measurements such
+    as electrophysiology or methylation M values): z-scores, PCA. Each block is scaled to unit total variance so
+    every modality weighs the same, then the blocks are concatenated. Sparse matrices stay sparse (implicitly
+    centred PCA).
 
     Parameters
     ----------
@@ -100,7 +107,8 @@ def pca_concat(
     layer
         Layer with raw counts (one name or a dict; ``None`` = ``.X``).
     kinds
-        ``"rna"``, ``"atac"`` or ``"protein"`` per modality; by default guessed from the modality name.
+        ``"rna"``, ``"atac"``, ``"protein"`` or ``"scaled"`` per modality; by default guessed from the modality
+        name (never ``"scaled"``).
     use_highly_variable
         Restrict to ``var['highly_variable']`` when that column exists.
     random_state
@@ -124,9 +132,9 @@ def pca_concat(
     if n_comps < 1:
         raise ValueError(f"n_comps must be >= 1, got {n_comps}.")
     kinds = {m: (kinds or {}).get(m, infer_modality_kind(m)) for m in modalities}
-    bad = {m: k for m, k in kinds.items() if k not in ("rna", "atac", "protein")}
+    bad = {m: k for m, k in kinds.items() if k not in ("rna", "atac", "protein", "scaled")}
     if bad:
-        raise ValueError(f"Unknown modality kinds {bad}; expected 'rna', 'atac' or 'protein'.")
+        raise ValueError(f"Unknown modality kinds {bad}; expected 'rna', 'atac', 'protein' or 'scaled'.")
     blocks = []
     for m in modalities:
         mod_layer = layer.get(m) if isinstance(layer, Mapping) else layer

@@ -89,6 +89,12 @@ def kmer_counts(onehot: np.ndarray, k: int = 4) -> np.ndarray:
     return np.bincount(flat, minlength=n * 4**k).reshape(n, 4**k).astype(np.float32)
 
 
+def _mean_auroc(table) -> str:
+    """Mean AUROC over the tracks that have both classes among the test rows, formatted; ``n/a`` where none has."""
+    values = np.asarray(table["auroc"], dtype=float)
+    return f"{np.nanmean(values):.3f}" if np.isfinite(values).any() else "n/a (one class in every test track)"
+
+
 def _kmer_baseline(dna, observed, train, test, names, *, random_state: int) -> dict[str, Any]:
     """Logistic regression on 4-mer counts per binary track, trained on ``train`` rows, scored on ``test`` rows."""
     x_train, x_test = kmer_counts(dna[train]), kmer_counts(dna[test])
@@ -98,6 +104,8 @@ def _kmer_baseline(dna, observed, train, test, names, *, random_state: int) -> d
         if len(np.unique(y)) == 2:
             search = logistic_baseline(x_train, y, random_state=random_state)
             pred[:, t] = search.predict_proba(x_test)[:, list(search.classes_).index("1")]
+        else:  # one class among the training rows: the baseline is its (constant) training rate
+            pred[:, t] = y.mean()
     return {"name": "logistic_regression_kmer", "k": 4, "test_metrics": track_metrics(
         pred, observed[test], binary=True, track_names=names), "description": "standardised logistic regression on "
             "4-mer counts per binary track, class-weighted, C by inner CV, trained on the train + validation rows"}
@@ -234,7 +242,7 @@ def fit_genomic_interpreter(
                               random_state=random_state)
         info["baseline"] = peer
         logger.info(f"{key_added} vs baseline (4-mer logistic regression) on {len(test)} test regions: mean AUROC "
-                    f"{np.nanmean(metrics['test']['auroc']):.3f} vs {np.nanmean(peer['test_metrics']['auroc']):.3f}")
+                    f"{_mean_auroc(metrics['test'])} vs {_mean_auroc(peer['test_metrics'])}")
     with restore_on_error(adata):  # the user's object is written only now
         write_obsm(adata, f"{key_added}_prediction", pred.astype(np.float32))
         if new_split is not None:

@@ -96,21 +96,30 @@ def predict_modality(
     if values.shape != (len(obs), len(var)):
         raise ValueError(f"translate returned shape {values.shape}, expected {(len(obs), len(var))}.")
     new = AnnData(X=np.asarray(values, dtype=np.float32), obs=obs, var=var)
+    replaced = key in mdata.mod
+    with warnings.catch_warnings():  # mudata's notices on updating; the shared names are the point (same features)
+        warnings.filterwarnings("ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*var_names are intersecting", category=UserWarning)
+        warnings.filterwarnings("ignore", message="var_names are not unique", category=UserWarning)
+        _add_modality(mdata, key, new)
+    added("mod", key, replaced=replaced)
+
+
+def _add_modality(mdata: MuData, key: str, new: AnnData) -> None:
+    """Put ``new`` into ``mdata.mod[key]`` and update ``mdata``, even where its feature names overlap others'."""
     others = [n for m, a in mdata.mod.items() if m != key for n in a.var_names]
-    if pd.Index(var.index).isin(others).any():
-        # mudata cannot add a modality whose feature names overlap existing ones in one update (it reads this as
-        # "renamed and filtered"); add it under unique names first, then restore the names (a pure rename)
-        new.var_names = [f"{key}:{name}" for name in var.index]
+    if not pd.Index(new.var_names).isin(others).any():
         mdata.mod[key] = new
         mdata.update()
-        mdata.mod[key].var_names = var.index
-        with warnings.catch_warnings():  # the shared names are the point: the same features, predicted
-            warnings.filterwarnings("ignore", message="var_names are not unique", category=UserWarning)
-            mdata.update()
-    else:
-        mdata.mod[key] = new
-        mdata.update()
-    added("mod", key)
+        return
+    # mudata cannot add a modality whose feature names overlap existing ones in one update (it reads this as
+    # "renamed and filtered"); add it under unique names first, then restore the names (a pure rename)
+    names = new.var_names.copy()
+    new.var_names = [f"{key}:{name}" for name in names]
+    mdata.mod[key] = new
+    mdata.update()
+    mdata.mod[key].var_names = names
+    mdata.update()
 
 
 __all__ = ["predict_modality"]

@@ -287,7 +287,8 @@ class MultiomixModel(BaseModelClass):
         """Pass registered data through; match new data to the training features by name first."""
         if adata is None or adata is self.adata or self.get_anndata_manager(adata) is not None:
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-        with quiet_scvi():  # "attempting to transfer AnnData setup" is expected here
+        with quiet_scvi(), warnings.catch_warnings():  # "attempting to transfer AnnData setup" is expected here
+            warnings.filterwarnings("ignore", message=r".*has fewer than 3 cells")  # labels are not read to score
             return super()._validate_anndata(self._match(adata), copy_if_view=copy_if_view)
 
     @classmethod
