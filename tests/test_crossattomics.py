@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -194,6 +196,18 @@ def test_save_load_and_h5mu_round_trips(small, tmp_path):
     pd.testing.assert_series_equal(
         reread.obs["crossattomics_prediction"], small.obs["crossattomics_prediction"], check_categorical=False
     )
+
+
+def test_a_model_of_some_modalities_loads_onto_the_whole_object_quietly(small, tmp_path):
+    """Set up on two of three modalities, saved, loaded with the full MuData: no var_names warning."""
+    mx.models.CrossAttOmics.setup_mudata(small, label_key="label", modalities=["rna", "methylation"])
+    model = mx.models.CrossAttOmics(small, interaction_graph={"rna": ["methylation"]})
+    model.train(max_epochs=1, progress_bar=False)
+    model.save(tmp_path / "model", overwrite=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = mx.models.CrossAttOmics.load(tmp_path / "model", adata=small)
+    pd.testing.assert_frame_equal(loaded.predict_proba(), model.predict_proba())
 
 
 def test_user_given_feature_groups(small):

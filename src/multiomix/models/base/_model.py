@@ -325,6 +325,9 @@ class MultiomixModel(BaseModelClass):
         with quiet_scvi(), warnings.catch_warnings():  # "File ... already downloaded"; scvi's MuData.mod_names
             warnings.filterwarnings("ignore", message=r".*mod_names is deprecated", category=FutureWarning)
             warnings.filterwarnings("ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning)  # saved data
+            # scvi-tools compares the saved var_names of every modality; `adata` is already matched by name to the
+            # model's features (a missing one raised above), so its other modalities do not matter
+            warnings.filterwarnings("ignore", message=r"`var_names` for the loaded `model` does not match")
             return super().load(dir_path, adata=cls._matched_for_load(dir_path, adata), **kwargs)
 
     @classmethod
