@@ -495,3 +495,17 @@ def test_a_modality_in_another_order_gets_a_recipe_that_works():
     shuffled.update()
     mx.tl.fit_crossattomics(shuffled, max_epochs=1, baseline=False, progress_bar=False)
     assert "crossattomics" in shuffled.uns
+
+
+def test_setup_mudata_refuses_a_view_modality_with_the_fix():
+    """scvi-tools registers only actual objects: a modality built as ``rna[cells]`` is named, with the one-line fix."""
+    mdata = _interaction(60)
+    mods = {m: (a[mdata.obs_names] if m == "rna" else a.copy()) for m, a in mdata.mod.items()}
+    built = md.MuData(mods)
+    built.obs["label"] = mdata.obs["label"].to_numpy()
+    assert built.mod["rna"].is_view
+    with pytest.raises(ValueError, match=r"\['rna'\] are views.*mdata.mod\['rna'\] = mdata\['rna'\].copy\(\)"):
+        mx.models.CrossAttOmics.setup_mudata(built, label_key="label")
+    built.mod["rna"] = built["rna"].copy()
+    mx.models.CrossAttOmics.setup_mudata(built, label_key="label")
+    mx.models.CrossAttOmics(built).train(max_epochs=1, progress_bar=False)

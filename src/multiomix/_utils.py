@@ -120,6 +120,23 @@ def check_aligned(mdata: MuData, modalities: Iterable[str]) -> None:
         )
 
 
+def check_not_views(mdata: MuData, modalities: Iterable[str]) -> None:
+    """Refuse modalities that are views (``rna[cells]``): scvi-tools registers only actual objects.
+
+    Examples
+    --------
+    >>> mdata = MuData({"rna": AnnData(np.ones((3, 2), dtype=np.float32))})
+    >>> check_not_views(mdata, ["rna"])
+    """
+    if getattr(mdata, "is_view", False):
+        raise ValueError("The MuData is a view (e.g. `mdata[cells]`); set up a copy: `mdata = mdata[cells].copy()`.")
+    views = [m for m in modalities if mdata.mod[m].is_view]
+    if views:
+        fixes = "; ".join(f"mdata.mod[{m!r}] = mdata[{m!r}].copy()" for m in views)
+        raise ValueError(f"Modalities {views} are views of other AnnData objects (e.g. built from `rna[cells]`); "
+                         f"scvi-tools registers only actual objects: build the MuData from copies, or run `{fixes}`.")
+
+
 def get_matrix(adata: AnnData, layer: str | None = None):
     """Return ``adata.X`` or a layer, with a clear error when the layer is missing.
 

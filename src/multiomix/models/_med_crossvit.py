@@ -16,7 +16,16 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField, MuDataWrapper, ObsmField
 
-from .._utils import check_aligned, check_finite, check_modalities, get_matrix, new_mudata, plain_array, quiet_scvi
+from .._utils import (
+    check_aligned,
+    check_finite,
+    check_modalities,
+    check_not_views,
+    get_matrix,
+    new_mudata,
+    plain_array,
+    quiet_scvi,
+)
 from ..module import MedCrossViTModule
 from ..module._med_crossvit import ATTENTION_KEYS, TILE_MASK_KEY, TILES_KEY
 from .base import MultimodalInputMixin, MultiomixModel, modality_key
@@ -273,6 +282,7 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         rna_layer = layer[rna_modality] if layer is not None else None
         check_modalities(mdata, [tiles_modality, rna_modality])
         check_aligned(mdata, [tiles_modality, rna_modality])
+        check_not_views(mdata, [tiles_modality, rna_modality])
         _check_bags(mdata, tiles_modality, tiles_key, mask_key)
         expr = get_matrix(mdata.mod[rna_modality], rna_layer)
         if not getattr(mdata.mod[rna_modality], "isbacked", False):

@@ -27,6 +27,7 @@ from ..._utils import (
     check_aligned,
     check_finite,
     check_modalities,
+    check_not_views,
     get_matrix,
     in_memory,
     label_text,
@@ -108,6 +109,7 @@ def register_mudata_fields(
     """
     modalities = check_modalities(mdata, modalities)
     check_aligned(mdata, modalities)
+    check_not_views(mdata, modalities)
     layers = resolve_layers(modalities, layer)
     for mod in modalities:
         matrix = get_matrix(mdata.mod[mod], layers[mod])
