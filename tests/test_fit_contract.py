@@ -455,15 +455,18 @@ def test_a_single_row_last_minibatch_trains(case):
     assert (mdata.obs["split"] == "train").sum() == 65
 
 
-def test_an_obs_column_of_the_user_is_never_overwritten(case):
-    """``key_added`` whose output column the user already has: a clear error, the object as it was."""
+def test_an_obs_column_of_the_user_is_never_overwritten(case, monkeypatch):
+    """``key_added`` whose output column the user already has: a clear error before training, the object as it was."""
     if not case.classifier:
         pytest.skip("writes no obs column")
     mdata = case.make()
     mdata.obs["mine_prediction"] = "the user's"
     before = _snapshot(mdata)
-    with pytest.raises(ValueError, match=r"mine_prediction.*key_added='mine'"):
-        case.fit(mdata, label_key=case.label_key, key_added="mine", random_state=0, **case.fit_kwargs)
+    with monkeypatch.context() as patched:
+        patched.setattr("multiomix.models.base._model.train_on_rows",
+                        lambda *a, **k: pytest.fail("trained before refusing the key"))
+        with pytest.raises(ValueError, match=r"mine_prediction.*key_added='mine'"):
+            case.fit(mdata, label_key=case.label_key, key_added="mine", random_state=0, **case.fit_kwargs)
     _assert_unchanged(before, mdata)
     case.fit(mdata, label_key=case.label_key, random_state=0, **case.fit_kwargs)
     case.fit(mdata, label_key=case.label_key, random_state=1, **case.fit_kwargs)  # its own columns: replaced

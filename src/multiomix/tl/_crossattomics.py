@@ -125,7 +125,8 @@ def fit_crossattomics(
     modalities = check_modalities(mdata, modalities)
     validate_graph(interaction_graph or default_interaction_graph(modalities), modalities)
     fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layer, split_key=split_key,
-                      test_size=test_size, validation_size=validation_size, random_state=random_state)
+                      test_size=test_size, validation_size=validation_size, random_state=random_state,
+                      output_key=key_added)
     CrossAttOmics.setup_mudata(fit.view, label_key=fit.label_key, modalities=modalities, layer=layer)
 
     def train_one(seed: int) -> CrossAttOmics:

@@ -245,6 +245,7 @@ def prepare_fit(
     validation_size: float = 0.15,
     random_state: int = 0,
     obsm: Mapping[str, Sequence[str]] | None = None,
+    output_key: str | None = None,
 ) -> FitData:
     """Resolve labels and rows and build the training view (nothing is written to ``mdata``).
 
@@ -269,6 +270,9 @@ def prepare_fit(
         Seed of the hold-outs.
     obsm
         Per modality, ``obsm`` keys the model reads.
+    output_key
+        ``key_added`` of a fit that writes class predictions: refuse, before training, to overwrite a user's
+        ``obs['<key>_prediction']`` / ``obs['<key>_confidence']`` (see :func:`~multiomix._utils.check_output_columns`).
 
     Returns
     -------
@@ -280,6 +284,8 @@ def prepare_fit(
     """
     if not 0 <= test_size < 1 or not 0 <= validation_size < 1:
         raise ValueError(f"Need 0 <= test_size < 1 and 0 <= validation_size < 1; got {test_size}, {validation_size}.")
+    if output_key is not None:
+        check_output_columns(mdata, output_key, classifier_columns(output_key))
     layers = resolve_layers(modalities, layer)
     check_input(mdata, modalities, layers)
     if supervised or label_key is not None:
@@ -379,6 +385,11 @@ def modality_features(mdata: MuData, modalities: Sequence[str], layers: Mapping[
     return lambda rows: stack_modalities([m[rows] for m in matrices])
 
 
+def classifier_columns(key: str) -> list[str]:
+    """``obs`` columns a classifier fit (or scoring) under ``key`` writes."""
+    return [f"{key}_prediction", f"{key}_confidence"]
+
+
 def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndarray | None, *, key: str) -> pd.Series:
     """Write ``obs['<key>_prediction']``, ``obs['<key>_confidence']``, ``obsm['<key>_proba']``, ``obsm['X_<key>']``.
 
@@ -386,7 +397,7 @@ def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndar
     --------
     >>> write_classifier_outputs(mdata, proba, latent, key="crossattomics")  # doctest: +SKIP
     """
-    check_output_columns(mdata, key, [f"{key}_prediction", f"{key}_confidence"])
+    check_output_columns(mdata, key, classifier_columns(key))
     codes = proba.to_numpy().argmax(1)
     prediction = pd.Categorical.from_codes(codes, categories=list(proba.columns))
     write_obs(mdata, f"{key}_prediction", prediction)

@@ -163,7 +163,8 @@ def fit_med_crossvit(
     layers = {rna_modality: rna_layer}
     fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layers, split_key=split_key,
                       test_size=test_size, validation_size=validation_size, random_state=random_state,
-                      obsm={tiles_modality: [tiles_key] + ([mask_key] if mask_key is not None else [])})
+                      obsm={tiles_modality: [tiles_key] + ([mask_key] if mask_key is not None else [])},
+                      output_key=key_added)
     MedCrossViT.setup_mudata(fit.view, label_key=fit.label_key, tiles_modality=tiles_modality,
                              rna_modality=rna_modality, layer=rna_layer, tiles_key=tiles_key, mask_key=mask_key)
     renamed = {"enc_heads": heads, "enc_dim_head": dim_head, "enc_mlp_dim": mlp_dim, "cross_heads": heads,

@@ -181,7 +181,8 @@ def fit_unitednet(
             n_clusters = int(mdata.obs[metric_key].dropna().astype(str).nunique())
     fit = prepare_fit(mdata, label_key=label_key if supervised else None, modalities=modalities, layer=layer,
                       supervised=supervised, split_key=split_key, test_size=test_size,
-                      validation_size=validation_size, random_state=random_state)
+                      validation_size=validation_size, random_state=random_state,
+                      output_key=None if mode == "translation" else key_added)
     UnitedNet.setup_mudata(fit.view, modalities=modalities, label_key=fit.label_key if supervised else None,
                            layer=layer)
     options = options_for(UnitedNet.__init__, {**arguments, "mode": mode, "n_clusters": n_clusters})
