@@ -313,3 +313,22 @@ def test_unlabelled_reference_cells_are_left_out_and_user_columns_never_overwrit
         mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", key_added="truth")
     assert list(query.obs.columns) == columns and (query.obs["truth"] == truth).all()
     mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", key_added="lt")  # a rerun
+
+
+def test_unknown_threshold_sits_in_the_gap_between_novel_and_known_scores():
+    """Well separated held-out scores: the threshold is halfway between them, not at the lowest known score, so
+    query cells of known types scored a little below every held-out known cell are not flagged."""
+    from multiomix.tl._calibration import choose_unknown_threshold
+
+    rng = np.random.default_rng(0)
+    known, novel = rng.uniform(0.95, 0.99, 40), rng.uniform(0.2, 0.5, 10)
+    chosen = choose_unknown_threshold(known, novel, max_false_unknown=0.05)
+    assert chosen["false_unknown_rate"] == 0 and chosen["true_unknown_rate"] == 1
+    assert chosen["threshold"] == pytest.approx((known.min() + novel.max()) / 2)
+    query_known = rng.uniform(0.93, 0.99, 200)  # a little shifted: some below every held-out known score
+    assert (query_known < known.min()).any() and not (query_known < chosen["threshold"]).any()
+    # overlapping scores: the same held-out cells are flagged as by the chosen score itself
+    known, novel = rng.uniform(0.3, 0.9, 60), rng.uniform(0.1, 0.5, 20)
+    chosen = choose_unknown_threshold(known, novel, max_false_unknown=0.05)
+    assert (known < chosen["threshold"]).mean() == pytest.approx(chosen["false_unknown_rate"])
+    assert (novel < chosen["threshold"]).mean() == pytest.approx(chosen["true_unknown_rate"])

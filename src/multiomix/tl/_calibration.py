@@ -121,7 +121,15 @@ def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_
     """Choose the score (confidence or match score) threshold below which a cell is unknown.
 
     The threshold maximises Youden's J = TPR - FPR among thresholds that flag at most ``max_false_unknown`` of the
-    known cells (the false-unknown rate); returns it with its rates and the AUROC of known vs novel scores.
+    known cells (the false-unknown rate); returns it with its rates and the AUROC of known vs novel scores. Every
+    threshold between the chosen score and the next lower one flags the same held-out cells; the midpoint of that
+    gap is returned, so that a query cell a little below the lowest held-out known score is not flagged at once
+    (with well separated scores, the threshold sits halfway between the novel and the known cells).
+
+    Examples
+    --------
+    >>> round(choose_unknown_threshold(np.array([0.9, 0.95, 0.99]), np.array([0.3, 0.5]))["threshold"], 3)
+    0.7
     """
     if len(known) == 0 or len(novel) == 0:
         return {"threshold": 0.0, "youden_j": float("nan"), "false_unknown_rate": 0.0,
@@ -132,8 +140,9 @@ def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_
     tpr = np.searchsorted(novel_sorted, candidates, side="left") / len(novel)
     j = np.where(fpr <= max_false_unknown, tpr - fpr, -np.inf)
     best = int(np.argmax(j))
+    threshold = (candidates[best] + candidates[best - 1]) / 2 if best > 0 else candidates[best]
     auroc = float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(novel))], -np.r_[known, novel]))
-    return {"threshold": float(candidates[best]), "youden_j": float(j[best]), "false_unknown_rate": float(fpr[best]),
+    return {"threshold": float(threshold), "youden_j": float(j[best]), "false_unknown_rate": float(fpr[best]),
             "true_unknown_rate": float(tpr[best]), "auroc": auroc}
 
 
