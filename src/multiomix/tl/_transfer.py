@@ -496,8 +496,9 @@ def transfer_labels(
     turn, its held-out cells are scored without their class (calibrated probabilities renormalised over the
     other classes, the kNN vote and the neighbour agreement taken among the reference cells of the other types)
     and are the 'novel' cells; the threshold maximises Youden's J (novel cells flagged minus known cells
-    flagged) among thresholds that flag at most ``max_false_unknown`` of the known held-out cells. The query's
-    labels are never read.
+    flagged) among thresholds that flag at most ``max_false_unknown`` of the known held-out cells (the midpoint of
+    the gap between held-out scores where it lies, so a query cell just below the lowest known one is kept). The
+    query's labels are never read.
 
     Parameters
     ----------
