@@ -117,11 +117,12 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         Fusion options, see :class:`~multiomix.nn.CrossAttOmicsNet`.
     linear_path
         A linear map of the standardised inputs added to the logits (wide-and-deep), so the deep part has to earn
-        its place. ``"fitted"`` (default): a logistic regression fitted on the training rows (``C`` by inner
-        cross-validation, class-weighted like the loss; a stratified random 5,000 of them when there are more,
-        logged), frozen; the head's output layer starts at zero and the
-        weights before training (that logistic regression alone) compete with every epoch for the best
-        validation loss. ``"trained"``: the map starts at zero and is trained with the rest. ``None``: no linear
+        its place. ``"fitted"`` (default): a logistic regression fitted on the training and validation rows, the
+        rows of the baseline a fit stores (``C`` by inner cross-validation, class-weighted like the loss; a
+        stratified random 5,000 of them when there are more, logged), frozen; the head's output layer starts at
+        zero and the weights before training (that logistic regression alone) compete with every epoch for the
+        best validation loss. The linear model has seen the validation rows, so its validation loss is
+        optimistic: the choice favours it (``best_epoch == -1`` keeps it alone), a conservative rule. ``"trained"``: the map starts at zero and is trained with the rest. ``None``: no linear
         path (the original architecture).
     random_state
         Seed of the random groups and the weight initialisation.

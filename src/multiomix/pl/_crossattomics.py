@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from mudata import MuData
 
 from .._docs import fill_doc
@@ -138,6 +139,7 @@ def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str) -> N
     for column in metrics:
         ax.plot(history.index, history[column], label=column)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("loss")
     handles, labels = ax.get_legend_handles_labels()
     accuracies = [c for c in history.columns if "accuracy" in c]
