@@ -122,8 +122,9 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         stratified random 5,000 of them when there are more, logged), frozen; the head's output layer starts at
         zero and the weights before training (that logistic regression alone) compete with every epoch for the
         best validation loss. The linear model has seen the validation rows, so its validation loss is
-        optimistic: the choice favours it (``best_epoch == -1`` keeps it alone), a conservative rule. ``"trained"``: the map starts at zero and is trained with the rest. ``None``: no linear
-        path (the original architecture).
+        optimistic: the choice favours it (``best_epoch == -1`` keeps it alone), a conservative rule.
+        ``"trained"``: the map starts at zero and is trained with the rest. ``None``: no linear path (the
+        original architecture).
     random_state
         Seed of the random groups and the weight initialisation.
 
