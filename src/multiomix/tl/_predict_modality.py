@@ -37,7 +37,8 @@ def predict_modality(
 
     Works when ``mdata`` holds only the source modality (e.g. a query measured with RNA only). The new
     modality ``mdata.mod['<target>_from_<source>']`` has the source's cells and the target's ``var``;
-    ``mdata.update()`` is called afterwards.
+    ``mdata.update()`` is called afterwards. It is a modality like the others: a later fit with
+    ``modalities=None`` reads it as an input, so name the measured modalities (``modalities=[...]``) there.
 
     Several models (e.g. the same model fitted with different seeds) form an ensemble: the new modality holds
     the mean of their predictions, which is usually closer to the truth than any single member (a deep
