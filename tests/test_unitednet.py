@@ -326,6 +326,48 @@ def test_linear_skip_reaches_ridge_on_a_planted_linear_map():
     assert scores[True] > scores[False] + 0.05
 
 
+@pytest.mark.parametrize("n, p, q, gram_above", [
+    (60, 8, 3, 2000),  # LAPACK SVD, residuals from the fitted values
+    (40, 80, 3, 2000),  # more features than cells
+    (60, 5, 30, 2000),  # more targets than the rank: residual norms through the Gram matrix of u.T @ y
+    (60, 25, 3, 10),  # SVD from the eigendecomposition of x.T @ x
+    (30, 70, 40, 10),  # ... and of x @ x.T, with the residual norms through the Gram matrix
+])
+def test_ridge_fit_matches_ridge_cv_on_every_path(monkeypatch, n, p, q, gram_above):
+    """The closed-form leave-one-out ridge picks scikit-learn's penalty and weights, whatever route it takes."""
+    import functools
+
+    from sklearn.linear_model import RidgeCV
+
+    import multiomix.nn.unitednet as unitednet_nn
+
+    monkeypatch.setattr(unitednet_nn, "_thin_svd", functools.partial(unitednet_nn._thin_svd, gram_above=gram_above))
+    rng = np.random.default_rng(n + p + q)
+    x = rng.normal(0, 1, (n, p)) * np.logspace(0, -1.5, p)  # a decaying spectrum
+    y = x[:, :4] @ rng.normal(0, 1, (4, q)) + rng.normal(0, 1.5, (n, q)) + 3.0
+    alphas = [10.0 ** (k / 4) for k in range(-8, 25)]
+    weight, bias, alpha = unitednet_nn.ridge_fit(torch.as_tensor(x), torch.as_tensor(y), alphas)
+    ridge = RidgeCV(alphas=alphas).fit(x, y)
+    assert alpha == pytest.approx(ridge.alpha_)
+    np.testing.assert_allclose(weight.numpy(), ridge.coef_.T, atol=1e-8)
+    np.testing.assert_allclose(bias.numpy(), ridge.intercept_, atol=1e-8)
+
+
+@pytest.mark.parametrize("max_cells, fits", [(500, 2), (100, 1)])
+def test_linear_maps_are_refitted_on_validation_rows_only_below_the_cell_cap(monkeypatch, max_cells, fits):
+    """The maps are fitted on the training rows, then refitted on training + validation rows once the blend is
+    chosen, unless the training rows already fill ``linear_skip_max_cells`` (the refit would see no more rows)."""
+    mdata = planted(n=200)
+    calls = []
+    original = UnitedNet._fit_linear_skip
+    monkeypatch.setattr(UnitedNet, "_fit_linear_skip", lambda self, rows, **kw: calls.append(len(rows))
+                        or original(self, rows, **kw))
+    UnitedNet.setup_mudata(mdata)
+    model = UnitedNet(mdata, mode="translation", latent_dim=4, hidden=(16,), linear_skip_max_cells=max_cells)
+    model.train(2, train_indices=np.arange(150), validation_indices=np.arange(150, 200), accelerator="cpu", **QUIET)
+    assert calls == [150, 200][:fits]
+
+
 def test_save_load_and_h5mu_round_trip(supervised, tmp_path):
     mdata, model = supervised
     model.save(tmp_path / "model", overwrite=True)

@@ -108,7 +108,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         decoder alone overfits and falls below ridge for most features; a feature whose link to the source
         differs between cell types, which one linear map cannot follow, keeps the decoder, so its cross-modal
         relevance stays type-specific. Once the blend is chosen, the maps are refitted on training + validation
-        rows (first call of :meth:`train` only). It changes :meth:`translate` only, not the latent or the
+        rows (first call of :meth:`train` only, and only when the training rows number fewer than
+        ``linear_skip_max_cells``). It changes :meth:`translate` only, not the latent or the
         groups.
     linear_skip_max_cells
         Training rows (a random subset beyond that) used to fit the linear maps. A pair whose map would hold more
@@ -406,7 +407,9 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             self._choose_cluster_head(train)
         if self.module.net.linear_skip and len(validation):
             self._choose_skip_blend(validation)
-            if getattr(self, "_first_fit", False):  # the blend is chosen: the linear maps may now use validation rows
+            # the blend is chosen: the linear maps may now use validation rows, unless the training rows already
+            # filled the cap (the refit would then see no more rows, only another random subset of them)
+            if getattr(self, "_first_fit", False) and len(train) < self.linear_skip_max_cells:
                 self._fit_linear_skip(np.union1d(train, validation), keep_blend=True)
 
     @torch.no_grad()

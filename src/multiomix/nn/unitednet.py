@@ -84,7 +84,7 @@ def ridge_fit(
 
     The leave-one-out residuals come in closed form from one thin SVD of the centred ``x`` (the same criterion as
     scikit-learn's ``RidgeCV``), so trying many penalties costs little, and several target matrices share the
-    SVD. Computed in float64.
+    SVD. Computed in float64; above 2,000 cells and 2,000 features the SVD comes from the smaller Gram matrix.
 
     Parameters
     ----------
@@ -111,28 +111,68 @@ def ridge_fit(
         return ridge_fit(x, [y], alphas)[0]
     dtype = x.dtype
     x = x.double()
-    n = x.shape[0]
     x_mean = x.mean(0)
-    u, s, vt = torch.linalg.svd(x - x_mean, full_matrices=False)
-    u2 = u.pow(2)
+    u, s, vt = _thin_svd(x - x_mean)
     out = []
     for target in y:
         target = target.double()
         y_mean = target.mean(0)
         yc = target - y_mean
         uty = u.T @ yc
-        best_err, best_alpha = float("inf"), float(alphas[0])
-        for alpha in alphas:
-            shrink = s.pow(2) / (s.pow(2) + alpha)
-            fitted = u @ (shrink[:, None] * uty)
-            leverage = (u2 @ shrink + 1.0 / n).clamp_max(1 - 1e-6)  # + 1/n: the intercept
-            err = float(((yc - fitted) / (1 - leverage[:, None])).pow(2).mean())
-            if err < best_err:
-                best_err, best_alpha = err, float(alpha)
+        errors = _loo_errors(u, s.pow(2), yc, uty, alphas)
+        best_alpha = float(alphas[errors.index(min(errors))])
         weight = vt.T @ ((s / (s.pow(2) + best_alpha))[:, None] * uty)
         bias = y_mean - x_mean @ weight
         out.append((weight.to(dtype), bias.to(dtype), best_alpha))
     return out
+
+
+def _thin_svd(xc: torch.Tensor, gram_above: int = 2000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD ``(u, s, vt)`` of ``xc``, through its smaller Gram matrix when both sides exceed ``gram_above``.
+
+    The Gram route is the eigendecomposition of ``xc @ xc.T`` or ``xc.T @ xc``: at 5,000 x 5,000 in float64 it
+    takes about 40 s against 67 s for LAPACK's SVD (1 thread). It squares the condition number, so components
+    below ``1e-12`` of the largest squared singular value are dropped (ridge shrinks them to nothing anyway: the
+    smallest penalty tried is ``0.01`` on standardised data).
+    """
+    n, p = xc.shape
+    if min(n, p) <= gram_above:
+        return torch.linalg.svd(xc, full_matrices=False)
+    wide = p >= n
+    squared, vectors = torch.linalg.eigh(xc @ xc.T if wide else xc.T @ xc)
+    keep = torch.flip(torch.nonzero(squared > squared.max() * 1e-12).ravel(), [0])  # largest first, as in the SVD
+    s, vectors = squared[keep].sqrt(), vectors[:, keep]
+    if wide:
+        return vectors, s, (xc.T @ vectors / s).T
+    return xc @ vectors / s, s, vectors.T
+
+
+def _loo_errors(
+    u: torch.Tensor, s2: torch.Tensor, yc: torch.Tensor, uty: torch.Tensor, alphas: Sequence[float]
+) -> list[float]:
+    """Mean squared leave-one-out residual of ridge regression with an intercept, for each penalty in ``alphas``.
+
+    ``u`` and ``s2`` are the left singular vectors and squared singular values of the centred inputs, ``yc`` the
+    centred targets ``(cells, q)`` and ``uty = u.T @ yc``. A row's squared residual norm comes either from the
+    fitted values (``cells x rank x q`` operations per penalty) or, when the targets outnumber the rank, from the
+    ``rank x rank`` Gram matrix of ``uty`` (``cells x rank^2``), whichever is cheaper.
+    """
+    n, q = yc.shape
+    u2 = u.pow(2)
+    through_gram = u.shape[1] < q
+    if through_gram:
+        row_norms, cross, gram = yc.pow(2).sum(1), yc @ uty.T, uty @ uty.T
+    errors = []
+    for alpha in alphas:
+        shrink = s2 / (s2 + alpha)
+        leverage = (u2 @ shrink + 1.0 / n).clamp_max(1 - 1e-6)  # + 1/n: the intercept
+        if through_gram:
+            w = u * shrink
+            squared = (row_norms - 2 * (w * cross).sum(1) + ((w @ gram) * w).sum(1)).clamp_min(0)
+        else:
+            squared = (yc - u @ (shrink[:, None] * uty)).pow(2).sum(1)
+        errors.append(float((squared / (1 - leverage).pow(2)).sum()) / (n * q))
+    return errors
 
 
 # classes
