@@ -332,3 +332,33 @@ def test_unknown_threshold_sits_in_the_gap_between_novel_and_known_scores():
     chosen = choose_unknown_threshold(known, novel, max_false_unknown=0.05)
     assert (known < chosen["threshold"]).mean() == pytest.approx(chosen["false_unknown_rate"])
     assert (novel < chosen["threshold"]).mean() == pytest.approx(chosen["true_unknown_rate"])
+
+
+def test_joint_pca_of_a_large_modality_never_densifies_it(monkeypatch):
+    """Above ``DENSE_PCA_MAX_ENTRIES`` a sparse modality is decomposed sparse (no ``toarray``) and a dense one in
+    float32; both find the planted low-rank structure that the small-data path finds."""
+    from scipy import sparse
+
+    from multiomix.tl import _knn_vote
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1, (300, 3)) * [5.0, 3.0, 2.0]
+    counts = rng.poisson(np.exp(z @ rng.normal(0, 0.4, (3, 200)) - 1.0)).astype(np.float32)
+
+    def mdata(x, rows):
+        obs = pd.DataFrame(index=[f"c{i}" for i in rows])
+        return md.MuData({"rna": ad.AnnData(x[rows], obs=obs)})
+
+    def coordinates(x):
+        ref, query = _knn_vote.joint_pca(mdata(x, np.arange(200)), mdata(x, np.arange(200, 300)), ["rna"],
+                                         n_components=3)
+        return np.vstack([ref, query])
+
+    small = coordinates(sparse.csr_matrix(counts))
+    monkeypatch.setattr(_knn_vote, "DENSE_PCA_MAX_ENTRIES", 1000)
+    dense_large = coordinates(counts)
+    monkeypatch.setattr(sparse.csr_matrix, "toarray", lambda self, *a, **k: pytest.fail("densified"))
+    sparse_large = coordinates(sparse.csr_matrix(counts))
+    for other in (dense_large, sparse_large):
+        for k in range(3):  # the same component, up to its sign
+            assert abs(np.corrcoef(small[:, k], other[:, k])[0, 1]) > 0.999

@@ -69,12 +69,18 @@ def knn_proba(ref_latent: np.ndarray, ref_codes: np.ndarray, n_classes: int, lat
                       skip_self=latent is None)[0]
 
 
+#: above this many entries (cells x features), :func:`joint_pca` neither densifies a sparse modality nor copies
+#: a dense one to float64
+DENSE_PCA_MAX_ENTRIES = 10_000_000
+
+
 def joint_pca(reference: MuData, query: MuData, modalities: Sequence[str], *, n_components: int = 20,
               random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """PCA of reference + query cells together, per modality, each modality scaled to unit mean squared norm.
 
     ``reference`` and ``query`` hold the matched input matrices in ``.X`` (no labels are read). Returns the
-    reference and the query coordinates, modalities side by side.
+    reference and the query coordinates, modalities side by side. Up to :data:`DENSE_PCA_MAX_ENTRIES` entries a
+    modality is densified in float64; above, a sparse one is decomposed sparse and a dense one in float32.
     """
     from sklearn.decomposition import PCA
 
@@ -84,10 +90,13 @@ def joint_pca(reference: MuData, query: MuData, modalities: Sequence[str], *, n_
         n = int(min(n_components, x.shape[0] - 1, x.shape[1] - 1))
         if n < 1:
             continue
-        if sparse.issparse(x) and x.shape[0] * x.shape[1] <= 5e7:
+        large = x.shape[0] * x.shape[1] > DENSE_PCA_MAX_ENTRIES
+        if sparse.issparse(x) and not large:
             x = x.toarray()
+        # a large sparse modality stays sparse (ARPACK, centred implicitly); a large dense one stays in float32
+        x = x.astype(np.float32 if large and not sparse.issparse(x) else np.float64, copy=False)
         pca = PCA(n_components=n, svd_solver="arpack" if sparse.issparse(x) else "auto", random_state=random_state)
-        z = pca.fit_transform(x.astype(np.float64))
+        z = pca.fit_transform(x)
         z = z / (np.sqrt(np.mean(np.sum(z**2, axis=1))) + 1e-12)
         ref_parts.append(z[: reference.n_obs])
         query_parts.append(z[reference.n_obs:])
