@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 
+import mudata
 import numpy as np
 import pandas as pd
 import pytest
@@ -216,6 +217,24 @@ def test_translation_from_source_only(supervised):
         model.translate(query.mod["rna"][:, 1:].copy(), source="rna", target="adt")
     with pytest.raises(KeyError, match="not found in the MuData"):
         model.translate(query, source="adt", target="rna")
+
+
+def test_a_predicted_modality_is_left_out_of_later_fits_unless_named(supervised, tmp_path, caplog):
+    """predict_modality records what it wrote; a later fit with ``modalities=None`` reads only the measured
+    modalities (logged), the record survives ``write_h5mu``, and naming the prediction still uses it."""
+    mdata, model = supervised
+    query = MuData({"rna": mdata.mod["rna"][:80].copy()})
+    mx.tl.predict_modality(query, model, source="rna", target="adt")
+    assert query.mod["adt_from_rna"].uns["predict_modality"] == {"source": "rna", "target": "adt", "n_models": 1}
+    query.write_h5mu(tmp_path / "query.h5mu")
+    query = mudata.read_h5mu(tmp_path / "query.h5mu")
+    pca = {"n_comps": 5, "layer": None, "kinds": {"rna": "scaled", "adt_from_rna": "scaled"}}
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.pca_concat(query, **pca)
+    assert list(query.uns["pca_concat"]["kinds"]) == ["rna"]
+    assert "leaving out ['adt_from_rna'], written by predict_modality" in caplog.text
+    mx.tl.pca_concat(query, modalities=["rna", "adt_from_rna"], key_added="X_both", **pca)
+    assert list(query.uns["pca_concat"]["kinds"]) == ["rna", "adt_from_rna"]
 
 
 def test_predict_modality_averages_an_ensemble(supervised):

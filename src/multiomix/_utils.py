@@ -86,12 +86,30 @@ def check_output_columns(obj: AnnData | MuData, key: str, columns: Sequence[str]
                          "those columns first.")
 
 
+#: ``.uns`` key of a modality written by :func:`multiomix.tl.predict_modality` (its source, target and models)
+PREDICTED_KEY = "predict_modality"
+
+
+def measured_modalities(mdata: MuData) -> list[str]:
+    """Return the modalities of ``mdata`` that predict_modality did not write (all, if it wrote every one)."""
+    measured = [m for m, a in mdata.mod.items() if PREDICTED_KEY not in a.uns]
+    return measured or list(mdata.mod)
+
+
 def check_modalities(mdata: MuData, modalities: Sequence[str] | None) -> list[str]:
-    """Return the requested modalities, checking that each exists in ``mdata``."""
+    """Return the requested modalities, checking that each exists in ``mdata``.
+
+    ``None`` means every measured modality: one that :func:`~multiomix.tl.predict_modality` wrote is left out
+    (logged), so that a prediction never becomes an input of a later fit unless it is named.
+    """
     if not isinstance(mdata, MuData):
         raise TypeError(f"Expected a MuData object, got {type(mdata).__name__}.")
     if modalities is None:
-        return list(mdata.mod.keys())
+        measured = measured_modalities(mdata)
+        predicted = [m for m in mdata.mod if m not in measured]
+        if predicted:
+            logger.info(f"leaving out {predicted}, written by predict_modality; name it in `modalities=` to use it")
+        return measured
     modalities = [modalities] if isinstance(modalities, str) else list(modalities)
     missing = [m for m in modalities if m not in mdata.mod]
     if missing:

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 
-from multiomix._utils import added
+from multiomix._utils import PREDICTED_KEY, added
 
 from ..models.base import SeedEnsemble
 
@@ -37,8 +37,9 @@ def predict_modality(
 
     Works when ``mdata`` holds only the source modality (e.g. a query measured with RNA only). The new
     modality ``mdata.mod['<target>_from_<source>']`` has the source's cells and the target's ``var``;
-    ``mdata.update()`` is called afterwards. It is a modality like the others: a later fit with
-    ``modalities=None`` reads it as an input, so name the measured modalities (``modalities=[...]``) there.
+    ``mdata.update()`` is called afterwards. Its ``.uns['predict_modality']`` records the source, the target and
+    the number of models; a later fit with ``modalities=None`` leaves it out (logged), since it is not a
+    measurement: name it in ``modalities=[...]`` to use it as an input.
 
     Several models (e.g. the same model fitted with different seeds) form an ensemble: the new modality holds
     the mean of their predictions, which is usually closer to the truth than any single member (a deep
@@ -96,7 +97,8 @@ def predict_modality(
     obs = pd.DataFrame(index=mdata.mod[source].obs_names.copy())
     if values.shape != (len(obs), len(var)):
         raise ValueError(f"translate returned shape {values.shape}, expected {(len(obs), len(var))}.")
-    new = AnnData(X=np.asarray(values, dtype=np.float32), obs=obs, var=var)
+    record = {"source": source, "target": target, "n_models": len(models)}
+    new = AnnData(X=np.asarray(values, dtype=np.float32), obs=obs, var=var, uns={PREDICTED_KEY: record})
     replaced = key in mdata.mod
     with warnings.catch_warnings():  # mudata's notices on updating; the shared names are the point (same features)
         warnings.filterwarnings("ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning)

@@ -40,6 +40,7 @@ from .._utils import (
     check_output_columns,
     get_matrix,
     label_text,
+    measured_modalities,
     new_mudata,
     restore_on_error,
     to_uns,
@@ -261,8 +262,9 @@ def _shared_modalities(reference: MuData, query: MuData, model: Any, modalities:
                        layer: str | dict[str, str | None] | None) -> tuple[Any, list[str], dict[str, str | None]]:
     """Modalities and layers of a transfer with a model fitted here, and that model's name (default by modalities)."""
     if modalities is None:
-        modalities = [m for m in reference.mod if m in query.mod]
-        dropped = [m for m in reference.mod if m not in query.mod]
+        measured = measured_modalities(reference)
+        modalities = [m for m in measured if m in query.mod]
+        dropped = [m for m in measured if m not in query.mod]
         if not modalities:
             raise KeyError(f"reference and query share no modality (reference: {list(reference.mod)}, "
                            f"query: {list(query.mod)}).")
