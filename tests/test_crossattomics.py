@@ -255,6 +255,9 @@ def test_interaction_importance_recovers_the_planted_interaction():
 def test_plots_read_what_tl_wrote(small, tmp_path):
     model = mx.tl.fit_crossattomics(small, label_key="label", **FAST)
     mx.tl.interaction_importance(small, model, target="prediction")
+    with pytest.raises(ValueError, match="holds the results of a mx.tl.fit_"):  # the fit's record stays
+        mx.tl.interaction_importance(small, model, key_added="crossattomics")
+    assert "history" in small.uns["crossattomics"]
     mx.pl.interaction_importance(small, kind="bar", value="mean", save=tmp_path / "bars.png")
     mx.pl.interaction_importance(small, "crossattomics_interactions", show=False)  # the key by position, as in scanpy
     mx.pl.training_history(small, "crossattomics", save=tmp_path / "history.png")

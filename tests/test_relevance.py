@@ -284,7 +284,34 @@ def test_clear_errors_leave_data_untouched(fitted):
         rank_relevant_features(mdata, "relevance", "Z")
     with pytest.raises(ValueError, match="cross-modal"):
         mx.pl.relevance_network(mdata, "relevance", "A")
+    with pytest.raises(ValueError, match="max_cells_per_group"):
+        feature_relevance(mdata, model, groupby="cell_type", max_cells_per_group=0)
+    fit_record = dict(mdata.uns["unitednet"])
+    with pytest.raises(ValueError, match="holds the results of a mx.tl.fit_"):  # before any work is done
+        feature_relevance(mdata, model, groupby="cell_type", key_added="unitednet")
+    assert set(mdata.uns["unitednet"]) == set(fit_record)
     assert set(mdata.uns.keys()) == before
+
+
+def test_group_names_that_differ_only_by_a_slash_are_kept_apart(tmp_path):
+    """'/' cannot be stored in .h5mu, so 'L2/3 IT' is stored under another key than its neighbour 'L2_3 IT'."""
+    mdata = planted_mudata(n_per_type=40)
+    names = {"A": "L2/3 IT", "B": "L2_3 IT", "C": "Pvalb"}
+    mdata.obs["cell_type"] = mdata.obs["cell_type"].cat.rename_categories(names)
+    model = mx.tl.fit_unitednet(mdata, label_key="cell_type", max_epochs=3, latent_dim=8, hidden=(16,), n_heads=1,
+                                progress_bar=False)
+    feature_relevance(mdata, model, groupby="cell_type", max_cells_per_group=10, n_samples=20)
+    stored = mdata.uns["relevance"]
+    assert len(stored["groups"]) == 3 and len(set(stored["summary"].index)) == 3
+    slash, underscore = (rank_relevant_features(mdata, "relevance", g, 5) for g in ("L2/3 IT", "L2_3 IT"))
+    assert not slash.equals(underscore)
+    pd.testing.assert_frame_equal(underscore, rank_relevant_features(mdata, "relevance", "L2_3 IT", 5))
+    mdata.write_h5mu(tmp_path / "slash.h5mu")
+    back = md.read_h5mu(tmp_path / "slash.h5mu")
+    pd.testing.assert_frame_equal(rank_relevant_features(back, "relevance", "L2/3 IT", 5), slash,
+                                  check_categorical=False)
+    mx.pl.relevance_dotplot(back, "relevance", show=False)
+    plt.close("all")
 
 
 def test_ensemble_log_odds_and_signed_ranking():

@@ -70,13 +70,16 @@ def _n_cells(entry: dict, *, health_only: bool = False) -> pd.Series | None:
     if not isinstance(series.index[0] if len(series) else "", str) and len(series) == len(names):
         series.index = names  # stored without names (e.g. as an array): in the order of the groups
     series.index = series.index.astype(str)
+    keys = entry.get("params", {}).get("group_keys")
+    if keys is not None:  # stored under the groups' keys: back to their names
+        series = series.rename(index=dict(zip(map(str, np.atleast_1d(keys)), names)))
     return series.astype(float)
 
 
 def _cells_of(counts: pd.Series | None, group: str) -> float | None:
     if counts is None:
         return None
-    for name in (group, group.replace("/", "_")):
+    for name in (group, group.replace("/", "_")):  # the second: results stored without their keys
         if name in counts.index:
             return float(counts[name])
     return None

@@ -26,6 +26,7 @@ from ._fit import (
     stored_params,
     train_members,
 )
+from ._results import check_replaceable
 
 
 @fill_doc
@@ -212,6 +213,7 @@ def interaction_importance(
         raise KeyError(f"groupby={groupby!r} is not a column of mdata.obs.")
     if target not in ("label", "prediction"):
         raise ValueError(f"target must be 'label' or 'prediction', got {target!r}.")
+    check_replaceable(mdata, key_added, "interaction_importance")
     data = model._validate_anndata(mdata)
     module = model.module
     module.eval()

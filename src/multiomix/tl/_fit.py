@@ -49,6 +49,7 @@ from .._utils import (
     write_uns,
 )
 from ..models.base import SeedEnsemble, check_n_models, resolve_layers
+from ._results import check_replaceable
 
 #: suffixes of the columns multiomix writes; never taken for a label column
 _OUTPUT_SUFFIXES = ("_prediction", "_transferred", "_unknown", "_confidence", "_match_score")
@@ -285,6 +286,7 @@ def prepare_fit(
     if not 0 <= test_size < 1 or not 0 <= validation_size < 1:
         raise ValueError(f"Need 0 <= test_size < 1 and 0 <= validation_size < 1; got {test_size}, {validation_size}.")
     if output_key is not None:
+        check_replaceable(mdata, output_key, "fit")
         check_output_columns(mdata, output_key, classifier_columns(output_key))
     layers = resolve_layers(modalities, layer)
     check_input(mdata, modalities, layers)

@@ -22,15 +22,31 @@ from ..explain._relevance import (
     group_relevance,
 )
 from ..models.base import SeedEnsemble, feature_mean_std
-from ._results import _entry, _group_key
+from ._results import _entry, _group_key, check_replaceable
 
 __all__ = ["feature_relevance", "rank_relevant_features"]
 
 Kind = Literal["group", "cross_modal"]
 
 
-def _safe(name: str) -> str:
-    return str(name).replace("/", "_")
+def _safe_keys(groups) -> dict:
+    """Return the storage key of each group, unique and without ``/`` (a path separator in ``.h5mu``).
+
+    ``/`` becomes ``_``; a key that would then equal another group's name or key gets `` (2)``, `` (3)``, ...
+    (``'L2/3 IT'`` beside ``'L2_3 IT'``).
+    """
+    names = [str(g) for g in groups]
+    keys, used = {}, {n for n in names if "/" not in n}
+    for g, name in zip(groups, names):
+        key = name
+        if "/" in name:
+            key = base = name.replace("/", "_")
+            suffix = 2
+            while key in used:
+                key, suffix = f"{base} ({suffix})", suffix + 1
+            used.add(key)
+        keys[g] = key
+    return keys
 
 
 def _feature_positions(mdata: MuData, adapter, modalities: list[str]) -> dict[str, np.ndarray | None]:
@@ -112,7 +128,8 @@ def _adapters(model: Any, kind: str) -> list:
 
 
 def _check_relevance_args(mdata, *, kind: str, method: str, background: str, n_background: int,
-                          n_samples: int | None, source: str | None, target: str | None, output: str) -> None:
+                          n_samples: int | None, source: str | None, target: str | None, output: str,
+                          max_cells_per_group: int | None = None) -> None:
     """Raise a clear error for an argument of :func:`feature_relevance` outside what it accepts."""
     if not isinstance(mdata, MuData):
         raise TypeError(f"Expected a MuData, got {type(mdata).__name__}.")
@@ -124,6 +141,8 @@ def _check_relevance_args(mdata, *, kind: str, method: str, background: str, n_b
         raise ValueError(f"`background` must be 'auto', 'all_groups' or 'own_group', got {background!r}.")
     if n_background < 0 or (n_samples is not None and n_samples < 1):
         raise ValueError("`n_background` must be >= 0 and `n_samples` >= 1.")
+    if max_cells_per_group is not None and max_cells_per_group < 1:
+        raise ValueError(f"`max_cells_per_group` must be >= 1 (or None for every cell), got {max_cells_per_group}.")
     if kind == "cross_modal" and (source is None or target is None):
         raise ValueError("kind='cross_modal' needs both `source` and `target` modalities.")
     if kind == "group" and (source is not None or target is not None):
@@ -177,14 +196,14 @@ def _relevance_tables(results: dict, adapter, mods: list[str], *, kind: str,
     """Per group, the feature table (and, cross-modal, the target x source matrix) of the averaged results."""
     feature_mods = [m for m in mods for _ in adapter.feature_names[m]]
     index = _index([str(n) for m in mods for n in adapter.feature_names[m]], feature_mods)
-    frames, matrices = {}, {}
+    frames, matrices, keys = {}, {}, _safe_keys(results)
     for g, res in results.items():
         if kind == "group":
-            frames[_safe(g)] = _frame(index, feature_mods, np.concatenate(res.mean_abs), np.concatenate(res.mean))
+            frames[keys[g]] = _frame(index, feature_mods, np.concatenate(res.mean_abs), np.concatenate(res.mean))
         else:
             targets = pd.Index(adapter.feature_names[target].astype(str), name="target")
-            matrices[_safe(g)] = pd.DataFrame(res.mean_abs.astype(np.float32), index=targets, columns=list(index))
-            frames[_safe(g)] = _frame(index, feature_mods, res.mean_abs.sum(0), res.mean.sum(0))
+            matrices[keys[g]] = pd.DataFrame(res.mean_abs.astype(np.float32), index=targets, columns=list(index))
+            frames[keys[g]] = _frame(index, feature_mods, res.mean_abs.sum(0), res.mean.sum(0))
     return frames, matrices
 
 
@@ -196,7 +215,7 @@ def _relevance_summary(results: dict) -> pd.DataFrame:
          "additivity_error": [r.additivity_error for r in results.values()],
          "additivity_relative": [r.additivity_relative for r in results.values()],
          "seconds": [r.seconds for r in results.values()]},
-        index=pd.Index([_safe(g) for g in results], name="group"),
+        index=pd.Index(list(_safe_keys(results).values()), name="group"),
     )
 
 
@@ -332,7 +351,10 @@ def feature_relevance(
     >>> mx.tl.feature_relevance(mdata, models, groupby="cell_type_TEM", output="log_proba", key_added="ens")
     """
     _check_relevance_args(mdata, kind=kind, method=method, background=background, n_background=n_background,
-                          n_samples=n_samples, source=source, target=target, output=output)
+                          n_samples=n_samples, source=source, target=target, output=output,
+                          max_cells_per_group=max_cells_per_group)
+    key_added = key_added or ("relevance" if kind == "group" else f"relevance_{source}_to_{target}")
+    check_replaceable(mdata, key_added, "relevance")
     adapters = _adapters(model, kind)
     adapter = adapters[0]
     fns = [a.get_classifier() if kind == "group" else a.get_translator(source, target) for a in adapters]
@@ -383,7 +405,7 @@ def feature_relevance(
     params = to_uns({
         "kind": kind, "groupby": groupby, "source": source, "target": target, "model": adapter.name,
         "n_models": len(adapters),
-        "modalities": mods, "groups": list(results), "group_keys": [_safe(g) for g in results],
+        "modalities": mods, "groups": list(results), "group_keys": list(_safe_keys(results).values()),
         "background": background, "n_background": n_background, "n_samples": n_samples,
         "max_cells_per_group": max_cells_per_group, "output": output if kind == "group" else "target",
         "method_requested": method, "method": ", ".join(methods),
@@ -399,7 +421,6 @@ def feature_relevance(
     if kind == "cross_modal":
         entry["matrices"] = mats
         entry["target_std"] = _target_std(mdata, adapter, target, target_position)
-    key_added = key_added or ("relevance" if kind == "group" else f"relevance_{source}_to_{target}")
     logger.info(
         f"feature relevance ({kind}, {', '.join(methods)}) of {len(results)} groups in {seconds:.1f} s; "
         f"largest additivity error {params['additivity_error']:.3g}"
@@ -508,7 +529,8 @@ def rank_relevant_features(
     Examples
     --------
     >>> mx.tl.rank_relevant_features(mdata, "relevance", "Sst-MET-1", n_top=5)
-    >>> mx.tl.rank_relevant_features(mdata, "relevance_rna_to_morph", "Sst-MET-1", target_feature="soma_depth")
+    >>> mx.tl.rank_relevant_features(mdata, "relevance_rna_to_morph", "Sst-MET-1",
+    ...                              target_feature="axon.tip.dimension_depth")
     """
     if rank_by not in ("mean_abs", "mean"):
         raise ValueError(f"`rank_by` must be 'mean_abs' or 'mean', got {rank_by!r}.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 __all__ = ["get_result"]
 
 # kind -> (the tl function that writes it, entries the stored dict must hold, its default key)
@@ -62,9 +64,39 @@ def _entry(mdata: Any, key: str) -> dict:
     return entry
 
 
+#: entries that identify whose results a ``.uns`` record holds (a rerun may replace only its own kind)
+_OWNERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "relevance": ("mx.tl.feature_relevance", ("groups", "params", "summary")),
+    "interaction_importance": ("mx.tl.interaction_importance", ("share", "mean", "per_sample")),
+    "fit": ("a mx.tl.fit_* function", ("params", "history")),
+}
+
+
+def check_replaceable(data: Any, key: str, kind: str) -> None:
+    """Raise before ``kind`` results are written to ``data.uns[key]`` when that record holds another kind's.
+
+    A rerun under the same key replaces its own results; a ``key_added`` that names, say, a fit's record would
+    otherwise replace its history and test metrics with relevance tables.
+    """
+    entry = getattr(data, "uns", {}).get(key)
+    if not isinstance(entry, dict):
+        return
+    for owner, (function, entries) in _OWNERS.items():
+        if owner != kind and all(e in entry for e in entries):
+            raise ValueError(f".uns[{key!r}] holds the results of {function}, which key_added={key!r} would "
+                             "replace; pass another key_added.")
+
+
 def _group_key(entry: dict, group: str) -> str:
-    """Return the dict key under which a group's relevance is stored (``/`` in group names is stored as ``_``)."""
-    key = str(group).replace("/", "_")
+    """Return the dict key under which a group's relevance is stored; a stored key is accepted too.
+
+    The keys are in ``params['group_keys']``: ``/`` in group names is stored as ``_``, made unique.
+    """
+    params = entry.get("params", {})
+    names, keys = params.get("groups"), params.get("group_keys")
+    key = str(group).replace("/", "_")  # results stored before the keys were recorded
+    if names is not None and keys is not None:
+        key = dict(zip(map(str, np.atleast_1d(names)), map(str, np.atleast_1d(keys)))).get(str(group), str(group))
     if key not in entry["groups"]:
         raise KeyError(f"Group {group!r} not found in the relevance results; groups: {list(entry['groups'])}.")
     return key
