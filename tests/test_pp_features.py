@@ -116,6 +116,62 @@ def test_select_features_errors_leave_object_untouched():
     assert "highly_variable" not in mdata["rna"].var.columns
 
 
+def test_select_features_with_duplicated_names_picks_exactly_n_by_position():
+    """Before var_names_make_unique, names repeat: the mask is positional, the same as with unique names."""
+    rng = np.random.default_rng(4)
+    unique, duplicated = _mdata(rng), _mdata(np.random.default_rng(4))
+    duplicated["rna"].var_names = ["dup"] * 20 + [f"g{i}" for i in range(20, 40)]
+    for mdata in (unique, duplicated):
+        mx.pp.select_features(mdata, n_top={"rna": 10})
+    assert duplicated["rna"].var["highly_variable"].sum() == 10
+    np.testing.assert_array_equal(duplicated["rna"].var["highly_variable"], unique["rna"].var["highly_variable"])
+
+
+def test_select_features_refuses_nan_and_negative_input_for_every_flavor():
+    rng = np.random.default_rng(5)
+    mdata = _mdata(rng)
+    mdata["atac"].layers["counts"].data[:3] = np.nan
+    with pytest.raises(ValueError, match=r"Modality 'atac' \(counts\) contains 3 NaN"):
+        mx.pp.select_features(mdata, n_top={"rna": 5, "atac": 5})
+    mdata = _mdata(rng)
+    mdata["atac"].layers["counts"] = -mdata["atac"].layers["counts"]
+    with pytest.raises(ValueError, match="variability score counts the cells"):
+        mx.pp.select_features(mdata, n_top={"atac": 5})
+    with pytest.raises(ValueError, match="rank the features by variance"):
+        mx.pp.select_features(mdata, n_top={"atac": 5}, flavor={"atac": "seurat_v3"})
+    assert "highly_variable" not in mdata["atac"].var.columns
+
+
+def test_transforms_name_wrong_inputs_and_take_boolean_peaks(tmp_path):
+    rng = np.random.default_rng(6)
+    mdata = _mdata(rng)
+    for transform in (mx.pp.tfidf, mx.pp.binarize, mx.pp.normalize):
+        with pytest.raises(TypeError, match=r"Expected an AnnData \(one modality, e.g. mdata\['atac'\]\)"):
+            transform(mdata)
+    with pytest.raises(ValueError, match="tfidf|TF-IDF needs counts"):
+        mx.pp.tfidf(ad.AnnData(-mdata["atac"].X))
+    peaks = mdata["atac"].copy()
+    peaks.write_h5ad(tmp_path / "peaks.h5ad")
+    backed = ad.read_h5ad(tmp_path / "peaks.h5ad", backed="r")
+    with pytest.raises(ValueError, match="backed"):
+        mx.pp.tfidf(backed)
+    np.testing.assert_array_equal(variability_score(backed.X), variability_score(peaks.X))
+    boolean = ad.AnnData(sparse.csr_matrix(peaks.X.toarray() > 0))
+    mx.pp.tfidf(boolean)
+    mx.pp.tfidf(peaks)
+    np.testing.assert_allclose(boolean.X.toarray(), peaks.X.toarray(), rtol=1e-6)
+
+
+def test_select_features_subset_is_quiet():
+    import warnings
+
+    mdata = _mdata(np.random.default_rng(7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mx.pp.select_features(mdata, n_top={"rna": 10, "atac": 10}, subset=True)
+    assert mdata["rna"].n_vars == 10 and mdata["atac"].n_vars == 10
+
+
 def test_tfidf_binarize_normalize_match_definitions():
     rng = np.random.default_rng(3)
     counts = rng.poisson(1.0, size=(30, 12)).astype(np.float32)

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
 import scanpy as sc
 from anndata import AnnData
 from mudata import MuData
@@ -16,7 +17,15 @@ from scipy import sparse
 
 from .._docs import fill_doc
 from .._logging import logger
-from .._utils import added, check_finite, check_modalities, check_nonnegative, get_matrix, keep_torch_threads
+from .._utils import (
+    added,
+    check_finite,
+    check_modalities,
+    check_nonnegative,
+    get_matrix,
+    in_memory,
+    keep_torch_threads,
+)
 
 __all__ = ["binarize", "infer_modality_kind", "normalize", "select_features", "tfidf", "variability_score"]
 
@@ -77,6 +86,7 @@ def variability_score(matrix) -> np.ndarray:
     >>> variability_score(np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1], [0, 0, 1]]))
     array([1. , 0.5, 0.5])
     """
+    matrix = in_memory(matrix)
     n_obs = matrix.shape[0]
     if n_obs == 0:
         raise ValueError("Cannot score features of an empty matrix (0 cells).")
@@ -147,22 +157,22 @@ def select_features(
         if not isinstance(n, int | np.integer) or n < 1:
             raise ValueError(f"n_top[{m!r}] must be a positive integer, got {n!r}.")
         adata = mdata.mod[m]
-        matrix = get_matrix(adata, layers[m])
         method = flavor.get(m, "variability" if infer_modality_kind(m) == "atac" else "seurat_v3")
+        if method not in SELECTION_NEEDS:
+            raise ValueError(f"Unknown flavor {method!r} for modality {m!r}; expected 'seurat_v3' or 'variability'.")
+        matrix = _counts(adata, layers[m], f"Modality {m!r} ({layers[m] or 'X'})", needs=SELECTION_NEEDS[method],
+                         read_only=True)
         n = min(int(n), adata.n_vars)
         if method == "variability":
             scores[m] = variability_score(matrix)
             masks[m] = _top_n(scores[m], n)
-        elif method == "seurat_v3":
-            check_nonnegative(matrix, f"Modality {m!r} ({layers[m] or 'X'})")
-            if n == adata.n_vars:
-                masks[m] = np.ones(n, dtype=bool)
-                continue
-            tmp = AnnData(X=matrix, obs=adata.obs[[]], var=adata.var[[]])
+        elif n == adata.n_vars:
+            masks[m] = np.ones(n, dtype=bool)
+        else:
+            # positional names: scanpy marks its top genes by name, which picks every copy of a duplicated name
+            tmp = AnnData(X=matrix, var=pd.DataFrame(index=np.arange(adata.n_vars).astype(str)))
             df = sc.pp.highly_variable_genes(tmp, n_top_genes=n, flavor="seurat_v3", inplace=False)
             masks[m] = df["highly_variable"].to_numpy(dtype=bool)
-        else:
-            raise ValueError(f"Unknown flavor {method!r} for modality {m!r}; expected 'seurat_v3' or 'variability'.")
     for m in modalities:
         adata = mdata.mod[m]
         adata.var["highly_variable"] = masks[m]
@@ -184,6 +194,7 @@ def _subset_vars(mdata: MuData, masks: Mapping[str, np.ndarray]) -> None:
     original = {m: a.var_names.copy() for m, a in mdata.mod.items()}
     with warnings.catch_warnings():  # the shared names are the user's own; mudata warns on every update
         warnings.filterwarnings("ignore", message="var_names (is|are) not unique", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning)
         if shared:
             for m, a in mdata.mod.items():
                 a.var_names = [f"{m}:{name}" for name in original[m]]
@@ -208,11 +219,34 @@ def _muon():
     return muon
 
 
-def _counts(adata: AnnData, layer: str | None):
-    """Return the input matrix (``.X`` or ``.layers[layer]``), checked to be finite and non-negative."""
-    matrix = get_matrix(adata, layer)
-    check_finite(matrix, f"{layer or 'X'}")
-    check_nonnegative(matrix, f"{layer or 'X'}")
+#: what each feature-selection flavor needs of its input (for the error on negative values)
+SELECTION_NEEDS = {
+    "seurat_v3": "seurat_v3 highly variable genes need counts (for continuous data such as log2 expression or "
+                 "M values, rank the features by variance instead)",
+    "variability": "the variability score counts the cells where a feature is non-zero, so it needs counts or "
+                   "binary accessibility",
+}
+
+
+def _counts(adata: AnnData, layer: str | None, name: str | None = None, *, needs: str = "it needs counts",
+            read_only: bool = False):
+    """Return the in-memory input matrix (``.X`` or ``.layers[layer]``), checked to be finite and non-negative.
+
+    A boolean matrix (binarised peaks) is returned as ``float32`` 0/1. A backed AnnData is refused unless the
+    caller only reads it (``read_only``): a result cannot be written into the file's ``.X``.
+    """
+    if not isinstance(adata, AnnData):
+        hint = " (one modality, e.g. mdata['atac'])" if isinstance(adata, MuData) else ""
+        raise TypeError(f"Expected an AnnData{hint}, got {type(adata).__name__}.")
+    if adata.isbacked and not read_only:
+        raise ValueError("The AnnData is backed (read with backed='r'); load it into memory first: "
+                         "`adata = adata.to_memory()`.")
+    matrix = in_memory(get_matrix(adata, layer))
+    if matrix.dtype == bool:
+        matrix = matrix.astype(np.float32)
+    name = name or (f"layer {layer!r}" if layer else ".X")
+    check_finite(matrix, name)
+    check_nonnegative(matrix, name, needs=needs)
     return matrix
 
 
@@ -221,7 +255,7 @@ def _write(adata: AnnData, out, key_added: str | None, what: str, *, copy: bool)
     adata = adata.copy() if copy else adata
     if key_added is None:
         adata.X = out
-        added("X", what)
+        logger.info(f"replaced .X with its {what} values")
     else:
         adata.layers[key_added] = out
         added("layers", key_added)
@@ -274,7 +308,7 @@ def tfidf(
     """
     if log_tfidf and (log_tf or log_idf):
         raise ValueError("log_tfidf=True needs log_tf=False and log_idf=False.")
-    matrix = _counts(adata, layer)
+    matrix = _counts(adata, layer, needs="TF-IDF needs counts or binary accessibility")
     is_sparse = sparse.issparse(matrix)
     counts = sparse.csr_matrix(matrix, dtype=np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):  # empty cells or peaks; muon sets them to 0
@@ -315,7 +349,7 @@ def binarize(
     >>> atac = mx.datasets.bmmc_multiome()["atac"].copy()
     >>> mx.pp.binarize(atac, layer="counts", key_added="binary")
     """
-    matrix = _counts(adata, layer)
+    matrix = _counts(adata, layer, needs="binarize needs counts")
     if sparse.issparse(matrix):
         work = sparse.csr_matrix(matrix, dtype=np.float32, copy=True)
     else:
@@ -369,7 +403,7 @@ def normalize(
     """
     if method not in ("log1p", "clr"):
         raise ValueError(f"Unknown method {method!r}; expected 'log1p' or 'clr'.")
-    matrix = _counts(adata, layer)
+    matrix = _counts(adata, layer, needs=f"normalize(method={method!r}) needs counts")
     if method == "log1p":
         tmp = AnnData(X=matrix.copy().astype(np.float32))
         sc.pp.normalize_total(tmp, target_sum=target_sum)
