@@ -366,7 +366,10 @@ def test_plots(fitted, tmp_path):
     adata, model = fitted
     mx.tl.attention_maps(adata, model, regions=[0, 1])
     fig = mx.pl.attention_maps(adata, region=1, marks={"A": 10})
-    assert len(fig.axes) == 3 * 3  # 3 layers x (2 heads + mean)
+    assert len(fig.axes) == 3 * 3 + 3  # 3 layers x (2 heads + mean), and one colour bar per layer
+    panels = [ax for ax in fig.axes if ax.images]
+    for row in range(3):  # the panels of a layer share one colour scale
+        assert len({ax.images[0].get_clim() for ax in panels[3 * row: 3 * row + 3]}) == 1
     ax = mx.pl.track_prediction(adata, split="test", save=str(tmp_path / "scatter.png"))
     assert "Pearson" in ax.get_title()
     assert (tmp_path / "scatter.png").stat().st_size > 0

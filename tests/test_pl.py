@@ -308,3 +308,23 @@ def test_get_result_reader():
         mx.tl.get_result(mdata, "relevance", group="Z")
     with pytest.raises(ValueError, match="Unknown result kind"):
         mx.tl.get_result(mdata, "relevance", kind="nonsense")
+
+
+@pytest.mark.parametrize("vmin, vmax, note", [
+    (1e-5, 2.4e-5, "x 1e-5"),  # one exponent under the bar, not '1e-05' labels that run together
+    (2e5, 4.5e5, "x 1e5"),
+    (0.1, 0.52, ""),
+    (-0.3, 0.3, ""),
+])
+def test_colour_bar_ticks_stay_short(vmin, vmax, note):
+    from multiomix.pl._relevance import colorbar_ticks
+
+    fig, ax = plt.subplots(figsize=(1.5, 0.3))
+    image = ax.imshow([[vmin, vmax]], vmin=vmin, vmax=vmax)
+    bar = fig.colorbar(image, cax=ax, orientation="horizontal")
+    colorbar_ticks(bar.ax.xaxis, vmin, vmax)
+    fig.canvas.draw()
+    shown = [t.get_text() for t in bar.ax.xaxis.get_ticklabels() if vmin <= t.get_position()[0] <= vmax]
+    assert 2 <= len(shown) <= 3 and all(len(label) <= 4 for label in shown), shown
+    assert bar.ax.xaxis.get_label_text() == note
+    plt.close(fig)

@@ -36,7 +36,9 @@ def attention_maps(
 
     The last column is the head average. Window layers show the regular and the shifted pass summed, so the
     two offset tilings of windows are both visible; the transformer rows show full maps. Axes are in base
-    pairs, so the growing token size up the hierarchy is visible.
+    pairs, so the growing token size up the hierarchy is visible. The panels of a row share one colour scale
+    (from 0 to the 99th percentile of the row's weights, on its colour bar), so heads compare within a layer;
+    layers differ in token count, hence in typical weight, and keep their own scales.
 
     Parameters
     ----------
@@ -87,17 +89,20 @@ def attention_maps(
     if panel_size is None:
         panel_size = float(max(1.4, min(2.2, (LAPTOP_WIDTH - 1.0) / ncols, 8.0 / nrows - 0.25)))
     with style():
-        fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                                 figsize=(panel_size * ncols + 1.0, panel_size * nrows + 0.25 * nrows + 0.6))
+        fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
+                                 figsize=(panel_size * ncols + 1.6, panel_size * nrows + 0.25 * nrows + 0.6))
     for r, layer in enumerate(layer_names):
         stack = sum(np.asarray(maps[p])[region] for p in grouped[layer])  # (heads, n, n)
         bp = int(resolution[grouped[layer][0]])
         extent = (0, stack.shape[-1] * bp, stack.shape[-1] * bp, 0)
         panels = [stack[h] for h in head_idx] + [stack.mean(0)]
         titles = [f"head {h}" for h in head_idx] + ["mean"]
+        # one scale per layer, so that its heads compare; the 99th percentile, so that a token alone in its window
+        # (its whole attention on itself) does not darken the rest
+        vmax = float(np.percentile(np.stack(panels), 99)) or float(np.max(panels))
         for c, (panel, title) in enumerate(zip(panels, titles)):
             ax = axes[r, c]
-            ax.imshow(panel, cmap=cmap, extent=extent, interpolation="nearest")
+            image = ax.imshow(panel, cmap=cmap, extent=extent, interpolation="nearest", vmin=0.0, vmax=vmax)
             if r == 0:
                 ax.set_title(title, fontsize=SMALL_FONT + 1)
             ax.tick_params(labelsize=SMALL_FONT)
@@ -111,8 +116,11 @@ def attention_maps(
                     ax.text(pos, 0.03 * extent[1], f" {label}", color="white", fontsize=SMALL_FONT, ha="left",
                             va="top", fontweight="bold")
             ax.label_outer()
+        bar = fig.colorbar(image, ax=list(axes[r]), shrink=0.85, aspect=12, pad=0.02, extend="max")
+        bar.ax.tick_params(labelsize=SMALL_FONT)
+        bar.ax.locator_params(nbins=3)
+        bar.set_label("attention", fontsize=SMALL_FONT)
     fig.suptitle(f"Attention maps of {names[region]} (query rows x key columns, bp)", fontsize=SMALL_FONT + 1)
-    fig.tight_layout()
     return finish(fig, None, show=show, save=save)
 
 

@@ -207,8 +207,14 @@ def colorbar_ticks(axis, vmin: float, vmax: float) -> None:
         t = _nice(vmax)
         axis.set_ticks([-t, 0.0, t], [f"{-t:g}", "0", f"{t:g}"])
     else:
+        # very small or large values share one exponent, written once under the bar: '1e-05' labels overlap
+        top = max(abs(vmin), abs(vmax))
+        exponent = int(np.floor(np.log10(top))) if top > 0 else 0
+        scale = 10.0**exponent if not -3 < exponent < 4 else 1.0
         axis.set_major_locator(MaxNLocator(nbins=2, min_n_ticks=2))
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / scale:.2g}"))
+        if scale != 1.0:
+            axis.set_label_text(f"x 1e{exponent}", fontsize=SMALL_FONT)
 
 
 def _render(plot, ax: Axes | None, title: str, note: str, limits: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -217,6 +223,8 @@ def _render(plot, ax: Axes | None, title: str, note: str, limits: tuple[float, f
         plot.make_figure()
     if "color_legend_ax" in plot.ax_dict:
         colorbar_ticks(plot.ax_dict["color_legend_ax"].xaxis, *limits)
+    for text in getattr(plot.ax_dict.get("gene_group_ax"), "texts", []):
+        text.set_fontsize(SMALL_FONT)  # group labels over one-column brackets stay apart (a 9-pt line < a column)
     main = plot.ax_dict["mainplot_ax"]
     fig = main.figure
     min_font(fig, axes=None if ax is None else list(plot.ax_dict.values()))
