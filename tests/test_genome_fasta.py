@@ -128,6 +128,11 @@ def test_errors_name_the_region(tmp_path, genome):
     with pytest.raises(ValueError, match=rf"{bed.name[0]}.*200 bp.*required length is 150"):
         mx.pp.sequences_from_genome(fasta, bed, length=150)
     bad = bed.copy()
+    bad["start"] = bad["start"].astype(float)
+    bad.loc[4, "start"] = np.nan
+    with pytest.raises(ValueError, match="Region row 4: start nan is not an integer"):
+        mx.pp.sequences_from_genome(fasta, bad)
+    bad = bed.copy()
     bad.loc[2, "strand"] = "x"
     with pytest.raises(ValueError, match=rf"{bed.name[2]}.*strand 'x'"):
         mx.pp.sequences_from_genome(fasta, bad)

@@ -323,8 +323,13 @@ def sequences_from_genome(
     if len(regions) == 0:
         raise ValueError("No regions in the BED.")
     regions["chrom"] = regions["chrom"].astype(str)
-    regions["start"] = regions["start"].astype(np.int64)
-    regions["end"] = regions["end"].astype(np.int64)
+    for column in ("start", "end"):
+        values = pd.to_numeric(regions[column], errors="coerce")
+        bad = np.flatnonzero((values.isna() | (values != values.round())).to_numpy())
+        if len(bad):
+            raise ValueError(f"Region row {int(bad[0])}: {column} {regions[column].iloc[bad[0]]} is not an integer "
+                             f"({len(bad)} such rows); BED coordinates are whole, 0-based positions.")
+        regions[column] = values.astype(np.int64)
     coords = regions["chrom"] + ":" + regions["start"].astype(str) + "-" + regions["end"].astype(str)
     if "name" in regions.columns and regions["name"].astype(str).is_unique and (regions["name"] != ".").all():
         index = regions.pop("name").astype(str)
