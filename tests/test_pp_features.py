@@ -162,6 +162,17 @@ def test_transforms_name_wrong_inputs_and_take_boolean_peaks(tmp_path):
     np.testing.assert_allclose(boolean.X.toarray(), peaks.X.toarray(), rtol=1e-6)
 
 
+def test_select_features_default_takes_the_rna_and_atac_it_finds():
+    rng = np.random.default_rng(8)
+    base = _mdata(rng)
+    cite = md.MuData({"rna": base["rna"].copy(), "adt": ad.AnnData(base["rna"].X[:, :5].copy(), obs=base["rna"].obs)})
+    mx.pp.select_features(cite, layer=None)  # no 'atac': RNA only (40 genes < 2500: all kept)
+    assert cite["rna"].var["highly_variable"].all() and "highly_variable" not in cite["adt"].var.columns
+    other = md.MuData({"gex": base["rna"].copy()})
+    with pytest.raises(ValueError, match=r"names no modality of this MuData \(\['gex'\]\); pass one, e.g. n_top="):
+        mx.pp.select_features(other)
+
+
 def test_select_features_subset_is_quiet():
     import warnings
 

@@ -151,6 +151,38 @@ def test_rna_only_query_uses_the_shared_modality():
         mx.tl.transfer_labels(reference, rna_only, label_key="cell_type", model="unitednet", **FAST)
 
 
+def test_a_query_with_fewer_features_is_transferred_on_the_shared_ones(caplog):
+    """A model fitted here uses the features both objects have (by name), logged; the reference is not changed,
+    and an AnnData, or a query that shares no feature, gets an error that says what to do."""
+    import logging
+
+    reference, query, truth = reference_query()
+    before = reference.copy()
+    fewer = md.MuData({"rna": query.mod["rna"][:, ::-2].copy(), "adt": query.mod["adt"].copy()})  # 10 of 20, reversed
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.transfer_labels(reference, fewer, label_key="cell_type", key_added="lt", **FAST)
+    assert "modality 'rna': the query has 10 of the reference's 20 features" in caplog.text
+    known = truth != "T4"
+    assert (fewer.obs["lt"].astype(str).to_numpy()[known] == truth[known]).mean() > 0.6
+    assert reference.mod["rna"].n_vars == 20 and reference.obs.equals(before.obs) and set(reference.uns) == set()
+    renamed = md.MuData({"rna": query.mod["rna"].copy(), "adt": query.mod["adt"].copy()})
+    renamed.mod["rna"].var_names = [f"gene{j}" for j in range(20)]
+    with pytest.raises(KeyError, match="the query has none of the reference's 20 features by name"):
+        mx.tl.transfer_labels(reference, renamed, label_key="cell_type", **FAST)
+    with pytest.raises(TypeError, match=r"`query` must be a MuData, got AnnData; wrap one modality"):
+        mx.tl.transfer_labels(reference, query.mod["rna"], label_key="cell_type", **FAST)
+    gex = md.MuData({"gex": query.mod["rna"].copy(), "adt": query.mod["adt"].copy()})
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.transfer_labels(reference, gex, label_key="cell_type", key_added="lt", **FAST)
+    assert "the query's ['gex'] are not in the reference" in caplog.text
+    extra = md.MuData({"rna": ad.concat([query.mod["rna"], query.mod["adt"][:, :5]], axis=1),
+                       "adt": query.mod["adt"].copy()})
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.transfer_labels(reference, extra, label_key="cell_type", key_added="lt", **FAST)
+    assert caplog.text.count("modality 'rna': 5 features the model does not use are ignored") == 1
+
+
 def test_logistic_path_gives_every_reference_class_a_column():
     reference, query, _ = reference_query()
     labels = reference.obs["cell_type"].astype(str)

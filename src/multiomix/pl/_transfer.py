@@ -53,6 +53,10 @@ def transfer_embedding(query: MuData | AnnData, key: str, *, n_neighbors: int = 
 
     Examples
     --------
+    >>> import multiomix as mx
+    >>> cite = mx.datasets.bmmc_cite()
+    >>> reference, query = cite[cite.obs["batch"] == "s1d1"].copy(), cite[cite.obs["batch"] == "s1d2"].copy()
+    >>> mx.tl.transfer_labels(reference, query, label_key="cell_type")
     >>> joint = mx.pl.transfer_embedding(query, "cell_type_transferred")
     >>> sc.pl.umap(joint, color=["source", "label"])  # doctest: +SKIP
     """
@@ -130,6 +134,9 @@ def transfer(
 
     Examples
     --------
+    >>> import multiomix as mx
+    >>> cite = mx.datasets.bmmc_cite()
+    >>> reference, query = cite[cite.obs["batch"] == "s1d1"].copy(), cite[cite.obs["batch"] == "s1d2"].copy()
     >>> mx.tl.transfer_labels(reference, query, label_key="cell_type")
     >>> mx.pl.transfer(query, "cell_type_transferred", truth_key="cell_type", save="transfer.png")
     """
@@ -244,6 +251,10 @@ def reliability(
 
     Examples
     --------
+    >>> import multiomix as mx
+    >>> cite = mx.datasets.bmmc_cite()
+    >>> reference, query = cite[cite.obs["batch"] == "s1d1"].copy(), cite[cite.obs["batch"] == "s1d2"].copy()
+    >>> mx.tl.transfer_labels(reference, query, label_key="cell_type")
     >>> mx.pl.reliability(query, "cell_type_transferred", save="reliability.png")
     """
     uns = _result(query, key)

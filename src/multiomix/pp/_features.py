@@ -123,8 +123,9 @@ def select_features(
     mdata
         MuData with the modalities to select from.
     n_top
-        Number of features per modality, e.g. ``{"rna": 2500, "atac": 5000}`` (the default). Only modalities
-        named here are processed. If ``n`` exceeds a modality's width, all its features are kept.
+        Number of features per modality. Only modalities named here are processed. If ``n`` exceeds a modality's
+        width, all its features are kept. Default: ``{"rna": 2500, "atac": 5000}`` for those of the two that
+        ``mdata`` has (a CITE-seq object: RNA only).
     layer
         Layer with counts (one name for all, or a dict per modality; ``None`` = ``.X``).
     flavor
@@ -146,7 +147,13 @@ def select_features(
     >>> int(mdata["atac"].var["highly_variable"].sum())
     400
     """
-    n_top = {"rna": 2500, "atac": 5000} if n_top is None else dict(n_top)
+    if n_top is None:
+        if not isinstance(mdata, MuData):
+            raise TypeError(f"Expected a MuData object, got {type(mdata).__name__}.")
+        n_top = {m: n for m, n in DEFAULT_N_TOP.items() if m in mdata.mod}
+        if not n_top:
+            raise ValueError(f"The default n_top={DEFAULT_N_TOP} names no modality of this MuData "
+                             f"({list(mdata.mod)}); pass one, e.g. n_top={{{next(iter(mdata.mod))!r}: 2000}}.")
     modalities = check_modalities(mdata, list(n_top))
     flavor = dict(flavor or {})
     layers = {m: (layer.get(m) if isinstance(layer, Mapping) else layer) for m in modalities}
@@ -218,6 +225,9 @@ def _muon():
 
     return muon
 
+
+#: features kept per modality by default (for the modalities of these names that the MuData has)
+DEFAULT_N_TOP = {"rna": 2500, "atac": 5000}
 
 #: what each feature-selection flavor needs of its input (for the error on negative values)
 SELECTION_NEEDS = {

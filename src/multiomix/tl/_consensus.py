@@ -61,6 +61,7 @@ def consensus_clusters(
     Examples
     --------
     >>> import multiomix as mx
+    >>> mdata = mx.datasets.patchseq()
     >>> for seed in range(3):
     ...     mx.tl.fit_unitednet(mdata, mode="unsupervised", n_clusters=27, random_state=seed, key_added=f"run{seed}")
     >>> mx.tl.consensus_clusters(mdata, [f"run{seed}_prediction" for seed in range(3)], n_clusters=27)

@@ -62,8 +62,11 @@ def predict_modality(
 
     Examples
     --------
+    >>> import mudata
     >>> import multiomix as mx
-    >>> query = mudata.MuData({"rna": rna_only})
+    >>> mdata = mx.datasets.patchseq()
+    >>> model = mx.tl.fit_unitednet(mdata, mode="translation")
+    >>> query = mudata.MuData({"rna": mdata["rna"][:50].copy()})  # cells with RNA only
     >>> mx.tl.predict_modality(query, model, source="rna", target="ephys")
     >>> query.mod["ephys_from_rna"]
 

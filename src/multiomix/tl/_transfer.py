@@ -33,7 +33,7 @@ from anndata import AnnData
 from mudata import MuData
 from sklearn.model_selection import train_test_split
 
-from .._logging import logger
+from .._logging import each_line_once, logger
 from .._utils import (
     check_labels,
     check_modalities,
@@ -268,8 +268,10 @@ def _shared_modalities(reference: MuData, query: MuData, model: Any, modalities:
         if not modalities:
             raise KeyError(f"reference and query share no modality (reference: {list(reference.mod)}, "
                            f"query: {list(query.mod)}).")
+        unmatched = [m for m in query.mod if m not in reference.mod]
         if dropped:
-            logger.info(f"the query lacks {dropped}: transferring on {modalities}")
+            also = f" (the query's {unmatched} are not in the reference: rename to match?)" if unmatched else ""
+            logger.info(f"the query lacks {dropped}: transferring on {modalities}{also}")
     modalities = check_modalities(reference, modalities)
     layers = resolve_layers(modalities, layer)
     if model is None:
@@ -278,6 +280,33 @@ def _shared_modalities(reference: MuData, query: MuData, model: Any, modalities:
         raise ValueError(f"UnitedNet needs at least two shared modalities, got {modalities}; "
                          "use model='logistic' or 'multimodal_ae'.")
     return model, modalities, layers
+
+
+def _features_in_both(reference: MuData, query: MuData, modalities: Sequence[str]) -> MuData:
+    """Return the reference with each modality cut to the features the query has too (by name, reference order).
+
+    Only a model fitted here can do with fewer features; a copy is made when a modality loses some (logged), and
+    the user's reference is never changed.
+    """
+    keep = {}
+    for m in modalities:
+        names = reference.mod[m].var_names
+        present = np.asarray(names.isin(query.mod[m].var_names))
+        if present.all():
+            continue
+        if not present.any():
+            raise KeyError(f"Modality {m!r}: the query has none of the reference's {len(names)} features by name "
+                           f"(reference {list(names[:3])}, query {list(query.mod[m].var_names[:3])}); use the same "
+                           "feature names (e.g. gene symbols, or Ensembl IDs, in both).")
+        keep[m] = present
+        logger.info(f"modality {m!r}: the query has {int(present.sum())} of the reference's {len(names)} features; "
+                    "the model is fitted on those")
+    if not keep:
+        return reference
+    mods = {m: (a[:, keep[m]].copy() if m in keep else a) for m, a in reference.mod.items() if m in modalities}
+    out = new_mudata(mods)
+    out.obs = reference.obs.copy()
+    return out
 
 
 def _reference_labels(reference: MuData, label_key: str, model: Any, fitted: bool) -> tuple[MuData, pd.Series]:
@@ -412,6 +441,7 @@ def _add_knn_vote(scores: _Scores, reference: MuData, query: MuData, *, features
     return vote["left_out"], vote_info, agreement
 
 
+@each_line_once("features the model does not use are ignored")
 def transfer_labels(
     reference: MuData,
     query: MuData,
@@ -597,6 +627,10 @@ def transfer_labels(
     """
     from ..models import UnitedNet
 
+    for name, data in (("reference", reference), ("query", query)):
+        if not isinstance(data, MuData):
+            raise TypeError(f"`{name}` must be a MuData, got {type(data).__name__}; wrap one modality as "
+                            "`mudata.MuData({'rna': adata})`.")
     fitted, n_models = _check_model_choice(model, n_models, unknown_score)
     if label_key is None and fitted and model.label_key is not None and model.label_key in reference.obs.columns:
         label_key = model.label_key
@@ -607,6 +641,7 @@ def transfer_labels(
         modalities, layers = list(model.modalities), model.layers
     else:
         model, modalities, layers = _shared_modalities(reference, query, model, modalities, layer)
+        reference = _features_in_both(reference, query, modalities)
     reference, labels = _reference_labels(reference, label_key, model, fitted)
     features = (model.feature_names_ if fitted
                 else {m: list(map(str, reference.mod[m].var_names)) for m in modalities})
