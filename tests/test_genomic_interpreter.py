@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -384,6 +385,28 @@ def test_deterministic(motif_data):
                                       max_epochs=1, random_state=3, **FIT)
         preds.append(adata.obsm["genomic_interpreter_prediction"])
     np.testing.assert_array_equal(preds[0], preds[1])
+
+
+def test_views_partial_tracks_and_empty_data(fitted, motif_data):
+    """A view is scored as its copy; predict ignores targets, even some of the tracks; no regions: a clear error."""
+    adata, model = fitted
+    pred = adata.obsm["genomic_interpreter_prediction"]
+    np.testing.assert_allclose(model.predict(adata[:10]), pred[:10], rtol=1e-6)
+    assert model.evaluate(adata[:40]).loc["signal", "pearson"] > 0.3
+    two = motif_data[:120].copy()
+    two = ad.AnnData(np.c_[two.X, two.X].astype(np.float32), obs=two.obs, var=pd.DataFrame(index=["a", "b"]),
+                     obsm={"dna_onehot": two.obsm["dna_onehot"]})
+    model2 = mx.tl.fit_genomic_interpreter(two, backbone="cnn_maxpool", backbone_kwargs={"dims": (8, 8)},
+                                           max_epochs=1, **FIT)
+    np.testing.assert_allclose(model2.predict(two[:20, ["a"]].copy()), model2.predict(two[:20]), rtol=1e-6)
+    with pytest.raises(KeyError, match=r"lacks the tracks \['b'\]"):
+        model2.evaluate(two[:20, ["a"]].copy())
+    empty = motif_data[:0].copy()
+    del empty.obs["split"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error comes before any model is built (no 'Mean of empty slice')
+        with pytest.raises(ValueError, match="No training rows: the AnnData has 0 regions"):
+            mx.tl.fit_genomic_interpreter(empty, backbone="cnn_maxpool", **FIT)
 
 
 def test_warmup_then_cosine_decay(motif_data):

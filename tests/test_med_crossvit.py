@@ -315,6 +315,12 @@ def test_new_unlabelled_data_with_reordered_genes_and_load(fitted, tmp_path):
     del no_bags.mod["wsi"].obsm["tiles"]
     with pytest.raises(KeyError, match="obsm\\['tiles'\\]"):
         model.predict(no_bags)
+    mask_key = model.setup_args["mask_key"]
+    assert mask_key is not None
+    empty = new.copy()  # a slide with no usable tile is refused, as in the fit, not scored
+    empty.mod["wsi"].obsm[mask_key][3] = False
+    with pytest.raises(ValueError, match="1 bags have no tiles"):
+        model.predict_proba(empty)
 
 
 def test_fit_contract_outputs_and_adapter(fitted):

@@ -400,6 +400,9 @@ def test_save_load_and_h5mu_round_trip(supervised, tmp_path):
     np.testing.assert_allclose(again.get_latent_representation(), model.get_latent_representation(), rtol=1e-6)
     np.testing.assert_allclose(loaded.translate(mdata, source="adt", target="rna"),
                                model.translate(mdata, source="adt", target="rna"), rtol=1e-6)
+    rna_only = MuData({"rna": mdata.mod["rna"][:20].copy()})
+    with pytest.raises(KeyError, match=r"`adata` lacks \['adt', 'atac'\].*then score the other object"):
+        UnitedNet.load(tmp_path / "model", adata=rna_only)
     out = mdata.copy()
     for key in [k for k in out.obs.columns if k.startswith("_scvi")]:
         del out.obs[key]

@@ -16,7 +16,7 @@ from scvi.data.fields import LayerField, ObsmField
 from scvi.model.base import BaseModelClass
 
 from .._metrics import track_metrics
-from .._utils import check_finite, get_matrix, in_memory, quiet_scvi
+from .._utils import check_finite, get_matrix, in_memory, plain_array, quiet_scvi
 from ..module._genomic_interpreter import (
     DEFAULT_BACKBONE_KWARGS,
     DNA_KEY,
@@ -52,7 +52,7 @@ def check_sequences(adata: AnnData, sequence_key: str, *, length: int | None = N
             f"One-hot DNA .obsm[{sequence_key!r}] not found (obsm keys: {list(adata.obsm.keys())}); run "
             "mx.pp.one_hot_sequences first."
         )
-    dna = adata.obsm[sequence_key]
+    dna = plain_array(adata.obsm[sequence_key])  # a view hands out an ArrayView: a plain array, without a copy
     if not isinstance(dna, np.ndarray) or dna.ndim != 3 or dna.shape[2] != 4:
         raise ValueError(
             f".obsm[{sequence_key!r}] must be a (n_regions, length, 4) one-hot array, got "
@@ -98,9 +98,9 @@ def region_input(
         raise TypeError(f"Expected an AnnData of regions, got {type(adata).__name__}.")
     dna = check_sequences(adata, sequence_key, length=length)
     obs = pd.DataFrame(index=adata.obs_names.astype(str))
-    placeholder = False
+    placeholder, partial = False, None
     if tracks_key is not None:
-        tracks = adata.obsm[tracks_key] if tracks_key in adata.obsm else None
+        tracks = plain_array(adata.obsm[tracks_key]) if tracks_key in adata.obsm else None
         expected = None if track_names is None else (n_bins, len(track_names))
         if tracks is None or (not require_targets and expected is not None and tracks.shape[1:] != expected):
             if require_targets:
@@ -121,12 +121,13 @@ def region_input(
             position = names.get_indexer(expected)
             if matrix is not None and (position >= 0).all():
                 matrix = matrix if names.equals(expected) else matrix[:, position]
-            elif require_targets or (position >= 0).any():
+            elif require_targets:
                 missing = list(expected[position < 0][:5])
                 raise KeyError(f"The AnnData lacks the tracks {missing} the model was trained on "
                                f"({'.X' if layer is None else 'layer ' + repr(layer)}; tracks are matched by name).")
-            else:  # sequences only: zeros stand in for the targets
+            else:  # sequences only (any targets present are not read): zeros stand in for the targets
                 matrix, placeholder = np.zeros((adata.n_obs, len(expected)), dtype=np.float32), True
+                partial = list(expected[position < 0]) if (position >= 0).any() else None
             names = expected
         elif matrix is None and layer is None:
             raise ValueError("No targets: .X is empty; pass `tracks_key=` or put one column per track in .X.")
@@ -138,6 +139,8 @@ def region_input(
     out.obsm[sequence_key] = dna
     if placeholder:
         out.uns[_PLACEHOLDER] = True
+        if partial:  # some of the tracks were there: evaluate names the others
+            out.uns[_PLACEHOLDER + "_missing"] = partial
     return out
 
 
@@ -396,6 +399,10 @@ class GenomicInterpreter(MultiomixModel):
         """Return the registered targets as a dense array (rows ``indices``)."""
         adata = self._validate_anndata(adata)
         if adata.uns.get(_PLACEHOLDER, False):
+            missing = adata.uns.get(_PLACEHOLDER + "_missing")
+            if missing:
+                raise KeyError(f"The AnnData lacks the tracks {list(missing)[:5]} the model was trained on (tracks "
+                               "are matched by name); predict() needs none.")
             key = self.setup_args.get("tracks_key")
             where = f".obsm[{key!r}]" if key is not None else "the columns of .X / the layer, named after the tracks"
             raise ValueError(f"The AnnData has no targets (expected in {where}); predict() needs none.")

@@ -331,7 +331,10 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         return {setup_args["tiles_modality"]: keys}
 
     def _match(self, data: MuData) -> MuData:
-        return super()._match(_bags_only(data, self.setup_args))
+        args = self.setup_args
+        if isinstance(data, MuData) and args["tiles_modality"] in data.mod:  # a bag without tiles is refused, as
+            _check_bags(data, args["tiles_modality"], args["tiles_key"], args.get("mask_key"))  # in the fit
+        return super()._match(_bags_only(data, args))
 
     @classmethod
     def load(cls, dir_path: str, adata=None, **kwargs: Any):

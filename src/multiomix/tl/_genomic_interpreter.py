@@ -210,6 +210,9 @@ def fit_genomic_interpreter(
         raise ValueError(f"Unknown backbone {backbone!r}; choose one of {list(DEFAULT_BACKBONE_KWARGS)}.")
     train, validation, test, new_split = region_rows(adata, split_key=split_key, test_size=test_size,
                                                      validation_size=validation_size, random_state=random_state)
+    if len(train) == 0:
+        raise ValueError(f"No training rows: the AnnData has {adata.n_obs} regions"
+                         + (f", none of them with .obs[{split_key!r}] == 'train'." if adata.n_obs else "."))
     view = region_input(adata, sequence_key=sequence_key, tracks_key=tracks_key, layer=layer)
     GenomicInterpreter.setup_anndata(view, sequence_key=sequence_key, tracks_key=tracks_key, layer=layer)
     model = GenomicInterpreter(view, **options_for(GenomicInterpreter.__init__, arguments))

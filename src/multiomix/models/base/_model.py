@@ -341,6 +341,14 @@ class MultiomixModel(BaseModelClass):
         features = attr_dict.get(_FEATURES_ATTR)
         if features is None:
             return adata
+        lacking = [m for m in features if m not in getattr(adata, "mod", dict.fromkeys(features))]
+        if lacking and len(features) > 1:
+            raise KeyError(
+                f"The saved model reads the modalities {list(features)}; `adata` lacks {lacking}. A model loads onto "
+                "data with all of them: load it with the data it was trained on (or save it with "
+                "save_anndata=True and load it without `adata=`), then score the other object, e.g. "
+                "mx.tl.predict_modality(query, model, source=..., target=...) for a query with one modality."
+            )
         args = attr_dict["registry_"]["setup_args"]
         categories = attr_dict["registry_"]["field_registries"].get(REGISTRY_KEYS.LABELS_KEY, {})
         classes = list(map(str, categories.get("state_registry", {}).get("categorical_mapping", [])))
