@@ -512,3 +512,13 @@ def test_setup_mudata_refuses_a_view_modality_with_the_fix():
     built.mod["rna"] = built["rna"].copy()
     mx.models.CrossAttOmics.setup_mudata(built, label_key="label")
     mx.models.CrossAttOmics(built).train(max_epochs=1, progress_bar=False)
+
+
+def test_a_label_kept_only_in_a_modality_gets_the_pulled_name_suggested():
+    from multiomix.tl._fit import resolve_label_key
+
+    obs = pd.DataFrame({"rna:cell_type": ["a", "b"], "batch": ["x", "y"]})
+    with pytest.raises(KeyError, match=r"pass label_key='rna:cell_type', or copy it to the MuData"):
+        resolve_label_key(obs, "cell_type")
+    with pytest.raises(KeyError, match=r"available columns: \['rna:cell_type', 'batch'\]\.\"$"):
+        resolve_label_key(obs, "donor")  # no such column anywhere: no hint

@@ -146,7 +146,10 @@ def resolve_label_key(obs: pd.DataFrame, label_key: str | None, *, split_key: st
     """
     if label_key is not None:
         if label_key not in obs.columns:
-            raise KeyError(f"Label key {label_key!r} not found in .obs; available columns: {list(obs.columns)}.")
+            pulled = [c for c in obs.columns if str(c).endswith(f":{label_key}")]
+            hint = (f" The column is in a modality's .obs: pass label_key={pulled[0]!r}, or copy it to the MuData "
+                    f"with `mdata.obs[{label_key!r}] = mdata.obs[{pulled[0]!r}]`." if pulled else "")
+            raise KeyError(f"Label key {label_key!r} not found in .obs; available columns: {list(obs.columns)}.{hint}")
         return label_key
     candidates = label_candidates(obs, split_key=split_key)
     if len(candidates) != 1:
