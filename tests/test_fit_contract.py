@@ -487,6 +487,20 @@ def test_integer_labels_with_missing_values_keep_integer_class_names(case):
     assert set(mdata.obs[f"{case.key}_prediction"].astype(str)) <= set(expected)
 
 
+def test_predictions_carry_the_label_columns_categories(case):
+    """In its order, with an unused category: ``labels == prediction`` works, as DESIGN.md asks."""
+    if not case.classifier or case.label_key is None:
+        pytest.skip("no label column")
+    mdata = case.make()
+    labels = mdata.obs[case.label_key].astype("category")
+    order = [*reversed(labels.cat.categories), "never seen"]
+    mdata.obs[case.label_key] = labels.cat.set_categories(order)
+    case.fit(mdata, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    prediction = mdata.obs[f"{case.key}_prediction"]
+    assert list(prediction.cat.categories) == order
+    assert 0 <= (mdata.obs[case.label_key] == prediction).mean() <= 1
+
+
 def test_a_modality_in_another_order_gets_a_recipe_that_works():
     """The same cells in another order in one modality: the error gives the one line that aligns it."""
     mdata = _interaction(80)

@@ -395,8 +395,33 @@ def classifier_columns(key: str) -> list[str]:
     return [f"{key}_prediction", f"{key}_confidence"]
 
 
-def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndarray | None, *, key: str) -> pd.Series:
+def prediction_categories(classes: Sequence[str], labels: pd.Series | None) -> list[str]:
+    """Return the categories of a prediction column.
+
+    They are the label column's own when those are strings, in their order and with unused ones (so that
+    ``labels == prediction`` works), then any class they lack; else the model's classes.
+
+    Examples
+    --------
+    >>> labels = pd.Series(pd.Categorical(["b", "a"], categories=["b", "a", "unused"]))
+    >>> prediction_categories(["a", "b"], labels)
+    ['b', 'a', 'unused']
+    """
+    classes = [str(c) for c in classes]
+    if labels is None or not isinstance(labels.dtype, pd.CategoricalDtype):
+        return classes
+    own = list(labels.cat.categories)
+    if not all(isinstance(c, str) for c in own):
+        return classes
+    return own + [c for c in classes if c not in own]
+
+
+def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndarray | None, *, key: str,
+                             label_key: str | None = None) -> pd.Series:
     """Write ``obs['<key>_prediction']``, ``obs['<key>_confidence']``, ``obsm['<key>_proba']``, ``obsm['X_<key>']``.
+
+    The prediction's categories are those of ``obs[label_key]`` when it is a categorical of strings
+    (:func:`prediction_categories`); ``obsm['<key>_proba']`` keeps the model's classes as its columns.
 
     Examples
     --------
@@ -404,7 +429,9 @@ def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndar
     """
     check_output_columns(mdata, key, classifier_columns(key))
     codes = proba.to_numpy().argmax(1)
-    prediction = pd.Categorical.from_codes(codes, categories=list(proba.columns))
+    labels = mdata.obs[label_key] if label_key is not None and label_key in mdata.obs.columns else None
+    predicted = np.asarray(list(map(str, proba.columns)), dtype=object)[codes]
+    prediction = pd.Categorical(predicted, categories=prediction_categories(list(proba.columns), labels))
     write_obs(mdata, f"{key}_prediction", prediction)
     write_obs(mdata, f"{key}_confidence", proba.to_numpy().max(1).astype(np.float32))
     write_obsm(mdata, f"{key}_proba", proba.to_numpy().astype(np.float32))
@@ -487,7 +514,7 @@ def finish_classifier_fit(
         )
 
     def outputs() -> dict[str, Any]:
-        write_classifier_outputs(mdata, proba, latent, key=key_added)
+        write_classifier_outputs(mdata, proba, latent, key=key_added, label_key=fit.label_key)
         return {**info, **(extra() if extra is not None else {})}
 
     finish_fit(mdata, fit, model, key_added=key_added, params=params, split_key=split_key, outputs=outputs)

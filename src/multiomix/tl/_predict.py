@@ -81,7 +81,7 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     _warn_if_fit_record(mdata, key)
     with restore_on_error(mdata):
         if proba is not None:
-            write_classifier_outputs(mdata, proba, latent, key=key)
+            write_classifier_outputs(mdata, proba, latent, key=key, label_key=getattr(first, "label_key", None))
         else:
             write_obsm(mdata, f"X_{key}", latent.astype("float32"))
         info = {"model": name, "scored": "predicted by a fitted model; no training on these rows"}

@@ -59,7 +59,7 @@ from ._calibration import (
     reliability_table,
     temperature_scale,
 )
-from ._fit import resolve_label_key
+from ._fit import prediction_categories, resolve_label_key
 from ._knn_vote import joint_pca, knn_ensemble, knn_proba, neighbour_agreement, stack_rows
 
 _UNLABELLED = "__unlabelled__"
@@ -82,8 +82,11 @@ def write_transfer(
     reference_labels: Sequence[str] | None,
     params: dict[str, Any],
     agreement: np.ndarray | None = None,
+    categories: Sequence[str] | None = None,
 ) -> None:
     """Write every output of a transfer into ``query`` (all or nothing).
+
+    ``categories``: of the transferred label column (default ``classes``), e.g. the reference label column's own.
 
     With ``calibration['unknown_score'] == 'match'``, ``agreement`` (the query cells' neighbour agreement) gives
     the match score that ``unknown_threshold`` applies to; else the threshold applies to the confidence.
@@ -103,7 +106,8 @@ def write_transfer(
         uns["reference_latent"] = np.asarray(reference_latent, dtype=np.float32)
         uns["reference_labels"] = np.asarray(list(map(str, reference_labels)))
     with restore_on_error(query):
-        write_obs(query, key, pd.Categorical.from_codes(calibrated.argmax(1), categories=list(classes)))
+        write_obs(query, key, pd.Categorical(np.asarray(list(map(str, classes)), dtype=object)[calibrated.argmax(1)],
+                                             categories=list(classes) if categories is None else list(categories)))
         write_obs(query, f"{key}_confidence", confidence.astype(np.float32))
         if by_match:
             write_obs(query, f"{key}_match_score", score.astype(np.float32))
@@ -695,7 +699,10 @@ def transfer_labels(
               "knn_components": knn_components, "max_false_unknown": max_false_unknown,
               "unknown_score": calibration["unknown_score"], "n_models": n_models,
               "validation_size": validation_size, "random_state": random_state}
+    label_column = reference.obs[label_key] if label_key in reference.obs.columns else None
+    categories = prediction_categories(scores.classes, label_column)  # the reference column's order
     write_transfer(query, key, proba=scores.proba, classes=scores.classes, calibration=calibration,
+                   categories=categories,
                    latent=scores.latent, reference_latent=scores.ref_latent if store_reference else None,
                    reference_labels=labels.to_numpy() if store_reference else None, params=params,
                    agreement=None if agreement is None else agreement["query"])
