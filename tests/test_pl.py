@@ -328,3 +328,19 @@ def test_colour_bar_ticks_stay_short(vmin, vmax, note):
     assert 2 <= len(shown) <= 3 and all(len(label) <= 4 for label in shown), shown
     assert bar.ax.xaxis.get_label_text() == note
     plt.close(fig)
+
+
+def test_embedding_reads_any_2d_basis_and_colours_numbers_on_one_scale():
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(np.zeros((60, 1), dtype=np.float32),
+                       obs=pd.DataFrame({"score": rng.random(60), "type": pd.Categorical(rng.choice(["a", "b"], 60))},
+                                        index=[f"c{i}" for i in range(60)]))
+    adata.obsm["X_umap"] = rng.normal(size=(60, 2))
+    adata.obsm["X_wide"] = rng.normal(size=(60, 8))
+    fig = mx.pl.embedding(adata, "X_umap", color="score", show=False)
+    assert fig.axes[-1].get_ylabel() == "score"  # the colour bar
+    assert not [k for k in adata.uns if k.endswith("_colors")]  # nothing written for a numeric column
+    mx.pl.embedding(adata, "X_umap", color="type", show=False)
+    with pytest.raises(KeyError, match=r"obsm\['X_wide'\] has 8 dimensions.*sc.tl.umap"):
+        mx.pl.embedding(adata, "X_wide", color="type", show=False)
+    plt.close("all")

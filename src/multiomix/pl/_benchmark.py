@@ -89,6 +89,44 @@ def benchmark(
 
 
 @fill_doc
+def _plane(mdata: MuData | AnnData, key: str) -> np.ndarray:
+    """2-D coordinates of ``key``: ``obsm['<key>_umap']`` when there, else ``obsm[key]`` itself if it is 2-D."""
+    for name in (f"{key}_umap", key):
+        if name in mdata.obsm and np.asarray(mdata.obsm[name]).ndim == 2 and mdata.obsm[name].shape[1] == 2:
+            return np.asarray(mdata.obsm[name])
+    width = np.asarray(mdata.obsm[key]).shape[1] if key in mdata.obsm else None
+    found = f"obsm[{key!r}] has {width} dimensions" if width is not None else f"obsm has no {key!r}"
+    raise KeyError(f"{found} and no obsm[{key + '_umap'!r}]: run mx.tl.benchmark_embeddings(..., umap=True), or "
+                   f"`sc.pp.neighbors(mdata, use_rep={key!r}); sc.tl.umap(mdata)` and plot 'X_umap'.")
+
+
+def _continuous(mdata, coordinates: dict[str, np.ndarray], column: pd.Series, titles: list[str], *,
+                point_size: float | None, ncols: int | None, panel_size: float, show, save) -> Figure | None:
+    """Panels coloured by a numeric column (one colour scale, one colour bar); nothing is written to ``uns``."""
+    values = column.to_numpy(dtype=float)
+    point_size = float(np.clip(6000 / max(mdata.n_obs, 1), 2, 40)) if point_size is None else point_size
+    ncols = min(len(coordinates), 3) if ncols is None else ncols
+    nrows = int(np.ceil(len(coordinates) / ncols))
+    order = np.argsort(np.nan_to_num(values, nan=-np.inf))  # high values on top, as scanpy draws them
+    with style():
+        fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + 0.8, panel_size * nrows), squeeze=False,
+                                 layout="constrained")
+        for ax, coords, title in zip(axes.ravel(), coordinates.values(), titles):
+            points = ax.scatter(coords[order, 0], coords[order, 1], c=values[order], s=point_size, cmap="viridis",
+                                vmin=np.nanmin(values), vmax=np.nanmax(values), linewidths=0,
+                                plotnonfinite=True, rasterized=mdata.n_obs > 5000)
+            ax.set_title(title)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("UMAP1")
+            ax.set_ylabel("UMAP2")
+        for ax in axes.ravel()[len(coordinates):]:
+            ax.axis("off")
+        fig.colorbar(points, ax=list(axes.ravel()), shrink=0.6, label=str(column.name))
+        min_font(fig)
+    return finish(fig, None, show=show, save=save)
+
+
 def embedding(
     mdata: MuData | AnnData,
     keys: str | Sequence[str],
@@ -101,9 +139,11 @@ def embedding(
     show: bool | None = None,
     save: str | Path | None = None,
 ) -> Figure | None:
-    """UMAPs of several embeddings side by side, coloured by a categorical ``obs`` column.
+    """UMAPs of several embeddings side by side, coloured by an ``obs`` column.
 
-    Reads ``obsm['<key>_umap']`` written by ``mx.tl.benchmark_embeddings(..., umap=True)``. Colours are
+    Reads ``obsm['<key>_umap']`` written by ``mx.tl.benchmark_embeddings(..., umap=True)``, or ``obsm[key]``
+    itself when it is 2-D (e.g. scanpy's ``'X_umap'``). A numeric column is drawn on one colour scale with a
+    colour bar. For a categorical one, colours are
     scanpy's: ``uns['<color>_colors']`` when it holds a colour per category, otherwise scanpy's default palette
     for that many categories (``default_20``, ``default_28``, ``default_102``: every category its own colour
     up to 102), written to ``uns['<color>_colors']`` as scanpy does so that later scanpy plots agree.
@@ -115,7 +155,7 @@ def embedding(
     keys
         Embedding keys (e.g. ``["X_mmae", "X_pca_concat"]``).
     color
-        Categorical ``obs`` column.
+        ``obs`` column: categorical (a legend) or numeric (a colour bar).
     titles
         Panel titles (default: the keys).
     point_size
@@ -132,13 +172,15 @@ def embedding(
     >>> mx.pl.embedding(mdata, keys=["X_mmae", "X_pca_concat"], color="cell_type", save="umaps.png")
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
-    missing = [f"{k}_umap" for k in keys if f"{k}_umap" not in mdata.obsm]
-    if missing:
-        raise KeyError(f"{missing} not found in .obsm; run mx.tl.benchmark_embeddings(..., umap=True) first.")
+    coordinates = {k: _plane(mdata, k) for k in keys}
     if color not in mdata.obs.columns:
         raise KeyError(f"Column {color!r} not found in .obs; available: {list(mdata.obs.columns)}.")
     titles = list(keys) if titles is None else list(titles)
-    values = mdata.obs[color].astype("category")
+    column = mdata.obs[color]
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return _continuous(mdata, coordinates, column, titles, point_size=point_size, ncols=ncols,
+                           panel_size=panel_size, show=show, save=save)
+    values = column.astype("category")
     categories = list(values.cat.categories)
     palette = category_colors(mdata, color)
     codes = values.cat.codes.to_numpy()
@@ -150,7 +192,7 @@ def embedding(
     with style():
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel_size * nrows), squeeze=False)
         for ax, key, title in zip(axes.ravel(), keys, titles):
-            coords = np.asarray(mdata.obsm[f"{key}_umap"])
+            coords = coordinates[key]
             if (codes < 0).any():
                 ax.scatter(coords[codes < 0, 0], coords[codes < 0, 1], s=point_size, color="lightgray",
                            linewidths=0, label="NA")
