@@ -536,3 +536,12 @@ def test_a_label_kept_only_in_a_modality_gets_the_pulled_name_suggested():
         resolve_label_key(obs, "cell_type")
     with pytest.raises(KeyError, match=r"available columns: \['rna:cell_type', 'batch'\]\.\"$"):
         resolve_label_key(obs, "donor")  # no such column anywhere: no hint
+
+
+def test_a_pulled_copy_of_the_label_is_not_a_second_candidate():
+    from multiomix.tl._fit import label_candidates
+
+    obs = pd.DataFrame({"rna:subtype": ["a", "a", "b", None], "subtype": ["a", "a", "b", "b"]})
+    assert label_candidates(obs) == ["subtype"]
+    obs["rna:subtype"] = ["a", "b", "a", "b"]  # other labels: both stay candidates
+    assert label_candidates(obs) == ["rna:subtype", "subtype"]

@@ -173,6 +173,15 @@ def test_select_features_default_takes_the_rna_and_atac_it_finds():
         mx.pp.select_features(other)
 
 
+def test_select_features_takes_one_number_for_every_modality_and_copy():
+    mdata = _mdata(np.random.default_rng(9))
+    out = mx.pp.select_features(mdata, n_top=10, subset=True, copy=True)
+    assert out["rna"].n_vars == 10 and out["atac"].n_vars == 10
+    assert mdata["rna"].n_vars == 40 and "highly_variable" not in mdata["rna"].var.columns  # the input is as it was
+    with pytest.raises(TypeError, match="n_top must be a number or a dict"):
+        mx.pp.select_features(mdata, n_top=["rna"])
+
+
 def test_select_features_subset_is_quiet():
     import warnings
 

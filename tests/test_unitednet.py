@@ -234,7 +234,8 @@ def test_a_predicted_modality_is_left_out_of_later_fits_unless_named(supervised,
     assert list(query.uns["pca_concat"]["kinds"]) == ["rna"]
     assert "leaving out ['adt_from_rna'], written by predict_modality" in caplog.text
     mx.tl.pca_concat(query, modalities=["rna", "adt_from_rna"], key_added="X_both", **pca)
-    assert list(query.uns["pca_concat"]["kinds"]) == ["rna", "adt_from_rna"]
+    assert list(query.uns["both"]["kinds"]) == ["rna", "adt_from_rna"]
+    assert list(query.uns["pca_concat"]["kinds"]) == ["rna"]  # the first embedding's record is kept
 
 
 def test_predict_modality_averages_an_ensemble(supervised):

@@ -106,11 +106,12 @@ def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
 def select_features(
     mdata: MuData,
     *,
-    n_top: Mapping[str, int] | None = None,
+    n_top: int | Mapping[str, int] | None = None,
     layer: str | Mapping[str, str | None] | None = "counts",
     flavor: Mapping[str, str] | None = None,
     subset: bool = False,
-) -> None:
+    copy: bool = False,
+) -> MuData | None:
     """Select the most variable features of each modality and write ``var['highly_variable']``.
 
     RNA (and protein, if asked) use scanpy's ``seurat_v3`` highly variable genes on counts; ATAC uses the
@@ -123,21 +124,24 @@ def select_features(
     mdata
         MuData with the modalities to select from.
     n_top
-        Number of features per modality. Only modalities named here are processed. If ``n`` exceeds a modality's
-        width, all its features are kept. Default: ``{"rna": 2500, "atac": 5000}`` for those of the two that
-        ``mdata`` has (a CITE-seq object: RNA only).
+        Number of features per modality (``{"rna": 2000, "atac": 5000}``; only modalities named here are
+        processed), or one number for every modality. If ``n`` exceeds a modality's width, all its features are
+        kept. Default: ``{"rna": 2500, "atac": 5000}`` for those of the two that ``mdata`` has (a CITE-seq object:
+        RNA only).
     layer
         Layer with counts (one name for all, or a dict per modality; ``None`` = ``.X``).
     flavor
         Method per modality: ``"seurat_v3"`` or ``"variability"``. By default ``"variability"`` for modalities
         whose name looks like ATAC (``atac``, ``peaks``...) and ``"seurat_v3"`` otherwise.
     subset
-        Subset each modality to its selected features (in place) and update the MuData.
+        Subset each modality to its selected features and update the MuData.
+    copy
+        Work on a copy of ``mdata`` and return it; ``mdata`` is not changed.
 
     Returns
     -------
-    Nothing; writes ``mdata.mod[m].var['highly_variable']`` (and ``var['variability_score']`` for the
-    variability flavor), and subsets when asked.
+    The copy when ``copy=True``, else ``None``; writes ``mdata.mod[m].var['highly_variable']`` (and
+    ``var['variability_score']`` for the variability flavor), and subsets when asked.
 
     Examples
     --------
@@ -147,14 +151,20 @@ def select_features(
     >>> int(mdata["atac"].var["highly_variable"].sum())
     400
     """
+    if not isinstance(mdata, MuData):
+        raise TypeError(f"Expected a MuData object, got {type(mdata).__name__} (for one AnnData, "
+                        "sc.pp.highly_variable_genes or mx.pp.variability_score).")
+    if isinstance(n_top, int | np.integer) and not isinstance(n_top, bool):
+        n_top = dict.fromkeys(mdata.mod, int(n_top))
     if n_top is None:
-        if not isinstance(mdata, MuData):
-            raise TypeError(f"Expected a MuData object, got {type(mdata).__name__}.")
         n_top = {m: n for m, n in DEFAULT_N_TOP.items() if m in mdata.mod}
         if not n_top:
             raise ValueError(f"The default n_top={DEFAULT_N_TOP} names no modality of this MuData "
                              f"({list(mdata.mod)}); pass one, e.g. n_top={{{next(iter(mdata.mod))!r}: 2000}}.")
+    if not isinstance(n_top, Mapping):
+        raise TypeError(f"n_top must be a number or a dict {{modality: number}}, got {type(n_top).__name__}.")
     modalities = check_modalities(mdata, list(n_top))
+    mdata = mdata.copy() if copy else mdata
     flavor = dict(flavor or {})
     layers = {m: (layer.get(m) if isinstance(layer, Mapping) else layer) for m in modalities}
     masks: dict[str, np.ndarray] = {}
@@ -188,6 +198,7 @@ def select_features(
         logger.info(f"added .mod[{m!r}].var['highly_variable'] ({int(masks[m].sum())} of {adata.n_vars})")
     if subset:
         _subset_vars(mdata, masks)
+    return mdata if copy else None
 
 
 def _subset_vars(mdata: MuData, masks: Mapping[str, np.ndarray]) -> None:

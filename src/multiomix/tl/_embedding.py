@@ -118,7 +118,8 @@ def pca_concat(
 
     Returns
     -------
-    Nothing; writes ``mdata.obsm[key_added]`` and ``mdata.uns['pca_concat']`` (kinds and block widths).
+    Nothing; writes ``mdata.obsm[key_added]`` and its record (kinds and block widths) to ``mdata.uns`` under
+    ``key_added`` without its ``X_`` prefix (``uns['pca_concat']`` by default).
 
     Examples
     --------
@@ -151,7 +152,8 @@ def pca_concat(
         block = block / np.sqrt(max(block.var(0).sum(), 1e-12))
         blocks.append(block.astype(np.float32))
     write_obsm(mdata, key_added, np.concatenate(blocks, axis=1))
-    write_uns(mdata, "pca_concat", {"kinds": kinds, "widths": {m: int(b.shape[1]) for m, b in zip(modalities, blocks)}})
+    record = key_added[2:] if key_added.startswith("X_") else key_added  # X_pca_concat -> uns['pca_concat']
+    write_uns(mdata, record, {"kinds": kinds, "widths": {m: int(b.shape[1]) for m, b in zip(modalities, blocks)}})
 
 
 # The metrics below follow scIB (Luecken et al. 2022), as used by the NeurIPS 2021 joint-embedding task. They are

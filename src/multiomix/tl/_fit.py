@@ -133,7 +133,17 @@ def label_candidates(obs: pd.DataFrame, *, split_key: str = "split") -> list[str
         n_unique = values.astype(str).nunique()
         if n_unique >= 2 and n_unique < len(values):
             out.append(str(name))
-    return out
+    # 'rna:subtype' beside 'subtype' with the same labels is mudata's pulled copy of it, not another candidate
+    return [name for name in out if not _pulled_copy(obs, name, out)]
+
+
+def _pulled_copy(obs: pd.DataFrame, name: str, candidates: list[str]) -> bool:
+    """Whether ``name`` (``'<modality>:<column>'``) repeats the labels of the candidate ``<column>``."""
+    base = name.split(":", 1)[1] if ":" in name else None
+    if base is None or base not in candidates:
+        return False
+    pulled, own = obs[name], obs[base]
+    return bool((pulled.isna() | (pulled.astype(str) == own.astype(str))).all())
 
 
 def resolve_label_key(obs: pd.DataFrame, label_key: str | None, *, split_key: str = "split") -> str:
