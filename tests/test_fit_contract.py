@@ -339,9 +339,11 @@ def test_transfer_labels_writes_only_under_key_added_and_round_trips(tmp_path):
 def test_transfer_labels_bad_query_leaves_both_objects_identical():
     reference, query = _reference_query()
     first = list(query.mod)[0]
-    query = md.MuData({k: (a[:, 2:].copy() if k == first else a) for k, a in query.mod.items()})
+    renamed = query.mod[first].copy()
+    renamed.var_names = [f"other_{name}" for name in renamed.var_names]  # no feature shared by name
+    query = md.MuData({k: (renamed if k == first else a) for k, a in query.mod.items()})
     before_ref, before_query = _snapshot(reference), _snapshot(query)
-    with pytest.raises(KeyError, match=first):
+    with pytest.raises(KeyError, match=f"Modality '{first}': the query has none of the reference's"):
         mx.tl.transfer_labels(reference, query, adapt_epochs=1, **UNITEDNET_FAST)
     _assert_unchanged(before_ref, reference)
     _assert_unchanged(before_query, query)
