@@ -348,3 +348,32 @@ def test_a_modality_with_one_feature_is_one_group():
     model = mx.tl.fit_crossattomics(mdata, **FAST)
     assert len(model.feature_groups_["mirna"]) == 1
     assert mdata.obsm["crossattomics_proba"].shape == (120, 2)
+
+
+def test_fitted_linear_path_of_sparse_input_stays_sparse_and_matches_dense(small, monkeypatch):
+    """The logistic regression copied into the linear path is fitted on the sparse rows (scaled without centring,
+    which only moves the intercept) and gives the same linear model as on the same data dense."""
+    from scipy import sparse
+
+    import multiomix.models._crossattomics as cao
+
+    dense = small.copy()
+    for a in dense.mod.values():
+        a.X = np.maximum(a.X, 0)  # counts-like: many zeros
+    sparse_data = dense.copy()
+    for a in sparse_data.mod.values():
+        a.X = sparse.csr_matrix(a.X)
+    linear = {}
+    for name, data in (("dense", dense), ("sparse", sparse_data)):
+        if name == "sparse":
+            monkeypatch.setattr(cao, "_dense", lambda m: pytest.fail("a sparse training block was densified"))
+        model = mx.tl.fit_crossattomics(data, label_key="label", random_state=0, baseline=False,
+                                        accelerator="cpu", **FAST)
+        rows = np.flatnonzero(data.obs["split"] == "test")
+        x = model.module.standardizer({m: torch.as_tensor(np.asarray(dense.mod[m].X[rows]), dtype=torch.float32)
+                                       for m in model.modalities})
+        with torch.no_grad():
+            linear[name] = (model.module.net.linear(model.module.net.wide_input(x)) + model.module.net.head.out.bias)
+        assert model.linear_path_C_ > 0
+    np.testing.assert_allclose(linear["sparse"].numpy(), linear["dense"].numpy(), atol=2e-2 * float(
+        linear["dense"].abs().max()))

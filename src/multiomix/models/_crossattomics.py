@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import torch
 from mudata import MuData
+from scipy import sparse
 
-from .._baseline import MAX_ROWS, logistic_baseline, subsample_rows
+from .._baseline import MAX_ROWS, logistic_baseline, stack_modalities, subsample_rows
 from ..module import CrossAttOmicsModule
 from ..nn import random_groups, validate_graph
 from ..nn.crossattomics import interaction_name
@@ -264,15 +265,27 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
             logger.info(f"linear path: fitted on a stratified random {MAX_ROWS:,} of the {len(train):,} training rows")
             train = subsample_rows(train, codes[train], max_rows=MAX_ROWS, random_state=self.random_state)
         module = self.module
-        with torch.no_grad():
-            x = module.standardizer({m: torch.as_tensor(np.asarray(_dense(self._matrix(m)[train])),
-                                                        dtype=torch.float32) for m in self.modalities})
-        features = module.net.wide_input(x).numpy()
-        search = logistic_baseline(features, codes[train], random_state=self.random_state,
-                                   class_weighting=self.class_weighting)
-        scaler, lr = search.best_estimator_[0], search.best_estimator_[-1]
-        coef = lr.coef_ / scaler.scale_
-        intercept = lr.intercept_ - coef @ scaler.mean_
+        blocks = [self._matrix(m)[train] for m in module.net.modalities]
+        if any(sparse.issparse(b) for b in blocks):
+            # sparse input stays sparse: the search scales it without centring, which only moves the unpenalised
+            # intercept; the weights are then put on the standardiser's scale (x = x' * std + mean)
+            search = logistic_baseline(stack_modalities(blocks), codes[train], random_state=self.random_state,
+                                       class_weighting=self.class_weighting)
+            scaler, lr = search.best_estimator_[0], search.best_estimator_[-1]
+            names = module.standardizer.names
+            mean, std = (np.concatenate([getattr(module.standardizer, f"{what}{names.index(m)}").cpu().numpy()
+                                         for m in module.net.modalities]) for what in ("mean", "std"))
+            raw = lr.coef_ / scaler.scale_
+            coef, intercept = raw * std, lr.intercept_ + raw @ mean
+        else:
+            with torch.no_grad():
+                x = module.standardizer({m: torch.as_tensor(np.asarray(_dense(b)), dtype=torch.float32)
+                                         for m, b in zip(module.net.modalities, blocks)})
+            search = logistic_baseline(module.net.wide_input(x).numpy(), codes[train], random_state=self.random_state,
+                                       class_weighting=self.class_weighting)
+            scaler, lr = search.best_estimator_[0], search.best_estimator_[-1]
+            coef = lr.coef_ / scaler.scale_
+            intercept = lr.intercept_ - coef @ scaler.mean_
         classes = lr.classes_.astype(int)
         n_classes = module.net.linear.weight.shape[0]
         weight, bias = np.zeros((n_classes, coef.shape[1])), np.zeros(n_classes)
