@@ -95,13 +95,17 @@ def predict_modality(
         if not member.modality_var(target).index.equals(var.index):
             raise ValueError(f"Model {i} predicts other {target!r} features than model 0; an ensemble needs the "
                              "same target features in the same order.")
-    values = sum(m.translate(mdata, source=source, target=target, batch_size=batch_size) for m in models)
-    values = values / len(models)
+    values = np.asarray(models[0].translate(mdata, source=source, target=target, batch_size=batch_size),
+                        dtype=np.float32)
+    for member in models[1:]:  # in place: the peak stays at the output and one member's prediction
+        values += member.translate(mdata, source=source, target=target, batch_size=batch_size)
+    if len(models) > 1:
+        values /= len(models)
     obs = pd.DataFrame(index=mdata.mod[source].obs_names.copy())
     if values.shape != (len(obs), len(var)):
         raise ValueError(f"translate returned shape {values.shape}, expected {(len(obs), len(var))}.")
     record = {"source": source, "target": target, "n_models": len(models)}
-    new = AnnData(X=np.asarray(values, dtype=np.float32), obs=obs, var=var, uns={PREDICTED_KEY: record})
+    new = AnnData(X=values, obs=obs, var=var, uns={PREDICTED_KEY: record})
     replaced = key in mdata.mod
     with warnings.catch_warnings():  # mudata's notices on updating; the shared names are the point (same features)
         warnings.filterwarnings("ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning)
