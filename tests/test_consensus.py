@@ -64,6 +64,12 @@ def test_consensus_clear_errors_leave_data_untouched():
         mx.tl.consensus_clusters(adata, ["run0", "run1"], n_clusters=1)
     with pytest.raises(ValueError, match="exceed max_cells=10"):
         mx.tl.consensus_clusters(adata, ["run0", "run1"], n_clusters=4, max_cells=10)
+    with pytest.raises(ValueError, match="is one of the clusterings read"):
+        mx.tl.consensus_clusters(adata, ["run0", "run1"], n_clusters=4, key_added="run0")
+    adata.obs["cell_type"] = "the user's"
+    with pytest.raises(ValueError, match=r"\['cell_type'\], which key_added='cell_type' would overwrite"):
+        mx.tl.consensus_clusters(adata, ["run0", "run1"], n_clusters=4, key_added="cell_type")
+    assert (adata.obs.pop("cell_type") == "the user's").all()
     adata.obs.loc["c0", "run1"] = np.nan
     with pytest.raises(ValueError, match="missing labels"):
         mx.tl.consensus_clusters(adata, ["run0", "run1"], n_clusters=4)

@@ -222,6 +222,10 @@ def test_clear_errors_leave_object_untouched():
         mx.tl.fit_multimodal_ae(mdata, losses={"rna": "poisson"}, max_epochs=1, **SMALL)
     with pytest.raises(KeyError, match="loss_weights"):
         mx.tl.fit_multimodal_ae(mdata, loss_weights={"adt": 1.0}, max_epochs=1, **SMALL)
+    with pytest.raises(ValueError, match=r"`loss_weights` must be >= 0"):
+        mx.tl.fit_multimodal_ae(mdata, loss_weights={"atac": -1.0}, max_epochs=1, **SMALL)
+    with pytest.raises(ValueError, match=r"`hidden_dim` must be an integer >= 1, got 0"):
+        mx.tl.fit_multimodal_ae(mdata, max_epochs=1, **{**SMALL, "hidden_dim": 0})
     bad = planted_multiome(n_obs=40)
     bad["rna"].X = bad["rna"].X.toarray()
     bad["rna"].X[3, 2] = np.nan

@@ -117,3 +117,21 @@ def test_benchmark_table_matches_scanpy_and_sklearn():
     assert row["ari"] == pytest.approx(best[1])
     assert row["resolution"] == best[2]
     assert row["ari_best"] == pytest.approx(max(t[1] for t in scores))
+
+
+def test_benchmark_embeddings_refuses_what_it_cannot_score():
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(np.zeros((60, 1), dtype=np.float32),
+                       obs=pd.DataFrame({"type": rng.choice(["a", "b"], 60), "batch": rng.choice(["x", "y"], 60)},
+                                        index=[f"c{i}" for i in range(60)]),
+                       obsm={"X_rand": rng.normal(size=(60, 5)), "X_zero": np.zeros((60, 1))})
+    with pytest.raises(ValueError, match=r"obsm\['X_zero'\] is the same for every cell"):
+        mx.tl.benchmark_embeddings(adata, keys=["X_rand", "X_zero"], label_key="type")
+    with pytest.raises(ValueError, match="`resolutions` is empty"):
+        mx.tl.benchmark_embeddings(adata, keys=["X_rand"], label_key="type", resolutions=[])
+    adata.obs.loc["c3", "batch"] = np.nan
+    with pytest.raises(ValueError, match="1 missing batches"):
+        mx.tl.benchmark_embeddings(adata, keys=["X_rand"], label_key="type", batch_key="batch")
+    assert "embedding_benchmark" not in adata.uns

@@ -727,3 +727,23 @@ def test_translation_fit_stores_a_ridge_baseline_on_the_same_rows(monkeypatch, c
     assert base["test_metrics"]["rna->adt"]["mean_pearson"] == pytest.approx(expected, abs=2e-3)
     assert base["test_metrics"]["rna->adt"]["alpha"] == pytest.approx(ridge.alpha_)
     assert "unitednet rna->adt vs baseline (ridge" in caplog.text
+
+
+def test_rerun_in_another_mode_leaves_no_stale_outputs_and_cluster_metrics_follow_obs_split(caplog):
+    """Clusters, then translation under the same key: the cluster columns go (logged). Cluster metrics are per
+    split of obs['split'] as written (its train rows include the validation rows), so a user can recompute them."""
+    mdata = planted(n=160)
+    fast = {"max_epochs": 2, "latent_dim": 4, "hidden": (16,), "accelerator": "cpu", "progress_bar": False}
+    mx.tl.fit_unitednet(mdata, mode="unsupervised", label_key="group", **fast)
+    metrics = mdata.uns["unitednet"]["metrics"]
+    assert set(metrics) == {"train", "test"}
+    train = (mdata.obs["split"] == "train").to_numpy()
+    assert metrics["train"]["n"] == train.sum()
+    expected = adjusted_rand_score(mdata.obs["group"][train], mdata.obs["unitednet_prediction"][train])
+    assert metrics["train"]["ari"] == pytest.approx(expected)
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.fit_unitednet(mdata, mode="translation", label_key="group", n_clusters=3, **fast)
+    assert "label_key and n_clusters are not used" in caplog.text
+    assert "unitednet_prediction" not in mdata.obs and "unitednet_proba" not in mdata.obsm
+    assert "removed .obs['unitednet_prediction']" in caplog.text
+    assert mdata.uns["unitednet"]["params"]["mode"] == "translation"

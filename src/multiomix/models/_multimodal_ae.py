@@ -12,6 +12,7 @@ from anndata import AnnData
 from mudata import MuData
 
 from .._docs import fill_doc
+from .._logging import logger
 from .._utils import check_nonnegative, is_binary
 from ..module import MultimodalAEModule
 from ..nn.autoencoder import LIKELIHOODS
@@ -19,6 +20,19 @@ from ..train import MultimodalAETrainingPlan
 from .base import MultimodalInputMixin, MultiomixModel, modality_key, register_mudata_fields, translate_blocks
 
 __all__ = ["MultimodalAE"]
+
+
+def _whole_numbers(matrix, max_values: int = 1_000_000) -> bool:
+    """Whether the (first ``max_values``) stored values of an in-memory matrix are whole numbers (backed: True)."""
+    from scipy import sparse
+
+    if sparse.issparse(matrix):
+        values = matrix.data[:max_values]
+    elif isinstance(matrix, np.ndarray):
+        values = matrix.ravel()[:max_values]
+    else:  # a backed matrix is not read for a check
+        return True
+    return bool(np.all(values == np.round(values)))
 
 
 class MultimodalAE(MultimodalInputMixin, MultiomixModel):
@@ -109,6 +123,13 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         unknown = sorted(set(loss_weights or {}) - set(modalities))
         if unknown:
             raise KeyError(f"`loss_weights` names modalities {unknown} that are not registered ({modalities}).")
+        negative = {m: w for m, w in (loss_weights or {}).items() if not float(w) >= 0}
+        if negative:
+            raise ValueError(f"`loss_weights` must be >= 0 (0 leaves a modality's reconstruction out), got {negative}.")
+        for name, value, least in (("latent_dim", latent_dim, 1), ("hidden_dim", hidden_dim, 1),
+                                   ("n_layers", n_layers, 0)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+                raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
         likelihoods, dims = {}, {}
         for m in modalities:
             matrix = self._matrix(m)
@@ -118,6 +139,9 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
                 raise ValueError(f"Unknown loss {lik!r} for modality {m!r}; expected one of {LIKELIHOODS}.")
             if lik in ("bce", "nb"):
                 check_nonnegative(matrix, f"Modality {m!r} (loss {lik!r})")
+            if lik == "nb" and not _whole_numbers(matrix):
+                logger.warning(f"modality {m!r}: loss 'nb' models raw counts, but its values are not whole numbers "
+                               "(normalised data?); pass the counts layer (layer=) or use loss 'mse'")
             if lik == "bce" and not is_binary(matrix):
                 raise ValueError(f"Modality {m!r} has non-binary values but loss 'bce' needs 0/1; use mx.pp.binarize.")
             likelihoods[m] = lik

@@ -11,7 +11,7 @@ from mudata import MuData
 from sklearn.cluster import AgglomerativeClustering
 
 from .._logging import logger
-from .._utils import write_obs, write_uns
+from .._utils import check_output_columns, write_obs, write_uns
 
 
 def co_clustering(labels: Sequence[np.ndarray]) -> np.ndarray:
@@ -73,6 +73,9 @@ def consensus_clusters(
         raise KeyError(f"Clusterings {missing} not found in .obs; available columns: {list(data.obs.columns)}.")
     if len(keys) < 2:
         raise ValueError(f"A consensus needs at least two clusterings, got {len(keys)}: {keys}.")
+    if key_added in keys:
+        raise ValueError(f"key_added={key_added!r} is one of the clusterings read; pass another key_added.")
+    check_output_columns(data, key_added, [key_added])
     gaps = [k for k in keys if data.obs[k].isna().any()]
     if gaps:
         raise ValueError(f"Clusterings {gaps} have missing labels; every cell needs a cluster in every run.")

@@ -268,13 +268,20 @@ def benchmark_embeddings(
     labels = label_text(labels).to_numpy()
     if len(np.unique(labels)) < 2:
         raise ValueError(f".obs[{label_key!r}] has a single class; the metrics need at least two.")
-    batches = None if batch_key is None else mdata.obs[batch_key].astype(str).to_numpy()
+    if batch_key is not None and mdata.obs[batch_key].isna().any():
+        raise ValueError(f".obs[{batch_key!r}] has {int(mdata.obs[batch_key].isna().sum())} missing batches; the batch "
+                         "metrics need every cell's batch.")
+    if len(resolutions) == 0:
+        raise ValueError("`resolutions` is empty; give at least one Leiden resolution.")
+    batches = None if batch_key is None else label_text(mdata.obs[batch_key]).to_numpy()
     rows, umaps = {}, {}
     for key in keys:
         rep = np.asarray(mdata.obsm[key], dtype=np.float32)
         if rep.ndim != 2 or rep.shape[0] != mdata.n_obs:
             raise ValueError(f".obsm[{key!r}] must be a 2-D array with one row per observation, got {rep.shape}.")
         check_finite(rep, f".obsm[{key!r}]")
+        if not (rep.std(0) > 0).any():
+            raise ValueError(f".obsm[{key!r}] is the same for every cell; it cannot be scored (a failed fit?).")
         tmp = AnnData(X=np.zeros((rep.shape[0], 1), dtype=np.float32), obsm={"rep": rep})
         sc.pp.neighbors(
             tmp, use_rep="rep", n_neighbors=n_neighbors, method=neighbors_method, random_state=random_state

@@ -101,8 +101,8 @@ def fit_unitednet(
         Paired MuData (at least two modalities).
     label_key
         Column of ``mdata.obs`` with labels. Supervised mode trains on them (``None``: the one plausible label
-        column; rows without a label are predicted, never trained on); in the other modes they are only used for
-        metrics and the default number of clusters.
+        column; rows without a label are predicted, never trained on); in unsupervised mode they are only used
+        for metrics and the default number of clusters; translation mode does not use them.
     mode
         ``"supervised"``, ``"unsupervised"`` or ``"translation"``; default supervised when ``label_key`` is
         given or can be inferred, else unsupervised.
@@ -174,6 +174,9 @@ def fit_unitednet(
         raise ValueError(f"n_models > 1 averages class probabilities, so it needs mode='supervised' (got {mode!r}); "
                          "for clusters of several seeds see `mx.tl.consensus_clusters`.")
     metric_key = None
+    if mode == "translation" and (label_key is not None or n_clusters is not None):
+        logger.info("mode='translation' predicts modalities only: label_key and n_clusters are not used")
+        label_key = n_clusters = None
     if not supervised and label_key is not None:
         metric_key = resolve_label_key(mdata.obs, label_key, split_key=split_key)
         if mode == "unsupervised" and n_clusters is None:
@@ -234,6 +237,7 @@ def fit_unitednet(
                             f"mean R² {ours['mean_r2']:.3f} vs {theirs['mean_r2']:.3f}")
 
         def outputs() -> dict[str, Any]:
+            _drop_class_outputs(mdata, key_added)
             write_obsm(mdata, f"X_{key_added}", latent.astype(np.float32))
             return metrics
 
@@ -241,14 +245,32 @@ def fit_unitednet(
     return model
 
 
+def _drop_class_outputs(mdata: MuData, key: str) -> None:
+    """Remove the class outputs an earlier run of another mode wrote under ``key`` (a translation fit has none)."""
+    if key not in mdata.uns:  # not this key's own earlier outputs: never touched (prepare_fit checked them)
+        return
+    for column in (f"{key}_prediction", f"{key}_confidence"):
+        if column in mdata.obs.columns:
+            del mdata.obs[column]
+            logger.info(f"removed .obs[{column!r}] (an earlier run under key_added={key!r})")
+    if f"{key}_proba" in mdata.obsm:
+        del mdata.obsm[f"{key}_proba"]
+        logger.info(f"removed .obsm[{key + '_proba'!r}] (an earlier run under key_added={key!r})")
+
+
 def _cluster_metrics(mdata: MuData, fit: FitData, label_key: str | None, proba: pd.DataFrame) -> dict[str, Any]:
-    """Return ARI/NMI of the clusters against ``label_key`` per split (labelled rows only), and the test split's."""
+    """Return ARI/NMI of the clusters against ``label_key`` per split (labelled rows only), and the test split's.
+
+    The splits are those of ``obs['split']``: when the fit wrote that column, its validation rows (held out for
+    early stopping) are among the ``train`` rows there, and are scored with them.
+    """
     if label_key is None:
         return {}
     truth = mdata.obs[label_key]
     prediction = pd.Series(proba.columns.to_numpy()[proba.to_numpy().argmax(1)], index=mdata.obs_names)
     metrics = {}
-    for name, rows in fit.rows.items():
+    splits = fit.rows if fit.new_split is None else {"train": np.union1d(fit.train, fit.validation), "test": fit.test}
+    for name, rows in splits.items():
         rows = rows[truth.iloc[rows].notna().to_numpy()]
         if len(rows):
             metrics[name] = clustering_metrics(truth.iloc[rows], prediction.iloc[rows])
