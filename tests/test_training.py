@@ -114,3 +114,33 @@ def test_verbosity_none_follows_scanpy_as_it_changes():
         logger.removeHandler(handler)
         sc.settings.verbosity, mx.settings.verbosity = old_sc, old_mx
     assert records == ["shown", "an error"]
+
+
+def test_every_train_call_trains_in_train_mode_and_train_size_is_honoured():
+    """Scoring leaves the module in eval mode; a later train() must not run without dropout / with frozen
+    BatchNorm. scvi-tools' ``train_size`` sets the validation share; options the runner replaces are refused."""
+    import lightning.pytorch as pl
+    import pytest
+
+    mdata = mx.datasets.synthetic_interaction_mudata(120, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    mx.models.CrossAttOmics.setup_mudata(mdata, label_key="label")
+    model = mx.models.CrossAttOmics(mdata, linear_path=None)
+    modes = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            modes.append(pl_module.module.training)
+
+    quiet = {"accelerator": "cpu", "progress_bar": False}
+    model.train(1, callbacks=[Record()], **quiet)
+    model.predict_proba()  # eval mode
+    model.train(1, callbacks=[Record()], **quiet)
+    assert modes and all(modes)
+    model.train(1, train_size=0.5, **quiet)
+    assert len(model.validation_indices) == 60
+    with pytest.raises(TypeError, match=r"\['shuffle_set_split'\] would be ignored"):
+        model.train(1, shuffle_set_split=False, **quiet)
+    with pytest.raises(ValueError, match="not both"):
+        model.train(1, train_size=0.5, train_indices=np.arange(60), **quiet)
+    with pytest.raises(ValueError, match="pass strategy='ddp'"):
+        model.train(1, devices=2, **quiet)

@@ -36,6 +36,8 @@ _QUIET_WARNINGS = (
     r".*The `srun` command is available.*",
     r".*Trying to infer the `batch_size`.*",
     r".*Checkpoint directory.*exists and is not empty.*",
+    # scvi-tools' own early stopping is off under DDP; the runner's (Lightning's EarlyStopping) is not
+    r".*early_stopping was automatically disabled due to the use of DDP.*",
 )
 
 
@@ -211,6 +213,13 @@ def _engine_options() -> frozenset[str]:
     return frozenset(p for f in functions for p in inspect.signature(f).parameters if p not in ("self", "kwargs"))
 
 
+#: scvi-tools options that :func:`train_on_rows` sets itself, so that a value given for them would have no effect
+_REPLACED_ENGINE_OPTIONS = frozenset({
+    "shuffle_set_split", "datamodule", "early_stopping_monitor", "early_stopping_min_delta", "early_stopping_mode",
+    "early_stopping_warmup_epochs",
+})
+
+
 def check_engine_kwargs(kwargs: dict) -> None:
     """Raise a ``TypeError`` naming keyword arguments that neither scvi-tools' training nor Lightning's Trainer takes.
 
@@ -230,6 +239,11 @@ def check_engine_kwargs(kwargs: dict) -> None:
         raise TypeError(f"Unexpected keyword argument(s) {unknown}: not an option of this function, and not of "
                         "scvi-tools' training or Lightning's Trainer, to which its other keywords go. Check the "
                         "spelling and the function's signature.")
+    replaced = sorted(set(kwargs) & _REPLACED_ENGINE_OPTIONS)
+    if replaced:
+        raise TypeError(f"{replaced} would be ignored: the rows are split here (train_indices / validation_indices, "
+                        "or validation_size) and early stopping watches validation_loss (early_stopping, "
+                        "early_stopping_patience).")
 
 
 def train_on_rows(
@@ -293,6 +307,7 @@ def train_on_rows(
     trainer_kwargs.setdefault("log_every_n_steps", max(1, int(np.ceil(n_train / max(batch_size, 1)))))
     torch.manual_seed(random_state)
     np.random.seed(random_state)
+    model.module.train()  # scoring (or an earlier train) leaves it in eval mode: no dropout, frozen BatchNorm
     with quiet_engine():
         return UnsupervisedTrainingMixin.train(
             model,

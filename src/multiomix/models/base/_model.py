@@ -206,7 +206,8 @@ class MultiomixModel(BaseModelClass):
             Integer rows to train / validate on (e.g. from ``obs['split']``); rows in neither are not used.
             Default: a random ``validation_size`` split of all rows.
         validation_size
-            Fraction held out for validation when no indices are given.
+            Fraction held out for validation when no indices are given (scvi-tools' ``train_size=`` is taken too:
+            ``validation_size = 1 - train_size``).
         early_stopping
             Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
         early_stopping_patience
@@ -232,7 +233,20 @@ class MultiomixModel(BaseModelClass):
         >>> model.train(max_epochs=100, accelerator="gpu", devices=2, strategy="ddp_notebook")  # doctest: +SKIP
         """
         d = self._train_defaults
+        train_size = trainer_kwargs.pop("train_size", None)
+        if train_size is not None:  # scvi-tools' name for the share of rows trained on
+            if train_indices is not None or validation_indices is not None:
+                raise ValueError("Pass train_size or train_indices / validation_indices, not both.")
+            if not 0 < float(train_size) <= 1:
+                raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
+            validation_size = 1.0 - float(train_size)
         strategy = trainer_kwargs.get("strategy")
+        several = (isinstance(devices, int) and not isinstance(devices, bool) and devices > 1) or (
+            isinstance(devices, list | tuple) and len(devices) > 1) or (isinstance(devices, str) and devices.isdigit()
+                                                                       and int(devices) > 1)
+        if several and strategy is None:
+            raise ValueError(f"devices={devices!r} trains in several processes: pass strategy='ddp' (from a script) or "
+                             "strategy='ddp_notebook' (in Jupyter).")
         if self._ddp_unused_parameters and strategy in ("ddp", "ddp_notebook", "ddp_fork"):
             trainer_kwargs["strategy"] = f"{strategy}_find_unused_parameters_true"
             logger.info(f"strategy={strategy!r} -> {trainer_kwargs['strategy']!r}: {type(self).__name__} leaves some "
