@@ -426,6 +426,18 @@ def prediction_categories(classes: Sequence[str], labels: pd.Series | None) -> l
     return own + [c for c in classes if c not in own]
 
 
+def argmax_labels(scores: np.ndarray, classes: Sequence[str], categories: Sequence[str]) -> pd.Categorical:
+    """Return the class of each row's highest score (columns in ``classes`` order), categorical of ``categories``.
+
+    Examples
+    --------
+    >>> list(argmax_labels(np.array([[0.2, 0.8]]), ["a", "b"], ["b", "a"]))
+    ['b']
+    """
+    names = np.asarray([str(c) for c in classes], dtype=object)
+    return pd.Categorical(names[np.asarray(scores).argmax(1)], categories=list(categories))
+
+
 def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndarray | None, *, key: str,
                              label_key: str | None = None) -> pd.Series:
     """Write ``obs['<key>_prediction']``, ``obs['<key>_confidence']``, ``obsm['<key>_proba']``, ``obsm['X_<key>']``.
@@ -438,10 +450,9 @@ def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndar
     >>> write_classifier_outputs(mdata, proba, latent, key="crossattomics")  # doctest: +SKIP
     """
     check_output_columns(mdata, key, classifier_columns(key))
-    codes = proba.to_numpy().argmax(1)
     labels = mdata.obs[label_key] if label_key is not None and label_key in mdata.obs.columns else None
-    predicted = np.asarray(list(map(str, proba.columns)), dtype=object)[codes]
-    prediction = pd.Categorical(predicted, categories=prediction_categories(list(proba.columns), labels))
+    prediction = argmax_labels(proba.to_numpy(), list(proba.columns),
+                               prediction_categories(list(proba.columns), labels))
     write_obs(mdata, f"{key}_prediction", prediction)
     write_obs(mdata, f"{key}_confidence", proba.to_numpy().max(1).astype(np.float32))
     write_obsm(mdata, f"{key}_proba", proba.to_numpy().astype(np.float32))

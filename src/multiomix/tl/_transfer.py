@@ -59,7 +59,7 @@ from ._calibration import (
     reliability_table,
     temperature_scale,
 )
-from ._fit import prediction_categories, resolve_label_key
+from ._fit import argmax_labels, prediction_categories, resolve_label_key
 from ._knn_vote import joint_pca, knn_ensemble, knn_proba, neighbour_agreement, stack_rows
 
 _UNLABELLED = "__unlabelled__"
@@ -106,8 +106,7 @@ def write_transfer(
         uns["reference_latent"] = np.asarray(reference_latent, dtype=np.float32)
         uns["reference_labels"] = np.asarray(list(map(str, reference_labels)))
     with restore_on_error(query):
-        write_obs(query, key, pd.Categorical(np.asarray(list(map(str, classes)), dtype=object)[calibrated.argmax(1)],
-                                             categories=list(classes) if categories is None else list(categories)))
+        write_obs(query, key, argmax_labels(calibrated, classes, classes if categories is None else categories))
         write_obs(query, f"{key}_confidence", confidence.astype(np.float32))
         if by_match:
             write_obs(query, f"{key}_match_score", score.astype(np.float32))

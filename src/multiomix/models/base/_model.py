@@ -56,6 +56,17 @@ class MultimodalInputMixin:
         )
 
 
+def _several_devices(devices: int | list[int] | str) -> bool:
+    """Whether ``devices`` asks for more than one device (``2``, ``[0, 1]``, ``"2"``; not ``"auto"``)."""
+    if isinstance(devices, bool):
+        return False
+    if isinstance(devices, int):
+        return devices > 1
+    if isinstance(devices, list | tuple):
+        return len(devices) > 1
+    return isinstance(devices, str) and devices.isdigit() and int(devices) > 1
+
+
 class MultiomixModel(BaseModelClass):
     """Base class of the multiomix models (scvi-tools ``BaseModelClass`` + one training and prediction path).
 
@@ -241,10 +252,7 @@ class MultiomixModel(BaseModelClass):
                 raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
             validation_size = 1.0 - float(train_size)
         strategy = trainer_kwargs.get("strategy")
-        several = (isinstance(devices, int) and not isinstance(devices, bool) and devices > 1) or (
-            isinstance(devices, list | tuple) and len(devices) > 1) or (isinstance(devices, str) and devices.isdigit()
-                                                                       and int(devices) > 1)
-        if several and strategy is None:
+        if _several_devices(devices) and strategy is None:
             raise ValueError(f"devices={devices!r} trains in several processes: pass strategy='ddp' (from a script) or "
                              "strategy='ddp_notebook' (in Jupyter).")
         if self._ddp_unused_parameters and strategy in ("ddp", "ddp_notebook", "ddp_fork"):
