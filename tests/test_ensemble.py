@@ -74,6 +74,8 @@ def test_save_load_round_trip(tmp_path):
     assert new.uns["crossattomics"]["model"] == "CrossAttOmics ensemble of 2"
     with pytest.raises(FileNotFoundError, match="ensemble.json"):
         mx.models.SeedEnsemble.load(str(tmp_path / "ensemble" / "member_0"), adata=fresh)
+    with pytest.raises(ValueError, match="SeedEnsemble.load"):  # the reverse mistake
+        mx.models.CrossAttOmics.load(str(tmp_path / "ensemble"), adata=fresh)
 
 
 def test_relevance_and_translation_take_the_ensemble():

@@ -140,7 +140,49 @@ def test_every_train_call_trains_in_train_mode_and_train_size_is_honoured():
     assert len(model.validation_indices) == 60
     with pytest.raises(TypeError, match=r"\['shuffle_set_split'\] would be ignored"):
         model.train(1, shuffle_set_split=False, **quiet)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="cannot be combined"):
         model.train(1, train_size=0.5, train_indices=np.arange(60), **quiet)
     with pytest.raises(ValueError, match="pass strategy='ddp'"):
         model.train(1, devices=2, **quiet)
+
+
+def test_bad_training_options_are_refused_before_training():
+    """Options that would fail deep in the engine, be misread by Lightning or go unrecorded get a clear error."""
+    import pytest
+
+    mdata = mx.datasets.synthetic_interaction_mudata(60, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    mx.models.CrossAttOmics.setup_mudata(mdata, label_key="label")
+    model = mx.models.CrossAttOmics(mdata, linear_path=None)
+    quiet = {"accelerator": "cpu", "progress_bar": False}
+    cases = [({"batch_size": 0}, ValueError, "batch_size must be a whole number >= 1"),
+             ({"batch_size": 1}, ValueError, "BatchNorm.*at least 2"),
+             ({"max_epochs": -1}, ValueError, "max_epochs must be a whole number >= 0"),
+             ({"max_epochs": 2.5}, ValueError, "max_epochs must be"),
+             ({"plan_kwargs": {"lr": 0.5}}, TypeError, "Pass lr= "),
+             ({"strategy": "ddp_spawn", "devices": 2}, ValueError, "ddp_notebook")]
+    for options, error, message in cases:
+        with pytest.raises(error, match=message):
+            model.train(**{"max_epochs": 1, **quiet, **options})
+    fitted = mdata.copy()
+    with pytest.raises(TypeError, match="Pass lr=, weight_decay="):
+        mx.tl.fit_crossattomics(fitted, label_key="label", max_epochs=1, plan_kwargs={"lr": 0.5, "weight_decay": 0},
+                                **quiet)
+    with pytest.raises(ValueError, match="pass validation_size="):
+        mx.tl.fit_crossattomics(fitted, label_key="label", max_epochs=1, train_size=0.5, **quiet)
+    assert "crossattomics" not in fitted.uns
+
+
+def test_settings_validate_values():
+    import pytest
+
+    before = (mx.settings.verbosity, mx.settings.progress_bar)
+    try:
+        for value in (True, 2.0, "info", 4):
+            with pytest.raises(ValueError, match="verbosity must be"):
+                mx.settings.verbosity = value
+        with pytest.raises(ValueError, match="progress_bar must be True or False"):
+            mx.settings.progress_bar = "no"
+        mx.settings.verbosity, mx.settings.progress_bar = 1, False
+        assert repr(mx.settings) == "multiomix settings: verbosity=1, progress_bar=False"
+    finally:
+        mx.settings.verbosity, mx.settings.progress_bar = before

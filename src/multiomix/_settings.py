@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from ._logging import logger
 
 
@@ -25,8 +27,22 @@ class _Settings:
 
     def __init__(self) -> None:
         self._verbosity: int | None = 2
-        self.progress_bar: bool = True
+        self._progress_bar = True
         self._apply()
+
+    def __repr__(self) -> str:
+        return f"multiomix settings: verbosity={self._verbosity!r}, progress_bar={self._progress_bar!r}"
+
+    @property
+    def progress_bar(self) -> bool:
+        """Show one progress bar per fit."""
+        return self._progress_bar
+
+    @progress_bar.setter
+    def progress_bar(self, value: bool) -> None:
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"progress_bar must be True or False, got {value!r}.")
+        self._progress_bar = bool(value)
 
     @property
     def verbosity(self) -> int | None:
@@ -35,9 +51,10 @@ class _Settings:
 
     @verbosity.setter
     def verbosity(self, value: int | None) -> None:
-        if value is not None and value not in self._levels:
+        if value is not None and (isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer)
+                                  or value not in self._levels):
             raise ValueError(f"verbosity must be 0, 1, 2, 3 or None (follow scanpy), got {value!r}.")
-        self._verbosity = value
+        self._verbosity = None if value is None else int(value)
         self._apply()
 
     def effective_verbosity(self) -> int:

@@ -2,10 +2,17 @@
 
 from ._multimodal_ae import MultimodalAETrainingPlan
 from ._plans import SupervisedTrainingPlan
-from ._runner import BestStateCallback, adamw_foreach, quiet_engine, resolve_rows, train_on_rows
+from ._runner import (
+    BestStateCallback,
+    adamw_foreach,
+    check_train_options,
+    quiet_engine,
+    resolve_rows,
+    train_on_rows,
+)
 
-__all__ = ["BestStateCallback", "SupervisedTrainingPlan", "adamw_foreach", "quiet_engine", "resolve_rows",
-           "train_on_rows"]
+__all__ = ["BestStateCallback", "SupervisedTrainingPlan", "adamw_foreach", "check_train_options", "quiet_engine",
+           "resolve_rows", "train_on_rows"]
 __all__ += ["MultimodalAETrainingPlan"]
 from ._unitednet import PHASES, UnitedNetTrainingPlan  # noqa: E402
 

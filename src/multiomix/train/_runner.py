@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
+from .._logging import logger
 from .._settings import settings
 
 #: engine messages a user cannot act on (device banners, tips, worker and logging-interval advice)
@@ -246,6 +247,39 @@ def check_engine_kwargs(kwargs: dict) -> None:
                         "early_stopping_patience).")
 
 
+def check_train_options(
+    *, max_epochs: Any = None, batch_size: Any = None, plan_kwargs: dict | None = None, strategy: Any = None
+) -> None:
+    """Refuse training options that would fail deep inside the engine, be misread, or go unrecorded.
+
+    ``max_epochs`` must be a whole number >= 0 (Lightning reads -1 as "no limit"; 0 trains nothing and is logged),
+    ``batch_size`` a whole number >= 1; the learning rate and weight decay go in ``lr=`` / ``weight_decay=`` (which
+    the fits record), not in ``plan_kwargs``; ``strategy="ddp_spawn"`` cannot pickle scvi-tools' MuData fields.
+
+    Examples
+    --------
+    >>> check_train_options(max_epochs=10, batch_size=64, plan_kwargs={"n_epochs_kl_warmup": 5}, strategy="ddp")
+    >>> check_train_options(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be a whole number >= 1, got 0.
+    """
+    for name, value, least in (("max_epochs", max_epochs, 0), ("batch_size", batch_size, 1)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}.")
+    if max_epochs == 0:
+        logger.warning("max_epochs=0: the network is not trained (its initial weights are kept).")
+    given = sorted({"lr", "weight_decay"} & set(plan_kwargs or {}))
+    if given:
+        raise TypeError(f"Pass {', '.join(f'{k}=' for k in given)} as the function's own argument(s), not in "
+                        "plan_kwargs: they are the values recorded with the fit.")
+    if isinstance(strategy, str) and strategy.startswith("ddp_spawn"):
+        raise ValueError(f"strategy={strategy!r} cannot pickle scvi-tools' MuData fields: use strategy='ddp' from a "
+                         "script or strategy='ddp_notebook' in Jupyter.")
+
+
 def train_on_rows(
     model,
     max_epochs: int,
@@ -287,6 +321,9 @@ def train_on_rows(
         if n_train < 2:
             raise ValueError(f"{type(model).__name__} normalises minibatches (BatchNorm) and needs at least 2 "
                              f"training rows; got {n_train}.")
+        if batch_size < 2:
+            raise ValueError(f"{type(model).__name__} normalises minibatches (BatchNorm): batch_size must be at least "
+                             f"2, got {batch_size}.")
         datasplitter_kwargs.setdefault("drop_last", single_row_last_batch(n_train, batch_size))
     plan_kwargs = _adamw_plan_kwargs(dict(plan_kwargs or {}))
     has_validation = len(validation) > 0

@@ -12,9 +12,9 @@ import pandas as pd
 from mudata import MuData
 
 from ..._docs import fill_doc
-from ._model import MultiomixModel, most_probable
+from ._model import ENSEMBLE_MANIFEST, MultiomixModel, most_probable
 
-_MANIFEST = "ensemble.json"
+_MANIFEST = ENSEMBLE_MANIFEST
 
 
 class SeedEnsemble:

@@ -27,10 +27,12 @@ from scvi.train import TrainRunner
 from ..._docs import fill_doc
 from ..._logging import logger
 from ..._utils import quiet_scvi
-from ...train import BestStateCallback, SupervisedTrainingPlan, resolve_rows, train_on_rows
+from ...train import BestStateCallback, SupervisedTrainingPlan, check_train_options, resolve_rows, train_on_rows
 from ._data import class_weights, feature_mean_std, matched_input, modality_key, resolve_layers
 
 _FEATURES_ATTR = "feature_names_"
+#: file that marks a folder written by :meth:`SeedEnsemble.save`
+ENSEMBLE_MANIFEST = "ensemble.json"
 
 
 def most_probable(proba: pd.DataFrame) -> pd.Series:
@@ -244,10 +246,14 @@ class MultiomixModel(BaseModelClass):
         >>> model.train(max_epochs=100, accelerator="gpu", devices=2, strategy="ddp_notebook")  # doctest: +SKIP
         """
         d = self._train_defaults
+        check_train_options(max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan_kwargs,
+                            strategy=trainer_kwargs.get("strategy"))
         train_size = trainer_kwargs.pop("train_size", None)
         if train_size is not None:  # scvi-tools' name for the share of rows trained on
             if train_indices is not None or validation_indices is not None:
-                raise ValueError("Pass train_size or train_indices / validation_indices, not both.")
+                raise ValueError("train_size cannot be combined with train_indices / validation_indices (mx.tl.fit_* "
+                                 "passes them from obs[split_key]): to set the share of training rows held out for "
+                                 "early stopping, pass validation_size=.")
             if not 0 < float(train_size) <= 1:
                 raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
             validation_size = 1.0 - float(train_size)
@@ -339,6 +345,9 @@ class MultiomixModel(BaseModelClass):
         --------
         >>> model = mx.models.CrossAttOmics.load("model_dir", adata=new_mdata)  # doctest: +SKIP
         """
+        if (Path(dir_path) / ENSEMBLE_MANIFEST).is_file():
+            raise ValueError(f"{str(dir_path)!r} holds a seed ensemble (a fit with n_models > 1): load it with "
+                             "mx.models.SeedEnsemble.load(dir_path, adata=...).")
         saved_data = [p for p in Path(dir_path).glob("*")
                       if p.name.endswith((SAVE_KEYS.ADATA_FNAME, SAVE_KEYS.MDATA_FNAME))]
         if adata is None and Path(dir_path).is_dir() and not saved_data:
