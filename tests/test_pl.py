@@ -344,3 +344,44 @@ def test_embedding_reads_any_2d_basis_and_colours_numbers_on_one_scale():
     with pytest.raises(KeyError, match=r"obsm\['X_wide'\] has 8 dimensions.*sc.tl.umap"):
         mx.pl.embedding(adata, "X_wide", color="type", show=False)
     plt.close("all")
+
+
+def test_bad_plot_arguments_get_clear_errors():
+    mdata = relevance_mudata()
+    for plot in (mx.pl.relevance_dotplot, mx.pl.relevance_heatmap, mx.pl.relevance_network):
+        with pytest.raises(ValueError, match="n_top must be a whole number >= 1"):
+            plot(mdata, "relevance", n_top=0)
+    with pytest.raises(KeyError, match=r"groups: \[.*'B/plasma'"):  # the names the user knows, not storage keys
+        mx.pl.relevance_dotplot(mdata, "relevance", groups=["B plasma"])
+    data = benchmark_data(n=3)
+    with pytest.raises(KeyError, match=r"\['val_loss'\] not in the history.*'validation_loss'"):
+        mx.pl.training_history(data, "model", metrics=["val_loss"])
+    with pytest.raises(ValueError, match="2 titles for 1 embeddings"):
+        mx.pl.embedding(data, "X_a", color="cell_type", titles=["one", "two"])
+    adata = genomic_adata()
+    with pytest.raises(ValueError, match=r"split='tset' matches no region.*'test'"):
+        mx.pl.track_prediction(adata, split="tset")
+    with pytest.raises(KeyError, match=r"Track 'nope' not found; tracks: \['signal'\]"):
+        mx.pl.track_prediction(adata, track="nope")
+
+
+def test_missing_values_are_drawn_and_said():
+    data = benchmark_data(n=3)
+    data.obs["score"] = np.linspace(0, 1, data.n_obs)
+    data.obs.loc[data.obs_names[:5], "score"] = np.nan
+    fig = mx.pl.embedding(data, "X_a", color="score")
+    sizes = [len(c.get_offsets()) for c in fig.axes[0].collections]
+    assert sizes == [5, data.n_obs - 5]  # NaN cells in grey underneath, not transparent
+    assert fig.axes[-1].get_ylabel() == "score (5 NaN in grey)"
+    data.obs["score"] = np.nan
+    with pytest.raises(ValueError, match="no finite value"):
+        mx.pl.embedding(data, "X_a", color="score")
+    data.obs["kind"] = pd.Categorical([None] * 4 + ["a"] * (data.n_obs - 4), categories=["a", "b"])
+    fig = mx.pl.embedding(data, "X_a", color="kind")
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "NA"]  # unused 'b' left out, NA last
+    data.uns["embedding_benchmark"].loc["X_b", "nmi"] = np.nan
+    ax = mx.pl.benchmark(data, "embedding_benchmark")
+    assert "n/a" in [t.get_text() for t in ax.texts]
+    data.uns["embedding_benchmark"].loc[:, :] = np.nan
+    with pytest.raises(ValueError, match="no finite value"):
+        mx.pl.benchmark(data, "embedding_benchmark")

@@ -244,7 +244,12 @@ def test_plots_read_the_transfer(tmp_path):
     query.obs["truth"] = truth
     fig = mx.pl.transfer(query, "lt", truth_key="truth", show=False)
     heat = fig.axes[2]
-    assert "T4" in [t.get_text() for t in heat.get_yticklabels()]  # the novel type is a row
+    assert [t.get_text() for t in heat.get_yticklabels()][-1] == "T4"  # the novel type is a row, below the shared ones
+    # every reference label has a column, also one that no query cell received
+    query.obs["lt"] = pd.Categorical(np.where(query.obs["lt"] == "T2", "T1", query.obs["lt"].astype(str)))
+    heat = mx.pl.transfer(query, "lt", truth_key="truth", show=False).axes[2]
+    assert [t.get_text() for t in heat.get_xticklabels()][:4] == ["T0", "T1", "T2", "T3"]
+    assert [t.get_text() for t in heat.get_yticklabels()][-1] == "T4"
     ax = mx.pl.reliability(query, "lt", show=False, save=tmp_path / "reliability.png")
     assert ax.get_xlabel().startswith("confidence") and (tmp_path / "reliability.png").exists()
     with pytest.raises(KeyError, match="transfer_labels"):

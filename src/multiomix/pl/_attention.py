@@ -177,7 +177,15 @@ def track_prediction(
         matrix = adata.X if layer is None else adata.layers[layer]
         observed = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
     names = [str(n) for n in entry["track_names"]]
+    if isinstance(track, str) and track not in names:
+        raise KeyError(f"Track {track!r} not found; tracks: {names}.")
     t = names.index(track) if isinstance(track, str) else int(track)
+    if not -len(names) <= t < len(names):
+        raise IndexError(f"track={track} is out of range for {len(names)} track(s): {names}.")
+    if split is not None and "split" in adata.obs.columns:
+        splits = sorted(adata.obs["split"].astype(str).unique())
+        if split not in splits:
+            raise ValueError(f"split={split!r} matches no region; obs['split'] holds {splits} (None: all regions).")
     ax_given = ax is not None
     with style():
         fig, ax = new_axes(ax, (6.5 if pred.ndim == 3 and region is not None else 4.8, 4.0))

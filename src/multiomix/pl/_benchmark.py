@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from mudata import MuData
 
 from .._docs import fill_doc
+from .._logging import logger
 from ..tl import get_result
 from ._utils import LAPTOP_WIDTH, SMALL_FONT, category_colors, finish, min_font, new_axes, style
 
@@ -65,6 +66,13 @@ def benchmark(
     if missing:
         raise KeyError(f"Metrics {missing} not in uns[{key!r}]; it has {list(table.columns)}.")
     n = len(table.index)
+    values = table[metrics].to_numpy(dtype=float)
+    if not np.isfinite(values).any():
+        raise ValueError(f"uns[{key!r}] holds no finite value for the metrics {metrics}.")
+    if not np.isfinite(values).all():
+        absent = [f"{name}: {m}" for name, row in zip(table.index, values) for m, v in zip(metrics, row)
+                  if not np.isfinite(v)]
+        logger.warning(f"no value (drawn as 'n/a') for {absent}")
     with style():
         fig, ax_ = new_axes(ax, (min(LAPTOP_WIDTH, 2.6 + (0.45 + 0.3 * n) * len(metrics)), 3.6))
         width = 0.8 / max(n, 1)
@@ -73,6 +81,10 @@ def benchmark(
         for i, name in enumerate(table.index):
             values = table.loc[name, metrics].to_numpy(dtype=float)
             bars = ax_.bar(x + (i - (n - 1) / 2) * width, values, width * 0.95, label=str(name), color=colors(i % 10))
+            for bar, value in zip(bars, values):
+                if not np.isfinite(value):  # a metric that could not be computed: marked, not an empty slot
+                    ax_.text(bar.get_x() + bar.get_width() / 2, 0.015, "n/a", ha="center", va="bottom",
+                             fontsize=SMALL_FONT - 1, rotation=90, color="0.4")
             if n <= 6:
                 for bar, value in zip(bars, values):
                     if np.isfinite(value):
@@ -104,17 +116,23 @@ def _continuous(mdata, coordinates: dict[str, np.ndarray], column: pd.Series, ti
                 point_size: float | None, ncols: int | None, panel_size: float, show, save) -> Figure | None:
     """Panels coloured by a numeric column (one colour scale, one colour bar); nothing is written to ``uns``."""
     values = column.to_numpy(dtype=float)
+    missing = ~np.isfinite(values)
+    if missing.all():
+        raise ValueError(f"Column {column.name!r} has no finite value to colour by.")
     point_size = float(np.clip(6000 / max(mdata.n_obs, 1), 2, 40)) if point_size is None else point_size
     ncols = min(len(coordinates), 3) if ncols is None else ncols
     nrows = int(np.ceil(len(coordinates) / ncols))
-    order = np.argsort(np.nan_to_num(values, nan=-np.inf))  # high values on top, as scanpy draws them
+    order = np.flatnonzero(~missing)[np.argsort(values[~missing])]  # high values on top, as scanpy draws them
     with style():
         fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + 0.8, panel_size * nrows), squeeze=False,
                                  layout="constrained")
         for ax, coords, title in zip(axes.ravel(), coordinates.values(), titles):
+            if missing.any():  # as scanpy's na_color, underneath
+                ax.scatter(coords[missing, 0], coords[missing, 1], s=point_size, color="lightgray", linewidths=0,
+                           rasterized=mdata.n_obs > 5000)
             points = ax.scatter(coords[order, 0], coords[order, 1], c=values[order], s=point_size, cmap="viridis",
-                                vmin=np.nanmin(values), vmax=np.nanmax(values), linewidths=0,
-                                plotnonfinite=True, rasterized=mdata.n_obs > 5000)
+                                vmin=values[order].min(), vmax=values[order].max(), linewidths=0,
+                                rasterized=mdata.n_obs > 5000)
             ax.set_title(title)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -122,7 +140,8 @@ def _continuous(mdata, coordinates: dict[str, np.ndarray], column: pd.Series, ti
             ax.set_ylabel("UMAP2")
         for ax in axes.ravel()[len(coordinates):]:
             ax.axis("off")
-        fig.colorbar(points, ax=list(axes.ravel()), shrink=0.6, label=str(column.name))
+        label = str(column.name) + (f" ({missing.sum()} NaN in grey)" if missing.any() else "")
+        fig.colorbar(points, ax=list(axes.ravel()), shrink=0.6, label=label)
         min_font(fig)
     return finish(fig, None, show=show, save=save)
 
@@ -175,7 +194,9 @@ def embedding(
     coordinates = {k: _plane(mdata, k) for k in keys}
     if color not in mdata.obs.columns:
         raise KeyError(f"Column {color!r} not found in .obs; available: {list(mdata.obs.columns)}.")
-    titles = list(keys) if titles is None else list(titles)
+    titles = list(keys) if titles is None else [titles] if isinstance(titles, str) else list(titles)
+    if len(titles) != len(keys):
+        raise ValueError(f"Got {len(titles)} titles for {len(keys)} embeddings; pass one title per key.")
     column = mdata.obs[color]
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         return _continuous(mdata, coordinates, column, titles, point_size=point_size, ncols=ncols,
@@ -187,7 +208,8 @@ def embedding(
     point_size = float(np.clip(6000 / max(mdata.n_obs, 1), 2, 40)) if point_size is None else point_size
     ncols = min(len(keys), 3) if ncols is None else ncols
     nrows = int(np.ceil(len(keys) / ncols))
-    below = len(categories) > 20
+    used = [cat for c, cat in enumerate(categories) if (codes == c).any()]
+    below = len(used) > 20
     width = panel_size * ncols
     with style():
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel_size * nrows), squeeze=False)
@@ -198,6 +220,8 @@ def embedding(
                            linewidths=0, label="NA")
             for c, cat in enumerate(categories):
                 sel = codes == c
+                if not sel.any():  # an unused category: no legend entry (its colour stays its own)
+                    continue
                 ax.scatter(coords[sel, 0], coords[sel, 1], s=point_size, color=palette[c], label=str(cat),
                            linewidths=0, rasterized=mdata.n_obs > 5000)
             ax.set_title(title)
@@ -209,14 +233,16 @@ def embedding(
             ax.axis("off")
         fig.tight_layout()
         handles, labels = axes.ravel()[0].get_legend_handles_labels()
+        if (codes < 0).any():  # NA last, as scanpy lists it
+            handles, labels = handles[1:] + handles[:1], labels[1:] + labels[:1]
         if below:
-            longest = max(len(str(c)) for c in categories)
+            longest = max(len(str(c)) for c in used)
             per_row = max(1, int(width / (0.45 + 0.075 * min(longest, 32))))
             legend = fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
                        ncols=per_row, title=color, columnspacing=0.8, handletextpad=0.2)
         else:
             legend = fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-                       ncols=1 if len(categories) <= 14 else 2, title=color, handletextpad=0.2)
+                       ncols=1 if len(used) <= 14 else 2, title=color, handletextpad=0.2)
         for handle in legend.legend_handles:
             handle.set_sizes([40])
         min_font(fig)

@@ -125,6 +125,9 @@ def training_history(
                        "(mx.tl.fit_crossattomics, fit_multimodal_ae, fit_unitednet, ...).")
     history = pd.DataFrame(get_result(data, key, kind="history")["history"])
     metrics = metrics or [c for c in history.columns if "loss" in c]
+    unknown = [m for m in metrics if m not in history.columns]
+    if unknown:
+        raise KeyError(f"{unknown} not in the history of uns[{key!r}]; it holds {list(history.columns)}.")
     ax_given = ax is not None
     with style():
         fig, ax = new_axes(ax, (5.6, 3.8))

@@ -26,9 +26,9 @@ from .._docs import fill_doc
 from .._logging import logger
 from .._settings import settings
 from ..tl import get_result, rank_relevant_features
+from ..tl._relevance import check_n_top
 from ._utils import (
     FONT_SIZE,
-    LAPTOP_HEIGHT,
     LAPTOP_WIDTH,
     SMALL_FONT,
     finish,
@@ -299,6 +299,7 @@ def relevance_heatmap(
     >>> mx.pl.relevance_heatmap(mdata, "relevance", n_top=3, modality="rna")
     >>> mx.pl.relevance_heatmap(mdata, "relevance_rna_to_morph", group="Sst-MET-1", save="matrix.png")
     """
+    check_n_top(n_top)
     entry = _entry(mdata, key)
     params = entry["params"]
     if standard_scale == "auto":
@@ -392,6 +393,7 @@ def relevance_dotplot(
     >>> mx.pl.relevance_dotplot(mdata, "relevance", n_top=2, modality="rna")
     >>> mx.pl.relevance_dotplot(mdata, groups=["Sst-MET-1", "Pvalb-MET-2"], save="dotplot.png")
     """
+    check_n_top(n_top)
     entry = _entry(mdata, key)
     params = entry["params"]
     shown = _select_groups(mdata, key, entry, groups, max_groups)
@@ -503,6 +505,7 @@ def relevance_network(
     >>> mx.pl.relevance_network(mdata, "relevance_rna_to_morph", "Sst-MET-1", n_top=15)
     >>> mx.pl.relevance_network(mdata, "relevance", modality="rna")
     """
+    check_n_top(n_top)
     entry = _entry(mdata, key)
     params = entry["params"]
     cross = "matrices" in entry
@@ -548,7 +551,7 @@ def relevance_network(
         heads = (str(params["groupby"]), "feature")
     note = _health(entry, shown)
     longest = max(len(s) for s in left + right)
-    height = float(np.clip(0.2 * max(len(left), len(right)) + 1.2, 3.0, LAPTOP_HEIGHT - 0.4))
+    height = max(0.2 * max(len(left), len(right)) + 1.2, 3.0)  # taller than a screen rather than overlapping
     with style():
         fig, ax_ = new_axes(ax, (min(LAPTOP_WIDTH, 4.0 + 0.1 * longest), height))
         _draw_bipartite(ax_, links, left, right, color_values=color_values, norm=norm, width_from=width_from, cmap=cmap,

@@ -171,8 +171,9 @@ def transfer(
                                 hspace=0.12, wspace=0.08)
         ax_source, ax_label = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
         _scatter_categories(ax_source, coords, joint.obs["source"], _SOURCE_COLORS, size)
-        ax_source.set_title("source")
-        legend = ax_source.legend(frameon=False, loc="best", handletextpad=0.2)
+        # the legend stands in for the title, above the points rather than on them
+        legend = ax_source.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,
+                                  handletextpad=0.2, borderaxespad=0.2)
         for handle in legend.legend_handles:
             handle.set_sizes([30])
         _scatter_categories(ax_label, coords, labels, palette, size)
@@ -197,11 +198,15 @@ def _confusion(ax: Axes, query: MuData | AnnData, key: str, truth_key: str, *, c
     pred = query.obs[key].astype(str).to_numpy().astype(object)
     pred[query.obs[f"{key}_unknown"].to_numpy().astype(bool)] = _UNKNOWN
     table = pd.crosstab(truth.to_numpy(), pred, normalize="index")
-    shared = [c for c in table.index if c in table.columns]
+    # a column for every reference label, received or not: the rows below the diagonal block are then exactly
+    # the query labels absent from the reference
+    classes = [str(c) for c in _result(query, key)["classes"]]
+    shared = [r for r in table.index if r in classes]
     rows = shared + [r for r in table.index if r not in shared]
-    cols = shared + sorted(c for c in table.columns if c not in shared and c != _UNKNOWN)
+    cols = shared + [c for c in classes if c not in shared]
+    cols += sorted(c for c in table.columns if c not in cols and c != _UNKNOWN)
     cols += [_UNKNOWN] if _UNKNOWN in table.columns else []
-    table = table.loc[rows, cols]
+    table = table.reindex(index=rows, columns=cols, fill_value=0.0)
     image = ax.imshow(table.to_numpy(), aspect="auto", cmap="Reds", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks(range(len(cols)), cols, rotation=90)
     ax.set_yticks(range(len(rows)), rows)
@@ -275,8 +280,8 @@ def reliability(
         if str(uns.get("unknown_score", "confidence")) == "confidence":  # else the threshold is on the match score
             ax_.axvline(float(uns["unknown_threshold"]), color="#555555", ls=":", lw=1,
                         label=f"unknown below {float(uns['unknown_threshold']):.2f}")
-        ax_.set_xlim(0, 1.02)
-        ax_.set_ylim(0, 1.02)
+        ax_.set_xlim(-0.03, 1.03)  # bins at 0 or 1 drawn whole
+        ax_.set_ylim(-0.03, 1.03)
         ax_.set_xlabel("confidence (mean per bin)")
         ax_.set_ylabel("accuracy")
         ax_.set_title(f"held-out reference cells (n = {int(cal['n_cells'])})")

@@ -488,6 +488,21 @@ def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool,
     return health
 
 
+def check_n_top(n_top: int | None) -> None:
+    """Raise a ``ValueError`` unless ``n_top`` is ``None`` or a whole number >= 1.
+
+    Examples
+    --------
+    >>> check_n_top(5)
+    >>> check_n_top(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: n_top must be a whole number >= 1, got 0.
+    """
+    if n_top is not None and (isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or n_top < 1):
+        raise ValueError(f"n_top must be a whole number >= 1, got {n_top!r}.")
+
+
 def rank_relevant_features(
     mdata: MuData,
     key: str,
@@ -532,6 +547,7 @@ def rank_relevant_features(
     >>> mx.tl.rank_relevant_features(mdata, "relevance_rna_to_morph", "Sst-MET-1",
     ...                              target_feature="axon.tip.dimension_depth")
     """
+    check_n_top(n_top)
     if rank_by not in ("mean_abs", "mean"):
         raise ValueError(f"`rank_by` must be 'mean_abs' or 'mean', got {rank_by!r}.")
     if rank_by == "mean" and target_feature is not None:

@@ -98,7 +98,8 @@ def _group_key(entry: dict, group: str) -> str:
     if names is not None and keys is not None:
         key = dict(zip(map(str, np.atleast_1d(names)), map(str, np.atleast_1d(keys)))).get(str(group), str(group))
     if key not in entry["groups"]:
-        raise KeyError(f"Group {group!r} not found in the relevance results; groups: {list(entry['groups'])}.")
+        listed = [str(g) for g in np.atleast_1d(names)] if names is not None else list(entry["groups"])
+        raise KeyError(f"Group {group!r} not found in the relevance results; groups: {listed}.")
     return key
 
 
