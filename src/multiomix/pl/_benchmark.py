@@ -100,7 +100,6 @@ def benchmark(
     return finish(fig, ax_, show=show, save=save, ax_given=ax is not None, return_fig=return_fig)
 
 
-@fill_doc
 def _plane(mdata: MuData | AnnData, key: str) -> np.ndarray:
     """2-D coordinates of ``key``: ``obsm['<key>_umap']`` when there, else ``obsm[key]`` itself if it is 2-D."""
     for name in (f"{key}_umap", key):
@@ -146,6 +145,7 @@ def _continuous(mdata, coordinates: dict[str, np.ndarray], column: pd.Series, ti
     return finish(fig, None, show=show, save=save)
 
 
+@fill_doc
 def embedding(
     mdata: MuData | AnnData,
     keys: str | Sequence[str],

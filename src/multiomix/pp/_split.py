@@ -53,7 +53,7 @@ def split(
     >>> import multiomix as mx
     >>> mdata = mx.datasets.tcga_brca()
     >>> mx.pp.split(mdata, label_key="subtype", test_size=0.2, random_state=0)
-    >>> mdata.obs["split"].value_counts()["test"]
+    >>> int(mdata.obs["split"].value_counts()["test"])
     154
     """
     if not 0 <= test_size < 1 or not 0 <= validation_size < 1 or test_size + validation_size >= 1:

@@ -113,7 +113,8 @@ def fit_crossattomics(
     The trained model (a :class:`~multiomix.models.SeedEnsemble` when ``n_models > 1``). Writes
     ``obs['<key>_prediction']``, ``obs['<key>_confidence']``,
     ``obsm['<key>_proba']``, ``obsm['X_<key>']`` and ``uns['<key>']`` (params, classes, history, interactions,
-    test metrics, baseline), and ``obs[split_key]`` when it created the split.
+    ``best_epoch`` (-1: the fitted linear path alone was best), test metrics, baseline), and ``obs[split_key]``
+    when it created the split.
 
     Examples
     --------

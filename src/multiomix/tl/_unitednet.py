@@ -145,8 +145,9 @@ def fit_unitednet(
     The trained model (a :class:`~multiomix.models.SeedEnsemble` when ``n_models > 1``; its first member's
     latent and heads are written). Writes ``obsm['X_<key>']`` (fused latent of the best head; the mean modality
     latent in translation mode) and, except in translation mode, ``obs['<key>_prediction']``,
-    ``obs['<key>_confidence']`` and ``obsm['<key>_proba']``; ``uns['<key>']`` holds params, classes, history,
-    best head, fusion weights and ``test_metrics`` (supervised: accuracy, macro-F1, ... and the baseline's;
+    ``obs['<key>_confidence']`` and ``obsm['<key>_proba']``; ``uns['<key>']`` holds params, history, the numbers
+    of train / validation / test rows and ``test_metrics``, and (except in translation mode) classes, best head
+    and fusion weights (supervised: accuracy, macro-F1, ... and the baseline's;
     unsupervised with labels: ARI/NMI per split under ``metrics``; translation: per-feature Pearson and R² of
     every pair ``source->target`` with a continuous target on the test rows, and the ridge baseline's mean
     Pearson and R² per pair under ``baseline``).
