@@ -391,3 +391,24 @@ def test_pca_concat_scaled_kind_embeds_continuous_modalities():
     assert mdata.uns["pca_concat"]["kinds"]["ephys"] == "scaled" and block.shape == (60, 4)
     # the planted group difference is the first scaled component, whatever the features' units
     assert abs(np.corrcoef(block[:, 0], groups)[0, 1]) > 0.8
+
+
+def test_embedding_baseline_is_pca_concat_of_the_same_inputs(caplog):
+    import logging
+
+    from multiomix.tl._multimodal_ae import _embedding_metrics
+
+    mdata = planted_multiome()
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.fit_multimodal_ae(mdata, label_key="cluster", max_epochs=3, random_state=0, **SMALL)
+    entry = mdata.uns["mmae"]
+    assert entry["baseline"]["kinds"] == {"rna": "scaled", "atac": "atac"}  # mse on log values, bce on peaks
+    # the baseline is pca_concat of what the model read (.X), scored as the model is
+    mx.tl.pca_concat(mdata, layer=None, kinds={"rna": "scaled", "atac": "atac"}, use_highly_variable=False)
+    expected = _embedding_metrics(mdata.obsm["X_pca_concat"], mdata.obs["cluster"], random_state=0)["kmeans"]
+    assert entry["baseline"]["kmeans"] == pytest.approx(expected)
+    assert entry["baseline"]["kmeans"]["nmi"] > 0.9  # the planted clusters are linear: PCA finds them
+    line = [r.getMessage() for r in caplog.records if "mmae vs baseline" in r.getMessage()]
+    assert len(line) == 1 and f"vs {expected['nmi']:.3f}" in line[0]
+    mx.tl.fit_multimodal_ae(mdata, label_key="cluster", max_epochs=1, baseline=False, **SMALL)
+    assert "baseline" not in mdata.uns["mmae"] and "embedding_metrics" in mdata.uns["mmae"]

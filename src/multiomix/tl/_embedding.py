@@ -60,6 +60,17 @@ def _modality_components(
         return _reduce(tmp, kind=kind, n_comps=n_comps, random_state=random_state)
 
 
+def modality_block(
+    adata: AnnData, *, name: str, kind: str, layer: str | None, n_comps: int, use_highly_variable: bool,
+    random_state: int,
+) -> np.ndarray:
+    """One modality's block of :func:`pca_concat`: its reduction, centred and scaled to unit total variance."""
+    block = _modality_components(adata, name=name, kind=kind, layer=layer, n_comps=n_comps,
+                                 use_highly_variable=use_highly_variable, random_state=random_state)
+    block = block - block.mean(0)
+    return (block / np.sqrt(max(block.var(0).sum(), 1e-12))).astype(np.float32)
+
+
 def _reduce(tmp: AnnData, *, kind: str, n_comps: int, random_state: int) -> np.ndarray:
     if kind == "atac":
         tfidf(tmp)
@@ -136,21 +147,9 @@ def pca_concat(
     bad = {m: k for m, k in kinds.items() if k not in ("rna", "atac", "protein", "scaled")}
     if bad:
         raise ValueError(f"Unknown modality kinds {bad}; expected 'rna', 'atac', 'protein' or 'scaled'.")
-    blocks = []
-    for m in modalities:
-        mod_layer = layer.get(m) if isinstance(layer, Mapping) else layer
-        block = _modality_components(
-            mdata.mod[m],
-            name=m,
-            kind=kinds[m],
-            layer=mod_layer,
-            n_comps=n_comps,
-            use_highly_variable=use_highly_variable,
-            random_state=random_state,
-        )
-        block = block - block.mean(0)
-        block = block / np.sqrt(max(block.var(0).sum(), 1e-12))
-        blocks.append(block.astype(np.float32))
+    layers = {m: layer.get(m) if isinstance(layer, Mapping) else layer for m in modalities}
+    blocks = [modality_block(mdata.mod[m], name=m, kind=kinds[m], layer=layers[m], n_comps=n_comps,
+                             use_highly_variable=use_highly_variable, random_state=random_state) for m in modalities]
     write_obsm(mdata, key_added, np.concatenate(blocks, axis=1))
     record = key_added[2:] if key_added.startswith("X_") else key_added  # X_pca_concat -> uns['pca_concat']
     write_uns(mdata, record, {"kinds": kinds, "widths": {m: int(b.shape[1]) for m, b in zip(modalities, blocks)}})
