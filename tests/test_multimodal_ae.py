@@ -412,3 +412,13 @@ def test_embedding_baseline_is_pca_concat_of_the_same_inputs(caplog):
     assert len(line) == 1 and f"vs {expected['nmi']:.3f}" in line[0]
     mx.tl.fit_multimodal_ae(mdata, label_key="cluster", max_epochs=1, baseline=False, **SMALL)
     assert "baseline" not in mdata.uns["mmae"] and "embedding_metrics" in mdata.uns["mmae"]
+
+
+def test_pca_concat_refuses_modalities_in_another_order():
+    mdata = planted_multiome()
+    shuffled = md.MuData({"rna": mdata["rna"].copy(), "atac": mdata["atac"][::-1].copy()})
+    with pytest.raises(ValueError, match="'atac' holds the MuData's 160 observations in another order"):
+        mx.tl.pca_concat(shuffled, layer=None)
+    assert "X_pca_concat" not in shuffled.obsm
+    with pytest.raises(KeyError, match="Modality 'atac' has no layer 'counts'"):
+        mx.tl.pca_concat(mdata)

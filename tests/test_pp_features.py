@@ -125,6 +125,12 @@ def test_select_features_with_duplicated_names_picks_exactly_n_by_position():
         mx.pp.select_features(mdata, n_top={"rna": 10})
     assert duplicated["rna"].var["highly_variable"].sum() == 10
     np.testing.assert_array_equal(duplicated["rna"].var["highly_variable"], unique["rna"].var["highly_variable"])
+    # and the subset keeps exactly those features, under the user's (repeated) names
+    names = np.asarray(duplicated["rna"].var_names)
+    mx.pp.select_features(duplicated, n_top={"rna": 10}, subset=True)
+    np.testing.assert_array_equal(duplicated["rna"].var_names, names[unique["rna"].var["highly_variable"].to_numpy()])
+    assert list(duplicated["atac"].var_names) == [f"p{i}" for i in range(30)]
+    assert list(duplicated.var_names) == [*duplicated["rna"].var_names, *duplicated["atac"].var_names]
 
 
 def test_select_features_refuses_nan_and_negative_input_for_every_flavor():
@@ -168,8 +174,12 @@ def test_select_features_default_takes_the_rna_and_atac_it_finds():
     cite = md.MuData({"rna": base["rna"].copy(), "adt": ad.AnnData(base["rna"].X[:, :5].copy(), obs=base["rna"].obs)})
     mx.pp.select_features(cite, layer=None)  # no 'atac': RNA only (40 genes < 2500: all kept)
     assert cite["rna"].var["highly_variable"].all() and "highly_variable" not in cite["adt"].var.columns
-    other = md.MuData({"gex": base["rna"].copy()})
-    with pytest.raises(ValueError, match=r"names no modality of this MuData \(\['gex'\]\); pass one, e.g. n_top="):
+    named = md.MuData({"GEX": base["rna"].copy(), "ATAC": base["atac"].copy(), "ephys": base["rna"].copy()})
+    mx.pp.select_features(named, layer=None)  # recognised by name, as pca_concat recognises them
+    assert "highly_variable" in named["GEX"].var and "highly_variable" in named["ATAC"].var
+    assert "highly_variable" not in named["ephys"].var
+    other = md.MuData({"ephys": base["rna"].copy()})
+    with pytest.raises(ValueError, match=r"names no modality of this MuData \(\['ephys'\]\); pass one, e.g. n_top="):
         mx.pp.select_features(other)
 
 

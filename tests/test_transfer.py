@@ -402,3 +402,15 @@ def test_joint_pca_of_a_large_modality_never_densifies_it(monkeypatch):
     for other in (dense_large, sparse_large):
         for k in range(3):  # the same component, up to its sign
             assert abs(np.corrcoef(small[:, k], other[:, k])[0, 1]) > 0.999
+
+
+def test_fitted_model_and_a_query_lacking_one_of_its_modalities():
+    reference, query, _ = reference_query()
+    model = mx.tl.fit_crossattomics(reference, label_key="cell_type", max_epochs=1, accelerator="cpu",
+                                    progress_bar=False, baseline=False)
+    kept = list(query.mod)[0]
+    one = md.MuData({kept: query[kept].copy()})
+    with pytest.raises(KeyError, match=r"The query lacks \[.*\], which the given CrossAttOmics was fitted on.*"
+                                       rf"\['{kept}'\]"):
+        mx.tl.transfer_labels(reference, one, label_key="cell_type", model=model)
+    assert not [c for c in one.obs.columns if "transferred" in c]

@@ -126,8 +126,8 @@ def select_features(
     n_top
         Number of features per modality (``{"rna": 2000, "atac": 5000}``; only modalities named here are
         processed), or one number for every modality. If ``n`` exceeds a modality's width, all its features are
-        kept. Default: ``{"rna": 2500, "atac": 5000}`` for those of the two that ``mdata`` has (a CITE-seq object:
-        RNA only).
+        kept. Default: 2500 for an RNA modality and 5000 for an ATAC one, recognised by name (``rna``, ``gex``,
+        ``GEX``, ``atac``, ``peaks``, ...); other modalities are left alone (a CITE-seq object: RNA only).
     layer
         Layer with counts (one name for all, or a dict per modality; ``None`` = ``.X``).
     flavor
@@ -157,7 +157,7 @@ def select_features(
     if isinstance(n_top, int | np.integer) and not isinstance(n_top, bool):
         n_top = dict.fromkeys(mdata.mod, int(n_top))
     if n_top is None:
-        n_top = {m: n for m, n in DEFAULT_N_TOP.items() if m in mdata.mod}
+        n_top = {m: DEFAULT_N_TOP[kind] for m in mdata.mod if (kind := _default_kind(m)) is not None}
         if not n_top:
             raise ValueError(f"The default n_top={DEFAULT_N_TOP} names no modality of this MuData "
                              f"({list(mdata.mod)}); pass one, e.g. n_top={{{next(iter(mdata.mod))!r}: 2000}}.")
@@ -205,25 +205,34 @@ def _subset_vars(mdata: MuData, masks: Mapping[str, np.ndarray]) -> None:
     """Subset modalities to their masked features in place and update ``mdata``.
 
     Feature names shared by modalities (a gene and its protein, e.g. CD69) make mudata's update after a subset
-    fail, so the names are made unique (``<modality>:<name>``) for the subset and restored after it (a pure
-    rename, which mudata updates without matching names).
+    fail, as do names repeated within a modality, so the features are named by position (``<modality>:<i>``) for
+    the subset and get their names back after it, also when the subset failed.
     """
-    shared = not mdata.var_names.is_unique
     original = {m: a.var_names.copy() for m, a in mdata.mod.items()}
+    # names shared across modalities or repeated within one (read from the modalities: the MuData's own may lag)
+    shared = not (mdata.var_names.is_unique and pd.Index(np.concatenate([n.to_numpy() for n in original.values()]))
+                  .is_unique)
     with warnings.catch_warnings():  # the shared names are the user's own; mudata warns on every update
         warnings.filterwarnings("ignore", message="var_names (is|are) not unique", category=UserWarning)
         warnings.filterwarnings("ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning)
-        if shared:
-            for m, a in mdata.mod.items():
-                a.var_names = [f"{m}:{name}" for name in original[m]]
+        try:
+            if shared:  # positions, unique within and across modalities
+                for m, a in mdata.mod.items():
+                    a.var_names = [f"{m}:{i}" for i in range(a.n_vars)]
+                mdata.update()
+            for m, mask in masks.items():
+                mdata.mod[m]._inplace_subset_var(mask)
             mdata.update()
-        for m, mask in masks.items():
-            mdata.mod[m]._inplace_subset_var(mask)
-        mdata.update()
-        if shared:
-            for m, a in mdata.mod.items():
-                a.var_names = original[m][masks[m]] if m in masks else original[m]
-            mdata.update()
+        finally:  # the user's names come back, also when the update failed
+            if shared:
+                for m, a in mdata.mod.items():
+                    subset = m in masks and a.n_vars != len(original[m])
+                    a.var_names = original[m][masks[m]] if subset else original[m]
+                # the MuData's names too, in its (modality) order: mudata cannot match repeated names itself
+                names = np.concatenate([a.var_names.to_numpy() for a in mdata.mod.values()])
+                if len(names) == mdata.n_vars:
+                    mdata.var_names = pd.Index(names)
+                mdata.update()
 
 
 def _muon():
@@ -237,8 +246,23 @@ def _muon():
     return muon
 
 
-#: features kept per modality by default (for the modalities of these names that the MuData has)
+#: features kept by default per modality kind (RNA and ATAC modalities, recognised by name)
 DEFAULT_N_TOP = {"rna": 2500, "atac": 5000}
+_RNA_NAMES = ("rna", "gex", "gene", "genes", "expression", "transcriptome", "scrna", "mrna")
+
+
+def _default_kind(name: str) -> str | None:
+    """``"rna"`` or ``"atac"`` for a modality whose name says so (``GEX``, ``rna``, ``ATAC``, ...), else ``None``.
+
+    Examples
+    --------
+    >>> _default_kind("GEX"), _default_kind("atac_peaks"), _default_kind("adt"), _default_kind("ephys")
+    ('rna', 'atac', None, None)
+    """
+    if infer_modality_kind(name) == "atac":
+        return "atac"
+    low = name.lower()
+    return "rna" if low in _RNA_NAMES or low.startswith(("rna", "gex")) else None
 
 #: what each feature-selection flavor needs of its input (for the error on negative values)
 SELECTION_NEEDS = {

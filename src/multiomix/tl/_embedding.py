@@ -15,6 +15,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_samples, silhouette_score
 
 from .._utils import (
+    check_aligned,
     check_finite,
     check_modalities,
     check_nonnegative,
@@ -41,6 +42,9 @@ def _modality_components(
     random_state: int,
 ) -> np.ndarray:
     """Reduce one modality by its kind's preprocessing and PCA (LSI for ATAC, its first component dropped)."""
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"Modality {name!r} has no layer {layer!r} (its layers: {list(adata.layers.keys())}); pass "
+                       f"`layer=` naming its raw counts, or `layer={{{name!r}: None}}` to read .X.")
     matrix = get_matrix(adata, layer)
     if use_highly_variable and "highly_variable" in adata.var.columns:
         mask = adata.var["highly_variable"].to_numpy(dtype=bool)
@@ -141,6 +145,7 @@ def pca_concat(
     (500, 40)
     """
     modalities = check_modalities(mdata, modalities)
+    check_aligned(mdata, modalities)  # each block is in its modality's row order
     if n_comps < 1:
         raise ValueError(f"n_comps must be >= 1, got {n_comps}.")
     kinds = {m: (kinds or {}).get(m, infer_modality_kind(m)) for m in modalities}

@@ -642,6 +642,12 @@ def transfer_labels(
     check_output_columns(query, key, _transfer_columns(key))
     if fitted:
         modalities, layers = list(model.modalities), model.layers
+        lacking = [m for m in modalities if m not in getattr(query, "mod", {})]
+        if lacking:
+            raise KeyError(f"The query lacks {lacking}, which the given {type(model).__name__} was fitted on: a fitted "
+                           f"model reads every modality it was trained on. Leave `model` out (or pass "
+                           f"model='unitednet' / 'logistic') to fit on the modalities reference and query share, "
+                           f"e.g. {[m for m in modalities if m not in lacking]}.")
     else:
         model, modalities, layers = _shared_modalities(reference, query, model, modalities, layer)
         reference = _features_in_both(reference, query, modalities)
