@@ -250,6 +250,12 @@ def test_plots_read_the_transfer(tmp_path):
     heat = mx.pl.transfer(query, "lt", truth_key="truth", show=False).axes[2]
     assert [t.get_text() for t in heat.get_xticklabels()][:4] == ["T0", "T1", "T2", "T3"]
     assert [t.get_text() for t in heat.get_yticklabels()][-1] == "T4"
+    fig = mx.pl.transfer(query, "lt", truth_key="truth", joint=joint, show=False)  # the UMAP computed once
+    np.testing.assert_allclose(np.vstack([c.get_offsets() for c in fig.axes[0].collections]),
+                               np.vstack([joint.obsm["X_umap"][(joint.obs["source"] == s).to_numpy()]
+                                          for s in ("reference", "query")]))
+    with pytest.raises(ValueError, match="not this transfer's embedding"):
+        mx.pl.transfer(query, "lt", joint=joint[:10].copy(), show=False)
     ax = mx.pl.reliability(query, "lt", show=False, save=tmp_path / "reliability.png")
     assert ax.get_xlabel().startswith("confidence") and (tmp_path / "reliability.png").exists()
     with pytest.raises(KeyError, match="transfer_labels"):

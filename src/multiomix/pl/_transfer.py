@@ -96,6 +96,7 @@ def transfer(
     key: str,
     *,
     truth_key: str | None = None,
+    joint: AnnData | None = None,
     n_neighbors: int = 15,
     random_state: int = 0,
     panel_size: float = 3.6,
@@ -108,8 +109,8 @@ def transfer(
     coloured by label (reference labels, transferred labels for the query, ``unknown`` in grey where a query
     cell is flagged), and, when the query has labels of its own (``truth_key``), a heatmap of the share of each
     query label (rows) assigned to each transferred label (columns, ``unknown`` last). Colours are scanpy's
-    palettes. The UMAP is computed at each call (about 20 s for 10,000 reference + query cells on one thread):
-    for many plots of a large transfer, compute it once with :func:`transfer_embedding` and plot with scanpy.
+    palettes. The UMAP is computed at each call (about 20 s for 10,000 reference + query cells on one thread)
+    unless ``joint`` passes one computed once with :func:`transfer_embedding`.
 
     Parameters
     ----------
@@ -120,8 +121,10 @@ def transfer(
     truth_key
         Column of ``query.obs`` with labels the query already has (default: the transfer's ``label_key`` when the
         query has that column; none: no heatmap).
+    joint
+        The output of :func:`transfer_embedding` for this transfer, to reuse its UMAP (default: computed here).
     n_neighbors, random_state
-        UMAP neighbours and seed.
+        UMAP neighbours and seed (without ``joint``).
     panel_size
         Height of a panel in inches.
     show
@@ -140,6 +143,8 @@ def transfer(
     >>> reference, query = cite[cite.obs["batch"] == "s1d1"].copy(), cite[cite.obs["batch"] == "s1d2"].copy()
     >>> mx.tl.transfer_labels(reference, query, label_key="cell_type")
     >>> mx.pl.transfer(query, "cell_type_transferred", truth_key="cell_type", save="transfer.png")
+    >>> joint = mx.pl.transfer_embedding(query, "cell_type_transferred")  # once, for several plots
+    >>> mx.pl.transfer(query, "cell_type_transferred", joint=joint, show=False)
     """
     uns = _result(query, key)
     if truth_key is None:
@@ -147,7 +152,12 @@ def transfer(
         truth_key = label_key if label_key in query.obs.columns else None
     elif truth_key not in query.obs.columns:
         raise KeyError(f"Column {truth_key!r} not found in query.obs; available: {list(query.obs.columns)}.")
-    joint = transfer_embedding(query, key, n_neighbors=n_neighbors, random_state=random_state)
+    if joint is None:
+        joint = transfer_embedding(query, key, n_neighbors=n_neighbors, random_state=random_state)
+    elif ("X_umap" not in joint.obsm or "label" not in joint.obs
+          or joint.n_obs != len(uns.get("reference_labels", [])) + query.n_obs):
+        raise ValueError(f"`joint` is not this transfer's embedding: pass mx.pl.transfer_embedding(query, {key!r}) "
+                         "(reference + query cells, obsm['X_umap']).")
     coords = joint.obsm["X_umap"]
     labels = joint.obs["label"]
     palette = dict(zip(labels.cat.categories, category_colors(joint, "label"), strict=True))
