@@ -82,8 +82,9 @@ def test_genome_plus_bed_equals_fasta_records(tmp_path, genome, peaks):
     mx.pp.one_hot_sequences(regions, sequence_key=None, fasta=mx.io.open_fasta(fasta), dtype=np.float32)
     np.testing.assert_array_equal(regions.obsm["dna_onehot"], records.obsm["dna_onehot"].astype(np.float32))
     # a data frame works as the BED, and names fall back to chrom:start-end without a name column
-    frame = mx.pp.sequences_from_genome(fasta, bed.drop(columns="name"))
+    frame = mx.pp.sequences_from_genome(fasta, bed.drop(columns="name").assign(label=np.arange(len(bed)) % 2))
     assert frame.obs_names[0] == f"{bed.chrom[0]}:{bed.start[0]}-{bed.end[0]}"
+    assert list(frame.obs["label"]) == list(np.arange(len(bed)) % 2)  # the user's own column is kept
     np.testing.assert_array_equal(frame.obsm["dna_onehot"], records.obsm["dna_onehot"])
 
 

@@ -354,6 +354,9 @@ def test_save_load_and_h5ad_round_trip(fitted, tmp_path):
     hits = mx.tl.attention_pair_hit_rate(adata)
     assert set(hits.index) == {"stage0.layer0", "stage1.layer0", "transformer.layer0"}
     assert hits["chance"].between(0, 1).all()
+    subset = adata[~adata.obs_names.isin(adata.obs_names[pairs[:1]])].copy()  # uns comes along, a region does not
+    with pytest.raises(KeyError, match="1 of the 3 regions whose attention is stored"):
+        mx.tl.attention_pair_hit_rate(subset)
     path = tmp_path / "regions.h5ad"
     adata.write_h5ad(path)
     back = ad.read_h5ad(path)

@@ -421,3 +421,13 @@ def test_tile_attention_plot(fitted, tmp_path):
     fig.savefig(tmp_path / "tile_attention.png")
     with pytest.raises(KeyError, match="fit_med_crossvit"):
         mx.pl.tile_attention(mdata, key="missing", show=False)
+    # new patients scored with tl.predict get the attention too, so the plot works on them
+    _, _, model = fitted
+    new = _unlabelled_reordered(mdata)
+    mx.tl.predict(new, model)
+    np.testing.assert_array_equal(new.uns["medcrossvit"]["attention"]["tiles"], model.get_attention()["tiles"])
+    assert len(mx.pl.tile_attention(new, n_top=5, show=False).axes) >= 4
+    # a MuData whose expression is in another order than its bags: the error names the expression
+    shuffled = mudata.MuData({"wsi": new.mod["wsi"].copy(), "rna": new.mod["rna"][::-1].copy()})
+    with pytest.raises(ValueError, match="Modality 'rna' holds the MuData's"):
+        mx.tl.predict(shuffled, model)

@@ -113,6 +113,7 @@ def _bags_only(data, setup_args: Mapping[str, Any]):
     tiles, rna = setup_args["tiles_modality"], setup_args["rna_modality"]
     if not isinstance(data, MuData) or tiles not in data.mod or rna not in data.mod:
         return data  # matched_input gives the error
+    check_aligned(data, [rna, tiles])  # on the user's object: the view below takes the expression's order
     source = data.mod[tiles]
     bags = ad.AnnData(obs=pd.DataFrame(index=source.obs_names))
     for key in source.obsm.keys():

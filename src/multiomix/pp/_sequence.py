@@ -256,13 +256,13 @@ def sequences_from_genome(
 ) -> AnnData:
     r"""Read the DNA of BED regions from a genome FASTA into a sequence AnnData (regions x one-hot DNA).
 
-    The result has one observation per region, with ``.obs['chrom', 'start', 'end']`` (and ``'strand'``,
-    ``'score'`` when the BED has them), named by the BED ``name`` column when its names are unique, else
-    ``chrom:start-end``; and ``.obsm[key_added]`` ``(n_regions, L, 4)`` in A, C, G, T order, as
+    The result has one observation per region, with ``.obs['chrom', 'start', 'end']`` (and ``'strand'``, ``'score'``
+    and a data frame's other columns when the BED has them), named by the BED ``name`` column when its names are
+    unique, else ``chrom:start-end``; and ``.obsm[key_added]`` ``(n_regions, L, 4)`` in A, C, G, T order, as
     :func:`multiomix.pp.one_hot_sequences` writes it and :meth:`multiomix.models.GenomicInterpreter.setup_anndata`
-    reads it. The genome is read by interval through its ``.fai`` index (:func:`multiomix.io.open_fasta`), so
-    only the regions are loaded. Regions on the ``-`` strand are reverse-complemented. ``N`` becomes an all-zero
-    row. ``.X`` is empty: add the targets to ``.obsm`` (profiles) or build the AnnData with them as ``.X``.
+    reads it. The genome is read by interval through its ``.fai`` index (:func:`multiomix.io.open_fasta`), so only
+    the regions are loaded. Regions on the ``-`` strand are reverse-complemented. ``N`` becomes an all-zero row.
+    ``.X`` is empty: add the targets to ``.obsm`` (profiles) or build the AnnData with them as ``.X``.
 
     Parameters
     ----------
@@ -317,7 +317,9 @@ def sequences_from_genome(
         missing = [c for c in ("chrom", "start", "end") if c not in regions.columns]
         if missing:
             raise KeyError(f"The BED data frame lacks columns {missing}; it has {list(regions.columns)}.")
-        regions = regions[[c for c in BED_COLUMNS if c in regions.columns]].reset_index(drop=True)
+        # the BED columns first, then the user's own (labels kept beside the intervals stay with them)
+        columns = [c for c in BED_COLUMNS if c in regions.columns]
+        regions = regions[columns + [c for c in regions.columns if c not in columns]].reset_index(drop=True)
     else:
         regions = read_bed(bed)
     if len(regions) == 0:

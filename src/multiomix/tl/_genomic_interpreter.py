@@ -360,6 +360,10 @@ def attention_pair_hit_rate(
             raise KeyError(f"Position column {col!r} not found in .obs.")
     names = list(entry["attention_regions"])
     rows = adata.obs_names.get_indexer(names)
+    if (rows < 0).any():  # e.g. a subset that carried uns along: the maps are of regions it no longer holds
+        absent = [n for n, r in zip(names, rows) if r < 0]
+        raise KeyError(f"{len(absent)} of the {len(names)} regions whose attention is stored in uns[{key!r}] are not "
+                       f"in adata.obs_names (e.g. {absent[:3]}); run mx.tl.attention_maps on this object again.")
     pos_a = adata.obs[pos_a_key].to_numpy()[rows]
     pos_b = adata.obs[pos_b_key].to_numpy()[rows]
     keep = (pos_a >= 0) & (pos_b >= 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -38,6 +39,16 @@ def _mean_pooled_tiles(mdata: MuData, tiles_modality: str, tiles_key: str, mask_
         return ((bags * real[..., None]).sum(1) / real.sum(1, keepdims=True)).astype(np.float32)
 
     return pooled
+
+
+def attention_record(attention: dict[str, np.ndarray], genes: Sequence[str], obs_names) -> dict[str, Any]:
+    """Build ``uns[key]['attention']`` (read by :func:`multiomix.pl.tile_attention`) from ``get_attention``."""
+    return {
+        "tiles": attention["tiles"].astype(np.float32),
+        "tiles_cross": attention["tiles_cross"].astype(np.float32),
+        "genes": pd.DataFrame(attention["genes"].astype(np.float32), index=obs_names, columns=genes),
+        "genes_cross": pd.DataFrame(attention["genes_cross"].astype(np.float32), index=obs_names, columns=genes),
+    }
 
 
 @fill_doc
@@ -182,20 +193,10 @@ def fit_med_crossvit(
     seconds = (time.perf_counter() - start) / check_n_models(n_models)  # per model
     first = first_member(model)
     n_epochs = max(len(next(iter(first.history.values()))) if first.history else 0, 1)
-    attention = first.get_attention()
-    genes, obs_names = first.gene_names, mdata.obs_names
+    attention = attention_record(first.get_attention(), first.gene_names, mdata.obs_names)
 
     def extra() -> dict[str, Any]:
-        return {
-            "seconds_per_epoch": seconds / n_epochs,
-            "attention": {
-                "tiles": attention["tiles"].astype(np.float32),
-                "tiles_cross": attention["tiles_cross"].astype(np.float32),
-                "genes": pd.DataFrame(attention["genes"].astype(np.float32), index=obs_names, columns=genes),
-                "genes_cross": pd.DataFrame(attention["genes_cross"].astype(np.float32), index=obs_names,
-                                            columns=genes),
-            },
-        }
+        return {"seconds_per_epoch": seconds / n_epochs, "attention": attention}
 
     params = {**stored_params(arguments, defaults=defaults), "label_key": fit.label_key}
     pooled = _mean_pooled_tiles(mdata, tiles_modality, tiles_key, mask_key)

@@ -9,8 +9,10 @@ from mudata import MuData
 
 from .._logging import logger
 from .._utils import restore_on_error, write_obsm, write_uns
+from ..models import MedCrossViT
 from ..models.base import SeedEnsemble
 from ._fit import write_classifier_outputs
+from ._med_crossvit import attention_record
 
 
 def _model_key(model: Any) -> str:
@@ -32,7 +34,8 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     modality (extra features are ignored, missing ones raise a ``KeyError`` naming the modality). Writes the
     same keys as the model's ``tl.fit_*``: ``obs['<key>_prediction']``, ``obs['<key>_confidence']``,
     ``obsm['<key>_proba']`` and ``obsm['X_<key>']`` for a classifier, ``obsm['X_<key>']`` otherwise, and
-    ``uns[key_added]`` with the classes and a note that these rows were scored, not fitted.
+    ``uns[key_added]`` with the classes and a note that these rows were scored, not fitted (for Med-CrossViT also
+    its ``attention``, as :func:`fit_med_crossvit` writes it, so that :func:`multiomix.pl.tile_attention` works).
 
     Parameters
     ----------
@@ -87,5 +90,9 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
         info = {"model": name, "scored": "predicted by a fitted model; no training on these rows"}
         if classes:
             info["classes"] = classes
+        if isinstance(first, MedCrossViT):  # what mx.pl.tile_attention reads, as the fit writes it
+            info["attention"] = attention_record(first.get_attention(mdata, batch_size=batch_size),
+                                                 first.gene_names, mdata.obs_names)
+            info["params"] = {k: first.setup_args[k] or "" for k in ("tiles_modality", "mask_key")}
         write_uns(mdata, key, info)
     logger.debug(f"scored {mdata.n_obs} observations with {name}")
