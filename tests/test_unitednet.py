@@ -747,3 +747,47 @@ def test_rerun_in_another_mode_leaves_no_stale_outputs_and_cluster_metrics_follo
     assert "unitednet_prediction" not in mdata.obs and "unitednet_proba" not in mdata.obsm
     assert "removed .obs['unitednet_prediction']" in caplog.text
     assert mdata.uns["unitednet"]["params"]["mode"] == "translation"
+
+
+def test_predict_modality_never_replaces_a_measured_modality(supervised, monkeypatch):
+    mdata, model = supervised
+    query = mdata.copy()
+    adt = query.mod["adt"].X.copy()
+    with pytest.raises(ValueError, match="'adt' is the user's own"):
+        mx.tl.predict_modality(query, model, source="rna", target="adt", key_added="adt")
+    np.testing.assert_array_equal(query.mod["adt"].X, adt)
+    modalities = list(query.mod)
+    assert not query.mod["adt"].uns
+    mx.tl.predict_modality(query, model, source="rna", target="adt")
+    mx.tl.predict_modality(query, model, source="rna", target="adt")  # an earlier prediction is replaced
+    assert list(query.mod) == [*modalities, "adt_from_rna"]
+    # a failure inside mudata's update leaves the MuData as it was
+    from multiomix.tl import _predict_modality
+
+    def broken(mdata, key, new):
+        mdata.mod[key] = new
+        raise RuntimeError("update failed")
+
+    monkeypatch.setattr(_predict_modality, "_add_modality", broken)
+    before = query.mod["adt_from_rna"]
+    with pytest.raises(RuntimeError, match="update failed"):
+        mx.tl.predict_modality(query, model, source="rna", target="adt")
+    assert query.mod["adt_from_rna"] is before and query.n_vars == sum(a.n_vars for a in query.mod.values())
+    with pytest.raises(RuntimeError, match="update failed"):
+        mx.tl.predict_modality(query, model, source="rna", target="adt", key_added="fresh")
+    assert "fresh" not in query.mod
+
+
+def test_predict_says_once_which_features_it_ignores(supervised, caplog):
+    import logging
+
+    import anndata as ad
+
+    mdata, model = supervised
+    rna = mdata.mod["rna"]
+    extra = ad.concat([rna, ad.AnnData(np.zeros((rna.n_obs, 2), np.float32), obs=rna.obs[[]],
+                                       var=pd.DataFrame(index=["x1", "x2"]))], axis=1)
+    query = MuData({**{m: a.copy() for m, a in mdata.mod.items() if m != "rna"}, "rna": extra})
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.predict(query, model)
+    assert sum("2 features the model does not use are ignored" in r.getMessage() for r in caplog.records) == 1

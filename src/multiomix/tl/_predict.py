@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from mudata import MuData
 
-from .._logging import logger
+from .._logging import each_line_once, logger
 from .._utils import restore_on_error, write_obsm, write_uns
 from ..models import MedCrossViT
 from ..models.base import SeedEnsemble
@@ -27,6 +27,7 @@ def _warn_if_fit_record(mdata, key: str) -> None:
                        "scoring. Pass `key_added` to keep both.")
 
 
+@each_line_once("features the model does not use are ignored")  # probabilities and embedding
 def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_size: int = 256) -> None:
     """Score a new MuData with a fitted model: predictions, confidence, probabilities and embedding.
 

@@ -56,7 +56,8 @@ def predict_modality(
     source, target
         Modality names the model was trained on.
     key_added
-        Name of the new modality (default ``'<target>_from_<source>'``).
+        Name of the new modality (default ``'<target>_from_<source>'``). A modality of that name is replaced only if an
+        earlier ``predict_modality`` wrote it; the user's own modalities are never replaced.
     batch_size
         Cells per minibatch.
 
@@ -83,6 +84,9 @@ def predict_modality(
     if source not in mdata.mod:
         raise KeyError(f"Source modality {source!r} not found in the MuData; it has {list(mdata.mod)}.")
     key = key_added or f"{target}_from_{source}"
+    if key in mdata.mod and PREDICTED_KEY not in mdata.mod[key].uns:
+        raise ValueError(f"Modality {key!r} is the user's own (not written by predict_modality): it is never replaced. "
+                         f"Pass another key_added (default {target + '_from_' + source!r}).")
     models = list(model) if isinstance(model, Sequence | SeedEnsemble) else [model]
     if not models:
         raise ValueError("Expected a trained model or a non-empty sequence of models, got an empty sequence.")
@@ -111,7 +115,16 @@ def predict_modality(
         warnings.filterwarnings("ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*var_names are intersecting", category=UserWarning)
         warnings.filterwarnings("ignore", message="var_names are not unique", category=UserWarning)
-        _add_modality(mdata, key, new)
+        previous = mdata.mod[key] if replaced else None
+        try:
+            _add_modality(mdata, key, new)
+        except Exception:  # mudata failed half-way: the MuData as it was
+            if previous is None:
+                mdata.mod.pop(key, None)
+            else:
+                mdata.mod[key] = previous
+            mdata.update()
+            raise
     added("mod", key, replaced=replaced)
 
 
