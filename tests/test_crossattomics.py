@@ -243,7 +243,7 @@ def test_interaction_importance_recovers_the_planted_interaction():
     assert mdata.uns["crossattomics"]["test_metrics"]["accuracy"] > 0.75  # an XOR: chance is 0.5
     mx.tl.interaction_importance(mdata, model)
     result = mdata.uns["crossattomics_interactions"]
-    assert result["conservation_error"] < 0.05
+    assert result["conservation_error"] < 1e-3
     share = result["overall_share"]["share"]
     interactions = share[[name for name in share.index if "->" in name]]
     assert interactions.idxmax() == mdata.uns["planted"]["interaction"]
@@ -377,3 +377,26 @@ def test_fitted_linear_path_of_sparse_input_stays_sparse_and_matches_dense(small
         assert model.linear_path_C_ > 0
     np.testing.assert_allclose(linear["sparse"].numpy(), linear["dense"].numpy(), atol=2e-2 * float(
         linear["dense"].abs().max()))
+
+
+def test_importance_of_the_logistic_regression_alone_conserves_its_intercept():
+    """best_epoch == -1 (the linear path alone): the relevances sum to the logits the model computes."""
+    rng = np.random.default_rng(0)
+    mdata = mx.datasets.synthetic_interaction_mudata(240, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    signal = mdata.mod["rna"].X[:, 0] + 0.5 * rng.normal(size=mdata.n_obs)
+    mdata.obs["label"] = pd.Categorical(np.where(signal > 1.0, "high", np.where(signal > -0.3, "mid", "low")))
+    model = mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=0, accelerator="cpu", progress_bar=False,
+                                    baseline=False)
+    assert model.best_epoch_ == -1 and float(model.module.net.head.out.bias.abs().max()) > 0.1  # an intercept
+    mx.tl.interaction_importance(mdata, model)
+    result = mdata.uns["crossattomics_interactions"]
+    assert result["conservation_error"] < 1e-4
+    np.testing.assert_allclose(result["share"]["linear"], 1.0, atol=1e-5)
+    # two classes: the decision function is split over both logits, so both classes are explained by it
+    mdata.obs["label"] = pd.Categorical(np.where(signal > 0.5, "pos", "neg"))
+    model = mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=0, accelerator="cpu", progress_bar=False,
+                                    baseline=False)
+    weight = model.module.net.linear.weight.detach()
+    torch.testing.assert_close(weight[0], -weight[1])
+    mx.tl.interaction_importance(mdata, model)
+    np.testing.assert_allclose(mdata.uns["crossattomics_interactions"]["share"]["linear"], 1.0, atol=1e-5)

@@ -207,8 +207,25 @@ def test_lrp_is_conservative_and_leaves_the_forward_unchanged(linear_skip):
     if linear_skip:
         assert net.part_names[-1] == "linear"
         wide = torch.cat([x[m] for m in net.modalities], dim=1)
-        exact = (wide * net.linear.weight[target]).sum(1)  # input x weight
-        torch.testing.assert_close(relevance[:, -1], exact, atol=1e-5, rtol=1e-5)
+        bias = net.head.out.bias[target].detach()
+        exact = (wide * net.linear.weight[target]).sum(1) * logit / (logit - bias)  # input x weight, bias share
+        torch.testing.assert_close(relevance[:, -1], exact, atol=1e-4, rtol=1e-4)
+
+
+def test_lrp_keeps_the_intercept_of_a_logistic_regression_alone():
+    """A deep part at zero (the fitted logistic regression alone): the output bias goes to the linear path."""
+    net = _net(linear_skip=True)
+    x = _inputs(16)
+    net.eval()
+    with torch.no_grad():
+        net.head.out.weight.zero_()
+        net.head.out.bias.copy_(torch.tensor([0.7, 0.15, -0.85]))
+        net.linear.weight.normal_()
+    target = torch.arange(16) % 3
+    relevance, logit = interaction_relevance(net, x, target)
+    torch.testing.assert_close(logit, net(x).gather(1, target.view(-1, 1)).squeeze(1))
+    torch.testing.assert_close(relevance.sum(1), logit, atol=1e-4, rtol=1e-4)  # the intercept is not dropped
+    torch.testing.assert_close(relevance[:, -1], logit, atol=1e-4, rtol=1e-4)  # all of it on the linear path
 
 
 def test_linear_path_is_off_by_default_and_starts_at_zero():

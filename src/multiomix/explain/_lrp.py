@@ -17,7 +17,8 @@ def interaction_relevance(
     The network is put in LRP mode (:func:`~multiomix.nn.lrp_mode`: attention weights, normalisation scales
     and bias shares held constant), which makes it positively homogeneous; the relevance of a part is then
     gradient x input summed over its tokens, and the parts' relevances sum to the class logit. With the
-    network's linear path (``linear_skip``) the last part, ``"linear"``, gets input x weight, exactly.
+    network's linear path (``linear_skip``) the last part, ``"linear"``, gets input x weight, scaled like the
+    deep part by the share of the head's output bias (exactly input x weight when that bias is zero).
 
     Parameters
     ----------
@@ -31,7 +32,8 @@ def interaction_relevance(
     Returns
     -------
     ``(relevance, logit)``: (N, n_parts) relevance in the order of ``net.part_names`` and the (N,) logits of
-    the target classes.
+    the target classes from the network's ordinary forward pass (not the LRP-mode one), so that
+    ``relevance.sum(1) - logit`` measures conservation against what the network computes.
 
     Examples
     --------
@@ -46,4 +48,6 @@ def interaction_relevance(
         names = net.part_names
         grads = torch.autograd.grad(chosen.sum(), [parts[n] for n in names])
         relevance = torch.stack([(parts[n] * g).flatten(1).sum(1) for n, g in zip(names, grads)], dim=1)
-    return relevance.detach(), chosen.detach()
+    with torch.no_grad():
+        logit = net(x).gather(1, target.view(-1, 1).long()).squeeze(1)
+    return relevance.detach(), logit

@@ -289,8 +289,10 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         classes = lr.classes_.astype(int)
         n_classes = module.net.linear.weight.shape[0]
         weight, bias = np.zeros((n_classes, coef.shape[1])), np.zeros(n_classes)
-        if len(classes) == 2 and coef.shape[0] == 1:
-            weight[classes[1]], bias[classes[1]] = coef[0], intercept[0]
+        if len(classes) == 2 and coef.shape[0] == 1:  # one decision function: half on each logit (same softmax),
+            # so that the linear path's relevance does not depend on which class is first
+            weight[classes[1]], bias[classes[1]] = coef[0] / 2, intercept[0] / 2
+            weight[classes[0]], bias[classes[0]] = -coef[0] / 2, -intercept[0] / 2
         else:
             weight[classes], bias[classes] = coef, intercept
         head_out = module.net.head.out

@@ -46,10 +46,14 @@ class MLPHead(nn.Module, LRPMixin):
         scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
         return absorb_bias(x * scale, full)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (N, in_dim) to (N, out_dim)."""
+    def without_bias(self, x: torch.Tensor) -> torch.Tensor:
+        """Map (N, in_dim) to the output before its bias is added (hidden layers LRP-aware in LRP mode)."""
         for linear, norm in zip(self.linears, self.norms):
             x = self.dropout(torch.relu(self._batch_norm(linear(x), norm)))
-        linear_part = x @ self.out.weight.T
+        return x @ self.out.weight.T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map (N, in_dim) to (N, out_dim)."""
+        linear_part = self.without_bias(x)
         full = linear_part + self.out.bias
         return absorb_bias(linear_part, full) if self.lrp else full
