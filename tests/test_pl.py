@@ -385,3 +385,15 @@ def test_missing_values_are_drawn_and_said():
     data.uns["embedding_benchmark"].loc[:, :] = np.nan
     with pytest.raises(ValueError, match="no finite value"):
         mx.pl.benchmark(data, "embedding_benchmark")
+
+
+def test_training_history_marks_the_kept_epoch_and_refuses_an_empty_history():
+    data = benchmark_data(n=3)
+    data.uns["model"]["best_epoch"] = 1
+    ax = mx.pl.training_history(data, "model")
+    assert ax.get_title().endswith("(kept: epoch 1)") and any(list(line.get_xdata()) == [1, 1] for line in ax.lines)
+    data.uns["model"]["best_epoch"] = -1
+    assert mx.pl.training_history(data, "model").get_title().endswith("(kept: the weights before training)")
+    data.uns["model"]["history"] = pd.DataFrame({"train_loss": []})
+    with pytest.raises(ValueError, match="no epoch was trained"):
+        mx.pl.training_history(data, "model")

@@ -112,7 +112,9 @@ def training_history(
     key
         The model key (e.g. ``'crossattomics'``).
     metrics
-        Columns to draw (default: every loss column, and accuracies on a second axis).
+        Columns to draw (default: every loss column, and accuracies on a second axis). Where the fit recorded the
+        epoch whose weights it kept (``uns[key]['best_epoch']``, CrossAttOmics), a dotted line marks it and the
+        title names it.
     %(ax)s
     %(plot_axes_end)s
 
@@ -123,7 +125,10 @@ def training_history(
     if key not in data.uns or not isinstance(data.uns[key], dict) or "history" not in data.uns[key]:
         raise KeyError(f"uns[{key!r}]['history'] not found; fit a model with key_added={key!r} first "
                        "(mx.tl.fit_crossattomics, fit_multimodal_ae, fit_unitednet, ...).")
-    history = pd.DataFrame(get_result(data, key, kind="history")["history"])
+    entry = get_result(data, key, kind="history")
+    history = pd.DataFrame(entry["history"])
+    if len(history) == 0:
+        raise ValueError(f"uns[{key!r}]['history'] is empty: no epoch was trained (max_epochs=0?).")
     metrics = metrics or [c for c in history.columns if "loss" in c]
     unknown = [m for m in metrics if m not in history.columns]
     if unknown:
@@ -132,10 +137,21 @@ def training_history(
     with style():
         fig, ax = new_axes(ax, (5.6, 3.8))
         _history(ax, history, metrics, key)
+        _mark_kept_epoch(ax, entry.get("best_epoch"))
         if not ax_given:
             fig.tight_layout()
     min_font(fig, axes=ax.get_shared_x_axes().get_siblings(ax))  # the Axes and its accuracy twin
     return finish(fig, ax, show=show, save=save, ax_given=ax_given, return_fig=return_fig)
+
+
+def _mark_kept_epoch(ax: Axes, best_epoch) -> None:
+    """Draw a dotted line at the epoch whose weights the fit kept (CrossAttOmics records it; -1: before training)."""
+    if best_epoch is None or isinstance(best_epoch, str) or int(best_epoch) < -1:
+        return
+    best = int(best_epoch)
+    if best >= 0:
+        ax.axvline(best, color="0.4", ls=":", lw=1)
+    ax.set_title(ax.get_title() + (f" (kept: epoch {best})" if best >= 0 else " (kept: the weights before training)"))
 
 
 def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str) -> None:
