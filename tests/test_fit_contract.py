@@ -547,3 +547,19 @@ def test_a_pulled_copy_of_the_label_is_not_a_second_candidate():
     assert label_candidates(obs) == ["subtype"]
     obs["rna:subtype"] = ["a", "b", "a", "b"]  # other labels: both stay candidates
     assert label_candidates(obs) == ["rna:subtype", "subtype"]
+
+
+def test_test_rows_of_classes_never_trained_on_are_named(caplog):
+    import logging
+
+    mdata = mx.datasets.synthetic_interaction_mudata(120, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    labels = mdata.obs["label"].astype(str).to_numpy().copy()
+    labels[:2] = "rare"
+    mdata.obs["label"] = pd.Categorical(labels)
+    split = np.where(np.arange(mdata.n_obs) % 5 == 0, "test", "train").astype(object)
+    split[:2] = "test"  # every 'rare' row is a test row
+    mdata.obs["split"] = pd.Categorical(split)
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, accelerator="cpu", progress_bar=False,
+                                baseline=False)
+    assert any("2 test rows of classes absent from training (['rare'])" in r.getMessage() for r in caplog.records)

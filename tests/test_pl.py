@@ -397,3 +397,11 @@ def test_training_history_marks_the_kept_epoch_and_refuses_an_empty_history():
     data.uns["model"]["history"] = pd.DataFrame({"train_loss": []})
     with pytest.raises(ValueError, match="no epoch was trained"):
         mx.pl.training_history(data, "model")
+
+
+def test_accuracy_axis_stays_within_0_and_1():
+    data = benchmark_data(n=3)
+    data.uns["model"]["history"]["validation_accuracy"] = 1.0  # flat at 1: autoscaling would reach 1.05
+    ax = mx.pl.training_history(data, "model")
+    twin = [other for other in ax.figure.axes if other is not ax][0]
+    assert twin.get_ylim()[1] <= 1.02

@@ -293,13 +293,21 @@ def test_clear_errors_leave_data_untouched(fitted):
     assert set(mdata.uns.keys()) == before
 
 
-def test_group_names_that_differ_only_by_a_slash_are_kept_apart(tmp_path):
+def test_group_names_that_differ_only_by_a_slash_are_kept_apart(tmp_path, caplog):
     """'/' cannot be stored in .h5mu, so 'L2/3 IT' is stored under another key than its neighbour 'L2_3 IT'."""
+    import logging
+
     mdata = planted_mudata(n_per_type=40)
     names = {"A": "L2/3 IT", "B": "L2_3 IT", "C": "Pvalb"}
     mdata.obs["cell_type"] = mdata.obs["cell_type"].cat.rename_categories(names)
     model = mx.tl.fit_unitednet(mdata, label_key="cell_type", max_epochs=3, latent_dim=8, hidden=(16,), n_heads=1,
                                 progress_bar=False)
+    few = mdata[np.flatnonzero(mdata.obs["cell_type"] != "L2/3 IT").tolist()
+                + np.flatnonzero(mdata.obs["cell_type"] == "L2/3 IT")[:5].tolist()].copy()
+    with caplog.at_level(logging.WARNING, logger="multiomix"):  # a group of 5 cells: named as the user names it
+        feature_relevance(few, model, groupby="cell_type", max_cells_per_group=10, n_samples=5)
+    warned = [r.getMessage() for r in caplog.records if "unreliable" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].endswith("['L2/3 IT']")
     feature_relevance(mdata, model, groupby="cell_type", max_cells_per_group=10, n_samples=20)
     stored = mdata.uns["relevance"]
     assert len(stored["groups"]) == 3 and len(set(stored["summary"].index)) == 3
@@ -434,3 +442,15 @@ def test_groups_that_are_not_classes_are_skipped_by_default(fitted):
     assert "never trained on" not in explained and explained == set(data.obs["cell_type"].cat.categories) - {
         "never trained on"}
     assert any("never trained on" in m and "not explained" in m for m in messages)
+
+
+def test_an_ensemble_of_fits_with_other_classes_is_refused_with_the_difference():
+    mdata = planted_mudata(n_per_type=30)
+    options = {"label_key": "cell_type", "max_epochs": 1, "latent_dim": 8, "hidden": (16,), "n_heads": 1,
+               "progress_bar": False, "baseline": False}
+    full = mx.tl.fit_unitednet(mdata.copy(), **options)
+    fewer = mdata[(mdata.obs["cell_type"] != "C").to_numpy()].copy()
+    fewer.obs["cell_type"] = fewer.obs["cell_type"].cat.remove_unused_categories()
+    partial = mx.tl.fit_unitednet(fewer, **options)
+    with pytest.raises(ValueError, match=r"Classes only model 0 has: \['C'\]; only model 1: \[\].*n_models=k"):
+        feature_relevance(mdata, [full, partial], groupby="cell_type", n_samples=5)

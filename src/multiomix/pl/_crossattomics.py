@@ -168,6 +168,8 @@ def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str) -> N
         for column in accuracies:
             colour = colours.get(column.replace("_accuracy", ""))
             twin.plot(history.index, history[column], ls="--", color=colour, label=column)
+        low, high = twin.get_ylim()
+        twin.set_ylim(max(low, 0.0), min(high, 1.02))  # an accuracy: no ticks above 1 (or below 0) for flat curves
         twin.set_ylabel("accuracy (dashed)")
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels

@@ -341,6 +341,10 @@ def prepare_fit(
         if unseen.any():
             notes.append(f"{int(unseen.sum())} validation rows of classes absent from training are not used")
             validation = validation[~unseen]
+        untrained = ~text.iloc[test].isin(classes).to_numpy() & text.iloc[test].notna().to_numpy()
+        if untrained.any():
+            notes.append(f"{int(untrained.sum())} test rows of classes absent from training "
+                         f"({sorted(set(text.iloc[test][untrained]))}) are predicted and scored as errors")
         small = [c for c in classes if (text.iloc[train] == c).sum() < 3]
         if small:
             logger.warning(f"classes with fewer than 3 training rows: {small}")

@@ -120,9 +120,16 @@ def _adapters(model: Any, kind: str) -> list:
         if kind == "group":
             same = same and list(map(str, other.class_names or [])) == list(map(str, first.class_names or []))
         if not same:
+            ours, theirs = set(map(str, first.class_names or [])), set(map(str, other.class_names or []))
+            why = ""
+            if kind == "group" and ours != theirs:
+                why = (f" Classes only model 0 has: {sorted(ours - theirs)}; only model {i}: {sorted(theirs - ours)}. "
+                       "Fits with their own validation share each leave rare classes out of training differently: "
+                       "fit the ensemble in one call (n_models=k), or give the fits one obs['split'] with "
+                       "validation rows.")
             raise ValueError(
                 f"Model {i} of the ensemble reads other modalities, features or classes than model 0; an ensemble "
-                "must share them (train every member on the same MuData with the same options)."
+                f"must share them (train every member on the same MuData with the same options).{why}"
             )
     return adapters
 
@@ -416,7 +423,8 @@ def feature_relevance(
     })
     blend = _path_blend(adapters, source, target, adapter.feature_names[target]) if kind == "cross_modal" else None
     linear = kind == "cross_modal" and all((source, target) in a.linear_paths for a in adapters)
-    health = _health(summary, stability, linear=linear, k=top_k_stability, blend=blend)
+    health = _health(summary, stability, linear=linear, k=top_k_stability, blend=blend,
+                     names=dict(zip(_safe_keys(results).values(), map(str, results))))
     entry: dict[str, Any] = {"params": params, "groups": frames, "summary": summary, "health": health}
     if kind == "cross_modal":
         entry["matrices"] = mats
@@ -459,7 +467,7 @@ def _path_blend(adapters, source: str, target: str, names: pd.Index) -> pd.DataF
 
 
 def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool, k: int,
-            blend: pd.DataFrame | None = None) -> dict[str, Any]:
+            blend: pd.DataFrame | None = None, names: dict[str, str] | None = None) -> dict[str, Any]:
     """Summarise what a user should know before reading a relevance result; warn once per problem."""
     health: dict[str, Any] = {
         "additivity_error": float(summary["additivity_relative"].max()) if len(summary) else 0.0,
@@ -472,7 +480,7 @@ def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool,
     if stability:
         health["topk_stability"] = float(np.mean(list(stability.values())))
         health["topk"] = int(k)
-    tiny = list(summary.index[summary["n_cells"] < TINY_GROUP])
+    tiny = [(names or {}).get(g, g) for g in summary.index[summary["n_cells"] < TINY_GROUP]]  # the groups' names
     if tiny:
         logger.warning(f"relevance of groups with fewer than {TINY_GROUP} cells is unreliable: {tiny}")
     if health["additivity_error"] > HIGH_ADDITIVITY_ERROR:
