@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pooch
 import pytest
 import requests
 
+import multiomix as mx
 from multiomix.datasets._cache import DATA_DIR_ENV, fetch
 
 
@@ -44,3 +47,33 @@ def test_offline_sequence_download_names_the_fasta(tmp_path, monkeypatch):
     monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: (_ for _ in ()).throw(requests.ConnectionError("offline")))
     with pytest.raises(OSError, match=r"janggu_oct4_mafk/sample\.fa.*data_dir="):
         mx.datasets.oct4_mafk(data_dir=tmp_path / "missing")
+
+
+def test_cache_and_data_directories_are_resolved_as_documented(tmp_path, monkeypatch):
+    from multiomix.datasets._cache import _data_roots, default_cache_dir, download
+
+    for value in ("", "relative/dir"):  # ignored, as the XDG specification asks
+        monkeypatch.setenv("XDG_CACHE_HOME", value)
+        assert default_cache_dir() == Path.home() / ".cache" / "multiomix"
+    monkeypatch.setenv(DATA_DIR_ENV, "")
+    assert _data_roots("~/data") == [Path.home() / "data"]  # '~' expanded, an empty variable ignored
+    target = tmp_path / "cache" / "file.h5ad"
+    target.parent.mkdir()
+    target.write_bytes(b"partial")
+    with pytest.raises(ValueError, match="cached copy .* fails its sha256 check"):
+        download("https://example.org/file.h5ad", sha256="0" * 64, target=target, wanted="x/file.h5ad", data_dir=None)
+
+
+def test_generators_refuse_impossible_settings():
+    with pytest.raises(ValueError, match="two different modalities"):
+        mx.datasets.synthetic_interaction_mudata(50, planted=("rna", "rna"))
+    with pytest.raises(ValueError, match=r"noise .* must be in \[0, 1\]"):
+        mx.datasets.synthetic_interaction_mudata(50, noise=1.5)
+    with pytest.raises(ValueError, match="group_size must be at least 1"):
+        mx.datasets.synthetic_interaction_mudata(50, group_size=0)
+    with pytest.raises(ValueError, match="motif_a must be a non-empty sequence of A, C, G, T"):
+        mx.datasets.planted_motif_pairs(50, motif_a="NNNN")
+    with pytest.raises(ValueError, match="n_samples must be at least 1"):
+        mx.datasets.synthetic_tile_bags(-3)
+    assert list(mx.datasets.synthetic_interaction_mudata(20, n_features={"rna": 10, "mirna": 5}, planted=(
+        "mirna", "rna")).mod) == ["rna", "mirna"]

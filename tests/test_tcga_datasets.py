@@ -101,3 +101,13 @@ def test_non_finite_values_are_an_error(tmp_path):
     _write_cohort(tmp_path, {"target": everyone, "rna": everyone, "mirna": everyone}, nan_in="mirna")
     with pytest.raises(ValueError, match="non-finite values in the mirna table"):
         _read_cohort(tmp_path, _Cohort("toy", "label", ("a", "b")), "toy")
+
+
+def test_codes_without_a_name_are_an_error(tmp_path):
+    everyone = [f"p{i}" for i in range(6)]
+    _write_cohort(tmp_path, {"target": everyone, "rna": everyone, "mirna": everyone})
+    target = pd.read_csv(tmp_path / "target.csv", index_col=0)
+    target.iloc[0, 0] = 5  # a code the names do not cover
+    target.to_csv(tmp_path / "target.csv")
+    with pytest.raises(ValueError, match=r"target.csv holds codes \[5\]; the names \['a', 'b'\] are for codes 0-1"):
+        _read_cohort(tmp_path, _Cohort("toy", "label", ("a", "b")), "toy")

@@ -12,8 +12,19 @@ DATA_DIR_ENV = "MULTIOMIX_DATA_DIR"
 
 
 def default_cache_dir() -> Path:
-    """Cache directory for downloads (``$XDG_CACHE_HOME/multiomix`` or ``~/.cache/multiomix``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "multiomix"
+    """Cache directory for downloads (``$XDG_CACHE_HOME/multiomix`` or ``~/.cache/multiomix``).
+
+    An empty or relative ``$XDG_CACHE_HOME`` is ignored, as the XDG specification asks.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else Path.home() / ".cache"
+    return base / "multiomix"
+
+
+def _data_roots(data_dir: str | os.PathLike | None) -> list[Path]:
+    """``data_dir`` and ``$MULTIOMIX_DATA_DIR`` (``~`` expanded; an empty variable ignored), in that order."""
+    roots = [data_dir, os.environ.get(DATA_DIR_ENV) or None]
+    return [Path(root).expanduser() for root in roots if root is not None and str(root) != ""]
 
 
 def fetch(relative_path: str, *, url: str, sha256: str, data_dir: str | os.PathLike | None = None) -> Path:
@@ -37,10 +48,8 @@ def fetch(relative_path: str, *, url: str, sha256: str, data_dir: str | os.PathL
     -------
     Path to the verified file.
     """
-    for root in (data_dir, os.environ.get(DATA_DIR_ENV)):
-        if root is None:
-            continue
-        candidate = Path(root) / relative_path
+    for root in _data_roots(data_dir):
+        candidate = root / relative_path
         if candidate.exists():
             if pooch.file_hash(str(candidate)) != sha256:
                 raise ValueError(f"Checksum mismatch for {candidate}: the file differs from the published original.")
@@ -54,11 +63,15 @@ def download(url: str, *, sha256: str, target: Path, wanted: str, data_dir: str 
 
     ``wanted`` is the dataset file's path below a data directory, which the message tells the user to provide.
     """
+    if target.exists() and pooch.file_hash(str(target)) != sha256:
+        raise ValueError(f"The cached copy {target} fails its sha256 check (a partial or altered file): delete it to "
+                         f"download it again, or put a good copy at <data directory>/{wanted} and pass `data_dir=` or "
+                         f"set ${DATA_DIR_ENV}.")
     try:
         path = pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=target.name, path=target.parent,
                               progressbar=False)
     except (OSError, requests.RequestException) as error:  # offline, proxy, server down, unwritable cache
-        searched = [str(Path(root) / wanted) for root in (data_dir, os.environ.get(DATA_DIR_ENV)) if root]
+        searched = [str(root / wanted) for root in _data_roots(data_dir)]
         raise OSError(
             f"Could not download {wanted!r} from {url} ({type(error).__name__}: {error}). "
             f"Looked for a local copy in {searched or 'no data directory'} and {target}. Offline, put the file at "

@@ -94,6 +94,8 @@ def oct4_mafk(*, data_dir: str | os.PathLike | None = None, validation_size: flo
         split += [part] * len(records)
     split = np.array(split, dtype=object)
     factor = np.array(factor)
+    if not 0 <= validation_size < 1:
+        raise ValueError(f"validation_size must be in [0, 1), got {validation_size}.")
     rng = np.random.default_rng(random_state)
     for label in ("Oct4", "Mafk"):
         rows = np.flatnonzero((split == "train") & (factor == label))
@@ -161,8 +163,9 @@ def planted_motif_pairs(
     Returns
     -------
     AnnData with ``X`` (n x 1 counts, track ``signal``), ``obsm['dna_onehot']`` (uint8), ``obs`` columns ``kind``,
-    ``motif_a_pos``/``motif_b_pos`` (start, -1 when absent), ``chrom``/``start``/``end`` (synthetic coordinates),
-    ``rate`` and ``split`` (70/15/15 train/validation/test).
+    ``motif_a_pos``/``motif_b_pos`` (start of the planted copy, -1 when none was planted; the random background
+    holds a motif by chance in about 1 % of regions at the defaults, which the truth does not record),
+    ``chrom``/``start``/``end`` (synthetic coordinates), ``rate`` and ``split`` (70/15/15 train/validation/test).
 
     Examples
     --------
@@ -170,6 +173,13 @@ def planted_motif_pairs(
     >>> bool(adata.obs["kind"].value_counts().min() >= 19)
     True
     """
+    for name, motif in (("motif_a", motif_a), ("motif_b", motif_b)):
+        if not motif or set(motif.upper()) - set("ACGT"):
+            raise ValueError(f"{name} must be a non-empty sequence of A, C, G, T; got {motif!r}.")
+    if n_regions < 1 or (n_bins is not None and n_bins < 1):
+        raise ValueError(f"n_regions and n_bins must be at least 1; got {n_regions} and {n_bins}.")
+    if min(base_rate, single_effect, pair_effect) < 0:
+        raise ValueError("base_rate, single_effect and pair_effect are Poisson rates: they must be >= 0.")
     rng = np.random.default_rng(random_state)
     codes = _random_dna(rng, n_regions, length)
     lut = {b: i for i, b in enumerate("ACGT")}

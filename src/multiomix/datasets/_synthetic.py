@@ -57,8 +57,15 @@ def synthetic_interaction_mudata(
     >>> mdata.uns["planted"]["interaction"]
     'methylation->rna'
     """
-    n_features = n_features or {"rna": 40, "methylation": 40, "mirna": 20}
+    n_features = {"rna": 40, "methylation": 40, "mirna": 20} if n_features is None else dict(n_features)
     source, target = planted
+    if source == target:
+        raise ValueError(f"planted needs two different modalities, got {planted}.")
+    if n_obs < 1 or group_size < 1:
+        raise ValueError(f"n_obs and group_size must be at least 1, got {n_obs} and {group_size}.")
+    if not 0 <= noise <= 1 or within_group_noise < 0:
+        raise ValueError(f"noise (a fraction of labels) must be in [0, 1] and within_group_noise >= 0; got {noise} "
+                         f"and {within_group_noise}.")
     for mod in planted:
         if mod not in n_features:
             raise KeyError(f"Planted modality {mod!r} is not in n_features {list(n_features)}.")

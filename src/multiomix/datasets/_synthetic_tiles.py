@@ -91,6 +91,10 @@ def synthetic_tile_bags(
     >>> mdata.mod["wsi"].obsm["tiles"].shape[0], len(truth["signal_genes"])
     (100, 4)
     """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
+    if not (np.isfinite(tile_signal) and np.isfinite(gene_signal)):
+        raise ValueError(f"tile_signal and gene_signal must be finite, got {tile_signal} and {gene_signal}.")
     lo, hi = n_tiles
     if not 1 <= n_signal_tiles <= lo <= hi:
         raise ValueError(f"Need 1 <= n_signal_tiles <= n_tiles[0] <= n_tiles[1], got {n_signal_tiles}, {n_tiles}.")

