@@ -422,3 +422,14 @@ def test_pca_concat_refuses_modalities_in_another_order():
     assert "X_pca_concat" not in shuffled.obsm
     with pytest.raises(KeyError, match="Modality 'atac' has no layer 'counts'"):
         mx.tl.pca_concat(mdata)
+
+
+def test_pca_concat_keeps_scanpy_s_pca():
+    mdata = planted_multiome()
+    mdata.obsm["X_pca"] = np.zeros((mdata.n_obs, 3))
+    mdata.uns["pca"] = {"params": {}, "variance_ratio": np.ones(3) / 3}
+    with pytest.raises(ValueError, match="holds something pca_concat did not write"):
+        mx.tl.pca_concat(mdata, layer=None, key_added="X_pca")
+    assert set(mdata.uns["pca"]) == {"params", "variance_ratio"} and not mdata.obsm["X_pca"].any()
+    mx.tl.pca_concat(mdata, layer=None)
+    mx.tl.pca_concat(mdata, layer=None)  # its own results are replaced

@@ -321,3 +321,16 @@ def test_split_leaves_unlabelled_rows_out_and_stratifies_the_rest():
     assert (counts["train"] >= 12).all() and (counts["test"] >= 4).all()
     with pytest.raises(ValueError, match="1 labelled rows"):
         mx.pp.split(adata[:2].copy(), label_key="type")
+
+
+def test_select_features_says_it_replaces_an_earlier_selection(caplog):
+    import logging
+
+    mdata = _mdata(np.random.default_rng(11))
+    mdata["rna"].var["highly_variable"] = np.arange(40) < 5  # e.g. scanpy's, with its rank column
+    mdata["rna"].var["highly_variable_rank"] = np.where(np.arange(40) < 5, np.arange(40), np.nan)
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.pp.select_features(mdata, n_top={"rna": 10})
+    messages = [r.getMessage() for r in caplog.records]
+    assert ("replaced .mod['rna'].var['highly_variable'] (5 features before, 10 of 40 now); "
+            "['highly_variable_rank'] describe the earlier selection") in messages

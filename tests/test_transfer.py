@@ -420,3 +420,13 @@ def test_fitted_model_and_a_query_lacking_one_of_its_modalities():
                                        rf"\['{kept}'\]"):
         mx.tl.transfer_labels(reference, one, label_key="cell_type", model=model)
     assert not [c for c in one.obs.columns if "transferred" in c]
+
+
+def test_a_scanpy_clustering_under_the_key_is_the_users_and_kept():
+    """sc.tl.leiden writes obs['leiden'] and uns['leiden'] = {'params': ...}: not an earlier transfer's record."""
+    reference, query, _ = reference_query()
+    query.obs["leiden"] = pd.Categorical(np.arange(query.n_obs) % 3).astype(str)
+    query.uns["leiden"] = {"params": {"resolution": 1.0, "n_iterations": -1}}
+    with pytest.raises(ValueError, match=r"\.obs already has \['leiden'\], which key_added='leiden' would overwrite"):
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", key_added="leiden", **FAST)
+    assert set(query.uns["leiden"]) == {"params"} and query.obs["leiden"].nunique() == 3

@@ -192,10 +192,18 @@ def select_features(
             masks[m] = df["highly_variable"].to_numpy(dtype=bool)
     for m in modalities:
         adata = mdata.mod[m]
+        before = adata.var["highly_variable"].to_numpy(dtype=bool) if "highly_variable" in adata.var else None
         adata.var["highly_variable"] = masks[m]
         if m in scores:
             adata.var["variability_score"] = scores[m]
-        logger.info(f"added .mod[{m!r}].var['highly_variable'] ({int(masks[m].sum())} of {adata.n_vars})")
+        if before is None:
+            logger.info(f"added .mod[{m!r}].var['highly_variable'] ({int(masks[m].sum())} of {adata.n_vars})")
+            continue
+        # an earlier selection (e.g. scanpy's highly_variable_genes): say so, and which of its columns now disagree
+        stale = [c for c in _SCANPY_SELECTION_COLUMNS if c in adata.var.columns]
+        logger.warning(f"replaced .mod[{m!r}].var['highly_variable'] ({int(before.sum())} features before, "
+                       f"{int(masks[m].sum())} of {adata.n_vars} now)"
+                       + (f"; {stale} describe the earlier selection" if stale else ""))
     if subset:
         _subset_vars(mdata, masks)
     return mdata if copy else None
@@ -245,6 +253,10 @@ def _muon():
 
     return muon
 
+
+#: ``var`` columns of scanpy's ``highly_variable_genes`` that describe its own selection
+_SCANPY_SELECTION_COLUMNS = ("highly_variable_rank", "highly_variable_nbatches", "means", "variances",
+                             "variances_norm", "dispersions", "dispersions_norm")
 
 #: features kept by default per modality kind (RNA and ATAC modalities, recognised by name)
 DEFAULT_N_TOP = {"rna": 2500, "atac": 5000}

@@ -146,6 +146,13 @@ def pca_concat(
     """
     modalities = check_modalities(mdata, modalities)
     check_aligned(mdata, modalities)  # each block is in its modality's row order
+    record = key_added[2:] if key_added.startswith("X_") else key_added  # X_pca_concat -> uns['pca_concat']
+    earlier = mdata.uns.get(record)
+    if (key_added in mdata.obsm or earlier is not None) and not (
+            isinstance(earlier, dict) and {"kinds", "widths"} <= set(earlier)):
+        raise ValueError(f"obsm[{key_added!r}] or uns[{record!r}] holds something pca_concat did not write (e.g. "
+                         f"scanpy's PCA), which key_added={key_added!r} would replace. Pass another key_added and "
+                         "point scanpy at it: sc.pp.neighbors(mdata, use_rep=key_added).")
     if n_comps < 1:
         raise ValueError(f"n_comps must be >= 1, got {n_comps}.")
     kinds = {m: (kinds or {}).get(m, infer_modality_kind(m)) for m in modalities}
@@ -156,7 +163,6 @@ def pca_concat(
     blocks = [modality_block(mdata.mod[m], name=m, kind=kinds[m], layer=layers[m], n_comps=n_comps,
                              use_highly_variable=use_highly_variable, random_state=random_state) for m in modalities]
     write_obsm(mdata, key_added, np.concatenate(blocks, axis=1))
-    record = key_added[2:] if key_added.startswith("X_") else key_added  # X_pca_concat -> uns['pca_concat']
     write_uns(mdata, record, {"kinds": kinds, "widths": {m: int(b.shape[1]) for m, b in zip(modalities, blocks)}})
 
 
