@@ -563,3 +563,22 @@ def test_test_rows_of_classes_never_trained_on_are_named(caplog):
         mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, accelerator="cpu", progress_bar=False,
                                 baseline=False)
     assert any("2 test rows of classes absent from training (['rare'])" in r.getMessage() for r in caplog.records)
+
+
+def test_one_function_never_replaces_another_function_s_record():
+    mdata = mx.datasets.synthetic_interaction_mudata(120, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    quiet = {"accelerator": "cpu", "progress_bar": False}
+    mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, key_added="ca", baseline=False, **quiet)
+    mdata.obs["run1"], mdata.obs["run2"] = mdata.obs["label"], mdata.obs["label"]
+    with pytest.raises(ValueError, match=r"\.uns\['ca'\] holds the results of a mx.tl.fit_\* function"):
+        mx.tl.consensus_clusters(mdata, keys=["run1", "run2"], n_clusters=2, key_added="ca")
+    mdata.obsm["X_emb"] = np.random.default_rng(0).normal(size=(mdata.n_obs, 4))
+    with pytest.raises(ValueError, match=r"holds the results of a mx.tl.fit_\* function"):
+        mx.tl.benchmark_embeddings(mdata, keys=["X_emb"], label_key="label", key_added="ca")
+    mx.tl.consensus_clusters(mdata, keys=["run1", "run2"], n_clusters=2, key_added="cons")
+    with pytest.raises(ValueError, match=r"holds the results of mx.tl.consensus_clusters"):
+        mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, key_added="cons", **quiet)
+    assert set(mdata.uns["ca"]) >= {"params", "history", "classes"}  # untouched
+    # an embedding fit under a classifier's key: the classifier's outputs go, with the record they belonged to
+    mx.tl.fit_multimodal_ae(mdata, max_epochs=1, latent_dim=4, hidden_dim=8, key_added="ca", **quiet)
+    assert "ca_prediction" not in mdata.obs and "ca_proba" not in mdata.obsm and "classes" not in mdata.uns["ca"]

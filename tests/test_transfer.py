@@ -430,3 +430,15 @@ def test_a_scanpy_clustering_under_the_key_is_the_users_and_kept():
     with pytest.raises(ValueError, match=r"\.obs already has \['leiden'\], which key_added='leiden' would overwrite"):
         mx.tl.transfer_labels(reference, query, label_key="cell_type", key_added="leiden", **FAST)
     assert set(query.uns["leiden"]) == {"params"} and query.obs["leiden"].nunique() == 3
+
+
+def test_a_transfer_rerun_by_confidence_drops_the_earlier_match_score():
+    reference, query, _ = reference_query()
+    mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", key_added="lt")
+    assert "lt_match_score" in query.obs
+    mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", key_added="lt",
+                          unknown_score="confidence")
+    assert "lt_match_score" not in query.obs and query.uns["lt"]["unknown_score"] == "confidence"
+    with pytest.raises(ValueError, match=r"holds the results of mx.tl.transfer_labels"):
+        mx.tl.fit_crossattomics(query.copy(), label_key="lt", max_epochs=1, key_added="lt", accelerator="cpu",
+                                progress_bar=False)

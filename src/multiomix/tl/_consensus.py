@@ -12,6 +12,7 @@ from sklearn.cluster import AgglomerativeClustering
 
 from .._logging import logger
 from .._utils import check_output_columns, write_obs, write_uns
+from ._results import check_replaceable
 
 
 def co_clustering(labels: Sequence[np.ndarray]) -> np.ndarray:
@@ -75,6 +76,7 @@ def consensus_clusters(
         raise ValueError(f"A consensus needs at least two clusterings, got {len(keys)}: {keys}.")
     if key_added in keys:
         raise ValueError(f"key_added={key_added!r} is one of the clusterings read; pass another key_added.")
+    check_replaceable(data, key_added, "consensus")
     check_output_columns(data, key_added, [key_added])
     gaps = [k for k in keys if data.obs[k].isna().any()]
     if gaps:

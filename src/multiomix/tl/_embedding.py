@@ -27,6 +27,7 @@ from .._utils import (
     write_uns,
 )
 from ..pp._features import infer_modality_kind, normalize, tfidf
+from ._results import check_replaceable
 
 __all__ = ["benchmark_embeddings", "pca_concat"]
 
@@ -263,6 +264,7 @@ def benchmark_embeddings(
     >>> model = mx.tl.fit_multimodal_ae(mdata, max_epochs=100)
     >>> mx.tl.benchmark_embeddings(mdata, keys=["X_mmae", "X_pca_concat"], label_key="cell_type", batch_key="batch")
     """
+    check_replaceable(mdata, key_added, "embedding_benchmark")
     keys = [keys] if isinstance(keys, str) else list(keys)
     if not keys:
         raise ValueError("`keys` is empty; name at least one .obsm key.")

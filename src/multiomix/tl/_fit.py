@@ -49,7 +49,7 @@ from .._utils import (
     write_uns,
 )
 from ..models.base import SeedEnsemble, check_n_models, resolve_layers
-from ._results import check_replaceable
+from ._results import check_replaceable, record_kind
 
 #: suffixes of the columns multiomix writes; never taken for a label column
 _OUTPUT_SUFFIXES = ("_prediction", "_transferred", "_unknown", "_confidence", "_match_score")
@@ -559,3 +559,21 @@ def _baseline(fit: FitData, features: Callable[[np.ndarray], Any], truth: pd.Ser
         "n_train": len(train),
         "test_metrics": classification_metrics(truth.iloc[fit.test], prediction),
     }
+
+
+def drop_class_outputs(mdata: MuData | ad.AnnData, key: str) -> None:
+    """Remove the class outputs an earlier fit or ``predict`` wrote under ``key``, before a write that has none.
+
+    An embedding-only fit (a translation UnitedNet, the multimodal autoencoder) or ``predict`` with such a model
+    under a classifier's key would otherwise leave the classifier's predictions beside a record without classes.
+    Outputs that no earlier multiomix run under ``key`` wrote are never touched.
+    """
+    if record_kind(mdata.uns.get(key)) not in ("fit", "scored"):
+        return
+    for column in (f"{key}_prediction", f"{key}_confidence"):
+        if column in mdata.obs.columns:
+            del mdata.obs[column]
+            logger.info(f"removed .obs[{column!r}] (an earlier run under key_added={key!r})")
+    if f"{key}_proba" in mdata.obsm:
+        del mdata.obsm[f"{key}_proba"]
+        logger.info(f"removed .obsm[{key + '_proba'!r}] (an earlier run under key_added={key!r})")

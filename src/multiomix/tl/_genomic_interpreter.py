@@ -28,6 +28,7 @@ from ..models import GenomicInterpreter
 from ..models._genomic_interpreter import region_input
 from ..module._genomic_interpreter import DEFAULT_BACKBONE_KWARGS
 from ._fit import _hold_out, options_for, stored_params
+from ._results import check_replaceable
 
 __all__ = ["attention_maps", "attention_pair_hit_rate", "fit_genomic_interpreter", "kmer_counts"]
 
@@ -206,6 +207,7 @@ def fit_genomic_interpreter(
     >>> adata.uns["genomic_interpreter"]["test_metrics"]  # doctest: +SKIP
     """
     arguments = dict(locals())
+    check_replaceable(adata, key_added, "fit")
     if backbone not in DEFAULT_BACKBONE_KWARGS:
         raise ValueError(f"Unknown backbone {backbone!r}; choose one of {list(DEFAULT_BACKBONE_KWARGS)}.")
     train, validation, test, new_split = region_rows(adata, split_key=split_key, test_size=test_size,

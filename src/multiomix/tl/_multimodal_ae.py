@@ -21,7 +21,8 @@ from ..models import MultimodalAE
 from ..models.base import resolve_layers
 from ..pp._features import infer_modality_kind
 from ._embedding import modality_block
-from ._fit import FitData, finish_fit, options_for, prepare_fit, stored_params
+from ._fit import FitData, drop_class_outputs, finish_fit, options_for, prepare_fit, stored_params
+from ._results import check_replaceable
 
 __all__ = ["fit_multimodal_ae"]
 
@@ -219,6 +220,7 @@ def fit_multimodal_ae(
     """
     arguments = dict(locals())
     modalities = check_modalities(mdata, modalities)
+    check_replaceable(mdata, key_added, "fit")
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
     if max_epochs is not None and max_epochs < 1:
@@ -268,6 +270,7 @@ def fit_multimodal_ae(
                 baseline_metrics.update(_embedding_metrics(reference, mdata.obs[label_key], random_state=random_state))
 
     def outputs() -> dict[str, Any]:
+        drop_class_outputs(mdata, key_added)  # a classifier's earlier outputs under this key
         write_obsm(mdata, f"X_{key_added}", np.asarray(latent, dtype=np.float32))
         n_epochs = max(len(model.history.get("train_loss", [])), 1) if model.history is not None else 1
         extra: dict[str, Any] = {

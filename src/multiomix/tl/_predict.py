@@ -11,8 +11,9 @@ from .._logging import each_line_once, logger
 from .._utils import restore_on_error, write_obsm, write_uns
 from ..models import MedCrossViT
 from ..models.base import SeedEnsemble
-from ._fit import write_classifier_outputs
+from ._fit import drop_class_outputs, write_classifier_outputs
 from ._med_crossvit import attention_record
+from ._results import check_replaceable
 
 
 def _model_key(model: Any) -> str:
@@ -69,6 +70,9 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     first = model.members[0] if isinstance(model, SeedEnsemble) else model
     name = type(first).__name__ + (f" ensemble of {len(model)}" if first is not model else "")
     key = key_added or _model_key(first)
+    if hasattr(model, "track_names"):
+        key = key_added or "genomic_interpreter"
+    check_replaceable(mdata, key, "scored")
     if hasattr(model, "track_names"):  # sequence -> assay tracks (Genomic Interpreter): the tracks are the output
         key = key_added or "genomic_interpreter"
         tracks = np.asarray(model.predict(mdata, batch_size=batch_size), dtype=np.float32)
@@ -87,6 +91,7 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
         if proba is not None:
             write_classifier_outputs(mdata, proba, latent, key=key, label_key=getattr(first, "label_key", None))
         else:
+            drop_class_outputs(mdata, key)
             write_obsm(mdata, f"X_{key}", latent.astype("float32"))
         info = {"model": name, "scored": "predicted by a fitted model; no training on these rows"}
         if classes:

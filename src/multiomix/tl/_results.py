@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["get_result"]
 
@@ -68,23 +70,46 @@ def _entry(mdata: Any, key: str) -> dict:
 _OWNERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "relevance": ("mx.tl.feature_relevance", ("groups", "params", "summary")),
     "interaction_importance": ("mx.tl.interaction_importance", ("share", "mean", "per_sample")),
+    "transfer": ("mx.tl.transfer_labels", ("temperature", "classes")),
+    "consensus": ("mx.tl.consensus_clusters", ("keys", "n_clusters", "method")),
+    "scored": ("mx.tl.predict", ("scored",)),
     "fit": ("a mx.tl.fit_* function", ("params", "history")),
 }
+#: columns of a :func:`~multiomix.tl.benchmark_embeddings` table (stored in ``uns`` as a DataFrame)
+_BENCHMARK_METRICS = ("nmi", "ari", "ari_best", "resolution", "n_clusters", "asw_label", "asw_batch",
+                      "graph_connectivity")
+#: which kinds of record a function may replace under its key_added (its own; a fit and predict write the same
+#: outputs, and predict under a fit's key is allowed with a warning)
+_MAY_REPLACE = {"fit": {"fit", "scored"}, "scored": {"fit", "scored"}}
+
+
+def record_kind(entry: Any) -> str | None:
+    """Which multiomix function wrote ``entry`` (a ``uns`` value), or ``None`` (not a multiomix record).
+
+    Examples
+    --------
+    >>> record_kind({"params": {}, "history": None}), record_kind({"params": {"resolution": 1.0}})
+    ('fit', None)
+    """
+    if isinstance(entry, pd.DataFrame):
+        return "embedding_benchmark" if len(entry.columns) and set(entry.columns) <= set(_BENCHMARK_METRICS) else None
+    if not isinstance(entry, Mapping):
+        return None
+    return next((owner for owner, (_, entries) in _OWNERS.items() if all(e in entry for e in entries)), None)
 
 
 def check_replaceable(data: Any, key: str, kind: str) -> None:
     """Raise before ``kind`` results are written to ``data.uns[key]`` when that record holds another kind's.
 
     A rerun under the same key replaces its own results; a ``key_added`` that names, say, a fit's record would
-    otherwise replace its history and test metrics with relevance tables.
+    otherwise replace its history and test metrics with relevance tables, or leave a transfer's columns beside a
+    fit's record.
     """
-    entry = getattr(data, "uns", {}).get(key)
-    if not isinstance(entry, dict):
-        return
-    for owner, (function, entries) in _OWNERS.items():
-        if owner != kind and all(e in entry for e in entries):
-            raise ValueError(f".uns[{key!r}] holds the results of {function}, which key_added={key!r} would "
-                             "replace; pass another key_added.")
+    other = record_kind(getattr(data, "uns", {}).get(key))
+    if other is not None and other != kind and other not in _MAY_REPLACE.get(kind, ()):
+        function = _OWNERS[other][0] if other in _OWNERS else "mx.tl.benchmark_embeddings"
+        raise ValueError(f".uns[{key!r}] holds the results of {function}, which key_added={key!r} would "
+                         "replace; pass another key_added.")
 
 
 def _group_key(entry: dict, group: str) -> str:

@@ -61,6 +61,7 @@ from ._calibration import (
 )
 from ._fit import argmax_labels, prediction_categories, resolve_label_key
 from ._knn_vote import joint_pca, knn_ensemble, knn_proba, neighbour_agreement, stack_rows
+from ._results import check_replaceable
 
 _UNLABELLED = "__unlabelled__"
 
@@ -91,6 +92,7 @@ def write_transfer(
     With ``calibration['unknown_score'] == 'match'``, ``agreement`` (the query cells' neighbour agreement) gives
     the match score that ``unknown_threshold`` applies to; else the threshold applies to the confidence.
     """
+    check_replaceable(query, key, "transfer")
     check_output_columns(query, key, _transfer_columns(key))
     calibrated = temperature_scale(proba, calibration["temperature"])
     confidence = calibrated.max(1)
@@ -110,6 +112,9 @@ def write_transfer(
         write_obs(query, f"{key}_confidence", confidence.astype(np.float32))
         if by_match:
             write_obs(query, f"{key}_match_score", score.astype(np.float32))
+        elif f"{key}_match_score" in query.obs.columns:  # an earlier run's (check_output_columns made sure)
+            del query.obs[f"{key}_match_score"]
+            logger.info(f"removed .obs[{key + '_match_score'!r}] (an earlier run's; unknown_score='confidence' now)")
         write_obs(query, f"{key}_unknown", unknown)
         if latent is not None:
             write_obsm(query, f"X_{key}", np.asarray(latent, dtype=np.float32))
@@ -639,6 +644,7 @@ def transfer_labels(
         label_key = model.label_key
     label_key = resolve_label_key(reference.obs, label_key)
     key = key_added or f"{label_key}_transferred"
+    check_replaceable(query, key, "transfer")
     check_output_columns(query, key, _transfer_columns(key))
     if fitted:
         modalities, layers = list(model.modalities), model.layers

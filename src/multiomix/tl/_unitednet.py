@@ -26,6 +26,7 @@ from ..nn.unitednet import ridge_fit
 from ..train import PHASES
 from ._fit import (
     FitData,
+    drop_class_outputs,
     finish_classifier_fit,
     finish_fit,
     first_member,
@@ -238,25 +239,12 @@ def fit_unitednet(
                             f"mean R² {ours['mean_r2']:.3f} vs {theirs['mean_r2']:.3f}")
 
         def outputs() -> dict[str, Any]:
-            _drop_class_outputs(mdata, key_added)
+            drop_class_outputs(mdata, key_added)
             write_obsm(mdata, f"X_{key_added}", latent.astype(np.float32))
             return metrics
 
         finish_fit(mdata, fit, model, key_added=key_added, params=params, split_key=split_key, outputs=outputs)
     return model
-
-
-def _drop_class_outputs(mdata: MuData, key: str) -> None:
-    """Remove the class outputs an earlier run of another mode wrote under ``key`` (a translation fit has none)."""
-    if key not in mdata.uns:  # not this key's own earlier outputs: never touched (prepare_fit checked them)
-        return
-    for column in (f"{key}_prediction", f"{key}_confidence"):
-        if column in mdata.obs.columns:
-            del mdata.obs[column]
-            logger.info(f"removed .obs[{column!r}] (an earlier run under key_added={key!r})")
-    if f"{key}_proba" in mdata.obsm:
-        del mdata.obsm[f"{key}_proba"]
-        logger.info(f"removed .obsm[{key + '_proba'!r}] (an earlier run under key_added={key!r})")
 
 
 def _cluster_metrics(mdata: MuData, fit: FitData, label_key: str | None, proba: pd.DataFrame) -> dict[str, Any]:
