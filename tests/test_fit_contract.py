@@ -582,3 +582,27 @@ def test_one_function_never_replaces_another_function_s_record():
     # an embedding fit under a classifier's key: the classifier's outputs go, with the record they belonged to
     mx.tl.fit_multimodal_ae(mdata, max_epochs=1, latent_dim=4, hidden_dim=8, key_added="ca", **quiet)
     assert "ca_prediction" not in mdata.obs and "ca_proba" not in mdata.obsm and "classes" not in mdata.uns["ca"]
+
+
+def test_common_mistakes_get_clear_errors_and_leave_the_object_alone():
+    mdata = mx.datasets.synthetic_interaction_mudata(80, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    quiet = {"accelerator": "cpu", "progress_bar": False}
+    model = mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, baseline=False, **quiet)
+    with pytest.raises(ValueError, match=r"\.obs\['label'\] holds the user's own values"):
+        mx.pp.split(mdata, label_key="label", key_added="label")
+    assert set(mdata.obs["label"].astype(str)) == {"pos", "neg"}
+    mx.pp.split(mdata, key_added="split")  # its own earlier split is replaced
+    with pytest.raises(TypeError, match="expects a fitted multiomix model .* got NoneType"):
+        mx.tl.predict(mdata, None)
+    broken = mdata.copy()
+    broken.mod["rna"].X[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"Modality 'rna' \(X\), the features the model reads, contains 1 NaN"):
+        mx.tl.predict(broken, model, key_added="scored")
+    assert "scored" not in broken.uns
+    with pytest.raises(TypeError, match="explains a fitted CrossAttOmics .* got str"):
+        mx.tl.interaction_importance(mdata, "crossattomics")
+    with pytest.raises(TypeError, match="takes a cells x features matrix"):
+        mx.pp.variability_score(mdata)
+    one_cell = mx.datasets.bmmc_cite()[:1].copy()
+    with pytest.raises(ValueError, match="seurat_v3 .* needs at least 10"):
+        mx.pp.select_features(one_cell, n_top=10)

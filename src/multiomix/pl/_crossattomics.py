@@ -129,7 +129,7 @@ def training_history(
     history = pd.DataFrame(entry["history"])
     if len(history) == 0:
         raise ValueError(f"uns[{key!r}]['history'] is empty: no epoch was trained (max_epochs=0?).")
-    metrics = metrics or [c for c in history.columns if "loss" in c]
+    metrics = [metrics] if isinstance(metrics, str) else metrics or [c for c in history.columns if "loss" in c]
     unknown = [m for m in metrics if m not in history.columns]
     if unknown:
         raise KeyError(f"{unknown} not in the history of uns[{key!r}]; it holds {list(history.columns)}.")

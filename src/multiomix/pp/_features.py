@@ -86,6 +86,10 @@ def variability_score(matrix) -> np.ndarray:
     >>> variability_score(np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1], [0, 0, 1]]))
     array([1. , 0.5, 0.5])
     """
+    if isinstance(matrix, AnnData | MuData) or len(getattr(matrix, "shape", ())) != 2:
+        raise TypeError(f"variability_score takes a cells x features matrix (e.g. adata.X or a layer), got "
+                        f"{type(matrix).__name__}; for a MuData, mx.pp.select_features(mdata, flavor=...) scores and "
+                        "selects per modality.")
     matrix = in_memory(matrix)
     n_obs = matrix.shape[0]
     if n_obs == 0:
@@ -180,6 +184,10 @@ def select_features(
         matrix = _counts(adata, layers[m], f"Modality {m!r} ({layers[m] or 'X'})", needs=SELECTION_NEEDS[method],
                          read_only=True)
         n = min(int(n), adata.n_vars)
+        if method == "seurat_v3" and n < adata.n_vars and adata.n_obs < _SEURAT_MIN_CELLS:
+            raise ValueError(f"Modality {m!r} has {adata.n_obs} cells: seurat_v3 fits a trend of variance on mean over "
+                             f"the cells and needs at least {_SEURAT_MIN_CELLS} (with fewer, scanpy's loess fails or "
+                             f"crashes the process). Use more cells, or flavor={{{m!r}: 'variability'}}.")
         if method == "variability":
             scores[m] = variability_score(matrix)
             masks[m] = _top_n(scores[m], n)
@@ -253,6 +261,9 @@ def _muon():
 
     return muon
 
+
+#: fewest cells select_features passes to scanpy's seurat_v3 (its loess fails, or crashes, on very few)
+_SEURAT_MIN_CELLS = 10
 
 #: ``var`` columns of scanpy's ``highly_variable_genes`` that describe its own selection
 _SCANPY_SELECTION_COLUMNS = ("highly_variable_rank", "highly_variable_nbatches", "means", "variances",

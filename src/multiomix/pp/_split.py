@@ -58,6 +58,11 @@ def split(
     """
     if not 0 <= test_size < 1 or not 0 <= validation_size < 1 or test_size + validation_size >= 1:
         raise ValueError(f"Need 0 <= test_size, validation_size and their sum < 1; got {test_size}, {validation_size}.")
+    if key_added in data.obs.columns:  # an earlier split (only train/validation/test and missing values) is replaced
+        earlier = set(data.obs[key_added].dropna().astype(str)) - {"train", "validation", "test"}
+        if earlier or key_added == label_key:
+            raise ValueError(f".obs[{key_added!r}] holds the user's own values (e.g. {sorted(earlier)[:3]}), which "
+                             f"key_added={key_added!r} would overwrite; pass another key_added (default 'split').")
     stratify, rows = None, np.arange(data.n_obs)
     if label_key is not None:
         if label_key not in data.obs.columns:

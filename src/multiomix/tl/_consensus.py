@@ -68,7 +68,7 @@ def consensus_clusters(
     >>> mx.tl.consensus_clusters(mdata, [f"run{seed}_prediction" for seed in range(3)], n_clusters=27)
     >>> mdata.obs["consensus_clusters"].value_counts()
     """
-    keys = list(keys)
+    keys = [keys] if isinstance(keys, str) else list(keys)
     missing = [k for k in keys if k not in data.obs]
     if missing:
         raise KeyError(f"Clusterings {missing} not found in .obs; available columns: {list(data.obs.columns)}.")

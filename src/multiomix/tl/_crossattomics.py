@@ -208,6 +208,9 @@ def interaction_importance(
     if isinstance(model, SeedEnsemble):
         raise TypeError("interaction_importance explains one network; pass a member of the ensemble "
                         "(e.g. `model.members[0]`).")
+    if not isinstance(model, CrossAttOmics):
+        raise TypeError(f"interaction_importance explains a fitted CrossAttOmics (what mx.tl.fit_crossattomics "
+                        f"returns), got {type(model).__name__}.")
     label_key = model.label_key
     groupby = groupby or label_key
     if groupby not in mdata.obs.columns:

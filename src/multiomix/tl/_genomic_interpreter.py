@@ -305,6 +305,9 @@ def attention_maps(
     >>> mx.tl.attention_maps(adata, model, regions=[0, 1, 2])
     >>> adata.uns["genomic_interpreter"]["attention"].keys()
     """
+    if not (hasattr(model, "get_attention") and hasattr(model, "layer_resolutions")):
+        raise TypeError(f"attention_maps reads a fitted GenomicInterpreter (what mx.tl.fit_genomic_interpreter "
+                        f"returns), got {type(model).__name__}.")
     rows = _resolve_regions(adata, regions)
     maps = model.get_attention(adata, indices=rows, max_tokens=max_tokens)  # new regions are matched
     entry = dict(adata.uns.get(key_added, {}))

@@ -68,6 +68,9 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     >>> new.obs["crossattomics_prediction"].value_counts()  # doctest: +SKIP
     """
     first = model.members[0] if isinstance(model, SeedEnsemble) else model
+    if not hasattr(first, "get_latent_representation") and not hasattr(first, "track_names"):
+        raise TypeError(f"predict(mdata, model) expects a fitted multiomix model (what a mx.tl.fit_* function "
+                        f"returns) as its second argument, got {type(model).__name__}.")
     name = type(first).__name__ + (f" ensemble of {len(model)}" if first is not model else "")
     key = key_added or _model_key(first)
     if hasattr(model, "track_names"):
