@@ -230,7 +230,8 @@ def matched_input(
         position = feature_positions(source.var_names, expected, modality=mod)
         if position is not None:
             matrix = take_columns(matrix, position)
-        check_finite(matrix, f"Modality {mod!r} ({layers.get(mod) or 'X'}), the features the model reads,")
+        if matrix is not None and len(expected):  # a modality read only through obsm (tile bags) has no X
+            check_finite(matrix, f"Modality {mod!r} ({layers.get(mod) or 'X'}), the features the model reads,")
         if sparse.issparse(matrix) and matrix.format != "csr":
             matrix = matrix.tocsr()  # minibatches are row slices (a sparse copy, never densified)
         var = pd.DataFrame(index=pd.Index(expected).astype(str))
