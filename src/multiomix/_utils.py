@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,19 +62,14 @@ def write_uns(obj: AnnData | MuData, key: str, values: Any) -> None:
     added("uns", key, replaced=replaced)
 
 
-#: entries of the ``uns`` records that multiomix functions writing ``obs`` columns leave (fits, predict, transfer,
-#: consensus clustering); scanpy's clusterings record only ``params``
-_RECORD_ENTRIES = frozenset({"history", "classes", "scored", "temperature", "test_metrics", "n_clusters", "model"})
-
-
 def check_output_columns(obj: AnnData | MuData, key: str, columns: Sequence[str]) -> None:
     """Refuse to overwrite ``obs`` columns that no earlier run under ``key`` wrote (the user's own data).
 
     A run that records itself in ``uns[key]`` may replace its own columns; a column that exists while
     ``uns[key]`` does not is the user's (e.g. ``key_added`` named after the query's own labels). A record counts
-    as multiomix's when it holds one of the entries multiomix's records have (``history``, ``classes``,
-    ``scored``, ...): scanpy's ``sc.tl.leiden`` writes ``obs['leiden']`` with ``uns['leiden'] = {'params': ...}``,
-    which is the user's clustering, not an earlier run.
+    as multiomix's when ``record_kind`` (``multiomix.tl._results``) recognises it: scanpy's ``sc.tl.leiden``
+    writes ``obs['leiden']`` with ``uns['leiden'] = {'params': ...}``, which is the user's clustering, not an
+    earlier run.
 
     Examples
     --------
@@ -85,8 +80,9 @@ def check_output_columns(obj: AnnData | MuData, key: str, columns: Sequence[str]
     ...
     ValueError: .obs already has ['cell_type'], which key_added='cell_type' would overwrite, ...
     """
-    entry = obj.uns.get(key)
-    if isinstance(entry, Mapping) and set(entry) & _RECORD_ENTRIES:
+    from .tl._results import record_kind  # the one definition of what each function records
+
+    if record_kind(obj.uns.get(key)) is not None:
         return
     taken = [c for c in columns if c in obj.obs.columns]
     if taken:
