@@ -486,7 +486,7 @@ def test_integer_labels_with_missing_values_keep_integer_class_names(case):
     expected = sorted({str(int(c)) for c in codes[4:]})
     assert sorted(map(str, model.classes)) == expected
     assert sorted(mdata.uns[case.key]["classes"]) == expected and mdata.uns[case.key]["test_metrics"]["n"] > 0
-    assert set(mdata.obs[f"{case.key}_prediction"].astype(str)) <= set(expected)
+    assert set(mdata.obs[f"{case.key}_prediction"]) <= set(codes[4:])  # the column's own values
 
 
 def test_predictions_carry_the_label_columns_categories(case):
@@ -501,6 +501,28 @@ def test_predictions_carry_the_label_columns_categories(case):
     prediction = mdata.obs[f"{case.key}_prediction"]
     assert list(prediction.cat.categories) == order
     assert 0 <= (mdata.obs[case.label_key] == prediction).mean() <= 1
+
+
+@pytest.mark.parametrize("kind", ["int", "bool"])
+def test_integer_or_boolean_labels_come_back_as_their_own_values(case, kind, tmp_path):
+    """The model reads labels as text; the prediction column holds the label column's own values again."""
+    if not case.classifier or case.label_key is None:
+        pytest.skip("no label column")
+    mdata = case.make()
+    codes = pd.Categorical(mdata.obs[case.label_key]).codes
+    mdata.obs["code"] = codes.astype(np.int64) * 3 if kind == "int" else codes == 0
+    case.fit(mdata, label_key="code", random_state=0, **case.fit_kwargs)
+    prediction = mdata.obs[f"{case.key}_prediction"]
+    expected = sorted(set(mdata.obs["code"].tolist()))
+    assert list(prediction.cat.categories) == expected
+    assert all(type(c) is (int if kind == "int" else bool) for c in prediction.cat.categories)
+    agreement = (mdata.obs["code"] == prediction).to_numpy()
+    by_text = (mdata.obs["code"].astype(str) == prediction.astype(str)).to_numpy()
+    np.testing.assert_array_equal(agreement, by_text)
+    assert agreement.any()
+    mdata.write_h5mu(tmp_path / "labels.h5mu")
+    back = md.read_h5mu(tmp_path / "labels.h5mu")
+    assert back.obs[f"{case.key}_prediction"].tolist() == prediction.tolist()
 
 
 def test_a_modality_in_another_order_gets_a_recipe_that_works():
@@ -599,6 +621,13 @@ def test_common_mistakes_get_clear_errors_and_leave_the_object_alone():
     with pytest.raises(ValueError, match=r"Modality 'rna' \(X\), the features the model reads, contains 1 NaN"):
         mx.tl.predict(broken, model, key_added="scored")
     assert "scored" not in broken.uns
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1, got 0"):
+        mx.tl.predict(mdata, model, key_added="scored", batch_size=0)
+    assert "scored" not in mdata.uns
+    with pytest.raises(ValueError, match="target_sum must be a positive number"):
+        mx.pp.normalize(mdata["rna"].copy(), target_sum=0)
+    with pytest.raises(TypeError, match="wrap one sequence in a list"):
+        mx.pp.one_hot_encode("ACGT")
     with pytest.raises(TypeError, match="explains a fitted CrossAttOmics .* got str"):
         mx.tl.interaction_importance(mdata, "crossattomics")
     with pytest.raises(TypeError, match="takes a cells x features matrix"):

@@ -88,6 +88,24 @@ def test_read_tile_bags_errors(tmp_path):
         mx.io.read_tile_bags(empty)
 
 
+def test_read_tile_bags_skips_slides_without_tiles_on_request(tmp_path, caplog):
+    feats, _ = _write_slide(tmp_path / "a.h5", 4, 8, seed=0)
+    _write_slide(tmp_path / "b.h5", 0, 8, seed=1)
+    _write_slide(tmp_path / "c.h5", 3, 8, seed=2)
+    with pytest.raises(ValueError, match="'b.h5': dataset 'features' has no tiles; pass empty='skip'"):
+        mx.io.read_tile_bags(tmp_path)
+    with caplog.at_level("WARNING", logger="multiomix"):
+        wsi = mx.io.read_tile_bags(tmp_path, empty="skip")
+    assert list(wsi.obs_names) == ["a", "c"] and wsi.obs["n_tiles"].tolist() == [4, 3]
+    assert wsi.obs["path"].str.endswith(("a.h5", "c.h5")).all()
+    np.testing.assert_allclose(wsi.X[0], feats.mean(0), rtol=1e-5)
+    assert "left out 1 slide(s) without tiles: ['b']" in caplog.text
+    with pytest.raises(ValueError, match="No slide has tiles"):
+        mx.io.read_tile_bags(tmp_path / "b.h5", empty="skip")
+    with pytest.raises(ValueError, match="empty must be 'raise' or 'skip'"):
+        mx.io.read_tile_bags(tmp_path, empty="drop")
+
+
 def test_sample_tile_bags_fixed_size():
     mdata, truth = mx.datasets.synthetic_tile_bags(12, n_tiles=(5, 12), random_state=3)
     wsi = mdata.mod["wsi"]

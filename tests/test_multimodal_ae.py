@@ -294,6 +294,34 @@ def test_pca_concat_and_benchmark_metrics():
         mx.tl.benchmark_embeddings(mdata, keys=["X_perfect"], label_key="celltype", neighbors_method="gauss")
     with pytest.raises(KeyError, match="umap"):
         mx.pl.embedding(mdata, keys=["X_noise_2"], color="cluster")
+    # the settings travel with the table, through write_h5mu
+    assert table.loc["X_perfect", ["label_key", "batch_key", "neighbors_method", "resolutions"]].tolist() == [
+        "cluster", "batch", "gauss", "0.1, 0.5"]
+    assert table["n_neighbors"].eq(15).all()
+    for bad, match in (({"n_neighbors": 0}, "n_neighbors must be a whole number >= 2"),
+                       ({"n_neighbors": 500}, "needs more than 500 cells"),
+                       ({"resolutions": (0.5, -1)}, "positive")):
+        with pytest.raises(ValueError, match=match):
+            mx.tl.benchmark_embeddings(mdata, keys=["X_perfect"], label_key="cluster", **bad)
+
+
+def test_benchmark_table_round_trips_and_a_replaced_embedding_drops_its_old_umap(tmp_path, caplog):
+    mdata = planted_multiome(n_obs=60)
+    labels = mdata.obs["cluster"].cat.codes.to_numpy()
+    mdata.obsm["X_a"] = np.c_[labels, np.random.default_rng(0).normal(size=60)].astype(np.float32)
+    mx.tl.benchmark_embeddings(mdata, keys=["X_a"], label_key="cluster", resolutions=(0.5,), umap=True)
+    assert "X_a_umap" in mdata.obsm
+    mdata.write_h5mu(tmp_path / "b.h5mu")
+    back = md.read_h5mu(tmp_path / "b.h5mu")
+    pd.testing.assert_frame_equal(back.uns["embedding_benchmark"], mdata.uns["embedding_benchmark"],
+                                  check_dtype=False, check_index_type=False)
+    mx.pl.benchmark(back)
+    plt.close("all")
+    from multiomix._utils import write_obsm
+
+    with caplog.at_level("INFO", logger="multiomix"):
+        write_obsm(mdata, "X_a", np.zeros((60, 2), dtype=np.float32))  # what a refit does
+    assert "X_a_umap" not in mdata.obsm and "removed .obsm['X_a_umap']" in caplog.text
 
 
 def test_keep_torch_threads_restores_the_count():

@@ -49,10 +49,19 @@ def write_obs(obj: AnnData | MuData, key: str, values: Any) -> None:
 
 
 def write_obsm(obj: AnnData | MuData, key: str, values: np.ndarray) -> None:
-    """Write an array to ``obj.obsm`` (and log it)."""
+    """Write an array to ``obj.obsm`` (and log it).
+
+    Replacing an embedding removes ``obsm['<key>_umap']`` (its UMAP, from
+    :func:`~multiomix.tl.benchmark_embeddings`), which would otherwise be drawn for the new embedding.
+    """
     replaced = key in obj.obsm
     obj.obsm[key] = values
     added("obsm", key, replaced=replaced)
+    stale = f"{key}_umap"
+    if replaced and stale in obj.obsm:
+        del obj.obsm[stale]
+        logger.info(f"removed .obsm[{stale!r}] (the UMAP of the replaced {key!r}; rerun "
+                    "mx.tl.benchmark_embeddings(..., umap=True) for the new one)")
 
 
 def write_uns(obj: AnnData | MuData, key: str, values: Any) -> None:
@@ -412,12 +421,39 @@ class restore_on_error:
                     del container[key]
 
 
+def check_whole(name: str, value: Any, least: int) -> int:
+    """Return ``value`` if it is a whole number >= ``least`` (not a bool), else raise a ``ValueError`` naming it.
+
+    Examples
+    --------
+    >>> check_whole("n_neighbors", 15, 2)
+    15
+    >>> check_whole("batch_size", 0, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be a whole number >= 1, got 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}.")
+    return int(value)
+
+
 def to_uns(value: Any) -> Any:
-    """Convert a value into something ``write_h5mu`` can store (``None`` -> ``"None"``, tuples -> arrays)."""
+    """Convert a value into something ``write_h5mu`` can store (tuples -> arrays).
+
+    An entry of a dict whose value is ``None`` is left out (read it back with ``params.get(name)``), as scanpy
+    records only the options that were given; anndata before 0.12 cannot store ``None``. A ``None`` elsewhere
+    (an item of a list) reads ``"None"``.
+
+    Examples
+    --------
+    >>> to_uns({"source": None, "n_top": 5, "modalities": ("rna", "atac")})
+    {'n_top': 5, 'modalities': array(['rna', 'atac'], dtype='<U4')}
+    """
     if value is None:
         return "None"
     if isinstance(value, dict):
-        return {str(k): to_uns(v) for k, v in value.items()}
+        return {str(k): to_uns(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
         if all(isinstance(v, int | float | str | bool | np.number) for v in value) and len(value) > 0:
             kinds = {type(v) for v in value}

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._logging import logger
+
 __all__ = ["read_tile_bags", "sample_tile_bags"]
 
 _H5_SUFFIXES = (".h5", ".hdf5")
@@ -41,6 +43,7 @@ def read_tile_bags(
     coords_dataset: str | None = "coords",
     max_tiles: int | None = None,
     random_state: int | None = 0,
+    empty: str = "raise",
 ) -> AnnData:
     """Read one h5 file of tile embeddings per slide into an AnnData of bags.
 
@@ -62,6 +65,9 @@ def read_tile_bags(
         Keep at most this many tiles per slide (a random subset, in file order); ``None`` keeps all.
     random_state
         Seed for the ``max_tiles`` subset.
+    empty
+        What to do with a slide whose file holds no tiles (e.g. tissue detection found none): ``"raise"`` an
+        error naming it, or ``"skip"`` it (a warning names the slides left out).
 
     Returns
     -------
@@ -82,13 +88,15 @@ def read_tile_bags(
 
     if max_tiles is not None and max_tiles < 1:
         raise ValueError(f"max_tiles must be a positive integer or None, got {max_tiles}.")
+    if empty not in ("raise", "skip"):
+        raise ValueError(f"empty must be 'raise' or 'skip', got {empty!r}.")
     files = _list_files(paths_or_folder)
     names = [p.stem for p in files]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"Several files share the slide names {dupes}; slide names (file stems) must be unique.")
     rng = np.random.default_rng(random_state)
-    bags, coords, width = [], [], None
+    bags, coords, width, kept, skipped = [], [], None, [], []
     for path in files:
         with h5py.File(path, "r") as f:
             if dataset not in f:
@@ -107,7 +115,11 @@ def read_tile_bags(
         if feats.ndim != 2:
             raise ValueError(f"{path.name!r}: dataset {dataset!r} must be (n_tiles, dim), got shape {feats.shape}.")
         if feats.shape[0] == 0:
-            raise ValueError(f"{path.name!r}: dataset {dataset!r} has no tiles.")
+            if empty == "skip":
+                skipped.append(path.stem)
+                continue
+            raise ValueError(f"{path.name!r}: dataset {dataset!r} has no tiles; pass empty='skip' to leave such "
+                             "slides out.")
         if not np.issubdtype(feats.dtype, np.number) or not np.isfinite(feats).all():
             raise ValueError(f"{path.name!r}: dataset {dataset!r} must be finite numbers.")
         if width is None:
@@ -131,6 +143,12 @@ def read_tile_bags(
             xy = xy[keep] if xy is not None else None
         bags.append(feats.astype(np.float32))
         coords.append(xy)
+        kept.append(path)
+    if skipped:
+        if not bags:
+            raise ValueError(f"No slide has tiles (all {len(skipped)} files hold an empty {dataset!r}).")
+        logger.warning(f"left out {len(skipped)} slide(s) without tiles: {skipped}")
+    files, names = kept, [p.stem for p in kept]
 
     n_tiles = np.array([b.shape[0] for b in bags])
     tiles = np.zeros((len(bags), int(n_tiles.max()), width), dtype=np.float32)

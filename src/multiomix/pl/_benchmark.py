@@ -62,7 +62,7 @@ def benchmark(
     """
     table = pd.DataFrame(get_result(mdata, key, kind="embedding_benchmark"))
     metrics = [m for m in _METRIC_ORDER if m in table.columns] if metrics is None else list(metrics)
-    missing = [m for m in metrics if m not in table.columns]
+    missing = [m for m in metrics if m not in table.columns or not pd.api.types.is_numeric_dtype(table[m])]
     if missing:
         raise KeyError(f"Metrics {missing} not in uns[{key!r}]; it has {list(table.columns)}.")
     n = len(table.index)

@@ -471,6 +471,12 @@ def normalize(
     """
     if method not in ("log1p", "clr"):
         raise ValueError(f"Unknown method {method!r}; expected 'log1p' or 'clr'.")
+    if method == "log1p" and target_sum is not None and not (
+        isinstance(target_sum, int | float | np.number) and not isinstance(target_sum, bool)
+        and np.isfinite(target_sum) and target_sum > 0
+    ):
+        raise ValueError(f"target_sum must be a positive number (counts per cell after scaling) or None (the "
+                         f"median library size), got {target_sum!r}.")
     matrix = _counts(adata, layer, needs=f"normalize(method={method!r}) needs counts")
     if method == "log1p":
         tmp = AnnData(X=matrix.copy().astype(np.float32))

@@ -50,6 +50,10 @@ def one_hot_encode(
            [0, 0, 1, 0],
            [0, 0, 0, 0]], dtype=uint8)
     """
+    if isinstance(sequences, str | bytes):
+        raise TypeError("sequences must be a list of sequences or a {name: sequence} mapping, got a single "
+                        f"{type(sequences).__name__} of length {len(sequences)}: wrap one sequence in a list, "
+                        "one_hot_encode([sequence]).")
     if isinstance(sequences, Mapping):
         names = list(sequences.keys()) if names is None else list(names)
         sequences = list(sequences.values())

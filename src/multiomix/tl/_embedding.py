@@ -19,6 +19,7 @@ from .._utils import (
     check_finite,
     check_modalities,
     check_nonnegative,
+    check_whole,
     get_matrix,
     keep_torch_threads,
     label_text,
@@ -254,7 +255,9 @@ def benchmark_embeddings(
 
     Returns
     -------
-    The table (one row per key), also written to ``uns[key_added]``.
+    The table (one row per key), also written to ``uns[key_added]``: the metrics, then the settings that
+    produced them (``label_key``, ``batch_key``, ``n_neighbors``, ``neighbors_method``, ``resolutions``,
+    ``random_state``).
 
     Examples
     --------
@@ -285,6 +288,11 @@ def benchmark_embeddings(
                          "metrics need every cell's batch.")
     if len(resolutions) == 0:
         raise ValueError("`resolutions` is empty; give at least one Leiden resolution.")
+    if not all(isinstance(r, int | float | np.number) and not isinstance(r, bool) and r > 0 for r in resolutions):
+        raise ValueError(f"Leiden resolutions must be positive numbers, got {list(resolutions)}.")
+    check_whole("n_neighbors", n_neighbors, 2)
+    if n_neighbors >= mdata.n_obs:
+        raise ValueError(f"n_neighbors={n_neighbors} needs more than {n_neighbors} cells; there are {mdata.n_obs}.")
     batches = None if batch_key is None else label_text(mdata.obs[batch_key]).to_numpy()
     rows, umaps = {}, {}
     for key in keys:
@@ -328,6 +336,11 @@ def benchmark_embeddings(
             umaps[f"{key}_umap"] = np.asarray(tmp.obsm["X_umap"], dtype=np.float32)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "embedding"
+    settings = {"label_key": label_key, "batch_key": batch_key or "", "n_neighbors": int(n_neighbors),
+                "neighbors_method": neighbors_method, "resolutions": ", ".join(f"{float(r):g}" for r in resolutions),
+                "random_state": int(random_state)}
+    for name, value in settings.items():  # the settings travel with the table (and through write_h5mu)
+        table[name] = value
     for key, coords in umaps.items():
         write_obsm(mdata, key, coords)
     write_uns(mdata, key_added, table)

@@ -409,37 +409,56 @@ def classifier_columns(key: str) -> list[str]:
     return [f"{key}_prediction", f"{key}_confidence"]
 
 
-def prediction_categories(classes: Sequence[str], labels: pd.Series | None) -> list[str]:
+def prediction_categories(classes: Sequence[str], labels: pd.Series | None) -> list:
     """Return the categories of a prediction column.
 
-    They are the label column's own when those are strings, in their order and with unused ones (so that
-    ``labels == prediction`` works), then any class they lack; else the model's classes.
+    They are the label column's own values, so that ``labels == prediction`` works: for a categorical of
+    strings its categories in their order (unused ones kept), then any class they lack; for numbers or
+    booleans (which the model reads as text, ``'1'``, ``'True'``) the column's own values, when each class
+    is one of them. Otherwise the model's classes as strings.
 
     Examples
     --------
     >>> labels = pd.Series(pd.Categorical(["b", "a"], categories=["b", "a", "unused"]))
     >>> prediction_categories(["a", "b"], labels)
     ['b', 'a', 'unused']
+    >>> prediction_categories(["0", "1"], pd.Series([1, 0, 1]))
+    [0, 1]
     """
     classes = [str(c) for c in classes]
-    if labels is None or not isinstance(labels.dtype, pd.CategoricalDtype):
+    if labels is None:
         return classes
-    own = list(labels.cat.categories)
-    if not all(isinstance(c, str) for c in own):
+    categorical = isinstance(labels.dtype, pd.CategoricalDtype)
+    own = list(labels.cat.categories) if categorical else list(pd.unique(labels.dropna()))
+    if own and all(isinstance(c, str) for c in own):
+        return own + [c for c in classes if c not in own] if categorical else classes
+    if not own or any(isinstance(c, str) for c in own):
         return classes
-    return own + [c for c in classes if c not in own]
+    by_text = dict(zip(label_text(pd.Series(own)), own))
+    if len(by_text) != len(own) or not set(classes) <= set(by_text):
+        return classes
+    values = own if categorical else sorted(own)
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
-def argmax_labels(scores: np.ndarray, classes: Sequence[str], categories: Sequence[str]) -> pd.Categorical:
+def argmax_labels(scores: np.ndarray, classes: Sequence[str], categories: Sequence) -> pd.Categorical:
     """Return the class of each row's highest score (columns in ``classes`` order), categorical of ``categories``.
+
+    ``categories`` may be the label column's own numbers or booleans (:func:`prediction_categories`); each class
+    then becomes the value that reads as it.
 
     Examples
     --------
     >>> list(argmax_labels(np.array([[0.2, 0.8]]), ["a", "b"], ["b", "a"]))
     ['b']
+    >>> list(argmax_labels(np.array([[0.2, 0.8]]), ["0", "1"], [0, 1]))
+    [1]
     """
-    names = np.asarray([str(c) for c in classes], dtype=object)
-    return pd.Categorical(names[np.asarray(scores).argmax(1)], categories=list(categories))
+    categories = list(categories)
+    by_text = dict(zip(label_text(pd.Series(categories)), categories))
+    names = np.empty(len(classes), dtype=object)
+    names[:] = [by_text.get(str(c), str(c)) for c in classes]
+    return pd.Categorical(names[np.asarray(scores).argmax(1)], categories=categories)
 
 
 def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndarray | None, *, key: str,

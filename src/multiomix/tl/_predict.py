@@ -8,7 +8,7 @@ import numpy as np
 from mudata import MuData
 
 from .._logging import each_line_once, logger
-from .._utils import restore_on_error, write_obsm, write_uns
+from .._utils import check_whole, restore_on_error, write_obsm, write_uns
 from ..models import MedCrossViT
 from ..models.base import SeedEnsemble
 from ._fit import drop_class_outputs, write_classifier_outputs
@@ -71,6 +71,7 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     if not hasattr(first, "get_latent_representation") and not hasattr(first, "track_names"):
         raise TypeError(f"predict(mdata, model) expects a fitted multiomix model (what a mx.tl.fit_* function "
                         f"returns) as its second argument, got {type(model).__name__}.")
+    check_whole("batch_size", batch_size, 1)
     name = type(first).__name__ + (f" ensemble of {len(model)}" if first is not model else "")
     key = key_added or _model_key(first)
     if hasattr(model, "track_names"):

@@ -11,7 +11,7 @@ import torch
 from mudata import MuData
 
 from .._logging import logger
-from .._utils import check_aligned, check_finite, get_matrix, label_text, to_uns, write_uns
+from .._utils import check_aligned, check_finite, check_whole, get_matrix, label_text, to_uns, write_uns
 from ..explain import get_adapter
 from ..explain._relevance import (
     METHODS,
@@ -507,8 +507,8 @@ def check_n_top(n_top: int | None) -> None:
     ...
     ValueError: n_top must be a whole number >= 1, got 0.
     """
-    if n_top is not None and (isinstance(n_top, bool) or not isinstance(n_top, int | np.integer) or n_top < 1):
-        raise ValueError(f"n_top must be a whole number >= 1, got {n_top!r}.")
+    if n_top is not None:
+        check_whole("n_top", n_top, 1)
 
 
 def rank_relevant_features(

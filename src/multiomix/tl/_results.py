@@ -78,6 +78,8 @@ _OWNERS: dict[str, tuple[str, tuple[str, ...]]] = {
 #: columns of a :func:`~multiomix.tl.benchmark_embeddings` table (stored in ``uns`` as a DataFrame)
 _BENCHMARK_METRICS = ("nmi", "ari", "ari_best", "resolution", "n_clusters", "asw_label", "asw_batch",
                       "graph_connectivity")
+#: the settings :func:`~multiomix.tl.benchmark_embeddings` records beside its metrics, one column each
+_BENCHMARK_SETTINGS = ("label_key", "batch_key", "n_neighbors", "neighbors_method", "resolutions", "random_state")
 #: which kinds of record a function may replace under its key_added (its own; a fit and predict write the same
 #: outputs, and predict under a fit's key is allowed with a warning)
 _MAY_REPLACE = {"fit": {"fit", "scored"}, "scored": {"fit", "scored"}}
@@ -92,7 +94,9 @@ def record_kind(entry: Any) -> str | None:
     ('fit', None)
     """
     if isinstance(entry, pd.DataFrame):
-        return "embedding_benchmark" if len(entry.columns) and set(entry.columns) <= set(_BENCHMARK_METRICS) else None
+        columns = set(entry.columns)
+        known = columns & set(_BENCHMARK_METRICS) and columns <= {*_BENCHMARK_METRICS, *_BENCHMARK_SETTINGS}
+        return "embedding_benchmark" if known else None
     if not isinstance(entry, Mapping):
         return None
     return next((owner for owner, (_, entries) in _OWNERS.items() if all(e in entry for e in entries)), None)

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from .._logging import logger
 from .._settings import settings
+from .._utils import check_whole
 
 #: engine messages a user cannot act on (device banners, tips, worker and logging-interval advice)
 _QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
@@ -265,10 +266,8 @@ def check_train_options(
     ValueError: batch_size must be a whole number >= 1, got 0.
     """
     for name, value, least in (("max_epochs", max_epochs, 0), ("batch_size", batch_size, 1)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
-            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}.")
+        if value is not None:
+            check_whole(name, value, least)
     if max_epochs == 0:
         logger.warning("max_epochs=0: the network is not trained (its initial weights are kept).")
     given = sorted({"lr", "weight_decay"} & set(plan_kwargs or {}))
