@@ -461,3 +461,17 @@ def test_pca_concat_keeps_scanpy_s_pca():
     assert set(mdata.uns["pca"]) == {"params", "variance_ratio"} and not mdata.obsm["X_pca"].any()
     mx.tl.pca_concat(mdata, layer=None)
     mx.tl.pca_concat(mdata, layer=None)  # its own results are replaced
+
+
+def test_pca_concat_reads_a_backed_object_and_says_when_it_ignores_a_tiny_selection(tmp_path, caplog):
+    mdata = planted_multiome(n_obs=60)
+    mdata["atac"].layers["counts"] = mdata["atac"].X.copy()
+    mx.tl.pca_concat(mdata, n_comps=3)
+    mdata.write_h5mu(tmp_path / "m.h5mu")
+    backed = md.read_h5mu(tmp_path / "m.h5mu", backed=True)
+    mx.tl.pca_concat(backed, n_comps=3, key_added="again")
+    np.testing.assert_allclose(np.abs(backed.obsm["again"]), np.abs(mdata.obsm["X_pca_concat"]), atol=1e-4)
+    mdata.mod["rna"].var["highly_variable"] = np.arange(mdata.mod["rna"].n_vars) == 0
+    with caplog.at_level("WARNING", logger="multiomix"):
+        mx.tl.pca_concat(mdata, n_comps=3, key_added="one_hvg")
+    assert "var['highly_variable'] marks 1 feature(s), too few" in caplog.text

@@ -442,3 +442,17 @@ def test_a_transfer_rerun_by_confidence_drops_the_earlier_match_score():
     with pytest.raises(ValueError, match=r"holds the results of mx.tl.transfer_labels"):
         mx.tl.fit_crossattomics(query.copy(), label_key="lt", max_epochs=1, key_added="lt", accelerator="cpu",
                                 progress_bar=False)
+
+
+@pytest.mark.parametrize("model", [None, "multimodal_ae"])
+def test_a_backed_reference_transfers_like_the_same_reference_in_memory(model, tmp_path):
+    reference, query, _ = reference_query()
+    reference.write_h5mu(tmp_path / "reference.h5mu")
+    quick = {**FAST, "max_epochs": 2, "adapt_epochs": 1}
+    in_memory = query.copy()
+    mx.tl.transfer_labels(reference, in_memory, label_key="cell_type", model=model, random_state=0, **quick)
+    backed = md.read_h5mu(tmp_path / "reference.h5mu", backed=True)
+    mx.tl.transfer_labels(backed, query, label_key="cell_type", model=model, random_state=0, **quick)
+    key = "cell_type_transferred"
+    assert query.obs[key].tolist() == in_memory.obs[key].tolist()
+    np.testing.assert_allclose(query.obsm[f"{key}_proba"], in_memory.obsm[f"{key}_proba"], atol=1e-5)

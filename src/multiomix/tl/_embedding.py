@@ -14,6 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.decomposition import TruncatedSVD
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_samples, silhouette_score
 
+from .._logging import logger
 from .._utils import (
     check_aligned,
     check_finite,
@@ -21,6 +22,7 @@ from .._utils import (
     check_nonnegative,
     check_whole,
     get_matrix,
+    in_memory,
     keep_torch_threads,
     label_text,
     quiet_logger,
@@ -47,11 +49,15 @@ def _modality_components(
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"Modality {name!r} has no layer {layer!r} (its layers: {list(adata.layers.keys())}); pass "
                        f"`layer=` naming its raw counts, or `layer={{{name!r}: None}}` to read .X.")
-    matrix = get_matrix(adata, layer)
+    matrix = in_memory(get_matrix(adata, layer))  # a backed modality is read once (sparse stays sparse)
     if use_highly_variable and "highly_variable" in adata.var.columns:
         mask = adata.var["highly_variable"].to_numpy(dtype=bool)
         if mask.sum() >= 2:
             matrix = matrix[:, mask]
+        else:
+            logger.warning(f"modality {name!r}: var['highly_variable'] marks {int(mask.sum())} feature(s), too few "
+                           f"to reduce; all {adata.n_vars} features are used (pass use_highly_variable=False to "
+                           "say so, or select features again).")
     where = f"Modality {name!r} ({'X' if layer is None else 'layer ' + repr(layer)})"
     if kind != "scaled":
         check_nonnegative(matrix, where, needs=f"pca_concat's {kind} reduction starts with {_PREPROCESSING[kind]}, "

@@ -39,6 +39,7 @@ from .._utils import (
     check_modalities,
     check_output_columns,
     get_matrix,
+    in_memory,
     label_text,
     measured_modalities,
     new_mudata,
@@ -175,7 +176,7 @@ def _unitednet_transfer(reference, query, *, model, label_key, labels, modalitie
     from ..models import UnitedNet
 
     if model is None:
-        ref_view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
+        ref_view = new_mudata({m: AnnData(X=in_memory(get_matrix(reference.mod[m], layers[m])),
                                           obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
                                for m in modalities})
         ref_view.obs[label_key] = pd.Categorical(labels)
@@ -410,7 +411,7 @@ def _fit_multimodal_ae(reference: MuData, *, modalities, layers, latent_dim: int
     """Fit an unsupervised MultimodalAE on the reference's shared modalities."""
     from ..models import MultimodalAE
 
-    view = new_mudata({m: AnnData(X=get_matrix(reference.mod[m], layers[m]),
+    view = new_mudata({m: AnnData(X=in_memory(get_matrix(reference.mod[m], layers[m])),
                                   obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
                        for m in modalities})
     MultimodalAE.setup_mudata(view, modalities=modalities)
