@@ -431,7 +431,7 @@ def test_warmup_then_cosine_decay(motif_data):
                                       plan_kwargs={"lr_decay": "linear"}, **FIT)
 
 
-def test_profile_targets_and_binary_loss():
+def test_profile_targets_and_binary_loss(caplog):
     adata = mx.datasets.planted_motif_pairs(120, length=128, distance=24, n_bins=8, random_state=0)
     model = mx.tl.fit_genomic_interpreter(adata, backbone="enformer_like", tracks_key="tracks", max_epochs=1,
                                           backbone_kwargs={"dims": (8, 16), "transformer_depth": 1, "heads": 2,
@@ -444,8 +444,13 @@ def test_profile_targets_and_binary_loss():
     binary = mx.datasets.planted_motif_pairs(100, length=128, distance=24, random_state=0)
     binary.X = (binary.X > 5).astype(np.float32)
     assert infer_loss(binary.X) == "bce"
-    mx.tl.fit_genomic_interpreter(binary, backbone="cnn_dilated", backbone_kwargs={"dim": 8, "n_dilated": 2},
-                                  max_epochs=1, **FIT)
+    binary_model = mx.tl.fit_genomic_interpreter(binary, backbone="cnn_dilated",
+                                                 backbone_kwargs={"dim": 8, "n_dilated": 2}, max_epochs=1, **FIT)
+    one_class = binary[binary.X[:, 0] == 1].copy()
+    with caplog.at_level("WARNING", logger="multiomix"):
+        table = binary_model.evaluate(one_class)
+    assert table[["auroc", "auprc"]].isna().all().all()
+    assert f"one class only among these {one_class.n_obs} regions" in caplog.text
     entry = binary.uns["genomic_interpreter"]
     assert {"auroc", "auprc"} <= set(entry["test_metrics"].columns)
     assert entry["baseline"]["name"] == "logistic_regression_kmer"

@@ -299,7 +299,10 @@ def test_get_result_reader():
     assert mx.tl.get_result(mdata, "relevance", kind="relevance") is mdata.uns["relevance"]
     part = mx.tl.get_result(mdata, "relevance_rna_to_adt", group="B/plasma")
     assert part["key"] == "B_plasma" and part["matrix"].shape == (10, 40) and "mean_abs" in part["features"]
-    assert mx.tl.get_result(mdata, "relevance", group="B_plasma")["key"] == "B_plasma"
+    group = mx.tl.get_result(mdata, "relevance", group="B_plasma")
+    assert group["key"] == "B_plasma"
+    assert group["features"]["rank"].is_monotonic_increasing  # most relevant first (stored in feature order)
+    assert not mdata.uns["relevance"]["groups"]["B_plasma"]["rank"].is_monotonic_increasing
     with pytest.raises(KeyError, match="run mx.tl.feature_relevance"):
         mx.tl.get_result(mdata, "relevance_rna_to_morph")
     with pytest.raises(KeyError, match="run mx.tl.benchmark_embeddings"):
@@ -394,6 +397,13 @@ def test_training_history_marks_the_kept_epoch_and_refuses_an_empty_history():
     assert ax.get_title().endswith("(kept: epoch 1)") and any(list(line.get_xdata()) == [1, 1] for line in ax.lines)
     data.uns["model"]["best_epoch"] = -1
     assert mx.pl.training_history(data, "model").get_title().endswith("(kept: the weights before training)")
+    legend = [t.get_text() for t in mx.pl.training_history(data, "model").get_legend().get_texts()]
+    assert not any("linear path" in t for t in legend)
+    data.uns["model"]["params"] = {"linear_path": "fitted"}  # CrossAttOmics: the validation rows fitted the linear path
+    legend = [t.get_text() for t in mx.pl.training_history(data, "model").get_legend().get_texts()]
+    assert mx.pl.training_history(data, "model").get_title().endswith("(kept: the fitted linear path alone)")
+    assert [t for t in legend if t.startswith("validation")] and all(
+        t.endswith("(rows the linear path saw)") for t in legend if t.startswith("validation"))
     data.uns["model"]["history"] = pd.DataFrame({"train_loss": []})
     with pytest.raises(ValueError, match="no epoch was trained"):
         mx.pl.training_history(data, "model")

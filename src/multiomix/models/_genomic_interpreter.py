@@ -419,6 +419,9 @@ class GenomicInterpreter(MultiomixModel):
     ) -> pd.DataFrame:
         """Per-track Pearson (and AUROC/AUPRC for binary targets) of the predictions against the targets.
 
+        A metric that is undefined on these regions (a constant target; one class only, for AUROC/AUPRC) is NaN,
+        and a warning names the tracks.
+
         Examples
         --------
         >>> model.evaluate(indices=test_rows)  # doctest: +SKIP
@@ -426,7 +429,14 @@ class GenomicInterpreter(MultiomixModel):
         obs = self.observed(adata, indices=indices)
         pred = self.predict(adata, indices=indices, batch_size=batch_size,
                             reverse_complement_average=reverse_complement_average)
-        return track_metrics(pred, obs.reshape(pred.shape), binary=self.loss_ == "bce", track_names=self.track_names)
+        table = track_metrics(pred, obs.reshape(pred.shape), binary=self.loss_ == "bce", track_names=self.track_names)
+        undefined = table.index[table.isna().any(axis=1)].tolist()
+        if undefined:
+            why = "one class only" if self.loss_ == "bce" else "a constant target"
+            logger.warning(f"metrics undefined (NaN) for {len(undefined)} track(s) {undefined[:5]}"
+                           f"{' ...' if len(undefined) > 5 else ''}: {why} among these {len(obs)} regions; "
+                           "score a set of regions with both outcomes")
+        return table
 
     @property
     def sequence_feature_names(self) -> list[str]:

@@ -114,7 +114,9 @@ def training_history(
     metrics
         Columns to draw (default: every loss column, and accuracies on a second axis). Where the fit recorded the
         epoch whose weights it kept (``uns[key]['best_epoch']``, CrossAttOmics), a dotted line marks it and the
-        title names it.
+        title names it. CrossAttOmics' validation curves are labelled as rows its fitted linear path saw (it is
+        fitted on the training and validation rows), so they read optimistic: the test metrics are the honest
+        figure.
     %(ax)s
     %(plot_axes_end)s
 
@@ -136,25 +138,34 @@ def training_history(
     ax_given = ax is not None
     with style():
         fig, ax = new_axes(ax, (5.6, 3.8))
-        _history(ax, history, metrics, key)
-        _mark_kept_epoch(ax, entry.get("best_epoch"))
+        seen = _validation_seen(entry)
+        _history(ax, history, metrics, key, seen=seen)
+        _mark_kept_epoch(ax, entry.get("best_epoch"),
+                         before="the fitted linear path alone" if seen else "the weights before training")
         if not ax_given:
             fig.tight_layout()
     min_font(fig, axes=ax.get_shared_x_axes().get_siblings(ax))  # the Axes and its accuracy twin
     return finish(fig, ax, show=show, save=save, ax_given=ax_given, return_fig=return_fig)
 
 
-def _mark_kept_epoch(ax: Axes, best_epoch) -> None:
+def _mark_kept_epoch(ax: Axes, best_epoch, *, before: str = "the weights before training") -> None:
     """Draw a dotted line at the epoch whose weights the fit kept (CrossAttOmics records it; -1: before training)."""
     if best_epoch is None or isinstance(best_epoch, str) or int(best_epoch) < -1:
         return
     best = int(best_epoch)
     if best >= 0:
         ax.axvline(best, color="0.4", ls=":", lw=1)
-    ax.set_title(ax.get_title() + (f" (kept: epoch {best})" if best >= 0 else " (kept: the weights before training)"))
+    ax.set_title(ax.get_title() + (f" (kept: epoch {best})" if best >= 0 else f" (kept: {before})"))
 
 
-def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str) -> None:
+def _validation_seen(entry: dict) -> bool:
+    """Whether the fit's linear path was fitted on the validation rows (CrossAttOmics' ``linear_path="fitted"``)."""
+    params = entry.get("params", {})
+    return isinstance(params, dict) and str(params.get("linear_path", "")) == "fitted"
+
+
+def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, seen: bool = False) -> None:
+    """Loss curves (and accuracies, dashed, on a second axis); ``seen``: validation rows also fitted the linear path."""
     for column in metrics:
         ax.plot(history.index, history[column], label=column)
     ax.set_xlabel("epoch")
@@ -173,5 +184,8 @@ def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str) -> N
         twin.set_ylabel("accuracy (dashed)")
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
+    if seen:  # CrossAttOmics' frozen linear path was fitted on these rows too: the curve reads optimistic
+        labels = [f"{label} (rows the linear path saw)" if label.startswith("validation") else label
+                  for label in labels]
     ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     ax.set_title(f"{key} training")

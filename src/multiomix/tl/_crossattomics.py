@@ -153,6 +153,9 @@ def fit_crossattomics(
         baseline_features=modality_features(mdata, modalities, resolve_layers(modalities, layer)),
         random_state=random_state, extra=lambda: extra,
     )
+    if linear_path == "fitted":
+        logger.info("the frozen linear path was fitted on the training and validation rows (as the baseline): the "
+                    "validation curves in the history are optimistic; the test metrics are the honest figure")
     if linear_path == "fitted" and all(epoch == -1 for epoch in best_epochs):
         logger.info("the deep part did not lower the validation loss of the logistic regression alone: the model "
                     f"is that logistic regression (uns[{key_added!r}]['best_epoch'] == -1)")

@@ -431,7 +431,8 @@ def feature_relevance(
         entry["target_std"] = _target_std(mdata, adapter, target, target_position)
     logger.info(
         f"feature relevance ({kind}, {', '.join(methods)}) of {len(results)} groups in {seconds:.1f} s; "
-        f"largest additivity error {params['additivity_error']:.3g}"
+        f"additivity error: largest absolute {params['additivity_error']:.3g} (in output units), largest relative "
+        f"{health['additivity_error']:.2f}"
     )
     out = mdata.copy() if copy else mdata
     write_uns(out, key_added, entry)

@@ -159,8 +159,8 @@ def get_result(data: Any, key: str, *, kind: str | None = None, group: str | Non
     -------
     The stored object, unchanged (for most kinds a dict; a DataFrame for ``"embedding_benchmark"``). With
     ``group``: a dict with ``"features"`` (the group's DataFrame over features: ``modality``, ``mean_abs``,
-    ``mean``, ``rank``), ``"key"`` (the group's key in the stored dicts) and, for cross-modal results,
-    ``"matrix"`` (target x source DataFrame of mean absolute relevance).
+    ``mean``, ``rank``; most relevant first), ``"key"`` (the group's key in the stored dicts) and, for
+    cross-modal results, ``"matrix"`` (target x source DataFrame of mean absolute relevance).
 
     Raises
     ------
@@ -177,14 +177,17 @@ def get_result(data: Any, key: str, *, kind: str | None = None, group: str | Non
     >>> entry = mx.tl.get_result(mdata, "relevance", kind="relevance")
     >>> entry["params"]["groupby"]
     'cell_type_TEM'
-    >>> mx.tl.get_result(mdata, "relevance", group="Sst-MET-1")["features"].nsmallest(3, "rank")  # doctest: +SKIP
+    >>> mx.tl.get_result(mdata, "relevance", group="Sst-MET-1")["features"].head(3)  # doctest: +SKIP
     """
     if group is not None:
         if kind not in (None, "relevance"):
             raise ValueError("`group` is only used with relevance results (kind='relevance').")
         entry = _entry(data, key)
         gkey = _group_key(entry, group)
-        out: dict[str, Any] = {"key": gkey, "features": entry["groups"][gkey]}
+        features = entry["groups"][gkey]
+        if "rank" in features.columns:  # stored in feature order; read most relevant first
+            features = features.sort_values("rank", kind="stable")
+        out: dict[str, Any] = {"key": gkey, "features": features}
         if "matrices" in entry:
             out["matrix"] = entry["matrices"][gkey]
         return out
