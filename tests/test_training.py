@@ -142,6 +142,8 @@ def test_every_train_call_trains_in_train_mode_and_train_size_is_honoured():
         model.train(1, shuffle_set_split=False, **quiet)
     with pytest.raises(ValueError, match="cannot be combined"):
         model.train(1, train_size=0.5, train_indices=np.arange(60), **quiet)
+    with pytest.raises(ValueError, match="train_size=0.5 and validation_size=0.1 both set"):
+        model.train(1, train_size=0.5, validation_size=0.1, **quiet)
     with pytest.raises(ValueError, match="pass strategy='ddp'"):
         model.train(1, devices=2, **quiet)
 
@@ -186,3 +188,43 @@ def test_settings_validate_values():
         assert repr(mx.settings) == "multiomix settings: verbosity=1, progress_bar=False"
     finally:
         mx.settings.verbosity, mx.settings.progress_bar = before
+
+
+def test_a_trained_model_trains_on_from_its_weights_and_an_untrained_one_refuses_to_score(tmp_path):
+    """A second train() keeps what the first fit took from its rows (standardiser, the fitted linear path, the
+    deep part, decoder biases): max_epochs=0 changes nothing. Scoring before training is an error."""
+    import pytest
+
+    mdata = mx.datasets.synthetic_interaction_mudata(160, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    quiet = {"accelerator": "cpu", "progress_bar": False}
+    mx.models.CrossAttOmics.setup_mudata(mdata, label_key="label")
+    model = mx.models.CrossAttOmics(mdata, group_sizes=(4,), hidden=(16,))
+    with pytest.raises(RuntimeError, match="untrained model"):
+        model.predict_proba()
+    with pytest.raises(RuntimeError, match="untrained model"):
+        model.get_latent_representation()
+    model.train(3, lr=1e-2, early_stopping=False, **quiet)
+    before = model.predict_proba().to_numpy()
+    state = {k: v.clone() for k, v in model.module.state_dict().items()}
+    assert model.module.net.head.out.weight.abs().sum() > 0  # the deep part was trained and kept
+    model.train(0, **quiet)
+    np.testing.assert_array_equal(model.predict_proba().to_numpy(), before)
+    model.train(1, lr=1e-2, early_stopping=False, **quiet)
+    after = model.module.state_dict()
+    for name in ("standardizer.mean0", "standardizer.std2", "net.linear.weight"):
+        torch.testing.assert_close(after[name], state[name])  # frozen and fitted once
+    assert not torch.equal(after["net.head.out.weight"], state["net.head.out.weight"])  # trained on, not reset
+    assert len(model.history["train_loss"]) == 4  # 3 + 0 + 1 epochs
+
+    ae_data = mx.datasets.synthetic_interaction_mudata(120, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    mx.models.MultimodalAE.setup_mudata(ae_data)
+    ae = mx.models.MultimodalAE(ae_data, latent_dim=4)
+    ae.train(2, **quiet)
+    latent = ae.get_latent_representation()
+    ae.train(0, **quiet)
+    np.testing.assert_array_equal(ae.get_latent_representation(), latent)
+    with pytest.raises(FileNotFoundError, match="does not exist: CrossAttOmics.load reads the folder"):
+        mx.models.CrossAttOmics.load(str(tmp_path / "typo"), adata=mdata)
+    model.save(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match="needs `adata=`"):
+        mx.models.CrossAttOmics.load(str(tmp_path / "saved"))

@@ -350,6 +350,7 @@ class GenomicInterpreter(MultiomixModel):
         --------
         >>> model = mx.models.GenomicInterpreter.load("model_dir", adata=regions)  # doctest: +SKIP
         """
+        cls._check_saved_dir(dir_path, adata)
         with quiet_scvi():  # scvi-tools says "File <dir>/model.pt already downloaded" on each read
             if adata is not None:
                 from scvi.model.base._save_load import _load_saved_files
@@ -359,6 +360,14 @@ class GenomicInterpreter(MultiomixModel):
             return BaseModelClass.load.__func__(cls, dir_path, adata=adata, **kwargs)
 
     # prediction -------------------------------------------------------------------------------------------------
+    def get_latent_representation(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        """Not available: the model maps each region's sequence to assay tracks and keeps no latent per region.
+
+        Use :meth:`predict` for the tracks and :meth:`get_attention` for the attention maps.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no latent representation: it predicts assay tracks "
+                                  "per region (model.predict) and attention maps (model.get_attention).")
+
     @torch.inference_mode()
     def predict(
         self, adata: AnnData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256,

@@ -332,7 +332,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         max_epochs: int | None = None,
         *,
         classification_repeats: int = 1,
-        validation_size: float = 0.1,
+        validation_size: float | None = None,
         early_stopping: bool | None = None,
         plan_kwargs: dict | None = None,
         **kwargs: Any,
@@ -351,7 +351,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         classification_repeats
             Classification/clustering updates per minibatch.
         validation_size
-            Fraction held out for validation when no indices are given.
+            Fraction held out for validation when no indices are given (default 0.1; or scvi-tools'
+            ``train_size=``).
         early_stopping
             Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs (default 30).
             ``None`` (default): on in supervised mode, off in unsupervised mode, whose first epochs train the
@@ -371,6 +372,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         plan = {"classification_repeats": classification_repeats, **(plan_kwargs or {})}
         if early_stopping is None:
             early_stopping = self.mode == "supervised"
+        if validation_size is None and "train_size" not in kwargs:
+            validation_size = 0.1
         return super().train(max_epochs, validation_size=validation_size, early_stopping=early_stopping,
                              plan_kwargs=plan, **kwargs)
 

@@ -382,9 +382,12 @@ def feature_relevance(
     backgrounds = _Backgrounds(matrices, positions, codes, len(present), n_background=n_background, rng=rng)
     shared_bg = (backgrounds(np.flatnonzero(codes >= 0), list(range(len(present))))
                  if background == "all_groups" else None)
-    start = time.perf_counter()
+    start = last_report = time.perf_counter()
     results, stability = {}, {}
-    for g in chosen:
+    n_explained = sum(min(int((codes == present.index(g)).sum()), max_cells_per_group or np.inf) for g in chosen)
+    logger.info(f"feature relevance ({kind}): {len(chosen)} group(s), {n_explained} cells, {len(adapters)} model(s), "
+                f"method {method!r} with {n_samples} samples per cell")
+    for done, g in enumerate(chosen, 1):
         gi = present.index(g)
         rows = np.flatnonzero(codes == gi)
         if max_cells_per_group is not None and len(rows) > max_cells_per_group:
@@ -403,6 +406,9 @@ def feature_relevance(
         results[g] = average_results(per_model)
         if len(per_model) > 1:
             stability[g] = _topk_overlap([_per_feature(r, kind) for r in per_model], k=top_k_stability)
+        if time.perf_counter() - last_report > 30 and done < len(chosen):  # progress of a long run, every 30 s
+            last_report = time.perf_counter()
+            logger.info(f"  {done} of {len(chosen)} groups explained ({last_report - start:.0f} s)")
     seconds = time.perf_counter() - start
 
     frames, mats = _relevance_tables(results, adapter, mods, kind=kind, target=target)

@@ -269,7 +269,7 @@ def check_train_options(
         if value is not None:
             check_whole(name, value, least)
     if max_epochs == 0:
-        logger.warning("max_epochs=0: the network is not trained (its initial weights are kept).")
+        logger.warning("max_epochs=0: the network is not trained (its weights are kept as they are).")
     given = sorted({"lr", "weight_decay"} & set(plan_kwargs or {}))
     if given:
         raise TypeError(f"Pass {', '.join(f'{k}=' for k in given)} as the function's own argument(s), not in "

@@ -195,7 +195,7 @@ class MultiomixModel(BaseModelClass):
         batch_size: int | None = None,
         train_indices: Sequence[int] | None = None,
         validation_indices: Sequence[int] | None = None,
-        validation_size: float = 0.15,
+        validation_size: float | None = None,
         early_stopping: bool = True,
         early_stopping_patience: int | None = None,
         accelerator: str = "auto",
@@ -219,8 +219,8 @@ class MultiomixModel(BaseModelClass):
             Integer rows to train / validate on (e.g. from ``obs['split']``); rows in neither are not used.
             Default: a random ``validation_size`` split of all rows.
         validation_size
-            Fraction held out for validation when no indices are given (scvi-tools' ``train_size=`` is taken too:
-            ``validation_size = 1 - train_size``).
+            Fraction held out for validation when no indices are given (default 0.15; scvi-tools' ``train_size=``
+            is taken instead: ``validation_size = 1 - train_size``).
         early_stopping
             Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
         early_stopping_patience
@@ -256,7 +256,11 @@ class MultiomixModel(BaseModelClass):
                                  "early stopping, pass validation_size=.")
             if not 0 < float(train_size) <= 1:
                 raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
+            if validation_size is not None:
+                raise ValueError(f"train_size={train_size} and validation_size={validation_size} both set the share "
+                                 "of rows held out for validation: pass one of them.")
             validation_size = 1.0 - float(train_size)
+        validation_size = 0.15 if validation_size is None else validation_size
         strategy = trainer_kwargs.get("strategy")
         if _several_devices(devices) and strategy is None:
             raise ValueError(f"devices={devices!r} trains in several processes: pass strategy='ddp' (from a script) or "
@@ -267,7 +271,14 @@ class MultiomixModel(BaseModelClass):
                         "parameters without a gradient in some optimiser steps")
         rows = resolve_rows(self.adata.n_obs, train_indices, validation_indices, validation_size=validation_size,
                             random_state=self.random_state)
-        self._on_train_start(rows)
+        # what the first fit sets from its training rows (standardiser, class weights, a fitted linear path,
+        # decoder biases) is kept when a trained model trains on: training continues from its current weights
+        self._first_fit = not self.is_trained_
+        if self._first_fit:
+            self._on_train_start(rows)
+        else:
+            logger.info(f"{type(self).__name__} is already trained: training continues from its current weights "
+                        "(the statistics its first fit took from the training rows are kept)")
         plan = {**self._plan_kwargs(lr=d["lr"] if lr is None else lr,
                                     weight_decay=d["weight_decay"] if weight_decay is None else weight_decay),
                 **(plan_kwargs or {})}
@@ -345,14 +356,7 @@ class MultiomixModel(BaseModelClass):
         --------
         >>> model = mx.models.CrossAttOmics.load("model_dir", adata=new_mdata)  # doctest: +SKIP
         """
-        if (Path(dir_path) / ENSEMBLE_MANIFEST).is_file():
-            raise ValueError(f"{str(dir_path)!r} holds a seed ensemble (a fit with n_models > 1): load it with "
-                             "mx.models.SeedEnsemble.load(dir_path, adata=...).")
-        saved_data = [p for p in Path(dir_path).glob("*")
-                      if p.name.endswith((SAVE_KEYS.ADATA_FNAME, SAVE_KEYS.MDATA_FNAME))]
-        if adata is None and Path(dir_path).is_dir() and not saved_data:
-            raise ValueError(f"{cls.__name__}.load({str(dir_path)!r}) needs `adata=`: the model was saved without its "
-                             "data (save(..., save_anndata=True) stores them).")
+        cls._check_saved_dir(dir_path, adata)
         with quiet_scvi(), warnings.catch_warnings():  # "File ... already downloaded"; scvi's MuData.mod_names
             warnings.filterwarnings("ignore", message=r".*mod_names is deprecated", category=FutureWarning)
             warnings.filterwarnings("ignore", message=r"From 0\.4 \.update\(\)", category=FutureWarning)  # saved data
@@ -360,6 +364,26 @@ class MultiomixModel(BaseModelClass):
             # model's features (a missing one raised above), so its other modalities do not matter
             warnings.filterwarnings("ignore", message=r"`var_names` for the loaded `model` does not match")
             return super().load(dir_path, adata=cls._matched_for_load(dir_path, adata), **kwargs)
+
+    @classmethod
+    def _check_saved_dir(cls, dir_path: str, adata) -> None:
+        """Refuse, with the fix, what ``load`` cannot read.
+
+        That is a folder without a saved model, a seed ensemble's folder, and (when ``adata`` is None) a model
+        saved without its data.
+        """
+        folder = Path(dir_path)
+        if (folder / ENSEMBLE_MANIFEST).is_file():
+            raise ValueError(f"{str(dir_path)!r} holds a seed ensemble (a fit with n_models > 1): load it with "
+                             "mx.models.SeedEnsemble.load(dir_path, adata=...).")
+        if not any(p.name.endswith(SAVE_KEYS.MODEL_FNAME) for p in folder.glob("*")):  # with any save prefix
+            found = "does not exist" if not folder.exists() else "holds no saved model"
+            raise FileNotFoundError(f"{str(dir_path)!r} {found}: {cls.__name__}.load reads the folder that "
+                                    f"model.save(dir_path) wrote (with its {SAVE_KEYS.MODEL_FNAME!r}).")
+        saved_data = [p for p in folder.glob("*") if p.name.endswith((SAVE_KEYS.ADATA_FNAME, SAVE_KEYS.MDATA_FNAME))]
+        if adata is None and not saved_data:
+            raise ValueError(f"{cls.__name__}.load({str(dir_path)!r}) needs `adata=`: the model was saved without its "
+                             "data (save(..., save_anndata=True) stores them).")
 
     @classmethod
     def _matched_for_load(cls, dir_path: str, adata):
@@ -437,6 +461,7 @@ class MultiomixModel(BaseModelClass):
         """
         if self._logits_output is None or not self.classes:
             raise ValueError(f"This {type(self).__name__} does not predict classes.")
+        self._check_if_trained(warn=False)
         logits = self._collect(mdata, indices, batch_size, [self._logits_output])[self._logits_output]
         proba = torch.softmax(torch.as_tensor(logits), dim=-1).numpy()
         return pd.DataFrame(proba, index=self._obs_names(mdata, indices), columns=self.classes)
@@ -479,6 +504,7 @@ class MultiomixModel(BaseModelClass):
         --------
         >>> z = model.get_latent_representation(new_mdata)  # doctest: +SKIP
         """
+        self._check_if_trained(warn=False)
         return self._collect(mdata, indices, batch_size, [self._latent_output])[self._latent_output]
 
     def relevance_adapter(self):
