@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
+from tcga import markdown  # the same table format as benchmarks/tcga.py
 from torch import nn
 
 import multiomix as mx
@@ -112,27 +113,35 @@ def cohort_rows(cohort: str, seed: int) -> list[dict]:
     return rows
 
 
+def write_report(table: pd.DataFrame, command: str) -> str:
+    means = table.groupby(["method", "cohort"])["macro_f1"].mean().unstack()
+    means["mean_over_cohorts"] = means.mean(1)
+    accuracy = table.groupby(["method", "cohort"])["accuracy"].mean().unstack()
+    text = (f"# TCGA: a deep residual on top of logistic regression (stacking check)\n\n{__doc__.split(chr(10), 2)[2]}"
+            f"\nCommand: `{command}`\n\n## Macro-F1 (mean over folds)\n\n{markdown(means.round(4))}\n\n"
+            f"## Accuracy (mean over folds)\n\n{markdown(accuracy.round(4))}\n")
+    (RESULTS / "tcga_stacking.md").write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cohorts", nargs="+", default=["brca", "lgg", "kipan"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--report", action="store_true", help="rebuild the page from the JSON of an earlier run")
     args = parser.parse_args()
+    command = (f"python benchmarks/tcga_stacking.py --cohorts {' '.join(args.cohorts)} --seeds "
+               f"{' '.join(map(str, args.seeds))} --threads {args.threads}")
+    if args.report:
+        print(write_report(pd.read_json(RESULTS / "tcga_stacking.json"), command))
+        return
     torch.set_num_threads(args.threads)
     mx.settings.verbosity = 1
     rows = [row for cohort in args.cohorts for seed in args.seeds for row in cohort_rows(cohort, seed)]
     table = pd.DataFrame(rows)
     (RESULTS / "tcga_stacking.json").write_text(table.to_json(orient="records", indent=1))
-    means = table.groupby(["method", "cohort"])["macro_f1"].mean().unstack()
-    means["mean_over_cohorts"] = means.mean(1)
-    accuracy = table.groupby(["method", "cohort"])["accuracy"].mean().unstack()
-    command = (f"python benchmarks/tcga_stacking.py --cohorts {' '.join(args.cohorts)} --seeds "
-               f"{' '.join(map(str, args.seeds))} --threads {args.threads}")
-    text = (f"# TCGA: a deep residual on top of logistic regression (stacking check)\n\n{__doc__.split(chr(10), 2)[2]}"
-            f"\nCommand: `{command}`\n\n## Macro-F1 (mean over folds)\n\n{means.round(4).to_markdown()}\n\n"
-            f"## Accuracy (mean over folds)\n\n{accuracy.round(4).to_markdown()}\n")
-    (RESULTS / "tcga_stacking.md").write_text(text)
-    print(text)
+    print(write_report(table, command))
 
 
 if __name__ == "__main__":

@@ -252,7 +252,7 @@ def test_interaction_importance_recovers_the_planted_interaction():
     assert fig.axes[0].get_title() == "Interaction importance (LRP)"
 
 
-def test_plots_read_what_tl_wrote(small, tmp_path):
+def test_plots_read_what_tl_wrote(small, tmp_path, caplog):
     model = mx.tl.fit_crossattomics(small, label_key="label", **FAST)
     mx.tl.interaction_importance(small, model, target="prediction")
     with pytest.raises(ValueError, match="holds the results of a mx.tl.fit_"):  # the fit's record stays
@@ -264,6 +264,12 @@ def test_plots_read_what_tl_wrote(small, tmp_path):
     assert (tmp_path / "bars.png").stat().st_size > 0 and (tmp_path / "history.png").stat().st_size > 0
     with pytest.raises(KeyError, match="interaction_importance"):
         mx.pl.interaction_importance(small, key="missing")
+    model.best_epoch_ = -1  # as when the deep part never lowered the validation loss: the linear path alone
+    with caplog.at_level("WARNING", logger="multiomix"):
+        mx.tl.interaction_importance(small, model, key_added="alone")
+    assert "fitted linear path alone" in caplog.text and small.uns["alone"]["params"]["linear_path_only"]
+    assert mx.pl.interaction_importance(small, "alone", show=False).axes[0].get_title().endswith(
+        "the kept model is its fitted linear path alone")
 
 
 def test_ddp_training_on_two_cpu_processes(small):

@@ -415,3 +415,41 @@ def test_accuracy_axis_stays_within_0_and_1():
     ax = mx.pl.training_history(data, "model")
     twin = [other for other in ax.figure.axes if other is not ax][0]
     assert twin.get_ylim()[1] <= 1.02
+
+
+def test_groups_alike_in_their_first_characters_keep_one_bracket_each():
+    mdata = relevance_mudata(n_groups=3)
+    long = ["CD4-positive, alpha-beta memory T cell", "CD4-positive, alpha-beta T cell", "B/plasma"]
+    mdata.uns["relevance"]["params"]["groups"] = long
+    for name in ("relevance_dotplot", "relevance_heatmap"):
+        fig = getattr(mx.pl, name)(mdata, n_top=2, return_fig=True)
+        texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+        assert {"CD4-positive,…y T cell", "CD4-positive,…a T cell", "B/plasma"} <= texts, (name, texts)
+        plt.close(fig)
+
+
+def test_one_embedding_with_many_categories_gets_its_legend_beside_it(tmp_path):
+    rng = np.random.default_rng(0)
+    data = ad.AnnData(np.zeros((300, 1)), obsm={"X_a": rng.normal(size=(300, 2))},
+                      obs=pd.DataFrame({"kind": pd.Categorical([f"type {i % 27}" for i in range(300)])},
+                                       index=[f"c{i}" for i in range(300)]))
+    mx.pl.embedding(data, keys="X_a", color="kind", save=tmp_path / "one.png")
+    width, height = plt.imread(tmp_path / "one.png").shape[1::-1]
+    assert width > 1.5 * height  # not a narrow strip with the legend underneath
+    plt.close("all")
+
+
+def test_a_relevance_plot_in_the_users_axes_keeps_its_title_above_the_group_labels():
+    mdata = relevance_mudata(n_groups=3)
+    mdata.uns["relevance"]["params"]["groups"] = ["a long group name of 30 chars", "another long group name here", "B"]
+    for name in ("relevance_dotplot", "relevance_heatmap"):
+        fig, (_, theirs) = plt.subplots(1, 2, figsize=(12, 5))
+        getattr(mx.pl, name)(mdata, n_top=2, ax=theirs, show=False)
+        renderer = fig.canvas.get_renderer()
+        labels = [t for a in fig.axes for t in a.texts if t.get_text().startswith(("a long", "another"))]
+        titles = [t for a in fig.axes for t in a.get_children()
+                  if isinstance(t, matplotlib.text.Text) and t.get_text().startswith("Top 2")]
+        assert labels and len(titles) == 1
+        title_bottom = titles[0].get_window_extent(renderer).y0
+        assert title_bottom >= max(t.get_window_extent(renderer).y1 for t in labels) - 1, name
+        plt.close(fig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anndata as ad
 import mudata as md
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -256,8 +257,17 @@ def test_plots_read_the_transfer(tmp_path):
                                           for s in ("reference", "query")]))
     with pytest.raises(ValueError, match="not this transfer's embedding"):
         mx.pl.transfer(query, "lt", joint=joint[:10].copy(), show=False)
+    # the agreement in the title is the heatmap's: a cell flagged unknown is a miss, whatever its argmax
+    query.obs["lt_unknown"] = np.arange(query.n_obs) < 40
+    shown = np.where(query.obs["lt_unknown"], "unknown", query.obs["lt"].astype(str)) == query.obs["truth"]
+    title = mx.pl.transfer(query, "lt", truth_key="truth", joint=joint, show=False).axes[2].get_title()
+    assert f"agreement {shown.mean():.2f};" in title
     ax = mx.pl.reliability(query, "lt", show=False, save=tmp_path / "reliability.png")
     assert ax.get_xlabel().startswith("confidence") and (tmp_path / "reliability.png").exists()
+    fig, (mine, theirs) = plt.subplots(1, 2)
+    mine.tick_params(labelsize=5)
+    mx.pl.reliability(query, "lt", ax=theirs, show=False)
+    assert mine.get_xticklabels()[0].get_fontsize() == 5  # the user's own panel keeps its fonts
     with pytest.raises(KeyError, match="transfer_labels"):
         mx.pl.reliability(query, "missing", show=False)
     with pytest.raises(KeyError, match="nope"):

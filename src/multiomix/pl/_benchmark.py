@@ -209,7 +209,7 @@ def embedding(
     ncols = min(len(keys), 3) if ncols is None else ncols
     nrows = int(np.ceil(len(keys) / ncols))
     used = [cat for c, cat in enumerate(categories) if (codes == c).any()]
-    below = len(used) > 20
+    below = len(used) > 20 and ncols > 1  # a long legend goes under a row of panels, beside a single one
     width = panel_size * ncols
     with style():
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel_size * nrows), squeeze=False)
@@ -242,7 +242,8 @@ def embedding(
                        ncols=per_row, title=color, columnspacing=0.8, handletextpad=0.2)
         else:
             legend = fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-                       ncols=1 if len(used) <= 14 else 2, title=color, handletextpad=0.2)
+                       ncols=int(np.ceil(len(used) / 20)) if len(used) > 14 else 1, title=color,
+                       handletextpad=0.2)
         for handle in legend.legend_handles:
             handle.set_sizes([40])
         min_font(fig)

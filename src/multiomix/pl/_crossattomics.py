@@ -86,7 +86,10 @@ def interaction_importance(
             ax.legend(title="interaction / branch", bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
             ax.tick_params(axis="x", rotation=0)
             ax.spines[["top", "right"]].set_visible(False)
-        ax.set_title("Interaction importance (LRP)")
+        params = get_result(mdata, key, kind="interaction_importance").get("params", {})
+        alone = bool(params.get("linear_path_only", False))
+        note = "\nthe kept model is its fitted linear path alone" if alone else ""
+        ax.set_title(f"Interaction importance (LRP){note}")
         fig.tight_layout()
     min_font(fig)
     return finish(fig, None, show=show, save=save)

@@ -177,6 +177,30 @@ def _short(name: str) -> str:
     return name if len(name) <= _LABEL_CHARS else name[: _LABEL_CHARS - 1] + "…"
 
 
+def _short_labels(groups) -> list[str]:
+    """Shortened group names, made unique: names that share their first characters keep their ends apart.
+
+    Examples
+    --------
+    >>> _short_labels(["CD4-positive, alpha-beta memory T cell", "CD4-positive, alpha-beta T cell", "B"])
+    ['CD4-positive,…y T cell', 'CD4-positive,…a T cell', 'B']
+    """
+    names = [str(g) for g in groups]
+    short = [_short(n) for n in names]
+    for label in set(short):
+        clash = [i for i, other in enumerate(short) if other == label]
+        if len(clash) < 2:
+            continue
+        for i in clash:  # the head and the shortest tail that no other name in the clash ends with
+            tail = next((t for t in range(6, len(names[i]) + 1)
+                         if all(names[j][-t:] != names[i][-t:] for j in clash if j != i)), len(names[i]))
+            head = max(_LABEL_CHARS - 1 - tail, 4)
+            short[i] = names[i] if len(names[i]) <= head + tail + 1 else f"{names[i][:head]}…{names[i][-tail:]}"
+    if len(set(short)) < len(short):  # still alike: number them
+        short = [f"{s} ({i + 1})" if short.count(s) > 1 else s for i, s in enumerate(short)]
+    return short
+
+
 def _column_width(n_columns: int, label_chars: int, smallest: float) -> float:
     """Inches per column: as wide as scanpy's 0.37 when there is room, never below ``smallest`` (9-pt labels)."""
     legends, labels = 1.8, 0.075 * min(label_chars, 40) + 0.3
@@ -234,8 +258,14 @@ def _render(plot, ax: Axes | None, title: str, note: str, limits: tuple[float, f
                 other.set_visible(False)
         fit_figure(fig, title=title, note=note)
     else:
-        main.set_title(title + (f"\n{note}" if note else ""), fontsize=FONT_SIZE, loc="left",
-                       pad=60 if "gene_group_ax" in plot.ax_dict else 6)
+        # in the user's Axes: the title goes above the group labels over the brackets, however long they are
+        y = 1.0
+        labels = getattr(plot.ax_dict.get("gene_group_ax"), "texts", [])
+        if labels:
+            renderer = fig.canvas.get_renderer()
+            top = max(t.get_window_extent(renderer).y1 for t in labels)
+            y = max(1.0, float(main.transAxes.inverted().transform((0.0, top))[1]))
+        main.set_title(title + (f"\n{note}" if note else ""), fontsize=FONT_SIZE, loc="left", y=y, pad=6)
     return fig, main
 
 
@@ -327,7 +357,7 @@ def relevance_heatmap(
                              for g in shown}).T.astype(float)
         label = "mean |relevance|"
         title = f"Top {n_top} features per {params['groupby']} (mean |relevance|, {params['kind']})"
-        row_name, var_names = str(params["groupby"]), {_short(g): f for g, f in added.items()}
+        row_name, var_names = str(params["groupby"]), dict(zip(_short_labels(added), added.values()))
     if standard_scale == "var":
         data = data / np.maximum(data.max(0), 1e-12)
         label += "\n(scaled per column)"
@@ -406,7 +436,7 @@ def relevance_dotplot(
     groupby = str(params["groupby"])
     vmax = float(np.nanmax(np.abs(color.to_numpy()))) or 1.0
     holder = _holder(shown, features, groupby)
-    var_names = {_short(g): f for g, f in added.items()}
+    var_names = dict(zip(_short_labels(added), added.values()))
     labels = max(len(g) for g in shown)
     plot = _scanpy_plot(sc.pl.DotPlot, holder, var_names, groupby, shown, ax,
                         width=_column_width(len(features), labels, 0.2), height=0.32,

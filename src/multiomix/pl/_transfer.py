@@ -222,8 +222,8 @@ def _confusion(ax: Axes, query: MuData | AnnData, key: str, truth_key: str, *, c
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel(f"{key} (transferred)")
     ax.set_ylabel(f"{truth_key} (query)")
-    agree = float((truth.to_numpy() == query.obs[key].astype(str).to_numpy()).mean())
-    ax.set_title(f"share of each query label (agreement {agree:.2f})")
+    agree = float((truth.to_numpy() == pred).mean())  # as drawn: a cell flagged unknown does not agree
+    ax.set_title(f"share of each query label (agreement {agree:.2f}; unknown cells count as misses)")
     bar = ax.figure.colorbar(image, cax=cax, ticks=[0, 1]) if cax is not None else ax.figure.colorbar(
         image, ax=ax, fraction=0.04, pad=0.02, ticks=[0, 1])
     bar.set_label("share of row")
@@ -296,5 +296,5 @@ def reliability(
         ax_.set_ylabel("accuracy")
         ax_.set_title(f"held-out reference cells (n = {int(cal['n_cells'])})")
         ax_.legend(frameon=False, loc="upper left", fontsize=SMALL_FONT)
-        min_font(fig)
+        min_font(fig, axes=[ax_])  # a given Axes: the user's other panels keep their fonts
     return finish(fig, ax_, show=show, save=save, ax_given=ax is not None, return_fig=return_fig)

@@ -199,7 +199,8 @@ def interaction_importance(
     (mean absolute relevance), ``share`` (each part's share of the group's total absolute relevance: the
     importance, rows sum to 1), ``overall_share`` (the same over all samples, sorted: the ranking),
     ``per_sample`` (samples x parts, signed), ``conservation_error`` (mean absolute difference between the
-    relevances' sum and the logit, divided by the mean absolute logit) and ``params``. Parts are each
+    relevances' sum and the logit, divided by the mean absolute logit) and ``params`` (with
+    ``linear_path_only``: the fit kept its linear path alone, and a warning says so). Parts are each
     interaction's attention message ``source->target`` (what the source contributes through
     cross-attention), each target's own tokens (its residual path), and the unimodal branches.
 
@@ -229,6 +230,7 @@ def interaction_importance(
     # the model's classes are the labels as strings (as its fit read them), whatever the column's dtype
     label_codes = torch.as_tensor(pd.Categorical(label_text(known).where(known.notna(), None),
                                                  categories=classes).codes.astype(np.int64))
+    linear_only = bool(getattr(model, "linear_path", None) == "fitted" and getattr(model, "best_epoch_", None) == -1)
     relevances, logits = [], []
     loader = model._make_data_loader(adata=data, batch_size=batch_size)
     device = next(module.parameters()).device
@@ -265,6 +267,11 @@ def interaction_importance(
             "overall_share": (overall / overall.sum()).sort_values(ascending=False).to_frame("share"),
             "per_sample": per_sample,
             "conservation_error": error,
-            "params": {"groupby": groupby, "target": target, "classes": np.asarray(classes)},
+            "params": {"groupby": groupby, "target": target, "classes": np.asarray(classes),
+                       "linear_path_only": linear_only},
         },
     )
+    if linear_only:
+        logger.warning("the model is its fitted linear path alone (best_epoch_ == -1: the deep part did not lower "
+                       "the validation loss), so every interaction and branch has no relevance; a longer fit, or "
+                       "linear_path=None, trains a network whose parts carry relevance")

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import rich.pretty  # noqa: F401  scvi-tools 1.4's view_anndata_setup uses rich.pretty without importing it
 import torch
 from mudata import MuData
 from scvi import REGISTRY_KEYS
@@ -256,8 +257,8 @@ class MultiomixModel(BaseModelClass):
                                  "early stopping, pass validation_size=.")
             if not 0 < float(train_size) <= 1:
                 raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
-            if validation_size is not None:
-                raise ValueError(f"train_size={train_size} and validation_size={validation_size} both set the share "
+            if validation_size is not None and not np.isclose(validation_size, 1.0 - float(train_size)):
+                raise ValueError(f"train_size={train_size} and validation_size={validation_size} disagree on the share "
                                  "of rows held out for validation: pass one of them.")
             validation_size = 1.0 - float(train_size)
         validation_size = 0.15 if validation_size is None else validation_size
