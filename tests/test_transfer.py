@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import anndata as ad
-import mudata as md
 import matplotlib.pyplot as plt
+import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
