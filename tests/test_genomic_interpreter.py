@@ -374,6 +374,11 @@ def test_plots(fitted, tmp_path):
     panels = [ax for ax in fig.axes if ax.images]
     for row in range(3):  # the panels of a layer share one colour scale
         assert len({ax.images[0].get_clim() for ax in panels[3 * row: 3 * row + 3]}) == 1
+    length = adata.uns["genomic_interpreter"]["attention_length_bp"]
+    assert length == adata.obsm["dna_onehot"].shape[1]
+    for ax in panels:  # axes span the region, not the padding of a coarse layer's last token
+        assert ax.get_xlim() == (0, length)
+        assert ax.get_ylim() == (length, 0)
     ax = mx.pl.track_prediction(adata, split="test", save=str(tmp_path / "scatter.png"))
     assert "Pearson" in ax.get_title()
     assert (tmp_path / "scatter.png").stat().st_size > 0

@@ -334,3 +334,81 @@ def test_select_features_says_it_replaces_an_earlier_selection(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert ("replaced .mod['rna'].var['highly_variable'] (5 features before, 10 of 40 now); "
             "['highly_variable_rank'] describe the earlier selection") in messages
+
+
+def test_transforms_on_a_view_leave_its_parent_alone_and_record_log1p(caplog):
+    """As in scanpy, a view becomes its own object; the parent's .X is never written through."""
+    import logging
+
+    rna = _mdata(np.random.default_rng(12))["rna"].copy()
+    before = rna.X.toarray().copy()
+    for transform, kwargs in ((mx.pp.normalize, {}), (mx.pp.normalize, {"method": "clr"}), (mx.pp.tfidf, {}),
+                              (mx.pp.binarize, {})):
+        view = rna[:20]
+        transform(view, **kwargs)
+        assert not view.is_view
+        np.testing.assert_array_equal(rna.X.toarray(), before)
+    mx.pp.normalize(rna, layer="counts")
+    assert rna.uns["log1p"] == {"base": None}  # scanpy's record: later scanpy steps read it
+    with caplog.at_level(logging.WARNING, logger="multiomix"):
+        mx.pp.normalize(rna)  # .X holds log values now
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "non-whole values" in messages and "log-transformed already" in messages
+
+
+def test_transforms_refuse_to_overwrite_their_input_layer_and_say_what_they_replace(caplog):
+    import logging
+
+    rna = _mdata(np.random.default_rng(13))["rna"].copy()
+    counts = rna.layers["counts"].toarray().copy()
+    for transform in (mx.pp.normalize, mx.pp.tfidf, mx.pp.binarize):
+        with pytest.raises(ValueError, match="is the input layer"):
+            transform(rna, layer="counts", key_added="counts")
+    np.testing.assert_array_equal(rna.layers["counts"].toarray(), counts)
+    mx.pp.normalize(rna, layer="counts", key_added="lognorm")
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.pp.normalize(rna, layer="counts", key_added="lognorm")
+    assert "replaced .layers['lognorm']" in [r.getMessage() for r in caplog.records]
+    with pytest.raises(ValueError, match=r"\.X of this AnnData is empty"):
+        mx.pp.normalize(ad.AnnData(obs=pd.DataFrame(index=["a", "b"])))
+    with pytest.raises(ValueError, match="NaN|finite"):
+        variability_score(np.array([[np.nan, 0.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match="negative"):
+        variability_score(np.array([[-1.0, 0.0], [1.0, 1.0]]))
+
+
+def test_select_features_refuses_a_subset_it_cannot_make_before_writing(tmp_path):
+    mdata = _mdata(np.random.default_rng(14))
+    view = mdata[:30]
+    with pytest.raises(ValueError, match="view of a MuData"):
+        mx.pp.select_features(view, n_top=10, subset=True)
+    assert view.shape == (30, 70) and "highly_variable" not in view["rna"].var
+    assert mx.pp.select_features(view, n_top=10, subset=True, copy=True).shape == (30, 20)
+    mdata.write_h5mu(tmp_path / "m.h5mu")
+    backed = md.read_h5mu(tmp_path / "m.h5mu", backed=True)
+    with pytest.raises(ValueError, match="backed MuData"):
+        mx.pp.select_features(backed, n_top=10, subset=True)
+    assert "highly_variable" not in backed["rna"].var
+    with pytest.raises(ValueError, match=r"without an entry for \['atac'\]"):
+        mx.pp.select_features(mdata, n_top=10, layer={"rna": "counts"})
+    with pytest.raises(ValueError, match=r"flavor names \['atac'\]"):
+        mx.pp.select_features(mdata, n_top={"rna": 10}, flavor={"atac": "variability"})
+    assert "highly_variable" not in mdata["rna"].var
+
+
+def test_sequence_helpers_name_wrong_inputs():
+    from multiomix.pp import one_hot_encode, reverse_complement
+
+    with pytest.raises(ValueError, match="names has 1 entries for 2 sequences"):
+        one_hot_encode(["ACG", "ACGT"], names=["x"])
+    with pytest.raises(TypeError, match="decode bytes first"):
+        one_hot_encode([b"ACGT"])
+    with pytest.raises(ValueError, match="0 bp"):
+        one_hot_encode(["", ""])
+    with pytest.raises(ValueError, match=r"\(\.\.\., length, 4\)"):
+        reverse_complement(np.zeros((2, 4, 10)))
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        reverse_complement([[0, 0, 0, 1]])
+    with pytest.raises(ValueError, match="non-whole coordinates"):
+        mx.pp.one_hot_sequences(ad.AnnData(obs=pd.DataFrame({"chrom": ["chr1"], "start": [2.5], "end": [8.5]},
+                                                            index=["r0"])), fasta={"chr1": "ACGTACGTACGTACGTACGT"})

@@ -177,18 +177,23 @@ def test_bad_training_options_are_refused_before_training():
 
 def test_settings_validate_values():
     import pytest
+    import torch
 
-    before = (mx.settings.verbosity, mx.settings.progress_bar)
+    before = (mx.settings.verbosity, mx.settings.progress_bar, torch.get_num_threads())
     try:
         for value in (True, 2.0, "info", 4):
             with pytest.raises(ValueError, match="verbosity must be"):
                 mx.settings.verbosity = value
         with pytest.raises(ValueError, match="progress_bar must be True or False"):
             mx.settings.progress_bar = "no"
-        mx.settings.verbosity, mx.settings.progress_bar = 1, False
-        assert repr(mx.settings) == "multiomix settings: verbosity=1, progress_bar=False"
+        for value in (0, 1.5, True, "2"):
+            with pytest.raises(ValueError, match="num_threads must be a whole number"):
+                mx.settings.num_threads = value
+        mx.settings.verbosity, mx.settings.progress_bar, mx.settings.num_threads = 1, False, 1
+        assert torch.get_num_threads() == 1
+        assert repr(mx.settings) == "multiomix settings: verbosity=1, progress_bar=False, num_threads=1"
     finally:
-        mx.settings.verbosity, mx.settings.progress_bar = before
+        mx.settings.verbosity, mx.settings.progress_bar, mx.settings.num_threads = before
 
 
 def test_a_trained_model_trains_on_from_its_weights_and_an_untrained_one_refuses_to_score(tmp_path):

@@ -1,4 +1,4 @@
-"""Package settings: how much multiomix prints while it works."""
+"""Package settings: how much multiomix prints while it works, and how many CPU threads torch uses."""
 
 from __future__ import annotations
 
@@ -15,12 +15,16 @@ class _Settings:
     ``verbosity``: 0 errors, 1 warnings, 2 info (one line per output written, the baseline line of a fit; the
     default), 3 debug. When it is ``None`` the level follows ``scanpy.settings.verbosity``.
     ``progress_bar``: show one progress bar per fit (a notebook widget where ipywidgets is installed).
+    ``num_threads``: CPU threads torch uses (:func:`torch.set_num_threads`, process-wide, as
+    ``scvi.settings.num_threads``); reading it returns torch's current count. The models here are small, so on
+    a shared or busy machine one thread is often as fast as several.
 
     Examples
     --------
     >>> import multiomix as mx
     >>> mx.settings.verbosity = 1  # warnings only
     >>> mx.settings.progress_bar = False
+    >>> mx.settings.num_threads = 1
     """
 
     _levels = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
@@ -31,7 +35,23 @@ class _Settings:
         self._apply()
 
     def __repr__(self) -> str:
-        return f"multiomix settings: verbosity={self._verbosity!r}, progress_bar={self._progress_bar!r}"
+        return (f"multiomix settings: verbosity={self._verbosity!r}, progress_bar={self._progress_bar!r}, "
+                f"num_threads={self.num_threads!r}")
+
+    @property
+    def num_threads(self) -> int:
+        """CPU threads torch uses for its operations (process-wide)."""
+        import torch
+
+        return int(torch.get_num_threads())
+
+    @num_threads.setter
+    def num_threads(self, value: int) -> None:
+        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"num_threads must be a whole number >= 1, got {value!r}.")
+        import torch
+
+        torch.set_num_threads(int(value))
 
     @property
     def progress_bar(self) -> bool:

@@ -68,6 +68,7 @@ def attention_maps(
     entry = get_result(adata, key, kind="attention_maps")
     maps, resolution = entry["attention"], entry["attention_resolution"]
     names = [str(n) for n in entry["attention_regions"]]
+    length_bp = entry.get("attention_length_bp")  # absent in results written before it was stored
     if isinstance(region, str):
         if region not in names:
             raise KeyError(f"Region {region!r} has no stored attention; stored: {names[:5]}.")
@@ -103,6 +104,9 @@ def attention_maps(
         for c, (panel, title) in enumerate(zip(panels, titles)):
             ax = axes[r, c]
             image = ax.imshow(panel, cmap=cmap, extent=extent, interpolation="nearest", vmin=0.0, vmax=vmax)
+            if length_bp is not None:  # the last token of a coarse layer may reach into padding: show the region
+                ax.set_xlim(0, int(length_bp))
+                ax.set_ylim(int(length_bp), 0)
             if r == 0:
                 ax.set_title(title, fontsize=SMALL_FONT + 1)
             ax.tick_params(labelsize=SMALL_FONT)

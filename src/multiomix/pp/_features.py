@@ -94,6 +94,8 @@ def variability_score(matrix) -> np.ndarray:
     n_obs = matrix.shape[0]
     if n_obs == 0:
         raise ValueError("Cannot score features of an empty matrix (0 cells).")
+    check_finite(matrix, "the matrix")
+    check_nonnegative(matrix, "the matrix", needs="variability_score needs counts or binary accessibility")
     fraction = _column_nonzero_counts(matrix) / n_obs
     return 1.0 - np.abs(fraction - 0.5)
 
@@ -168,9 +170,24 @@ def select_features(
     if not isinstance(n_top, Mapping):
         raise TypeError(f"n_top must be a number or a dict {{modality: number}}, got {type(n_top).__name__}.")
     modalities = check_modalities(mdata, list(n_top))
+    if subset and not copy and mdata.is_view:
+        raise ValueError("subset=True cannot subset a view of a MuData in place; make it an object first: "
+                         "`mdata = mdata[cells].copy()` (or pass copy=True).")
+    if subset and (mdata.isbacked or any(mdata.mod[m].isbacked for m in modalities)):
+        raise ValueError("subset=True cannot subset a backed MuData (read with backed=True); load it into memory "
+                         "first: `mdata = mdata.to_memory()`, or select without subset=True.")
     mdata = mdata.copy() if copy else mdata
     flavor = dict(flavor or {})
     layers = {m: (layer.get(m) if isinstance(layer, Mapping) else layer) for m in modalities}
+    if isinstance(layer, Mapping):
+        missing = [m for m in modalities if m not in layer]
+        if missing:
+            raise ValueError(f"layer is a dict without an entry for {missing}; give every modality in n_top a layer "
+                             f"(None for .X), e.g. layer={{{missing[0]!r}: None}}.")
+    unused = [m for m in (flavor or {}) if m not in modalities]
+    if unused:
+        raise ValueError(f"flavor names {unused}, which n_top does not select from ({modalities}); add them to "
+                         "n_top or drop them from flavor.")
     masks: dict[str, np.ndarray] = {}
     scores: dict[str, np.ndarray] = {}
     for m in modalities:  # compute everything first, so that a failure leaves mdata untouched
@@ -309,7 +326,11 @@ def _counts(adata: AnnData, layer: str | None, name: str | None = None, *, needs
     if adata.isbacked and not read_only:
         raise ValueError("The AnnData is backed (read with backed='r'); load it into memory first: "
                          "`adata = adata.to_memory()`.")
-    matrix = in_memory(get_matrix(adata, layer))
+    matrix = get_matrix(adata, layer)
+    if matrix is None:
+        raise ValueError(f"{name or '.X'} of this AnnData is empty (None); pass the layer with the data, e.g. "
+                         "layer='counts'.")
+    matrix = in_memory(matrix)
     if matrix.dtype == bool:
         matrix = matrix.astype(np.float32)
     name = name or (f"layer {layer!r}" if layer else ".X")
@@ -319,15 +340,38 @@ def _counts(adata: AnnData, layer: str | None, name: str | None = None, *, needs
 
 
 def _write(adata: AnnData, out, key_added: str | None, what: str, *, copy: bool) -> AnnData | None:
-    """Write a result to ``.X`` or ``.layers[key_added]`` (of a copy when ``copy``) and log it; return the copy."""
-    adata = adata.copy() if copy else adata
+    """Write a result to ``.X`` or ``.layers[key_added]`` (of a copy when ``copy``) and log it; return the copy.
+
+    A view becomes its own object first (as in scanpy), so that its parent is never written through.
+    """
+    if copy:
+        adata = adata.copy()
+    elif adata.is_view:
+        logger.info("received a view of an AnnData: making it a copy (its parent is not changed)")
+        adata._init_as_actual(adata.copy())
     if key_added is None:
         adata.X = out
         logger.info(f"replaced .X with its {what} values")
     else:
+        replaced = key_added in adata.layers
         adata.layers[key_added] = out
-        added("layers", key_added)
+        added("layers", key_added, replaced=replaced)
     return adata if copy else None
+
+
+def _check_key_added(adata: AnnData, layer: str | None, key_added: str | None) -> None:
+    """Refuse to overwrite the input layer: the counts a later step may need would be lost."""
+    if key_added is not None and key_added == layer:
+        raise ValueError(f"key_added={key_added!r} is the input layer: its counts would be overwritten. Pass "
+                         "another name (e.g. key_added='normalized').")
+
+
+def _warn_not_counts(matrix, name: str, what: str) -> None:
+    """Warn when a matrix that should hold counts has non-whole values (already normalised?)."""
+    values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+    if values.size and not np.array_equal(values, np.round(values)):
+        logger.warning(f"{what} expects counts, but {name} has non-whole values (normalised already?); pass the "
+                       "counts layer, e.g. layer='counts'.")
 
 
 @fill_doc
@@ -376,6 +420,7 @@ def tfidf(
     """
     if log_tfidf and (log_tf or log_idf):
         raise ValueError("log_tfidf=True needs log_tf=False and log_idf=False.")
+    _check_key_added(adata, layer, key_added)
     matrix = _counts(adata, layer, needs="TF-IDF needs counts or binary accessibility")
     is_sparse = sparse.issparse(matrix)
     counts = sparse.csr_matrix(matrix, dtype=np.float32)
@@ -417,6 +462,7 @@ def binarize(
     >>> atac = mx.datasets.bmmc_multiome()["atac"].copy()
     >>> mx.pp.binarize(atac, layer="counts", key_added="binary")
     """
+    _check_key_added(adata, layer, key_added)
     matrix = _counts(adata, layer, needs="binarize needs counts")
     if sparse.issparse(matrix):
         work = sparse.csr_matrix(matrix, dtype=np.float32, copy=True)
@@ -477,7 +523,11 @@ def normalize(
     ):
         raise ValueError(f"target_sum must be a positive number (counts per cell after scaling) or None (the "
                          f"median library size), got {target_sum!r}.")
+    _check_key_added(adata, layer, key_added)
     matrix = _counts(adata, layer, needs=f"normalize(method={method!r}) needs counts")
+    _warn_not_counts(matrix, f"layer {layer!r}" if layer else ".X", f"normalize(method={method!r})")
+    if method == "log1p" and key_added is None and layer is None and "log1p" in adata.uns:
+        logger.warning(".uns['log1p'] is set: .X seems to be log-transformed already.")
     if method == "log1p":
         tmp = AnnData(X=matrix.copy().astype(np.float32))
         sc.pp.normalize_total(tmp, target_sum=target_sum)
@@ -493,4 +543,7 @@ def normalize(
         tmp = AnnData(X=work)
         _muon().prot.pp.clr(tmp, inplace=True, axis=0, flavor="seurat")
         out = sparse.csr_matrix(tmp.X, dtype=np.float32) if is_sparse else np.asarray(tmp.X, dtype=np.float32)
-    return _write(adata, out, key_added, method, copy=copy)
+    result = _write(adata, out, key_added, method, copy=copy)
+    if method == "log1p" and key_added is None:  # scanpy's record of a log-transformed .X
+        (adata if result is None else result).uns["log1p"] = {"base": None}
+    return result

@@ -61,6 +61,12 @@ def one_hot_encode(
     names = [str(i) for i in range(len(sequences))] if names is None else [str(n) for n in names]
     if len(sequences) == 0:
         raise ValueError("No sequences to encode.")
+    if len(names) != len(sequences):
+        raise ValueError(f"names has {len(names)} entries for {len(sequences)} sequences; give one name per sequence.")
+    for name, seq in zip(names, sequences):
+        if not isinstance(seq, str):
+            raise TypeError(f"Record {name!r} is a {type(seq).__name__}, not a str; decode bytes first "
+                            "(seq.decode('ascii')).")
     lengths = {len(s) for s in sequences}
     if len(lengths) != 1:
         first = len(sequences[0])
@@ -70,6 +76,8 @@ def one_hot_encode(
             f"{names[bad]!r} has {len(sequences[bad])} bp. Resize the intervals to a common width first."
         )
     length = lengths.pop()
+    if length == 0:
+        raise ValueError("The sequences are empty (0 bp).")
     out = np.zeros((len(sequences), length, 4), dtype=dtype)
     eye = np.eye(4, dtype=dtype)
     for i, seq in enumerate(sequences):
@@ -113,6 +121,11 @@ def reverse_complement(onehot):
     >>> (reverse_complement(x) == one_hot_encode(["CGTT"])).all()
     np.True_
     """
+    if not hasattr(onehot, "shape") or not hasattr(onehot, "ndim"):
+        raise TypeError(f"reverse_complement takes a numpy array or a torch tensor, got {type(onehot).__name__}.")
+    if onehot.ndim < 2 or onehot.shape[-1] != 4:
+        raise ValueError(f"reverse_complement expects one-hot DNA of shape (..., length, 4), got {tuple(onehot.shape)}"
+                         " (a channels-first (n, 4, length) array: swap its last two axes first).")
     if isinstance(onehot, np.ndarray):
         return onehot[..., ::-1, ::-1].copy()
     return onehot.flip(-2).flip(-1)
@@ -143,6 +156,9 @@ def _fetch_intervals(
                 f"Region {name!r}: chromosome {chrom!r} is not in the genome FASTA ({len(known)} records: "
                 f"{known[:5]}{'...' if len(known) > 5 else ''})."
             )
+        if any(float(v) != int(float(v)) for v in (start, end)):
+            raise ValueError(f"Region {name!r}: interval {chrom}:{start}-{end} has non-whole coordinates; "
+                             "intervals are 0-based, end-exclusive whole numbers.")
         start, end = int(start), int(end)
         if not 0 <= start < end <= lengths[chrom]:
             raise ValueError(

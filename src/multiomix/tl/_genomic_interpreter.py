@@ -285,7 +285,8 @@ def attention_maps(
     coordinates, block-diagonal), the transformer layers their full maps.
 
     Writes ``.uns[key_added]['attention']`` (``{layer: (n_regions, heads, tokens, tokens) float32}``),
-    ``['attention_resolution']`` (``{layer: bp per token}``) and ``['attention_regions']`` (region names).
+    ``['attention_resolution']`` (``{layer: bp per token}``), ``['attention_regions']`` (region names) and
+    ``['attention_length_bp']`` (the region length; a coarse layer's last token may cover padding beyond it).
 
     Parameters
     ----------
@@ -314,6 +315,7 @@ def attention_maps(
     entry["attention"] = {name: m.astype(np.float32) for name, m in maps.items()}
     entry["attention_resolution"] = {k: int(v) for k, v in model.layer_resolutions().items()}
     entry["attention_regions"] = np.array(adata.obs_names[rows], dtype=object)
+    entry["attention_length_bp"] = int(model.sequence_length_)
     adata.uns[key_added] = entry
     logger.info(f"added .uns[{key_added!r}]['attention']")
 
