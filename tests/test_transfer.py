@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+
 import anndata as ad
 import matplotlib.pyplot as plt
 import mudata as md
@@ -29,6 +33,20 @@ def blobs(n: int = 300, *, types: int = 5, seed: int = 0, noise: float = 1.6, sh
     mdata = md.MuData(mods)
     mdata.obs["cell_type"] = pd.Categorical([f"T{t}" for t in y])
     return mdata
+
+
+@contextlib.contextmanager
+def _no_warning_logged():
+    """Collect the messages multiomix logs at warning level."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("multiomix")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 def reference_query(novel: str = "T4"):
@@ -206,7 +224,9 @@ def test_fitted_model_without_classes_gives_knn_on_its_latent():
     reference, query, truth = reference_query()
     ae = mx.tl.fit_multimodal_ae(reference.copy(), max_epochs=15, latent_dim=8, progress_bar=False,
                                  accelerator="cpu")
-    mx.tl.transfer_labels(reference, query, label_key="cell_type", model=ae, key_added="ae")
+    with warnings.catch_warnings(), _no_warning_logged() as logged:
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", model=ae, key_added="ae")
+    assert not [m for m in logged if "overconfident" in m]  # leave-one-out kNN: no rows it was trained on
     assert query.uns["ae"]["params"]["method"].startswith("kNN")
     assert query.obsm["X_ae"].shape == (query.n_obs, 8)
 
@@ -466,3 +486,42 @@ def test_a_backed_reference_transfers_like_the_same_reference_in_memory(model, t
     key = "cell_type_transferred"
     assert query.obs[key].tolist() == in_memory.obs[key].tolist()
     np.testing.assert_allclose(query.obsm[f"{key}_proba"], in_memory.obsm[f"{key}_proba"], atol=1e-5)
+
+
+def test_reference_and_query_are_checked_before_fitting_and_say_which_is_wrong():
+    """Misaligned modalities, duplicated feature names, a missing layer or an empty query: a clear error naming
+    the object, before any training; obsm entries of the user are kept like their obs columns."""
+    reference, query, truth = reference_query()
+    ragged = md.MuData({"rna": reference["rna"].copy(), "adt": reference["adt"][:250].copy()})
+    ragged.obs["cell_type"] = reference.obs["cell_type"].to_numpy()
+    with pytest.raises(ValueError, match="reference: Modality 'adt' has 250 observations"):
+        mx.tl.transfer_labels(ragged, query, label_key="cell_type", **FAST)
+    duplicated = reference.copy()
+    duplicated["rna"].var_names = ["rna0"] + list(duplicated["rna"].var_names[:-1])
+    with pytest.raises(ValueError, match="reference: modality 'rna' has duplicated feature names"):
+        mx.tl.transfer_labels(duplicated, query, label_key="cell_type", model="logistic")
+    with pytest.raises(KeyError, match="reference: modality 'rna' has no layer 'counts'"):
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", layer="counts")
+    with pytest.raises(ValueError, match="The query has no cells"):
+        mx.tl.transfer_labels(reference, query[:0].copy(), label_key="cell_type", model="logistic")
+    query.obsm["X_mine"] = np.ones((query.n_obs, 3))
+    with pytest.raises(ValueError, match=r"\.obsm already has \['X_mine'\]"):
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", key_added="mine")
+    assert query.obsm["X_mine"].shape == (query.n_obs, 3)
+    assert not any(c.startswith("mine") for c in query.obs.columns)
+    with pytest.raises(KeyError, match="transfers stored here: \\[\\]|run mx.tl.transfer_labels"):
+        mx.pl.transfer(query, "cell_type")
+
+
+def test_whole_number_labels_with_gaps_read_the_same_in_every_output():
+    """Integer labels with missing values are floats in pandas: the transferred column reads 3, as the classes
+    and the stored reference labels read '3', so that a plot shows each type once."""
+    reference, query, truth = reference_query()
+    codes = reference.obs["cell_type"].cat.codes.astype(float).to_numpy()
+    codes[:10] = np.nan
+    reference.obs["code"] = codes
+    mx.tl.transfer_labels(reference, query, label_key="code", model="logistic")
+    categories = list(query.obs["code_transferred"].cat.categories)
+    assert categories == [0, 1, 2, 3]
+    assert sorted(map(str, categories)) == sorted(query.uns["code_transferred"]["classes"])
+    assert set(query.uns["code_transferred"]["reference_labels"]) == {"0", "1", "2", "3"}

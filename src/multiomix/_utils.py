@@ -71,8 +71,8 @@ def write_uns(obj: AnnData | MuData, key: str, values: Any) -> None:
     added("uns", key, replaced=replaced)
 
 
-def check_output_columns(obj: AnnData | MuData, key: str, columns: Sequence[str]) -> None:
-    """Refuse to overwrite ``obs`` columns that no earlier run under ``key`` wrote (the user's own data).
+def check_output_columns(obj: AnnData | MuData, key: str, columns: Sequence[str], obsm: Sequence[str] = ()) -> None:
+    """Refuse to overwrite ``obs`` columns (and ``obsm`` entries) that no earlier run under ``key`` wrote.
 
     A run that records itself in ``uns[key]`` may replace its own columns; a column that exists while
     ``uns[key]`` does not is the user's (e.g. ``key_added`` named after the query's own labels). A record counts
@@ -98,6 +98,11 @@ def check_output_columns(obj: AnnData | MuData, key: str, columns: Sequence[str]
         raise ValueError(f".obs already has {taken}, which key_added={key!r} would overwrite, and .uns has no "
                          f"{key!r} record of an earlier run that wrote them. Pass another key_added, or drop "
                          "those columns first.")
+    taken = [k for k in obsm if k in obj.obsm]
+    if taken:
+        raise ValueError(f".obsm already has {taken}, which key_added={key!r} would overwrite, and .uns has no "
+                         f"{key!r} record of an earlier run that wrote them. Pass another key_added, or drop "
+                         "those entries first.")
 
 
 #: ``.uns`` key of a modality written by :func:`multiomix.tl.predict_modality` (its source, target and models)

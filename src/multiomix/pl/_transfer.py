@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -23,8 +24,10 @@ _UNKNOWN = "unknown"
 
 def _result(query: MuData | AnnData, key: str) -> dict:
     if key not in query.uns or "temperature" not in query.uns[key]:
-        raise KeyError(f"No annotation transfer under uns[{key!r}]; run mx.tl.transfer_labels(reference, query, "
-                       f"key_added={key!r}) first.")
+        stored = [k for k, v in query.uns.items() if isinstance(v, Mapping) and "temperature" in v]
+        hint = (f"transfers stored here: {stored}" if stored else
+                f"run mx.tl.transfer_labels(reference, query, key_added={key!r}) first")
+        raise KeyError(f"No annotation transfer under uns[{key!r}]; {hint}.")
     return query.uns[key]
 
 

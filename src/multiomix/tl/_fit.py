@@ -424,6 +424,8 @@ def prediction_categories(classes: Sequence[str], labels: pd.Series | None) -> l
     ['b', 'a', 'unused']
     >>> prediction_categories(["0", "1"], pd.Series([1, 0, 1]))
     [0, 1]
+    >>> prediction_categories(["0", "1"], pd.Series([1.0, 0.0, None]))
+    [0, 1]
     """
     classes = [str(c) for c in classes]
     if labels is None:
@@ -437,8 +439,11 @@ def prediction_categories(classes: Sequence[str], labels: pd.Series | None) -> l
     by_text = dict(zip(label_text(pd.Series(own)), own))
     if len(by_text) != len(own) or not set(classes) <= set(by_text):
         return classes
-    values = own if categorical else sorted(own)
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
+    values = [v.item() if isinstance(v, np.generic) else v for v in (own if categorical else sorted(own))]
+    # whole numbers stored as floats (integer labels with missing values) read 31, as the classes read '31'
+    if all(isinstance(v, float) and v.is_integer() for v in values):
+        return [int(v) for v in values]
+    return values
 
 
 def argmax_labels(scores: np.ndarray, classes: Sequence[str], categories: Sequence) -> pd.Categorical:

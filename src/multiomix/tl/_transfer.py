@@ -35,6 +35,7 @@ from sklearn.model_selection import train_test_split
 
 from .._logging import each_line_once, logger
 from .._utils import (
+    check_aligned,
     check_labels,
     check_modalities,
     check_output_columns,
@@ -94,7 +95,7 @@ def write_transfer(
     the match score that ``unknown_threshold`` applies to; else the threshold applies to the confidence.
     """
     check_replaceable(query, key, "transfer")
-    check_output_columns(query, key, _transfer_columns(key))
+    check_output_columns(query, key, _transfer_columns(key), obsm=[f"X_{key}", f"{key}_proba"])
     calibrated = temperature_scale(proba, calibration["temperature"])
     confidence = calibrated.max(1)
     by_match = calibration.get("unknown_score", "confidence") == "match"
@@ -121,6 +122,10 @@ def write_transfer(
             write_obsm(query, f"X_{key}", np.asarray(latent, dtype=np.float32))
         write_obsm(query, f"{key}_proba", calibrated.astype(np.float32))  # columns: uns[key]['classes']
         write_uns(query, key, uns)
+    if calibration["unknown_threshold"] <= 0:
+        logger.info(f"{key}: the unknown threshold is 0, so no cell is flagged unknown: leaving reference types "
+                    "out found no score below which the left-out cells fall and the known ones stay (with two types, "
+                    "none can be left out)")
     logger.info(f"{key}: temperature {calibration['temperature']:.2f}, unknown below "
                 f"{'match score' if by_match else 'confidence'} "
                 f"{calibration['unknown_threshold']:.2f} ({int(unknown.sum())} of {len(unknown)} query cells)")
@@ -291,6 +296,25 @@ def _shared_modalities(reference: MuData, query: MuData, model: Any, modalities:
     return model, modalities, layers
 
 
+def _check_reference(reference: MuData, modalities: Sequence[str], layers: dict[str, str | None]) -> None:
+    """Check the reference as a fit would, before anything is fitted: aligned modalities, layers, unique names."""
+    try:
+        check_aligned(reference, modalities)
+    except ValueError as err:
+        raise ValueError(f"reference: {err}") from None
+    for m in modalities:
+        if layers.get(m) is not None and layers[m] not in reference.mod[m].layers:
+            raise KeyError(f"reference: modality {m!r} has no layer {layers[m]!r} (its layers: "
+                           f"{list(reference.mod[m].layers)}); pass layer= naming a layer of both objects, or None "
+                           "for .X.")
+        names = reference.mod[m].var_names
+        if names.has_duplicates:
+            duplicated = list(names[names.duplicated()].unique()[:3])
+            raise ValueError(f"reference: modality {m!r} has duplicated feature names (e.g. {duplicated}); features "
+                             "are matched to the query by name, so make them unique "
+                             f"(reference.mod[{m!r}].var_names_make_unique()).")
+
+
 def _features_in_both(reference: MuData, query: MuData, modalities: Sequence[str]) -> MuData:
     """Return the reference with each modality cut to the features the query has too (by name, reference order).
 
@@ -386,13 +410,18 @@ def _logistic_scores(reference: MuData, query: MuData, *, features, layers, labe
     return _Scores(estimator, method, out["classes"], out["query_proba"], out["val_proba"], val_codes, None, None)
 
 
+def _predicts_classes(model: Any, labels: pd.Series) -> bool:
+    """Whether a fitted model's own probabilities cover the reference's classes (else: kNN on its latent)."""
+    classes = getattr(model, "classes", None)
+    return getattr(model, "_logits_output", None) is not None and bool(classes) and set(labels) <= set(classes)
+
+
 def _latent_model_scores(reference: MuData, query: MuData, *, model: Any, labels: pd.Series, ref_val,
                          n_neighbors: int) -> _Scores:
     """Score with a fitted model's own probabilities if it predicts the reference's classes, else kNN on its latent."""
     ref_latent = model.get_latent_representation(reference)
     latent = model.get_latent_representation(query)
-    has_classes = model._logits_output is not None and bool(model.classes)
-    if has_classes and set(labels) <= set(model.classes):
+    if _predicts_classes(model, labels):
         classes = list(model.classes)
         return _Scores(model, f"{type(model).__name__}.predict_proba", classes, model.predict_proba(query).to_numpy(),
                        model.predict_proba(reference, indices=ref_val).to_numpy(),
@@ -640,13 +669,15 @@ def transfer_labels(
         if not isinstance(data, MuData):
             raise TypeError(f"`{name}` must be a MuData, got {type(data).__name__}; wrap one modality as "
                             "`mudata.MuData({'rna': adata})`.")
+    if query.n_obs == 0:
+        raise ValueError("The query has no cells (0 observations).")
     fitted, n_models = _check_model_choice(model, n_models, unknown_score)
     if label_key is None and fitted and model.label_key is not None and model.label_key in reference.obs.columns:
         label_key = model.label_key
     label_key = resolve_label_key(reference.obs, label_key)
     key = key_added or f"{label_key}_transferred"
     check_replaceable(query, key, "transfer")
-    check_output_columns(query, key, _transfer_columns(key))
+    check_output_columns(query, key, _transfer_columns(key), obsm=[f"X_{key}", f"{key}_proba"])
     if fitted:
         modalities, layers = list(model.modalities), model.layers
         lacking = [m for m in modalities if m not in getattr(query, "mod", {})]
@@ -657,11 +688,16 @@ def transfer_labels(
                            f"e.g. {[m for m in modalities if m not in lacking]}.")
     else:
         model, modalities, layers = _shared_modalities(reference, query, model, modalities, layer)
+        _check_reference(reference, modalities, layers)
         reference = _features_in_both(reference, query, modalities)
     reference, labels = _reference_labels(reference, label_key, model, fitted)
     features = (model.feature_names_ if fitted
                 else {m: list(map(str, reference.mod[m].var_names)) for m in modalities})
-    matched_input(query, features=features, layers=layers)  # checks modalities, alignment and features first
+    try:  # checks modalities, alignment, layers and features first
+        matched_input(query, features=features, layers=layers)
+    except (KeyError, ValueError) as err:
+        message = err.args[0] if err.args else str(err)
+        raise type(err)(f"query: {message}") from None
     train_kw = {"lr": lr, "batch_size": batch_size, "accelerator": accelerator, "devices": devices,
                 "progress_bar": progress_bar, **trainer_kwargs}
     is_unitednet = model == "unitednet" or (isinstance(model, UnitedNet) and model.mode == "supervised")
@@ -669,8 +705,12 @@ def transfer_labels(
         raise ValueError(f"n_models={n_models} trains several UnitedNets here (two or more shared modalities, "
                          f"model=None or 'unitednet'); got model={type(model).__name__ if fitted else repr(model)} "
                          f"on {modalities}. Use n_models=1.")
+    # a fitted model without the reference's classes is scored by leave-one-out kNN on its label-free latent:
+    # its held-out rows are not the calibration rows, so whether it trained on them does not matter
+    own_classes = fitted and _predicts_classes(model, labels)
     folds, source = _calibration_folds(reference, labels, n_models=n_models, split_key=split_key,
-                                       validation_size=validation_size, random_state=random_state, fitted=fitted)
+                                       validation_size=validation_size, random_state=random_state,
+                                       fitted=own_classes)
     ref_train, ref_val = folds[0]
     if is_unitednet:
         arch = {"latent_dim": latent_dim, "hidden": tuple(hidden), "n_heads": n_heads,
