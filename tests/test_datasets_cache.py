@@ -45,7 +45,10 @@ def test_offline_sequence_download_names_the_fasta(tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: (_ for _ in ()).throw(requests.ConnectionError("offline")))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(OSError, match=r"janggu_oct4_mafk/sample\.fa.*data_dir="):
+        mx.datasets.oct4_mafk(data_dir=tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"data_dir='.*missing' is not a folder"):  # a mistyped folder
         mx.datasets.oct4_mafk(data_dir=tmp_path / "missing")
 
 
@@ -56,7 +59,9 @@ def test_cache_and_data_directories_are_resolved_as_documented(tmp_path, monkeyp
         monkeypatch.setenv("XDG_CACHE_HOME", value)
         assert default_cache_dir() == Path.home() / ".cache" / "multiomix"
     monkeypatch.setenv(DATA_DIR_ENV, "")
-    assert _data_roots("~/data") == [Path.home() / "data"]  # '~' expanded, an empty variable ignored
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    assert _data_roots("~/data") == [tmp_path / "data"]  # '~' expanded, an empty variable ignored
     target = tmp_path / "cache" / "file.h5ad"
     target.parent.mkdir()
     target.write_bytes(b"partial")

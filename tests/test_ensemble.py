@@ -88,6 +88,11 @@ def test_relevance_and_translation_take_the_ensemble():
     mx.tl.predict_modality(query, ensemble, source="rna", target="mirna")
     translations = [m.translate(query, source="rna", target="mirna") for m in ensemble]
     np.testing.assert_allclose(np.asarray(query["mirna_from_rna"].X), np.mean(translations, axis=0), atol=1e-5)
+    # an ensemble inside a list counts as its members
+    mx.tl.predict_modality(query, [ensemble.members[0], ensemble], source="rna", target="mirna", key_added="three")
+    assert query["three"].uns["predict_modality"]["n_models"] == 3
+    np.testing.assert_allclose(np.asarray(query["three"].X), np.mean(translations + translations[:1], axis=0),
+                               atol=1e-5)
 
 
 def test_bad_requests_fail_before_writing():

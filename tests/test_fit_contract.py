@@ -126,8 +126,10 @@ def test_keys_written_match_the_conventions(fitted):
         assert mdata.obsm[f"{key}_proba"].shape == (mdata.n_obs, len(info["classes"]))
         assert {"accuracy", "macro_f1", "n"} <= set(info["test_metrics"])
         assert {"accuracy", "macro_f1"} <= set(info["baseline"]["test_metrics"])
-        # no split existed: a stratified 20 % test split was written
-        assert mdata.obs["split"].value_counts()["test"] == pytest.approx(0.2 * mdata.n_obs, abs=1)
+        # no split existed: a stratified 20 % test split was written, and the validation rows it held out
+        counts = mdata.obs["split"].value_counts()
+        assert counts["test"] == pytest.approx(0.2 * mdata.n_obs, abs=1)
+        assert (counts["train"], counts["validation"]) == (info["n_train"], info["n_validation"])
 
 
 def test_h5mu_round_trip(fitted, tmp_path):
@@ -635,3 +637,29 @@ def test_common_mistakes_get_clear_errors_and_leave_the_object_alone():
     one_cell = mx.datasets.bmmc_cite()[:1].copy()
     with pytest.raises(ValueError, match="seurat_v3 .* needs at least 10"):
         mx.pp.select_features(one_cell, n_top=10)
+
+
+def test_a_class_with_one_row_stays_in_training_and_the_rest_is_stratified(caplog):
+    """One rare class used to make the whole test split random; now only it is kept out of the hold-out."""
+    from multiomix.tl._fit import _hold_out
+
+    rng = np.random.default_rng(0)
+    labels = pd.Series(np.r_[["rare"], np.repeat(["a", "b", "c"], [100, 40, 19])])
+    rows = np.arange(len(labels))
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        kept, held = _hold_out(rows, labels, 0.2, what="a test set", random_state=int(rng.integers(100)))
+    assert 0 in kept and len(held) == 32
+    assert labels.iloc[held].value_counts().to_dict() == {"a": 20, "b": 8, "c": 4}  # stratified
+    assert any("single labelled row stay in training (['rare'])" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    few = pd.Series(np.repeat(list("abcdefghij"), 3))
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        _hold_out(np.arange(30), few, 0.2, what="a test set", random_state=0)  # 6 rows cannot hold 10 classes
+    assert any("drawn at random (not stratified)" in r.getMessage() for r in caplog.records)
+
+
+def test_integer_label_columns_are_named_in_the_inference_error():
+    mdata = mx.datasets.synthetic_interaction_mudata(60, n_features={"rna": 5, "methylation": 5, "mirna": 5})
+    mdata.obs = pd.DataFrame({"code": mdata.obs["label"].cat.codes.astype(int).to_numpy()}, index=mdata.obs_names)
+    with pytest.raises(ValueError, match="integer or boolean columns are never guessed.*label_key='code'"):
+        mx.tl.fit_crossattomics(mdata, max_epochs=1, accelerator="cpu", progress_bar=False)

@@ -526,3 +526,40 @@ def test_training_rows_of_one_class_and_no_targets():
     targetless = ad.AnnData(obs=adata.obs, obsm={"dna_onehot": adata.obsm["dna_onehot"]})
     with pytest.raises(ValueError, match="No targets"):
         mx.tl.fit_genomic_interpreter(targetless, max_epochs=1, **FIT)
+
+
+def test_split_plots_and_scored_regions_follow_the_fit(fitted, motif_data, tmp_path):
+    """The written split names the validation rows; track_prediction reads the fit's split column, plots what
+    mx.tl.predict scored when the regions have targets, and says when they have none; wrong heads and motif
+    lengths are named."""
+    adata, model = fitted
+    counts = adata.obs["split"].value_counts()
+    info = adata.uns["genomic_interpreter"]
+    assert (counts["train"], counts["validation"], counts["test"]) == (info["n_train"], info["n_validation"],
+                                                                     info["n_test"])
+    ax = mx.pl.track_prediction(adata, split="validation")
+    assert f"n={info['n_validation']}" in ax.get_title()
+    with pytest.raises(ValueError, match="one value per region"):
+        mx.pl.track_prediction(adata, region=0)
+    other = motif_data[:150].copy()
+    other.obs["fold"] = np.where(np.arange(other.n_obs) < 30, "test", "train")
+    other.obs["split"] = "train"  # an unrelated column of the same name as the default
+    mx.tl.fit_genomic_interpreter(other, backbone="cnn_maxpool", backbone_kwargs={"dims": (8, 8)}, max_epochs=1,
+                                  split_key="fold", **FIT)
+    assert "n=30" in mx.pl.track_prediction(other).get_title()
+    new = motif_data[150:210].copy()
+    mx.tl.predict(new, model)
+    assert "n=60" in mx.pl.track_prediction(new, split=None).get_title()
+    bare = ad.AnnData(obs=new.obs[[]].copy(), obsm={"dna_onehot": new.obsm["dna_onehot"]})
+    mx.tl.predict(bare, model)
+    with pytest.raises(KeyError, match="no observed tracks"):
+        mx.pl.track_prediction(bare, split=None)
+    renamed = new.copy()
+    renamed.var_names = ["not_a_track"]
+    with pytest.raises(ValueError, match=r"no targets the model can read \(expected: columns of \.X / the layer"):
+        model.evaluate(renamed)
+    mx.tl.attention_maps(adata, model, regions=[0])
+    with pytest.raises(IndexError, match="heads \\[9\\] are not heads"):
+        mx.pl.attention_maps(adata, region=0, heads=[9])
+    with pytest.raises(ValueError, match="motif_length"):
+        mx.tl.attention_pair_hit_rate(adata, motif_length=0)

@@ -509,7 +509,7 @@ def test_reference_and_query_are_checked_before_fitting_and_say_which_is_wrong()
         mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", key_added="mine")
     assert query.obsm["X_mine"].shape == (query.n_obs, 3)
     assert not any(c.startswith("mine") for c in query.obs.columns)
-    with pytest.raises(KeyError, match="transfers stored here: \\[\\]|run mx.tl.transfer_labels"):
+    with pytest.raises(KeyError, match="run mx.tl.transfer_labels"):
         mx.pl.transfer(query, "cell_type")
 
 

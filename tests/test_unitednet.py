@@ -731,14 +731,15 @@ def test_translation_fit_stores_a_ridge_baseline_on_the_same_rows(monkeypatch, c
 
 def test_rerun_in_another_mode_leaves_no_stale_outputs_and_cluster_metrics_follow_obs_split(caplog):
     """Clusters, then translation under the same key: the cluster columns go (logged). Cluster metrics are per
-    split of obs['split'] as written (its train rows include the validation rows), so a user can recompute them."""
+    split of obs['split'] as written (train, validation, test), so a user can recompute them."""
     mdata = planted(n=160)
     fast = {"max_epochs": 2, "latent_dim": 4, "hidden": (16,), "accelerator": "cpu", "progress_bar": False}
     mx.tl.fit_unitednet(mdata, mode="unsupervised", label_key="group", **fast)
     metrics = mdata.uns["unitednet"]["metrics"]
-    assert set(metrics) == {"train", "test"}
+    assert set(metrics) == {"train", "validation", "test"}
     train = (mdata.obs["split"] == "train").to_numpy()
     assert metrics["train"]["n"] == train.sum()
+    assert metrics["validation"]["n"] == (mdata.obs["split"] == "validation").sum() > 0
     expected = adjusted_rand_score(mdata.obs["group"][train], mdata.obs["unitednet_prediction"][train])
     assert metrics["train"]["ari"] == pytest.approx(expected)
     with caplog.at_level(logging.INFO, logger="multiomix"):

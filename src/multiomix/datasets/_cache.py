@@ -22,7 +22,13 @@ def default_cache_dir() -> Path:
 
 
 def _data_roots(data_dir: str | os.PathLike | None) -> list[Path]:
-    """``data_dir`` and ``$MULTIOMIX_DATA_DIR`` (``~`` expanded; an empty variable ignored), in that order."""
+    """``data_dir`` and ``$MULTIOMIX_DATA_DIR`` (``~`` expanded; an empty variable ignored), in that order.
+
+    A ``data_dir`` that is not a folder is an error (a mistyped path would otherwise fall back silently).
+    """
+    if data_dir is not None and str(data_dir) != "" and not Path(data_dir).expanduser().is_dir():
+        raise FileNotFoundError(f"data_dir={str(data_dir)!r} is not a folder; pass the folder that holds the data "
+                                f"set's files, or leave data_dir out to use ${DATA_DIR_ENV} or the download cache.")
     roots = [data_dir, os.environ.get(DATA_DIR_ENV) or None]
     return [Path(root).expanduser() for root in roots if root is not None and str(root) != ""]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pooch
 
-from ._cache import DATA_DIR_ENV, default_cache_dir, download
+from ._cache import _data_roots, default_cache_dir, download
 
 __all__ = ["oct4_mafk", "planted_motif_pairs"]
 
@@ -28,9 +28,7 @@ _FOLDER = "janggu_oct4_mafk"
 
 def _oct4_mafk_file(name: str, data_dir: str | os.PathLike | None) -> Path:
     sha = _OCT4_MAFK_FILES[name]
-    for root in (data_dir, os.environ.get(DATA_DIR_ENV)):
-        if root is None:
-            continue
+    for root in _data_roots(data_dir):
         for candidate in (Path(root) / _FOLDER / name, Path(root) / name):
             if candidate.exists():
                 if pooch.file_hash(str(candidate)) != sha:

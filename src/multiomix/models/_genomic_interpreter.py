@@ -413,8 +413,11 @@ class GenomicInterpreter(MultiomixModel):
                 raise KeyError(f"The AnnData lacks the tracks {list(missing)[:5]} the model was trained on (tracks "
                                "are matched by name); predict() needs none.")
             key = self.setup_args.get("tracks_key")
-            where = f".obsm[{key!r}]" if key is not None else "the columns of .X / the layer, named after the tracks"
-            raise ValueError(f"The AnnData has no targets (expected in {where}); predict() needs none.")
+            names = list(map(str, self.track_names_))
+            where = (f".obsm[{key!r}] of shape (regions, {self.n_bins_}, {len(names)}) (bins, tracks {names[:5]})"
+                     if key is not None else f"columns of .X / the layer named {names[:5]}")
+            raise ValueError(f"The AnnData has no targets the model can read (expected: {where}); check the names "
+                             "and shape of its targets. predict() needs none.")
         manager = self.get_anndata_manager(adata, required=True)
         targets = manager.get_from_registry(TARGET_KEY)
         rows = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
@@ -539,7 +542,8 @@ class GenomicInterpreter(MultiomixModel):
         """
         if not isinstance(self.module.backbone, Swin1D):
             raise ValueError(
-                f"Attention maps need the 'swin1d' backbone; this model uses {self.module.backbone_name!r}."
+                f"Attention maps need the 'swin1d' or 'full_attention' backbone; this model uses "
+                f"{self.module.backbone_name!r}."
             )
         adata = self._validate_anndata(adata)
         length = self.sequence_length_
@@ -560,7 +564,7 @@ class GenomicInterpreter(MultiomixModel):
         """Return the base pairs per token of each attention layer (names as in :meth:`get_attention`)."""
         backbone = self.module.backbone
         if not isinstance(backbone, Swin1D):
-            raise ValueError("Layer resolutions are defined for the 'swin1d' backbone only.")
+            raise ValueError("Layer resolutions are defined for the 'swin1d' and 'full_attention' backbones only.")
         out = {}
         for i, ((_, layers), bp) in enumerate(zip(backbone.stages, backbone.stage_resolutions())):
             for j in range(len(layers)):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -86,6 +87,9 @@ def attention_maps(
         raise KeyError(f"Unknown layers {unknown}; available: {list(grouped)}.")
     n_heads = np.asarray(maps[grouped[layer_names[0]][0]]).shape[1]
     head_idx = list(range(n_heads)) if heads is None else list(heads)
+    wrong = [h for h in head_idx if not isinstance(h, int | np.integer) or not 0 <= h < n_heads]
+    if wrong:
+        raise IndexError(f"heads {wrong} are not heads of these maps: they have {n_heads} (0 to {n_heads - 1}).")
     ncols, nrows = len(head_idx) + 1, len(layer_names)
     if panel_size is None:
         panel_size = float(max(1.4, min(2.2, (LAPTOP_WIDTH - 1.0) / ncols, 8.0 / nrows - 0.25)))
@@ -146,8 +150,9 @@ def track_prediction(
     For profile targets (``obsm[tracks_key]``) and a ``region``: the observed and predicted profile along the
     bins. For a binary track (observed values 0 and 1, e.g. bound or not): the predicted values of each observed
     class as boxes and points, titled with the AUROC. Otherwise: a scatter of predicted against observed values,
-    titled with the Pearson correlation. Both over the regions of ``split`` (all regions when ``split`` is
-    ``None`` or ``obs['split']`` is absent).
+    titled with the Pearson correlation. Both over the regions of ``split`` in the fit's split column
+    (``params['split_key']``, ``obs['split']`` by default; all regions when ``split`` is ``None`` or the column is
+    absent).
 
     Parameters
     ----------
@@ -175,30 +180,57 @@ def track_prediction(
     pred = np.asarray(adata.obsm[pred_key])
     params = entry["params"]
     tracks_key, layer = params["tracks_key"] or None, params["layer"] or None
-    if tracks_key is not None:
-        observed = np.asarray(adata.obsm[tracks_key])
-    else:
-        matrix = adata.X if layer is None else adata.layers[layer]
-        observed = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
     names = [str(n) for n in entry["track_names"]]
+    observed = _observed_tracks(adata, tracks_key, layer, names, pred.shape)
     if isinstance(track, str) and track not in names:
         raise KeyError(f"Track {track!r} not found; tracks: {names}.")
     t = names.index(track) if isinstance(track, str) else int(track)
     if not -len(names) <= t < len(names):
         raise IndexError(f"track={track} is out of range for {len(names)} track(s): {names}.")
-    if split is not None and "split" in adata.obs.columns:
-        splits = sorted(adata.obs["split"].astype(str).unique())
+    if region is not None and pred.ndim != 3:
+        raise ValueError(f"region={region!r} draws a profile along the bins, but this model predicts one value per "
+                         "region; leave region out for the predicted-vs-observed plot over a split.")
+    split_key = str(params.get("split_key") or "split")  # the column the fit split by
+    if split is not None and split_key in adata.obs.columns:
+        splits = sorted(adata.obs[split_key].astype(str).unique())
         if split not in splits:
-            raise ValueError(f"split={split!r} matches no region; obs['split'] holds {splits} (None: all regions).")
+            raise ValueError(f"split={split!r} matches no region; obs[{split_key!r}] holds {splits} (None: all "
+                             "regions).")
     ax_given = ax is not None
     with style():
         fig, ax = new_axes(ax, (6.5 if pred.ndim == 3 and region is not None else 4.8, 4.0))
-        _track_panel(ax, adata, pred, observed, names, t, region, split, params)
+        _track_panel(ax, adata, pred, observed, names, t, region, split, params, split_key)
     min_font(fig, axes=[ax])
     return finish(fig, ax, show=show, save=save, ax_given=ax_given, return_fig=return_fig)
 
 
-def _track_panel(ax, adata, pred, observed, names, t, region, split, params) -> None:
+def _observed_tracks(adata: AnnData, tracks_key: str | None, layer: str | None, names: list[str],
+                     shape: tuple[int, ...]) -> np.ndarray:
+    """Return the observed tracks in the predictions' layout (a clear error when these regions have none)."""
+    if tracks_key is not None:
+        if tracks_key not in adata.obsm:
+            raise KeyError(f"These regions have no observed tracks (.obsm[{tracks_key!r}]) to compare the predictions "
+                           "with.")
+        observed = np.asarray(adata.obsm[tracks_key])
+    else:
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"These regions have no observed tracks (.layers[{layer!r}]) to compare the predictions "
+                           "with.")
+        by_name = set(names) <= set(map(str, adata.var_names))
+        if not by_name and adata.n_vars != len(names):
+            raise KeyError(f"These regions have no observed tracks {names} (the columns of .X"
+                           f"{'' if layer is None else f' / .layers[{layer!r}]'}, by name) to compare the predictions "
+                           f"with; they have {list(map(str, adata.var_names[:5]))}.")
+        matrix = adata.X if layer is None else adata.layers[layer]
+        if by_name:  # else the columns in the fit's order
+            matrix = matrix[:, pd.Index(map(str, adata.var_names)).get_indexer(names)]
+        observed = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+    if observed.shape != tuple(shape):
+        raise ValueError(f"The observed tracks have shape {observed.shape}, the predictions {tuple(shape)}.")
+    return observed
+
+
+def _track_panel(ax, adata, pred, observed, names, t, region, split, params, split_key) -> None:
     if pred.ndim == 3 and region is not None:
         row = adata.obs_names.get_loc(region) if isinstance(region, str) else int(region)
         bins = np.arange(pred.shape[1])
@@ -210,8 +242,8 @@ def _track_panel(ax, adata, pred, observed, names, t, region, split, params) -> 
         ax.legend(frameon=False)
     else:
         rows = np.arange(adata.n_obs)
-        if split is not None and "split" in adata.obs.columns:
-            rows = np.flatnonzero(adata.obs["split"].astype(str).to_numpy() == split)
+        if split is not None and split_key in adata.obs.columns:
+            rows = np.flatnonzero(adata.obs[split_key].astype(str).to_numpy() == split)
         o, p = observed[rows][..., t].ravel(), pred[rows][..., t].ravel()
         where = f"{split or 'all'}, n={len(rows)}"
         if len(o) and np.isin(o, (0, 1)).all() and len(np.unique(o)) == 2:

@@ -25,8 +25,8 @@ _UNKNOWN = "unknown"
 def _result(query: MuData | AnnData, key: str) -> dict:
     if key not in query.uns or "temperature" not in query.uns[key]:
         stored = [k for k, v in query.uns.items() if isinstance(v, Mapping) and "temperature" in v]
-        hint = (f"transfers stored here: {stored}" if stored else
-                f"run mx.tl.transfer_labels(reference, query, key_added={key!r}) first")
+        run = f"run mx.tl.transfer_labels(reference, query, key_added={key!r}) first"
+        hint = f"transfers stored here: {stored} (or {run})" if stored else run
         raise KeyError(f"No annotation transfer under uns[{key!r}]; {hint}.")
     return query.uns[key]
 

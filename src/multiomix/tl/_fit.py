@@ -164,13 +164,21 @@ def resolve_label_key(obs: pd.DataFrame, label_key: str | None, *, split_key: st
     candidates = label_candidates(obs, split_key=split_key)
     if len(candidates) != 1:
         found = f"candidates: {candidates}" if candidates else "no categorical or string column with 2+ classes"
-        raise ValueError(f"Cannot infer the label column ({found}); pass `label_key=`.")
+        numeric = [c for c in obs.columns
+                   if pd.api.types.is_integer_dtype(obs[c]) or pd.api.types.is_bool_dtype(obs[c])]
+        also = (f"; integer or boolean columns are never guessed, but may be named, e.g. label_key={numeric[0]!r}"
+                if numeric and not candidates else "")
+        raise ValueError(f"Cannot infer the label column ({found}); pass `label_key=`{also}.")
     logger.info(f"using .obs[{candidates[0]!r}] as labels")
     return candidates[0]
 
 
 def _hold_out(rows: np.ndarray, labels: pd.Series, size: float, *, what: str, random_state: int):
-    """Split ``rows`` into (kept, held out), stratified when every class can be."""
+    """Split ``rows`` into (kept, held out), stratified when every class can be.
+
+    Classes with a single row are kept (trained on) and the others stratified; when the held-out rows are too
+    few to hold every class, they are drawn at random, and that is logged.
+    """
     if size <= 0 or len(rows) == 0:
         return rows, np.array([], dtype=int)
     n_held = max(1, int(round(size * len(rows))))
@@ -180,10 +188,23 @@ def _hold_out(rows: np.ndarray, labels: pd.Series, size: float, *, what: str, ra
             f"{len(rows)} labelled rows are too few to hold out {what} ({size:g} of them) and still train on at least "
             f"2; add rows, lower the share, or give obs['split'] yourself."
         )
-    counts = labels.iloc[rows].value_counts()
+    text = labels.iloc[rows].astype(str).to_numpy()
+    counts = pd.Series(text).value_counts()
+    single = np.isin(text, counts.index[counts == 1])  # a class with one row stays on the training side
+    pool = rows[~single]
+    n_pool_classes = int((counts >= 2).sum())
+    if single.any() and 1 <= n_held <= len(pool) - 1 and n_pool_classes <= n_held <= len(pool) - n_pool_classes:
+        kept, held = train_test_split(pool, test_size=n_held, random_state=random_state, stratify=text[~single])
+        singles = list(counts.index[counts == 1][:5])
+        logger.info(f"holding out {what}: classes with a single labelled row stay in training ({singles}); the "
+                    "other classes are held out stratified")
+        return np.sort(np.concatenate([kept, rows[single]])), np.sort(held)
     can_stratify = counts.min() >= 2 and n_held >= n_classes and len(rows) - n_held >= n_classes
+    if not can_stratify and n_classes > 1 and len(rows) > n_classes:
+        logger.info(f"holding out {what}: {n_held} held-out rows cannot hold each of the {n_classes} classes, so "
+                    "they are drawn at random (not stratified)")
     kept, held = train_test_split(rows, test_size=n_held, random_state=random_state,
-                                  stratify=labels.iloc[rows].to_numpy() if can_stratify else None)
+                                  stratify=text if can_stratify else None)
     return np.sort(kept), np.sort(held)
 
 
@@ -275,7 +296,8 @@ def prepare_fit(
         Whether labels are required (inferred when ``label_key`` is ``None``).
     split_key
         Column with ``train``/``validation``/``test``; when absent, a stratified ``test_size`` share of the
-        labelled rows is held out for testing and written to ``obs['split']`` with the outputs.
+        labelled rows is held out for testing, a ``validation_size`` share of the rest for early stopping, and
+        both are written to ``obs['split']`` with the outputs.
     test_size
         Share of the labelled rows held out when there is no split column (0: train on all, no test metrics).
     validation_size
@@ -328,6 +350,8 @@ def prepare_fit(
     if len(validation) == 0:
         train, validation = _hold_out(train, text, validation_size, what="a validation set",
                                       random_state=random_state)
+        if new_split is not None:  # the split written says which rows were validated on, so a refit reuses them
+            new_split[validation] = "validation"
     if supervised:
         classes_in_train = text.iloc[train].unique()
         if len(classes_in_train) < 2:

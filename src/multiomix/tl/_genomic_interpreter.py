@@ -16,6 +16,7 @@ from .._logging import logger
 from .._metrics import track_metrics
 from .._utils import (
     SPLIT_VALUES,
+    check_whole,
     history_frame,
     restore_on_error,
     split_indices,
@@ -69,6 +70,8 @@ def region_rows(
         new_split = pd.Categorical(assignment, categories=list(SPLIT_VALUES))
     if len(validation) == 0:
         train, validation = _hold_out(train, same, validation_size, what="a validation set", random_state=random_state)
+        if new_split is not None:  # the split written says which rows were validated on, so a refit reuses them
+            new_split[validation] = "validation"
     return train, validation, test, new_split
 
 
@@ -145,7 +148,8 @@ def fit_genomic_interpreter(
     Follows the fit contract: with ``obs[split_key]`` (``train``/``validation``/``test``) only ``'train'``
     regions are trained on and the weights of the best ``'validation'`` epoch are kept (or of a random
     ``validation_size`` of the train regions when there are none); without it, a random ``test_size`` of the
-    regions is held out and the split is written to ``obs[split_key]``. The model is set up on a new AnnData
+    regions is held out for testing and a ``validation_size`` of the rest for early stopping, and the split is
+    written to ``obs[split_key]``. The model is set up on a new AnnData
     around ``adata``'s arrays, so ``adata`` is never registered; every output is written at the end.
 
     Writes
@@ -362,6 +366,8 @@ def attention_pair_hit_rate(
     entry = adata.uns.get(key, {})
     if "attention" not in entry:
         raise KeyError(f".uns[{key!r}]['attention'] not found; run mx.tl.attention_maps first.")
+    check_whole("motif_length", motif_length, 1)
+    check_whole("tolerance", tolerance, 0)
     for col in (pos_a_key, pos_b_key):
         if col not in adata.obs.columns:
             raise KeyError(f"Position column {col!r} not found in .obs.")

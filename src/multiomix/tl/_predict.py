@@ -83,7 +83,11 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
         _warn_if_fit_record(mdata, key)
         with restore_on_error(mdata):
             write_obsm(mdata, f"{key}_prediction", tracks)
+            setup = first.setup_args  # what mx.pl.track_prediction reads to find the observed tracks, if any
+            params = {"tracks_key": setup.get("tracks_key") or "", "layer": setup.get("layer") or "",
+                      "backbone": first.module.backbone_name, "split_key": ""}
             write_uns(mdata, key, {"model": type(model).__name__, "track_names": np.asarray(model.track_names),
+                                   "params": params,
                                    "scored": "predicted by a fitted model; no training on these rows"})
         return
     classes = list(getattr(model, "classes", []) or [])

@@ -88,6 +88,8 @@ def predict_modality(
         raise ValueError(f"Modality {key!r} is the user's own (not written by predict_modality): it is never replaced. "
                          f"Pass another key_added (default {target + '_from_' + source!r}).")
     models = list(model) if isinstance(model, Sequence | SeedEnsemble) else [model]
+    # an ensemble inside a list contributes its members, as it does alone
+    models = [m for item in models for m in (list(item) if isinstance(item, SeedEnsemble) else [item])]
     if not models:
         raise ValueError("Expected a trained model or a non-empty sequence of models, got an empty sequence.")
     for member in models:

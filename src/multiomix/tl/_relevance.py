@@ -430,7 +430,8 @@ def feature_relevance(
     blend = _path_blend(adapters, source, target, adapter.feature_names[target]) if kind == "cross_modal" else None
     linear = kind == "cross_modal" and all((source, target) in a.linear_paths for a in adapters)
     health = _health(summary, stability, linear=linear, k=top_k_stability, blend=blend,
-                     names=dict(zip(_safe_keys(results).values(), map(str, results))))
+                     names=dict(zip(_safe_keys(results).values(), map(str, results))),
+                     max_cells_per_group=max_cells_per_group)
     entry: dict[str, Any] = {"params": params, "groups": frames, "summary": summary, "health": health}
     if kind == "cross_modal":
         entry["matrices"] = mats
@@ -474,7 +475,8 @@ def _path_blend(adapters, source: str, target: str, names: pd.Index) -> pd.DataF
 
 
 def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool, k: int,
-            blend: pd.DataFrame | None = None, names: dict[str, str] | None = None) -> dict[str, Any]:
+            blend: pd.DataFrame | None = None, names: dict[str, str] | None = None,
+            max_cells_per_group: int | None = None) -> dict[str, Any]:
     """Summarise what a user should know before reading a relevance result; warn once per problem."""
     health: dict[str, Any] = {
         "additivity_error": float(summary["additivity_relative"].max()) if len(summary) else 0.0,
@@ -489,7 +491,11 @@ def _health(summary: pd.DataFrame, stability: dict[str, float], *, linear: bool,
         health["topk"] = int(k)
     tiny = [(names or {}).get(g, g) for g in summary.index[summary["n_cells"] < TINY_GROUP]]  # the groups' names
     if tiny:
-        logger.warning(f"relevance of groups with fewer than {TINY_GROUP} cells is unreliable: {tiny}")
+        capped = max_cells_per_group is not None and max_cells_per_group < TINY_GROUP
+        advice = (f" (max_cells_per_group={max_cells_per_group} explains at most that many cells per group: raise it)"
+                  if capped else "")
+        logger.warning(f"relevance of groups with fewer than {TINY_GROUP} explained cells is unreliable: {tiny}"
+                       + advice)
     if health["additivity_error"] > HIGH_ADDITIVITY_ERROR:
         logger.warning(f"relative additivity error {health['additivity_error']:.2f}: the attributions do not add up "
                        "to the explained output; raise n_samples")

@@ -250,16 +250,14 @@ def fit_unitednet(
 def _cluster_metrics(mdata: MuData, fit: FitData, label_key: str | None, proba: pd.DataFrame) -> dict[str, Any]:
     """Return ARI/NMI of the clusters against ``label_key`` per split (labelled rows only), and the test split's.
 
-    The splits are those of ``obs['split']``: when the fit wrote that column, its validation rows (held out for
-    early stopping) are among the ``train`` rows there, and are scored with them.
+    The splits are those of ``obs['split']`` (a split the fit wrote names its validation rows too).
     """
     if label_key is None:
         return {}
     truth = mdata.obs[label_key]
     prediction = pd.Series(proba.columns.to_numpy()[proba.to_numpy().argmax(1)], index=mdata.obs_names)
     metrics = {}
-    splits = fit.rows if fit.new_split is None else {"train": np.union1d(fit.train, fit.validation), "test": fit.test}
-    for name, rows in splits.items():
+    for name, rows in fit.rows.items():
         rows = rows[truth.iloc[rows].notna().to_numpy()]
         if len(rows):
             metrics[name] = clustering_metrics(truth.iloc[rows], prediction.iloc[rows])
