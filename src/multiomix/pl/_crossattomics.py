@@ -190,5 +190,6 @@ def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, s
     if seen:  # CrossAttOmics' frozen linear path was fitted on these rows too: the curve reads optimistic
         labels = [f"{label} (rows the linear path saw)" if label.startswith("validation") else label
                   for label in labels]
-    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    ncol = 2 if max(map(len, labels), default=0) <= 26 else 1  # long labels in one column stay within the figure
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, frameon=False)
     ax.set_title(f"{key} training")
