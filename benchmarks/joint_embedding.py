@@ -71,6 +71,10 @@ MMAE = {
 }
 
 
+def _shown(row: dict) -> dict:
+    """A table row for the progress print: numbers to 3 decimals, the recorded settings as they are."""
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+
 def score(mdata, keys: list[str]) -> pd.DataFrame:
     return mx.tl.benchmark_embeddings(mdata, keys=keys, label_key="cell_type", batch_key="batch")
 
@@ -150,11 +154,11 @@ def benchmark(dataset: str, seeds: list[int], peer_epochs: int, variants: dict, 
             latents.append(mdata.obsm["X_mmae"] / mdata.obsm["X_mmae"].std())
             row = score(mdata, ["X_mmae"]).iloc[0].to_dict()
             rows.append({"dataset": dataset, "method": variant, "seed": seed, **row})
-            print(dataset, variant, seed, {k: round(v, 3) for k, v in row.items()}, f"{t:.3f}s/epoch", flush=True)
+            print(dataset, variant, seed, _shown(row), f"{t:.3f}s/epoch", flush=True)
         mdata.obsm["X_ensemble"] = np.concatenate(latents, 1)
         row = score(mdata, ["X_ensemble"]).iloc[0].to_dict()
         rows.append({"dataset": dataset, "method": f"{variant}_ensemble{len(seeds)}", "seed": -1, **row})
-        print(dataset, f"{variant}_ensemble", {k: round(v, 3) for k, v in row.items()}, flush=True)
+        print(dataset, f"{variant}_ensemble", _shown(row), flush=True)
     if not skip_peers:
         for seed in seeds:
             runner = run_multivi if dataset == "multiome" else run_totalvi
@@ -163,7 +167,7 @@ def benchmark(dataset: str, seeds: list[int], peer_epochs: int, variants: dict, 
             mdata.obsm[f"X_{peer_name}"] = latent
             row = score(mdata, [f"X_{peer_name}"]).iloc[0].to_dict()
             rows.append({"dataset": dataset, "method": peer_name, "seed": seed, **row})
-            print(dataset, peer_name, seed, {k: round(v, 3) for k, v in row.items()}, f"{t:.3f}s/epoch", flush=True)
+            print(dataset, peer_name, seed, _shown(row), f"{t:.3f}s/epoch", flush=True)
     if not umap:
         return rows, {k: float(np.mean(v)) for k, v in timing.items()}
     # UMAPs of the last seed of each method for the figure
