@@ -454,3 +454,17 @@ def test_an_ensemble_of_fits_with_other_classes_is_refused_with_the_difference()
     partial = mx.tl.fit_unitednet(fewer, **options)
     with pytest.raises(ValueError, match=r"Classes only model 0 has: \['C'\]; only model 1: \[\].*n_models=k"):
         feature_relevance(mdata, [full, partial], groupby="cell_type", n_samples=5)
+
+
+def test_a_progress_bar_over_groups_follows_the_setting(capsys):
+    mdata = mx.datasets.synthetic_interaction_mudata(120, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    model = mx.tl.fit_crossattomics(mdata, max_epochs=1, progress_bar=False)
+    mx.tl.feature_relevance(mdata, model, groupby="label", n_samples=4, max_cells_per_group=5, progress_bar=True)
+    assert "feature relevance" in capsys.readouterr().err
+    before = mx.settings.progress_bar
+    try:
+        mx.settings.progress_bar = False
+        mx.tl.feature_relevance(mdata, model, groupby="label", n_samples=4, max_cells_per_group=5, key_added="r2")
+        assert "feature relevance:" not in capsys.readouterr().err
+    finally:
+        mx.settings.progress_bar = before

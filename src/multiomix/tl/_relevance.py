@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import torch
 from mudata import MuData
+from tqdm.auto import tqdm
 
 from .._logging import logger
+from .._settings import settings
 from .._utils import check_aligned, check_finite, check_whole, get_matrix, label_text, to_uns, write_uns
 from ..explain import get_adapter
 from ..explain._relevance import (
@@ -254,6 +256,7 @@ def feature_relevance(
     top_k_stability: int = 20,
     key_added: str | None = None,
     copy: bool = False,
+    progress_bar: bool | None = None,
 ) -> MuData | None:
     """Cell-type-specific relevance of input features, SHAP-style, for any model with a relevance adapter.
 
@@ -319,6 +322,9 @@ def feature_relevance(
         Key in ``mdata.uns`` (default ``"relevance"`` or ``"relevance_<source>_to_<target>"``).
     copy
         Return a copy instead of writing into ``mdata``.
+    progress_bar
+        Show a progress bar over the groups (default: ``mx.settings.progress_bar``); without one, a long run logs
+        its progress every 30 s.
 
     Returns
     -------
@@ -387,6 +393,8 @@ def feature_relevance(
     n_explained = sum(min(int((codes == present.index(g)).sum()), max_cells_per_group or np.inf) for g in chosen)
     logger.info(f"feature relevance ({kind}): {len(chosen)} group(s), {n_explained} cells, {len(adapters)} model(s), "
                 f"method {method!r} with {n_samples} samples per cell")
+    show_bar = (settings.progress_bar if progress_bar is None else bool(progress_bar)) and len(chosen) > 1
+    bar = tqdm(total=len(chosen), desc="feature relevance", unit="group", disable=not show_bar, leave=False)
     for done, g in enumerate(chosen, 1):
         gi = present.index(g)
         rows = np.flatnonzero(codes == gi)
@@ -406,9 +414,11 @@ def feature_relevance(
         results[g] = average_results(per_model)
         if len(per_model) > 1:
             stability[g] = _topk_overlap([_per_feature(r, kind) for r in per_model], k=top_k_stability)
-        if time.perf_counter() - last_report > 30 and done < len(chosen):  # progress of a long run, every 30 s
+        bar.update(1)
+        if not show_bar and time.perf_counter() - last_report > 30 and done < len(chosen):  # a long run, every 30 s
             last_report = time.perf_counter()
             logger.info(f"  {done} of {len(chosen)} groups explained ({last_report - start:.0f} s)")
+    bar.close()
     seconds = time.perf_counter() - start
 
     frames, mats = _relevance_tables(results, adapter, mods, kind=kind, target=target)
