@@ -475,3 +475,44 @@ def test_pca_concat_reads_a_backed_object_and_says_when_it_ignores_a_tiny_select
     with caplog.at_level("WARNING", logger="multiomix"):
         mx.tl.pca_concat(mdata, n_comps=3, key_added="one_hvg")
     assert "var['highly_variable'] marks 1 feature(s), too few" in caplog.text
+
+
+def test_embeddings_of_others_and_of_the_user_are_kept(caplog):
+    """A fit never replaces pca_concat's record or the user's own obsm entry; a benchmark scores the labelled
+    cells only and keeps the user's UMAP."""
+    mdata = planted_multiome(n_obs=80)
+    mx.tl.pca_concat(mdata, n_comps=5, layer={"rna": "counts", "atac": None})
+    with pytest.raises(ValueError, match="holds the results of mx.tl.pca_concat"):
+        mx.tl.fit_multimodal_ae(mdata, key_added="pca_concat", max_epochs=1, **SMALL)
+    mdata.obsm["X_mine"] = np.ones((80, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"\.obsm already has \['X_mine'\]"):
+        mx.tl.fit_multimodal_ae(mdata, key_added="mine", max_epochs=1, **SMALL)
+    np.testing.assert_array_equal(mdata.obsm["X_mine"], 1.0)
+    labels = mdata.obs["cluster"].astype(object).copy()
+    labels.iloc[:20] = np.nan
+    mdata.obs["partial"] = labels
+    with caplog.at_level("INFO", logger="multiomix"):
+        mx.tl.benchmark_embeddings(mdata, keys=["X_pca_concat"], label_key="partial", resolutions=(0.5,))
+    assert "20 cells without a label" in caplog.text
+    assert 0 <= mdata.uns["embedding_benchmark"].loc["X_pca_concat", "asw_label"] <= 1
+    fresh = planted_multiome(n_obs=60)
+    fresh.obsm["X_a"] = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
+    fresh.obsm["X_a_umap"] = np.zeros((60, 2), dtype=np.float32)  # the user's own
+    with pytest.raises(ValueError, match="no embedding benchmark wrote them"):
+        mx.tl.benchmark_embeddings(fresh, keys=["X_a"], label_key="cluster", resolutions=(0.5,), umap=True)
+    np.testing.assert_array_equal(fresh.obsm["X_a_umap"], 0.0)
+
+
+def test_a_cell_measured_in_one_modality_is_embedded_from_it(fitted, caplog):
+    mdata, model = fitted
+    rna_only = md.MuData({"rna": mdata["rna"][:30].copy()})
+    z = model.get_latent_representation(rna_only, modalities=["rna"])
+    np.testing.assert_allclose(z, model.get_latent_representation(mdata, modalities=["rna"])[:30], atol=1e-5)
+    assert list(rna_only.mod) == ["rna"]
+    with pytest.raises(KeyError, match="atac"):
+        model.get_latent_representation(rna_only)  # all modalities asked for: the missing one is named
+    counts = planted_multiome(n_obs=60)
+    counts.mod["rna"].X = counts.mod["rna"].layers["counts"].copy()
+    with caplog.at_level("WARNING", logger="multiomix"):
+        mx.tl.fit_multimodal_ae(counts, max_epochs=1, **SMALL)
+    assert "holds whole numbers (raw counts?)" in caplog.text

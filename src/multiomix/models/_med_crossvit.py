@@ -84,7 +84,8 @@ def _check_bags(mdata: MuData, modality: str, tiles_key: str, mask_key: str | No
     if mask_key not in adata.obsm:
         raise KeyError(
             f"obsm[{mask_key!r}] (tile mask) not found in modality {modality!r}; it has {list(adata.obsm.keys())}. "
-            "Pass mask_key=None if every slot holds a real tile."
+            "When fitting, pass mask_key=None if every slot holds a real tile; a model fitted with a mask reads one "
+            "from new data too (all True when every slot holds a real tile)."
         )
     mask = np.asarray(adata.obsm[mask_key])
     if mask.shape != tiles.shape[:2]:

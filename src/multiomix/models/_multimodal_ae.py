@@ -144,6 +144,12 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
                                "(normalised data?); pass the counts layer (layer=) or use loss 'mse'")
             if lik == "bce" and not is_binary(matrix):
                 raise ValueError(f"Modality {m!r} has non-binary values but loss 'bce' needs 0/1; use mx.pp.binarize.")
+            in_memory_matrix = isinstance(matrix, np.ndarray) or hasattr(matrix, "tocsr")
+            if lik == "mse" and m not in losses and in_memory_matrix and _whole_numbers(matrix):
+                logger.warning(f"modality {m!r} holds whole numbers (raw counts?) and gets the default loss 'mse' on "
+                               f"them as they are; for counts pass losses={{{m!r}: 'nb'}}, binarise peaks "
+                               "(mx.pp.binarize) for 'bce', or give normalised values (e.g. mx.pp.normalize into a "
+                               "layer)")
             likelihoods[m] = lik
         self.modality_vars_ = {m: mdata.mod[m].var.copy() for m in modalities}
         torch.manual_seed(random_state)
@@ -249,7 +255,8 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         indices
             Cells to embed (default all).
         modalities
-            Encode from these modalities only (default all registered ones).
+            Encode from these modalities only (default all registered ones); ``mdata`` then needs only these
+            (e.g. cells measured in RNA alone, with ``modalities=["rna"]``).
         batch_size
             Minibatch size.
 
@@ -260,10 +267,32 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         """
         self._check_if_trained(warn=False)
         self._encode_from = self._check_modalities(modalities)
+        if modalities is not None and isinstance(mdata, MuData):
+            mdata = self._pad_unread_modalities(mdata, self._encode_from)
         try:
             return super().get_latent_representation(mdata, indices=indices, batch_size=batch_size)
         finally:
             self._encode_from = None
+
+    def _pad_unread_modalities(self, mdata: MuData, read: Sequence[str]) -> MuData:
+        """Return ``mdata`` with empty (sparse zero) stand-ins for the modalities it lacks and the encoder won't read.
+
+        A cell measured in one modality can then be embedded from it (``modalities=["rna"]``); the user's object
+        is not changed.
+        """
+        from scipy import sparse
+
+        from .._utils import new_mudata
+
+        lacking = [m for m in self.modalities if m not in mdata.mod and m not in read]
+        if not lacking:
+            return mdata
+        mods = {m: mdata.mod[m] for m in mdata.mod}
+        for m in lacking:
+            names = pd.Index(self.feature_names_[m])
+            mods[m] = AnnData(X=sparse.csr_matrix((mdata.n_obs, len(names)), dtype=np.float32),
+                              obs=pd.DataFrame(index=mdata.obs_names), var=pd.DataFrame(index=names))
+        return new_mudata(mods)
 
     def modality_var(self, target: str) -> pd.DataFrame:
         """Return the ``var`` of a modality the model was trained on (e.g. to build a translated modality).

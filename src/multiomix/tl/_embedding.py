@@ -213,6 +213,17 @@ def _graph_connectivity(graph: sparse.spmatrix, labels: np.ndarray) -> float:
 
 
 @keep_torch_threads()
+def _check_umap_keys(mdata: MuData | AnnData, keys: Sequence[str]) -> None:
+    """Refuse to replace ``obsm['<key>_umap']`` entries that no embedding benchmark wrote (the user's own UMAPs)."""
+    from ._results import record_kind
+
+    ours = any(record_kind(v) == "embedding_benchmark" for v in mdata.uns.values())
+    taken = [f"{k}_umap" for k in keys if f"{k}_umap" in mdata.obsm]
+    if taken and not ours:
+        raise ValueError(f".obsm already has {taken}, which umap=True would replace, and no embedding benchmark "
+                         "wrote them. Pass umap=False, or drop those entries first.")
+
+
 def benchmark_embeddings(
     mdata: MuData | AnnData,
     *,
@@ -241,7 +252,7 @@ def benchmark_embeddings(
     keys
         ``obsm`` keys to compare, e.g. ``["X_mmae", "X_pca_concat"]``.
     label_key
-        Column of ``obs`` with cell types.
+        Column of ``obs`` with cell types. Cells without a label are clustered with the others but not scored.
     batch_key
         Column of ``obs`` with batches (optional).
     resolutions
@@ -253,7 +264,7 @@ def benchmark_embeddings(
         or ``"gauss"``).
     umap
         Also write a 2-D UMAP of each embedding to ``obsm['<key>_umap']`` (read by
-        :func:`multiomix.pl.embedding`).
+        :func:`multiomix.pl.embedding`); entries of that name that no benchmark wrote are refused.
     random_state
         Seed of the neighbour search, Leiden and UMAP.
     key_added
@@ -283,10 +294,13 @@ def benchmark_embeddings(
     for key, column in (("label_key", label_key), ("batch_key", batch_key)):
         if column is not None and column not in mdata.obs.columns:
             raise KeyError(f"{key} {column!r} not found in .obs; available columns: {list(mdata.obs.columns)}.")
-    labels = mdata.obs[label_key]
-    if labels.isna().any():
-        raise ValueError(f".obs[{label_key!r}] has {int(labels.isna().sum())} missing labels.")
-    labels = label_text(labels).to_numpy()
+    scored = mdata.obs[label_key].notna().to_numpy()  # cells without a label are clustered, not scored
+    if not scored.any():
+        raise ValueError(f".obs[{label_key!r}] has no labelled cell to score against.")
+    if not scored.all():
+        logger.info(f"{int((~scored).sum())} cells without a label in .obs[{label_key!r}] are clustered with the "
+                    f"others but not scored ({int(scored.sum())} are)")
+    labels = label_text(mdata.obs[label_key][scored]).to_numpy()
     if len(np.unique(labels)) < 2:
         raise ValueError(f".obs[{label_key!r}] has a single class; the metrics need at least two.")
     if batch_key is not None and mdata.obs[batch_key].isna().any():
@@ -299,7 +313,9 @@ def benchmark_embeddings(
     check_whole("n_neighbors", n_neighbors, 2)
     if n_neighbors >= mdata.n_obs:
         raise ValueError(f"n_neighbors={n_neighbors} needs more than {n_neighbors} cells; there are {mdata.n_obs}.")
-    batches = None if batch_key is None else label_text(mdata.obs[batch_key]).to_numpy()
+    batches = None if batch_key is None else label_text(mdata.obs[batch_key][scored]).to_numpy()
+    if umap:
+        _check_umap_keys(mdata, keys)
     rows, umaps = {}, {}
     for key in keys:
         rep = np.asarray(mdata.obsm[key], dtype=np.float32)
@@ -319,7 +335,7 @@ def benchmark_embeddings(
                 tmp, resolution=res, key_added="leiden", flavor="igraph", n_iterations=2, directed=False,
                 random_state=random_state,
             )
-            clusters = tmp.obs["leiden"].to_numpy()
+            clusters = tmp.obs["leiden"].to_numpy()[scored]
             nmi = normalized_mutual_info_score(labels, clusters)
             ari = adjusted_rand_score(labels, clusters)
             ari_best = max(ari_best, ari)
@@ -331,11 +347,11 @@ def benchmark_embeddings(
             "ari_best": float(ari_best),
             "resolution": float(best["resolution"]),
             "n_clusters": int(best["n_clusters"]),
-            "asw_label": float((silhouette_score(rep, labels) + 1) / 2),
+            "asw_label": float((silhouette_score(rep[scored], labels) + 1) / 2),
         }
         if batches is not None:
-            row["asw_batch"] = _batch_asw(rep, labels, batches)
-            row["graph_connectivity"] = _graph_connectivity(tmp.obsp["connectivities"], labels)
+            row["asw_batch"] = _batch_asw(rep[scored], labels, batches)
+            row["graph_connectivity"] = _graph_connectivity(tmp.obsp["connectivities"][scored][:, scored], labels)
         rows[key] = row
         if umap:
             sc.tl.umap(tmp, random_state=random_state)

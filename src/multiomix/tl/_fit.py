@@ -322,7 +322,8 @@ def prepare_fit(
         raise ValueError(f"Need 0 <= test_size < 1 and 0 <= validation_size < 1; got {test_size}, {validation_size}.")
     if output_key is not None:
         check_replaceable(mdata, output_key, "fit")
-        check_output_columns(mdata, output_key, classifier_columns(output_key))
+        check_output_columns(mdata, output_key, classifier_columns(output_key),
+                             obsm=[f"X_{output_key}", f"{output_key}_proba"])
     layers = resolve_layers(modalities, layer)
     check_input(mdata, modalities, layers)
     if supervised or label_key is not None:

@@ -16,7 +16,15 @@ from mudata import MuData
 from .._docs import fill_doc
 from .._logging import logger
 from .._metrics import clustering_metrics
-from .._utils import check_modalities, get_matrix, label_text, new_mudata, quiet_logger, write_obsm
+from .._utils import (
+    check_modalities,
+    check_output_columns,
+    get_matrix,
+    label_text,
+    new_mudata,
+    quiet_logger,
+    write_obsm,
+)
 from ..models import MultimodalAE
 from ..models.base import resolve_layers
 from ..pp._features import infer_modality_kind
@@ -221,6 +229,7 @@ def fit_multimodal_ae(
     arguments = dict(locals())
     modalities = check_modalities(mdata, modalities)
     check_replaceable(mdata, key_added, "fit")
+    check_output_columns(mdata, key_added, [], obsm=[f"X_{key_added}"])  # the user's own embedding is kept
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
     if max_epochs is not None and max_epochs < 1:

@@ -73,6 +73,7 @@ _OWNERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "transfer": ("mx.tl.transfer_labels", ("temperature", "classes")),
     "consensus": ("mx.tl.consensus_clusters", ("keys", "n_clusters", "method")),
     "scored": ("mx.tl.predict", ("scored",)),
+    "pca_concat": ("mx.tl.pca_concat", ("kinds", "widths")),
     "fit": ("a mx.tl.fit_* function", ("params", "history")),
 }
 #: columns of a :func:`~multiomix.tl.benchmark_embeddings` table (stored in ``uns`` as a DataFrame)

@@ -17,6 +17,7 @@ from .._logging import logger
 from .._metrics import clustering_metrics, pearson_per_column, r2_per_column
 from .._utils import (
     check_modalities,
+    check_output_columns,
     get_matrix,
     write_obsm,
 )
@@ -39,6 +40,7 @@ from ._fit import (
     train_members,
     write_classifier_outputs,
 )
+from ._results import check_replaceable
 
 _UNLABELLED = "__unlabelled__"
 
@@ -184,6 +186,9 @@ def fit_unitednet(
         if mode == "unsupervised" and n_clusters is None:
             # the classes present (a categorical column keeps unused categories after subsetting)
             n_clusters = int(mdata.obs[metric_key].dropna().astype(str).nunique())
+    if mode == "translation":  # no class outputs; its embedding and record are checked here
+        check_replaceable(mdata, key_added, "fit")
+        check_output_columns(mdata, key_added, [], obsm=[f"X_{key_added}"])
     fit = prepare_fit(mdata, label_key=label_key if supervised else None, modalities=modalities, layer=layer,
                       supervised=supervised, split_key=split_key, test_size=test_size,
                       validation_size=validation_size, random_state=random_state,
