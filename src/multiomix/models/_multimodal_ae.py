@@ -10,10 +10,11 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from mudata import MuData
+from scipy import sparse
 
 from .._docs import fill_doc
 from .._logging import logger
-from .._utils import check_nonnegative, is_binary
+from .._utils import check_nonnegative, is_binary, new_mudata
 from ..module import MultimodalAEModule
 from ..nn.autoencoder import LIKELIHOODS
 from ..train import MultimodalAETrainingPlan
@@ -24,8 +25,6 @@ __all__ = ["MultimodalAE"]
 
 def _whole_numbers(matrix, max_values: int = 1_000_000) -> bool:
     """Whether the (first ``max_values``) stored values of an in-memory matrix are whole numbers (backed: True)."""
-    from scipy import sparse
-
     if sparse.issparse(matrix):
         values = matrix.data[:max_values]
     elif isinstance(matrix, np.ndarray):
@@ -280,10 +279,6 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         A cell measured in one modality can then be embedded from it (``modalities=["rna"]``); the user's object
         is not changed.
         """
-        from scipy import sparse
-
-        from .._utils import new_mudata
-
         lacking = [m for m in self.modalities if m not in mdata.mod and m not in read]
         if not lacking:
             return mdata

@@ -193,7 +193,7 @@ def _hold_out(rows: np.ndarray, labels: pd.Series, size: float, *, what: str, ra
     single = np.isin(text, counts.index[counts == 1])  # a class with one row stays on the training side
     pool = rows[~single]
     n_pool_classes = int((counts >= 2).sum())
-    if single.any() and 1 <= n_held <= len(pool) - 1 and n_pool_classes <= n_held <= len(pool) - n_pool_classes:
+    if single.any() and n_pool_classes >= 1 and n_pool_classes <= n_held <= len(pool) - n_pool_classes:
         kept, held = train_test_split(pool, test_size=n_held, random_state=random_state, stratify=text[~single])
         singles = list(counts.index[counts == 1][:5])
         logger.info(f"holding out {what}: classes with a single labelled row stay in training ({singles}); the "

@@ -73,6 +73,11 @@ def _transfer_columns(key: str) -> list[str]:
     return [key, f"{key}_confidence", f"{key}_match_score", f"{key}_unknown"]
 
 
+def _transfer_obsm(key: str) -> list[str]:
+    """``obsm`` entries a transfer under ``key`` writes."""
+    return [f"X_{key}", f"{key}_proba"]
+
+
 def write_transfer(
     query: MuData,
     key: str,
@@ -95,7 +100,7 @@ def write_transfer(
     the match score that ``unknown_threshold`` applies to; else the threshold applies to the confidence.
     """
     check_replaceable(query, key, "transfer")
-    check_output_columns(query, key, _transfer_columns(key), obsm=[f"X_{key}", f"{key}_proba"])
+    check_output_columns(query, key, _transfer_columns(key), obsm=_transfer_obsm(key))
     calibrated = temperature_scale(proba, calibration["temperature"])
     confidence = calibrated.max(1)
     by_match = calibration.get("unknown_score", "confidence") == "match"
@@ -677,7 +682,7 @@ def transfer_labels(
     label_key = resolve_label_key(reference.obs, label_key)
     key = key_added or f"{label_key}_transferred"
     check_replaceable(query, key, "transfer")
-    check_output_columns(query, key, _transfer_columns(key), obsm=[f"X_{key}", f"{key}_proba"])
+    check_output_columns(query, key, _transfer_columns(key), obsm=_transfer_obsm(key))
     if fitted:
         modalities, layers = list(model.modalities), model.layers
         lacking = [m for m in modalities if m not in getattr(query, "mod", {})]
