@@ -209,6 +209,13 @@ def test_nb_loss_on_counts_and_split_honoured():
     lib = np.median(np.asarray(mdata["rna"].layers["counts"][:80].sum(1)).ravel())
     np.testing.assert_allclose(counts.sum(1), lib, rtol=1e-3)
     assert separation(mdata.obsm["X_mmae"], mdata.obs["cluster"]) > 0.9
+    # new data without the layer the model reads: the error names the modality
+    query = md.MuData({"rna": ad.AnnData(X=mdata["rna"].layers["counts"], obs=mdata["rna"].obs, var=mdata["rna"].var),
+                       "atac": mdata["atac"].copy()})
+    with pytest.raises(KeyError, match="Modality 'rna': layer 'counts' not found"):
+        model.get_latent_representation(query)
+    with pytest.raises(KeyError, match="Modality 'rna': layer 'counts' not found"):
+        mx.tl.predict(query, model)
 
 
 def test_clear_errors_leave_object_untouched():
@@ -305,11 +312,30 @@ def test_pca_concat_and_benchmark_metrics():
             mx.tl.benchmark_embeddings(mdata, keys=["X_perfect"], label_key="cluster", **bad)
 
 
-def test_benchmark_table_round_trips_and_a_replaced_embedding_drops_its_old_umap(tmp_path, caplog):
+def test_benchmark_table_round_trips_and_a_replaced_embedding_drops_its_old_umap_and_scores(tmp_path, caplog,
+                                                                                          monkeypatch):
     mdata = planted_multiome(n_obs=60)
     labels = mdata.obs["cluster"].cat.codes.to_numpy()
-    mdata.obsm["X_a"] = np.c_[labels, np.random.default_rng(0).normal(size=60)].astype(np.float32)
-    mx.tl.benchmark_embeddings(mdata, keys=["X_a"], label_key="cluster", resolutions=(0.5,), umap=True)
+    noise = np.random.default_rng(0).normal(size=(60, 2))
+    mdata.obsm["X_a"] = np.c_[labels, noise[:, 0]].astype(np.float32)
+    mdata.obsm["X_b"] = noise.astype(np.float32)
+    import scanpy as sc
+
+    neighbors = sc.pp.neighbors
+
+    def resetting_neighbors(*args, **kwargs):  # what numba's OpenMP layer does the first time it runs in a process
+        torch.set_num_threads(2)
+        return neighbors(*args, **kwargs)
+
+    monkeypatch.setattr(sc.pp, "neighbors", resetting_neighbors)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        mx.tl.benchmark_embeddings(mdata, keys=["X_a", "X_b"], label_key="cluster", resolutions=(0.5,), umap=True)
+        assert torch.get_num_threads() == 1  # the user's thread count is kept (later fits stay reproducible)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.undo()
     assert "X_a_umap" in mdata.obsm
     mdata.write_h5mu(tmp_path / "b.h5mu")
     back = md.read_h5mu(tmp_path / "b.h5mu")
@@ -320,8 +346,15 @@ def test_benchmark_table_round_trips_and_a_replaced_embedding_drops_its_old_umap
     from multiomix._utils import write_obsm
 
     with caplog.at_level("INFO", logger="multiomix"):
-        write_obsm(mdata, "X_a", np.zeros((60, 2), dtype=np.float32))  # what a refit does
+        write_obsm(mdata, "X_a", np.zeros((60, 2), dtype=np.float32))  # what a refit or tl.predict does
     assert "X_a_umap" not in mdata.obsm and "removed .obsm['X_a_umap']" in caplog.text
+    # the scores of the replaced embedding go too (pl.benchmark would draw them for the new one)
+    assert list(mdata.uns["embedding_benchmark"].index) == ["X_b"]
+    assert "removed the row of 'X_a' from .uns['embedding_benchmark']" in caplog.text
+    with caplog.at_level("INFO", logger="multiomix"):
+        write_obsm(mdata, "X_b", np.zeros((60, 2), dtype=np.float32))
+    assert "embedding_benchmark" not in mdata.uns and "removed .uns['embedding_benchmark']" in caplog.text
+    write_obsm(mdata, "X_c", np.zeros((60, 2), dtype=np.float32))  # a new entry removes nothing
 
 
 def test_keep_torch_threads_restores_the_count():

@@ -51,17 +51,37 @@ def write_obs(obj: AnnData | MuData, key: str, values: Any) -> None:
 def write_obsm(obj: AnnData | MuData, key: str, values: np.ndarray) -> None:
     """Write an array to ``obj.obsm`` (and log it).
 
-    Replacing an embedding removes ``obsm['<key>_umap']`` (its UMAP, from
-    :func:`~multiomix.tl.benchmark_embeddings`), which would otherwise be drawn for the new embedding.
+    Replacing an embedding removes what :func:`~multiomix.tl.benchmark_embeddings` wrote about the old one:
+    ``obsm['<key>_umap']`` (its UMAP, which would otherwise be drawn for the new embedding) and the embedding's
+    row of every benchmark table in ``uns`` (a table left empty is removed), each logged.
     """
     replaced = key in obj.obsm
     obj.obsm[key] = values
     added("obsm", key, replaced=replaced)
+    if replaced:
+        _drop_benchmark_of(obj, key)
+
+
+def _drop_benchmark_of(obj: AnnData | MuData, key: str) -> None:
+    """Remove the UMAP and the benchmark-table rows of the replaced embedding ``obsm[key]``."""
+    from .tl._results import record_kind
+
+    rerun = "rerun mx.tl.benchmark_embeddings for the new one"
     stale = f"{key}_umap"
-    if replaced and stale in obj.obsm:
+    if stale in obj.obsm:
         del obj.obsm[stale]
-        logger.info(f"removed .obsm[{stale!r}] (the UMAP of the replaced {key!r}; rerun "
-                    "mx.tl.benchmark_embeddings(..., umap=True) for the new one)")
+        logger.info(f"removed .obsm[{stale!r}] (the UMAP of the replaced {key!r}; {rerun} with umap=True)")
+    for name in list(obj.uns):
+        table = obj.uns[name]
+        if record_kind(table) != "embedding_benchmark" or key not in table.index:
+            continue
+        rest = table.drop(index=key)
+        if len(rest):
+            obj.uns[name] = rest
+            logger.info(f"removed the row of {key!r} from .uns[{name!r}] (it scored the replaced embedding; {rerun})")
+        else:
+            del obj.uns[name]
+            logger.info(f"removed .uns[{name!r}] (it scored only the replaced {key!r}; {rerun})")
 
 
 def write_uns(obj: AnnData | MuData, key: str, values: Any) -> None:
@@ -174,8 +194,8 @@ def check_not_views(mdata: MuData, modalities: Iterable[str]) -> None:
                          f"scvi-tools registers only actual objects: build the MuData from copies, or run `{fixes}`.")
 
 
-def get_matrix(adata: AnnData, layer: str | None = None):
-    """Return ``adata.X`` or a layer, with a clear error when the layer is missing.
+def get_matrix(adata: AnnData, layer: str | None = None, *, modality: str | None = None):
+    """Return ``adata.X`` or a layer, with a clear error (naming ``modality`` when given) when the layer is missing.
 
     A dense matrix comes back as a plain :class:`numpy.ndarray` (the view AnnData hands out for ``adata[:100]``,
     or a ``numpy.matrix``, is unwrapped without a copy), so that the models' data loaders turn it into tensors.
@@ -189,7 +209,8 @@ def get_matrix(adata: AnnData, layer: str | None = None):
     if layer is None:
         matrix = adata.X
     elif layer not in adata.layers:
-        raise KeyError(f"Layer {layer!r} not found; available layers: {list(adata.layers.keys())} "
+        where = f"Modality {modality!r}: layer" if modality is not None else "Layer"
+        raise KeyError(f"{where} {layer!r} not found; available layers: {list(adata.layers.keys())} "
                        "(layer=None reads .X).")
     else:
         matrix = adata.layers[layer]

@@ -286,7 +286,7 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         check_aligned(mdata, [tiles_modality, rna_modality])
         check_not_views(mdata, [tiles_modality, rna_modality])
         _check_bags(mdata, tiles_modality, tiles_key, mask_key)
-        expr = get_matrix(mdata.mod[rna_modality], rna_layer)
+        expr = get_matrix(mdata.mod[rna_modality], rna_layer, modality=rna_modality)
         if not getattr(mdata.mod[rna_modality], "isbacked", False):
             check_finite(expr, f"Modality {rna_modality!r} ({'X' if rna_layer is None else 'layer ' + rna_layer})")
         if label_key not in mdata.obs.columns:

@@ -193,7 +193,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             raise ValueError("mode='supervised' needs labels: call setup_mudata(..., label_key=...) first.")
         layers = self.layers
         if binary == "auto":
-            binary = {m: is_binary(get_matrix(mdata.mod[m], layers[m])) for m in modalities}
+            binary = {m: is_binary(get_matrix(mdata.mod[m], layers[m], modality=m)) for m in modalities}
         else:
             unknown = sorted(set(binary) - set(modalities))
             if unknown:

@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from mudata import MuData
 
-from .._utils import label_text
+from .._utils import keep_torch_threads, label_text
 from ._utils import LAPTOP_WIDTH, SMALL_FONT, category_colors, finish, min_font, new_axes, style
 
 __all__ = ["reliability", "transfer", "transfer_embedding"]
@@ -31,6 +31,7 @@ def _result(query: MuData | AnnData, key: str) -> dict:
     return query.uns[key]
 
 
+@keep_torch_threads()
 def transfer_embedding(query: MuData | AnnData, key: str, *, n_neighbors: int = 15, random_state: int = 0) -> AnnData:
     """Return an AnnData of reference + query cells on the transfer's joint latent, with a UMAP.
 

@@ -212,7 +212,6 @@ def _graph_connectivity(graph: sparse.spmatrix, labels: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-@keep_torch_threads()
 def _check_umap_keys(mdata: MuData | AnnData, keys: Sequence[str]) -> None:
     """Refuse to replace ``obsm['<key>_umap']`` entries that no embedding benchmark wrote (the user's own UMAPs)."""
     from ._results import record_kind
@@ -224,6 +223,7 @@ def _check_umap_keys(mdata: MuData | AnnData, keys: Sequence[str]) -> None:
                          "wrote them. Pass umap=False, or drop those entries first.")
 
 
+@keep_torch_threads()
 def benchmark_embeddings(
     mdata: MuData | AnnData,
     *,

@@ -227,7 +227,8 @@ def check_input(mdata: MuData, modalities: Sequence[str], layers: Mapping[str, s
             raise ValueError(f"Modality {mod!r} has duplicated feature names (e.g. {duplicated}).")
         if not getattr(adata, "isbacked", False):
             layer = layers.get(mod)
-            check_finite(get_matrix(adata, layer), f"Modality {mod!r} ({'X' if layer is None else 'layer ' + layer})")
+            check_finite(get_matrix(adata, layer, modality=mod),
+                         f"Modality {mod!r} ({'X' if layer is None else 'layer ' + layer})")
 
 
 def training_view(
@@ -248,7 +249,7 @@ def training_view(
     mods = {}
     for mod in modalities:
         source = mdata.mod[mod]
-        matrix = get_matrix(source, layers.get(mod))
+        matrix = get_matrix(source, layers.get(mod), modality=mod)
         if getattr(source, "isbacked", False):  # minibatches are random rows, which h5py cannot read unsorted
             matrix = in_memory(matrix)
             check_finite(matrix, f"Modality {mod!r} ({'X' if layers.get(mod) is None else 'layer ' + layers[mod]})")
@@ -424,7 +425,7 @@ def modality_features(mdata: MuData, modalities: Sequence[str], layers: Mapping[
     --------
     >>> features = modality_features(mdata, ["rna", "mirna"], {"rna": None, "mirna": None})  # doctest: +SKIP
     """
-    matrices = [get_matrix(mdata.mod[m], layers.get(m)) for m in modalities]
+    matrices = [get_matrix(mdata.mod[m], layers.get(m), modality=m) for m in modalities]
     matrices = [in_memory(x) if getattr(mdata.mod[m], "isbacked", False) else x for m, x in zip(modalities, matrices)]
     return lambda rows: stack_modalities([m[rows] for m in matrices])
 

@@ -77,7 +77,7 @@ def _subset_view(mdata: MuData, fit: FitData, layers: Mapping[str, str | None], 
     """
     mods = {}
     for m, mask in masks.items():
-        matrix = get_matrix(fit.view.mod[m], layers[m])
+        matrix = get_matrix(fit.view.mod[m], layers[m], modality=m)
         var = mdata.mod[m].var
         if mask is not None:
             matrix, var = matrix[:, np.flatnonzero(mask)], var.iloc[np.flatnonzero(mask)]

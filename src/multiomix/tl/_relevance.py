@@ -230,7 +230,8 @@ def _relevance_summary(results: dict) -> pd.DataFrame:
 
 def _target_std(mdata: MuData, adapter, target: str, position: np.ndarray | None) -> pd.DataFrame:
     """Return each target feature's standard deviation over all cells (to read the matrices in SD units)."""
-    std = feature_mean_std(get_matrix(mdata.mod[target], adapter.layers[target]), np.arange(mdata.n_obs))[1]
+    matrix = get_matrix(mdata.mod[target], adapter.layers[target], modality=target)
+    std = feature_mean_std(matrix, np.arange(mdata.n_obs))[1]
     std = std if position is None else std[position]
     return pd.DataFrame({"std": std}, index=pd.Index(adapter.feature_names[target].astype(str)))
 
@@ -378,7 +379,7 @@ def feature_relevance(
     present, codes, chosen = _group_codes(mdata, groupby, groups)
     if kind == "group":
         chosen = _model_classes_only(chosen, adapter, groupby=groupby, explicit=groups is not None)
-    matrices = {m: get_matrix(mdata.mod[m], adapter.layers[m]) for m in mods}
+    matrices = {m: get_matrix(mdata.mod[m], adapter.layers[m], modality=m) for m in mods}
     for m, matrix in matrices.items():
         check_finite(matrix, f"Modality {m!r}")
     background = background if background != "auto" else ("all_groups" if kind == "group" else "own_group")

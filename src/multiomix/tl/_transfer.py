@@ -186,7 +186,7 @@ def _unitednet_transfer(reference, query, *, model, label_key, labels, modalitie
     from ..models import UnitedNet
 
     if model is None:
-        ref_view = new_mudata({m: AnnData(X=in_memory(get_matrix(reference.mod[m], layers[m])),
+        ref_view = new_mudata({m: AnnData(X=in_memory(get_matrix(reference.mod[m], layers[m], modality=m)),
                                           obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
                                for m in modalities})
         ref_view.obs[label_key] = pd.Categorical(labels)
@@ -445,7 +445,7 @@ def _fit_multimodal_ae(reference: MuData, *, modalities, layers, latent_dim: int
     """Fit an unsupervised MultimodalAE on the reference's shared modalities."""
     from ..models import MultimodalAE
 
-    view = new_mudata({m: AnnData(X=in_memory(get_matrix(reference.mod[m], layers[m])),
+    view = new_mudata({m: AnnData(X=in_memory(get_matrix(reference.mod[m], layers[m], modality=m)),
                                   obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
                        for m in modalities})
     MultimodalAE.setup_mudata(view, modalities=modalities)

@@ -327,7 +327,7 @@ def _ridge_baseline(mdata: MuData, fit: FitData, model: UnitedNet, *, random_sta
 
 def _test_truth(mdata: MuData, fit: FitData, model: UnitedNet, target: str):
     """Test rows of ``target`` (CSC when sparse, for column blocks) and the positions of the model's features."""
-    truth = get_matrix(mdata.mod[target], model.layers[target])[fit.test]
+    truth = get_matrix(mdata.mod[target], model.layers[target], modality=target)[fit.test]
     truth = truth.tocsc() if sparse.issparse(truth) else truth
     return truth, mdata.mod[target].var_names.get_indexer(model.feature_names_[target])
 

@@ -112,7 +112,7 @@ def register_mudata_fields(
     check_not_views(mdata, modalities)
     layers = resolve_layers(modalities, layer)
     for mod in modalities:
-        matrix = get_matrix(mdata.mod[mod], layers[mod])
+        matrix = get_matrix(mdata.mod[mod], layers[mod], modality=mod)
         if check_values and not getattr(mdata.mod[mod], "isbacked", False):
             check_finite(matrix, f"Modality {mod!r} ({'X' if layers[mod] is None else 'layer ' + layers[mod]})")
     if label_key is not None and label_key not in mdata.obs.columns:
@@ -224,7 +224,7 @@ def matched_input(
     mods = {}
     for mod, expected in features.items():
         source = data.mod[mod]
-        matrix = get_matrix(source, layers.get(mod))
+        matrix = get_matrix(source, layers.get(mod), modality=mod)
         if hasattr(matrix, "to_memory"):  # a backed sparse matrix: scvi-tools' loaders read only in-memory ones
             matrix = in_memory(matrix)
         position = feature_positions(source.var_names, expected, modality=mod)

@@ -47,7 +47,7 @@ def translate_blocks(
         adata = data
     else:
         raise TypeError(f"Expected a MuData or AnnData, got {type(data).__name__}.")
-    matrix = get_matrix(adata, model.layers[source])
+    matrix = get_matrix(adata, model.layers[source], modality=source)
     position = feature_positions(adata.var_names, model.feature_names_[source], modality=source)
     model.module.eval()
     device = model.module.device
