@@ -70,8 +70,10 @@ CALLS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "crossattomics": [
         ("interaction_importance.png", "mx.pl.interaction_importance(tcga)",
-         "CrossAttOmics on TCGA BRCA: share of the absolute LRP relevance of each PAM50 subtype carried by each "
-         "cross-attention interaction and unimodal branch."),
+         "CrossAttOmics on TCGA BRCA, fitted with `linear_path=None` (the original architecture): share of the "
+         "absolute LRP relevance of each PAM50 subtype carried by each cross-attention interaction and unimodal "
+         "branch. At the defaults the BRCA fit usually keeps its fitted logistic regression "
+         "(`uns['crossattomics']['best_epoch'] == -1`), and the `linear` path then carries all of it."),
         ("interaction_importance_bars.png", "mx.pl.interaction_importance(tcga, kind='bar')",
          "The same shares as grouped bars."),
         ("training_history.png", "mx.pl.training_history(tcga, 'crossattomics')",
@@ -135,7 +137,9 @@ def embedding_inputs(state: dict) -> None:
 
 def crossattomics_inputs(state: dict) -> None:
     tcga = mx.datasets.tcga_brca()
-    model = mx.tl.fit_crossattomics(tcga, label_key="subtype", max_epochs=40, **FIT)
+    # the original architecture: at the defaults the BRCA fit keeps its fitted logistic regression (best_epoch -1),
+    # whose linear path then carries all the relevance and the plot shows no interaction
+    model = mx.tl.fit_crossattomics(tcga, label_key="subtype", max_epochs=40, linear_path=None, **FIT)
     mx.tl.interaction_importance(tcga, model)
     state["tcga"] = tcga
 
@@ -206,11 +210,12 @@ def markdown(image_dir: str) -> str:
         "The inputs: `cite = mx.datasets.bmmc_cite()` (UnitedNet, `mx.tl.feature_relevance(cite, model, "
         "groupby='cell_type')`; MultimodalAE and `mx.tl.benchmark_embeddings(..., umap=True)`), "
         "`patch = mx.datasets.patchseq()` (UnitedNet, `kind='cross_modal'`, `source='rna'`, `target='morph'`, "
-        "`group` its largest MET type), `tcga = mx.datasets.tcga_brca()` (CrossAttOmics), `oct4 = "
+        "`group = patch.obs['cell_type_TEM'].value_counts().index[0]`, its largest MET type), "
+        "`tcga = mx.datasets.tcga_brca()` (CrossAttOmics, `linear_path=None`), `oct4 = "
         "mx.datasets.oct4_mafk()` (Genomic Interpreter), `query` (the s1d2 cells of `cite` after "
         "`mx.tl.transfer_labels(reference, query, label_key='cell_type')` from the s1d1 cells, UnitedNet at its "
-        "defaults) and `tiles = mx.datasets.synthetic_tile_bags(200)` "
-        "(Med-CrossViT).",
+        "defaults) and `tiles, truth = mx.datasets.synthetic_tile_bags(200)` "
+        "(Med-CrossViT, `label_key='label'`).",
         "",
     ]
     titles = {"relevance": "Feature relevance per cell type (CITE-seq)",

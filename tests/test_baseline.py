@@ -53,6 +53,21 @@ def test_fitted_linear_path_keeps_the_default_level_with_the_baseline_on_a_linea
     assert np.mean(gaps) < 0.03  # without the linear path the baseline leads by 0.08-0.20 on these data
 
 
+def test_a_model_that_is_its_fitted_linear_path_scores_as_the_baseline():
+    """best_epoch == -1: the model is the baseline's logistic regression (same C, same predictions, same metrics)."""
+    for seed in range(2):
+        mdata = _linear(150, seed=seed)
+        split = np.array(["train"] * 80 + ["validation"] * 25 + ["test"] * 45, dtype=object)
+        mdata.obs["split"] = np.random.default_rng(seed).permutation(split)  # interleaved train/validation rows
+        model = mx.tl.fit_crossattomics(mdata, max_epochs=0, random_state=seed, progress_bar=False)
+        info = mdata.uns["crossattomics"]
+        assert model.best_epoch_ == -1
+        assert info["baseline"]["C"] == model.linear_path_C_  # the same search on the same rows (C differed)
+        # the same regression, fitted once on float32 standardised inputs: at most a near-tie row may differ
+        n = info["test_metrics"]["n"]
+        assert abs(info["baseline"]["test_metrics"]["accuracy"] - info["test_metrics"]["accuracy"]) <= 1 / n + 1e-9
+
+
 def test_model_wins_on_a_planted_product_of_two_modalities():
     mdata = mx.datasets.synthetic_interaction_mudata(600, n_features={"rna": 20, "methylation": 20, "mirna": 10})
     groups = {k: dict(g) for k, g in mdata.uns["feature_groups"].items()}

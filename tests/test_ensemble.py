@@ -112,3 +112,24 @@ def test_bad_requests_fail_before_writing():
     with pytest.raises(TypeError, match="one class"):
         mx.models.SeedEnsemble([ensemble[0], mx.tl.fit_unitednet(mdata, label_key="label", progress_bar=False,
                                                                   **FITS["unitednet"][1])])
+
+
+def test_members_set_up_on_other_objects_score_the_same_rows():
+    a, b = _mdata(120), _mdata(120)
+    b = b[::-1].copy()  # the same patients in another order: member 1 is set up on another object
+    first = mx.tl.fit_crossattomics(a, label_key="label", max_epochs=2, random_state=0, progress_bar=False)
+    second = mx.tl.fit_crossattomics(b, label_key="label", max_epochs=2, random_state=1, progress_bar=False)
+    ensemble = mx.models.SeedEnsemble([first, second])
+    expected = (first.predict_proba().to_numpy(dtype=np.float64) + second.predict_proba(a).to_numpy()) / 2
+    proba = ensemble.predict_proba()  # the rows of member 0's data, scored by both members
+    assert list(proba.index) == list(a.obs_names)
+    np.testing.assert_allclose(proba.to_numpy(), expected, atol=1e-6)
+    mx.models.CrossAttOmics.setup_mudata(a, label_key="label")
+    with pytest.raises(ValueError, match="not trained"):
+        mx.models.SeedEnsemble([first, mx.models.CrossAttOmics(a)])
+    other = _mdata(120)
+    other.mod["rna"] = other["rna"][:, :15].copy()
+    other.update()
+    narrow = mx.tl.fit_crossattomics(other, label_key="label", max_epochs=1, progress_bar=False)
+    with pytest.raises(ValueError, match="other features"):
+        mx.models.SeedEnsemble([first, narrow])

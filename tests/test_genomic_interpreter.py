@@ -322,7 +322,18 @@ def test_untrained_model_does_not_pass(motif_data):
     mx.models.GenomicInterpreter.setup_anndata(adata)
     model = mx.models.GenomicInterpreter(adata, backbone_kwargs=TINY_SWIN)
     test = np.flatnonzero(adata.obs["split"] == "test")
+    for score in (model.predict, model.evaluate, model.get_attention):  # as every model class: train first
+        with pytest.raises(RuntimeError, match="untrained"):
+            score()
+    model.is_trained_ = True  # the weights at initialisation, scored on purpose
     assert abs(model.evaluate(indices=test).loc["signal", "pearson"]) < 0.4
+    nan = adata.copy()
+    nan.obsm["dna_onehot"] = nan.obsm["dna_onehot"].astype(np.float32)
+    nan.obsm["dna_onehot"][0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(nan)
+    with pytest.raises(ValueError, match="NaN"):
+        mx.models.GenomicInterpreter.setup_anndata(nan)
 
 
 def test_save_load_and_h5ad_round_trip(fitted, tmp_path):

@@ -216,6 +216,10 @@ def test_nb_loss_on_counts_and_split_honoured():
         model.get_latent_representation(query)
     with pytest.raises(KeyError, match="Modality 'rna': layer 'counts' not found"):
         mx.tl.predict(query, model)
+    # cells measured in ATAC only are embedded from it, although the model reads RNA from a layer
+    atac_only = md.MuData({"atac": mdata["atac"].copy()})
+    np.testing.assert_allclose(model.get_latent_representation(atac_only, modalities=["atac"]),
+                               model.get_latent_representation(mdata, modalities=["atac"]), atol=1e-5)
 
 
 def test_clear_errors_leave_object_untouched():

@@ -235,3 +235,79 @@ def test_a_trained_model_trains_on_from_its_weights_and_an_untrained_one_refuses
     with pytest.raises(ValueError, match="needs `adata=`"):
         mx.models.CrossAttOmics.load(str(tmp_path / "saved"))
     model.view_anndata_setup()  # scvi-tools' table of the registered fields
+
+
+def test_building_and_training_keep_the_user_s_global_random_state():
+    """Fits seed torch's and NumPy's global generators for themselves and give the user's states back."""
+    mdata = mx.datasets.synthetic_interaction_mudata(60, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+
+    def draws() -> tuple[float, float]:
+        return float(np.random.rand()), float(torch.rand(1))
+
+    np.random.seed(123)
+    torch.manual_seed(123)
+    expected = draws()
+    np.random.seed(123)
+    torch.manual_seed(123)
+    mx.models.CrossAttOmics.setup_mudata(mdata, label_key="label")
+    model = mx.models.CrossAttOmics(mdata, random_state=0)
+    model.train(max_epochs=2, progress_bar=False)
+    assert draws() == expected  # before, both were reseeded to random_state and these draws were seed 0's
+    # a whole fit also leaves NumPy's state alone (torch's moves on by the seed each scoring DataLoader draws)
+    np.random.seed(123)
+    first = mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=2, random_state=0, progress_bar=False)
+    assert float(np.random.rand()) == expected[0]
+    proba = first.predict_proba().to_numpy()
+    np.random.seed(7)
+    torch.manual_seed(7)
+    again = mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=2, random_state=0, progress_bar=False)
+    np.testing.assert_array_equal(again.predict_proba().to_numpy(), proba)  # still reproducible under a seed
+
+
+def test_model_classes_name_missing_setup_and_missing_labels():
+    mdata = mx.datasets.synthetic_interaction_mudata(40, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    import pytest
+
+    with pytest.raises(ValueError, match=r"not set up for CrossAttOmics: call mx.models.CrossAttOmics.setup_mudata"):
+        mx.models.CrossAttOmics(mdata)
+    mdata.obs["label"] = mdata.obs["label"].astype(object)
+    mdata.obs.iloc[3, mdata.obs.columns.get_loc("label")] = np.nan
+    for cls in (mx.models.CrossAttOmics, mx.models.UnitedNet):
+        with pytest.raises(ValueError, match="1 missing labels"):
+            cls.setup_mudata(mdata, label_key="label")
+
+
+def test_train_indices_alone_hold_out_validation_rows_from_them(caplog):
+    mdata = mx.datasets.synthetic_interaction_mudata(80, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    mx.models.CrossAttOmics.setup_mudata(mdata, label_key="label")
+    model = mx.models.CrossAttOmics(mdata, linear_path=None)
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        model.train(max_epochs=2, train_indices=np.arange(60), validation_size=0.25, progress_bar=False)
+    assert "validation_loss" in model.history and model.best_epoch_ is not None
+    assert "15 of the 60 train_indices rows" in caplog.text
+    model = mx.models.CrossAttOmics(mdata, linear_path=None)
+    model.train(max_epochs=2, train_indices=np.arange(60), validation_size=0, progress_bar=False)
+    assert "validation_loss" not in model.history and model.best_epoch_ is None
+
+
+def test_unitednet_reports_the_epoch_its_plan_restored():
+    mdata = mx.datasets.synthetic_interaction_mudata(80, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    model = mx.tl.fit_unitednet(mdata, label_key="label", max_epochs=4, latent_dim=4, hidden=(8,), n_heads=1,
+                                progress_bar=False)
+    plan_best = model.trainer.lightning_module.best_epoch
+    assert isinstance(model.best_epoch_, int) and model.best_epoch_ == plan_best
+
+
+def test_scoring_methods_take_scvi_tools_adata_keyword():
+    import pytest
+
+    mdata = mx.datasets.synthetic_interaction_mudata(60, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    model = mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, n_models=2, progress_bar=False)
+    new = mdata[::2].copy()
+    for scorer in (model, model[0]):
+        for method in ("predict_proba", "get_latent_representation"):
+            np.testing.assert_array_equal(np.asarray(getattr(scorer, method)(adata=new)),
+                                          np.asarray(getattr(scorer, method)(new)))
+        assert scorer.predict(adata=new).equals(scorer.predict(new))
+        with pytest.raises(TypeError, match="got the data twice"):
+            scorer.predict(new, adata=new)

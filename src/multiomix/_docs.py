@@ -98,8 +98,9 @@ DOCS: dict[str, str] = {
     # models ---------------------------------------------------------------------------------------------------
     "score_data": _text("""
         mdata
-            Data to score (default: the data the model was set up with). New data need no label column; their
-            features are matched to the training features by name, per modality.
+            Data to score (default: the data the model was set up with; ``adata=``, scvi-tools' name, is taken
+            too). New data need no label column; their features are matched to the training features by name, per
+            modality.
         indices
             Integer rows of ``mdata`` to score (default: all).
         batch_size

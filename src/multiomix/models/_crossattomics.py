@@ -13,6 +13,7 @@ from mudata import MuData
 from scipy import sparse
 
 from .._baseline import MAX_ROWS, logistic_baseline, stack_modalities, subsample_rows
+from .._utils import seeded
 from ..module import CrossAttOmicsModule
 from ..nn import random_groups, validate_graph
 from ..nn.crossattomics import interaction_name
@@ -173,23 +174,23 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
             self.feature_groups_[m], self.group_names_[m] = idx, names
         sizes = {m: list(group_sizes[m] if isinstance(group_sizes, Mapping) else group_sizes) for m in modalities}
         n_classes = len(self.classes)
-        torch.manual_seed(random_state)
-        self.module = self._module_cls(
-            modalities=modalities,
-            class_weighting=class_weighting,
-            in_features={m: mdata.mod[m].n_vars for m in modalities},
-            groups=self.feature_groups_,
-            group_sizes=sizes,
-            interaction_graph=graph,
-            hidden=list(hidden),
-            n_classes=n_classes,
-            heads=heads,
-            dropout=dropout,
-            target_self_attention=target_self_attention,
-            add_unimodal_branches=add_unimodal_branches,
-            add_unimodal_to_multimodal=add_unimodal_to_multimodal,
-            linear_skip=linear_path is not None,
-        )
+        with seeded(random_state):  # the user's global random state is kept
+            self.module = self._module_cls(
+                modalities=modalities,
+                class_weighting=class_weighting,
+                in_features={m: mdata.mod[m].n_vars for m in modalities},
+                groups=self.feature_groups_,
+                group_sizes=sizes,
+                interaction_graph=graph,
+                hidden=list(hidden),
+                n_classes=n_classes,
+                heads=heads,
+                dropout=dropout,
+                target_self_attention=target_self_attention,
+                add_unimodal_branches=add_unimodal_branches,
+                add_unimodal_to_multimodal=add_unimodal_to_multimodal,
+                linear_skip=linear_path is not None,
+            )
         self.standardize = standardize
         if linear_path not in ("fitted", "trained", None):
             raise ValueError(f"linear_path must be 'fitted', 'trained' or None, got {linear_path!r}.")

@@ -16,7 +16,7 @@ from scvi.data.fields import LayerField, ObsmField
 from scvi.model.base import BaseModelClass
 
 from .._metrics import track_metrics
-from .._utils import check_finite, get_matrix, in_memory, plain_array, quiet_scvi
+from .._utils import check_finite, get_matrix, in_memory, plain_array, quiet_scvi, seeded
 from ..module._genomic_interpreter import (
     DEFAULT_BACKBONE_KWARGS,
     DNA_KEY,
@@ -65,6 +65,9 @@ def check_sequences(adata: AnnData, sequence_key: str, *, length: int | None = N
         raise ValueError(f".obsm[{sequence_key!r}] must be numeric one-hot, got dtype {dna.dtype}.")
     for start in range(0, len(dna), 4096):  # chunks: no copy of the whole array
         chunk = dna[start : start + 4096]
+        if dna.dtype.kind == "f" and not np.isfinite(chunk).all():
+            raise ValueError(f".obsm[{sequence_key!r}] contains NaN or infinite values; one-hot DNA holds 0 and 1 only "
+                             "(encode sequences with mx.pp.one_hot_encode; N is a position of zeros).")
         if chunk.size and (chunk.min() < 0 or chunk.max() > 1 or chunk.sum(-1, dtype=np.float32).max() > 1 + 1e-3):
             raise ValueError(
                 f".obsm[{sequence_key!r}] is not one-hot over {_ALPHABET} (values in [0, 1], at most 1 per "
@@ -231,9 +234,9 @@ class GenomicInterpreter(MultiomixModel):
             raise ValueError("loss='bce' needs targets in [0, 1].")
         n_bins, n_tracks = (targets.shape[1], targets.shape[2]) if targets.ndim == 3 else (None, targets.shape[1])
         kwargs = dict(backbone_kwargs or {})
-        torch.manual_seed(random_state)
-        self.module = self._module_cls(backbone=backbone, backbone_kwargs=kwargs, n_tracks=n_tracks, n_bins=n_bins,
-                                       loss=loss, reverse_complement=reverse_complement, head_pool=head_pool)
+        with seeded(random_state):  # the user's global random state is kept
+            self.module = self._module_cls(backbone=backbone, backbone_kwargs=kwargs, n_tracks=n_tracks, n_bins=n_bins,
+                                           loss=loss, reverse_complement=reverse_complement, head_pool=head_pool)
         self._init_output_bias(targets, loss)
         self.loss_ = loss
         self.sequence_length_ = int(self.adata_manager.get_from_registry(DNA_KEY).shape[1])
@@ -396,6 +399,7 @@ class GenomicInterpreter(MultiomixModel):
         --------
         >>> pred = model.predict(indices=np.arange(10))  # doctest: +SKIP
         """
+        self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
@@ -545,6 +549,7 @@ class GenomicInterpreter(MultiomixModel):
                 f"Attention maps need the 'swin1d' or 'full_attention' backbone; this model uses "
                 f"{self.module.backbone_name!r}."
             )
+        self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         length = self.sequence_length_
         if length / self.module.backbone.stem_pool > max_tokens:

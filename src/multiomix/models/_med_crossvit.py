@@ -25,10 +25,11 @@ from .._utils import (
     new_mudata,
     plain_array,
     quiet_scvi,
+    seeded,
 )
 from ..module import MedCrossViTModule
 from ..module._med_crossvit import ATTENTION_KEYS, TILE_MASK_KEY, TILES_KEY
-from .base import MultimodalInputMixin, MultiomixModel, modality_key
+from .base import MultimodalInputMixin, MultiomixModel, adata_alias, modality_key
 
 logger = logging.getLogger("multiomix")
 
@@ -213,30 +214,30 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         tiles = self.get_from_registry(mdata, TILES_KEY)
         n_genes = len(self.feature_names_[self.rna_modality])
         n_classes = len(self.classes)
-        torch.manual_seed(random_state)
-        self.module = self._module_cls(
-            rna_key=modality_key(self.rna_modality),
-            has_mask=self.setup_args["mask_key"] is not None,
-            bag_size=bag_size,
-            class_weighting=class_weighting,
-            num_classes=n_classes,
-            tile_dim=tiles.shape[2],
-            n_genes=n_genes,
-            wsi_dim=wsi_dim,
-            rna_dim=rna_dim,
-            depth=depth,
-            enc_depth=enc_depth,
-            enc_heads=enc_heads,
-            enc_dim_head=enc_dim_head,
-            enc_mlp_dim=enc_mlp_dim,
-            cross_depth=cross_depth,
-            cross_heads=cross_heads,
-            cross_dim_head=cross_dim_head,
-            gene_tokenizer=gene_tokenizer,
-            pool=pool,
-            dropout=dropout,
-            emb_dropout=emb_dropout,
-        )
+        with seeded(random_state):  # the user's global random state is kept
+            self.module = self._module_cls(
+                rna_key=modality_key(self.rna_modality),
+                has_mask=self.setup_args["mask_key"] is not None,
+                bag_size=bag_size,
+                class_weighting=class_weighting,
+                num_classes=n_classes,
+                tile_dim=tiles.shape[2],
+                n_genes=n_genes,
+                wsi_dim=wsi_dim,
+                rna_dim=rna_dim,
+                depth=depth,
+                enc_depth=enc_depth,
+                enc_heads=enc_heads,
+                enc_dim_head=enc_dim_head,
+                enc_mlp_dim=enc_mlp_dim,
+                cross_depth=cross_depth,
+                cross_heads=cross_heads,
+                cross_dim_head=cross_dim_head,
+                gene_tokenizer=gene_tokenizer,
+                pool=pool,
+                dropout=dropout,
+                emb_dropout=emb_dropout,
+            )
         self._model_summary_string = (
             f"MedCrossViT: tiles {tiles.shape[2]} wide -> {wsi_dim}, {n_genes} genes -> {rna_dim}; depth {depth}; "
             f"{n_classes} classes; gene tokenizer {gene_tokenizer!r}; pool {pool!r}."
@@ -372,6 +373,7 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         attention = out.pop("attention")
         return {**out, **{f"attention_{k}": attention[k] for k in ATTENTION_KEYS}}
 
+    @adata_alias
     def get_attention(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> dict[str, np.ndarray]:

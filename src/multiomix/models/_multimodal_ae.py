@@ -14,11 +14,18 @@ from scipy import sparse
 
 from .._docs import fill_doc
 from .._logging import logger
-from .._utils import check_nonnegative, is_binary, new_mudata
+from .._utils import check_nonnegative, is_binary, new_mudata, seeded
 from ..module import MultimodalAEModule
 from ..nn.autoencoder import LIKELIHOODS
 from ..train import MultimodalAETrainingPlan
-from .base import MultimodalInputMixin, MultiomixModel, modality_key, register_mudata_fields, translate_blocks
+from .base import (
+    MultimodalInputMixin,
+    MultiomixModel,
+    adata_alias,
+    modality_key,
+    register_mudata_fields,
+    translate_blocks,
+)
 
 __all__ = ["MultimodalAE"]
 
@@ -151,18 +158,18 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
                                "layer)")
             likelihoods[m] = lik
         self.modality_vars_ = {m: mdata.mod[m].var.copy() for m in modalities}
-        torch.manual_seed(random_state)
-        self.module = self._module_cls(
-            dims=dims,
-            likelihoods=likelihoods,
-            loss_weights=loss_weights,
-            dim_latent=latent_dim,
-            dim_hidden=hidden_dim,
-            depth=n_layers,
-            dropout=dropout,
-            input_dropout=input_dropout,
-            modality_dropout=modality_dropout,
-        )
+        with seeded(random_state):  # the user's global random state is kept
+            self.module = self._module_cls(
+                dims=dims,
+                likelihoods=likelihoods,
+                loss_weights=loss_weights,
+                dim_latent=latent_dim,
+                dim_hidden=hidden_dim,
+                depth=n_layers,
+                dropout=dropout,
+                input_dropout=input_dropout,
+                modality_dropout=modality_dropout,
+            )
         self.likelihoods_ = likelihoods
         self._encode_from: list[str] | None = None
         self._model_summary_string = (
@@ -236,6 +243,7 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         use = self._encode_from or self.module.modalities
         return self.module.inference({m: tensors[modality_key(m)] for m in use})
 
+    @adata_alias
     def get_latent_representation(
         self,
         mdata: MuData | None = None,
@@ -285,8 +293,10 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         mods = {m: mdata.mod[m] for m in mdata.mod}
         for m in lacking:
             names = pd.Index(self.feature_names_[m])
-            mods[m] = AnnData(X=sparse.csr_matrix((mdata.n_obs, len(names)), dtype=np.float32),
-                              obs=pd.DataFrame(index=mdata.obs_names), var=pd.DataFrame(index=names))
+            zeros = sparse.csr_matrix((mdata.n_obs, len(names)), dtype=np.float32)
+            mods[m] = AnnData(X=zeros, obs=pd.DataFrame(index=mdata.obs_names), var=pd.DataFrame(index=names))
+            if self.layers.get(m) is not None:  # where the model reads the modality
+                mods[m].layers[self.layers[m]] = zeros
         return new_mudata(mods)
 
     def modality_var(self, target: str) -> pd.DataFrame:
@@ -302,6 +312,7 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
 
     @torch.inference_mode()
     @fill_doc
+    @adata_alias
     def translate(
         self, mdata: MuData | AnnData, *, source: str, target: str, batch_size: int = 256
     ) -> np.ndarray:

@@ -20,13 +20,14 @@ from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from .._docs import fill_doc
-from .._utils import get_matrix, is_binary
+from .._utils import get_matrix, is_binary, seeded
 from ..module._unitednet import Mode, UnitedNetModule
 from ..nn.unitednet import refine_prototypes, ridge_fit
 from ..train._unitednet import PHASES, UnitedNetTrainingPlan
 from .base import (
     MultimodalInputMixin,
     MultiomixModel,
+    adata_alias,
     class_weights,
     feature_mean_std,
     register_mudata_fields,
@@ -213,28 +214,28 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
                 raise ValueError("mode='unsupervised' needs `n_clusters` >= 2 (or a registered label_key).")
         else:
             n_classes = 0
-        torch.manual_seed(random_state)
-        self.module = self._module_cls(
-            modalities=modalities,
-            in_features={m: mdata.mod[m].n_vars for m in modalities},
-            binary=binary,
-            mode=mode,
-            n_classes=n_classes,
-            class_weight=class_weight,
-            loss_weights=loss_weights,
-            contrastive_temperature=contrastive_temperature,
-            latent_dim=latent_dim,
-            hidden=list(hidden),
-            n_heads=n_heads,
-            projection_dim=projection_dim,
-            fuser=fuser,
-            dropout=dropout,
-            input_dropout=input_dropout,
-            discriminators=adversarial,
-            temperature=head_temperature,
-            fusion_init=head_fusion_init,
-            linear_skip=self._linear_skip_pairs(mdata, modalities, binary) if linear_skip else False,
-        )
+        with seeded(random_state):  # the user's global random state is kept
+            self.module = self._module_cls(
+                modalities=modalities,
+                in_features={m: mdata.mod[m].n_vars for m in modalities},
+                binary=binary,
+                mode=mode,
+                n_classes=n_classes,
+                class_weight=class_weight,
+                loss_weights=loss_weights,
+                contrastive_temperature=contrastive_temperature,
+                latent_dim=latent_dim,
+                hidden=list(hidden),
+                n_heads=n_heads,
+                projection_dim=projection_dim,
+                fuser=fuser,
+                dropout=dropout,
+                input_dropout=input_dropout,
+                discriminators=adversarial,
+                temperature=head_temperature,
+                fusion_init=head_fusion_init,
+                linear_skip=self._linear_skip_pairs(mdata, modalities, binary) if linear_skip else False,
+            )
         self.linear_skip_max_cells = linear_skip_max_cells
         self.cluster_head_choice = cluster_head_choice
         self.refine_clusters = refine_clusters
@@ -351,8 +352,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         classification_repeats
             Classification/clustering updates per minibatch.
         validation_size
-            Fraction held out for validation when no indices are given (default 0.1; or scvi-tools'
-            ``train_size=``).
+            Fraction of the training rows held out for validation when ``validation_indices`` is not given (default
+            0.1; or scvi-tools' ``train_size=``).
         early_stopping
             Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs (default 30).
             ``None`` (default): on in supervised mode, off in unsupervised mode, whose first epochs train the
@@ -404,6 +405,9 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
     def _on_train_end(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Refine prototypes and choose the cluster head (unsupervised); choose and refit the linear skip blend."""
         train, validation, _ = rows
+        plan = getattr(getattr(self, "trainer", None), "lightning_module", None)
+        if len(validation) and plan is not None:  # the plan restores its own best epoch (no BestStateCallback)
+            self.best_epoch_ = plan.best_epoch
         if self.mode == "unsupervised" and self.refine_clusters:
             self._refine_prototypes(train)
         if self.mode == "unsupervised" and self.cluster_head_choice == "silhouette":
@@ -561,6 +565,7 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
 
     @torch.inference_mode()
     @fill_doc
+    @adata_alias
     def translate(self, mdata: MuData | AnnData, *, source: str, target: str, batch_size: int = 256) -> np.ndarray:
         """Predict modality ``target`` from modality ``source`` alone (encode ``source``, decode ``target``).
 

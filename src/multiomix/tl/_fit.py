@@ -596,7 +596,9 @@ def finish_classifier_fit(
 
 
 def _baseline(fit: FitData, features: Callable[[np.ndarray], Any], truth: pd.Series, *, random_state: int):
-    train = np.concatenate([fit.train, fit.validation])
+    # sorted, as the rows CrossAttOmics fits its linear path on: the inner CV's shuffled folds depend on row order,
+    # and the baseline is to be that very regression
+    train = np.sort(np.concatenate([fit.train, fit.validation]))
     if len(train) > MAX_ROWS:
         logger.info(f"baseline: fitted on a stratified random {MAX_ROWS:,} of the {len(train):,} training rows")
         train = subsample_rows(train, truth.iloc[train].to_numpy(), max_rows=MAX_ROWS, random_state=random_state)

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from .._logging import logger
 from .._settings import settings
-from .._utils import check_whole
+from .._utils import check_whole, seeded
 
 #: engine messages a user cannot act on (device banners, tips, worker and logging-interval advice)
 _QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
@@ -74,18 +74,30 @@ def resolve_rows(
     validation_size: float,
     random_state: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Train, validation and unused rows; a random ``validation_size`` split of all rows when none are given.
+    """Train, validation and unused rows.
+
+    Without ``validation_indices``, a random ``validation_size`` of the training rows (all rows when
+    ``train_indices`` is not given either) is held out for validation (logged when ``train_indices`` is given).
 
     Examples
     --------
     >>> train, validation, rest = resolve_rows(10, None, None, validation_size=0.2, random_state=0)
     >>> len(train), len(validation), len(rest)
     (8, 2, 0)
+    >>> train, validation, rest = resolve_rows(10, np.arange(5), None, validation_size=0.2, random_state=0)
+    >>> len(train), len(validation), len(rest)
+    (4, 1, 5)
     """
-    if train_indices is None:
-        perm = np.random.default_rng(random_state).permutation(n_obs)
-        n_val = int(round(validation_size * n_obs))
+    if validation_indices is None:
+        given = train_indices is not None
+        pool = row_positions(train_indices, n_obs, name="train_indices") if given else np.arange(n_obs)
+        perm = np.random.default_rng(random_state).permutation(pool)
+        n_val = int(round(validation_size * len(pool)))
         validation_indices, train_indices = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        if given and n_val:
+            logger.info(f"no validation_indices: {n_val} of the {len(pool)} train_indices rows (validation_size="
+                        f"{validation_size:g}) are held out for validation (early stopping, best epoch); pass "
+                        "validation_indices= to choose them, or validation_size=0 to train on all")
     train = row_positions(train_indices, n_obs, name="train_indices")
     validation = row_positions([] if validation_indices is None else validation_indices, n_obs,
                                name="validation_indices")
@@ -325,6 +337,8 @@ def train_on_rows(
                              f"2, got {batch_size}.")
         datasplitter_kwargs.setdefault("drop_last", single_row_last_batch(n_train, batch_size))
     plan_kwargs = _adamw_plan_kwargs(dict(plan_kwargs or {}))
+    if plan_kwargs.get("reduce_lr_on_plateau"):  # scvi-tools' default metric is an ELBO these plans do not log
+        plan_kwargs.setdefault("lr_scheduler_metric", "validation_loss")
     has_validation = len(validation) > 0
     callbacks = list(trainer_kwargs.pop("callbacks", []))
     if has_validation and restore_best:
@@ -341,10 +355,8 @@ def train_on_rows(
         trainer_kwargs.setdefault("limit_val_batches", 0)
     trainer_kwargs.setdefault("enable_model_summary", False)
     trainer_kwargs.setdefault("log_every_n_steps", max(1, int(np.ceil(n_train / max(batch_size, 1)))))
-    torch.manual_seed(random_state)
-    np.random.seed(random_state)
     model.module.train()  # scoring (or an earlier train) leaves it in eval mode: no dropout, frozen BatchNorm
-    with quiet_engine():
+    with quiet_engine(), seeded(random_state):  # reproducible; the user's global random state is kept
         return UnsupervisedTrainingMixin.train(
             model,
             max_epochs=max_epochs,

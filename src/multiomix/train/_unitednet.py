@@ -66,6 +66,10 @@ class UnitedNetTrainingPlan(TrainingPlan):
         cluster_warmup: float = 0.75,
         **kwargs: Any,
     ):
+        ignored = sorted(k for k in ("reduce_lr_on_plateau", "optimizer", "optimizer_creator") if kwargs.get(k))
+        if ignored:
+            raise ValueError(f"UnitedNet trains each phase with its own Adam optimiser and no learning-rate scheduler; "
+                             f"{ignored} would be ignored. Set the learning rates with lr= (a dict per phase).")
         super().__init__(module, lr=lr if isinstance(lr, float | int) else 1e-3, weight_decay=weight_decay, **kwargs)
         self.cluster_warmup = cluster_warmup
         self.automatic_optimization = False

@@ -10,13 +10,14 @@ from ._data import (
     resolve_layers,
 )
 from ._ensemble import SeedEnsemble, check_n_models
-from ._model import MultimodalInputMixin, MultiomixModel
+from ._model import MultimodalInputMixin, MultiomixModel, adata_alias
 from ._translation import translate_blocks
 
 __all__ = [
     "MultimodalInputMixin",
     "MultiomixModel",
     "SeedEnsemble",
+    "adata_alias",
     "check_n_models",
     "class_weights",
     "feature_mean_std",

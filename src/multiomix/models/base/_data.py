@@ -117,6 +117,10 @@ def register_mudata_fields(
             check_finite(matrix, f"Modality {mod!r} ({'X' if layers[mod] is None else 'layer ' + layers[mod]})")
     if label_key is not None and label_key not in mdata.obs.columns:
         raise KeyError(f"Label key {label_key!r} not found in mdata.obs; columns: {list(mdata.obs.columns)}.")
+    if label_key is not None and mdata.obs[label_key].isna().any():
+        raise ValueError(f"mdata.obs[{label_key!r}] has {int(mdata.obs[label_key].isna().sum())} missing labels; "
+                         f"{cls.__name__} trains on labelled rows: set up `mdata[mdata.obs[{label_key!r}].notna()]"
+                         ".copy()` (mx.tl.fit_* does this itself and predicts the unlabelled rows too).")
     fields = [
         MuDataLayerField(modality_key(mod), layers[mod], mod_key=mod, is_count_data=False, mod_required=True)
         for mod in modalities

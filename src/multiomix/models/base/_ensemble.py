@@ -12,7 +12,7 @@ import pandas as pd
 from mudata import MuData
 
 from ..._docs import fill_doc
-from ._model import ENSEMBLE_MANIFEST, MultiomixModel, most_probable
+from ._model import ENSEMBLE_MANIFEST, MultiomixModel, adata_alias, most_probable
 
 _MANIFEST = ENSEMBLE_MANIFEST
 
@@ -55,9 +55,21 @@ class SeedEnsemble:
                 raise ValueError(f"Member {i} reads other modalities or predicts other classes than member 0 "
                                  f"({other.modalities} / {list(other.classes)} vs {first.modalities} / "
                                  f"{list(first.classes)}).")
+            if {m: list(v) for m, v in other.feature_names_.items()} != {
+                    m: list(v) for m, v in first.feature_names_.items()}:
+                raise ValueError(f"Member {i} reads other features than member 0; an ensemble's members are trained "
+                                 "on the same features.")
         if not first.classes:
             raise ValueError(f"A SeedEnsemble averages class probabilities; this {type(first).__name__} predicts none.")
+        untrained = [i for i, m in enumerate(members) if not m.is_trained]
+        if untrained:
+            raise ValueError(f"Members {untrained} are not trained; an ensemble averages trained models.")
         self.members = members
+
+    def _data_for(self, member: MultiomixModel, mdata: MuData | None) -> MuData | None:
+        """Return what ``member`` scores: ``mdata``, else member 0's data (members may be set up on other objects)."""
+        data = self.adata if mdata is None else mdata
+        return None if data is member.adata else data
 
     # the members' shared description -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -110,6 +122,7 @@ class SeedEnsemble:
 
     # prediction --------------------------------------------------------------------------------------------------
     @fill_doc
+    @adata_alias
     def predict_proba(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> pd.DataFrame:
@@ -130,10 +143,12 @@ class SeedEnsemble:
         first = self.members[0].predict_proba(mdata, indices=indices, batch_size=batch_size)
         total = first.to_numpy(dtype=np.float64)
         for member in self.members[1:]:
-            total += member.predict_proba(mdata, indices=indices, batch_size=batch_size).to_numpy(dtype=np.float64)
+            proba = member.predict_proba(self._data_for(member, mdata), indices=indices, batch_size=batch_size)
+            total += proba.to_numpy(dtype=np.float64)
         return pd.DataFrame((total / len(self)).astype(np.float32), index=first.index, columns=first.columns)
 
     @fill_doc
+    @adata_alias
     def predict(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> pd.Series:
@@ -154,6 +169,7 @@ class SeedEnsemble:
         return most_probable(self.predict_proba(mdata, indices=indices, batch_size=batch_size))
 
     @fill_doc
+    @adata_alias
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> np.ndarray:

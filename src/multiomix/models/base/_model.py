@@ -9,6 +9,7 @@ through scvi-tools' Lightning engine), ``modalities``, ``classes``, ``predict`` 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import rich.pretty  # noqa: F401  scvi-tools 1.4's view_anndata_setup uses rich.
 import torch
 from mudata import MuData
 from scvi import REGISTRY_KEYS
+from scvi.data._constants import _SCVI_UUID_KEY
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.model.base._constants import SAVE_KEYS
@@ -46,6 +48,26 @@ def most_probable(proba: pd.DataFrame) -> pd.Series:
     """
     codes = proba.to_numpy().argmax(1)
     return pd.Series(pd.Categorical.from_codes(codes, categories=list(proba.columns)), index=proba.index)
+
+
+def adata_alias(method):
+    """Let a scoring method take its data as ``adata=`` too, scvi-tools' name for it (``mdata=`` here).
+
+    Examples
+    --------
+    >>> model.predict(adata=new_mdata)  # doctest: +SKIP
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args: Any, adata: Any = None, **kwargs: Any):
+        if adata is not None:
+            if args or kwargs.get("mdata") is not None:
+                raise TypeError(f"{method.__name__}() got the data twice: pass it once, as mdata= (or adata=, "
+                                "scvi-tools' name).")
+            kwargs["mdata"] = adata
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class MultimodalInputMixin:
@@ -113,6 +135,11 @@ class MultiomixModel(BaseModelClass):
     _ddp_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, mdata: MuData | None = None, *, random_state: int = 0):
+        if mdata is not None and type(self)._get_most_recent_anndata_manager(mdata) is None:
+            setup = "setup_mudata" if isinstance(mdata, MuData) else "setup_anndata"
+            raise ValueError(f"The data are not set up for {type(self).__name__}: call "
+                             f"mx.models.{type(self).__name__}.{setup}(data, ...) first (or use the mx.tl.fit_* "
+                             "function, which does it on a copy).")
         super().__init__(mdata)
         self.random_state = random_state
         if mdata is not None:
@@ -217,15 +244,18 @@ class MultiomixModel(BaseModelClass):
         batch_size
             Minibatch size (default: the model's).
         train_indices, validation_indices
-            Integer rows to train / validate on (e.g. from ``obs['split']``); rows in neither are not used.
-            Default: a random ``validation_size`` split of all rows.
+            Integer rows (or boolean masks) to train / validate on (e.g. from ``obs['split']``); rows in neither are
+            not used. Default: all rows to train on; without ``validation_indices``, a random ``validation_size`` of
+            the training rows is held out for validation.
         validation_size
-            Fraction held out for validation when no indices are given (default 0.15; scvi-tools' ``train_size=``
-            is taken instead: ``validation_size = 1 - train_size``).
+            Fraction of the training rows held out for validation when ``validation_indices`` is not given (default
+            0.15; ``0``: no validation, the last epoch is kept; scvi-tools' ``train_size=`` is taken instead:
+            ``validation_size = 1 - train_size``).
         early_stopping
             Stop when the validation loss has not improved for ``early_stopping_patience`` epochs.
         early_stopping_patience
-            Patience in epochs (default: the model's).
+            Patience in validation checks: epochs, as validation runs every epoch unless ``check_val_every_n_epoch``
+            says otherwise (default: the model's).
         accelerator, devices
             Lightning accelerator and devices. ``strategy`` goes in ``trainer_kwargs``: ``"ddp"`` from a script,
             ``"ddp_notebook"`` in Jupyter (``"ddp_spawn"`` cannot pickle scvi-tools' MuData fields); a model with
@@ -323,9 +353,22 @@ class MultiomixModel(BaseModelClass):
             obsm=self._input_obsm(),
         )
 
+    def _is_registered(self, data) -> bool:
+        """Whether ``data`` itself (not a copy of it) is registered with this model.
+
+        Asked without scvi-tools' ``get_anndata_manager``, which registers a copy as a side effect.
+        """
+        uuid = getattr(data, "uns", {}).get(_SCVI_UUID_KEY)
+        manager = type(self)._per_instance_manager_store.get(self.id, {}).get(uuid)
+        return manager is not None and manager.adata is data
+
     def _validate_anndata(self, adata=None, copy_if_view: bool = True):
-        """Pass registered data through; match new data to the training features by name first."""
-        if adata is None or adata is self.adata or self.get_anndata_manager(adata) is not None:
+        """Pass registered data through; match new data to the training features by name first.
+
+        A copy of registered data (``mdata[:50].copy()``) carries the registered object's scvi-tools id, which
+        scvi-tools would take as the same data set up alike: it is new data here and is matched by name.
+        """
+        if adata is None or adata is self.adata or self._is_registered(adata):
             return super()._validate_anndata(adata, copy_if_view=copy_if_view)
         with quiet_scvi(), warnings.catch_warnings():  # "attempting to transfer AnnData setup" is expected here
             warnings.filterwarnings("ignore", message=r".*has fewer than 3 cells")  # labels are not read to score
@@ -443,6 +486,7 @@ class MultiomixModel(BaseModelClass):
         return names if indices is None else names[np.asarray(indices)]
 
     @fill_doc
+    @adata_alias
     def predict_proba(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> pd.DataFrame:
@@ -468,6 +512,7 @@ class MultiomixModel(BaseModelClass):
         return pd.DataFrame(proba, index=self._obs_names(mdata, indices), columns=self.classes)
 
     @fill_doc
+    @adata_alias
     def predict(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> pd.Series:
@@ -488,6 +533,7 @@ class MultiomixModel(BaseModelClass):
         return most_probable(self.predict_proba(mdata, indices=indices, batch_size=batch_size))
 
     @fill_doc
+    @adata_alias
     def get_latent_representation(
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> np.ndarray:
