@@ -404,6 +404,15 @@ def test_training_history_marks_the_kept_epoch_and_refuses_an_empty_history():
     assert mx.pl.training_history(data, "model").get_title().endswith("(kept: the fitted linear path alone)")
     assert [t for t in legend if t.startswith("validation")] and all(
         t.endswith("(rows the linear path saw)") for t in legend if t.startswith("validation"))
+    # in an Axes of the user's grid the legend stays inside it (below it, the next row's panel covers it)
+    fig, axes = plt.subplots(2, 2)
+    mx.pl.training_history(data, "model", ax=axes[0, 0], show=False)
+    legends = [a.get_legend() for a in fig.axes if a.get_legend() is not None]
+    assert len(legends) == 1
+    fig.canvas.draw()
+    box = legends[0].get_window_extent().transformed(axes[0, 0].transAxes.inverted())
+    assert box.y0 >= -0.01 and box.y1 <= 1.01
+    plt.close(fig)
     data.uns["model"]["history"] = pd.DataFrame({"train_loss": []})
     with pytest.raises(ValueError, match="no epoch was trained"):
         mx.pl.training_history(data, "model")
@@ -453,3 +462,39 @@ def test_a_relevance_plot_in_the_users_axes_keeps_its_title_above_the_group_labe
         title_bottom = titles[0].get_window_extent(renderer).y0
         assert title_bottom >= max(t.get_window_extent(renderer).y1 for t in labels) - 1, name
         plt.close(fig)
+
+
+def test_stress_cases_many_embeddings_long_class_names_new_folders_and_wrong_keys(tmp_path):
+    from matplotlib.colors import to_hex
+
+    data = benchmark_data(n=3)
+    names = [f"X_e{i}" for i in range(12)]
+    data.uns["embedding_benchmark"] = pd.DataFrame({"nmi": np.linspace(0.3, 0.9, 12), "ari": np.linspace(0.2, 0.8, 12)},
+                                                   index=names)
+    ax = mx.pl.benchmark(data, show=False, save=tmp_path / "new" / "folder" / "bench.png")
+    assert (tmp_path / "new" / "folder" / "bench.png").exists()  # the folder is created, as scanpy does
+    colours = {to_hex(p.get_facecolor()) for p in ax.patches}
+    assert len(colours) == 12  # one colour per embedding (tab10 repeated after 10)
+    with pytest.raises(KeyError, match=r"stored under \['embedding_benchmark'\]"):
+        mx.pl.benchmark(data, "nope", show=False)
+    share = pd.DataFrame({"mrna->mirna": [0.5, 0.2], "mirna->mrna": [0.5, 0.8]},
+                         index=["Luminal A, hormone receptor positive", "Basal-like, triple negative"])
+    data.uns["crossattomics_interactions"] = {"share": share, "mean": share - 0.5}
+    fig = mx.pl.interaction_importance(data, kind="bar", show=False)
+    ticks = fig.axes[0].get_xticklabels()
+    assert ticks[0].get_rotation() == 35 and fig.axes[0].get_xlabel() == "class"
+    plt.close("all")
+
+
+def test_relevance_plots_with_one_group_and_tiny_values():
+    mdata = relevance_mudata()
+    ax = mx.pl.relevance_heatmap(mdata, "relevance", groups=["type 1"], show=False)
+    values = np.concatenate([np.asarray(c.get_array()).ravel() for c in ax.collections if c.get_array() is not None])
+    assert not np.allclose(values, 1.0)  # "auto" does not scale a single row per column (it became all ones)
+    for frame in mdata.uns["relevance_rna_to_adt"]["matrices"].values():
+        frame *= 1e-5
+    ax = mx.pl.relevance_network(mdata, "relevance_rna_to_adt", "type 0", scale=None, show=False)
+    labels = [a.xaxis.get_label_text() for a in ax.figure.axes if a is not ax]
+    assert any(label.startswith("mean |relevance|") and "1e-" in label for label in labels), labels
+    with pytest.raises(KeyError, match=r"stored under \['relevance'"):
+        mx.pl.relevance_dotplot(mdata, "absent")

@@ -298,6 +298,14 @@ def test_plots_read_the_transfer(tmp_path, monkeypatch):
     shown = np.where(query.obs["lt_unknown"], "unknown", query.obs["lt"].astype(str)) == query.obs["truth"]
     title = mx.pl.transfer(query, "lt", truth_key="truth", joint=joint, show=False).axes[2].get_title()
     assert f"agreement {shown.mean():.2f};" in title
+    # query cells without a label of their own are left out of the heatmap and the agreement, and counted
+    query.obs["truth"] = query.obs["truth"].astype(object)
+    query.obs.loc[query.obs_names[::5], "truth"] = np.nan
+    labelled = query.obs["truth"].notna().to_numpy()
+    heat = mx.pl.transfer(query, "lt", truth_key="truth", joint=joint, show=False).axes[2]
+    assert "nan" not in [t.get_text() for t in heat.get_yticklabels()]
+    assert f"agreement {shown[labelled].mean():.2f};" in heat.get_title()
+    assert f"{int((~labelled).sum())} cells without a label left out" in heat.get_title()
     ax = mx.pl.reliability(query, "lt", show=False, save=tmp_path / "reliability.png")
     assert ax.get_xlabel().startswith("confidence") and (tmp_path / "reliability.png").exists()
     fig, (mine, theirs) = plt.subplots(1, 2)

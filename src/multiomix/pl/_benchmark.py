@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from mudata import MuData
 
@@ -77,10 +78,10 @@ def benchmark(
         fig, ax_ = new_axes(ax, (min(LAPTOP_WIDTH, 2.6 + (0.45 + 0.3 * n) * len(metrics)), 3.6))
         width = 0.8 / max(n, 1)
         x = np.arange(len(metrics))
-        colors = plt.get_cmap("tab10")
+        colors = _embedding_colors(n)
         for i, name in enumerate(table.index):
             values = table.loc[name, metrics].to_numpy(dtype=float)
-            bars = ax_.bar(x + (i - (n - 1) / 2) * width, values, width * 0.95, label=str(name), color=colors(i % 10))
+            bars = ax_.bar(x + (i - (n - 1) / 2) * width, values, width * 0.95, label=str(name), color=colors[i])
             for bar, value in zip(bars, values):
                 if not np.isfinite(value):  # a metric that could not be computed: marked, not an empty slot
                     ax_.text(bar.get_x() + bar.get_width() / 2, 0.015, "n/a", ha="center", va="bottom",
@@ -248,3 +249,13 @@ def embedding(
             handle.set_sizes([40])
         min_font(fig)
     return finish(fig, None, show=show, save=save)
+
+
+def _embedding_colors(n: int) -> list[str]:
+    """One distinct colour per embedding: tab10 up to 10, then scanpy's ``default_20`` / ``default_102``."""
+    from scanpy.plotting import palettes
+
+    if n <= 10:
+        return [to_hex(plt.get_cmap("tab10")(i)) for i in range(n)]
+    palette = palettes.default_20 if n <= 20 else palettes.default_102
+    return [palette[i % len(palette)] for i in range(n)]

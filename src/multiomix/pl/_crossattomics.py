@@ -84,7 +84,10 @@ def interaction_importance(
             ax.set_ylabel(label)
             ax.axhline(0, color="black", lw=0.6)
             ax.legend(title="interaction / branch", bbox_to_anchor=(1.01, 1), loc="upper left", frameon=False)
-            ax.tick_params(axis="x", rotation=0)
+            long_names = max((len(str(c)) for c in table.index), default=0) > 8
+            ax.set_xticks(range(table.shape[0]), [str(c) for c in table.index], rotation=35 if long_names else 0,
+                          ha="right" if long_names else "center")
+            ax.set_xlabel(str(table.index.name or "class"))
             ax.spines[["top", "right"]].set_visible(False)
         params = get_result(mdata, key, kind="interaction_importance").get("params", {})
         alone = bool(params.get("linear_path_only", False))
@@ -142,7 +145,7 @@ def training_history(
     with style():
         fig, ax = new_axes(ax, (5.6, 3.8))
         seen = _validation_seen(entry)
-        _history(ax, history, metrics, key, seen=seen)
+        _history(ax, history, metrics, key, seen=seen, legend_inside=ax_given)
         _mark_kept_epoch(ax, entry.get("best_epoch"),
                          before="the fitted linear path alone" if seen else "the weights before training")
         if not ax_given:
@@ -167,8 +170,13 @@ def _validation_seen(entry: dict) -> bool:
     return isinstance(params, dict) and str(params.get("linear_path", "")) == "fitted"
 
 
-def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, seen: bool = False) -> None:
-    """Loss curves (and accuracies, dashed, on a second axis); ``seen``: validation rows also fitted the linear path."""
+def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, seen: bool = False,
+             legend_inside: bool = False) -> None:
+    """Loss curves (and accuracies, dashed, on a second axis); ``seen``: validation rows also fitted the linear path.
+
+    The legend goes below the axes on a figure of its own, inside them in an Axes the user gave (the panel below
+    would cover it).
+    """
     for column in metrics:
         ax.plot(history.index, history[column], label=column)
     ax.set_xlabel("epoch")
@@ -176,8 +184,9 @@ def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, s
     ax.set_ylabel("loss")
     handles, labels = ax.get_legend_handles_labels()
     accuracies = [c for c in history.columns if "accuracy" in c]
+    top = ax  # the Axes drawn last (an inside legend goes there, above every curve)
     if accuracies and not any("accuracy" in m for m in metrics):
-        twin = ax.twinx()
+        twin = top = ax.twinx()
         colours = {line.get_label().replace("_loss", ""): line.get_color() for line in ax.get_lines()}
         for column in accuracies:
             colour = colours.get(column.replace("_accuracy", ""))
@@ -191,5 +200,8 @@ def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, s
         labels = [f"{label} (rows the linear path saw)" if label.startswith("validation") else label
                   for label in labels]
     ncol = 2 if max(map(len, labels), default=0) <= 26 else 1  # long labels in one column stay within the figure
-    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, frameon=False)
+    if legend_inside:
+        top.legend(handles, labels, loc="best", ncol=1, frameon=True, framealpha=0.8, fontsize="small")
+    else:
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, frameon=False)
     ax.set_title(f"{key} training")

@@ -236,9 +236,10 @@ def colorbar_ticks(axis, vmin: float, vmax: float) -> None:
         exponent = int(np.floor(np.log10(top))) if top > 0 else 0
         scale = 10.0**exponent if not -3 < exponent < 4 else 1.0
         axis.set_major_locator(MaxNLocator(nbins=2, min_n_ticks=2))
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / scale:.2g}"))
-        if scale != 1.0:
-            axis.set_label_text(f"x 1e{exponent}", fontsize=SMALL_FONT)
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / scale:.3g}"))
+        if scale != 1.0:  # the exponent joins the bar's label (it replaced it)
+            label = axis.get_label_text()
+            axis.set_label_text(f"{label} (x 1e{exponent})" if label else f"x 1e{exponent}", fontsize=SMALL_FONT)
 
 
 def _render(plot, ax: Axes | None, title: str, note: str, limits: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -308,7 +309,7 @@ def relevance_heatmap(
     %(relevance_max_groups_modality)s
     standard_scale
         ``"var"`` scales each column to [0, 1] (as in scanpy); ``None`` shows raw values; ``"auto"``: ``"var"``
-        for groups x features, ``None`` for a cross-modal matrix.
+        for groups x features (``None`` when one group is shown), ``None`` for a cross-modal matrix.
     scale
         With ``group``: ``"target_std"`` divides each target feature's row by its standard deviation (targets
         of different units become comparable); ``None`` keeps target units.
@@ -332,7 +333,8 @@ def relevance_heatmap(
     check_n_top(n_top)
     entry = _entry(mdata, key)
     params = entry["params"]
-    if standard_scale == "auto":
+    auto_scale = standard_scale == "auto"
+    if auto_scale:
         standard_scale = None if group is not None else "var"
     if standard_scale not in ("var", None):
         raise ValueError(f"`standard_scale` must be 'var', 'auto' or None, got {standard_scale!r}.")
@@ -358,6 +360,8 @@ def relevance_heatmap(
         label = "mean |relevance|"
         title = f"Top {n_top} features per {params['groupby']} (mean |relevance|, {params['kind']})"
         row_name, var_names = str(params["groupby"]), dict(zip(_short_labels(added), added.values()))
+    if auto_scale and len(data) == 1:  # one row scaled per column would be all ones
+        standard_scale = None
     if standard_scale == "var":
         data = data / np.maximum(data.max(0), 1e-12)
         label += "\n(scaled per column)"

@@ -74,9 +74,13 @@ def transfer_embedding(query: MuData | AnnData, key: str, *, n_neighbors: int = 
     transferred = query.obs[key].astype(str).to_numpy().astype(object)
     transferred[query.obs[f"{key}_unknown"].to_numpy().astype(bool)] = _UNKNOWN
     labels = np.concatenate([np.asarray(uns["reference_labels"]).astype(str), transferred.astype(str)])
+    # the reference's classes in its own order (numeric labels stay in numeric order), then the rest, unknown last
+    classes = [str(c) for c in uns.get("classes", [])]
+    others = sorted(set(labels) - set(classes) - {_UNKNOWN})
+    order = [c for c in classes if c in set(labels)] + others + ([_UNKNOWN] if _UNKNOWN in set(labels) else [])
     obs = pd.DataFrame({"source": pd.Categorical(["reference"] * len(ref_latent) + ["query"] * len(latent),
                                                  categories=["reference", "query"]),
-                        "label": pd.Categorical(labels)},
+                        "label": pd.Categorical(labels, categories=order)},
                        index=[f"reference-{i}" for i in range(len(ref_latent))] + list(map(str, query.obs_names)))
     joint = AnnData(X=np.vstack([ref_latent, latent]), obs=obs)
     sc.pp.neighbors(joint, n_neighbors=min(n_neighbors, joint.n_obs - 1), use_rep="X", random_state=random_state)
@@ -165,6 +169,7 @@ def transfer(
     coords = joint.obsm["X_umap"]
     labels = joint.obs["label"]
     palette = dict(zip(labels.cat.categories, category_colors(joint, "label"), strict=True))
+    palette.update(_stored_label_colors(query, str(uns["params"].get("label_key", "")), palette))
     if _UNKNOWN in palette:
         palette[_UNKNOWN] = "#bbbbbb"
     size = float(np.clip(6000 / max(joint.n_obs, 1), 2, 40))
@@ -174,7 +179,7 @@ def transfer(
     legend_width = legend_cols * (0.35 + 0.075 * min(longest, 32))
     heat_rows = 0
     if truth_key is not None:
-        heat_rows = query.obs[truth_key].astype(str).nunique()
+        heat_rows = query.obs[truth_key].dropna().astype(str).nunique()
     heat_height = max(2.5, 0.17 * heat_rows) if truth_key is not None else 0.0
     width = min(2 * panel_size + legend_width + 0.6, LAPTOP_WIDTH)
     with style():
@@ -207,10 +212,32 @@ def transfer(
     return finish(fig, None, show=show, save=save)
 
 
+def _stored_label_colors(query: MuData | AnnData, label_key: str, palette: dict[str, str]) -> dict[str, str]:
+    """Return the query's stored label colours (``uns['<label_key>_colors']``, as scanpy writes them) by name.
+
+    Only when they cover every label drawn; else none (the plot's own palette stays, without clashes).
+    """
+    from matplotlib.colors import is_color_like, to_hex
+
+    column = query.obs[label_key] if label_key in query.obs.columns else None
+    stored = query.uns.get(f"{label_key}_colors")
+    if column is None or stored is None or not isinstance(column.dtype, pd.CategoricalDtype):
+        return {}
+    names = [str(c) for c in column.cat.categories]
+    stored = [str(c) for c in list(stored)]
+    if len(stored) < len(names) or not all(is_color_like(c) for c in stored):
+        return {}
+    colors = {n: to_hex(c) for n, c in zip(names, stored, strict=False)}
+    drawn = [c for c in palette if c != _UNKNOWN]
+    return {c: colors[c] for c in drawn} if all(c in colors for c in drawn) else {}
+
+
 def _confusion(ax: Axes, query: MuData | AnnData, key: str, truth_key: str, *, cax: Axes | None = None) -> None:
-    truth = label_text(query.obs[truth_key])
+    labelled = query.obs[truth_key].notna().to_numpy()  # cells without a label of their own are left out
+    truth = label_text(query.obs[truth_key][labelled])
     pred = query.obs[key].astype(str).to_numpy().astype(object)
     pred[query.obs[f"{key}_unknown"].to_numpy().astype(bool)] = _UNKNOWN
+    pred = pred[labelled]
     table = pd.crosstab(truth.to_numpy(), pred, normalize="index")
     # a column for every reference label, received or not: the rows below the diagonal block are then exactly
     # the query labels absent from the reference
@@ -227,7 +254,8 @@ def _confusion(ax: Axes, query: MuData | AnnData, key: str, truth_key: str, *, c
     ax.set_xlabel(f"{key} (transferred)")
     ax.set_ylabel(f"{truth_key} (query)")
     agree = float((truth.to_numpy() == pred).mean())  # as drawn: a cell flagged unknown does not agree
-    ax.set_title(f"share of each query label (agreement {agree:.2f}; unknown cells count as misses)")
+    left_out = f"; {int((~labelled).sum())} cells without a label left out" if not labelled.all() else ""
+    ax.set_title(f"share of each query label (agreement {agree:.2f}; unknown cells count as misses{left_out})")
     bar = ax.figure.colorbar(image, cax=cax, ticks=[0, 1]) if cax is not None else ax.figure.colorbar(
         image, ax=ax, fraction=0.04, pad=0.02, ticks=[0, 1])
     bar.set_label("share of row")
@@ -299,6 +327,6 @@ def reliability(
         ax_.set_xlabel("confidence (mean per bin)")
         ax_.set_ylabel("accuracy")
         ax_.set_title(f"held-out reference cells (n = {int(cal['n_cells'])})")
-        ax_.legend(frameon=False, loc="upper left", fontsize=SMALL_FONT)
+        ax_.legend(frameon=False, loc="best", fontsize=SMALL_FONT)  # not over the bins of an underconfident model
         min_font(fig, axes=[ax_])  # a given Axes: the user's other panels keep their fonts
     return finish(fig, ax_, show=show, save=save, ax_given=ax is not None, return_fig=return_fig)

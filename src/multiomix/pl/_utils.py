@@ -78,8 +78,12 @@ def finish(
     ax_given: bool = False,
     return_fig: bool = False,
 ) -> Axes | Figure | None:
-    """Save, show and return following the module's convention (``axes=None`` marks a figure-level plot)."""
+    """Save, show and return following the module's convention (``axes=None`` marks a figure-level plot).
+
+    ``save`` may name a folder that does not exist yet: it is created (as scanpy creates its figure folder).
+    """
     if save is not None:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save, dpi=SAVE_DPI, bbox_inches="tight")
     if show is None:
         show = interactive_backend() and not ax_given

@@ -46,7 +46,9 @@ def _lookup(data: Any, key: str, kind: str | None) -> Any:
     function = _producer(key, kind)
     run = f"run mx.tl.{function} first" if function else "run the mx.tl function that writes it first"
     if key not in uns:
-        raise KeyError(f"No results under .uns[{key!r}]; {run} (or pass the `key_added` you used).")
+        stored = _stored_of(uns, kind) if kind is not None else []
+        hint = f"results of that kind are stored under {stored}; " if stored else ""
+        raise KeyError(f"No results under .uns[{key!r}]; {hint}{run} (or pass the `key_added` you used).")
     value = uns[key]
     if kind is not None:
         missing = [part for part in _KINDS[kind][1] if not isinstance(value, dict) or part not in value]
@@ -55,11 +57,21 @@ def _lookup(data: Any, key: str, kind: str | None) -> Any:
     return value
 
 
+def _stored_of(uns: Mapping, kind: str) -> list[str]:
+    """Keys of ``uns`` that hold results of ``kind`` (to name in an error about a wrong key)."""
+    if kind == "embedding_benchmark":
+        return [k for k, v in uns.items() if record_kind(v) == "embedding_benchmark"]
+    parts = _KINDS[kind][1]
+    return [k for k, v in uns.items() if parts and isinstance(v, Mapping) and all(p in v for p in parts)]
+
+
 def _entry(mdata: Any, key: str) -> dict:
     """Return the relevance results in ``uns[key]`` (errors name :func:`multiomix.tl.feature_relevance`)."""
     uns = getattr(mdata, "uns", {})
     if key not in uns:
-        raise KeyError(f"No relevance results under mdata.uns[{key!r}]; run mx.tl.feature_relevance first.")
+        stored = _stored_of(uns, "relevance")
+        hint = f"relevance results are stored under {stored}; or " if stored else ""
+        raise KeyError(f"No relevance results under mdata.uns[{key!r}]; {hint}run mx.tl.feature_relevance first.")
     entry = uns[key]
     if not isinstance(entry, dict) or "groups" not in entry or "params" not in entry:
         raise ValueError(f"mdata.uns[{key!r}] does not hold feature_relevance results.")
