@@ -437,6 +437,12 @@ def test_tile_attention_plot(fitted, tmp_path):
     fig = mx.pl.tile_attention(mdata, n_top=5, show=False)
     assert len(fig.axes) >= 4
     fig.savefig(tmp_path / "tile_attention.png")
+    # many classes wrap onto further rows: the figure stays laptop-wide
+    many = mdata.copy()
+    many.obs["eight"] = pd.Categorical(np.arange(many.n_obs) % 8)
+    fig = mx.pl.tile_attention(many, groupby="eight", n_top=3, show=False)
+    assert fig.get_size_inches()[0] <= mx.pl.LAPTOP_WIDTH + 1e-9
+    assert sum(ax.get_visible() and ax.get_title() != "" for ax in fig.axes) == 16  # 8 classes x 2 panels
     with pytest.raises(KeyError, match="fit_med_crossvit"):
         mx.pl.tile_attention(mdata, key="missing", show=False)
     # new patients scored with tl.predict get the attention too, so the plot works on them

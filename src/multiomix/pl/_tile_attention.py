@@ -12,7 +12,7 @@ from mudata import MuData
 
 from .._docs import fill_doc
 from ..tl import get_result
-from ._utils import SMALL_FONT, finish, min_font, style
+from ._utils import LAPTOP_WIDTH, SMALL_FONT, finish, min_font, style
 
 __all__ = ["tile_attention"]
 
@@ -50,7 +50,8 @@ def tile_attention(
     coords_key
         ``obsm`` key of the tile coordinates in the tile modality.
     panel_size
-        Width of one class's column of panels in inches.
+        Width of one class's column of panels in inches; classes wrap onto further rows beyond
+        ``mx.pl.LAPTOP_WIDTH`` (10.5 inches).
     %(plot_figure_end)s
 
     Examples
@@ -84,19 +85,27 @@ def tile_attention(
     confidence = mdata.obs[confidence_key].to_numpy() if confidence_key in mdata.obs else np.ones(mdata.n_obs)
 
     n = len(classes)
+    ncols = max(1, min(n, int(LAPTOP_WIDTH // panel_size)))  # classes per row: the figure stays laptop-wide
+    nrows = int(np.ceil(n / ncols))
     with style():
-        fig, axes = plt.subplots(2, n, figsize=(panel_size * n, 2 * panel_size), squeeze=False)
-        _panels(fig, axes, classes, groups, genes, tiles, mask, coords, confidence, n_top, mdata.obs_names)
+        fig, grid = plt.subplots(2 * nrows, ncols, figsize=(panel_size * ncols, 2 * panel_size * nrows),
+                                 squeeze=False)
+        pairs = [(grid[2 * (j // ncols), j % ncols], grid[2 * (j // ncols) + 1, j % ncols]) for j in range(n)]
+        for j in range(n, nrows * ncols):  # the last row's empty slots
+            grid[2 * (j // ncols), j % ncols].set_visible(False)
+            grid[2 * (j // ncols) + 1, j % ncols].set_visible(False)
+        _panels(fig, pairs, classes, groups, genes, tiles, mask, coords, confidence, n_top, mdata.obs_names)
         fig.tight_layout()
     min_font(fig)
     return finish(fig, None, show=show, save=save)
 
 
-def _panels(fig, axes, classes, groups, genes, tiles, mask, coords, confidence, n_top, obs_names) -> None:
-    for j, cls in enumerate(classes):
+def _panels(fig, pairs, classes, groups, genes, tiles, mask, coords, confidence, n_top, obs_names) -> None:
+    """Draw each class's (genes, slide) pair of panels."""
+    for (top, bottom), cls in zip(pairs, classes, strict=True):
         rows = np.flatnonzero((groups == cls).to_numpy())
         mean = genes.iloc[rows].mean(0).sort_values(ascending=False).iloc[:n_top]
-        ax = axes[0, j]
+        ax = top
         ax.barh(np.arange(len(mean))[::-1], mean.to_numpy(), color="tab:blue")
         ax.set_yticks(np.arange(len(mean))[::-1], [str(g) for g in mean.index])
         ax.axvline(1.0 / genes.shape[1], color="grey", ls="--", lw=0.8)
@@ -105,7 +114,7 @@ def _panels(fig, axes, classes, groups, genes, tiles, mask, coords, confidence, 
 
         best = rows[np.argmax(confidence[rows])]
         weights = tiles[best][mask[best]]
-        ax = axes[1, j]
+        ax = bottom
         if coords is not None:
             xy = coords[best][mask[best]]
             sc = ax.scatter(xy[:, 0], xy[:, 1], c=weights, cmap="viridis", s=28, marker="s", vmin=0)
