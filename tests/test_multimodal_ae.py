@@ -540,7 +540,7 @@ def test_embeddings_of_others_and_of_the_user_are_kept(caplog):
     np.testing.assert_array_equal(fresh.obsm["X_a_umap"], 0.0)
 
 
-def test_a_cell_measured_in_one_modality_is_embedded_from_it(fitted, caplog):
+def test_a_cell_measured_in_one_modality_is_embedded_from_it(fitted, caplog, tmp_path):
     mdata, model = fitted
     rna_only = md.MuData({"rna": mdata["rna"][:30].copy()})
     z = model.get_latent_representation(rna_only, modalities=["rna"])
@@ -551,5 +551,15 @@ def test_a_cell_measured_in_one_modality_is_embedded_from_it(fitted, caplog):
     counts = planted_multiome(n_obs=60)
     counts.mod["rna"].X = counts.mod["rna"].layers["counts"].copy()
     with caplog.at_level("WARNING", logger="multiomix"):
-        mx.tl.fit_multimodal_ae(counts, max_epochs=1, **SMALL)
+        on_counts = mx.tl.fit_multimodal_ae(counts, max_epochs=1, **SMALL)
     assert "holds whole numbers (raw counts?)" in caplog.text
+    # a loaded model rebuilds the losses it was fitted with: no second warning, and no loss re-inferred from new data
+    on_counts.save(str(tmp_path / "counts_model"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="multiomix"):
+        loaded = mx.models.MultimodalAE.load(str(tmp_path / "counts_model"), adata=counts)
+    assert "whole numbers" not in caplog.text and loaded.likelihoods_ == on_counts.likelihoods_
+    not_binary = counts.copy()
+    not_binary.mod["atac"].X = not_binary.mod["atac"].X * 2.0  # the model decodes ATAC as binary ('bce')
+    with pytest.raises(ValueError, match="loss 'bce' needs 0/1"):
+        mx.models.MultimodalAE.load(str(tmp_path / "counts_model"), adata=not_binary)

@@ -177,6 +177,9 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
             f"hidden_dim={hidden_dim}, n_layers={n_layers}, modality_dropout={modality_dropout}"
         )
         self.init_params_ = self._get_init_params(locals())
+        # the losses as resolved: a loaded model rebuilds the same decoders (not re-inferred from the new data,
+        # whose values may look otherwise) and does not repeat the choice's warnings
+        self.init_params_["non_kwargs"]["losses"] = dict(likelihoods)
 
     @classmethod
     def setup_mudata(

@@ -182,16 +182,18 @@ def transfer(
         heat_rows = query.obs[truth_key].dropna().astype(str).nunique()
     heat_height = max(2.5, 0.17 * heat_rows) if truth_key is not None else 0.0
     width = min(2 * panel_size + legend_width + 0.6, LAPTOP_WIDTH)
+    top = max(panel_size, 0.25 * int(np.ceil(n_cat / legend_cols)) + 0.4)  # the legend's column fits in the row
     with style():
-        fig = plt.figure(figsize=(width, panel_size + (heat_height + 2.2 if truth_key is not None else 0)))
+        fig = plt.figure(figsize=(width, top + (heat_height + 2.2 if truth_key is not None else 0)))
         grid = fig.add_gridspec(2 if truth_key is not None else 1, 3, width_ratios=[panel_size, panel_size,
                                                                                        legend_width],
-                                height_ratios=[panel_size, heat_height + 2.2] if truth_key is not None else None,
+                                height_ratios=[top, heat_height + 2.2] if truth_key is not None else None,
                                 hspace=0.12, wspace=0.08)
         ax_source, ax_label = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
         _scatter_categories(ax_source, coords, joint.obs["source"], _SOURCE_COLORS, size)
         # the legend stands in for the title, above the points rather than on them
-        legend = ax_source.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,
+        legend = ax_source.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                                  ncols=2 if panel_size >= 3 else 1,  # two entries side by side need the width
                                   handletextpad=0.2, borderaxespad=0.2)
         for handle in legend.legend_handles:
             handle.set_sizes([30])
