@@ -498,3 +498,14 @@ def test_relevance_plots_with_one_group_and_tiny_values():
     assert any(label.startswith("mean |relevance|") and "1e-" in label for label in labels), labels
     with pytest.raises(KeyError, match=r"stored under \['relevance'"):
         mx.pl.relevance_dotplot(mdata, "absent")
+
+
+def test_benchmark_metric_names_wrap_in_a_narrow_axes():
+    data = benchmark_data(n=3)
+    data.uns["embedding_benchmark"]["asw_batch"] = [0.8, 0.7]
+    data.uns["embedding_benchmark"]["graph_connectivity"] = [0.9, 0.95]
+    wide = [t.get_text() for t in mx.pl.benchmark(data, show=False).get_xticklabels()]
+    assert "cell-type ASW" in wide
+    fig, axes = plt.subplots(2, 3, figsize=(6, 4))
+    narrow = [t.get_text() for t in mx.pl.benchmark(data, ax=axes[0, 0], show=False).get_xticklabels()]
+    assert "cell-type\nASW" in narrow and "graph\nconn." in narrow

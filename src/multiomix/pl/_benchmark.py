@@ -93,7 +93,11 @@ def benchmark(
                                  ha="center", va="bottom", fontsize=SMALL_FONT - 1 if n > 3 else SMALL_FONT,
                                  rotation=90)
         ax_.set_xticks(x)
-        ax_.set_xticklabels([_METRIC_LABELS.get(m, m) for m in metrics])
+        names = [_METRIC_LABELS.get(m, m) for m in metrics]
+        inches_per_metric = ax_.get_position().width * fig.get_size_inches()[0] / max(len(metrics), 1)
+        if inches_per_metric < 0.09 * max(map(len, names), default=0):  # a narrow Axes: two-word names on two lines
+            names = [name.replace(" ", "\n", 1) for name in names]
+        ax_.set_xticklabels(names)
         ax_.set_ylim(min(0.0, float(np.nanmin(table[metrics].to_numpy(float))) - 0.05), 1.18)
         ax_.set_ylabel("score (higher is better)")
         ax_.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="embedding")
