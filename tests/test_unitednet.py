@@ -176,6 +176,14 @@ def test_supervised_learns_and_writes(supervised):
     blend = net.skip_blend("rna", "adt")  # one decoder weight per target feature, on the grid 0, 0.1, ..., 1
     assert blend.shape == (mdata.mod["adt"].n_vars,) and bool(((blend >= 0) & (blend <= 1)).all())
     assert torch.allclose(blend * 10, (blend * 10).round())
+    # the search over validation rows in small chunks (as on large data) chooses the same blends
+    validation = np.flatnonzero(mdata.obs["split"] == "validation")
+    model._choose_skip_blend(validation)  # all rows in one chunk (on the maps as refitted after the fit's choice)
+    chosen = {(s, t): net.skip_blend(s, t).clone() for s in model.modalities for t in net.skip_targets}
+    model._blend_chunk_elements = 11 * max(len(v) for v in model.feature_names_.values()) * 3  # 3 rows a chunk
+    model._choose_skip_blend(validation)
+    for (s, t), before in chosen.items():
+        assert torch.equal(net.skip_blend(s, t), before), (s, t)
     hist = info["history"]
     assert hist["train_translation"].iloc[-1] < hist["train_translation"].iloc[0]
     assert hist["train_classification_loss"].iloc[-1] < hist["train_classification_loss"].iloc[0]

@@ -138,6 +138,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
     #: 2 cores, and its cost grows with both widths)
     linear_skip_max_weights: ClassVar[int] = 2_000_000
     _restore_best_epoch = False  # the plan keeps and restores its own best epoch (and head)
+    #: elements (rows x grid x target features) of one chunk of the skip-blend search (about 256 MB in float32)
+    _blend_chunk_elements = 2**26
     _ddp_unused_parameters = True  # each phase's optimiser step leaves the other phases' parameters out
     #: training defaults (``validation_size=0.1`` and early stopping in supervised mode only are the defaults of
     #: :meth:`train`)
@@ -527,21 +529,32 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             return
         self.module.eval()
         net = self.module.net
-        xs = self._standardised(np.asarray(validation_indices))
+        rows = np.asarray(validation_indices)
+        if len(rows) > self.linear_skip_max_cells:  # as the linear maps: a bounded random subset of the rows
+            rows = np.sort(np.random.default_rng(self.random_state).choice(rows, self.linear_skip_max_cells,
+                                                                           replace=False))
         weights = torch.linspace(0, 1, grid, device=next(net.parameters()).device)
-        n = len(validation_indices)
-        for s in self.modalities:
-            z = net.encoders[s](xs[s])
-            for t in net.skip_targets:
-                if not net.has_linear_map(s, t):
-                    continue
-                deep, linear = net.decoders[t](z), net.linear_translate(xs[s], s, t)
-                w = weights[:, None, None]
-                rss = (w * deep + (1 - w) * linear - xs[t]).pow(2).sum(1)  # (grid, target features)
-                pair = int(rss.sum(1).argmin())
-                best, own = rss.min(0)
-                f = (rss[pair] - best) / (best / max(n - 1, 1)).clamp_min(1e-12)
-                net.set_skip_blend(s, t, weights[torch.where(f > min_f, own, torch.full_like(own, pair))])
+        n = len(rows)
+        pairs = [(s, t) for s in self.modalities for t in net.skip_targets if net.has_linear_map(s, t)]
+        # residual sums of squares (grid, target features) per pair, summed over chunks of rows: densified and
+        # broadcast over the grid a chunk at a time (all rows at once took several times a dense matrix at 50k cells)
+        widest = max((len(self.feature_names_[t]) for _, t in pairs), default=1)
+        chunk = max(1, int(self._blend_chunk_elements // (grid * max(widest, 1))))
+        rss: dict[tuple[str, str], torch.Tensor] = {}
+        for start in range(0, n, chunk):
+            xs = self._standardised(rows[start : start + chunk])
+            for s in dict.fromkeys(s for s, _ in pairs):  # in order
+                z = net.encoders[s](xs[s])
+                for t in [t for src, t in pairs if src == s]:
+                    deep, linear = net.decoders[t](z), net.linear_translate(xs[s], s, t)
+                    w = weights[:, None, None]
+                    part = (w * deep + (1 - w) * linear - xs[t]).pow(2).sum(1)
+                    rss[(s, t)] = part if (s, t) not in rss else rss[(s, t)] + part
+        for (s, t), total in rss.items():
+            pair = int(total.sum(1).argmin())
+            best, own = total.min(0)
+            f = (total[pair] - best) / (best / max(n - 1, 1)).clamp_min(1e-12)
+            net.set_skip_blend(s, t, weights[torch.where(f > min_f, own, torch.full_like(own, pair))])
 
     # inference --------------------------------------------------------------------------------------------------
     def _inference_outputs(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
