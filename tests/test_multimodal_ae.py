@@ -477,6 +477,22 @@ def test_embedding_baseline_is_pca_concat_of_the_same_inputs(caplog):
     assert len(line) == 1 and f"vs {expected['nmi']:.3f}" in line[0]
     mx.tl.fit_multimodal_ae(mdata, label_key="cluster", max_epochs=1, baseline=False, **SMALL)
     assert "baseline" not in mdata.uns["mmae"] and "embedding_metrics" in mdata.uns["mmae"]
+    assert mdata.uns["mmae"]["embedding_metrics"]["n_scored"] == mdata.n_obs
+
+
+def test_embedding_scores_are_bounded_to_a_stratified_subset_on_large_data(monkeypatch, caplog):
+    import logging
+
+    import multiomix.tl._multimodal_ae as module
+
+    monkeypatch.setattr(module, "MAX_ROWS", 100)  # stands in for 5,000 of a large data set
+    mdata = planted_multiome(n_obs=240)
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        mx.tl.fit_multimodal_ae(mdata, label_key="cluster", max_epochs=3, random_state=0, **SMALL)
+    entry = mdata.uns["mmae"]
+    assert entry["embedding_metrics"]["n_scored"] == 100 and "on a stratified random 100 of the 240" in caplog.text
+    assert mdata.obsm["X_mmae"].shape[0] == 240  # every cell is still embedded
+    assert entry["baseline"]["kmeans"]["nmi"] > 0.9  # the baseline, on the same 100 cells, still finds the clusters
 
 
 def test_pca_concat_refuses_modalities_in_another_order():
