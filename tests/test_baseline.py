@@ -53,8 +53,13 @@ def test_fitted_linear_path_keeps_the_default_level_with_the_baseline_on_a_linea
     assert np.mean(gaps) < 0.03  # without the linear path the baseline leads by 0.08-0.20 on these data
 
 
-def test_a_model_that_is_its_fitted_linear_path_scores_as_the_baseline():
+def test_a_model_that_is_its_fitted_linear_path_scores_as_the_baseline(monkeypatch):
     """best_epoch == -1: the model is the baseline's logistic regression (same C, same predictions, same metrics)."""
+    import multiomix._baseline as baseline_module
+
+    searches = []
+    splitter = baseline_module.StratifiedKFold
+    monkeypatch.setattr(baseline_module, "StratifiedKFold", lambda *a, **k: searches.append(1) or splitter(*a, **k))
     for seed in range(2):
         mdata = _linear(150, seed=seed)
         split = np.array(["train"] * 80 + ["validation"] * 25 + ["test"] * 45, dtype=object)
@@ -63,6 +68,7 @@ def test_a_model_that_is_its_fitted_linear_path_scores_as_the_baseline():
         info = mdata.uns["crossattomics"]
         assert model.best_epoch_ == -1
         assert info["baseline"]["C"] == model.linear_path_C_  # the same search on the same rows (C differed)
+        assert len(searches) == seed + 1  # one inner search per fit: the baseline reuses the linear path's C
         # the same regression, fitted once on float32 standardised inputs: at most a near-tie row may differ
         n = info["test_metrics"]["n"]
         assert abs(info["baseline"]["test_metrics"]["accuracy"] - info["test_metrics"]["accuracy"]) <= 1 / n + 1e-9

@@ -63,7 +63,7 @@ def stack_modalities(matrices: Sequence) -> np.ndarray | sparse.csr_matrix:
 
 
 def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, class_weighting: bool = True,
-                      folds: int = 5):
+                      folds: int = 5, C: float | None = None):
     """Standardised logistic regression with ``C`` chosen by inner stratified cross-validation.
 
     Parameters
@@ -81,6 +81,9 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
         held-out part of fewer folds, so ``C`` is searched even when a few classes have one or two members.
         ``C = 1`` without a search when no fold can be scored (every class a singleton, or a fold whose training
         part holds one class).
+    C
+        Fit at this ``C`` without a search (one fit instead of a grid of cross-validated ones), e.g. the ``C`` the
+        same search already chose on the same rows.
 
     Returns
     -------
@@ -100,8 +103,9 @@ def logistic_baseline(x_train, y_train: np.ndarray, *, random_state: int = 0, cl
     scaler = StandardScaler(with_mean=not sparse.issparse(x_train))
     lr = LogisticRegression(max_iter=2000, class_weight="balanced" if class_weighting else None)
     pipeline = make_pipeline(scaler, lr)
-    fixed_c = GridSearchCV(pipeline, {"logisticregression__C": [1.0]}, cv=[(np.arange(len(y_train)),) * 2])
-    if n_splits < 2:  # every class a singleton: no inner CV possible, keep sklearn's default C
+    fixed_c = GridSearchCV(pipeline, {"logisticregression__C": [1.0 if C is None else float(C)]},
+                           cv=[(np.arange(len(y_train)),) * 2])
+    if n_splits < 2 or C is not None:  # every class a singleton: no inner CV possible, keep sklearn's default C
         return fixed_c.fit(x_train, y_train)
     splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
     search = GridSearchCV(pipeline, {"logisticregression__C": list(C_GRID)}, cv=splitter, scoring="f1_macro")

@@ -555,8 +555,12 @@ def finish_classifier_fit(
     random_state: int,
     extra: Callable[[], dict[str, Any]] | None = None,
     batch_size: int = 256,
+    baseline_C: float | None = None,
 ) -> None:
     """Predict every row, score the test rows against the baseline, and write everything under ``key_added``.
+
+    ``baseline_C``: the ``C`` the same inner search already chose on the same rows (CrossAttOmics' fitted linear
+    path); the baseline is then fitted once at it instead of searching again.
 
     Writes ``obs['<key>_prediction']``, ``obs['<key>_confidence']``, ``obsm['<key>_proba']``,
     ``obsm['X_<key>']`` and ``uns[key_added]`` with ``params``, ``classes``, ``history``, row counts,
@@ -579,7 +583,7 @@ def finish_classifier_fit(
         info["test_metrics_missing"] = "no test rows (test_size=0 or no 'test' rows in the split column)"
         logger.info("no test rows: test metrics are missing")
     if baseline and len(fit.test) and baseline_features is not None:
-        peer = _baseline(fit, baseline_features, truth, random_state=random_state)
+        peer = _baseline(fit, baseline_features, truth, random_state=random_state, C=baseline_C)
         info["baseline"] = peer
         ours, theirs = info["test_metrics"], peer["test_metrics"]
         logger.info(
@@ -595,14 +599,15 @@ def finish_classifier_fit(
     finish_fit(mdata, fit, model, key_added=key_added, params=params, split_key=split_key, outputs=outputs)
 
 
-def _baseline(fit: FitData, features: Callable[[np.ndarray], Any], truth: pd.Series, *, random_state: int):
+def _baseline(fit: FitData, features: Callable[[np.ndarray], Any], truth: pd.Series, *, random_state: int,
+              C: float | None = None):
     # sorted, as the rows CrossAttOmics fits its linear path on: the inner CV's shuffled folds depend on row order,
     # and the baseline is to be that very regression
     train = np.sort(np.concatenate([fit.train, fit.validation]))
     if len(train) > MAX_ROWS:
         logger.info(f"baseline: fitted on a stratified random {MAX_ROWS:,} of the {len(train):,} training rows")
         train = subsample_rows(train, truth.iloc[train].to_numpy(), max_rows=MAX_ROWS, random_state=random_state)
-    search = logistic_baseline(features(train), truth.iloc[train].to_numpy(), random_state=random_state)
+    search = logistic_baseline(features(train), truth.iloc[train].to_numpy(), random_state=random_state, C=C)
     prediction = search.predict(features(fit.test))
     return {
         "name": "logistic_regression",
