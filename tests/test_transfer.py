@@ -143,6 +143,15 @@ def test_leave_type_out_match_scores_use_the_agreement_without_the_left_out_type
     out = _transfer.calibrate(proba, y, left_out_agreement=agreement)
     assert out["unknown_score"] == "match" and out["unknown_selection"]["auroc"] == 1.0
     assert _transfer.calibrate(proba, y)["unknown_score"] == "confidence"
+    # left-out probabilities are temperature-scaled one type at a time: the same scores as scaling them all first
+    rng = np.random.default_rng(0)
+    left_out = {c: rng.dirichlet(np.ones(3), size=12) for c in range(3)}
+    scale = 1.7
+    pre = {c: _transfer.temperature_scale(p, scale) for c, p in left_out.items()}
+    lazily = _transfer.leave_type_out_scores(proba, y, left_out, agreement,
+                                             left_out_transform=lambda p: _transfer.temperature_scale(p, scale))
+    for a, b in zip(lazily, _transfer.leave_type_out_scores(proba, y, pre, agreement), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_unknown_score_confidence_thresholds_the_confidence():

@@ -6,6 +6,8 @@ Pure NumPy on class probabilities of held-out reference cells; :func:`~multiomix
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
@@ -91,7 +93,8 @@ def match_score(confidence: np.ndarray, agreement: np.ndarray) -> np.ndarray:
 
 
 def leave_type_out_scores(proba: np.ndarray, y: np.ndarray, left_out: dict[int, np.ndarray] | None = None,
-                          left_out_agreement: dict[int, np.ndarray] | None = None,
+                          left_out_agreement: dict[int, np.ndarray] | None = None, *,
+                          left_out_transform: Callable[[np.ndarray], np.ndarray] | None = None,
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Confidences (or match scores) of 'known' and 'novel' cells when each type in ``y`` is left out in turn.
 
@@ -101,13 +104,17 @@ def leave_type_out_scores(proba: np.ndarray, y: np.ndarray, left_out: dict[int, 
     every left-out type are pooled. ``left_out[c]``, where given, replaces ``proba`` for left-out class ``c``
     (e.g. a kNN vote taken without the reference cells of type ``c``). With ``left_out_agreement`` (per class
     ``c``: each cell's neighbour agreement among the reference cells of the other types) the scores are
-    :func:`match_score` instead, and types without an agreement are skipped.
+    :func:`match_score` instead, and types without an agreement are skipped. ``left_out_transform`` is applied
+    to each ``left_out[c]`` as it is used (one class at a time: a transformed copy of all of them would hold
+    cells x types x types values at once).
     """
     known, novel = [], []
     for c in np.unique(y):
         if left_out_agreement is not None and int(c) not in left_out_agreement:
             continue
         source = proba if left_out is None or int(c) not in left_out else left_out[int(c)]
+        if source is not proba and left_out_transform is not None:
+            source = left_out_transform(source)
         rest = np.delete(source, c, axis=1)
         conf = rest.max(1) / np.clip(rest.sum(1), _EPS, None)
         if left_out_agreement is not None:
@@ -162,13 +169,15 @@ def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.
     temperature = fit_temperature(proba, y)
     calibrated = temperature_scale(proba, temperature)
     correct = proba.argmax(1) == y
-    scaled_out = None if left_out is None else {c: temperature_scale(p, temperature) for c, p in left_out.items()}
-    known, novel = leave_type_out_scores(calibrated, y, scaled_out)
+    def scale(p: np.ndarray) -> np.ndarray:
+        return temperature_scale(p, temperature)
+
+    known, novel = leave_type_out_scores(calibrated, y, left_out, left_out_transform=scale)
     by_confidence = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
     score = "confidence" if left_out_agreement is None else "match"
     unknown = by_confidence
     if score == "match":
-        known, novel = leave_type_out_scores(calibrated, y, scaled_out, left_out_agreement)
+        known, novel = leave_type_out_scores(calibrated, y, left_out, left_out_agreement, left_out_transform=scale)
         unknown = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
         unknown["auroc_confidence"] = by_confidence["auroc"]
     return {
