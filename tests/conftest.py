@@ -37,3 +37,21 @@ def one_torch_thread():
     """Keep every test on one torch thread (some libraries reset the process's OpenMP thread count)."""
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def neighbors_reset_threads(monkeypatch):
+    """scanpy's neighbour graph as numba's OpenMP layer makes it behave the first time it runs in a process: it
+    sets torch's thread count to 2. Functions that build the graph must give the user's count back."""
+    import scanpy as sc
+
+    neighbors = sc.pp.neighbors
+
+    def resetting_neighbors(*args, **kwargs):
+        torch.set_num_threads(2)
+        return neighbors(*args, **kwargs)
+
+    monkeypatch.setattr(sc.pp, "neighbors", resetting_neighbors)
+    torch.set_num_threads(1)
+    yield
+    monkeypatch.undo()
