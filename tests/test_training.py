@@ -288,6 +288,10 @@ def test_train_indices_alone_hold_out_validation_rows_from_them(caplog):
     model = mx.models.CrossAttOmics(mdata, linear_path=None)
     model.train(max_epochs=2, train_indices=np.arange(60), validation_size=0, progress_bar=False)
     assert "validation_loss" not in model.history and model.best_epoch_ is None
+    from multiomix.train import resolve_rows
+
+    train, validation, rest = resolve_rows(80, None, np.arange(70, 80), validation_size=0.15, random_state=0)
+    assert list(validation) == list(range(70, 80)) and list(train) == list(range(70)) and len(rest) == 0
 
 
 def test_unitednet_reports_the_epoch_its_plan_restored():

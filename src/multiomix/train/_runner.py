@@ -77,7 +77,8 @@ def resolve_rows(
     """Train, validation and unused rows.
 
     Without ``validation_indices``, a random ``validation_size`` of the training rows (all rows when
-    ``train_indices`` is not given either) is held out for validation (logged when ``train_indices`` is given).
+    ``train_indices`` is not given either) is held out for validation (logged when ``train_indices`` is given);
+    ``validation_indices`` alone trains on every other row.
 
     Examples
     --------
@@ -87,6 +88,9 @@ def resolve_rows(
     >>> train, validation, rest = resolve_rows(10, np.arange(5), None, validation_size=0.2, random_state=0)
     >>> len(train), len(validation), len(rest)
     (4, 1, 5)
+    >>> train, validation, rest = resolve_rows(10, None, [0, 1], validation_size=0.2, random_state=0)
+    >>> len(train), len(validation), len(rest)
+    (8, 2, 0)
     """
     if validation_indices is None:
         given = train_indices is not None
@@ -98,6 +102,9 @@ def resolve_rows(
             logger.info(f"no validation_indices: {n_val} of the {len(pool)} train_indices rows (validation_size="
                         f"{validation_size:g}) are held out for validation (early stopping, best epoch); pass "
                         "validation_indices= to choose them, or validation_size=0 to train on all")
+    elif train_indices is None:  # validation rows given alone: train on every other row
+        held = row_positions(validation_indices, n_obs, name="validation_indices")
+        train_indices = np.setdiff1d(np.arange(n_obs), held)
     train = row_positions(train_indices, n_obs, name="train_indices")
     validation = row_positions([] if validation_indices is None else validation_indices, n_obs,
                                name="validation_indices")

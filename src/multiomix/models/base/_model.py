@@ -245,8 +245,8 @@ class MultiomixModel(BaseModelClass):
             Minibatch size (default: the model's).
         train_indices, validation_indices
             Integer rows (or boolean masks) to train / validate on (e.g. from ``obs['split']``); rows in neither are
-            not used. Default: all rows to train on; without ``validation_indices``, a random ``validation_size`` of
-            the training rows is held out for validation.
+            not used. Default: all rows to train on (all but ``validation_indices`` when only those are given);
+            without ``validation_indices``, a random ``validation_size`` of the training rows is held out.
         validation_size
             Fraction of the training rows held out for validation when ``validation_indices`` is not given (default
             0.15; ``0``: no validation, the last epoch is kept; scvi-tools' ``train_size=`` is taken instead:
