@@ -175,8 +175,14 @@ def test_read_bed_and_fasta_formats(tmp_path, genome, peaks):
     assert plain["chr1"] == plain["chr1"].upper() and len(plain) == 2
     with pytest.raises(ValueError, match="bgzip"):
         mx.io.open_fasta(gz)
+    # lines of any width, blank lines and Windows line ends are joined (an index needs one width per record)
     uneven = tmp_path / "uneven.fa"
-    uneven.write_text(">a\nACGT\nAC\nACGT\n")
+    uneven.write_bytes(b">a x\r\nACGT\r\nAC\r\n\r\nacgt\r\n>b\nTT\n")
+    assert mx.io.read_fasta(uneven) == {"a": "ACGTACACGT", "b": "TT"}
     with pytest.raises(ValueError, match="uneven.fa cannot be indexed"):
-        mx.io.read_fasta(uneven)
-    assert not (tmp_path / "uneven.fa.fai").exists()  # read_fasta leaves no index beside the file
+        mx.io.open_fasta(uneven)
+    for text, message in ((b"ACGT\n>a\nAC\n", "line 1: sequence text before"),
+                          (b">a\nAC\n> \nGT\n", "line 3: a header")):
+        (tmp_path / "bad.fa").write_bytes(text)
+        with pytest.raises(ValueError, match=message):
+            mx.io.read_fasta(tmp_path / "bad.fa")

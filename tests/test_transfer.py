@@ -429,6 +429,40 @@ def test_unknown_threshold_sits_in_the_gap_between_novel_and_known_scores():
     assert (novel < chosen["threshold"]).mean() == pytest.approx(chosen["true_unknown_rate"])
 
 
+@pytest.mark.parametrize("n_folds", [1, 3])
+def test_left_out_votes_match_a_search_per_type(n_folds):
+    """The kNN vote without type ``c`` comes from one wide search (refined only for cells whose list runs out of
+    other types): the same neighbours, mixtures and agreements as a search among the other types' cells per type,
+    built one type at a time when read."""
+    from multiomix.tl import _knn_vote
+
+    rng = np.random.default_rng(n_folds)
+    n_ref, n_types, k = 360, 9, 15
+    codes = np.r_[np.zeros(100, int), rng.integers(1, n_types, n_ref - 100)]  # one dominant type, whose cells
+    space = rng.normal(0, 3, (n_types, 5))[codes] + rng.normal(0, 1, (n_ref, 5))  # run out of others in 3k
+    parts = np.array_split(rng.permutation(n_ref), max(n_folds, 2))
+    folds = [(np.sort(np.concatenate(parts[:i] + parts[i + 1:])), np.sort(parts[i])) for i in range(n_folds)]
+    held = np.concatenate([h for _, h in folds])
+    val_proba = rng.dirichlet(np.ones(n_types), len(held))
+    out = _knn_vote.knn_ensemble(val_proba, codes[held], rng.dirichlet(np.ones(n_types), 20), space,
+                                 rng.normal(0, 3, (20, 5)), codes, folds, weight=0.5, k=k)
+    scale = out["info"]["distance_scale"]
+    model_val = (out["val_proba"] - 0.5 * np.concatenate([
+        _knn_vote._knn_votes(space[t], codes[t], n_types, space[h], k=k, scale=scale)[0] for t, h in folds])) / 0.5
+    assert sorted(out["left_out"]) == list(range(n_types))
+    for c in range(n_types):
+        votes, neighbours = zip(*(
+            _knn_vote._knn_votes(space[t[codes[t] != c]], codes[t[codes[t] != c]], n_types, space[h], k=k,
+                                 scale=scale)[::2] for t, h in folds))
+        expected = 0.5 * model_val + 0.5 * np.concatenate(votes)
+        np.testing.assert_allclose(out["left_out"][c], expected, atol=1e-12)
+        masked = expected.copy()
+        masked[:, c] = -np.inf
+        agreement = np.concatenate(neighbours) == masked.argmax(1)[:, None]
+        np.testing.assert_allclose(out["left_out_agreement"][c], agreement.mean(1))
+        assert c not in np.concatenate(neighbours)
+
+
 def test_joint_pca_of_a_large_modality_never_densifies_it(monkeypatch):
     """Above ``DENSE_PCA_MAX_ENTRIES`` a sparse modality is decomposed sparse (no ``toarray``) and a dense one in
     float32; both find the planted low-rank structure that the small-data path finds."""

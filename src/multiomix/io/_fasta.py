@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -98,11 +97,11 @@ def open_fasta(path: str | os.PathLike, *, index_beside: bool = True) -> pyfaidx
 def read_fasta(path: str | os.PathLike) -> dict[str, str]:
     r"""Read a (optionally gzipped) FASTA file into an ordered ``{record name: sequence}`` dict.
 
-    The record name is the header up to the first whitespace. Sequences are upper-cased; line breaks inside
-    a record are joined. Letters are not validated here (:func:`multiomix.pp.one_hot_sequences` does that).
-    The file is parsed with pyfaidx (:func:`open_fasta`); a plain-gzip file is decompressed to a temporary file
-    first. No index file is left beside the FASTA. To read intervals of a large genome without loading it, use
-    :func:`open_fasta` or :func:`multiomix.pp.sequences_from_genome`.
+    The record name is the header up to the first whitespace. Sequences are upper-cased; the lines of a record
+    are joined whatever their widths (blank lines and Windows line ends are ignored). Letters are not validated
+    here (:func:`multiomix.pp.one_hot_sequences` does that). The whole file is read into memory; to read
+    intervals of a large genome without loading it, use :func:`open_fasta` or
+    :func:`multiomix.pp.sequences_from_genome`.
 
     Parameters
     ----------
@@ -116,8 +115,8 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
     Raises
     ------
     ValueError
-        If the file has sequence lines before the first header, lines of unequal length inside a record, or
-        a duplicate record name.
+        If the file has sequence lines before the first header, a header without a name, or a duplicate record
+        name.
 
     Examples
     --------
@@ -128,17 +127,28 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
     {'chr1:0-4': 'ACGT', 'chr1:10-16': 'ACGNNT'}
     """
     path = _check_path(path, "FASTA")
-    if _is_plain_gzip(path):
-        with tempfile.TemporaryDirectory() as tmp:
-            plain = Path(tmp) / path.stem
-            with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            try:
-                return read_fasta(plain)
-            except ValueError as err:
-                raise ValueError(str(err).replace(plain.name, path.name)) from err
-    with open_fasta(path, index_beside=Path(f"{path}.fai").exists()) as fasta:
-        return {name: fasta[name][:].upper() for name in fasta.keys()}
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    opener = gzip.open if compressed else open
+    records: dict[str, list[str]] = {}
+    lines: list[str] | None = None
+    with opener(path, "rt") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith(">"):
+                fields = line[1:].split(maxsplit=1)
+                if not fields:
+                    raise ValueError(f"{path.name}, line {number}: a header ('>') without a record name.")
+                if fields[0] in records:
+                    raise ValueError(f"{path.name}, line {number}: duplicate FASTA record name {fields[0]!r}.")
+                lines = records[fields[0]] = []
+            elif lines is None:
+                raise ValueError(f"{path.name}, line {number}: sequence text before the first '>' header.")
+            else:
+                lines.append(line)
+    return {name: "".join(parts).upper() for name, parts in records.items()}
 
 
 def read_bed(path: str | os.PathLike) -> pd.DataFrame:

@@ -7,7 +7,7 @@ for models without classes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -23,6 +23,15 @@ def stack_rows(ref_matrix, query_matrix):
     if sparse.issparse(ref_matrix) or sparse.issparse(query_matrix):
         return sparse.vstack([sparse.csr_matrix(ref_matrix), sparse.csr_matrix(query_matrix)]).tocsr()
     return np.vstack([np.asarray(ref_matrix), np.asarray(query_matrix)])
+
+
+def _votes(dist: np.ndarray, neighbour_codes: np.ndarray, n_classes: int, scale: float) -> np.ndarray:
+    """Class probabilities from neighbour distances and classes: weights ``exp(-(d / scale) ** 2)`` + 0.5 / n."""
+    weight = np.exp(-(dist / scale) ** 2)
+    votes = np.zeros((len(dist), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(dist)), dist.shape[1]), neighbour_codes.ravel()), weight.ravel())
+    votes += 0.5 / n_classes
+    return votes / votes.sum(1, keepdims=True)
 
 
 def _knn_votes(pool: np.ndarray, pool_codes: np.ndarray, n_classes: int, points: np.ndarray, *, k: int,
@@ -41,11 +50,42 @@ def _knn_votes(pool: np.ndarray, pool_codes: np.ndarray, n_classes: int, points:
         dist, idx = dist[:, 1:], idx[:, 1:]
     if scale is None:
         scale = float(np.median(dist[:, -1]) + 1e-12)
-    weight = np.exp(-(dist / scale) ** 2)
-    votes = np.zeros((len(idx), n_classes))
-    np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), pool_codes[idx].ravel()), weight.ravel())
-    votes += 0.5 / n_classes
-    return votes / votes.sum(1, keepdims=True), scale, pool_codes[idx]
+    return _votes(dist, pool_codes[idx], n_classes, scale), scale, pool_codes[idx]
+
+
+class _NeighboursWithoutType:
+    """The ``k`` nearest ``pool`` cells of each point among the pool cells not of a given type, for every type.
+
+    One search for ``3 k`` neighbours in the whole pool serves every type: a point's nearest cells of the other
+    types are the first ``k`` of its list that are not of the left-out type. Only points whose list holds fewer
+    than ``k`` such cells (mostly cells of that type) are searched again, among the other types' cells. Same
+    neighbours as a search per type (up to the order of exactly tied distances), without a search of every
+    point per type.
+    """
+
+    def __init__(self, pool: np.ndarray, pool_codes: np.ndarray, points: np.ndarray, *, k: int):
+        self.pool, self.pool_codes, self.points, self.k = pool, pool_codes, points, int(k)
+        wide = int(min(3 * self.k, len(pool)))
+        self.dist, idx = NearestNeighbors(n_neighbors=wide).fit(pool).kneighbors(points)
+        self.codes = pool_codes[idx]
+
+    def __call__(self, without: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Distances and classes (points x k', nearest first) of the nearest cells not of type ``without``."""
+        others = self.pool_codes != without
+        k = int(min(self.k, others.sum()))
+        if k < 1:
+            return None
+        keep = self.codes != without
+        # the first k kept columns of each row, nearest first (stable sort keeps the distance order)
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        dist = np.take_along_axis(self.dist, order, axis=1)
+        codes = np.take_along_axis(self.codes, order, axis=1)
+        short = np.flatnonzero(keep.sum(1) < k)
+        if len(short):
+            nn = NearestNeighbors(n_neighbors=k).fit(self.pool[others])
+            dist[short], idx = nn.kneighbors(self.points[short])
+            codes[short] = self.pool_codes[others][idx]
+        return dist, codes
 
 
 def neighbour_agreement(neighbour_codes: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -107,6 +147,33 @@ def joint_pca(reference: MuData, query: MuData, modalities: Sequence[str], *, n_
 KNN_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+class _LeftOutMixes(Mapping):
+    """Per left-out class ``c``: the model probabilities mixed with the kNN vote taken without type ``c``.
+
+    Each mixture (held-out cells x classes) is built when it is read, from the voting neighbours kept per class
+    (distances and classes, held-out cells x k), so that the mixtures of all classes (cells x classes x classes
+    values) are never held at once.
+    """
+
+    def __init__(self, model_val: np.ndarray, weight: float, *, n_classes: int, scale: float):
+        self.model_val, self.weight, self.n_classes, self.scale = model_val, weight, n_classes, scale
+        self._neighbours: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def keep(self, c: int, neighbours: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Keep the voting neighbours (per fold: distances, classes) of the held-out cells without type ``c``."""
+        self._neighbours[c] = neighbours
+
+    def __getitem__(self, c: int) -> np.ndarray:
+        votes = np.concatenate([_votes(dist, codes, self.n_classes, self.scale) for dist, codes in self._neighbours[c]])
+        return (1 - self.weight) * self.model_val + self.weight * votes
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._neighbours)
+
+    def __len__(self) -> int:
+        return len(self._neighbours)
+
+
 def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.ndarray, ref_space: np.ndarray,
                  query_space: np.ndarray, ref_codes: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], *,
                  weight: float | Literal["auto"] = 0.5, k: int = 15) -> dict:
@@ -120,7 +187,8 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
     a query cell far from every reference cell gets a flatter vote. ``weight="auto"`` picks ``w`` in
     :data:`KNN_WEIGHTS` with the lowest held-out negative log-likelihood after a second temperature scaling. Also
     returns, per class ``c`` of the held-out cells, their mixture with the kNN vote taken without the reference
-    cells of type ``c`` (for :func:`leave_type_out_scores`), and the neighbour agreement
+    cells of type ``c`` (for :func:`leave_type_out_scores`; a read-only mapping that builds each mixture when it is
+    read, from neighbours found by :class:`_NeighboursWithoutType`), and the neighbour agreement
     (:func:`neighbour_agreement` of the ``k`` voting neighbours and the mixture's most probable class) of the
     query cells (``query_agreement``) and, per class ``c``, of the held-out cells with ``c`` left out of the
     neighbours and the prediction (``left_out_agreement``). The query's labels are never read.
@@ -131,17 +199,10 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
     model_val, model_query = temperature_scale(val_proba, temperature), temperature_scale(query_proba, temperature)
     scale = _knn_votes(ref_space[folds[0][0]], ref_codes[folds[0][0]], n_classes, ref_space[folds[0][1]], k=k)[1]
 
-    def vote_of_held_out(without: int | None = None) -> tuple[np.ndarray, list[np.ndarray]] | None:
-        parts, codes = [], []
-        for train, held in folds:
-            pool = train if without is None else train[ref_codes[train] != without]
-            if len(pool) < 1:
-                return None
-            votes, _, neighbours = _knn_votes(ref_space[pool], ref_codes[pool], n_classes, ref_space[held], k=k,
-                                              scale=scale)
-            parts.append(votes)
-            codes.append(neighbours)
-        return np.concatenate(parts), codes
+    knn_val = np.concatenate([_knn_votes(ref_space[train], ref_codes[train], n_classes, ref_space[held], k=k,
+                                         scale=scale)[0] for train, held in folds])
+    without_type = [_NeighboursWithoutType(ref_space[train], ref_codes[train], ref_space[held], k=k)
+                    for train, held in folds]
 
     def agreement(proba: np.ndarray, codes: list[np.ndarray], without: int | None = None) -> np.ndarray:
         if without is not None:  # the most probable class among the others
@@ -154,7 +215,6 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
             start += len(neighbours)
         return np.concatenate(parts)
 
-    knn_val, _ = vote_of_held_out()
     knn_query, _, query_neighbours = _knn_votes(ref_space, ref_codes, n_classes, query_space, k=k, scale=scale)
     held_out_nll = {}
     for w in KNN_WEIGHTS:
@@ -167,12 +227,14 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
         raise ValueError(f"`knn_weight` must be 'auto' or in [0, 1], got {weight}.")
     val_mix = (1 - weight) * model_val + weight * knn_val
     query_mix = (1 - weight) * model_query + weight * knn_query
-    left_out, left_out_agreement = {}, {}
+    left_out = _LeftOutMixes(model_val, weight, n_classes=n_classes, scale=scale)
+    left_out_agreement = {}
     for c in np.unique(val_codes):
-        held_c = vote_of_held_out(without=c)
-        if held_c is not None:
-            left_out[int(c)] = (1 - weight) * model_val + weight * held_c[0]
-            left_out_agreement[int(c)] = agreement(left_out[int(c)], held_c[1], without=int(c))
+        neighbours = [search(without=int(c)) for search in without_type]
+        if all(n is not None for n in neighbours):
+            left_out.keep(int(c), neighbours)
+            left_out_agreement[int(c)] = agreement(left_out[int(c)], [codes for _, codes in neighbours],
+                                                   without=int(c))
     return {"val_proba": val_mix, "query_proba": query_mix, "left_out": left_out,
             "query_agreement": neighbour_agreement(query_neighbours, query_mix.argmax(1)),
             "left_out_agreement": left_out_agreement,
