@@ -130,8 +130,13 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
     with open(path, "rb") as handle:
         compressed = handle.read(2) == b"\x1f\x8b"
     opener = gzip.open if compressed else open
-    records: dict[str, list[str]] = {}
-    lines: list[str] | None = None
+    records: dict[str, str] = {}
+    name, lines = None, []
+
+    def close_record() -> None:  # each record is joined when it ends: one record's lines are held at a time
+        if name is not None:
+            records[name] = "".join(lines).upper()
+
     with opener(path, "rt") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.strip()
@@ -141,14 +146,16 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
                 fields = line[1:].split(maxsplit=1)
                 if not fields:
                     raise ValueError(f"{path.name}, line {number}: a header ('>') without a record name.")
+                close_record()
                 if fields[0] in records:
                     raise ValueError(f"{path.name}, line {number}: duplicate FASTA record name {fields[0]!r}.")
-                lines = records[fields[0]] = []
-            elif lines is None:
+                name, lines = fields[0], []
+            elif name is None:
                 raise ValueError(f"{path.name}, line {number}: sequence text before the first '>' header.")
             else:
                 lines.append(line)
-    return {name: "".join(parts).upper() for name, parts in records.items()}
+    close_record()
+    return records
 
 
 def read_bed(path: str | os.PathLike) -> pd.DataFrame:
