@@ -378,6 +378,24 @@ def test_a_view_is_fitted_and_scored_like_its_copy(case):
                                model.get_latent_representation(mdata[:20].copy()), atol=1e-6)
 
 
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+def test_a_boolean_modality_is_fitted_as_zeros_and_ones(case, layout):
+    """A boolean matrix (e.g. peaks present / absent) is read as 0/1, as ``mx.pp`` reads it, not refused."""
+    mdata = case.make()
+    name = _featured(mdata)
+    x = np.asarray(mdata[name].X)
+    present = x > np.median(x, axis=0)
+    as_bool, as_float = mdata.copy(), mdata.copy()
+    as_bool[name].X = present if layout == "dense" else sparse.csr_matrix(present)
+    as_float[name].X = present.astype(np.float32) if layout == "dense" else sparse.csr_matrix(present, dtype=np.float32)
+    model = case.fit(as_bool, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    case.fit(as_float, label_key=case.label_key, random_state=0, **case.fit_kwargs)
+    assert as_bool[name].X.dtype == bool  # the user's matrix is kept as given
+    np.testing.assert_allclose(as_bool.obsm[f"X_{case.key}"], as_float.obsm[f"X_{case.key}"], atol=1e-5)
+    np.testing.assert_allclose(model.get_latent_representation(as_bool[:20].copy()),
+                               as_float.obsm[f"X_{case.key}"][:20], atol=1e-5)
+
+
 class _Records(logging.Handler):
     def __init__(self):
         super().__init__(logging.WARNING)
@@ -587,6 +605,27 @@ def test_test_rows_of_classes_never_trained_on_are_named(caplog):
         mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, accelerator="cpu", progress_bar=False,
                                 baseline=False)
     assert any("2 test rows of classes absent from training (['rare'])" in r.getMessage() for r in caplog.records)
+
+
+def test_label_values_of_two_types_that_read_alike_are_merged_with_a_warning(caplog):
+    """``1`` and ``'1'`` in one object column read as one class (labels are compared as text): said, not silent."""
+    import logging
+
+    mdata = mx.datasets.synthetic_interaction_mudata(120, n_features={"rna": 10, "methylation": 10, "mirna": 5})
+    labels = np.where(mdata.obs["label"].astype(str) == mdata.obs["label"].astype(str).iloc[0], "b", "a")
+    mixed = labels.astype(object)
+    mixed[(labels == "b") & (np.arange(mdata.n_obs) % 2 == 0)] = 1
+    mixed[(labels == "b") & (np.arange(mdata.n_obs) % 2 == 1)] = "1"
+    mdata.obs["mixed"], mdata.obs["plain"] = mixed, np.where(labels == "b", "1", "a")
+    quiet = {"max_epochs": 1, "accelerator": "cpu", "progress_bar": False, "baseline": False}
+    with caplog.at_level(logging.WARNING, logger="multiomix"):
+        mx.tl.fit_crossattomics(mdata, label_key="plain", key_added="plain", **quiet)
+    assert not [r for r in caplog.records if "read as the same class" in r.getMessage()]
+    with caplog.at_level(logging.WARNING, logger="multiomix"):
+        mx.tl.fit_crossattomics(mdata, label_key="mixed", key_added="mixed", **quiet)
+    warned = [r.getMessage() for r in caplog.records if "read as the same class" in r.getMessage()]
+    assert len(warned) == 1 and ("'1' and 1 -> '1'" in warned[0] or "1 and '1' -> '1'" in warned[0])
+    assert sorted(mdata.uns["mixed"]["classes"]) == ["1", "a"]
 
 
 def test_one_function_never_replaces_another_function_s_record():

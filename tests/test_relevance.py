@@ -322,6 +322,22 @@ def test_group_names_that_differ_only_by_a_slash_are_kept_apart(tmp_path, caplog
     plt.close("all")
 
 
+def test_groups_of_a_float_label_column_are_found_by_their_own_values():
+    """A NaN makes an integer label column float: its groups are stored as '1', '2' and found as 1.0 and 2."""
+    mdata = planted_mudata(n_per_type=30)
+    codes = mdata.obs["cell_type"].cat.codes.to_numpy().astype(float) + 1.0
+    codes[:3] = np.nan
+    mdata.obs["level"] = codes
+    model = mx.tl.fit_unitednet(mdata, label_key="level", max_epochs=2, latent_dim=8, hidden=(16,), n_heads=1,
+                                progress_bar=False)
+    feature_relevance(mdata, model, groupby="level", groups=1.0, max_cells_per_group=10, n_samples=5)
+    assert list(mdata.uns["relevance"]["params"]["groups"]) == ["1"]
+    by_float, by_text = (rank_relevant_features(mdata, "relevance", g, 5) for g in (np.float64(1.0), "1"))
+    pd.testing.assert_frame_equal(by_float, by_text)
+    with pytest.raises(KeyError, match="groups: \\['1'\\]"):
+        rank_relevant_features(mdata, "relevance", 2.0, 5)
+
+
 def test_ensemble_log_odds_and_signed_ranking():
     from multiomix.explain._relevance import _transform_output
 

@@ -267,10 +267,15 @@ def is_binary(matrix) -> bool:
 
 
 def check_finite(matrix, name: str) -> None:
-    """Raise if a dense or sparse matrix holds NaN or infinite values (checked without densifying)."""
+    """Raise if a dense or sparse matrix holds NaN or infinite values (checked without densifying).
+
+    A boolean matrix (e.g. peaks called present / absent) counts as numeric 0/1.
+    """
     values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+    if values.dtype == bool:
+        return
     if not np.issubdtype(values.dtype, np.number):
-        raise TypeError(f"{name} must be numeric, got dtype {values.dtype}.")
+        raise TypeError(f"{name} must be numeric (or boolean), got dtype {values.dtype}.")
     if not np.isfinite(values).all():
         n_bad = int((~np.isfinite(values)).sum())
         raise ValueError(f"{name} contains {n_bad} NaN or infinite values; impute or remove them first.")
@@ -314,6 +319,27 @@ def label_text(labels: pd.Series) -> pd.Series:
     if not np.all(np.isfinite(numbers) & (numbers == np.round(numbers))):
         return labels.astype(str)
     return labels.astype(object).map(lambda v: "nan" if pd.isna(v) else str(int(v))).astype(str)
+
+
+def warn_merged_labels(labels: pd.Series, label_key: str) -> None:
+    """Warn when distinct values of a label column read as the same class (``1`` and ``'1'``, ``True`` and ``'True'``).
+
+    Labels are compared as their text (:func:`label_text`), so such values become one class; a column that mixes
+    types is usually a data-entry slip, so the merge is said rather than done silently.
+
+    Examples
+    --------
+    >>> warn_merged_labels(pd.Series([1, "1", "a"], dtype=object), "group")  # logs a warning
+    """
+    values = pd.Series(labels.dropna().unique())
+    if not len(values) or not pd.api.types.is_object_dtype(values.dtype):
+        return
+    text = label_text(values)
+    merged = {t: [repr(v) for v in values[text == t]] for t in text[text.duplicated()].unique()}
+    if merged:
+        shown = "; ".join(f"{' and '.join(vs)} -> {t!r}" for t, vs in list(merged.items())[:5])
+        logger.warning(f".obs[{label_key!r}] holds values of different types that read as the same class, so they are "
+                       f"one class: {shown}. Convert the column to one type to keep them apart.")
 
 
 def check_labels(obs: pd.DataFrame, label_key: str, *, rows: np.ndarray | None = None) -> pd.Categorical:

@@ -44,6 +44,7 @@ from .._utils import (
     restore_on_error,
     split_indices,
     to_uns,
+    warn_merged_labels,
     write_obs,
     write_obsm,
     write_uns,
@@ -332,6 +333,8 @@ def prepare_fit(
     labels = mdata.obs[label_key] if label_key is not None else pd.Series(["_"] * mdata.n_obs, index=mdata.obs_names)
     labelled = np.flatnonzero(labels.notna().to_numpy())
     text = label_text(labels)
+    if label_key is not None:
+        warn_merged_labels(labels, label_key)
     notes: list[str] = []
     splits = split_indices(mdata.obs, split_key)
     new_split = None

@@ -24,7 +24,7 @@ from ..explain._relevance import (
     group_relevance,
 )
 from ..models.base import SeedEnsemble, feature_mean_std
-from ._results import _entry, _group_key, check_replaceable
+from ._results import _entry, _group_key, check_replaceable, group_text
 
 __all__ = ["feature_relevance", "rank_relevant_features"]
 
@@ -85,7 +85,7 @@ def _group_codes(mdata: MuData, groupby: str, groups) -> tuple[list[str], np.nda
     if groups is None:
         chosen = present
     else:
-        chosen = [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
+        chosen = [group_text(g) for g in ([groups] if isinstance(groups, str) or np.isscalar(groups) else groups)]
         unknown = [g for g in chosen if g not in lookup]
         if unknown:
             raise KeyError(f"Groups {unknown} have no cells in mdata.obs[{groupby!r}]; it has {present}.")
@@ -602,7 +602,7 @@ def rank_relevant_features(
         frame = frame[frame["modality"].astype(str) == modality]
     frame = frame.sort_values(rank_by, ascending=False, kind="stable").head(n_top)
     out = pd.DataFrame({
-        "group": group,
+        "group": group_text(group),
         "modality": frame["modality"].astype(str).to_numpy(),
         "feature": frame.index.astype(str),
         "mean_abs": frame["mean_abs"].to_numpy(),

@@ -129,11 +129,26 @@ def check_replaceable(data: Any, key: str, kind: str) -> None:
                          "replace; pass another key_added.")
 
 
+def group_text(group: Any) -> str:
+    """Return a group as the label text it is stored under: ``1.0`` (from a float column) reads ``'1'``.
+
+    Examples
+    --------
+    >>> group_text(1.0), group_text(2), group_text("B cell")
+    ('1', '2', 'B cell')
+    """
+    if isinstance(group, float | np.floating) and np.isfinite(group) and float(group).is_integer():
+        return str(int(group))
+    return str(group)
+
+
 def _group_key(entry: dict, group: str) -> str:
     """Return the dict key under which a group's relevance is stored; a stored key is accepted too.
 
-    The keys are in ``params['group_keys']``: ``/`` in group names is stored as ``_``, made unique.
+    The keys are in ``params['group_keys']``: ``/`` in group names is stored as ``_``, made unique. A whole
+    number given as a float (the value of a float label column) finds the group stored under its integer text.
     """
+    group = group_text(group)
     params = entry.get("params", {})
     names, keys = params.get("groups"), params.get("group_keys")
     key = str(group).replace("/", "_")  # results stored before the keys were recorded

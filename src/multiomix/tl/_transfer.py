@@ -46,6 +46,7 @@ from .._utils import (
     new_mudata,
     restore_on_error,
     to_uns,
+    warn_merged_labels,
     write_obs,
     write_obsm,
     write_uns,
@@ -356,6 +357,7 @@ def _reference_labels(reference: MuData, label_key: str, model: Any, fitted: boo
                     "out of the transfer")
         reference = reference[~missing]
     labels = label_text(reference.obs[label_key])
+    warn_merged_labels(reference.obs[label_key], label_key)
     if fitted and getattr(model, "_logits_output", None) is not None and getattr(model, "classes", None):
         untrained = sorted(set(labels) - set(map(str, model.classes)))
         if untrained and len(untrained) < labels.nunique():  # e.g. rare types with no row in the fit's training rows
