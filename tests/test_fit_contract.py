@@ -607,6 +607,18 @@ def test_test_rows_of_classes_never_trained_on_are_named(caplog):
     assert any("2 test rows of classes absent from training (['rare'])" in r.getMessage() for r in caplog.records)
 
 
+def test_labels_all_missing_after_index_alignment_are_named(case):
+    """Labels indexed by integer ids assigned to string obs_names become all NaN: said so, object unchanged."""
+    if not case.classifier:
+        pytest.skip("no label column")
+    mdata = case.make()
+    mdata.obs["subtype"] = pd.Series(np.resize(["A", "B"], mdata.n_obs), index=np.arange(mdata.n_obs) + 10_000)
+    before = _snapshot(mdata)
+    with pytest.raises(ValueError, match=r"Every one of the \d+ rows of \.obs\['subtype'\] is missing.*index"):
+        case.fit(mdata, label_key="subtype", random_state=0, **case.fit_kwargs)
+    _assert_unchanged(before, mdata)
+
+
 def test_label_values_of_two_types_that_read_alike_are_merged_with_a_warning(caplog):
     """``1`` and ``'1'`` in one object column read as one class (labels are compared as text): said, not silent."""
     import logging

@@ -162,6 +162,8 @@ def test_read_bed_and_fasta_formats(tmp_path, genome, peaks):
         ("chr1\t-1\t5\n", "empty or negative"),
         ("chr1\t1.5\t5\n", "not an integer"),
         ("chr1\t1\t5\tp\t0\t*\n", "strand"),
+        # a shorter line would have dropped every region's name and strand (a '-' region read forward)
+        ("chr1\t0\t200\tp1\t0\t-\nchr1\t600\t800\n", "line 2: 3 fields, but line 1 has 6"),
     ):
         path.write_text(text)
         with pytest.raises(ValueError, match=message):

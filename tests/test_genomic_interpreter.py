@@ -569,6 +569,9 @@ def test_split_plots_and_scored_regions_follow_the_fit(fitted, motif_data, tmp_p
     renamed.var_names = ["not_a_track"]
     with pytest.raises(ValueError, match=r"no targets the model can read \(expected: columns of \.X / the layer"):
         model.evaluate(renamed)
+    mx.tl.predict(renamed, model)  # columns of other names are not taken by position (they could be other assays)
+    with pytest.raises(KeyError, match=r"no observed tracks .* matched by name.*\['not_a_track'\]"):
+        mx.pl.track_prediction(renamed, split=None)
     mx.tl.attention_maps(adata, model, regions=[0])
     with pytest.raises(IndexError, match="heads \\[9\\] are not heads"):
         mx.pl.attention_maps(adata, region=0, heads=[9])

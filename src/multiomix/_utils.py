@@ -348,6 +348,9 @@ def check_labels(obs: pd.DataFrame, label_key: str, *, rows: np.ndarray | None =
         raise KeyError(f"Label key {label_key!r} not found in .obs; available columns: {list(obs.columns)}.")
     labels = obs[label_key]
     subset = labels if rows is None else labels.iloc[rows]
+    if len(labels) and labels.isna().all():
+        raise ValueError(f"Every one of the {len(labels)} rows of .obs[{label_key!r}] is missing (a Series assigned to "
+                         ".obs is aligned by its index: labels indexed by anything but obs_names all become NaN).")
     if subset.isna().any():
         raise ValueError(f".obs[{label_key!r}] has {int(subset.isna().sum())} missing labels in the training rows.")
     if subset.nunique() < 2:

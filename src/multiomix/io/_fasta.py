@@ -177,8 +177,9 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
     Raises
     ------
     ValueError
-        If a line has fewer than 3 fields, coordinates that are not integers, ``start < 0``, ``end <= start``,
-        or a strand other than ``+``, ``-`` or ``.``; the message gives the line.
+        If a line has fewer than 3 fields or another number of fields (up to 6) than the first region line,
+        coordinates that are not integers, ``start < 0``, ``end <= start``, or a strand other than ``+``, ``-``
+        or ``.``; the message gives the line.
 
     Examples
     --------
@@ -202,12 +203,18 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
             if len(fields) < 3:
                 raise ValueError(f"{path.name}, line {line_no}: a BED line needs chrom, start and end (tab-separated).")
             fields = fields[: len(BED_COLUMNS)]
-            n_fields = len(fields) if n_fields is None else min(n_fields, len(fields))
+            if n_fields is None:
+                n_fields = len(fields)
+            elif len(fields) != n_fields:  # columns of one region would be read as another's (strand lost)
+                raise ValueError(
+                    f"{path.name}, line {line_no}: {len(fields)} fields, but line {line_nos[0]} has {n_fields} "
+                    f"({', '.join(BED_COLUMNS[:n_fields])}); every line of a BED file needs the same columns."
+                )
             rows.append(fields)
             line_nos.append(line_no)
     if not rows:
         raise ValueError(f"{path.name} has no regions.")
-    frame = pd.DataFrame([r[:n_fields] for r in rows], columns=list(BED_COLUMNS[:n_fields]))
+    frame = pd.DataFrame(rows, columns=list(BED_COLUMNS[:n_fields]))
     for column in ("start", "end"):
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() | (values != values.round())

@@ -216,14 +216,13 @@ def _observed_tracks(adata: AnnData, tracks_key: str | None, layer: str | None, 
         if layer is not None and layer not in adata.layers:
             raise KeyError(f"These regions have no observed tracks (.layers[{layer!r}]) to compare the predictions "
                            "with.")
-        by_name = set(names) <= set(map(str, adata.var_names))
-        if not by_name and adata.n_vars != len(names):
-            raise KeyError(f"These regions have no observed tracks {names} (the columns of .X"
-                           f"{'' if layer is None else f' / .layers[{layer!r}]'}, by name) to compare the predictions "
-                           f"with; they have {list(map(str, adata.var_names[:5]))}.")
+        missing = [n for n in names if n not in set(map(str, adata.var_names))]
+        if missing:  # matched by name only, as model.evaluate does: columns by position could be other assays
+            raise KeyError(f"These regions have no observed tracks {missing[:5]} (the columns of .X"
+                           f"{'' if layer is None else f' / .layers[{layer!r}]'}, matched by name) to compare the "
+                           f"predictions with; they have {list(map(str, adata.var_names[:5]))}.")
         matrix = adata.X if layer is None else adata.layers[layer]
-        if by_name:  # else the columns in the fit's order
-            matrix = matrix[:, pd.Index(map(str, adata.var_names)).get_indexer(names)]
+        matrix = matrix[:, pd.Index(map(str, adata.var_names)).get_indexer(names)]
         observed = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
     if observed.shape != tuple(shape):
         raise ValueError(f"The observed tracks have shape {observed.shape}, the predictions {tuple(shape)}.")

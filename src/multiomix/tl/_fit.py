@@ -332,6 +332,11 @@ def prepare_fit(
         label_key = resolve_label_key(mdata.obs, label_key, split_key=split_key)
     labels = mdata.obs[label_key] if label_key is not None else pd.Series(["_"] * mdata.n_obs, index=mdata.obs_names)
     labelled = np.flatnonzero(labels.notna().to_numpy())
+    if label_key is not None and len(labelled) == 0:
+        raise ValueError(f"Every one of the {len(labels)} rows of .obs[{label_key!r}] is missing. A Series assigned "
+                         "to .obs is aligned by its index: labels indexed by anything but mdata.obs_names (e.g. "
+                         "integer ids, while obs_names are strings) all become NaN; assign the values "
+                         "(`series.to_numpy()` in obs order) or reindex the Series by obs_names first.")
     text = label_text(labels)
     if label_key is not None:
         warn_merged_labels(labels, label_key)
