@@ -62,6 +62,36 @@ def test_read_tile_bags_folder_layout(tmp_path):
     assert "coords" not in mx.io.read_tile_bags(files, coords_dataset=None).obsm
 
 
+def test_tile_bags_from_a_table_match_the_h5_reader(tmp_path):
+    """A table with one row per tile (integer patient ids, interleaved) gives the bags read from one h5 per slide."""
+    sizes = {7: 4, 3: 5, 12: 1}
+    written = {pid: _write_slide(tmp_path / f"{pid}.h5", n, 6, seed=i) for i, (pid, n) in enumerate(sizes.items())}
+    table = pd.concat([pd.DataFrame(feats, columns=[f"f{j}" for j in range(6)]).assign(
+        patient=pid, x=xy[:, 0], y=xy[:, 1], tile=np.arange(len(feats))) for pid, (feats, xy) in written.items()])
+    table = table.sort_values("tile", kind="stable")  # patients interleaved, each one's tiles still in order
+    before = table.copy()
+    wsi = mx.io.tile_bags_from_table(table, patient_key="patient", feature_columns=[f"f{j}" for j in range(6)],
+                                     coords_columns=["x", "y"])
+    pd.testing.assert_frame_equal(table, before)  # the user's table is kept as given
+    h5 = mx.io.read_tile_bags(tmp_path)[["7", "3", "12"]]
+    assert wsi.obs_names.tolist() == ["7", "3", "12"] and wsi.obs["n_tiles"].tolist() == [4, 5, 1]
+    for key in ("tiles", "tile_mask", "coords"):
+        np.testing.assert_allclose(wsi.obsm[key], h5.obsm[key])
+    np.testing.assert_allclose(wsi.X, h5.X, rtol=1e-6)
+    # default features: every numeric column but the patient and the coordinates ('tile' is numeric too)
+    assert mx.io.tile_bags_from_table(table, patient_key="patient", coords_columns=["x", "y"]).n_vars == 7
+    sub = mx.io.tile_bags_from_table(table, patient_key="patient", feature_columns=["f0"], max_tiles=2)
+    assert sub.obs["n_tiles"].tolist() == [2, 2, 1]
+    bad = table.assign(f0=np.where(np.arange(len(table)) == 2, np.nan, table["f0"]))
+    with pytest.raises(ValueError, match="Column 'f0' must hold finite numbers"):
+        mx.io.tile_bags_from_table(bad, patient_key="patient", feature_columns=["f0"])
+    with pytest.raises(KeyError, match="patient_key 'slide'"):
+        mx.io.tile_bags_from_table(table, patient_key="slide")
+    with pytest.raises(ValueError, match="tiles have no 'patient'"):
+        mx.io.tile_bags_from_table(table.assign(patient=table["patient"].where(table["tile"] > 0)),
+                                   patient_key="patient")
+
+
 def test_read_tile_bags_errors(tmp_path):
     _write_slide(tmp_path / "ok.h5", 4, 8, seed=0)
     _write_slide(tmp_path / "uni.h5", 4, 8, seed=1, features="uni_features")

@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .._logging import logger
 
-__all__ = ["read_tile_bags", "sample_tile_bags"]
+__all__ = ["read_tile_bags", "sample_tile_bags", "tile_bags_from_table"]
 
 _H5_SUFFIXES = (".h5", ".hdf5")
 
@@ -150,24 +150,127 @@ def read_tile_bags(
         logger.warning(f"left out {len(skipped)} slide(s) without tiles: {skipped}")
     files, names = kept, [p.stem for p in kept]
 
+    obs = pd.DataFrame({"path": [str(p) for p in files]}, index=pd.Index(names, name="slide"))
+    var_names = [f"{dataset}_{j}" for j in range(width)]
+    uns = {"dataset": dataset, "coords_dataset": coords_dataset or "", "max_tiles": max_tiles or 0}
+    return _bags_to_anndata(bags, coords if coords_dataset is not None else None, obs=obs, var_names=var_names,
+                            uns=uns)
+
+
+def _bags_to_anndata(bags: list[np.ndarray], coords: list[np.ndarray] | None, *, obs: pd.DataFrame,
+                     var_names: list[str], uns: dict) -> AnnData:
+    """One observation per bag: X = mean tile, obsm 'tiles' zero-padded, 'tile_mask', and 'coords' when given."""
     n_tiles = np.array([b.shape[0] for b in bags])
-    tiles = np.zeros((len(bags), int(n_tiles.max()), width), dtype=np.float32)
+    tiles = np.zeros((len(bags), int(n_tiles.max()), len(var_names)), dtype=np.float32)
     mask = np.zeros(tiles.shape[:2], dtype=bool)
     for i, bag in enumerate(bags):
         tiles[i, : len(bag)] = bag
         mask[i, : len(bag)] = True
-    obs = pd.DataFrame({"path": [str(p) for p in files], "n_tiles": n_tiles}, index=pd.Index(names, name="slide"))
-    var = pd.DataFrame(index=[f"{dataset}_{j}" for j in range(width)])
-    adata = AnnData(X=tiles.sum(1) / n_tiles[:, None], obs=obs, var=var)
+    obs = obs.assign(n_tiles=n_tiles)
+    adata = AnnData(X=tiles.sum(1) / n_tiles[:, None], obs=obs, var=pd.DataFrame(index=var_names))
     adata.obsm["tiles"] = tiles
     adata.obsm["tile_mask"] = mask
-    if coords_dataset is not None:
+    if coords is not None:
         xy_all = np.zeros((*tiles.shape[:2], coords[0].shape[1]), dtype=np.float32)
         for i, xy in enumerate(coords):
             xy_all[i, : len(xy)] = xy
         adata.obsm["coords"] = xy_all
-    adata.uns["tile_bags"] = {"dataset": dataset, "coords_dataset": coords_dataset or "", "max_tiles": max_tiles or 0}
+    adata.uns["tile_bags"] = uns
     return adata
+
+
+def tile_bags_from_table(
+    table: pd.DataFrame,
+    *,
+    patient_key: str,
+    feature_columns: Sequence[str] | None = None,
+    coords_columns: Sequence[str] | None = None,
+    max_tiles: int | None = None,
+    random_state: int | None = 0,
+) -> AnnData:
+    """Build the AnnData of bags that :func:`read_tile_bags` reads, from a table with one row per tile.
+
+    For tile embeddings kept as a table (CSV, parquet: ``patient, tile, f0 ... f1023``) rather than one h5 file
+    per slide. Patients come in the order of their first tile; their ids become ``obs_names`` as text (an
+    integer id ``7`` is ``'7'``). The table is not modified.
+
+    Parameters
+    ----------
+    table
+        One row per tile.
+    patient_key
+        Column naming the patient (or slide) of each tile; every tile of a bag shares it. Rows without a
+        patient are an error.
+    feature_columns
+        Columns of the embedding, in order (default: every numeric column but ``patient_key`` and
+        ``coords_columns``).
+    coords_columns
+        Two columns of tile coordinates (e.g. ``["x", "y"]``) for ``obsm['coords']``; ``None`` reads none.
+    max_tiles
+        Keep at most this many tiles per patient (a random subset, in table order); ``None`` keeps all.
+    random_state
+        Seed for the ``max_tiles`` subset.
+
+    Returns
+    -------
+    AnnData with one observation per patient (``obs['n_tiles']``), ``X`` = mean tile embedding, ``var_names``
+    = the feature columns, ``obsm['tiles']`` zero-padded to the largest bag, ``obsm['tile_mask']`` and, with
+    ``coords_columns``, ``obsm['coords']``: the layout of :func:`read_tile_bags`.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"patient": [7, 7, 3], "f0": [1.0, 3.0, 5.0], "f1": [0.0, 2.0, 4.0]})
+    >>> wsi = tile_bags_from_table(table, patient_key="patient")
+    >>> wsi.obs_names.tolist(), wsi.obs["n_tiles"].tolist(), wsi.obsm["tiles"].shape
+    (['7', '3'], [2, 1], (2, 2, 2))
+    >>> wsi.X.tolist()
+    [[2.0, 1.0], [5.0, 4.0]]
+    """
+    if patient_key not in table.columns:
+        raise KeyError(f"patient_key {patient_key!r} is not a column of the table; it has {list(table.columns)}.")
+    if max_tiles is not None and max_tiles < 1:
+        raise ValueError(f"max_tiles must be a positive integer or None, got {max_tiles}.")
+    coords_columns = list(coords_columns) if coords_columns is not None else None
+    if coords_columns is not None and len(coords_columns) != 2:
+        raise ValueError(f"coords_columns must name two columns (x and y), got {coords_columns}.")
+    not_features = {patient_key, *(coords_columns or [])}
+    if feature_columns is None:
+        feature_columns = [c for c in table.columns if c not in not_features
+                           and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
+    feature_columns = list(feature_columns)
+    absent = [c for c in feature_columns + (coords_columns or []) if c not in table.columns]
+    if absent:
+        raise KeyError(f"Columns {absent} are not in the table; it has {list(table.columns)}.")
+    if not feature_columns:
+        raise ValueError("The table has no numeric feature columns besides patient_key and coords_columns; pass "
+                         "feature_columns=.")
+    for column in feature_columns + (coords_columns or []):
+        values = table[column]
+        if not pd.api.types.is_numeric_dtype(values) or not np.isfinite(values.to_numpy(dtype=float)).all():
+            raise ValueError(f"Column {column!r} must hold finite numbers (one value per tile).")
+    patients = table[patient_key]
+    if patients.isna().any():
+        raise ValueError(f"{int(patients.isna().sum())} tiles have no {patient_key!r}; every tile needs its patient.")
+    ids = patients.astype(str).to_numpy()
+    names = list(pd.unique(ids))
+    if len(names) != len(pd.unique(patients)):
+        raise ValueError(f"Values of {patient_key!r} of different types read as the same id (e.g. 1 and '1'); "
+                         "convert the column to one type.")
+    features = table[feature_columns].to_numpy(dtype=np.float32)
+    xy = table[coords_columns].to_numpy(dtype=np.float32) if coords_columns is not None else None
+    rng = np.random.default_rng(random_state)
+    order = pd.Index(names).get_indexer(ids)
+    bags, coords = [], []
+    for i in range(len(names)):
+        rows = np.flatnonzero(order == i)
+        if max_tiles is not None and len(rows) > max_tiles:
+            rows = np.sort(rng.choice(rows, size=max_tiles, replace=False))
+        bags.append(features[rows])
+        coords.append(xy[rows] if xy is not None else None)
+    obs = pd.DataFrame(index=pd.Index(names, name=patient_key))
+    uns = {"table_columns": feature_columns, "coords_columns": coords_columns or [], "max_tiles": max_tiles or 0}
+    return _bags_to_anndata(bags, coords if xy is not None else None, obs=obs,
+                            var_names=[str(c) for c in feature_columns], uns=uns)
 
 
 def sample_tile_bags(
