@@ -188,7 +188,7 @@ def tile_bags_from_table(
     max_tiles: int | None = None,
     random_state: int | None = 0,
 ) -> AnnData:
-    """Build the AnnData of bags that :func:`read_tile_bags` reads, from a table with one row per tile.
+    """Build the AnnData of bags that :func:`~multiomix.io.read_tile_bags` reads, from a table with one row per tile.
 
     For tile embeddings kept as a table (CSV, parquet: ``patient, tile, f0 ... f1023``) rather than one h5 file
     per slide. Patients come in the order of their first tile; their ids become ``obs_names`` as text (an
