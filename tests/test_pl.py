@@ -102,7 +102,8 @@ def genomic_adata() -> ad.AnnData:
     rng = np.random.default_rng(0)
     n, tokens = 20, 8
     adata = ad.AnnData(rng.normal(size=(n, 1)).astype(np.float32), obs=pd.DataFrame(
-        {"split": ["train"] * 10 + ["test"] * 10}, index=[f"r{i}" for i in range(n)]))
+        {"split": ["train"] * 10 + ["test"] * 10}, index=[f"r{i}" for i in range(n)]),
+        var=pd.DataFrame(index=["signal"]))  # the observed track, named as the fit names its columns
     adata.obsm["genomic_interpreter_prediction"] = adata.X + rng.normal(0, 0.3, (n, 1)).astype(np.float32)
     attention = {name: rng.random((2, 2, tokens, tokens))
                  for name in ("stage0.block0", "stage0.block1", "transformer.layer0")}

@@ -125,22 +125,26 @@ def test_neighbour_agreement_and_match_score():
     np.testing.assert_allclose(_transfer.match_score(np.array([0.9, 0.3]), np.array([0.5, 1.0])), [0.7, 0.65])
 
 
-def test_leave_type_out_match_scores_use_the_agreement_without_the_left_out_type():
+def test_leave_type_out_scores_known_cells_as_the_query_is_scored_and_novel_without_their_type():
     y = np.repeat([0, 1, 2], 4)
     proba = np.full((12, 3), 0.1)
     proba[np.arange(12), y] = 0.8
     agreement = {c: np.where(y == c, 0.2, 0.9) for c in range(3)}  # left-out cells sit among mixed neighbours
     known, novel = _transfer.leave_type_out_scores(proba, y)
-    np.testing.assert_allclose(known, 0.8 / 0.9)  # the renormalised probability of their own class
-    np.testing.assert_allclose(novel, 0.5)  # two equal classes left
-    known, novel = _transfer.leave_type_out_scores(proba, y, left_out_agreement=agreement)
-    assert len(known) == 24 and len(novel) == 12
-    np.testing.assert_allclose(known, (0.8 / 0.9 + 0.9) / 2)
+    np.testing.assert_allclose(known, 0.8)  # over all classes, as a query cell of a known type is scored
+    assert len(known) == 12 and len(novel) == 12
+    np.testing.assert_allclose(novel, 0.5)  # their own class removed: two equal classes left
+    held_out = np.full(12, 0.7)  # the agreement of the held-out cells taken as the query's is
+    known, novel = _transfer.leave_type_out_scores(proba, y, left_out_agreement=agreement, known_agreement=held_out)
+    np.testing.assert_allclose(known, (0.8 + 0.7) / 2)
     np.testing.assert_allclose(novel, (0.5 + 0.2) / 2)
-    # a type without an agreement is skipped, not scored by the confidence alone
-    known, novel = _transfer.leave_type_out_scores(proba, y, left_out_agreement={0: agreement[0]})
-    assert len(novel) == 4 and len(known) == 8
-    out = _transfer.calibrate(proba, y, left_out_agreement=agreement)
+    with pytest.raises(ValueError, match="both"):
+        _transfer.leave_type_out_scores(proba, y, left_out_agreement=agreement)
+    # a type without an agreement is skipped as novel, its cells still count as known
+    known, novel = _transfer.leave_type_out_scores(proba, y, left_out_agreement={0: agreement[0]},
+                                                   known_agreement=held_out)
+    assert len(novel) == 4 and len(known) == 12
+    out = _transfer.calibrate(proba, y, left_out_agreement=agreement, known_agreement=held_out)
     assert out["unknown_score"] == "match" and out["unknown_selection"]["auroc"] == 1.0
     assert _transfer.calibrate(proba, y)["unknown_score"] == "confidence"
     # left-out probabilities are temperature-scaled one type at a time: the same scores as scaling them all first
@@ -148,10 +152,33 @@ def test_leave_type_out_match_scores_use_the_agreement_without_the_left_out_type
     left_out = {c: rng.dirichlet(np.ones(3), size=12) for c in range(3)}
     scale = 1.7
     pre = {c: _transfer.temperature_scale(p, scale) for c, p in left_out.items()}
-    lazily = _transfer.leave_type_out_scores(proba, y, left_out, agreement,
+    lazily = _transfer.leave_type_out_scores(proba, y, left_out, agreement, known_agreement=held_out,
                                              left_out_transform=lambda p: _transfer.temperature_scale(p, scale))
-    for a, b in zip(lazily, _transfer.leave_type_out_scores(proba, y, pre, agreement), strict=True):
+    for a, b in zip(lazily, _transfer.leave_type_out_scores(proba, y, pre, agreement, known_agreement=held_out),
+                    strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_query_of_known_types_is_flagged_unknown_at_about_the_chosen_rate():
+    """The threshold is chosen on held-out cells scored as query cells are: on a query drawn like the reference
+    (every type known), about ``max_false_unknown`` of its cells are flagged. Scoring the known held-out cells with
+    a type left out too raised their scores (4 overlapping types: 9-13 % of such a query flagged at 5 %)."""
+    def make(n, seed, prefix):
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 4, n)
+        x = np.random.default_rng(99).normal(0, 0.4, (4, 30))[y] + rng.normal(size=(n, 30))
+        adata = ad.AnnData(x.astype(np.float32), obs=pd.DataFrame(index=[f"{prefix}{i}" for i in range(n)]),
+                           var=pd.DataFrame(index=[f"g{j}" for j in range(30)]))
+        mdata = md.MuData({"rna": adata})
+        mdata.obs["cell_type"] = pd.Categorical([f"t{v}" for v in y])
+        return mdata
+
+    flagged = []
+    for seed in range(2):
+        reference, query = make(1000, 10 * seed, "r"), make(600, 10 * seed + 1, "q")
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", model="logistic", random_state=seed)
+        flagged.append(query.obs["cell_type_transferred_unknown"].mean())
+    assert np.mean(flagged) <= 0.06, flagged
 
 
 def test_unknown_score_confidence_thresholds_the_confidence():
@@ -238,6 +265,26 @@ def test_fitted_model_without_classes_gives_knn_on_its_latent():
     assert not [m for m in logged if "overconfident" in m]  # leave-one-out kNN: no rows it was trained on
     assert query.uns["ae"]["params"]["method"].startswith("kNN")
     assert query.obsm["X_ae"].shape == (query.n_obs, 8)
+
+
+def test_an_unsupervised_unitednet_s_clusters_are_never_taken_for_numbered_labels():
+    """Labels that are cluster numbers ('0', '1', ...) are not the clusters of an unsupervised UnitedNet: the
+    transfer is a kNN vote on its latent, as for any model without classes, whatever the labels are named."""
+    reference, query, _ = reference_query()
+    fit_on = reference.copy()
+    del fit_on.obs["cell_type"]
+    model = mx.tl.fit_unitednet(fit_on, mode="unsupervised", n_clusters=4, max_epochs=3, latent_dim=8, hidden=(16,),
+                                n_heads=1, accelerator="cpu", progress_bar=False)
+    assert model.classes == ["0", "1", "2", "3"]
+    numbered = reference.copy()
+    numbered.obs["cell_type"] = numbered.obs["cell_type"].cat.rename_categories(["3", "0", "2", "1"])
+    for ref, key in ((numbered, "numbers"), (reference, "names")):
+        mx.tl.transfer_labels(ref, query, label_key="cell_type", model=model, key_added=key, adapt_epochs=0,
+                              knn_weight=0)
+        assert query.uns[key]["params"]["method"].startswith("kNN"), query.uns[key]["params"]["method"]
+    renamed = query.obs["numbers"].astype(str).map(dict(zip(["3", "0", "2", "1"], reference.obs["cell_type"].cat
+                                                                                    .categories)))
+    assert (renamed == query.obs["names"].astype(str)).all()  # the same transfer under other names
 
 
 def test_nothing_is_written_when_the_transfer_fails(monkeypatch):

@@ -193,6 +193,32 @@ def test_supervised_learns_and_writes(supervised):
                                rtol=1e-4, atol=1e-4)
 
 
+def test_validation_group_loss_is_the_class_weighted_mean_over_all_validation_rows():
+    """Over several validation batches the logged group loss (which chooses the head and the epoch) is the
+    class-weighted cross-entropy of all validation rows, whatever the batch size."""
+    from scvi import REGISTRY_KEYS
+
+    mdata = planted(n=200, k=3)
+    rare = np.flatnonzero(mdata.obs["group"] != "type0")[40:]  # imbalanced: class weights differ
+    mdata = mdata[np.setdiff1d(np.arange(mdata.n_obs), rare)].copy()
+    UnitedNet.setup_mudata(mdata, label_key="group")
+    model = UnitedNet(mdata, mode="supervised", latent_dim=8, hidden=(16,), n_heads=3, projection_dim=8)
+    rows = np.random.default_rng(0).permutation(mdata.n_obs)
+    validation, train = np.sort(rows[:40]), np.sort(rows[40:])
+    model.train(1, train_indices=train, validation_indices=validation, batch_size=16, accelerator="cpu",
+                progress_bar=False)
+    module = model.module.eval()
+    assert float(module.class_weight.max() / module.class_weight.min()) > 2
+    xs = module.standardize({m: torch.as_tensor(np.asarray(model._matrix(m)), dtype=torch.float32)[validation]
+                             for m in model.modalities})
+    labels = torch.as_tensor(model.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).long()[validation]
+    with torch.no_grad():
+        per_head = module.head_losses(xs, labels)  # one batch of all validation rows
+    logged = float(model.history["validation_group_loss"].iloc[-1, 0])
+    assert logged == pytest.approx(float(per_head.min()), rel=1e-5)
+    assert model.best_head == int(per_head.argmin())
+
+
 def test_translation_from_source_only(supervised):
     mdata, model = supervised
     test = (mdata.obs["split"] == "test").to_numpy()
@@ -308,6 +334,42 @@ def test_unsupervised_recovers_clusters():
     model._choose_cluster_head(np.arange(mdata.n_obs))
     assert model.best_head != scrambled
     assert model.head_silhouettes_[scrambled] < max(model.head_silhouettes_)
+
+
+def test_continued_training_keeps_prototypes_and_blend_and_an_early_stop_waits_for_the_clusters(monkeypatch):
+    """Training again keeps what the first fit chose out of sample: the cluster prototypes (no second k-means)
+    and the linear skip blend (the maps were refitted on the validation rows); an early stop in unsupervised mode
+    cannot end training before the first clustering epoch; bad phase options are refused."""
+    from multiomix.train import UnitedNetTrainingPlan
+
+    kmeans_epochs, blend_rows = [], []
+    kmeans, choose = UnitedNetTrainingPlan._kmeans_prototypes, UnitedNet._choose_skip_blend
+    monkeypatch.setattr(UnitedNetTrainingPlan, "_kmeans_prototypes",
+                        lambda self: kmeans_epochs.append(self.current_epoch) or kmeans(self))
+    monkeypatch.setattr(UnitedNet, "_choose_skip_blend",
+                        lambda self, rows, **kw: blend_rows.append(len(rows)) or choose(self, rows, **kw))
+    mdata = planted(n=150, k=3)
+    UnitedNet.setup_mudata(mdata, modalities=["rna", "adt"])
+    model = UnitedNet(mdata, mode="unsupervised", n_clusters=3, latent_dim=8, hidden=(16,), n_heads=2,
+                      projection_dim=8)
+    rows = {"train_indices": np.arange(110), "validation_indices": np.arange(110, 150), "accelerator": "cpu",
+            "progress_bar": False}
+    model.train(4, **rows)
+    assert kmeans_epochs == [3] and blend_rows == [40]
+    prototypes = model.module.net.heads.prototypes.detach().clone()
+    blend = model.module.net.skip_blend("rna", "adt").clone()
+    model.train(2, **rows)
+    assert kmeans_epochs == [3] and blend_rows == [40]  # no second k-means, no blend chosen in sample
+    torch.testing.assert_close(model.module.net.skip_blend("rna", "adt"), blend)
+    assert not torch.equal(model.module.net.heads.prototypes.detach(), prototypes)  # trained on, not reset
+    fresh = UnitedNet(mdata, mode="unsupervised", n_clusters=3, latent_dim=8, hidden=(16,), n_heads=2,
+                      projection_dim=8)
+    fresh.train(20, early_stopping=True, early_stopping_patience=1, lr=0.5, **rows)
+    assert len(fresh.history["validation_loss"]) >= 16 and fresh.best_epoch_ is not None and fresh.best_epoch_ >= 15
+    with pytest.raises(ValueError, match=r"lr has entries for \['translaton'\]"):
+        fresh.train(1, lr={"translaton": 0.1}, **rows)
+    with pytest.raises(ValueError, match="classification_repeats must be a whole number >= 1"):
+        fresh.train(1, classification_repeats=0, **rows)
 
 
 def test_translation_mode_error_falls_and_deterministic():

@@ -359,8 +359,10 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         early_stopping
             Stop when ``validation_loss`` has not improved for ``early_stopping_patience`` epochs (default 30).
             ``None`` (default): on in supervised mode, off in unsupervised mode, whose first epochs train the
-            translation phase only (``cluster_warmup``), so an early stop could end training before the
-            clustering starts. The best validation epoch is restored either way.
+            translation phase only (``cluster_warmup``); switched on there, it cannot stop training before the
+            first clustering epoch (Lightning's ``min_epochs``). The best validation epoch (unsupervised: the best
+            clustering epoch) is restored either way. Training that continues an earlier unsupervised fit keeps its
+            cluster prototypes (no second warm-up and k-means) and its linear skip blend.
         plan_kwargs
             Extra arguments of :class:`~multiomix.train.UnitedNetTrainingPlan`.
         **kwargs
@@ -375,6 +377,14 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         plan = {"classification_repeats": classification_repeats, **(plan_kwargs or {})}
         if early_stopping is None:
             early_stopping = self.mode == "supervised"
+        if self.mode == "unsupervised" and bool(self.module.scaler_fitted) and "cluster_warmup" not in plan:
+            plan["cluster_warmup"] = None  # continued training: k-means would replace the learned prototypes
+            logger.info("training continues an earlier fit: the cluster prototypes are kept (no warm-up, no k-means)")
+        warmup = plan.get("cluster_warmup", 0.75)
+        if self.mode == "unsupervised" and early_stopping and warmup is not None:
+            epochs = max_epochs if max_epochs is not None else self._train_defaults["max_epochs"]
+            # no early stop before the prototypes exist and one clustering epoch can be kept
+            kwargs.setdefault("min_epochs", min(int(warmup * epochs) + 1, epochs))
         if validation_size is None and "train_size" not in kwargs:
             validation_size = 0.1
         return super().train(max_epochs, validation_size=validation_size, early_stopping=early_stopping,
@@ -414,11 +424,12 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             self._refine_prototypes(train)
         if self.mode == "unsupervised" and self.cluster_head_choice == "silhouette":
             self._choose_cluster_head(train)
-        if self.module.net.linear_skip and len(validation):
+        if self.module.net.linear_skip and len(validation) and getattr(self, "_first_fit", False):
+            # only on a first fit: later, the maps were refitted on these validation rows (the blend is kept)
             self._choose_skip_blend(validation)
             # the blend is chosen: the linear maps may now use validation rows, unless the training rows already
             # filled the cap (the refit would then see no more rows, only another random subset of them)
-            if getattr(self, "_first_fit", False) and len(train) < self.linear_skip_max_cells:
+            if len(train) < self.linear_skip_max_cells:
                 self._fit_linear_skip(np.union1d(train, validation), keep_blend=True)
 
     @torch.no_grad()

@@ -6,7 +6,7 @@ Pure NumPy on class probabilities of held-out reference cells; :func:`~multiomix
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -92,36 +92,47 @@ def match_score(confidence: np.ndarray, agreement: np.ndarray) -> np.ndarray:
     return (np.asarray(confidence, dtype=np.float64) + np.asarray(agreement, dtype=np.float64)) / 2
 
 
-def leave_type_out_scores(proba: np.ndarray, y: np.ndarray, left_out: dict[int, np.ndarray] | None = None,
-                          left_out_agreement: dict[int, np.ndarray] | None = None, *,
+def leave_type_out_scores(proba: np.ndarray, y: np.ndarray, left_out: Mapping[int, np.ndarray] | None = None,
+                          left_out_agreement: Mapping[int, np.ndarray] | None = None, *,
+                          known_agreement: np.ndarray | None = None,
                           left_out_transform: Callable[[np.ndarray], np.ndarray] | None = None,
                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Confidences (or match scores) of 'known' and 'novel' cells when each type in ``y`` is left out in turn.
+    """Scores of 'known' cells, and of 'novel' cells when each type in ``y`` is left out in turn.
 
-    For a left-out class ``c`` the class-``c`` column is removed and the rest renormalised: the cells of type
-    ``c`` are then cells of a type the classifier does not know (their max probability is a *novel* score), the
-    other cells are known (their max probability over the remaining classes is a *known* score). The scores of
-    every left-out type are pooled. ``left_out[c]``, where given, replaces ``proba`` for left-out class ``c``
-    (e.g. a kNN vote taken without the reference cells of type ``c``). With ``left_out_agreement`` (per class
-    ``c``: each cell's neighbour agreement among the reference cells of the other types) the scores are
-    :func:`match_score` instead, and types without an agreement are skipped. ``left_out_transform`` is applied
-    to each ``left_out[c]`` as it is used (one class at a time: a transformed copy of all of them would hold
-    cells x types x types values at once).
+    Known cells are scored as query cells are: every held-out cell once, by its confidence over all classes (by
+    its :func:`match_score` with ``known_agreement``, its neighbour agreement taken as the query's is). For a
+    left-out class ``c``, the cells of type ``c`` are cells of a type the classifier does not know: the class-``c``
+    column is removed and the rest renormalised, and their max probability is a *novel* score (their match score
+    with ``left_out_agreement[c]``, each cell's agreement among the reference cells of the other types); the novel
+    scores of every type are pooled. ``left_out[c]``, where given, replaces ``proba`` for left-out class ``c``
+    (e.g. a kNN vote taken without the reference cells of type ``c``), after ``left_out_transform``; with
+    ``left_out_agreement``, types without an agreement are skipped. (Scoring the known cells with a class left
+    out too would raise their scores above what query cells of known types get, so the threshold chosen on
+    them would flag more known query cells than its false-unknown rate says.)
     """
-    known, novel = [], []
+    if (left_out_agreement is None) != (known_agreement is None):
+        raise ValueError("Match scores need both `left_out_agreement` (novel cells) and `known_agreement` (known "
+                         "cells), or neither.")
+    y = np.asarray(y)
+    known = proba.max(1) / np.clip(proba.sum(1), _EPS, None)
+    if known_agreement is not None:
+        known = match_score(known, known_agreement)
+    novel = []
     for c in np.unique(y):
         if left_out_agreement is not None and int(c) not in left_out_agreement:
             continue
+        rows = y == c
         source = proba if left_out is None or int(c) not in left_out else left_out[int(c)]
         if source is not proba and left_out_transform is not None:
-            source = left_out_transform(source)
+            source = left_out_transform(source[rows])
+        else:
+            source = source[rows]
         rest = np.delete(source, c, axis=1)
         conf = rest.max(1) / np.clip(rest.sum(1), _EPS, None)
         if left_out_agreement is not None:
-            conf = match_score(conf, left_out_agreement[int(c)])
-        novel.append(conf[y == c])
-        known.append(conf[y != c])
-    return (np.concatenate(known) if known else np.array([])), (np.concatenate(novel) if novel else np.array([]))
+            conf = match_score(conf, np.asarray(left_out_agreement[int(c)])[rows])
+        novel.append(conf)
+    return known, (np.concatenate(novel) if novel else np.array([]))
 
 
 def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_unknown: float = 0.05) -> dict:
@@ -154,13 +165,15 @@ def choose_unknown_threshold(known: np.ndarray, novel: np.ndarray, *, max_false_
 
 
 def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.05, n_bins: int = 10,
-              left_out: dict[int, np.ndarray] | None = None,
-              left_out_agreement: dict[int, np.ndarray] | None = None) -> dict:
+              left_out: Mapping[int, np.ndarray] | None = None,
+              left_out_agreement: Mapping[int, np.ndarray] | None = None,
+              known_agreement: np.ndarray | None = None) -> dict:
     """Temperature, unknown threshold and reliability data from held-out reference cells.
 
     ``proba`` (cells x classes) are the model's probabilities for held-out reference cells, ``y`` their integer
     class codes, ``left_out`` optional per-class replacements for the leave-one-type-out scores (see
-    :func:`leave_type_out_scores`; temperature-scaled here like ``proba``). With ``left_out_agreement`` the
+    :func:`leave_type_out_scores`; temperature-scaled here like ``proba``). With ``left_out_agreement`` (and
+    ``known_agreement``, the held-out cells' neighbour agreement taken as the query's is) the
     unknown threshold applies to the :func:`match_score` (``unknown_score: 'match'``), else to the confidence
     (``'confidence'``); the leave-one-type-out AUROC of the confidence alone is kept as ``auroc_confidence``.
     Returns a dict for ``uns[key]``.
@@ -177,7 +190,8 @@ def calibrate(proba: np.ndarray, y: np.ndarray, *, max_false_unknown: float = 0.
     score = "confidence" if left_out_agreement is None else "match"
     unknown = by_confidence
     if score == "match":
-        known, novel = leave_type_out_scores(calibrated, y, left_out, left_out_agreement, left_out_transform=scale)
+        known, novel = leave_type_out_scores(calibrated, y, left_out, left_out_agreement,
+                                             known_agreement=known_agreement, left_out_transform=scale)
         unknown = choose_unknown_threshold(known, novel, max_false_unknown=max_false_unknown)
         unknown["auroc_confidence"] = by_confidence["auroc"]
     return {

@@ -190,8 +190,9 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
     cells of type ``c`` (for :func:`leave_type_out_scores`; a read-only mapping that builds each mixture when it is
     read, from neighbours found by :class:`_NeighboursWithoutType`), and the neighbour agreement
     (:func:`neighbour_agreement` of the ``k`` voting neighbours and the mixture's most probable class) of the
-    query cells (``query_agreement``) and, per class ``c``, of the held-out cells with ``c`` left out of the
-    neighbours and the prediction (``left_out_agreement``). The query's labels are never read.
+    query cells (``query_agreement``), of the held-out cells taken as the query's are (``held_out_agreement``)
+    and, per class ``c``, of the held-out cells with ``c`` left out of the neighbours and the prediction
+    (``left_out_agreement``). The query's labels are never read.
     """
     ref_codes, val_codes = np.asarray(ref_codes), np.asarray(val_codes)
     n_classes = val_proba.shape[1]
@@ -199,8 +200,9 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
     model_val, model_query = temperature_scale(val_proba, temperature), temperature_scale(query_proba, temperature)
     scale = _knn_votes(ref_space[folds[0][0]], ref_codes[folds[0][0]], n_classes, ref_space[folds[0][1]], k=k)[1]
 
-    knn_val = np.concatenate([_knn_votes(ref_space[train], ref_codes[train], n_classes, ref_space[held], k=k,
-                                         scale=scale)[0] for train, held in folds])
+    held_votes = [_knn_votes(ref_space[train], ref_codes[train], n_classes, ref_space[held], k=k, scale=scale)
+                  for train, held in folds]
+    knn_val = np.concatenate([votes for votes, _, _ in held_votes])
     without_type = [_NeighboursWithoutType(ref_space[train], ref_codes[train], ref_space[held], k=k)
                     for train, held in folds]
 
@@ -237,6 +239,7 @@ def knn_ensemble(val_proba: np.ndarray, val_codes: np.ndarray, query_proba: np.n
                                                    without=int(c))
     return {"val_proba": val_mix, "query_proba": query_mix, "left_out": left_out,
             "query_agreement": neighbour_agreement(query_neighbours, query_mix.argmax(1)),
+            "held_out_agreement": agreement(val_mix, [codes for _, _, codes in held_votes]),
             "left_out_agreement": left_out_agreement,
             "info": {"knn_weight": weight, "model_temperature": temperature, "n_neighbors": int(k),
                      "distance_scale": scale, "held_out_nll_by_weight": held_out_nll}}

@@ -14,7 +14,8 @@ Any model with a latent space (and, optionally, class probabilities) goes throug
    of the confidence and the neighbour agreement, :func:`match_score`) below which a query cell is flagged
    ``unknown``, chosen on the reference only by leaving each reference type out in turn (its held-out cells are
    scored without their class: the calibrated probabilities renormalised over the other classes, the kNN vote
-   and the neighbour agreement taken among the reference cells of the other types), never on the query;
+   and the neighbour agreement taken among the reference cells of the other types; every held-out cell, scored
+   as the query is, is a known cell), never on the query;
 5. :func:`write_transfer`: the outputs under one key, written only when everything above succeeded.
 
 Steps 2 and 4 live in ``_calibration.py`` and step 3 in ``_knn_vote.py`` (both re-exported here); this file
@@ -152,10 +153,17 @@ def _held_out_rows(reference: MuData, labels: pd.Series, *, split_key: str, vali
         raise ValueError(f"validation_size={validation_size:g} holds out {n_held} of the {len(rows)} reference cells; "
                          "it must leave at least one cell on each side.")
     counts = labels.value_counts()
-    stratified = counts.min() >= 2 and counts.size <= n_held and counts.size <= len(rows) - n_held
-    train, held = train_test_split(rows, test_size=n_held, random_state=random_state,
-                                   stratify=labels if stratified else None)
+    single = labels.map(counts).to_numpy() == 1  # a type with one cell stays on the training side
+    pool, n_types = rows[~single], int((counts >= 2).sum())
+    stratified = 1 <= n_types <= n_held <= len(pool) - n_types
+    if stratified:
+        train, held = train_test_split(pool, test_size=n_held, random_state=random_state,
+                                       stratify=labels.to_numpy()[~single])
+        train = np.concatenate([train, rows[single]])
+    else:  # too few held-out cells to hold every type
+        train, held = train_test_split(rows, test_size=n_held, random_state=random_state)
     source = (f"a {'stratified ' if stratified else ''}{validation_size:g} of the reference "
+              f"{'(types with one cell kept for training) ' if stratified and single.any() else ''}"
               f"(random_state={random_state})")
     if not fitted_here:
         logger.warning(f"`model` was fitted elsewhere and reference.obs has no {split_key!r} column with validation or "
@@ -358,7 +366,7 @@ def _reference_labels(reference: MuData, label_key: str, model: Any, fitted: boo
         reference = reference[~missing]
     labels = label_text(reference.obs[label_key])
     warn_merged_labels(reference.obs[label_key], label_key)
-    if fitted and getattr(model, "_logits_output", None) is not None and getattr(model, "classes", None):
+    if fitted and _label_classifier(model):
         untrained = sorted(set(labels) - set(map(str, model.classes)))
         if untrained and len(untrained) < labels.nunique():  # e.g. rare types with no row in the fit's training rows
             keep = ~labels.isin(untrained).to_numpy()
@@ -417,10 +425,19 @@ def _logistic_scores(reference: MuData, query: MuData, *, features, layers, labe
     return _Scores(estimator, method, out["classes"], out["query_proba"], out["val_proba"], val_codes, None, None)
 
 
+def _label_classifier(model: Any) -> bool:
+    """Whether a fitted model predicts label classes (an unsupervised UnitedNet's classes are its clusters)."""
+    first = model.members[0] if hasattr(model, "members") else model
+    return (getattr(first, "_logits_output", None) is not None and bool(getattr(model, "classes", None))
+            and getattr(first, "mode", "supervised") == "supervised")
+
+
 def _predicts_classes(model: Any, labels: pd.Series) -> bool:
-    """Whether a fitted model's own probabilities cover the reference's classes (else: kNN on its latent)."""
-    classes = getattr(model, "classes", None)
-    return getattr(model, "_logits_output", None) is not None and bool(classes) and set(labels) <= set(classes)
+    """Whether a fitted model's own probabilities cover the reference's classes (else: kNN on its latent).
+
+    Cluster numbers of an unsupervised model are never taken for labels, even when the labels are numbers too.
+    """
+    return _label_classifier(model) and set(labels) <= set(model.classes)
 
 
 def _latent_model_scores(reference: MuData, query: MuData, *, model: Any, labels: pd.Series, ref_val,
@@ -479,8 +496,8 @@ def _add_knn_vote(scores: _Scores, reference: MuData, query: MuData, *, features
     vote = knn_ensemble(scores.val_proba, scores.val_codes, scores.proba, ref_space, query_space, ref_codes, folds,
                         weight=knn_weight, k=n_neighbors)
     scores.val_proba, scores.proba = vote["val_proba"], vote["query_proba"]
-    agreement = ({"query": vote["query_agreement"], "left_out": vote["left_out_agreement"]}
-                 if unknown_score == "match" else None)
+    agreement = ({"query": vote["query_agreement"], "held_out": vote["held_out_agreement"],
+                  "left_out": vote["left_out_agreement"]} if unknown_score == "match" else None)
     vote_info = {**vote["info"], "space": f"joint PCA of reference + query ({knn_components} per modality)"}
     scores.method += f" + kNN vote (weight {vote_info['knn_weight']:g}) in a joint PCA of reference + query"
     return vote["left_out"], vote_info, agreement
@@ -572,7 +589,8 @@ def transfer_labels(
     to the confidence alone. The threshold is chosen on the reference only: each reference type is left out in
     turn, its held-out cells are scored without their class (calibrated probabilities renormalised over the
     other classes, the kNN vote and the neighbour agreement taken among the reference cells of the other types)
-    and are the 'novel' cells; the threshold maximises Youden's J (novel cells flagged minus known cells
+    and are the 'novel' cells; every held-out cell, scored as a query cell is, is a 'known' cell; the threshold
+    maximises Youden's J (novel cells flagged minus known cells
     flagged) among thresholds that flag at most ``max_false_unknown`` of the known held-out cells (the midpoint of
     the gap between held-out scores where it lies, so a query cell just below the lowest known one is kept). The
     query's labels are never read.
@@ -748,7 +766,8 @@ def transfer_labels(
         knn_weight=knn_weight, n_neighbors=n_neighbors, knn_components=knn_components, unknown_score=unknown_score,
         random_state=random_state)
     calibration = calibrate(scores.val_proba, scores.val_codes, max_false_unknown=max_false_unknown,
-                            left_out=left_out, left_out_agreement=None if agreement is None else agreement["left_out"])
+                            left_out=left_out, left_out_agreement=None if agreement is None else agreement["left_out"],
+                            known_agreement=None if agreement is None else agreement["held_out"])
     calibration["calibration"]["rows"] = scores.source or source
     if vote_info is not None:
         calibration["knn_vote"] = vote_info

@@ -50,7 +50,8 @@ class UnitedNetTrainingPlan(TrainingPlan):
         Unsupervised mode: fraction of ``max_epochs`` trained with the translation phase only; then each head's
         prototypes are initialised by k-means on its projected training cells and the clustering phase starts
         (default 0.75).
-        Checkpoints before that epoch are not candidates.
+        Checkpoints before that epoch are not candidates. ``None``: the prototypes are kept as they are and every
+        epoch clusters (training that continues an earlier fit).
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
@@ -63,13 +64,20 @@ class UnitedNetTrainingPlan(TrainingPlan):
         weight_decay: float = 0.0,
         classification_repeats: int = 1,
         gradient_clip: float = 25.0,
-        cluster_warmup: float = 0.75,
+        cluster_warmup: float | None = 0.75,
         **kwargs: Any,
     ):
         ignored = sorted(k for k in ("reduce_lr_on_plateau", "optimizer", "optimizer_creator") if kwargs.get(k))
         if ignored:
             raise ValueError(f"UnitedNet trains each phase with its own Adam optimiser and no learning-rate scheduler; "
                              f"{ignored} would be ignored. Set the learning rates with lr= (a dict per phase).")
+        phases = [*PHASES[module.mode], *(["discriminator"] if module.net.discriminators is not None else [])]
+        unknown = sorted(set(lr) - set(phases)) if isinstance(lr, dict) else []
+        if unknown:
+            raise ValueError(f"lr has entries for {unknown}, which are not training phases of this model ({phases}).")
+        if isinstance(classification_repeats, bool) or not isinstance(classification_repeats, int) \
+                or classification_repeats < 1:
+            raise ValueError(f"classification_repeats must be a whole number >= 1, got {classification_repeats!r}.")
         super().__init__(module, lr=lr if isinstance(lr, float | int) else 1e-3, weight_decay=weight_decay, **kwargs)
         self.cluster_warmup = cluster_warmup
         self.automatic_optimization = False
@@ -131,7 +139,9 @@ class UnitedNetTrainingPlan(TrainingPlan):
 
     @property
     def cluster_init_epoch(self) -> int:
-        """Epoch at which the cluster prototypes are initialised by k-means (unsupervised mode)."""
+        """Epoch at which the cluster prototypes are initialised by k-means (unsupervised mode); -1: never (kept)."""
+        if self.cluster_warmup is None:
+            return -1
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         return int(self.cluster_warmup * max_epochs)
 
@@ -203,11 +213,16 @@ class UnitedNetTrainingPlan(TrainingPlan):
         self._val["translation"] += float(out["translation"]) * n
         if self.module.net.heads is not None:
             if self.module.mode == "supervised":
-                keep = labels.view(-1).long() < self.module.n_classes
-                n_lab = int(keep.sum())
-                if n_lab:
-                    self._val["heads"] = self._val["heads"] + self.module.head_losses(xs, labels).detach() * n_lab
-                self._val["n_labelled"] = self._val.get("n_labelled", 0) + n_lab
+                # head_losses is the class-weighted mean CE of the batch: weighted by the batch's total class
+                # weight, the epoch's sum divided by the total weight is the class-weighted mean over all rows
+                codes = labels.view(-1).long()
+                codes = codes[codes < self.module.n_classes]
+                weight = self.module.class_weight
+                batch_weight = float(weight[codes].sum()) if weight is not None else float(len(codes))
+                if len(codes):
+                    heads = self.module.head_losses(xs, labels).detach()
+                    self._val["heads"] = self._val["heads"] + heads * batch_weight
+                self._val["labelled_weight"] = self._val.get("labelled_weight", 0) + batch_weight
             else:
                 self._val["heads"] = self._val["heads"] + self.module.head_losses(xs).detach() * n
 
@@ -223,13 +238,13 @@ class UnitedNetTrainingPlan(TrainingPlan):
         heads = heads if torch.is_tensor(heads) else torch.full((n_heads,), float(heads))
         totals = torch.cat([
             torch.tensor([self._val["n"], self._val["reconstruction"], self._val["translation"],
-                          self._val.get("n_labelled", 0)], dtype=torch.float64),
+                          self._val.get("labelled_weight", 0)], dtype=torch.float64),
             heads.detach().double().cpu(),
         ]).to(self.module.device)
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum").cpu()
         self._val.update(n=float(totals[0]), reconstruction=float(totals[1]), translation=float(totals[2]))
-        if "n_labelled" in self._val:
-            self._val["n_labelled"] = float(totals[3])
+        if "labelled_weight" in self._val:
+            self._val["labelled_weight"] = float(totals[3])
         if torch.is_tensor(self._val["heads"]) or n_heads and float(totals[4:].abs().sum()) > 0:
             self._val["heads"] = totals[4:].float()
 
@@ -246,7 +261,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
         self.log("validation_translation", tra, sync_dist=self.use_sync_dist)
         heads = self._val["heads"]
         if torch.is_tensor(heads):
-            denom = self._val.get("n_labelled", n) if self.module.mode == "supervised" else n
+            denom = self._val.get("labelled_weight", n) if self.module.mode == "supervised" else n
             heads = heads / max(denom, 1)
             best = int(heads.argmin())
             self.module.best_head.fill_(best)
