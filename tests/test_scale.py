@@ -135,3 +135,34 @@ def test_benchmark_embeddings_refuses_what_it_cannot_score():
     with pytest.raises(ValueError, match="1 missing batches"):
         mx.tl.benchmark_embeddings(adata, keys=["X_rand"], label_key="type", batch_key="batch")
     assert "embedding_benchmark" not in adata.uns
+
+
+def test_training_row_statistics_over_blocks_match_the_whole_and_copy_no_more_than_a_block(monkeypatch):
+    """Standardisation and the autoencoder's depth/bias statistics are accumulated over blocks of rows above
+    ``STATS_BLOCK_ENTRIES``: the same numbers as on all the rows at once, from copies of one block at a time."""
+    from scipy import sparse
+
+    from multiomix.models.base import _data
+
+    rng = np.random.default_rng(0)
+    dense = rng.gamma(1.0, 2.0, (503, 40)) * (rng.random((503, 40)) < 0.3)
+    rows = rng.choice(503, 400, replace=False)
+    for matrix in (dense, dense.astype(np.float32), sparse.csr_matrix(dense)):
+        whole = [*_data.feature_mean_std(matrix, rows), *_data.row_sums_and_feature_means(matrix, rows)]
+        copied = []
+
+        class Spy:  # records the number of rows each indexing copies
+            def __init__(self, inner, log):
+                self.inner, self.log, self.shape = inner, log, inner.shape
+
+            def __getitem__(self, key):
+                self.log.append(len(key))
+                return self.inner[key]
+
+        monkeypatch.setattr(_data, "STATS_BLOCK_ENTRIES", 40 * 64)  # 64 rows a block
+        spy = Spy(matrix, copied)
+        blocks = [*_data.feature_mean_std(spy, rows), *_data.row_sums_and_feature_means(spy, rows)]
+        monkeypatch.undo()
+        for a, b in zip(whole, blocks, strict=True):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-5)
+        assert max(copied) == 64 and sum(copied) == 2 * len(rows)

@@ -26,6 +26,7 @@ from .base import (
     register_mudata_fields,
     translate_blocks,
 )
+from .base._data import row_sums_and_feature_means
 
 __all__ = ["MultimodalAE"]
 
@@ -227,10 +228,8 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         train = np.sort(rows[0])
         library = []
         for m in self.module.modalities:
-            matrix = self._matrix(m)[train]
-            sums = np.asarray(matrix.sum(axis=1)).ravel()
+            sums, means = row_sums_and_feature_means(self._matrix(m), train)  # a block of rows at a time
             library.append(float(np.median(sums)) if self.likelihoods_[m] in ("nb", "bce") else 1.0)
-            means = np.asarray(matrix.mean(axis=0), dtype=np.float64).ravel()
             self.module.net.decoders[m].init_output(torch.as_tensor(means))
         self.module.library_median.copy_(torch.tensor(library, dtype=torch.float32))
 

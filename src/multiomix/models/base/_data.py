@@ -257,26 +257,84 @@ def matched_input(
     return view
 
 
+#: above this many entries (rows x features) the per-feature statistics of training rows are accumulated over
+#: blocks of rows (a copy of the rows, and a float64 one of a dense matrix, is never made whole)
+STATS_BLOCK_ENTRIES = 10_000_000
+
+
+def row_blocks(rows: np.ndarray, n_features: int, *, max_entries: int | None = None) -> list[np.ndarray]:
+    """Sorted ``rows`` in consecutive blocks of at most ``max_entries`` entries (``n_features`` per row).
+
+    ``max_entries`` defaults to :data:`STATS_BLOCK_ENTRIES`.
+
+    Examples
+    --------
+    >>> [b.tolist() for b in row_blocks(np.array([5, 1, 3]), 4, max_entries=8)]
+    [[1, 3], [5]]
+    """
+    rows = np.sort(np.asarray(rows))
+    max_entries = STATS_BLOCK_ENTRIES if max_entries is None else max_entries
+    size = max(1, int(max_entries // max(int(n_features), 1)))
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def _block_mean_var(block) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.utils.sparsefuncs import mean_variance_axis
+
+    if sparse.issparse(block):
+        return mean_variance_axis(sparse.csr_matrix(block), axis=0)
+    block = np.asarray(block, dtype=np.float64)
+    return block.mean(0), block.var(0)
+
+
 def feature_mean_std(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation over ``rows`` (sparse-aware, nothing densified whole).
 
-    Constant features get a standard deviation of 1.
+    Constant features get a standard deviation of 1. Beyond :data:`STATS_BLOCK_ENTRIES` entries the statistics
+    are combined over blocks of rows (Chan et al.'s pairwise update), so neither the rows nor a float64 copy of
+    them is held whole.
 
     Examples
     --------
     >>> feature_mean_std(np.array([[0.0, 1.0], [2.0, 1.0]]), np.array([0, 1]))
     (array([1., 1.], dtype=float32), array([1., 1.], dtype=float32))
     """
-    from sklearn.utils.sparsefuncs import mean_variance_axis
-
-    subset = matrix[np.sort(rows)]
-    if sparse.issparse(subset):
-        mean, var = mean_variance_axis(sparse.csr_matrix(subset), axis=0)
+    blocks = row_blocks(rows, matrix.shape[1])
+    if len(blocks) == 1:
+        mean, var = _block_mean_var(matrix[blocks[0]])
     else:
-        subset = np.asarray(subset, dtype=np.float64)
-        mean, var = subset.mean(0), subset.var(0)
+        count, mean, m2 = 0, np.zeros(matrix.shape[1]), np.zeros(matrix.shape[1])
+        for block in blocks:
+            block_mean, block_var = _block_mean_var(matrix[block])
+            n, delta = len(block), block_mean - mean
+            mean = mean + delta * n / (count + n)
+            m2 = m2 + block_var * n + delta**2 * count * n / (count + n)
+            count += n
+        var = m2 / count
     std = np.sqrt(var)
-    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+    return np.asarray(mean).astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def row_sums_and_feature_means(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of each of ``rows`` (in sorted order) and the per-feature mean over them, a block of rows at a time.
+
+    Examples
+    --------
+    >>> sums, means = row_sums_and_feature_means(np.array([[1.0, 0.0], [2.0, 4.0]]), np.array([1, 0]))
+    >>> sums.tolist(), means.tolist()
+    ([1.0, 6.0], [1.5, 2.0])
+    """
+    blocks = row_blocks(rows, matrix.shape[1])
+    if len(blocks) == 1:
+        part = matrix[blocks[0]]
+        return (np.asarray(part.sum(axis=1)).ravel(),
+                np.asarray(part.mean(axis=0), dtype=np.float64).ravel())
+    sums, totals = [], np.zeros(matrix.shape[1])
+    for block in blocks:
+        part = matrix[block]
+        sums.append(np.asarray(part.sum(axis=1), dtype=np.float64).ravel())
+        totals += np.asarray(part.sum(axis=0), dtype=np.float64).ravel()
+    return np.concatenate(sums) if sums else np.array([]), totals / max(len(rows), 1)
 
 
 def class_weights(codes: np.ndarray, n_classes: int) -> torch.Tensor:
