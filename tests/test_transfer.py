@@ -476,6 +476,17 @@ def test_unknown_threshold_sits_in_the_gap_between_novel_and_known_scores():
     assert (novel < chosen["threshold"]).mean() == pytest.approx(chosen["true_unknown_rate"])
 
 
+def test_leave_one_out_knn_leaves_the_cell_out_even_beside_its_duplicates():
+    """Cells at identical coordinates: each is scored by the others, never by itself."""
+    from multiomix.tl import _knn_vote
+
+    latent = np.zeros((3, 2))
+    proba = _knn_vote.knn_proba(latent, np.array([0, 1, 1]), 2, None, k=2, leave_one_out=True)
+    assert proba[0, 1] > proba[0, 0]  # its two neighbours are both class 1
+    np.testing.assert_allclose(proba[1], proba[2])  # each of the class-1 cells sees one 0 and one 1
+    np.testing.assert_allclose(proba[1], [0.5, 0.5])
+
+
 @pytest.mark.parametrize("n_folds", [1, 3])
 def test_left_out_votes_match_a_search_per_type(n_folds):
     """The kNN vote without type ``c`` comes from one wide search (refined only for cells whose list runs out of

@@ -41,13 +41,12 @@ def _knn_votes(pool: np.ndarray, pool_codes: np.ndarray, n_classes: int, points:
     Returns the probabilities, the distance scale and the class codes of each point's neighbours (points x
     neighbours, nearest first). Weights ``exp(-(d / scale) ** 2)`` (``scale``: by default the median distance
     to the ``k``-th neighbour), plus ``0.5 / n_classes`` per class: a cell far from every pool cell gets nearly
-    flat probabilities.
+    flat probabilities. ``skip_self``: ``points`` are the pool itself, each scored without itself.
     """
     k = int(min(k, len(pool) - (1 if skip_self else 0)))
-    nn = NearestNeighbors(n_neighbors=k + (1 if skip_self else 0)).fit(pool)
-    dist, idx = nn.kneighbors(points)
-    if skip_self:
-        dist, idx = dist[:, 1:], idx[:, 1:]
+    nn = NearestNeighbors(n_neighbors=k).fit(pool)
+    # each pool cell without itself: left out by index (a duplicate of it may come first in a distance search)
+    dist, idx = nn.kneighbors() if skip_self else nn.kneighbors(points)
     if scale is None:
         scale = float(np.median(dist[:, -1]) + 1e-12)
     return _votes(dist, pool_codes[idx], n_classes, scale), scale, pool_codes[idx]

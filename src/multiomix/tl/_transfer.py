@@ -612,7 +612,8 @@ def transfer_labels(
         Layer to read (same in reference and query); default ``.X``.
     latent_dim, hidden, n_heads, projection_dim, fuser, dropout, input_dropout, adversarial
         Architecture of a model fitted here (``latent_dim``, ``dropout``, ``input_dropout`` also for
-        ``"multimodal_ae"``), see :class:`~multiomix.models.UnitedNet`.
+        ``"multimodal_ae"``, whose latent is at most 32 wide: the default 64 is UnitedNet's), see
+        :class:`~multiomix.models.UnitedNet`.
     contrastive_temperature, head_temperature, loss_weights, binary, class_weighting, linear_skip
         See :class:`~multiomix.models.UnitedNet` (a UnitedNet fitted here only; ``class_weighting`` also for
         ``"logistic"``).
