@@ -71,10 +71,10 @@ class UnitedNetTrainingPlan(TrainingPlan):
         if ignored:
             raise ValueError(f"UnitedNet trains each phase with its own Adam optimiser and no learning-rate scheduler; "
                              f"{ignored} would be ignored. Set the learning rates with lr= (a dict per phase).")
-        phases = [*PHASES[module.mode], *(["discriminator"] if module.net.discriminators is not None else [])]
+        phases = sorted({p for names in PHASES.values() for p in names} | {"discriminator"})
         unknown = sorted(set(lr) - set(phases)) if isinstance(lr, dict) else []
-        if unknown:
-            raise ValueError(f"lr has entries for {unknown}, which are not training phases of this model ({phases}).")
+        if unknown:  # a phase of another mode is allowed (one dict for every mode); a misspelt one is not
+            raise ValueError(f"lr has entries for {unknown}, which are not training phases ({phases}).")
         if isinstance(classification_repeats, bool) or not isinstance(classification_repeats, int) \
                 or classification_repeats < 1:
             raise ValueError(f"classification_repeats must be a whole number >= 1, got {classification_repeats!r}.")
