@@ -476,6 +476,26 @@ def test_unknown_threshold_sits_in_the_gap_between_novel_and_known_scores():
     assert (novel < chosen["threshold"]).mean() == pytest.approx(chosen["true_unknown_rate"])
 
 
+def test_the_calibration_hold_out_is_stratified_beside_a_type_of_one_cell():
+    """A type with a single cell stays in training and the others are held out in proportion (one singleton
+    turned stratification off for every type, and a 15-cell type could get no held-out cell)."""
+    labels = pd.Series(np.repeat(["a", "b", "c", "d"], [120, 60, 15, 1]))
+    reference = md.MuData({"rna": ad.AnnData(np.zeros((196, 2), np.float32),
+                                             obs=pd.DataFrame(index=[f"c{i}" for i in range(196)]))})
+    for seed in range(4):
+        train, held, source = _transfer._held_out_rows(reference, labels, split_key="split", validation_size=0.1,
+                                                       random_state=seed, fitted_here=True)
+        assert labels.iloc[held].value_counts().reindex(list("abcd"), fill_value=0).tolist() == [12, 6, 2, 0]
+        assert source.startswith("a stratified 0.1") and "one cell kept for training" in source
+        assert sorted(np.r_[train, held]) == list(range(196))
+    # too few held-out cells for every type: drawn at random, said so
+    few = pd.Series(np.repeat(list("abcdefgh"), 3))
+    small = reference[:24].copy()
+    _, held, source = _transfer._held_out_rows(small, few, split_key="split", validation_size=0.1, random_state=0,
+                                               fitted_here=True)
+    assert len(held) == 3 and not source.startswith("a stratified")
+
+
 def test_leave_one_out_knn_leaves_the_cell_out_even_beside_its_duplicates():
     """Cells at identical coordinates: each is scored by the others, never by itself."""
     from multiomix.tl import _knn_vote
