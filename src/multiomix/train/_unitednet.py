@@ -139,7 +139,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
 
     @property
     def cluster_init_epoch(self) -> int:
-        """Epoch at which the cluster prototypes are initialised by k-means (unsupervised mode); -1: never (kept)."""
+        """Epoch at which the cluster prototypes are initialised by k-means in unsupervised mode (-1 when kept)."""
         if self.cluster_warmup is None:
             return -1
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1

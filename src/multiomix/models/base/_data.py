@@ -265,7 +265,7 @@ STATS_BLOCK_ENTRIES = 10_000_000
 def row_blocks(rows: np.ndarray, n_features: int, *, max_entries: int | None = None) -> list[np.ndarray]:
     """Sorted ``rows`` in consecutive blocks of at most ``max_entries`` entries (``n_features`` per row).
 
-    ``max_entries`` defaults to :data:`STATS_BLOCK_ENTRIES`.
+    ``max_entries`` defaults to ``STATS_BLOCK_ENTRIES``.
 
     Examples
     --------
@@ -290,7 +290,7 @@ def _block_mean_var(block) -> tuple[np.ndarray, np.ndarray]:
 def feature_mean_std(matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation over ``rows`` (sparse-aware, nothing densified whole).
 
-    Constant features get a standard deviation of 1. Beyond :data:`STATS_BLOCK_ENTRIES` entries the statistics
+    Constant features get a standard deviation of 1. Beyond ``STATS_BLOCK_ENTRIES`` entries the statistics
     are combined over blocks of rows (Chan et al.'s pairwise update), so neither the rows nor a float64 copy of
     them is held whole.
 
