@@ -638,6 +638,11 @@ def test_label_values_of_two_types_that_read_alike_are_merged_with_a_warning(cap
     warned = [r.getMessage() for r in caplog.records if "read as the same class" in r.getMessage()]
     assert len(warned) == 1 and ("'1' and 1 -> '1'" in warned[0] or "1 and '1' -> '1'" in warned[0])
     assert sorted(mdata.uns["mixed"]["classes"]) == ["1", "a"]
+    caplog.clear()
+    mdata.obs["mixed_categorical"] = pd.Categorical(mixed)
+    with caplog.at_level(logging.WARNING, logger="multiomix"):
+        mx.tl.fit_crossattomics(mdata, label_key="mixed_categorical", key_added="mixed_categorical", **quiet)
+    assert [r for r in caplog.records if "read as the same class" in r.getMessage()]
 
 
 def test_one_function_never_replaces_another_function_s_record():

@@ -177,6 +177,8 @@ def test_read_bed_and_fasta_formats(tmp_path, genome, peaks):
     assert plain["chr1"] == plain["chr1"].upper() and len(plain) == 2
     with pytest.raises(ValueError, match="bgzip"):
         mx.io.open_fasta(gz)
+    path.write_text("chr1\t0\t10\nchr1\t20\t30\t\n")  # a trailing tab adds no column
+    assert mx.io.read_bed(path)["end"].tolist() == [10, 30]
     # lines of any width, blank lines and Windows line ends are joined (an index needs one width per record)
     uneven = tmp_path / "uneven.fa"
     uneven.write_bytes(b">a x\r\nACGT\r\nAC\r\n\r\nacgt\r\n>b\nTT\n")

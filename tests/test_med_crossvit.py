@@ -85,6 +85,13 @@ def test_tile_bags_from_a_table_match_the_h5_reader(tmp_path):
     bad = table.assign(f0=np.where(np.arange(len(table)) == 2, np.nan, table["f0"]))
     with pytest.raises(ValueError, match="Column 'f0' must hold finite numbers"):
         mx.io.tile_bags_from_table(bad, patient_key="patient", feature_columns=["f0"])
+    floats = mx.io.tile_bags_from_table(table.assign(patient=table["patient"].astype(float)), patient_key="patient")
+    assert floats.obs_names.tolist() == ["7", "3", "12"]  # whole-number float ids read as integers
+    with pytest.raises(ValueError, match="read as the same id"):
+        mx.io.tile_bags_from_table(table.assign(patient=table["patient"].astype(object).where(
+            table["tile"] > 0, table["patient"].astype(str))), patient_key="patient")
+    with pytest.raises(ValueError, match="no rows"):
+        mx.io.tile_bags_from_table(table.iloc[:0], patient_key="patient")
     with pytest.raises(KeyError, match="patient_key 'slide'"):
         mx.io.tile_bags_from_table(table, patient_key="slide")
     with pytest.raises(ValueError, match="tiles have no 'patient'"):

@@ -336,6 +336,15 @@ def test_groups_of_a_float_label_column_are_found_by_their_own_values():
     pd.testing.assert_frame_equal(by_float, by_text)
     with pytest.raises(KeyError, match="groups: \\['1'\\]"):
         rank_relevant_features(mdata, "relevance", 2.0, 5)
+    # in a column of fractions the groups read '0.5', '1.0', ...: 1.0 finds '1.0'
+    mdata.obs["dose"] = mdata.obs["level"] / 2
+    dosed = mx.tl.fit_unitednet(mdata, label_key="dose", max_epochs=2, latent_dim=8, hidden=(16,), n_heads=1,
+                                progress_bar=False, key_added="dosed")
+    assert "1.0" in dosed.classes and "0.5" in dosed.classes
+    feature_relevance(mdata, dosed, groupby="dose", groups=[1.0, 0.5], max_cells_per_group=10, n_samples=5,
+                      key_added="dose_relevance")
+    assert sorted(mdata.uns["dose_relevance"]["params"]["groups"]) == ["0.5", "1.0"]
+    assert rank_relevant_features(mdata, "dose_relevance", 1.0, 3)["group"].tolist() == ["1.0"] * 3
 
 
 def test_ensemble_log_odds_and_signed_ranking():

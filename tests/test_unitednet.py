@@ -217,6 +217,19 @@ def test_validation_group_loss_is_the_class_weighted_mean_over_all_validation_ro
     logged = float(model.history["validation_group_loss"].iloc[-1, 0])
     assert logged == pytest.approx(float(per_head.min()), rel=1e-5)
     assert model.best_head == int(per_head.argmin())
+    # one validation row of the most frequent class: its class weight (below 1) is the whole denominator
+    common = int(module.class_weight.argmin())
+    row = validation[labels.numpy().ravel() == common][:1]
+    assert float(module.class_weight[common]) < 1
+    one = UnitedNet(mdata, mode="supervised", latent_dim=8, hidden=(16,), n_heads=3, projection_dim=8)
+    one.train(1, train_indices=train, validation_indices=row, accelerator="cpu", progress_bar=False)
+    one.module.eval()
+    all_labels = torch.as_tensor(one.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).long()
+    xs_one = one.module.standardize({m: torch.as_tensor(np.asarray(one._matrix(m)), dtype=torch.float32)[row]
+                                     for m in one.modalities})
+    with torch.no_grad():
+        expected = float(one.module.head_losses(xs_one, all_labels[row]).min())
+    assert float(one.history["validation_group_loss"].iloc[-1, 0]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_translation_from_source_only(supervised):
@@ -370,6 +383,15 @@ def test_continued_training_keeps_prototypes_and_blend_and_an_early_stop_waits_f
         fresh.train(1, lr={"translaton": 0.1}, **rows)
     with pytest.raises(ValueError, match="classification_repeats must be a whole number >= 1"):
         fresh.train(1, classification_repeats=0, **rows)
+    fresh.train(1, classification_repeats=np.int64(2), **rows)  # any integer type
+    # a first fit without validation rows leaves the blend to the first fit that has them
+    blend_rows.clear()
+    later = UnitedNet(mdata, mode="translation", latent_dim=8, hidden=(16,))
+    later.train(2, train_indices=np.arange(110), validation_size=0, accelerator="cpu", progress_bar=False)
+    assert blend_rows == [] and not getattr(later, "skip_blend_chosen_", False)
+    later.train(2, **rows)
+    later.train(1, **rows)
+    assert blend_rows == [40] and later.skip_blend_chosen_
 
 
 def test_translation_mode_error_falls_and_deterministic():

@@ -331,7 +331,10 @@ def warn_merged_labels(labels: pd.Series, label_key: str) -> None:
     --------
     >>> warn_merged_labels(pd.Series([1, "1", "a"], dtype=object), "group")  # logs a warning
     """
-    values = pd.Series(labels.dropna().unique())
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        values = pd.Series(labels.cat.categories)
+    else:
+        values = pd.Series(labels.dropna().unique())
     if not len(values) or not pd.api.types.is_object_dtype(values.dtype):
         return
     text = label_text(values)

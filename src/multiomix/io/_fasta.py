@@ -200,6 +200,8 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
             if not line.strip() or line.startswith(("#", "track", "browser")):
                 continue
             fields = line.split("\t")
+            while len(fields) > 3 and not fields[-1].strip():  # trailing tabs add no column
+                fields.pop()
             if len(fields) < 3:
                 raise ValueError(f"{path.name}, line {line_no}: a BED line needs chrom, start and end (tab-separated).")
             fields = fields[: len(BED_COLUMNS)]

@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._logging import logger
+from .._utils import label_text
 
 __all__ = ["read_tile_bags", "sample_tile_bags", "tile_bags_from_table"]
 
@@ -192,7 +193,7 @@ def tile_bags_from_table(
 
     For tile embeddings kept as a table (CSV, parquet: ``patient, tile, f0 ... f1023``) rather than one h5 file
     per slide. Patients come in the order of their first tile; their ids become ``obs_names`` as text (an
-    integer id ``7`` is ``'7'``). The table is not modified.
+    integer id ``7`` is ``'7'``, also from a float column holding whole numbers). The table is not modified.
 
     Parameters
     ----------
@@ -248,18 +249,21 @@ def tile_bags_from_table(
         values = table[column]
         if not pd.api.types.is_numeric_dtype(values) or not np.isfinite(values.to_numpy(dtype=float)).all():
             raise ValueError(f"Column {column!r} must hold finite numbers (one value per tile).")
+    if len(table) == 0:
+        raise ValueError("The table has no rows (tiles).")
     patients = table[patient_key]
     if patients.isna().any():
         raise ValueError(f"{int(patients.isna().sum())} tiles have no {patient_key!r}; every tile needs its patient.")
-    ids = patients.astype(str).to_numpy()
-    names = list(pd.unique(ids))
-    if len(names) != len(pd.unique(patients)):
-        raise ValueError(f"Values of {patient_key!r} of different types read as the same id (e.g. 1 and '1'); "
-                         "convert the column to one type.")
+    order, uniques = pd.factorize(patients)  # patients in the order of their first tile
+    names = label_text(pd.Series(uniques))
+    if names.duplicated().any():
+        raise ValueError(f"Values of {patient_key!r} of different types read as the same id "
+                         f"({sorted(set(names[names.duplicated()]))[:5]}, e.g. 1 and '1'); convert the column to one "
+                         "type.")
+    names = list(names)
     features = table[feature_columns].to_numpy(dtype=np.float32)
     xy = table[coords_columns].to_numpy(dtype=np.float32) if coords_columns is not None else None
     rng = np.random.default_rng(random_state)
-    order = pd.Index(names).get_indexer(ids)
     bags, coords = [], []
     for i in range(len(names)):
         rows = np.flatnonzero(order == i)

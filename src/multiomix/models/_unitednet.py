@@ -424,9 +424,10 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             self._refine_prototypes(train)
         if self.mode == "unsupervised" and self.cluster_head_choice == "silhouette":
             self._choose_cluster_head(train)
-        if self.module.net.linear_skip and len(validation) and getattr(self, "_first_fit", False):
-            # only on a first fit: later, the maps were refitted on these validation rows (the blend is kept)
+        if self.module.net.linear_skip and len(validation) and not getattr(self, "skip_blend_chosen_", False):
+            # chosen once: the maps are then refitted on the validation rows, so a later choice would be in sample
             self._choose_skip_blend(validation)
+            self.skip_blend_chosen_ = True
             # the blend is chosen: the linear maps may now use validation rows, unless the training rows already
             # filled the cap (the refit would then see no more rows, only another random subset of them)
             if len(train) < self.linear_skip_max_cells:

@@ -367,7 +367,7 @@ def prepare_fit(
         if len(classes_in_train) < 2:
             raise ValueError(f".obs[{label_key!r}] has a single class in the training rows "
                              f"({list(classes_in_train)}); need at least two.")
-        category_order = (list(label_text(pd.Series(labels.cat.categories)))
+        category_order = (list(dict.fromkeys(label_text(pd.Series(labels.cat.categories))))  # 1 and '1': one
                           if isinstance(labels.dtype, pd.CategoricalDtype)
                           else sorted(map(str, classes_in_train)))
         classes = [c for c in category_order if c in set(classes_in_train)]

@@ -166,6 +166,9 @@ class _LeftOutMixes(Mapping):
         votes = np.concatenate([_votes(dist, codes, self.n_classes, self.scale) for dist, codes in self._neighbours[c]])
         return (1 - self.weight) * self.model_val + self.weight * votes
 
+    def __contains__(self, c: object) -> bool:  # without building the mixture
+        return c in self._neighbours
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._neighbours)
 

@@ -24,7 +24,7 @@ from ..explain._relevance import (
     group_relevance,
 )
 from ..models.base import SeedEnsemble, feature_mean_std
-from ._results import _entry, _group_key, check_replaceable, group_text
+from ._results import _entry, _group_key, _group_name, check_replaceable, group_text
 
 __all__ = ["feature_relevance", "rank_relevant_features"]
 
@@ -85,7 +85,9 @@ def _group_codes(mdata: MuData, groupby: str, groups) -> tuple[list[str], np.nda
     if groups is None:
         chosen = present
     else:
-        chosen = [group_text(g) for g in ([groups] if isinstance(groups, str) or np.isscalar(groups) else groups)]
+        given = [groups] if isinstance(groups, str) or np.isscalar(groups) else groups
+        # a number is found by its text in the column ('1.0' among fractions, '1' among whole numbers)
+        chosen = [str(g) if str(g) in lookup else group_text(g) for g in given]
         unknown = [g for g in chosen if g not in lookup]
         if unknown:
             raise KeyError(f"Groups {unknown} have no cells in mdata.obs[{groupby!r}]; it has {present}.")
@@ -602,7 +604,7 @@ def rank_relevant_features(
         frame = frame[frame["modality"].astype(str) == modality]
     frame = frame.sort_values(rank_by, ascending=False, kind="stable").head(n_top)
     out = pd.DataFrame({
-        "group": group_text(group),
+        "group": _group_name(entry, gkey),
         "modality": frame["modality"].astype(str).to_numpy(),
         "feature": frame.index.astype(str),
         "mean_abs": frame["mean_abs"].to_numpy(),

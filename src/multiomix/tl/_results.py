@@ -148,16 +148,25 @@ def _group_key(entry: dict, group: str) -> str:
     The keys are in ``params['group_keys']``: ``/`` in group names is stored as ``_``, made unique. A whole
     number given as a float (the value of a float label column) finds the group stored under its integer text.
     """
-    group = group_text(group)
     params = entry.get("params", {})
     names, keys = params.get("groups"), params.get("group_keys")
-    key = str(group).replace("/", "_")  # results stored before the keys were recorded
-    if names is not None and keys is not None:
-        key = dict(zip(map(str, np.atleast_1d(names)), map(str, np.atleast_1d(keys)))).get(str(group), str(group))
-    if key not in entry["groups"]:
-        listed = [str(g) for g in np.atleast_1d(names)] if names is not None else list(entry["groups"])
-        raise KeyError(f"Group {group!r} not found in the relevance results; groups: {listed}.")
-    return key
+    for text in dict.fromkeys([str(group), group_text(group)]):  # '1.0' in a column of fractions, else '1'
+        key = text.replace("/", "_")  # results stored before the keys were recorded
+        if names is not None and keys is not None:
+            key = dict(zip(map(str, np.atleast_1d(names)), map(str, np.atleast_1d(keys)))).get(text, text)
+        if key in entry["groups"]:
+            return key
+    listed = [str(g) for g in np.atleast_1d(names)] if names is not None else list(entry["groups"])
+    raise KeyError(f"Group {group!r} not found in the relevance results; groups: {listed}.")
+
+
+def _group_name(entry: dict, key: str) -> str:
+    """Return the group's name as labelled (the inverse of :func:`_group_key`)."""
+    params = entry.get("params", {})
+    names, keys = params.get("groups"), params.get("group_keys")
+    if names is None or keys is None:
+        return key
+    return dict(zip(map(str, np.atleast_1d(keys)), map(str, np.atleast_1d(names)))).get(key, key)
 
 
 def get_result(data: Any, key: str, *, kind: str | None = None, group: str | None = None) -> Any:

@@ -225,6 +225,7 @@ def _unitednet_transfer(reference, query, *, model, label_key, labels, modalitie
     final = UnitedNet(joint, **params)
     final.modality_vars_ = {m: v.copy() for m, v in model.modality_vars_.items()}
     final.module.load_state_dict(model.module.state_dict())
+    final.skip_blend_chosen_ = getattr(model, "skip_blend_chosen_", False)  # kept: its maps saw those rows
     query_rows = np.arange(reference.n_obs, joint.n_obs)
     final.train(adapt_epochs, train_indices=np.sort(np.concatenate([ref_train, query_rows])),
                 validation_indices=ref_val, **train_kw)

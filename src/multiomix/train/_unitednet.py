@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -75,7 +76,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
         unknown = sorted(set(lr) - set(phases)) if isinstance(lr, dict) else []
         if unknown:  # a phase of another mode is allowed (one dict for every mode); a misspelt one is not
             raise ValueError(f"lr has entries for {unknown}, which are not training phases ({phases}).")
-        if isinstance(classification_repeats, bool) or not isinstance(classification_repeats, int) \
+        if isinstance(classification_repeats, bool) or not isinstance(classification_repeats, Integral) \
                 or classification_repeats < 1:
             raise ValueError(f"classification_repeats must be a whole number >= 1, got {classification_repeats!r}.")
         super().__init__(module, lr=lr if isinstance(lr, float | int) else 1e-3, weight_decay=weight_decay, **kwargs)
@@ -262,7 +263,7 @@ class UnitedNetTrainingPlan(TrainingPlan):
         heads = self._val["heads"]
         if torch.is_tensor(heads):
             denom = self._val.get("labelled_weight", n) if self.module.mode == "supervised" else n
-            heads = heads / max(denom, 1)
+            heads = heads / denom if denom > 0 else heads  # a sum of class weights: it may lie below 1
             best = int(heads.argmin())
             self.module.best_head.fill_(best)
             self.log("validation_group_loss", float(heads[best]), sync_dist=self.use_sync_dist)
