@@ -104,9 +104,9 @@ def test_lrp_relevance_is_conservative_and_forward_unchanged():
     reference = net(x)
     with lrp_mode(net):
         torch.testing.assert_close(net(x), reference)
-    relevance, logit = interaction_relevance(net, x, torch.full((32,), 2))
+    relevance, logit, bias = interaction_relevance(net, x, torch.full((32,), 2), return_bias=True)
     torch.testing.assert_close(logit, reference[:, 2])
-    torch.testing.assert_close(relevance.sum(1), logit, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(relevance.sum(1) + bias, logit, atol=1e-5, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- data
@@ -244,6 +244,9 @@ def test_interaction_importance_recovers_the_planted_interaction():
     mx.tl.interaction_importance(mdata, model)
     result = mdata.uns["crossattomics_interactions"]
     assert result["conservation_error"] < 1e-3
+    assert list(result["bias"].columns) == ["mean", "mean_abs"] and list(result["bias"].index) == ["neg", "pos"]
+    totals = result["per_sample"].abs().sum(1)  # no sample's relevances blow up (a bias spread over ~0 inputs)
+    assert totals.max() < 20 * totals.median()
     share = result["overall_share"]["share"]
     interactions = share[[name for name in share.index if "->" in name]]
     assert interactions.idxmax() == mdata.uns["planted"]["interaction"]
@@ -354,6 +357,21 @@ def test_a_modality_with_one_feature_is_one_group():
     model = mx.tl.fit_crossattomics(mdata, **FAST)
     assert len(model.feature_groups_["mirna"]) == 1
     assert mdata.obsm["crossattomics_proba"].shape == (120, 2)
+
+
+def test_a_label_category_without_rows_gets_no_probability_through_the_model_class():
+    """The fitted linear path has no logit for a category no training row carries: it must not sit at 0."""
+    mdata = mx.datasets.synthetic_interaction_mudata(200, n_features={"rna": 20, "methylation": 20, "mirna": 10})
+    x = mdata.mod["rna"].X
+    mdata.obs["label"] = pd.Categorical(np.where(x[:, 10] + 0.5 * x[:, 11] > 0, "pos", "neg"),
+                                        categories=["neg", "pos", "unused"])
+    mx.models.CrossAttOmics.setup_mudata(mdata, label_key="label")
+    model = mx.models.CrossAttOmics(mdata, random_state=0)
+    model.train(max_epochs=1, enable_progress_bar=False, accelerator="cpu")
+    proba = model.predict_proba()
+    assert list(proba.columns) == ["neg", "pos", "unused"]
+    assert float(proba["unused"].max()) < 1e-6  # was 0.14 on average (its logit left at 0)
+    assert float(proba[["neg", "pos"]].max(1).mean()) > 0.85
 
 
 def test_fitted_linear_path_of_sparse_input_stays_sparse_and_matches_dense(small, monkeypatch):

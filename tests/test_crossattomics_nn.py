@@ -200,20 +200,45 @@ def test_lrp_is_conservative_and_leaves_the_forward_unchanged(linear_skip):
     with lrp_mode(net):
         torch.testing.assert_close(net(x), reference)
     target = torch.arange(16) % 3
-    relevance, logit = interaction_relevance(net, x, target)
-    assert relevance.shape == (16, len(net.part_names))
+    relevance, logit, bias = interaction_relevance(net, x, target, return_bias=True)
+    assert relevance.shape == (16, len(net.part_names)) and bias.shape == (16,)
     torch.testing.assert_close(logit, reference.gather(1, target.view(-1, 1)).squeeze(1))
-    torch.testing.assert_close(relevance.sum(1), logit, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(relevance.sum(1) + bias, logit, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(bias, torch.zeros_like(bias))  # the biases are not spread over the parts
     if linear_skip:
         assert net.part_names[-1] == "linear"
         wide = torch.cat([x[m] for m in net.modalities], dim=1)
-        bias = net.head.out.bias[target].detach()
-        exact = (wide * net.linear.weight[target]).sum(1) * logit / (logit - bias)  # input x weight, bias share
+        exact = (wide * net.linear.weight[target]).sum(1)  # input x weight, nothing of the bias
         torch.testing.assert_close(relevance[:, -1], exact, atol=1e-4, rtol=1e-4)
 
 
-def test_lrp_keeps_the_intercept_of_a_logistic_regression_alone():
-    """A deep part at zero (the fitted logistic regression alone): the output bias goes to the linear path."""
+def test_lrp_relevance_stays_on_the_scale_of_the_logit_where_a_unit_is_all_bias():
+    """A hidden unit whose bias-free input is ~0 for a sample but whose BatchNorm shift is not: spreading the
+    shift over the inputs in proportion divides by ~0 (relevances of opposite signs thousands of times the
+    logit); as a constant input the shift keeps its own relevance."""
+    net = _net()
+    x = _inputs(8)
+    net.eval()
+    with torch.no_grad():
+        fused = net.fuse(x)[0]
+        row = torch.randn_like(fused)
+        row -= (row @ fused) / (fused @ fused) * fused  # orthogonal to sample 0's fused vector: its input is ~0
+        net.head.linears[0].weight[0] = row
+        norm = net.head.norms[0]
+        norm.running_mean.zero_()
+        norm.running_var.fill_(1.0)
+        norm.bias[0] = 2.0  # the unit is on for sample 0, through its shift alone
+        net.head.out.weight[:, 0] = 3.0
+    target = torch.zeros(8, dtype=torch.long)
+    relevance, logit, bias = interaction_relevance(net, x, target, return_bias=True)
+    torch.testing.assert_close(relevance.sum(1) + bias, logit, atol=1e-4, rtol=1e-4)
+    scale = logit.abs() + bias.abs() + 1.0
+    assert float((relevance.abs().sum(1) / scale).max()) < 20
+
+
+def test_lrp_gives_the_intercept_of_a_logistic_regression_alone_to_the_bias():
+    """A deep part at zero (the fitted logistic regression alone): input x weight on the linear path, the
+    intercept on the biases, nothing on the other parts."""
     net = _net(linear_skip=True)
     x = _inputs(16)
     net.eval()
@@ -222,10 +247,24 @@ def test_lrp_keeps_the_intercept_of_a_logistic_regression_alone():
         net.head.out.bias.copy_(torch.tensor([0.7, 0.15, -0.85]))
         net.linear.weight.normal_()
     target = torch.arange(16) % 3
-    relevance, logit = interaction_relevance(net, x, target)
+    relevance, logit, bias = interaction_relevance(net, x, target, return_bias=True)
     torch.testing.assert_close(logit, net(x).gather(1, target.view(-1, 1)).squeeze(1))
-    torch.testing.assert_close(relevance.sum(1), logit, atol=1e-4, rtol=1e-4)  # the intercept is not dropped
-    torch.testing.assert_close(relevance[:, -1], logit, atol=1e-4, rtol=1e-4)  # all of it on the linear path
+    torch.testing.assert_close(relevance.sum(1) + bias, logit, atol=1e-4, rtol=1e-4)
+    wide = torch.cat([x[m] for m in net.modalities], dim=1)
+    torch.testing.assert_close(relevance[:, -1], (wide * net.linear.weight[target]).sum(1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(bias, net.head.out.bias[target].detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(relevance[:, :-1], torch.zeros_like(relevance[:, :-1]))
+
+
+def test_interaction_relevance_reads_the_logit_in_eval_mode_and_leaves_the_mode():
+    net = _net()
+    x = _inputs(16)
+    net.train()  # a network left in training mode: its logit is still the eval-mode one
+    statistics = net.head.norms[0].running_mean.clone()
+    relevance, logit, bias = interaction_relevance(net, x, torch.zeros(16, dtype=torch.long), return_bias=True)
+    assert net.training
+    torch.testing.assert_close(net.head.norms[0].running_mean, statistics)  # no batch-norm update
+    torch.testing.assert_close(relevance.sum(1) + bias, logit, atol=1e-4, rtol=1e-4)
 
 
 def test_linear_path_is_off_by_default_and_starts_at_zero():

@@ -22,6 +22,8 @@ from .base import MultimodalInputMixin, MultiomixModel, register_mudata_fields
 logger = logging.getLogger("multiomix")
 
 _TARGET_PREFERENCE = ("rna", "mrna", "gex", "expression")
+# logit the fitted linear path gives a class with no training rows (a category no row carries): probability ~1e-13
+_ABSENT_CLASS_LOGIT = -30.0
 
 
 def default_interaction_graph(modalities: Sequence[str]) -> dict[str, list[str]]:
@@ -290,6 +292,7 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         classes = lr.classes_.astype(int)
         n_classes = module.net.linear.weight.shape[0]
         weight, bias = np.zeros((n_classes, coef.shape[1])), np.zeros(n_classes)
+        bias[np.setdiff1d(np.arange(n_classes), classes)] = _ABSENT_CLASS_LOGIT  # a category without training rows
         if len(classes) == 2 and coef.shape[0] == 1:  # one decision function: half on each logit (same softmax),
             # so that the linear path's relevance does not depend on which class is first
             weight[classes[1]], bias[classes[1]] = coef[0] / 2, intercept[0] / 2

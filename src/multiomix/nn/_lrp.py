@@ -1,21 +1,24 @@
-"""Switches that make blocks relevance-conserving for gradient x input (LRP in the style of CP-LRP).
+"""Switches that make blocks linear in their inputs for gradient x input (LRP in the style of CP-LRP).
 
 In LRP mode every block keeps its forward value but is rewritten so that, in the backward pass,
-softmax attention weights, normalisation scales and the share of each affine output due to its bias are
-constants. The network is then positively homogeneous in its input, so gradient x input at any set of
-tensors that cuts every path from input to output sums to the output (Euler's theorem). This is the
-"attention as constant" / LayerNorm-scale-as-constant rule of Ali et al. (ICML 2022) with biases absorbed
-proportionally (the z-rule without a bias term).
+softmax attention weights and normalisation scales are constants, and every bias (an affine layer's bias, a
+LayerNorm's shift, a BatchNorm's running-mean shift and beta) is a constant input. With the ReLU gates of the
+sample fixed, the network is then an affine function of any set of tensors that cuts every path from input to
+output, so gradient x input at those tensors plus gradient x value at the biases downstream sums exactly to
+the output. This is the "attention as constant" / LayerNorm-scale-as-constant rule of Ali et al. (ICML 2022)
+with the biases as relevance sinks (LRP-0, which equals gradient x input for ReLU networks; Montavon et al.,
+2019). Spreading a bias over the inputs in proportion to their contributions instead (the z-rule without a
+bias term) divides by a unit's bias-free output, which can be near zero while the bias is not: a few samples
+then get relevances thousands of times their logit, of opposite signs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
-
-_EPS = 1e-9
 
 
 class LRPMixin:
@@ -24,17 +27,43 @@ class LRPMixin:
     lrp: bool = False
 
 
-def absorb_bias(linear_part: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-    """Return ``full`` in the forward pass, but propagate gradients as through ``linear_part`` rescaled.
+_BIAS_COLLECTORS: list[list[torch.Tensor]] = []
 
-    ``linear_part * (full / linear_part).detach()`` is homogeneous in the input of ``linear_part``.
+
+def add_bias(linear_part: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """Return ``full`` with its bias ``full - linear_part`` as a constant input (a relevance sink).
+
+    Inside :func:`collect_biases` (and with gradients enabled) the bias tensor is recorded and requires a
+    gradient, so that its relevance (gradient x value) can be read.
     """
-    denominator = torch.where(linear_part >= 0, linear_part + _EPS, linear_part - _EPS)
-    return linear_part * (full / denominator).detach()
+    bias = (full - linear_part).detach()
+    if _BIAS_COLLECTORS and torch.is_grad_enabled():
+        bias.requires_grad_()
+        _BIAS_COLLECTORS[-1].append(bias)
+    return linear_part + bias
+
+
+@contextmanager
+def collect_biases() -> Iterator[list[torch.Tensor]]:
+    """Record the bias inputs :func:`add_bias` creates in LRP mode while the context is open.
+
+    Examples
+    --------
+    >>> with collect_biases() as biases:
+    ...     out = add_bias(torch.ones(2, 3, requires_grad=True), torch.full((2, 3), 3.0))
+    >>> len(biases), biases[0][0, 0].item()
+    (1, 2.0)
+    """
+    biases: list[torch.Tensor] = []
+    _BIAS_COLLECTORS.append(biases)
+    try:
+        yield biases
+    finally:
+        _BIAS_COLLECTORS.pop()
 
 
 def layer_norm(x: torch.Tensor, norm: nn.LayerNorm, lrp: bool) -> torch.Tensor:
-    """LayerNorm; in LRP mode the standard deviation and the bias share are constants."""
+    """LayerNorm; in LRP mode the standard deviation is a constant and the bias a constant input."""
     if not lrp:
         return norm(x)
     centred = x - x.mean(-1, keepdim=True)
@@ -43,7 +72,7 @@ def layer_norm(x: torch.Tensor, norm: nn.LayerNorm, lrp: bool) -> torch.Tensor:
     if norm.weight is not None:
         scaled = scaled * norm.weight
     full = scaled + norm.bias if norm.bias is not None else scaled
-    return absorb_bias(scaled, full)
+    return add_bias(scaled, full)
 
 
 @contextmanager

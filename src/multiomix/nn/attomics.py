@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ._lrp import LRPMixin, absorb_bias, layer_norm
+from ._lrp import LRPMixin, add_bias, layer_norm
 
 
 def random_groups(n_features: int, n_groups: int, *, generator: torch.Generator | None = None) -> list[list[int]]:
@@ -62,7 +62,7 @@ class GroupedLinear(nn.Module, LRPMixin):
         if not self.lrp:  # one batched product over groups, bias included; (G, N, ·) views avoid copies
             return torch.baddbmm(self.bias.unsqueeze(1), x.transpose(0, 1), weight).transpose(0, 1)
         linear = torch.bmm(x.transpose(0, 1), weight).transpose(0, 1)
-        return absorb_bias(linear, linear + self.bias)
+        return add_bias(linear, linear + self.bias)
 
 
 class SelfAttention(nn.Module, LRPMixin):
@@ -211,7 +211,8 @@ def kind_layer_norm(
 ) -> torch.Tensor:
     """LayerNorm over the last axis with the affine map of each token's kind (``weight``, ``bias``: K, dim).
 
-    In LRP mode the standard deviation and the bias share are constants (see :func:`~multiomix.nn._lrp.layer_norm`).
+    In LRP mode the standard deviation is a constant and the bias a constant input
+    (see :func:`~multiomix.nn._lrp.layer_norm`).
     """
     single = weight.shape[0] == 1
     scale = weight[0] if single else weight.index_select(0, kind)
@@ -222,7 +223,7 @@ def kind_layer_norm(
         return torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=eps), scale)
     centred = x - x.mean(-1, keepdim=True)
     scaled = centred / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps).detach() * scale
-    return absorb_bias(scaled, scaled + shift)
+    return add_bias(scaled, scaled + shift)
 
 
 def _kinds(counts: Sequence[int]) -> torch.Tensor:
@@ -243,7 +244,8 @@ class BatchedAttentionBlock(nn.Module, LRPMixin):
     LayerNorm. With one block this is :class:`AttentionBlock`; with several it replaces a loop over modalities
     (self-attention of each modality's group tokens) or over interactions (cross-attention of each
     ``source -> target`` edge) by one batched product per step. Projections are bias-free, as in
-    :class:`SelfAttention`; in LRP mode the softmax weights, normalisation scales and bias shares are constants.
+    :class:`SelfAttention`; in LRP mode the softmax weights and normalisation scales are constants, the biases
+    constant inputs.
 
     Parameters
     ----------

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ._lrp import absorb_bias
 from .attomics import BatchedAttentionBlock, MultiAttOmicsEncoder
 from .mlp import MLPHead
 
@@ -99,7 +98,7 @@ def validate_graph(graph: Mapping[str, Sequence[str]], modalities: Sequence[str]
 class WideLinear(nn.Linear):
     """Bias-free linear map from the concatenated inputs to the logits (the "wide" path); zero at start.
 
-    Its LRP relevance is input x weight, summed over the inputs (scaled by the share of the head's output bias,
+    Its LRP relevance is input x weight, summed over the inputs (the head's output bias is a separate constant,
     see :meth:`CrossAttOmicsNet.logits_from_parts`).
     """
 
@@ -425,17 +424,13 @@ class CrossAttOmicsNet(nn.Module):
     def logits_from_parts(self, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Class logits from the fusion parts (what LRP differentiates; see :meth:`parts`).
 
-        With a linear path, in LRP mode the head's output bias (where a fitted logistic regression puts its
-        intercept) is shared by the deep part and the linear path in proportion to their contributions: were the
-        head alone to absorb it, a head whose weights are zero (the logistic regression alone) would drop it.
+        The head's output bias (where a fitted logistic regression puts its intercept) is, like every bias in LRP
+        mode, a constant input: it is not spread over the parts.
         """
         fused = self.fuse_parts(parts)
         if self.linear is None:
             return self.head(fused)
-        if not self.head.lrp:
-            return self.head(fused) + self.linear(parts["linear"])
-        without_bias = self.head.without_bias(fused) + self.linear(parts["linear"])
-        return absorb_bias(without_bias, without_bias + self.head.out.bias)
+        return self.head(fused) + self.linear(parts["linear"])
 
     def forward(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Class logits (N, n_classes) from a dict of (N, features) tensors."""

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._lrp import LRPMixin, absorb_bias
+from ._lrp import LRPMixin, add_bias
 
 
 class MLPHead(nn.Module, LRPMixin):
-    """Fully connected head; LRP-aware (batch-norm shift and output bias absorbed proportionally).
+    """Fully connected head; LRP-aware (batch-norm shift and output bias are constant inputs in LRP mode).
 
     Parameters
     ----------
@@ -44,7 +44,7 @@ class MLPHead(nn.Module, LRPMixin):
         if not self.lrp:
             return full
         scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-        return absorb_bias(x * scale, full)
+        return add_bias(x * scale, full)
 
     def without_bias(self, x: torch.Tensor) -> torch.Tensor:
         """Map (N, in_dim) to the output before its bias is added (hidden layers LRP-aware in LRP mode)."""
@@ -56,4 +56,4 @@ class MLPHead(nn.Module, LRPMixin):
         """Map (N, in_dim) to (N, out_dim)."""
         linear_part = self.without_bias(x)
         full = linear_part + self.out.bias
-        return absorb_bias(linear_part, full) if self.lrp else full
+        return add_bias(linear_part, full) if self.lrp else full

@@ -179,8 +179,9 @@ def interaction_importance(
 
     For each sample, the relevance of the logit of its class (``target='label'``: the true label,
     ``'prediction'``: the predicted class) is propagated back to the fusion parts with a conservative rule
-    (attention weights, LayerNorm/BatchNorm scales and bias shares held constant; gradient x input), so the
-    parts' relevances sum to that logit. Scores are then averaged per group of ``groupby``.
+    (attention weights and LayerNorm/BatchNorm scales held constant, biases as constant inputs; gradient x
+    input), so the parts' relevances plus the biases' sum to that logit. Scores are then averaged per group of
+    ``groupby``.
 
     Parameters
     ----------
@@ -202,8 +203,10 @@ def interaction_importance(
     Nothing; writes ``uns[key_added]`` with ``mean`` (groups x parts, signed mean relevance), ``mean_abs``
     (mean absolute relevance), ``share`` (each part's share of the group's total absolute relevance: the
     importance, rows sum to 1), ``overall_share`` (the same over all samples, sorted: the ranking),
-    ``per_sample`` (samples x parts, signed), ``conservation_error`` (mean absolute difference between the
-    relevances' sum and the logit, divided by the mean absolute logit) and ``params`` (with
+    ``per_sample`` (samples x parts, signed), ``bias`` (groups x ``mean``/``mean_abs``: the relevance of the
+    biases downstream of the parts, i.e. of the logit no part carries, such as the fitted logistic regression's
+    intercept; not counted in ``share``), ``conservation_error`` (mean absolute difference between the parts'
+    and the biases' relevances summed and the logit, divided by the mean absolute logit) and ``params`` (with
     ``linear_path_only``: the fit kept its linear path alone, and a warning says so). Parts are each
     interaction's attention message ``source->target`` (what the source contributes through
     cross-attention), each target's own tokens (its residual path), and the unimodal branches.
@@ -235,7 +238,7 @@ def interaction_importance(
     label_codes = torch.as_tensor(pd.Categorical(label_text(known).where(known.notna(), None),
                                                  categories=classes).codes.astype(np.int64))
     linear_only = bool(getattr(model, "linear_path", None) == "fitted" and getattr(model, "best_epoch_", None) == -1)
-    relevances, logits = [], []
+    relevances, logits, biases = [], [], []
     loader = model._make_data_loader(adata=data, batch_size=batch_size)
     device = next(module.parameters()).device
     start = 0
@@ -247,11 +250,13 @@ def interaction_importance(
             codes = label_codes[start : start + len(cls)].to(device)
             cls = torch.where(codes >= 0, codes, cls)
         start += len(cls)
-        rel, logit = interaction_relevance(module.net, x, cls)
+        rel, logit, bias = interaction_relevance(module.net, x, cls, return_bias=True)
         relevances.append(rel.cpu())
         logits.append(logit.cpu())
+        biases.append(bias.cpu())
     relevance = torch.cat(relevances).numpy()
     logit = torch.cat(logits).numpy()
+    bias = pd.Series(torch.cat(biases).numpy(), index=mdata.obs_names)
     per_sample = pd.DataFrame(relevance, index=mdata.obs_names, columns=model.interactions)
     groups = mdata.obs[groupby].astype("category")
     mean = per_sample.groupby(groups.values, observed=True).mean()
@@ -260,7 +265,10 @@ def interaction_importance(
     mean_abs.index = mean_abs.index.astype(str)
     share = mean_abs.div(mean_abs.sum(1), axis=0)
     overall = per_sample.abs().mean()
-    error = float(np.abs(relevance.sum(1) - logit).mean() / max(np.abs(logit).mean(), 1e-12))
+    bias_by_group = pd.DataFrame({"mean": bias.groupby(groups.values, observed=True).mean(),
+                                  "mean_abs": bias.abs().groupby(groups.values, observed=True).mean()})
+    bias_by_group.index = bias_by_group.index.astype(str)
+    error = float(np.abs(relevance.sum(1) + bias.to_numpy() - logit).mean() / max(np.abs(logit).mean(), 1e-12))
     write_uns(
         mdata,
         key_added,
@@ -270,6 +278,7 @@ def interaction_importance(
             "share": share,
             "overall_share": (overall / overall.sum()).sort_values(ascending=False).to_frame("share"),
             "per_sample": per_sample,
+            "bias": bias_by_group,
             "conservation_error": error,
             "params": {"groupby": groupby, "target": target, "classes": np.asarray(classes),
                        "linear_path_only": linear_only},
