@@ -217,6 +217,49 @@ def get_matrix(adata: AnnData, layer: str | None = None, *, modality: str | None
     return plain_array(matrix)
 
 
+def check_has_obs(data: AnnData | MuData, *, needs: str = "there is nothing to fit or score") -> None:
+    """Raise a ``ValueError`` when ``data`` has no observations (``needs`` says what they are needed for).
+
+    Examples
+    --------
+    >>> check_has_obs(AnnData(np.zeros((0, 2))))
+    Traceback (most recent call last):
+    ...
+    ValueError: The AnnData has no observations (0 rows): there is nothing to fit or score. ...
+    """
+    if getattr(data, "n_obs", None) == 0:  # another type gets its own error where it is read
+        raise ValueError(f"The {type(data).__name__} has no observations (0 rows): {needs}. Check the selection "
+                         "that built it (e.g. a filter that matched no cell).")
+
+
+def modality_matrix(adata: AnnData, layer: str | None, *, modality: str):
+    """Return what :func:`get_matrix` returns, refusing a modality with 0 features or without a matrix.
+
+    A model reads every feature of the modalities it is given: a modality with no features (``rna[:, []]``) or
+    whose ``.X`` is ``None`` (an AnnData built from ``obs`` / ``var`` alone, or with the data in a layer) is an
+    error that names it and what to pass instead.
+
+    Examples
+    --------
+    >>> modality_matrix(AnnData(np.ones((2, 3))), None, modality="rna").shape
+    (2, 3)
+    >>> modality_matrix(AnnData(np.ones((2, 0))), None, modality="mirna")
+    Traceback (most recent call last):
+    ...
+    ValueError: Modality 'mirna' has 0 features; ...
+    """
+    if adata.n_vars == 0:
+        raise ValueError(f"Modality {modality!r} has 0 features; a model needs at least one per modality. Leave it "
+                         "out with `modalities=`, or remove it from the MuData.")
+    matrix = get_matrix(adata, layer, modality=modality)
+    if matrix is None:
+        names = list(adata.layers.keys())
+        where = (f"pass `layer=` naming the layer that holds its matrix, e.g. layer={{{modality!r}: {names[0]!r}}} "
+                 f"(its layers: {names})" if names else "it has no layers either: set its .X to the matrix")
+        raise ValueError(f"Modality {modality!r} has no data: its .X is empty (None); {where}.")
+    return matrix
+
+
 def in_memory(matrix):
     """Read a backed matrix (an h5py dataset, or AnnData's on-disk sparse dataset) into memory; others unchanged.
 

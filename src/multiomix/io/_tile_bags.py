@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._logging import logger
-from .._utils import label_text
+from .._utils import check_whole, label_text
 
 __all__ = ["read_tile_bags", "sample_tile_bags", "tile_bags_from_table"]
 
@@ -289,7 +289,10 @@ def sample_tile_bags(
 
     Slides with more real tiles than ``bag_size`` keep a random subset; smaller slides keep all their
     tiles (the rest of the slots stay masked). ``X`` is recomputed as the mean of the kept tiles, and
-    every other ``obsm`` array of shape ``(n, n_tiles, ...)`` (e.g. ``coords``) is subset the same way.
+    every other ``obsm`` array with one entry per tile slot, of shape ``(n, n_tiles)`` (e.g. per-tile scores)
+    or ``(n, n_tiles, ...)`` (e.g. ``coords``), is subset the same way, so that its slots keep matching the
+    tiles' (an empty slot holds 0, or ``False``); the keys subset are logged. Other ``obsm`` arrays are copied
+    as they are.
     :class:`multiomix.models.MedCrossViT` also redraws bags of a fixed size at every training step
     (``bag_size=``); this function fixes one draw in the data, e.g. to bound memory.
 
@@ -298,7 +301,7 @@ def sample_tile_bags(
     adata
         Output of :func:`read_tile_bags` (or any AnnData with the two ``obsm`` arrays).
     bag_size
-        Slots per bag.
+        Slots per bag (a whole number >= 1).
     tiles_key, mask_key
         ``obsm`` keys of the tiles and the mask.
     random_state
@@ -314,8 +317,7 @@ def sample_tile_bags(
     >>> wsi = mx.io.read_tile_bags("features/")  # doctest: +SKIP
     >>> small = mx.io.sample_tile_bags(wsi, bag_size=64)  # doctest: +SKIP
     """
-    if bag_size < 1:
-        raise ValueError(f"bag_size must be positive, got {bag_size}.")
+    bag_size = check_whole("bag_size", bag_size, 1)
     for key in (tiles_key, mask_key):
         if key not in adata.obsm:
             raise KeyError(f"obsm[{key!r}] not found; obsm has {list(adata.obsm.keys())}.")
@@ -330,17 +332,34 @@ def sample_tile_bags(
         pick = np.sort(rng.choice(real, size=min(bag_size, len(real)), replace=False))
         index[i, : len(pick)] = pick
         new_mask[i, : len(pick)] = True
-    rows = np.arange(adata.n_obs)[:, None]
     out = adata.copy()
-    for key, value in adata.obsm.items():
-        value = np.asarray(value)
-        if value.ndim == 3 and value.shape[1] == tiles.shape[1]:
-            picked = value[rows, index]
-            picked[~new_mask] = 0
-            out.obsm[key] = picked
+    per_tile = _resample_per_tile(adata, index, new_mask, n_tiles=tiles.shape[1], skip=(mask_key,))
+    for key, picked in per_tile.items():
+        out.obsm[key] = picked
+    others = [k for k in per_tile if k != tiles_key]
+    if others:
+        logger.info(f"sample_tile_bags: subset the per-tile obsm {others} with the tiles")
     out.obsm[mask_key] = new_mask
     kept = out.obsm[tiles_key]
     out.X = (kept * new_mask[..., None]).sum(1) / np.maximum(new_mask.sum(1, keepdims=True), 1)
     if "n_tiles" in out.obs:
         out.obs["n_tiles"] = new_mask.sum(1)
+    return out
+
+
+def _resample_per_tile(adata: AnnData, index: np.ndarray, mask: np.ndarray, *, n_tiles: int,
+                       skip: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Take the slots ``index`` (n, bag_size) of every ``obsm`` array with one entry per tile slot.
+
+    An array of shape ``(n, n_tiles)`` or ``(n, n_tiles, ...)`` is per tile; slots outside ``mask`` are zeroed.
+    """
+    rows = np.arange(adata.n_obs)[:, None]
+    out = {}
+    for key, value in adata.obsm.items():
+        value = np.asarray(value) if not isinstance(value, pd.DataFrame) else None
+        if key in skip or value is None or value.ndim < 2 or value.shape[1] != n_tiles:
+            continue
+        picked = value[rows, index]
+        picked[~mask] = 0
+        out[key] = picked
     return out

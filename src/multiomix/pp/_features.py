@@ -211,10 +211,7 @@ def select_features(
         elif n == adata.n_vars:
             masks[m] = np.ones(n, dtype=bool)
         else:
-            # positional names: scanpy marks its top genes by name, which picks every copy of a duplicated name
-            tmp = AnnData(X=matrix, var=pd.DataFrame(index=np.arange(adata.n_vars).astype(str)))
-            df = sc.pp.highly_variable_genes(tmp, n_top_genes=n, flavor="seurat_v3", inplace=False)
-            masks[m] = df["highly_variable"].to_numpy(dtype=bool)
+            masks[m] = _seurat_v3(matrix, n, name=m)
     for m in modalities:
         adata = mdata.mod[m]
         before = adata.var["highly_variable"].to_numpy(dtype=bool) if "highly_variable" in adata.var else None
@@ -232,6 +229,26 @@ def select_features(
     if subset:
         _subset_vars(mdata, masks)
     return mdata if copy else None
+
+
+def _seurat_v3(matrix, n: int, *, name: str) -> np.ndarray:
+    """Mask of the ``n`` top features of scanpy's ``seurat_v3``, with a clear error when its trend cannot be fitted.
+
+    scanpy fits a loess curve of log variance on log mean; on small or degenerate data (few cells or features, many
+    features with the same mean) that fit fails with the loess library's own message.
+    """
+    # positional names: scanpy marks its top genes by name, which picks every copy of a duplicated name
+    tmp = AnnData(X=matrix, var=pd.DataFrame(index=np.arange(matrix.shape[1]).astype(str)))
+    try:
+        df = sc.pp.highly_variable_genes(tmp, n_top_genes=n, flavor="seurat_v3", inplace=False)
+    except ValueError as err:
+        detail = err.args[0].decode(errors="replace") if err.args and isinstance(err.args[0], bytes) else str(err)
+        raise ValueError(
+            f"Modality {name!r} ({matrix.shape[0]} cells x {matrix.shape[1]} features): seurat_v3 could not fit its "
+            f"trend of variance on mean (scanpy's loess failed: {detail.strip()}). Use "
+            f"flavor={{{name!r}: 'variability'}}, which fits no trend, or more cells / features."
+        ) from err
+    return df["highly_variable"].to_numpy(dtype=bool)
 
 
 def _subset_vars(mdata: MuData, masks: Mapping[str, np.ndarray]) -> None:

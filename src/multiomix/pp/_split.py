@@ -72,6 +72,7 @@ def split(
             raise ValueError(f".obs[{label_key!r}] has {len(rows)} labelled rows; a split needs at least 2.")
         stratify = data.obs[label_key].iloc[rows].astype(str).to_numpy()
     held_out = test_size + validation_size
+    _check_enough_rows(len(rows), test_size, validation_size, labelled=label_key is not None)
     if stratify is not None and held_out > 0:
         _check_stratifiable(stratify, held_out, label_key)
     data = data.copy() if copy else data
@@ -95,6 +96,25 @@ def split(
 def _n_held(n: int, share: float) -> int:
     """Rows scikit-learn's ``train_test_split`` holds out for a float ``test_size``."""
     return int(np.ceil(share * n))
+
+
+def _check_enough_rows(n: int, test_size: float, validation_size: float, *, labelled: bool) -> None:
+    """Raise a clear error when ``n`` rows are too few to keep training rows beside the held-out ones."""
+    rows = "labelled rows" if labelled else "rows"
+    if n == 0:
+        raise ValueError(f"The data have no {rows} (0): there is nothing to split.")
+    held_out = test_size + validation_size
+    if held_out == 0:
+        return
+    n_held = _n_held(n, held_out)
+    both = test_size > 0 and validation_size > 0
+    if n - n_held < 1 or (both and n_held < 2):
+        least = next(k for k in range(2, 10**9) if k - _n_held(k, held_out) >= 1 and (not both or
+                                                                                      _n_held(k, held_out) >= 2))
+        raise ValueError(f"Too few {rows} to split: {n}, of which test_size + validation_size = {held_out:g} would "
+                         f"hold out {n_held}, leaving {n - n_held} to train on"
+                         + (" and too few to fill both validation and test" if both and n_held < 2 else "")
+                         + f". These sizes need at least {least} {rows}.")
 
 
 def _can_stratify(labels: np.ndarray, share: float) -> bool:

@@ -11,7 +11,7 @@ from mudata import MuData
 from sklearn.cluster import AgglomerativeClustering
 
 from .._logging import logger
-from .._utils import check_output_columns, write_obs, write_uns
+from .._utils import check_output_columns, check_whole, write_obs, write_uns
 from ._results import check_replaceable
 
 
@@ -81,6 +81,7 @@ def consensus_clusters(
     gaps = [k for k in keys if data.obs[k].isna().any()]
     if gaps:
         raise ValueError(f"Clusterings {gaps} have missing labels; every cell needs a cluster in every run.")
+    n_clusters = check_whole("n_clusters", n_clusters, 1)  # below 2: the range error below
     if not 2 <= n_clusters <= data.n_obs:
         raise ValueError(f"n_clusters must be between 2 and the number of cells ({data.n_obs}), got {n_clusters}.")
     if data.n_obs > max_cells:

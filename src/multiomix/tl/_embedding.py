@@ -161,8 +161,7 @@ def pca_concat(
         raise ValueError(f"obsm[{key_added!r}] or uns[{record!r}] holds something pca_concat did not write (e.g. "
                          f"scanpy's PCA), which key_added={key_added!r} would replace. Pass another key_added and "
                          "point scanpy at it: sc.pp.neighbors(mdata, use_rep=key_added).")
-    if n_comps < 1:
-        raise ValueError(f"n_comps must be >= 1, got {n_comps}.")
+    n_comps = check_whole("n_comps", n_comps, 1)
     kinds = {m: (kinds or {}).get(m, infer_modality_kind(m)) for m in modalities}
     bad = {m: k for m, k in kinds.items() if k not in ("rna", "atac", "protein", "scaled")}
     if bad:

@@ -33,12 +33,14 @@ from .._utils import (
     SPLIT_VALUES,
     check_aligned,
     check_finite,
+    check_has_obs,
     check_modalities,
     check_output_columns,
     get_matrix,
     history_frame,
     in_memory,
     label_text,
+    modality_matrix,
     new_mudata,
     plain_array,
     restore_on_error,
@@ -210,13 +212,14 @@ def _hold_out(rows: np.ndarray, labels: pd.Series, size: float, *, what: str, ra
 
 
 def check_input(mdata: MuData, modalities: Sequence[str], layers: Mapping[str, str | None]) -> None:
-    """Check the input before any fit: modalities exist and are aligned, obs names unique, values finite.
+    """Check the input before any fit: rows and features exist, modalities aligned, obs names unique, values finite.
 
     Examples
     --------
     >>> check_input(mdata, ["rna", "mirna"], {"rna": None, "mirna": None})  # doctest: +SKIP
     """
     check_modalities(mdata, list(modalities))
+    check_has_obs(mdata, needs="there is nothing to fit")
     if not mdata.obs_names.is_unique:
         duplicated = list(mdata.obs_names[mdata.obs_names.duplicated()].unique()[:5])
         raise ValueError(f"mdata.obs_names has duplicates (e.g. {duplicated}); run `mdata.obs_names_make_unique()`.")
@@ -226,10 +229,10 @@ def check_input(mdata: MuData, modalities: Sequence[str], layers: Mapping[str, s
         if not adata.var_names.is_unique:
             duplicated = list(adata.var_names[adata.var_names.duplicated()].unique()[:5])
             raise ValueError(f"Modality {mod!r} has duplicated feature names (e.g. {duplicated}).")
+        layer = layers.get(mod)
+        matrix = modality_matrix(adata, layer, modality=mod)
         if not getattr(adata, "isbacked", False):
-            layer = layers.get(mod)
-            check_finite(get_matrix(adata, layer, modality=mod),
-                         f"Modality {mod!r} ({'X' if layer is None else 'layer ' + layer})")
+            check_finite(matrix, f"Modality {mod!r} ({'X' if layer is None else 'layer ' + layer})")
 
 
 def training_view(
@@ -324,8 +327,7 @@ def prepare_fit(
         raise ValueError(f"Need 0 <= test_size < 1 and 0 <= validation_size < 1; got {test_size}, {validation_size}.")
     if output_key is not None:
         check_replaceable(mdata, output_key, "fit")
-        check_output_columns(mdata, output_key, classifier_columns(output_key),
-                             obsm=[f"X_{output_key}", f"{output_key}_proba"])
+        check_output_columns(mdata, output_key, classifier_columns(output_key), obsm=classifier_obsm(output_key))
     layers = resolve_layers(modalities, layer)
     check_input(mdata, modalities, layers)
     if supervised or label_key is not None:
@@ -443,6 +445,11 @@ def classifier_columns(key: str) -> list[str]:
     return [f"{key}_prediction", f"{key}_confidence"]
 
 
+def classifier_obsm(key: str, *, embedding: bool = True) -> list[str]:
+    """``obsm`` entries a classifier fit (or scoring) under ``key`` writes (``embedding``: with ``X_<key>``)."""
+    return ([f"X_{key}"] if embedding else []) + [f"{key}_proba"]
+
+
 def prediction_categories(classes: Sequence[str], labels: pd.Series | None) -> list:
     """Return the categories of a prediction column.
 
@@ -511,7 +518,7 @@ def write_classifier_outputs(mdata: MuData, proba: pd.DataFrame, latent: np.ndar
     --------
     >>> write_classifier_outputs(mdata, proba, latent, key="crossattomics")  # doctest: +SKIP
     """
-    check_output_columns(mdata, key, classifier_columns(key))
+    check_output_columns(mdata, key, classifier_columns(key), obsm=classifier_obsm(key, embedding=latent is not None))
     labels = mdata.obs[label_key] if label_key is not None and label_key in mdata.obs.columns else None
     prediction = argmax_labels(proba.to_numpy(), list(proba.columns),
                                prediction_categories(list(proba.columns), labels))

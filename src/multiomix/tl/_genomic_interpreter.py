@@ -16,6 +16,7 @@ from .._logging import logger
 from .._metrics import track_metrics
 from .._utils import (
     SPLIT_VALUES,
+    check_output_columns,
     check_whole,
     history_frame,
     restore_on_error,
@@ -212,6 +213,7 @@ def fit_genomic_interpreter(
     """
     arguments = dict(locals())
     check_replaceable(adata, key_added, "fit")
+    check_output_columns(adata, key_added, [], obsm=[f"{key_added}_prediction"])  # the user's own is kept
     if backbone not in DEFAULT_BACKBONE_KWARGS:
         raise ValueError(f"Unknown backbone {backbone!r}; choose one of {list(DEFAULT_BACKBONE_KWARGS)}.")
     train, validation, test, new_split = region_rows(adata, split_key=split_key, test_size=test_size,

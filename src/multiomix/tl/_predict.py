@@ -8,10 +8,10 @@ import numpy as np
 from mudata import MuData
 
 from .._logging import each_line_once, logger
-from .._utils import check_whole, restore_on_error, write_obsm, write_uns
+from .._utils import check_has_obs, check_output_columns, check_whole, restore_on_error, write_obsm, write_uns
 from ..models import MedCrossViT
 from ..models.base import SeedEnsemble
-from ._fit import drop_class_outputs, write_classifier_outputs
+from ._fit import classifier_columns, classifier_obsm, drop_class_outputs, write_classifier_outputs
 from ._med_crossvit import attention_record
 from ._results import check_replaceable
 
@@ -26,6 +26,20 @@ def _warn_if_fit_record(mdata, key: str) -> None:
     if isinstance(record, dict) and "history" in record:
         logger.warning(f"uns[{key!r}] held the record of a fit (history, test metrics); it is replaced by this "
                        "scoring. Pass `key_added` to keep both.")
+
+
+def _check_outputs(mdata, key: str, *, tracks: bool, classifier: bool) -> None:
+    """Refuse, before scoring, a ``uns[key]`` record or ``obs`` / ``obsm`` outputs under ``key`` that are the user's.
+
+    Outputs an earlier fit or scoring under ``key`` wrote are replaced (:func:`~multiomix._utils.check_output_columns`).
+    """
+    check_replaceable(mdata, key, "scored")
+    if tracks:
+        check_output_columns(mdata, key, [], obsm=[f"{key}_prediction"])
+    elif classifier:
+        check_output_columns(mdata, key, classifier_columns(key), obsm=classifier_obsm(key))
+    else:
+        check_output_columns(mdata, key, [], obsm=[f"X_{key}"])
 
 
 @each_line_once("features the model does not use are ignored")  # probabilities and embedding
@@ -50,7 +64,9 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     key_added
         Prefix of the keys written (default: the prefix the model's ``tl.fit_*`` writes by default, e.g.
         ``"crossattomics"`` or ``"mmae"``). Scoring the object a model was fitted on under the fit's key
-        replaces the fit's record in ``uns`` (history, test metrics); a warning says so.
+        replaces the fit's record in ``uns`` (history, test metrics); a warning says so. Outputs under the key
+        that no earlier multiomix run wrote (a user's ``obsm['X_<key>']``, ``obs`` column or ``uns`` entry) are
+        never replaced: a ``ValueError`` names them before anything is scored.
     batch_size
         Observations per minibatch.
 
@@ -76,9 +92,11 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
     key = key_added or _model_key(first)
     if hasattr(model, "track_names"):
         key = key_added or "genomic_interpreter"
-    check_replaceable(mdata, key, "scored")
+    check_has_obs(mdata, needs="there is nothing to score")
+    classes = list(getattr(model, "classes", []) or [])
+    classifier = bool(classes) and getattr(first, "_logits_output", None) is not None
+    _check_outputs(mdata, key, tracks=hasattr(model, "track_names"), classifier=classifier)
     if hasattr(model, "track_names"):  # sequence -> assay tracks (Genomic Interpreter): the tracks are the output
-        key = key_added or "genomic_interpreter"
         tracks = np.asarray(model.predict(mdata, batch_size=batch_size), dtype=np.float32)
         _warn_if_fit_record(mdata, key)
         with restore_on_error(mdata):
@@ -90,8 +108,6 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
                                    "params": params,
                                    "scored": "predicted by a fitted model; no training on these rows"})
         return
-    classes = list(getattr(model, "classes", []) or [])
-    classifier = bool(classes) and getattr(first, "_logits_output", None) is not None
     proba = model.predict_proba(mdata, batch_size=batch_size) if classifier else None
     latent = model.get_latent_representation(mdata, batch_size=batch_size)
     _warn_if_fit_record(mdata, key)

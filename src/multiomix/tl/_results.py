@@ -87,6 +87,8 @@ _OWNERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "scored": ("mx.tl.predict", ("scored",)),
     "pca_concat": ("mx.tl.pca_concat", ("kinds", "widths")),
     "fit": ("a mx.tl.fit_* function", ("params", "history")),
+    # last: a fit's record that attention maps were added to is the fit's
+    "attention_maps": ("mx.tl.attention_maps", ("attention", "attention_resolution", "attention_regions")),
 }
 #: columns of a :func:`~multiomix.tl.benchmark_embeddings` table (stored in ``uns`` as a DataFrame)
 _BENCHMARK_METRICS = ("nmi", "ari", "ari_best", "resolution", "n_clusters", "asw_label", "asw_batch",
@@ -95,7 +97,7 @@ _BENCHMARK_METRICS = ("nmi", "ari", "ari_best", "resolution", "n_clusters", "asw
 _BENCHMARK_SETTINGS = ("label_key", "batch_key", "n_neighbors", "neighbors_method", "resolutions", "random_state")
 #: which kinds of record a function may replace under its key_added (its own; a fit and predict write the same
 #: outputs, and predict under a fit's key is allowed with a warning)
-_MAY_REPLACE = {"fit": {"fit", "scored"}, "scored": {"fit", "scored"}}
+_MAY_REPLACE = {"fit": {"fit", "scored", "attention_maps"}, "scored": {"fit", "scored", "attention_maps"}}
 
 
 def record_kind(entry: Any) -> str | None:
@@ -116,14 +118,35 @@ def record_kind(entry: Any) -> str | None:
 
 
 def check_replaceable(data: Any, key: str, kind: str) -> None:
-    """Raise before ``kind`` results are written to ``data.uns[key]`` when that record holds another kind's.
+    """Raise before ``kind`` results are written to ``data.uns[key]`` unless that entry is absent or replaceable.
 
-    A rerun under the same key replaces its own results; a ``key_added`` that names, say, a fit's record would
-    otherwise replace its history and test metrics with relevance tables, or leave a transfer's columns beside a
-    fit's record.
+    A rerun under the same key replaces its own results (also after a ``write_h5mu`` / ``read_h5mu`` round trip:
+    records are recognised by their entries, :func:`record_kind`). Refused, with a ``ValueError`` that says to pass
+    another ``key_added``: another function's record (a ``key_added`` that names a fit's record would otherwise
+    replace its history and test metrics with relevance tables), and an entry that is not a multiomix record at
+    all, which is the user's (e.g. scanpy's ``uns['leiden']``).
+
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> adata = ad.AnnData(uns={"leiden": {"params": {"resolution": 1.0}}})
+    >>> check_replaceable(adata, "leiden", "fit")
+    Traceback (most recent call last):
+    ...
+    ValueError: .uns['leiden'] holds an entry that no multiomix function wrote (the user's, or another ...
     """
-    other = record_kind(getattr(data, "uns", {}).get(key))
-    if other is not None and other != kind and other not in _MAY_REPLACE.get(kind, ()):
+    uns = getattr(data, "uns", {})
+    if key not in uns:
+        return
+    other = record_kind(uns[key])
+    if other is None:  # scanpy's clusterings come with an obs column of the same name: name both
+        obs = getattr(data, "obs", None)
+        column = (f".obs already has [{key!r}], which key_added={key!r} would overwrite, and "
+                  if obs is not None and key in obs.columns else "")
+        raise ValueError(f"{column}.uns[{key!r}] holds an entry that no multiomix function wrote (the user's, or "
+                         f"another tool's, e.g. scanpy's uns['leiden']), which key_added={key!r} would replace. Pass "
+                         "another key_added, or remove that entry first.")
+    if other != kind and other not in _MAY_REPLACE.get(kind, ()):
         function = _OWNERS[other][0] if other in _OWNERS else "mx.tl.benchmark_embeddings"
         raise ValueError(f".uns[{key!r}] holds the results of {function}, which key_added={key!r} would "
                          "replace; pass another key_added.")

@@ -26,11 +26,13 @@ from ..._logging import logger
 from ..._utils import (
     check_aligned,
     check_finite,
+    check_has_obs,
     check_modalities,
     check_not_views,
     get_matrix,
     in_memory,
     label_text,
+    modality_matrix,
     new_mudata,
     plain_array,
 )
@@ -108,11 +110,12 @@ def register_mudata_fields(
     ...                        setup_method_args={})  # doctest: +SKIP
     """
     modalities = check_modalities(mdata, modalities)
+    check_has_obs(mdata, needs="there is nothing to set a model up on")
     check_aligned(mdata, modalities)
     check_not_views(mdata, modalities)
     layers = resolve_layers(modalities, layer)
     for mod in modalities:
-        matrix = get_matrix(mdata.mod[mod], layers[mod], modality=mod)
+        matrix = modality_matrix(mdata.mod[mod], layers[mod], modality=mod)
         if check_values and not getattr(mdata.mod[mod], "isbacked", False):
             check_finite(matrix, f"Modality {mod!r} ({'X' if layers[mod] is None else 'layer ' + layers[mod]})")
     if label_key is not None and label_key not in mdata.obs.columns:
@@ -224,11 +227,14 @@ def matched_input(
     if not isinstance(data, MuData):
         raise TypeError(f"Expected a MuData, got {type(data).__name__}.")
     check_modalities(data, list(features))
+    check_has_obs(data, needs="there is nothing to score")
     check_aligned(data, list(features))
     mods = {}
     for mod, expected in features.items():
         source = data.mod[mod]
-        matrix = get_matrix(source, layers.get(mod), modality=mod)
+        # a modality read only through obsm (tile bags) has no features and may have no X
+        read = modality_matrix if len(expected) else get_matrix
+        matrix = read(source, layers.get(mod), modality=mod)
         if hasattr(matrix, "to_memory"):  # a backed sparse matrix: scvi-tools' loaders read only in-memory ones
             matrix = in_memory(matrix)
         position = feature_positions(source.var_names, expected, modality=mod)
