@@ -493,3 +493,46 @@ def test_a_progress_bar_over_groups_follows_the_setting(capsys):
         assert "feature relevance:" not in capsys.readouterr().err
     finally:
         mx.settings.progress_bar = before
+
+
+def test_auto_does_not_use_deep_explainer_through_a_softmax_module():
+    """shap's rule for nn.Softmax is element-wise (p_k credited through logit k only): wrong, though additive."""
+    mdata, model = _tiny_mudata(), _TinyModel(12, ["a", "b", "c"])
+    model.net[-1] = nn.Softmax(dim=-1)
+    assert deep_supported(model.net) == (False, ["Softmax"])
+    feature_relevance(mdata, model, groupby="group", n_samples=20, key_added="auto")
+    assert mdata.uns["auto"]["params"]["method"] == "expected_gradients"
+
+
+def test_a_groups_values_do_not_depend_on_the_other_groups_asked_for(fitted):
+    mdata, model = fitted
+    data = mdata.copy()
+    options = {"groupby": "cell_type", "n_samples": 10, "max_cells_per_group": 20, "background": "own_group"}
+    feature_relevance(data, model, groups=["B"], key_added="alone", **options)
+    feature_relevance(data, model, key_added="all", **options)
+    pd.testing.assert_frame_equal(data.uns["alone"]["groups"]["B"], data.uns["all"]["groups"]["B"])
+
+
+def test_backed_sparse_input_gives_the_in_memory_result(fitted, tmp_path):
+    mdata, model = fitted
+    data = md.MuData({m: ad.AnnData(sparse.csr_matrix(a.X), obs=a.obs.copy(), var=a.var.copy())
+                      for m, a in mdata.mod.items()})
+    data.obs["cell_type"] = mdata.obs["cell_type"].to_numpy()
+    data.write(tmp_path / "sparse.h5mu")
+    backed = md.read_h5mu(tmp_path / "sparse.h5mu", backed="r")
+    assert not sparse.issparse(backed.mod["src"].X)  # anndata's on-disk sparse dataset
+    options = {"groupby": "cell_type", "n_samples": 5, "max_cells_per_group": 20}
+    feature_relevance(data, model, **options)
+    feature_relevance(backed, model, **options)
+    for group in ("A", "B", "C"):
+        pd.testing.assert_frame_equal(backed.uns["relevance"]["groups"][group], data.uns["relevance"]["groups"][group],
+                                      check_exact=False, rtol=1e-5, atol=1e-7)
+
+
+def test_cross_modal_relevance_refuses_a_target_with_other_cells_up_front(fitted):
+    mdata, model = fitted
+    data = md.MuData({"src": mdata["src"].copy(), "tgt": mdata["tgt"][:100].copy()})
+    data.obs["cell_type"] = mdata.obs["cell_type"]
+    with pytest.raises(ValueError, match="'tgt' has 100 observations that are not aligned"):
+        feature_relevance(data, model, groupby="cell_type", kind="cross_modal", source="src", target="tgt")
+    assert "relevance_src_to_tgt" not in data.uns

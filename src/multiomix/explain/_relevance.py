@@ -37,6 +37,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from .._utils import in_memory
 from ._adapter import FunctionModule
 
 __all__ = [
@@ -139,6 +140,7 @@ def group_prototypes(matrix, codes: np.ndarray, n_groups: int, *, columns: np.nd
     array([[1., 2.],
            [4., 5.]], dtype=float32)
     """
+    matrix = in_memory(matrix)  # a backed sparse matrix is read (it stays sparse)
     codes = np.asarray(codes)
     keep = np.flatnonzero(codes >= 0)
     indicator = sparse.csr_matrix((np.ones(len(keep)), (codes[keep], keep)), shape=(n_groups, len(codes)))
@@ -155,6 +157,10 @@ def _leaf_modules(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if not list(m.children()) and not isinstance(m, FunctionModule)]
 
 
+#: modules shap's DeepExplainer maps to an element-wise rule though they mix their inputs
+_NOT_ELEMENTWISE = frozenset({"Softmax", "LogSoftmax", "Softmin", "Softmax2d"})
+
+
 def deep_supported(module: nn.Module) -> tuple[bool, list[str]]:
     """Whether shap's DeepExplainer has a rule for every leaf module; also the names of unsupported types.
 
@@ -168,10 +174,15 @@ def deep_supported(module: nn.Module) -> tuple[bool, list[str]]:
     (True, [])
     >>> deep_supported(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)))
     (False, ['LayerNorm'])
+    >>> deep_supported(nn.Sequential(nn.Linear(3, 4), nn.Softmax(-1)))
+    (False, ['Softmax'])
     """
     from shap.explainers._deep.deep_pytorch import op_handler
 
-    bad = sorted({type(m).__name__ for m in _leaf_modules(module) if type(m).__name__ not in op_handler})
+    names = {type(m).__name__ for m in _leaf_modules(module)}
+    # shap's rule for Softmax / LogSoftmax treats them element-wise (output k credited through input k only),
+    # which is wrong for a normalisation over classes, though the attributions still add up
+    bad = sorted(n for n in names if n not in op_handler or n in _NOT_ELEMENTWISE)
     return not bad, bad
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 from typing import Any, Literal
 
 import numpy as np
@@ -13,7 +14,16 @@ from tqdm.auto import tqdm
 
 from .._logging import logger
 from .._settings import settings
-from .._utils import check_aligned, check_finite, check_whole, get_matrix, label_text, to_uns, write_uns
+from .._utils import (
+    check_aligned,
+    check_finite,
+    check_whole,
+    get_matrix,
+    in_memory,
+    label_text,
+    to_uns,
+    write_uns,
+)
 from ..explain import get_adapter
 from ..explain._relevance import (
     METHODS,
@@ -187,9 +197,11 @@ class _Backgrounds:
         self.matrices, self.positions, self.n_background, self.rng = matrices, positions, n_background, rng
         self.prototypes = {m: group_prototypes(x, codes, n_groups, columns=positions[m]) for m, x in matrices.items()}
 
-    def __call__(self, pool: np.ndarray, prototype_rows: list[int]) -> list[np.ndarray]:
+    def __call__(self, pool: np.ndarray, prototype_rows: list[int], *,
+                 rng: np.random.Generator | None = None) -> list[np.ndarray]:
         """One background array per modality (densified rows, in the model's feature order)."""
-        extra = (np.sort(self.rng.choice(pool, size=min(self.n_background, len(pool)), replace=False))
+        rng = self.rng if rng is None else rng
+        extra = (np.sort(rng.choice(pool, size=min(self.n_background, len(pool)), replace=False))
                  if self.n_background else np.zeros(0, dtype=int))
         out = []
         for m, matrix in self.matrices.items():
@@ -233,7 +245,7 @@ def _relevance_summary(results: dict) -> pd.DataFrame:
 def _target_std(mdata: MuData, adapter, target: str, position: np.ndarray | None) -> pd.DataFrame:
     """Return each target feature's standard deviation over all cells (to read the matrices in SD units)."""
     matrix = get_matrix(mdata.mod[target], adapter.layers[target], modality=target)
-    std = feature_mean_std(matrix, np.arange(mdata.n_obs))[1]
+    std = feature_mean_std(matrix, np.arange(matrix.shape[0]))[1]
     std = std if position is None else std[position]
     return pd.DataFrame({"std": std}, index=pd.Index(adapter.feature_names[target].astype(str)))
 
@@ -377,17 +389,16 @@ def feature_relevance(
     mods = list(adapter.modalities) if kind == "group" else [source]
     positions = _feature_positions(mdata, adapter, mods)
     target_position = _feature_positions(mdata, adapter, [target])[target] if kind == "cross_modal" else None
-    check_aligned(mdata, mods)
+    check_aligned(mdata, mods if kind == "group" else [source, target])
     present, codes, chosen = _group_codes(mdata, groupby, groups)
     if kind == "group":
         chosen = _model_classes_only(chosen, adapter, groupby=groupby, explicit=groups is not None)
-    matrices = {m: get_matrix(mdata.mod[m], adapter.layers[m], modality=m) for m in mods}
+    matrices = {m: in_memory(get_matrix(mdata.mod[m], adapter.layers[m], modality=m)) for m in mods}  # backed: read
     for m, matrix in matrices.items():
         check_finite(matrix, f"Modality {m!r}")
     background = background if background != "auto" else ("all_groups" if kind == "group" else "own_group")
     n_samples = n_samples or (50 if kind == "group" else 10)
     rng = np.random.default_rng(random_state)
-    gen = torch.Generator().manual_seed(random_state)
     backgrounds = _Backgrounds(matrices, positions, codes, len(present), n_background=n_background, rng=rng)
     shared_bg = (backgrounds(np.flatnonzero(codes >= 0), list(range(len(present))))
                  if background == "all_groups" else None)
@@ -400,10 +411,11 @@ def feature_relevance(
     bar = tqdm(total=len(chosen), desc="feature relevance", unit="group", disable=not show_bar, leave=False)
     for done, g in enumerate(chosen, 1):
         gi = present.index(g)
+        group_rng, gen = _group_random(random_state, g)  # a group's draws do not depend on the other groups asked for
         rows = np.flatnonzero(codes == gi)
         if max_cells_per_group is not None and len(rows) > max_cells_per_group:
-            rows = np.sort(rng.choice(rows, size=max_cells_per_group, replace=False))
-        bg = shared_bg if shared_bg is not None else backgrounds(np.flatnonzero(codes == gi), [gi])
+            rows = np.sort(group_rng.choice(rows, size=max_cells_per_group, replace=False))
+        bg = shared_bg if shared_bg is not None else backgrounds(np.flatnonzero(codes == gi), [gi], rng=group_rng)
         per_model = []
         for a, fn in zip(adapters, fns):
             common = {"method": method, "n_samples": n_samples, "batch_size": batch_size, "memory_mb": memory_mb,
@@ -459,6 +471,12 @@ def feature_relevance(
     return out if copy else None
 
 
+
+
+def _group_random(random_state: int, group: Any) -> tuple[np.random.Generator, torch.Generator]:
+    """Return the random generators of one group's draws, seeded by ``random_state`` and the group's name alone."""
+    seed = np.random.SeedSequence([random_state, zlib.crc32(str(group).encode())])
+    return np.random.default_rng(seed), torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
 
 
 def _per_feature(result, kind: str) -> np.ndarray:
