@@ -233,3 +233,32 @@ def test_sample_tile_bags_subsets_per_tile_2d_obsm():
     assert small.obsm["tile_score"].shape == (wsi.n_obs, 2)
     np.testing.assert_array_equal(small.obsm["tile_score"], small.obsm["tiles"][..., 0])
     np.testing.assert_array_equal(small.obsm["other"], wsi.obsm["other"])
+
+
+# 6. a misspelt keyword fails at once, also where nothing is trained ------------------------------------------------
+@pytest.mark.parametrize("fit", ["crossattomics", "unitednet", "mmae"])
+def test_misspelt_keyword_fails_and_leaves_the_object(fit):
+    mdata = _data()
+    before = _state(mdata)
+    function = {"crossattomics": mx.tl.fit_crossattomics, "unitednet": mx.tl.fit_unitednet,
+                "mmae": mx.tl.fit_multimodal_ae}[fit]
+    label = {} if fit == "mmae" else {"label_key": "label"}
+    with pytest.raises(TypeError, match=r"\['max_epoch'\]"):
+        function(mdata, max_epoch=5, **label)
+    _assert_unchanged(mdata, before)
+
+
+def test_transfer_without_training_refuses_a_misspelt_keyword_and_keeps_a_model_train_option():
+    reference, query = _data(), _query()
+    with pytest.raises(TypeError, match=r"\['bogus_option'\]"):
+        mx.tl.transfer_labels(reference, query, label_key="label", model="logistic", bogus_option=1)
+    assert "label_transferred" not in query.obs
+    mx.tl.fit_unitednet(reference, label_key="label", classification_repeats=2, **FAST)  # UnitedNet.train's own
+
+
+def test_progress_bar_and_lightnings_enable_progress_bar_must_agree():
+    mdata = _data()
+    with pytest.raises(ValueError, match="disagree"):
+        mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, baseline=False, progress_bar=False,
+                                enable_progress_bar=True)
+    mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, baseline=False, enable_progress_bar=False)

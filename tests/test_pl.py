@@ -510,3 +510,15 @@ def test_benchmark_metric_names_wrap_in_a_narrow_axes():
     fig, axes = plt.subplots(2, 3, figsize=(6, 4))
     narrow = [t.get_text() for t in mx.pl.benchmark(data, ax=axes[0, 0], show=False).get_xticklabels()]
     assert "cell-type\nASW" in narrow and "graph\nconn." in narrow
+
+
+@pytest.mark.parametrize(("save", "error"), [(True, TypeError), (".png", ValueError), (3, TypeError)])
+def test_save_takes_a_path_and_refuses_scanpys_shortcuts_clearly(save, error, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    data = ad.AnnData(np.zeros((20, 1)), obsm={"X_a": rng.normal(size=(20, 2))},
+                      obs=pd.DataFrame({"kind": pd.Categorical(["a", "b"] * 10)}, index=[f"c{i}" for i in range(20)]))
+    with pytest.raises(error, match="save="):
+        mx.pl.embedding(data, keys="X_a", color="kind", save=save, show=False)
+    assert not list(tmp_path.iterdir())  # no hidden '.png.png' written
+    plt.close("all")

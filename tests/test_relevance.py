@@ -536,3 +536,15 @@ def test_cross_modal_relevance_refuses_a_target_with_other_cells_up_front(fitted
     with pytest.raises(ValueError, match="'tgt' has 100 observations that are not aligned"):
         feature_relevance(data, model, groupby="cell_type", kind="cross_modal", source="src", target="tgt")
     assert "relevance_src_to_tgt" not in data.uns
+
+
+def test_groupby_defaults_to_the_label_column_the_model_was_trained_on(fitted):
+    mdata, model = fitted
+    data = mdata.copy()
+    options = {"n_samples": 5, "max_cells_per_group": 10}
+    feature_relevance(data, model, key_added="default", **options)
+    feature_relevance(data, model, groupby="cell_type", key_added="named", **options)
+    assert data.uns["default"]["params"]["groupby"] == "cell_type"
+    pd.testing.assert_frame_equal(data.uns["default"]["groups"]["B"], data.uns["named"]["groups"]["B"])
+    with pytest.raises(ValueError, match="groupby= is needed"):
+        feature_relevance(data, _TinyModel(30, ["A", "B", "C"]), **options)

@@ -69,6 +69,28 @@ def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axe
     return fig, ax
 
 
+def check_save_path(save: object) -> None:
+    """Refuse a ``save=`` that is not a file path: scanpy's ``save=True`` or a suffix alone (``'.png'``).
+
+    Examples
+    --------
+    >>> check_save_path("figures/importance.png")
+    >>> check_save_path(".png")
+    Traceback (most recent call last):
+    ...
+    ValueError: save='.png' is a suffix alone: ...
+    """
+    if isinstance(save, bool):
+        raise TypeError(f"save={save} is not a path: save= takes the file to write, e.g. save='figures/plot.png' "
+                        "(the format comes from its suffix); scanpy's save=True shortcut is not supported.")
+    if not isinstance(save, str | Path):
+        raise TypeError(f"save= takes a file path (str or pathlib.Path), got {type(save).__name__}.")
+    name = Path(save).name
+    if name.startswith(".") and name.count(".") == 1:
+        raise ValueError(f"save={str(save)!r} is a suffix alone: save= takes the file to write, e.g. "
+                         f"save='figures/plot{name}' (scanpy's suffix shortcut is not supported).")
+
+
 def finish(
     fig: Figure,
     axes: Axes | None,
@@ -83,6 +105,7 @@ def finish(
     ``save`` may name a folder that does not exist yet: it is created (as scanpy creates its figure folder).
     """
     if save is not None:
+        check_save_path(save)
         Path(save).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save, dpi=SAVE_DPI, bbox_inches="tight")
     if show is None:

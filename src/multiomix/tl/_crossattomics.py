@@ -17,6 +17,7 @@ from ..explain import interaction_relevance
 from ..models import CrossAttOmics, SeedEnsemble, default_interaction_graph
 from ..models.base import modality_key, resolve_layers
 from ..nn import validate_graph
+from ..train._runner import check_fit_kwargs
 from ._fit import (
     finish_classifier_fit,
     first_member,
@@ -124,6 +125,7 @@ def fit_crossattomics(
     >>> mdata.uns["crossattomics"]["test_metrics"]["macro_f1"]  # doctest: +SKIP
     """
     arguments = dict(locals())
+    check_fit_kwargs(trainer_kwargs, CrossAttOmics)
     modalities = check_modalities(mdata, modalities)
     validate_graph(interaction_graph or default_interaction_graph(modalities), modalities)
     fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layer, split_key=split_key,

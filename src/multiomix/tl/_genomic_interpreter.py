@@ -29,6 +29,7 @@ from .._utils import (
 from ..models import GenomicInterpreter
 from ..models._genomic_interpreter import region_input
 from ..module._genomic_interpreter import DEFAULT_BACKBONE_KWARGS
+from ..train._runner import check_fit_kwargs
 from ._fit import _hold_out, options_for, stored_params
 from ._results import check_replaceable
 
@@ -212,6 +213,7 @@ def fit_genomic_interpreter(
     >>> adata.uns["genomic_interpreter"]["test_metrics"]  # doctest: +SKIP
     """
     arguments = dict(locals())
+    check_fit_kwargs(trainer_kwargs, GenomicInterpreter)
     check_replaceable(adata, key_added, "fit")
     check_output_columns(adata, key_added, [], obsm=[f"{key_added}_prediction"])  # the user's own is kept
     if backbone not in DEFAULT_BACKBONE_KWARGS:

@@ -15,6 +15,7 @@ from .._docs import fill_doc
 from .._utils import check_modalities
 from ..models._med_crossvit import MedCrossViT, _check_bags
 from ..models.base import SeedEnsemble, check_n_models
+from ..train._runner import check_fit_kwargs
 from ._fit import (
     finish_classifier_fit,
     first_member,
@@ -162,6 +163,7 @@ def fit_med_crossvit(
     >>> mdata.uns["medcrossvit"]["attention"]["tiles"].shape
     """
     arguments = dict(locals())
+    check_fit_kwargs(trainer_kwargs, MedCrossViT)
     defaults = MedCrossViT._train_defaults
     epochs = defaults["max_epochs"] if max_epochs is None else max_epochs
     if epochs < 1:

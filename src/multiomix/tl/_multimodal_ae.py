@@ -29,6 +29,7 @@ from .._utils import (
 from ..models import MultimodalAE
 from ..models.base import resolve_layers
 from ..pp._features import infer_modality_kind
+from ..train._runner import check_fit_kwargs
 from ._embedding import modality_block
 from ._fit import FitData, drop_class_outputs, finish_fit, options_for, prepare_fit, stored_params
 from ._results import check_replaceable
@@ -244,6 +245,7 @@ def fit_multimodal_ae(
     (500, 16)
     """
     arguments = dict(locals())
+    check_fit_kwargs(trainer_kwargs, MultimodalAE)
     modalities = check_modalities(mdata, modalities)
     check_replaceable(mdata, key_added, "fit")
     check_output_columns(mdata, key_added, [], obsm=[f"X_{key_added}"])  # the user's own embedding is kept

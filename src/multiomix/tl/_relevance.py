@@ -121,6 +121,16 @@ def _frame(index: pd.Index, modality: list[str], mean_abs: np.ndarray, mean: np.
     )
 
 
+def _trained_label_key(model: Any) -> str:
+    """Return the label column the (first) model was trained on: the default ``groupby``."""
+    first = next(iter(model)) if isinstance(model, list | tuple | SeedEnsemble) else model
+    key = getattr(first, "label_key", None)
+    if not isinstance(key, str):
+        raise ValueError(f"groupby= is needed: {type(first).__name__} was not trained on a label column of obs "
+                         "(pass the column of obs whose groups to explain).")
+    return key
+
+
 def _adapters(model: Any, kind: str) -> list:
     """Adapters of one model or of an ensemble (a list of models that must read the same features)."""
     models = list(model) if isinstance(model, list | tuple | SeedEnsemble) else [model]
@@ -254,7 +264,7 @@ def feature_relevance(
     mdata: MuData,
     model: Any,
     *,
-    groupby: str,
+    groupby: str | None = None,
     kind: Kind = "group",
     source: str | None = None,
     target: str | None = None,
@@ -303,6 +313,7 @@ def feature_relevance(
         less on the training seed than those of a single network.
     groupby
         Column of ``mdata.obs`` with the groups; for ``kind="group"`` its values must be the model's classes.
+        Default: the label column the model was trained on (the first model's, for an ensemble).
     kind
         ``"group"`` or ``"cross_modal"``.
     source, target
@@ -385,6 +396,7 @@ def feature_relevance(
     check_replaceable(mdata, key_added, "relevance")
     adapters = _adapters(model, kind)
     adapter = adapters[0]
+    groupby = groupby if groupby is not None else _trained_label_key(model)
     fns = [a.get_classifier() if kind == "group" else a.get_translator(source, target) for a in adapters]
     mods = list(adapter.modalities) if kind == "group" else [source]
     positions = _feature_positions(mdata, adapter, mods)

@@ -53,6 +53,7 @@ from .._utils import (
     write_uns,
 )
 from ..models.base import matched_input, resolve_layers
+from ..train._runner import check_fit_kwargs
 from ._calibration import (
     calibrate,
     choose_unknown_threshold,
@@ -662,7 +663,8 @@ def transfer_labels(
     progress_bar
         Show a progress bar (default: ``mx.settings.progress_bar``).
     **trainer_kwargs
-        Passed to the Lightning trainer.
+        Passed to the model's training (e.g. ``weight_decay``, ``early_stopping_patience``) and on to Lightning's
+        ``Trainer``; a keyword neither takes raises a ``TypeError`` at once.
 
     Returns
     -------
@@ -692,6 +694,7 @@ def transfer_labels(
     """
     from ..models import UnitedNet
 
+    check_fit_kwargs(trainer_kwargs, UnitedNet)
     for name, data in (("reference", reference), ("query", query)):
         if not isinstance(data, MuData):
             raise TypeError(f"`{name}` must be a MuData, got {type(data).__name__}; wrap one modality as "

@@ -25,6 +25,7 @@ from ..models import UnitedNet
 from ..models.base import MultiomixModel, SeedEnsemble, check_n_models, resolve_layers
 from ..nn.unitednet import ridge_fit
 from ..train import PHASES
+from ..train._runner import check_fit_kwargs
 from ._fit import (
     FitData,
     drop_class_outputs,
@@ -163,6 +164,7 @@ def fit_unitednet(
     >>> mdata.obs["unitednet_prediction"].head()
     """
     arguments = dict(locals())
+    check_fit_kwargs(trainer_kwargs, UnitedNet)
     modalities = check_modalities(mdata, modalities)
     if len(modalities) < 2:
         raise ValueError(f"UnitedNet needs at least two modalities, got {modalities}.")

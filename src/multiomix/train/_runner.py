@@ -267,6 +267,28 @@ def check_engine_kwargs(kwargs: dict) -> None:
                         "early_stopping_patience).")
 
 
+def check_fit_kwargs(kwargs: dict, model_class: type) -> None:
+    """:func:`check_engine_kwargs` for a ``tl`` function's ``**trainer_kwargs``, before any work.
+
+    Keywords that ``model_class.train`` (or a ``train`` it inherits) takes are accepted too. Run at the top of a
+    function, so that a misspelt option fails at once, also on paths that never train.
+
+    Examples
+    --------
+    >>> from multiomix.models import UnitedNet
+    >>> check_fit_kwargs({"classification_repeats": 2, "gradient_clip_val": 1.0}, UnitedNet)
+    >>> check_fit_kwargs({"max_epoch": 5}, UnitedNet)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: Unexpected keyword argument(s) ['max_epoch']: ...
+    """
+    import inspect
+
+    own = {name for cls in model_class.__mro__ if "train" in vars(cls)
+           for name in inspect.signature(vars(cls)["train"]).parameters}
+    check_engine_kwargs({k: v for k, v in kwargs.items() if k not in own})
+
+
 def check_train_options(
     *, max_epochs: Any = None, batch_size: Any = None, plan_kwargs: dict | None = None, strategy: Any = None
 ) -> None:
@@ -354,6 +376,9 @@ def train_on_rows(
             trainer_kwargs.setdefault("num_sanity_val_steps", -1)
     if early_stopping and has_validation:  # Lightning's own callback: scvi-tools' prints its reason to stdout
         callbacks.append(EarlyStopping(monitor="validation_loss", patience=early_stopping_patience, mode="min"))
+    given = trainer_kwargs.get("enable_progress_bar")
+    if progress_bar is not None and given is not None and bool(given) != bool(progress_bar):
+        raise ValueError(f"progress_bar={progress_bar} and Lightning's enable_progress_bar={given} disagree: pass one.")
     show = settings.progress_bar if progress_bar is None else progress_bar
     trainer_kwargs.setdefault("enable_progress_bar", bool(show) and settings.effective_verbosity() >= 1)
     if has_validation:
