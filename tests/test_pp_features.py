@@ -298,8 +298,14 @@ def test_split_says_why_it_cannot_stratify():
     assert "split" not in adata.obs
     single = adata.copy()
     single.obs.loc["c0", "type"] = "alone"
-    with pytest.raises(ValueError, match="single row cannot be stratified: \\['alone'\\]"):
-        mx.pp.split(single, label_key="type", test_size=0.5)
+    mx.pp.split(single, label_key="type", test_size=0.5)  # as the fits' own hold-out: a single row stays in train
+    assert single.obs.loc["c0", "split"] == "train"
+    held = single.obs.loc[single.obs["type"] != "alone"]
+    assert (pd.crosstab(held["type"], held["split"]) >= 1).all().all()  # the others on both sides
+    lonely = adata.copy()
+    lonely.obs["type"] = [f"u{i}" for i in range(36)]
+    with pytest.raises(ValueError, match="Every class of .obs\\['type'\\] has a single row"):
+        mx.pp.split(lonely, label_key="type")
     # every class has 3 rows: the held-out rows are stratified, their validation/test division where it can be
     mx.pp.split(adata, label_key="type", test_size=0.4, validation_size=0.2)
     counts = adata.obs["split"].value_counts()

@@ -349,6 +349,19 @@ class GenomicInterpreter(MultiomixModel):
 
         The user's object is not registered; tracks in ``.X`` are matched by name; absent targets are fine.
 
+        Parameters
+        ----------
+        dir_path
+            Folder the model was saved to (:meth:`save`).
+        adata
+            Regions to attach (default: the AnnData saved with the model, if any).
+        **kwargs
+            Passed to scvi-tools' ``load`` (e.g. ``accelerator``, ``device``, ``prefix``).
+
+        Returns
+        -------
+        The loaded model.
+
         Examples
         --------
         >>> model = mx.models.GenomicInterpreter.load("model_dir", adata=regions)  # doctest: +SKIP
@@ -409,7 +422,19 @@ class GenomicInterpreter(MultiomixModel):
         return torch.cat(out).numpy()
 
     def observed(self, adata: AnnData | None = None, *, indices: Sequence[int] | None = None) -> np.ndarray:
-        """Return the registered targets as a dense array (rows ``indices``)."""
+        """Return the registered targets as a dense array (rows ``indices``).
+
+        Parameters
+        ----------
+        adata
+            Regions with their targets (default: the training AnnData).
+        indices
+            Rows to return (default: all).
+
+        Returns
+        -------
+        ``(regions, bins * tracks)`` float32 targets as registered (``.X``, a layer or ``obsm``).
+        """
         adata = self._validate_anndata(adata)
         if adata.uns.get(_PLACEHOLDER, False):
             missing = adata.uns.get(_PLACEHOLDER + "_missing")
@@ -437,6 +462,21 @@ class GenomicInterpreter(MultiomixModel):
 
         A metric that is undefined on these regions (a constant target; one class only, for AUROC/AUPRC) is NaN,
         and a warning names the tracks.
+
+        Parameters
+        ----------
+        adata
+            Regions with their targets (default: the training AnnData).
+        indices
+            Rows to score (default: all).
+        batch_size
+            Minibatch size.
+        reverse_complement_average
+            Average the predictions of each sequence and its reverse complement (as :meth:`predict`).
+
+        Returns
+        -------
+        One row per track: ``pearson`` (and ``auroc`` / ``auprc`` for binary targets).
 
         Examples
         --------

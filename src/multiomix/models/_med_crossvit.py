@@ -346,6 +346,19 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         Reordered genes give identical predictions; the tiles modality's ``.X`` is not read (so scvi-tools'
         check that every modality has the training ``var_names`` does not apply and is not shown).
 
+        Parameters
+        ----------
+        dir_path
+            Folder the model was saved to (:meth:`save`).
+        adata
+            MuData to attach (default: the one saved with the model, if any).
+        **kwargs
+            Passed to scvi-tools' ``load`` (e.g. ``accelerator``, ``device``, ``prefix``).
+
+        Returns
+        -------
+        The loaded model.
+
         Examples
         --------
         >>> model = mx.models.MedCrossViT.load("model_dir", adata=new_mdata)  # doctest: +SKIP
@@ -378,6 +391,15 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
     ) -> dict[str, np.ndarray]:
         """CLS attention weights per patient (last layer of the last block, mean over heads).
+
+        Parameters
+        ----------
+        mdata
+            Patients (default: the training MuData).
+        indices
+            Rows to return (default: all).
+        batch_size
+            Minibatch size.
 
         Returns
         -------

@@ -8,6 +8,7 @@ from anndata import AnnData
 from mudata import MuData
 from sklearn.model_selection import train_test_split
 
+from .._logging import logger
 from .._utils import SPLIT_VALUES, write_obs
 
 
@@ -28,9 +29,10 @@ def split(
     data
         AnnData or MuData.
     label_key
-        Column of ``obs`` to stratify by. A split that cannot put every class on both sides (a class with a
-        single row, or more classes than held-out rows) raises a ``ValueError`` saying which; the held-out rows
-        are then divided into validation and test, stratified where every class can be. Rows without a label
+        Column of ``obs`` to stratify by. A class with a single row stays in ``train`` (logged), as in the fits'
+        own hold-out; a split that cannot put every other class on both sides (more classes than held-out rows)
+        raises a ``ValueError`` saying so. The held-out rows are then divided into validation and test,
+        stratified where every class can be. Rows without a label
         get no split (missing), as in the fits: they are predicted, never trained on or scored.
     test_size
         Fraction of the (labelled) rows in ``test``.
@@ -73,11 +75,18 @@ def split(
         stratify = data.obs[label_key].iloc[rows].astype(str).to_numpy()
     held_out = test_size + validation_size
     _check_enough_rows(len(rows), test_size, validation_size, labelled=label_key is not None)
+    singles = np.zeros(len(rows), dtype=bool)
     if stratify is not None and held_out > 0:
-        _check_stratifiable(stratify, held_out, label_key)
+        counts = pd.Series(stratify).value_counts()
+        singles = np.isin(stratify, counts.index[counts < 2])
+        if singles.any():
+            logger.info(f"split: classes of .obs[{label_key!r}] with a single row stay in train: "
+                        f"{sorted(set(stratify[singles]))[:5]}")
+        _check_stratifiable(stratify[~singles], held_out, label_key)
     data = data.copy() if copy else data
     assignment = np.full(data.n_obs, None, dtype=object)
     assignment[rows] = "train"
+    rows, stratify = rows[~singles], (None if stratify is None else stratify[~singles])
     if held_out > 0:
         rest, held = train_test_split(rows, test_size=held_out, random_state=random_state, stratify=stratify)
         assignment[held] = "test"
@@ -127,10 +136,9 @@ def _can_stratify(labels: np.ndarray, share: float) -> bool:
 def _check_stratifiable(labels: np.ndarray, held_out: float, label_key: str) -> None:
     """Raise a clear error when a stratified split of ``labels`` with ``held_out`` held out is impossible."""
     counts = pd.Series(labels).value_counts()
-    single = list(counts.index[counts < 2])
-    if single:
-        raise ValueError(f"Classes of .obs[{label_key!r}] with a single row cannot be stratified: {single[:5]}. "
-                         "Remove them, or pass label_key=None for an unstratified split.")
+    if counts.empty:
+        raise ValueError(f"Every class of .obs[{label_key!r}] has a single row: there is nothing to hold out "
+                         "stratified; pass label_key=None for an unstratified split.")
     n_held = _n_held(len(labels), held_out)
     if counts.size > n_held or counts.size > len(labels) - n_held:
         raise ValueError(f"A stratified split puts every class on both sides: {counts.size} classes of "
