@@ -82,6 +82,11 @@ def test_one_hot_sequences_from_fasta_intervals(tmp_path):
     with pytest.raises(ValueError, match="s2"):
         mx.pp.one_hot_sequences(seqs)
     assert "dna_onehot" not in seqs.obsm
+    # the fit's sequence_key names the one-hot obsm entry: a text column of that name is pointed out
+    text = ad.AnnData(np.zeros((20, 1), np.float32),
+                      obs=pd.DataFrame({"sequence": ["ACGT"] * 20}, index=[f"r{i}" for i in range(20)]))
+    with pytest.raises(KeyError, match="holds the sequences as text"):
+        mx.tl.fit_genomic_interpreter(text, sequence_key="sequence")
 
 
 # ---------------------------------------------------------------- nn

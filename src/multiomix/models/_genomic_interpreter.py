@@ -48,9 +48,12 @@ def check_sequences(adata: AnnData, sequence_key: str, *, length: int | None = N
     (1, 4, 4)
     """
     if sequence_key not in adata.obsm:
+        text = (f" .obs[{sequence_key!r}] holds the sequences as text: here sequence_key names the one-hot .obsm "
+                f"entry, which mx.pp.one_hot_sequences(adata, sequence_key={sequence_key!r}) writes (to "
+                "obsm['dna_onehot'] by default)." if sequence_key in adata.obs.columns else "")
         raise KeyError(
             f"One-hot DNA .obsm[{sequence_key!r}] not found (obsm keys: {list(adata.obsm.keys())}); run "
-            "mx.pp.one_hot_sequences first."
+            f"mx.pp.one_hot_sequences first.{text}"
         )
     dna = plain_array(adata.obsm[sequence_key])  # a view hands out an ArrayView: a plain array, without a copy
     if not isinstance(dna, np.ndarray) or dna.ndim != 3 or dna.shape[2] != 4:
