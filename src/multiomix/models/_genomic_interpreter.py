@@ -355,7 +355,7 @@ class GenomicInterpreter(MultiomixModel):
         Parameters
         ----------
         dir_path
-            Folder the model was saved to (:meth:`save`).
+            Folder the model was saved to (with ``save``).
         adata
             Regions to attach (default: the AnnData saved with the model, if any).
         **kwargs
@@ -363,7 +363,8 @@ class GenomicInterpreter(MultiomixModel):
 
         Returns
         -------
-        The loaded model.
+        model : multiomix.models.GenomicInterpreter
+            The loaded model, with ``adata`` attached.
 
         Examples
         --------

@@ -349,7 +349,7 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         Parameters
         ----------
         dir_path
-            Folder the model was saved to (:meth:`save`).
+            Folder the model was saved to (with ``save``).
         adata
             MuData to attach (default: the one saved with the model, if any).
         **kwargs
@@ -357,7 +357,8 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
 
         Returns
         -------
-        The loaded model.
+        model : multiomix.models.MedCrossViT
+            The loaded model, with ``adata`` attached.
 
         Examples
         --------
