@@ -133,6 +133,30 @@ def test_shifted_pass_equals_explicit_windows():
     torch.testing.assert_close(dense.sum(-1), torch.ones(2, 2, 14))
 
 
+def test_the_shifted_pass_does_not_carry_the_start_to_the_end_through_pad_tokens():
+    """10 tokens, window 4: padded to 12, the last shifted window wraps pads 10-11 around to tokens 0-1; pad queries
+    (every key masked) attend uniformly, and the feed-forward's convolution used to pass that to token 9."""
+    torch.manual_seed(0)
+    layer = SwinLayer(dim=8, window=4, heads=2, dim_head=4).eval()
+    x = torch.randn(1, 10, 8, requires_grad=True)
+    out = layer(x)
+    (grad,) = torch.autograd.grad(out[0, 9].sum(), x)
+    assert grad[0, :2].abs().max() == 0  # tokens 0-1 share no window (regular or shifted) and no conv with 9
+    assert grad[0, 9].abs().max() > 0
+
+
+def test_odd_token_merge_keeps_the_last_token_and_even_kernels_are_refused():
+    torch.manual_seed(0)
+    merge = TokenMerge(dim=4, dim_out=4).eval()
+    x = -torch.rand(1, 3, 4)  # all negative: pairing the last token with a zero token clamped it to 0
+    out = merge(x)
+    torch.testing.assert_close(out[0, -1], merge.proj(merge.norm(x[0, -1])))
+    with pytest.raises(ValueError, match="stem_kernel must be an odd width"):
+        Swin1D(dims=(8,), depths=(1,), window=4, heads=2, dim_head=4, stem_kernel=16)
+    with pytest.raises(ValueError, match="kernels must be an odd width"):
+        build_backbone("cnn_maxpool", dims=(8,), kernels=4)
+
+
 def test_padding_is_masked():
     torch.manual_seed(0)
     layer = SwinLayer(dim=8, window=8, heads=2, dim_head=4).eval()

@@ -209,6 +209,11 @@ def test_network_masks_padding_and_ignores_tile_order():
     noisy = tiles.clone()
     noisy[0, 5:] = 1e3
     torch.testing.assert_close(net(noisy, genes, tile_mask=mask), logits)
+    noisy[0, 5:] = float("nan")  # NaN too (0 x NaN would make every logit NaN)
+    torch.testing.assert_close(net(noisy, genes, tile_mask=mask), logits)
+    for depth in ("depth", "enc_depth", "cross_depth"):
+        with pytest.raises(ValueError, match=f"{depth} must be at least 1"):
+            MedCrossViTNet(num_classes=2, tile_dim=8, n_genes=4, **{depth: 0})
     # padded bag == the unpadded bag alone
     torch.testing.assert_close(net(tiles[:1, :5], genes[:1]), logits[:1], atol=1e-5, rtol=1e-5)
     # bags are sets: permuting tiles leaves the logits unchanged

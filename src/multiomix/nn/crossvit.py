@@ -315,6 +315,10 @@ class MedCrossViT(nn.Module):
         super().__init__()
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}.")
+        for name, value in (("depth", depth), ("enc_depth", enc_depth), ("cross_depth", cross_depth)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1 (the attention maps come from the last layer), "
+                                 f"got {value}.")
         if tile_positions and not exists(max_tiles):
             raise ValueError("tile_positions=True needs max_tiles.")
         self.pool = pool
@@ -350,7 +354,7 @@ class MedCrossViT(nn.Module):
         """Return ``(wsi_pooled, rna_pooled, attention)``; see :meth:`forward` for the attention keys."""
         b, n, _ = tiles.shape
         tile_mask = torch.ones(b, n, dtype=torch.bool, device=tiles.device) if tile_mask is None else tile_mask.bool()
-        wsi = self.tile_proj(tiles)
+        wsi = self.tile_proj(tiles.masked_fill(~tile_mask[..., None], 0.0))  # padded slots: anything, NaN included
         if exists(self.tile_pos):
             if n > self.tile_pos.shape[1]:
                 raise ValueError(f"Bags have {n} tiles but the model was built for at most {self.tile_pos.shape[1]}.")

@@ -19,13 +19,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .swin1d import Transformer
+from .swin1d import Transformer, check_odd_kernel
 
 # helpers
 
 
 def conv_block(dim_in: int, dim_out: int, kernel: int, dilation: int = 1) -> nn.Sequential:
-    """BatchNorm -> GELU -> Conv1d with 'same' padding."""
+    """BatchNorm -> GELU -> Conv1d with 'same' padding (an odd ``kernel``)."""
+    check_odd_kernel("kernel", kernel)
     return nn.Sequential(
         nn.BatchNorm1d(dim_in),
         nn.GELU(),
@@ -100,6 +101,7 @@ class MaxPoolCNN(_Backbone):
         kernels = [kernels] * len(dims) if isinstance(kernels, int) else list(kernels)
         layers, dim_in = [], in_channels
         for dim, k in zip(dims, kernels):
+            check_odd_kernel("kernels", k)
             conv = nn.Conv1d(dim_in, dim, k, padding=k // 2)
             layers += [conv, nn.BatchNorm1d(dim), nn.ReLU(), self._pool(dim, pool), nn.Dropout(dropout)]
             dim_in = dim
@@ -154,6 +156,7 @@ class DilatedResidualCNN(_Backbone):
     def __init__(self, *, dim: int = 64, stem_kernel: int = 15, pool: int = 4, n_dilated: int = 4,
                  dropout: float = 0.1, in_channels: int = 4):
         super().__init__()
+        check_odd_kernel("stem_kernel", stem_kernel)
         self.stem = nn.Sequential(nn.Conv1d(in_channels, dim, stem_kernel, padding=stem_kernel // 2),
                                   nn.MaxPool1d(pool, ceil_mode=True))
         self.blocks = nn.ModuleList(
@@ -201,6 +204,7 @@ class EnformerLike(_Backbone):
                  heads: int = 4, dim_head: int = 16, dropout: float = 0.1, in_channels: int = 4,
                  max_distance: int = 1024):
         super().__init__()
+        check_odd_kernel("stem_kernel", stem_kernel)
         self.stem = nn.Conv1d(in_channels, dims[0], stem_kernel, padding=stem_kernel // 2)
         self.stem_res = conv_block(dims[0], dims[0], 1)
         self.stem_pool = AttentionPool(dim=dims[0], pool=2)

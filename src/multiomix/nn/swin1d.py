@@ -34,6 +34,22 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int]:
     return (F.pad(x, (0, 0, 0, pad)) if pad else x), pad
 
 
+def check_odd_kernel(name: str, kernel: int) -> None:
+    """Refuse an even convolution width: 'same' padding ``k // 2`` then adds a position and shifts by half a base.
+
+    Examples
+    --------
+    >>> check_odd_kernel("stem_kernel", 9)
+    >>> check_odd_kernel("stem_kernel", 16)
+    Traceback (most recent call last):
+    ...
+    ValueError: stem_kernel must be an odd width ...
+    """
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"{name} must be an odd width >= 1 (a convolution centred on each position), got {kernel}; "
+                         f"an even width would add one position and shift the outputs by half a base.")
+
+
 def relative_distance_basis(distances: torch.Tensor, *, max_distance: int, n_basis: int = 8) -> torch.Tensor:
     """Enformer-style features of signed relative distances (exponential + central mask, and sign copies).
 
@@ -335,22 +351,23 @@ class SwinLayer(nn.Module):
         window = self._window_size(n)
         x, _ = pad_to_multiple(x, window)
         n_pad = x.shape[1]
-        real = (torch.arange(n_pad, device=x.device) < n)[None, :, None].to(x.dtype)
         shift = window // 2 if n_pad > window else 0
         kept = []
         for block, pass_shift in enumerate((0, shift)):
             out, weights = self.window_pass(x, block=block, shift=pass_shift, n=n, return_attention=return_attention)
             if return_attention:
                 kept.append(weights)
-            x = x + self.drop_path(self.dropout(out))
-            x = x + self.drop_path(self.blocks[block][2](x))
-            x = x * real  # keep the pad tokens at zero
+            # pad queries (all keys masked) attend uniformly, real tokens of the wrapped-around start included: their
+            # output is dropped, and the feed-forward's convolution sees only the real tokens (zeros past the end)
+            tokens = (x + self.drop_path(self.dropout(out)))[:, :n]
+            tokens = tokens + self.drop_path(self.blocks[block][2](tokens))
+            x = F.pad(tokens, (0, 0, 0, n_pad - n))
         x = x[:, :n]
         return (x, kept) if return_attention else x
 
 
 class TokenMerge(nn.Module):
-    """Halve the length: pool neighbouring tokens (odd lengths get a zero token) -> LN -> Linear.
+    """Halve the length: pool neighbouring tokens (an odd last token is paired with itself) -> LN -> Linear.
 
     Parameters
     ----------
@@ -380,7 +397,8 @@ class TokenMerge(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Merge ``(b, n, dim)`` into ``(b, ceil(n / 2), dim_out)``."""
-        x, _ = pad_to_multiple(x, 2)
+        if x.shape[1] % 2:  # an odd last token is paired with itself (a zero token would clamp it at 0 under max)
+            x = torch.cat((x, x[:, -1:]), dim=1)
         if self.mode == "max":
             merged = rearrange(x, "b (n two) d -> b n two d", two=2).amax(dim=2)
         else:
@@ -455,7 +473,7 @@ class Swin1D(nn.Module):
         Largest token distance the transformer's relative-position basis resolves (the Swin layers use their
         window).
     stem_kernel
-        Width of the first stem convolution, which scans the one-hot bases for motifs.
+        Width of the first stem convolution, which scans the one-hot bases for motifs (odd).
     stem_layers
         Convolutions in the stem (Conv -> BatchNorm -> ReLU each; the later ones have width 5).
     merge
@@ -507,6 +525,7 @@ class Swin1D(nn.Module):
             raise ValueError(f"window needs one entry per stage ({len(dims)}), got {len(windows)}.")
         if stem_layers < 1:
             raise ValueError(f"stem_layers must be at least 1, got {stem_layers}.")
+        check_odd_kernel("stem_kernel", stem_kernel)
         # a motif scanner with batch-normalised convolutions, as in Enformer-style stems: a single conv + ReLU
         # (no normalisation) feeding LayerNorm-ed tokens learned motifs several times more slowly than the
         # CNN baselines on the Oct4/Mafk peaks
