@@ -84,7 +84,7 @@ CALLS: dict[str, list[tuple[str, str, str]]] = {
          "Genomic Interpreter (Swin-1D backbone) on Oct4 vs Mafk ChIP-seq peaks: predicted Oct4 probability "
          "against the label on the held-out test peaks."),
         ("attention_maps.png", "mx.pl.attention_maps(oct4, region=0)",
-         "Hierarchical attention maps of one held-out Oct4 peak: one row per layer (coarser tokens upwards), one "
+         "Hierarchical attention maps of one held-out Oct4 peak: one row per layer (coarser tokens further down), one "
          "column per head and the head mean."),
     ],
     "transfer": [
