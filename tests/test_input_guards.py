@@ -229,10 +229,14 @@ def test_sample_tile_bags_subsets_per_tile_2d_obsm():
     n_slots = wsi.obsm["tiles"].shape[1]
     wsi.obsm["tile_score"] = wsi.obsm["tiles"][..., 0].copy()  # one score per tile slot
     wsi.obsm["other"] = np.ones((wsi.n_obs, n_slots + 1))  # not per tile: copied as it is
-    small = mx.io.sample_tile_bags(wsi, bag_size=2, random_state=0)
+    wsi.obsm["X_pca"] = np.arange(wsi.n_obs * n_slots, dtype=float).reshape(wsi.n_obs, n_slots)  # as wide, not per tile
+    small = mx.io.sample_tile_bags(wsi, bag_size=2, per_tile_keys=["tile_score"], random_state=0)
     assert small.obsm["tile_score"].shape == (wsi.n_obs, 2)
     np.testing.assert_array_equal(small.obsm["tile_score"], small.obsm["tiles"][..., 0])
     np.testing.assert_array_equal(small.obsm["other"], wsi.obsm["other"])
+    np.testing.assert_array_equal(small.obsm["X_pca"], wsi.obsm["X_pca"])  # not named: kept (with a warning)
+    with pytest.raises(ValueError, match="per_tile_keys \\['other'\\]"):
+        mx.io.sample_tile_bags(wsi, bag_size=2, per_tile_keys=["other"])
 
 
 # 6. a misspelt keyword fails at once, also where nothing is trained ------------------------------------------------
@@ -262,3 +266,33 @@ def test_progress_bar_and_lightnings_enable_progress_bar_must_agree():
         mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, baseline=False, progress_bar=False,
                                 enable_progress_bar=True)
     mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, baseline=False, enable_progress_bar=False)
+
+
+def test_split_with_single_row_classes_checks_the_rows_it_splits():
+    adata = ad.AnnData(np.zeros((3, 1), np.float32), obs=pd.DataFrame({"t": ["a", "a", "b"]}, index=["x", "y", "z"]))
+    with pytest.raises(ValueError, match="Too few labelled rows"):
+        mx.pp.split(adata, label_key="t", test_size=0.2, validation_size=0.2)
+    assert "split" not in adata.obs
+
+
+def test_med_crossvit_accepts_nan_in_padded_slots_only():
+    mdata = mx.datasets.synthetic_tile_bags(60, random_state=0)[0]
+    tiles, mask = mdata.mod["wsi"].obsm["tiles"], mdata.mod["wsi"].obsm["tile_mask"].astype(bool)
+    assert (~mask).any()
+    tiles[~mask] = np.nan
+    mx.tl.fit_med_crossvit(mdata, label_key="label", max_epochs=1, baseline=False, progress_bar=False)
+    tiles[np.argwhere(mask)[0][0], np.argwhere(mask)[0][1], 0] = np.nan
+    with pytest.raises(ValueError, match="real tiles"):
+        mx.tl.fit_med_crossvit(mdata, label_key="label", max_epochs=1, baseline=False, progress_bar=False,
+                               key_added="again")
+
+
+def test_attention_maps_refuse_a_users_uns_entry():
+    adata = mx.datasets.planted_motif_pairs(120, length=64, distance=16, random_state=0)
+    model = mx.tl.fit_genomic_interpreter(adata, max_epochs=1, baseline=False, progress_bar=False)
+    adata.uns["notes"] = {"mine": 1}
+    with pytest.raises(ValueError, match="no multiomix function wrote"):
+        mx.tl.attention_maps(adata, model, regions=[0], key_added="notes")
+    assert adata.uns["notes"] == {"mine": 1}
+    mx.tl.attention_maps(adata, model, regions=[0])  # into the fit's record, as before
+    assert "attention" in adata.uns["genomic_interpreter"]

@@ -522,3 +522,21 @@ def test_save_takes_a_path_and_refuses_scanpys_shortcuts_clearly(save, error, tm
         mx.pl.embedding(data, keys="X_a", color="kind", save=save, show=False)
     assert not list(tmp_path.iterdir())  # no hidden '.png.png' written
     plt.close("all")
+
+
+def test_save_takes_any_path_like_and_leaves_no_figure_open_when_refused(tmp_path):
+    import os
+
+    class Where(os.PathLike):
+        def __fspath__(self):
+            return str(tmp_path / "custom.png")
+
+    rng = np.random.default_rng(0)
+    data = ad.AnnData(np.zeros((20, 1)), obsm={"X_a": rng.normal(size=(20, 2))},
+                      obs=pd.DataFrame({"kind": pd.Categorical(["a", "b"] * 10)}, index=[f"c{i}" for i in range(20)]))
+    mx.pl.embedding(data, keys="X_a", color="kind", save=Where(), show=False)
+    assert (tmp_path / "custom.png").exists()
+    plt.close("all")
+    with pytest.raises(TypeError, match="save="):
+        mx.pl.embedding(data, keys="X_a", color="kind", save=True, show=False)
+    assert not plt.get_fignums()

@@ -283,16 +283,18 @@ def sample_tile_bags(
     bag_size: int,
     tiles_key: str = "tiles",
     mask_key: str = "tile_mask",
+    per_tile_keys: Sequence[str] = (),
     random_state: int | None = 0,
 ) -> AnnData:
     """Return a copy whose bags all have ``bag_size`` slots (a random subset of each slide's real tiles).
 
     Slides with more real tiles than ``bag_size`` keep a random subset; smaller slides keep all their
     tiles (the rest of the slots stay masked). ``X`` is recomputed as the mean of the kept tiles, and
-    every other ``obsm`` array with one entry per tile slot, of shape ``(n, n_tiles)`` (e.g. per-tile scores)
-    or ``(n, n_tiles, ...)`` (e.g. ``coords``), is subset the same way, so that its slots keep matching the
-    tiles' (an empty slot holds 0, or ``False``); the keys subset are logged. Other ``obsm`` arrays are copied
-    as they are.
+    every other ``obsm`` array of shape ``(n, n_tiles, ...)`` (e.g. ``coords``), and the 2-D ``(n, n_tiles)``
+    arrays named in ``per_tile_keys`` (e.g. per-tile scores), are subset the same way, so that their slots keep
+    matching the tiles' (an empty slot holds 0, or ``False``); the keys subset are logged. Other ``obsm`` arrays
+    are copied as they are; a 2-D one exactly ``n_tiles`` wide that is not named gets a warning (it may be per
+    tile, or an embedding that happens to have that width).
     :class:`multiomix.models.MedCrossViT` also redraws bags of a fixed size at every training step
     (``bag_size=``); this function fixes one draw in the data, e.g. to bound memory.
 
@@ -304,6 +306,8 @@ def sample_tile_bags(
         Slots per bag (a whole number >= 1).
     tiles_key, mask_key
         ``obsm`` keys of the tiles and the mask.
+    per_tile_keys
+        2-D ``obsm`` arrays ``(n, n_tiles)`` that hold one value per tile slot, to subset with the tiles.
     random_state
         Seed of the draw.
 
@@ -333,7 +337,16 @@ def sample_tile_bags(
         index[i, : len(pick)] = pick
         new_mask[i, : len(pick)] = True
     out = adata.copy()
-    per_tile = _resample_per_tile(adata, index, new_mask, n_tiles=tiles.shape[1], skip=(mask_key,))
+    unknown = [k for k in per_tile_keys if k not in adata.obsm or np.shape(adata.obsm[k])[:2] != mask.shape]
+    if unknown:
+        raise ValueError(f"per_tile_keys {unknown} are not obsm arrays of shape {mask.shape} (n, n_tiles).")
+    per_tile = _resample_per_tile(adata, index, new_mask, n_tiles=tiles.shape[1], skip=(mask_key,),
+                                  flat=tuple(per_tile_keys))
+    unnamed = [k for k, v in adata.obsm.items() if k not in per_tile and k != mask_key and not isinstance(
+        v, pd.DataFrame) and np.ndim(v) == 2 and np.shape(v)[1] == tiles.shape[1]]
+    if unnamed:
+        logger.warning(f"sample_tile_bags: obsm {unnamed} are {tiles.shape[1]} wide, as the tile slots, and were kept "
+                       "as they are; name them in per_tile_keys if they hold one value per tile")
     for key, picked in per_tile.items():
         out.obsm[key] = picked
     others = [k for k in per_tile if k != tiles_key]
@@ -348,16 +361,19 @@ def sample_tile_bags(
 
 
 def _resample_per_tile(adata: AnnData, index: np.ndarray, mask: np.ndarray, *, n_tiles: int,
-                       skip: Sequence[str] = ()) -> dict[str, np.ndarray]:
+                       skip: Sequence[str] = (), flat: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Take the slots ``index`` (n, bag_size) of every ``obsm`` array with one entry per tile slot.
 
-    An array of shape ``(n, n_tiles)`` or ``(n, n_tiles, ...)`` is per tile; slots outside ``mask`` are zeroed.
+    An array of shape ``(n, n_tiles, ...)`` is per tile, and so is a 2-D one named in ``flat``; slots outside
+    ``mask`` are zeroed.
     """
     rows = np.arange(adata.n_obs)[:, None]
     out = {}
     for key, value in adata.obsm.items():
         value = np.asarray(value) if not isinstance(value, pd.DataFrame) else None
         if key in skip or value is None or value.ndim < 2 or value.shape[1] != n_tiles:
+            continue
+        if value.ndim == 2 and key not in flat:
             continue
         picked = value[rows, index]
         picked[~mask] = 0

@@ -79,8 +79,8 @@ def _check_bags(mdata: MuData, modality: str, tiles_key: str, mask_key: str | No
             f"Modality {modality!r} obsm[{tiles_key!r}] must be a (n_obs, n_tiles, dim) array, "
             f"got {type(tiles).__name__} of shape {getattr(tiles, 'shape', None)}."
         )
-    check_finite(tiles, f"Modality {modality!r} obsm[{tiles_key!r}]")
     if mask_key is None:
+        check_finite(tiles, f"Modality {modality!r} obsm[{tiles_key!r}]")
         return
     if mask_key not in adata.obsm:
         raise KeyError(
@@ -91,6 +91,8 @@ def _check_bags(mdata: MuData, modality: str, tiles_key: str, mask_key: str | No
     mask = np.asarray(adata.obsm[mask_key])
     if mask.shape != tiles.shape[:2]:
         raise ValueError(f"obsm[{mask_key!r}] has shape {mask.shape}; expected {tiles.shape[:2]} to match the tiles.")
+    check_finite(tiles[mask.astype(bool)], f"Modality {modality!r} obsm[{tiles_key!r}] (real tiles; padded slots may "
+                 "hold anything)")
     empty = np.flatnonzero(~mask.astype(bool).any(1))
     if len(empty):
         raise ValueError(f"{len(empty)} bags have no tiles in obsm[{mask_key!r}] (e.g. {adata.obs_names[empty[0]]!r}).")

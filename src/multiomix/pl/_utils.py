@@ -13,6 +13,7 @@ The convention (scanpy's):
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -83,9 +84,9 @@ def check_save_path(save: object) -> None:
     if isinstance(save, bool):
         raise TypeError(f"save={save} is not a path: save= takes the file to write, e.g. save='figures/plot.png' "
                         "(the format comes from its suffix); scanpy's save=True shortcut is not supported.")
-    if not isinstance(save, str | Path):
-        raise TypeError(f"save= takes a file path (str or pathlib.Path), got {type(save).__name__}.")
-    name = Path(save).name
+    if not isinstance(save, str | os.PathLike):
+        raise TypeError(f"save= takes a file path (str or os.PathLike), got {type(save).__name__}.")
+    name = Path(os.fspath(save)).name
     if name.startswith(".") and name.count(".") == 1:
         raise ValueError(f"save={str(save)!r} is a suffix alone: save= takes the file to write, e.g. "
                          f"save='figures/plot{name}' (scanpy's suffix shortcut is not supported).")
@@ -105,7 +106,12 @@ def finish(
     ``save`` may name a folder that does not exist yet: it is created (as scanpy creates its figure folder).
     """
     if save is not None:
-        check_save_path(save)
+        try:
+            check_save_path(save)
+        except (TypeError, ValueError):
+            plt.close(fig)  # a refused call leaves no open figure behind
+            raise
+        save = os.fspath(save)
         Path(save).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save, dpi=SAVE_DPI, bbox_inches="tight")
     if show is None:

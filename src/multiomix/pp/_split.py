@@ -74,14 +74,19 @@ def split(
             raise ValueError(f".obs[{label_key!r}] has {len(rows)} labelled rows; a split needs at least 2.")
         stratify = data.obs[label_key].iloc[rows].astype(str).to_numpy()
     held_out = test_size + validation_size
-    _check_enough_rows(len(rows), test_size, validation_size, labelled=label_key is not None)
     singles = np.zeros(len(rows), dtype=bool)
     if stratify is not None and held_out > 0:
         counts = pd.Series(stratify).value_counts()
         singles = np.isin(stratify, counts.index[counts < 2])
-        if singles.any():
-            logger.info(f"split: classes of .obs[{label_key!r}] with a single row stay in train: "
-                        f"{sorted(set(stratify[singles]))[:5]}")
+        if singles.all():
+            raise ValueError(f"Every class of .obs[{label_key!r}] has a single row: there is nothing to hold out "
+                             "stratified; pass label_key=None for an unstratified split.")
+    # the rows that are split: single-row classes stay in train
+    _check_enough_rows(int((~singles).sum()), test_size, validation_size, labelled=label_key is not None)
+    if singles.any():
+        logger.info(f"split: classes of .obs[{label_key!r}] with a single row stay in train: "
+                    f"{sorted(set(stratify[singles]))[:5]}")
+    if stratify is not None and held_out > 0:
         _check_stratifiable(stratify[~singles], held_out, label_key)
     data = data.copy() if copy else data
     assignment = np.full(data.n_obs, None, dtype=object)
@@ -136,9 +141,6 @@ def _can_stratify(labels: np.ndarray, share: float) -> bool:
 def _check_stratifiable(labels: np.ndarray, held_out: float, label_key: str) -> None:
     """Raise a clear error when a stratified split of ``labels`` with ``held_out`` held out is impossible."""
     counts = pd.Series(labels).value_counts()
-    if counts.empty:
-        raise ValueError(f"Every class of .obs[{label_key!r}] has a single row: there is nothing to hold out "
-                         "stratified; pass label_key=None for an unstratified split.")
     n_held = _n_held(len(labels), held_out)
     if counts.size > n_held or counts.size > len(labels) - n_held:
         raise ValueError(f"A stratified split puts every class on both sides: {counts.size} classes of "

@@ -317,6 +317,7 @@ def attention_maps(
     if not (hasattr(model, "get_attention") and hasattr(model, "layer_resolutions")):
         raise TypeError(f"attention_maps reads a fitted GenomicInterpreter (what mx.tl.fit_genomic_interpreter "
                         f"returns), got {type(model).__name__}.")
+    check_replaceable(adata, key_added, "attention_maps")  # a fit's or a scoring's record, or earlier maps
     rows = _resolve_regions(adata, regions)
     maps = model.get_attention(adata, indices=rows, max_tokens=max_tokens)  # new regions are matched
     entry = dict(adata.uns.get(key_added, {}))

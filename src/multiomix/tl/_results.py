@@ -97,7 +97,8 @@ _BENCHMARK_METRICS = ("nmi", "ari", "ari_best", "resolution", "n_clusters", "asw
 _BENCHMARK_SETTINGS = ("label_key", "batch_key", "n_neighbors", "neighbors_method", "resolutions", "random_state")
 #: which kinds of record a function may replace under its key_added (its own; a fit and predict write the same
 #: outputs, and predict under a fit's key is allowed with a warning)
-_MAY_REPLACE = {"fit": {"fit", "scored", "attention_maps"}, "scored": {"fit", "scored", "attention_maps"}}
+_MAY_REPLACE = {"fit": {"fit", "scored", "attention_maps"}, "scored": {"fit", "scored", "attention_maps"},
+                "attention_maps": {"fit", "scored", "attention_maps"}}
 
 
 def record_kind(entry: Any) -> str | None:
