@@ -433,7 +433,7 @@ def test_metrics_and_scoring_print_no_engine_warnings():
     mdata = _interaction(80)
     for a in mdata.mod.values():
         a.X = sparse.csc_matrix(a.X)
-    model = mx.tl.fit_multimodal_ae(mdata, max_epochs=1, progress_bar=False)
+    model = mx.tl.fit_multimodal_ae(mdata, max_epochs=1, progress_bar=False, n_models=1)
     new = mdata.copy()
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*sparse matrix is formatted as CSR")
@@ -463,6 +463,9 @@ def test_saved_with_its_data_loads_without_adata_and_scores_backed_reordered_fea
     model.save(tmp_path / "with_data", overwrite=True, save_anndata=True)
     loaded = type(model).load(tmp_path / "with_data")
     np.testing.assert_allclose(loaded.get_latent_representation(), mdata.obsm[f"X_{case.key}"], atol=1e-5)
+    model.save(tmp_path / "prefixed", prefix="run1_")  # save's prefix, read back with adata given
+    prefixed = type(model).load(tmp_path / "prefixed", adata=mdata, prefix="run1_")
+    np.testing.assert_allclose(prefixed.get_latent_representation(), mdata.obsm[f"X_{case.key}"], atol=1e-5)
     _reordered(mdata, case.label_key).write_h5mu(tmp_path / "reordered.h5mu")
     backed = md.read_h5mu(tmp_path / "reordered.h5mu", backed=True)
     np.testing.assert_allclose(model.get_latent_representation(backed), mdata.obsm[f"X_{case.key}"], atol=1e-5)
@@ -660,7 +663,8 @@ def test_one_function_never_replaces_another_function_s_record():
         mx.tl.fit_crossattomics(mdata, label_key="label", max_epochs=1, key_added="cons", **quiet)
     assert set(mdata.uns["ca"]) >= {"params", "history", "classes"}  # untouched
     # an embedding fit under a classifier's key: the classifier's outputs go, with the record they belonged to
-    mx.tl.fit_multimodal_ae(mdata, max_epochs=1, latent_dim=4, hidden_dim=8, key_added="ca", **quiet)
+    mx.tl.fit_multimodal_ae(mdata, max_epochs=1, latent_dim=4, hidden_dim=8, key_added="ca", n_models=1,
+                            **quiet)
     assert "ca_prediction" not in mdata.obs and "ca_proba" not in mdata.obsm and "classes" not in mdata.uns["ca"]
 
 

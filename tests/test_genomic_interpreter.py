@@ -370,6 +370,9 @@ def test_save_load_and_h5ad_round_trip(fitted, tmp_path):
     model.save(tmp_path / "gi", overwrite=True)
     loaded = mx.models.GenomicInterpreter.load(tmp_path / "gi", adata=adata)
     np.testing.assert_array_equal(loaded.predict(), adata.obsm["genomic_interpreter_prediction"])
+    model.save(tmp_path / "prefixed", prefix="run1_")
+    prefixed = mx.models.GenomicInterpreter.load(tmp_path / "prefixed", adata=adata, prefix="run1_")
+    np.testing.assert_array_equal(prefixed.predict(), adata.obsm["genomic_interpreter_prediction"])
     assert not any(k.startswith("_scvi") for k in adata.uns)  # the user's object is not registered
     sequences = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[:20]))
     sequences.obsm["dna_onehot"] = adata.obsm["dna_onehot"][:20]

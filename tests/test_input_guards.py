@@ -20,6 +20,7 @@ warnings.filterwarnings("ignore", module="mudata")
 md.set_options(pull_on_update=False)
 FEATURES = {"rna": 10, "methylation": 10, "mirna": 5}
 FAST = {"max_epochs": 1, "baseline": False, "progress_bar": False}
+FAST_AE = {**FAST, "n_models": 1}
 
 
 def _data(n: int = 80, seed: int = 0) -> md.MuData:
@@ -50,7 +51,7 @@ def _assert_unchanged(obj, before: dict) -> None:
 def models():
     train = _data()
     return {"crossattomics": mx.tl.fit_crossattomics(train, label_key="label", **FAST),
-            "mmae": mx.tl.fit_multimodal_ae(train, **FAST)}
+            "mmae": mx.tl.fit_multimodal_ae(train, **FAST_AE)}
 
 
 # 1. predict / the Genomic Interpreter keep a user's own obsm entries --------------------------------------------
@@ -124,7 +125,7 @@ def test_records_are_ours_after_h5mu_round_trip(models, tmp_path):
     mdata = _data(60, seed=2)
     mdata.obsm["X_emb"] = np.random.default_rng(0).normal(size=(mdata.n_obs, 4))
     mx.tl.fit_crossattomics(mdata, label_key="label", **FAST)
-    mx.tl.fit_multimodal_ae(mdata, **FAST)
+    mx.tl.fit_multimodal_ae(mdata, **FAST_AE)
     mx.tl.predict(mdata, models["mmae"], key_added="scored")
     mx.tl.benchmark_embeddings(mdata, keys=["X_emb"], label_key="label", resolutions=[0.5])
     mdata.obs["k1"] = mdata.obs["crossattomics_prediction"].astype(str)
@@ -135,7 +136,7 @@ def test_records_are_ours_after_h5mu_round_trip(models, tmp_path):
     keys = ["crossattomics", "mmae", "scored", "embedding_benchmark", "consensus_clusters"]
     assert all(record_kind(back.uns[k]) is not None for k in keys)
     mx.tl.fit_crossattomics(back, label_key="label", **FAST)  # reruns replace their own records
-    mx.tl.fit_multimodal_ae(back, **FAST)
+    mx.tl.fit_multimodal_ae(back, **FAST_AE)
     mx.tl.predict(back, models["mmae"], key_added="scored")
     mx.tl.benchmark_embeddings(back, keys=["X_emb"], label_key="label", resolutions=[0.5])
     mx.tl.consensus_clusters(back, ["k1", "k2"], n_clusters=2)
@@ -146,7 +147,7 @@ def test_no_observations(models):
     empty = _data(40, seed=1)[:0].copy()
     before = _state(empty)
     for call in (lambda: mx.tl.fit_crossattomics(empty, label_key="label", **FAST),
-                 lambda: mx.tl.fit_multimodal_ae(empty, **FAST),
+                 lambda: mx.tl.fit_multimodal_ae(empty, **FAST_AE),
                  lambda: mx.tl.predict(empty, models["crossattomics"]),
                  lambda: mx.tl.predict(empty, models["mmae"]),
                  lambda: models["mmae"].get_latent_representation(empty)):

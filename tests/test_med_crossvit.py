@@ -331,6 +331,9 @@ def test_write_h5mu_and_save_load_round_trip(fitted, tmp_path):
     model.save(tmp_path / "model", overwrite=True)
     loaded = mx.models.MedCrossViT.load(tmp_path / "model", adata=mdata)
     pd.testing.assert_frame_equal(loaded.predict_proba(), model.predict_proba())
+    model.save(tmp_path / "prefixed", prefix="run1_")
+    prefixed = mx.models.MedCrossViT.load(tmp_path / "prefixed", adata=mdata, prefix="run1_")
+    pd.testing.assert_frame_equal(prefixed.predict_proba(), model.predict_proba())
     # new patients with other bag sizes are read; a different tile width is refused
     new, _ = _data(40, random_state=5, signal_random_state=0, n_tiles=(30, 40))
     proba = loaded.predict_proba(new)

@@ -16,7 +16,7 @@ from sklearn.metrics import adjusted_rand_score
 import multiomix as mx
 from multiomix.nn.autoencoder import MultimodalAutoencoder
 
-SMALL = {"latent_dim": 4, "hidden_dim": 32, "batch_size": 64, "accelerator": "cpu"}
+SMALL = {"latent_dim": 4, "hidden_dim": 32, "batch_size": 64, "accelerator": "cpu", "n_models": 1}
 
 
 def planted_multiome(n_obs: int = 160, n_genes: int = 40, n_peaks: int = 60, seed: int = 0) -> md.MuData:
@@ -226,7 +226,7 @@ def test_clear_errors_leave_object_untouched():
     mdata = planted_multiome(n_obs=40)
     uns_before = set(mdata.uns.keys())
     with pytest.raises(KeyError, match="protein"):
-        mx.tl.fit_multimodal_ae(mdata, modalities=["rna", "protein"], max_epochs=1)
+        mx.tl.fit_multimodal_ae(mdata, modalities=["rna", "protein"], max_epochs=1, n_models=1)
     with pytest.raises(ValueError, match="non-binary"):
         mx.tl.fit_multimodal_ae(mdata, losses={"rna": "bce"}, max_epochs=1, **SMALL)
     with pytest.raises(ValueError, match="Unknown loss"):
@@ -564,3 +564,95 @@ def test_a_cell_measured_in_one_modality_is_embedded_from_it(fitted, caplog, tmp
     not_binary.mod["atac"].X = not_binary.mod["atac"].X * 2.0  # the model decodes ATAC as binary ('bce')
     with pytest.raises(ValueError, match="loss 'bce' needs 0/1"):
         mx.models.MultimodalAE.load(str(tmp_path / "counts_model"), adata=not_binary)
+
+
+# seed ensembles (the default: n_models=5) ----------------------------------------------------------------------
+def test_default_fit_is_a_seed_ensemble_whose_embedding_joins_the_scaled_members(tmp_path):
+    mdata = planted_multiome(n_obs=120, seed=5)
+    ensemble = mx.tl.fit_multimodal_ae(mdata, max_epochs=15, lr=1e-2, random_state=3, label_key="cluster",
+                                       **{**SMALL, "n_models": 3})
+    assert isinstance(ensemble, mx.models.SeedEnsemble) and ensemble.embeds and len(ensemble) == 3
+    assert [m.random_state for m in ensemble] == [3, 4, 5]
+    z = mdata.obsm["X_mmae"]
+    assert z.shape == (mdata.n_obs, 3 * SMALL["latent_dim"]) and z.dtype == np.float32
+    train = mdata.uns["mmae"]["n_train"]
+    for i, member in enumerate(ensemble):
+        own = member.get_latent_representation()
+        assert member.latent_scale_ > 0
+        np.testing.assert_allclose(z[:, 4 * i: 4 * i + 4], own / member.latent_scale_, rtol=1e-5, atol=1e-6)
+        assert 0.5 < np.std(z[:, 4 * i: 4 * i + 4]) < 2  # each member weighs alike (std 1 over the training rows)
+    assert train > 0 and mdata.uns["mmae"]["params"]["n_models"] == 3
+    np.testing.assert_array_equal(ensemble.get_latent_representation(members="first"),
+                                  ensemble[0].get_latent_representation())
+    with pytest.raises(ValueError, match="members must be"):
+        ensemble.get_latent_representation(members="mean")
+    with pytest.raises(ValueError, match="predicts no classes"):
+        ensemble.predict_proba()
+    assert separation(z, mdata.obs["cluster"]) > 0.9  # the joined embedding keeps the planted clusters apart
+    # save / load: the members and their scales come back, the embedding is the same
+    ensemble.save(str(tmp_path / "ens"))
+    loaded = mx.models.SeedEnsemble.load(str(tmp_path / "ens"), adata=mdata)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, atol=1e-5)
+    # new data (features reordered) are embedded as the fit embedded them; translation averages the members
+    new = md.MuData({m: mdata[m][:, mdata[m].var_names[::-1]].copy() for m in ("rna", "atac")})
+    mx.tl.predict(new, ensemble)
+    np.testing.assert_allclose(new.obsm["X_mmae"], z, atol=1e-5)
+    mx.tl.predict_modality(new, ensemble, source="rna", target="atac", key_added="atac_hat")
+    members_mean = np.mean([m.translate(mdata, source="rna", target="atac") for m in ensemble], axis=0)
+    np.testing.assert_allclose(np.asarray(new["atac_hat"].X), members_mean, atol=1e-5)
+    np.testing.assert_allclose(ensemble.translate(new, source="rna", target="atac"), members_mean, atol=1e-5)
+    assert ensemble.modality_var("atac").index.equals(mdata["atac"].var_names)
+    assert new["atac_hat"].uns["predict_modality"]["n_models"] == 3
+
+
+def test_ensemble_fit_is_deterministic_and_checks_n_models():
+    a, b = planted_multiome(n_obs=80), planted_multiome(n_obs=80)
+    for data in (a, b):
+        mx.tl.fit_multimodal_ae(data, max_epochs=2, random_state=1, **{**SMALL, "n_models": 2})
+    np.testing.assert_array_equal(a.obsm["X_mmae"], b.obsm["X_mmae"])
+    # without validation rows of the user's, each member holds out its own; with them, all members share them
+    ensemble = mx.tl.fit_multimodal_ae(a, max_epochs=1, random_state=1, **{**SMALL, "n_models": 3})
+    held = [set(m.validation_indices) for m in ensemble]
+    assert all(len(h) == 12 for h in held) and held[0] != held[1] != held[2]
+    single = mx.tl.fit_multimodal_ae(a.copy(), max_epochs=1, random_state=1, **SMALL)
+    assert set(single.validation_indices) == held[0]  # the first member's rows are those of one model
+    a.obs["split"] = np.where(np.arange(a.n_obs) < 60, "train", "validation")
+    ensemble = mx.tl.fit_multimodal_ae(a, max_epochs=1, random_state=1, **{**SMALL, "n_models": 3})
+    assert all(set(m.validation_indices) == set(range(60, 80)) for m in ensemble)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="n_models must be a positive integer"):
+            mx.tl.fit_multimodal_ae(a, max_epochs=1, **{**SMALL, "n_models": bad}, key_added="bad")
+    assert "bad" not in a.uns
+
+
+def test_a_backed_object_gets_the_losses_an_in_memory_one_gets(tmp_path):
+    mdata = planted_multiome(n_obs=60)
+    mdata.write_h5mu(tmp_path / "m.h5mu")
+    backed = md.read_h5mu(tmp_path / "m.h5mu", backed="r")
+    for data in (mdata, backed):
+        mx.models.MultimodalAE.setup_mudata(data, modalities=["rna", "atac"])
+    in_memory = mx.models.MultimodalAE(mdata, latent_dim=2, hidden_dim=8)
+    on_disk = mx.models.MultimodalAE(backed, latent_dim=2, hidden_dim=8)
+    assert on_disk.likelihoods_ == in_memory.likelihoods_ == {"rna": "mse", "atac": "bce"}
+    explicit = mx.models.MultimodalAE(backed, losses={"atac": "bce"}, latent_dim=2, hidden_dim=8)
+    assert explicit.likelihoods_["atac"] == "bce"
+    with pytest.raises(ValueError, match="`n_layers` must be an integer >= 1"):
+        mx.models.MultimodalAE(mdata, n_layers=0)
+
+
+def test_embedding_scores_count_the_labelled_rows_and_pca_concat_skips_unmarked_features():
+    mdata = planted_multiome(n_obs=80)
+    labels = mdata.obs["cluster"].astype(object)
+    labels.iloc[:20] = None
+    mdata.obs["partly"] = labels
+    mx.tl.fit_multimodal_ae(mdata, label_key="partly", max_epochs=1, baseline=False, **SMALL)
+    assert mdata.uns["mmae"]["embedding_metrics"]["n_scored"] == 60
+    # a feature whose var['highly_variable'] is missing (an outer concatenation) is not selected
+    hv = pd.array([True] * 10 + [None] * (mdata["rna"].n_vars - 10), dtype="boolean")
+    mdata["rna"].var["highly_variable"] = hv
+    mx.tl.pca_concat(mdata, n_comps=3, modalities=["rna"], key_added="X_hv")
+    ten = mdata.copy()
+    ten.mod["rna"] = ten["rna"][:, :10].copy()
+    del ten["rna"].var["highly_variable"]
+    mx.tl.pca_concat(ten, n_comps=3, modalities=["rna"], key_added="X_ten")
+    np.testing.assert_allclose(np.abs(mdata.obsm["X_hv"]), np.abs(ten.obsm["X_ten"]), atol=1e-4)

@@ -160,11 +160,15 @@ def test_axes_level_returns_saves_and_honours_ax(name, tmp_path):
     call = _axes_level_calls()[name]
     ax = call({})
     assert isinstance(ax, Axes)
+    plt.close("all")
     fig = call({"return_fig": True, "save": tmp_path / "plot.png"})
     assert isinstance(fig, Figure) and (tmp_path / "plot.png").stat().st_size > 5000
+    assert not plt.get_fignums()  # saved: closed, as scanpy does (a loop of plots piles up no figures)
+    fig.savefig(tmp_path / "again.png")  # the returned figure still saves
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # showing on a non-interactive backend is silent
         assert call({"show": True}) is None
+    assert not plt.get_fignums()
     outer, given = plt.subplots(figsize=(8, 5))
     drawn = call({"ax": given})
     assert drawn.figure is outer
@@ -174,10 +178,13 @@ def test_axes_level_returns_saves_and_honours_ax(name, tmp_path):
 @pytest.mark.parametrize("name", list(_figure_level_calls()))
 def test_figure_level_returns_figure_and_saves(name, tmp_path):
     call = _figure_level_calls()[name]
+    plt.close("all")
     fig = call({"save": tmp_path / "plot.png"})
     assert isinstance(fig, Figure) and len(fig.axes) >= 1
     assert (tmp_path / "plot.png").stat().st_size > 5000
+    assert not plt.get_fignums()
     assert call({"show": True}) is None
+    assert not plt.get_fignums()
 
 
 def test_fonts_and_size_of_the_default_relevance_plots():
@@ -419,6 +426,25 @@ def test_training_history_marks_the_kept_epoch_and_refuses_an_empty_history():
         mx.pl.training_history(data, "model")
 
 
+def test_training_history_draws_each_metric_at_its_epochs_and_only_the_metrics_asked_for():
+    history = {"train_loss": pd.DataFrame({"train_loss": [1.0, 0.8, 0.7, 0.6]}),
+               "late_loss": pd.DataFrame({"late_loss": [0.5, 0.4]}, index=pd.Index([2, 3], name="epoch")),
+               "validation_accuracy": pd.DataFrame({"validation_accuracy": [0.5, 0.6, 0.7, 0.8]})}
+    data = benchmark_data(n=3)
+    data.uns["model"]["history"] = mx._utils.history_frame(history)
+    ax = mx.pl.training_history(data, "model")
+    late = next(line for line in ax.lines if line.get_label() == "late_loss")
+    x, y = np.asarray(late.get_xdata(), float), np.asarray(late.get_ydata(), float)
+    assert x[np.isfinite(y)].tolist() == [2, 3]  # logged from epoch 2 on: drawn there
+    ax = mx.pl.training_history(data, "model", metrics=["train_loss"])
+    drawn = [line.get_label() for a in ax.figure.axes for line in a.lines if not line.get_label().startswith("_")]
+    assert drawn == ["train_loss"]
+    ax = mx.pl.training_history(data, "model")  # an accuracy without its loss gets a colour no loss has
+    twin = [other for other in ax.figure.axes if other is not ax][0]
+    loss_colours = {line.get_color() for line in ax.lines if line.get_label().endswith("_loss")}
+    assert twin.lines[0].get_color() not in loss_colours
+
+
 def test_accuracy_axis_stays_within_0_and_1():
     data = benchmark_data(n=3)
     data.uns["model"]["history"]["validation_accuracy"] = 1.0  # flat at 1: autoscaling would reach 1.05
@@ -540,3 +566,31 @@ def test_save_takes_any_path_like_and_leaves_no_figure_open_when_refused(tmp_pat
     with pytest.raises(TypeError, match="save="):
         mx.pl.embedding(data, keys="X_a", color="kind", save=True, show=False)
     assert not plt.get_fignums()
+
+
+def test_titles_say_which_rows_and_which_patient_they_show():
+    gen = genomic_adata()
+    assert "(test, n=10)" in mx.pl.track_prediction(gen).get_title()
+    del gen.obs["split"]  # no split column: every region is drawn, and the title says so, not "test"
+    assert "(all regions, n=20)" in mx.pl.track_prediction(gen).get_title()
+    # tile attention by the true class: the example slide is a patient predicted as that class
+    tiles = tile_mudata()
+    confidence = tiles.obs["medcrossvit_confidence"].to_numpy().copy()
+    truth = np.repeat(["tumour", "normal"], tiles.n_obs // 2)
+    truth[6] = "tumour"  # p6: a tumour predicted normal, made the most confident patient of all
+    confidence[6] = 0.999
+    tiles.obs["truth"], tiles.obs["medcrossvit_confidence"] = pd.Categorical(truth), confidence
+    fig = mx.pl.tile_attention(tiles, groupby="truth", n_top=3)
+    titles = [a.get_title() for a in fig.axes]
+    assert not any(t.startswith("p6 ") for t in titles)
+    tiles.obs["truth"] = pd.Categorical(np.where(np.arange(tiles.n_obs) == 6, "rare", truth))
+    titles = [a.get_title() for a in mx.pl.tile_attention(tiles, groupby="truth", n_top=3).axes]
+    assert "p6 (rare, predicted normal, 9 tiles)" in titles  # no patient of the class predicted as it: said
+
+
+def test_relevance_heatmap_var_scale_runs_each_column_from_0_to_1():
+    rel = relevance_mudata()
+    ax = mx.pl.relevance_heatmap(rel, standard_scale="var", show=False)
+    values = np.asarray(ax.collections[0].get_array(), float).reshape(len(ax.get_yticks()), -1)
+    np.testing.assert_allclose(np.nanmin(values, 0), 0, atol=1e-9)
+    np.testing.assert_allclose(np.nanmax(values, 0), 1, atol=1e-9)

@@ -33,6 +33,20 @@ def test_restored_weights_are_those_of_the_best_validation_epoch():
     assert modality_key("rna") in model.adata_manager.data_registry
 
 
+def test_the_epoch_loss_is_the_class_weighted_mean_whatever_the_batch_size():
+    # imbalanced classes, validation over several minibatches: the logged loss of the kept epoch is the
+    # class-weighted cross-entropy over all validation rows (a mean of batch means by batch size is not)
+    mdata = mx.datasets.synthetic_interaction_mudata(300, n_features={"rna": 20, "methylation": 20, "mirna": 10})
+    rng = np.random.default_rng(0)
+    mdata.obs["label"] = np.where(rng.random(mdata.n_obs) < 0.15, "pos", "neg")
+    model = mx.tl.fit_crossattomics(mdata, max_epochs=12, early_stopping_patience=50, lr=3e-3, batch_size=16,
+                                    validation_size=0.4, linear_path=None, progress_bar=False, baseline=False)
+    weight = model.module.class_weight
+    assert weight is not None and weight.max() > 2 * weight.min()  # the check needs uneven class weights
+    history = mdata.uns["crossattomics"]["history"]["validation_loss"].to_numpy()
+    np.testing.assert_allclose(_validation_loss(model, model.validation_indices), history.min(), rtol=1e-4)
+
+
 def test_the_weights_before_training_compete_when_the_model_starts_from_a_fitted_linear_model():
     mdata = mx.datasets.synthetic_interaction_mudata(300, n_features={"rna": 20, "methylation": 20, "mirna": 10})
     model = mx.tl.fit_crossattomics(mdata, max_epochs=25, early_stopping_patience=50, lr=1e-2, batch_size=300,
@@ -74,7 +88,9 @@ def test_a_misspelt_option_is_named_before_training_and_the_object_is_untouched(
     with pytest.raises(TypeError, match=r"\['max_epoch'\]"):
         mx.tl.fit_crossattomics(mdata, max_epoch=2, progress_bar=False)
     with pytest.raises(TypeError, match=r"\['test_size'\]"):  # an option other fits have
-        mx.tl.fit_multimodal_ae(mdata, test_size=0.2, max_epochs=1, progress_bar=False)
+        mx.tl.fit_multimodal_ae(mdata, test_size=0.2, max_epochs=1, progress_bar=False, n_models=1)
+    with pytest.raises(TypeError, match=r"gradient_clip_val.*plan_kwargs=\{'gradient_clip'"):  # UnitedNet clips itself
+        mx.tl.fit_unitednet(mdata, label_key="label", max_epochs=1, progress_bar=False, gradient_clip_val=1.0)
     assert before == (set(mdata.obs.columns), set(mdata.obsm.keys()), set(mdata.uns.keys()))
     model = mx.tl.fit_crossattomics(mdata, max_epochs=1, progress_bar=False, gradient_clip_val=1.0)  # Lightning's
     model.save(tmp_path / "model")

@@ -258,7 +258,7 @@ def test_logistic_path_gives_every_reference_class_a_column():
 
 def test_fitted_model_without_classes_gives_knn_on_its_latent():
     reference, query, truth = reference_query()
-    ae = mx.tl.fit_multimodal_ae(reference.copy(), max_epochs=15, latent_dim=8, progress_bar=False,
+    ae = mx.tl.fit_multimodal_ae(reference.copy(), max_epochs=15, latent_dim=8, progress_bar=False, n_models=1,
                                  accelerator="cpu")
     with warnings.catch_warnings(), _no_warning_logged() as logged:
         mx.tl.transfer_labels(reference, query, label_key="cell_type", model=ae, key_added="ae")

@@ -24,7 +24,9 @@ def subsample_rows(rows: np.ndarray, labels: np.ndarray, *, max_rows: int = MAX_
                    random_state: int = 0) -> np.ndarray:
     """At most ``max_rows`` of ``rows``, stratified by ``labels`` (every class keeps at least one row), sorted.
 
-    ``rows`` unchanged when there are no more than ``max_rows``; ``labels`` holds the label of each row.
+    ``rows`` unchanged when there are no more than ``max_rows``; ``labels`` holds the label of each row. The draw
+    depends on the partition of the rows into classes, not on the labels' values: codes and names of the same
+    classes give the same rows.
 
     Examples
     --------
@@ -32,6 +34,9 @@ def subsample_rows(rows: np.ndarray, labels: np.ndarray, *, max_rows: int = MAX_
     >>> kept = subsample_rows(rows, labels, max_rows=3000)
     >>> len(kept), np.bincount(labels[kept]).tolist()
     (3000, [750, 750, 750, 750])
+    >>> names = np.array(["d", "c", "b", "a"])[labels]
+    >>> bool((subsample_rows(rows, names, max_rows=3000) == kept).all())
+    True
     """
     rows, labels = np.asarray(rows), np.asarray(labels).astype(str)
     if isinstance(max_rows, bool) or not isinstance(max_rows, int | np.integer) or max_rows < 1:
@@ -41,7 +46,13 @@ def subsample_rows(rows: np.ndarray, labels: np.ndarray, *, max_rows: int = MAX_
     if len(rows) <= max_rows:
         return rows
     rng = np.random.default_rng(random_state)
-    classes, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    # classes in order of first appearance, so that the draw is the same whatever stands for a class (codes or
+    # names sort differently): the baseline and CrossAttOmics' fitted linear path subsample the same rows
+    _, first, codes, counts = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    classes, codes, counts = order, rank[codes.ravel()], counts[order]
     quota = np.maximum(1, np.floor(counts * max_rows / len(rows))).astype(int)
     for c in rng.permutation(np.flatnonzero(quota < counts))[: max(0, max_rows - quota.sum())]:
         quota[c] += 1  # the rows the floor left out, one more for as many random classes

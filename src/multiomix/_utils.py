@@ -277,6 +277,21 @@ def in_memory(matrix):
     return matrix
 
 
+def leading_rows(matrix, max_rows: int = 2_000):
+    """Return an in-memory matrix as it is; of a backed one, its first ``max_rows`` rows read into memory.
+
+    For checks on the values (binary? non-negative?) that would otherwise read a whole on-disk matrix.
+
+    Examples
+    --------
+    >>> leading_rows(np.ones((5, 2)), max_rows=2).shape
+    (5, 2)
+    """
+    if isinstance(matrix, np.ndarray) or sparse.issparse(matrix):
+        return matrix
+    return in_memory(matrix[: min(matrix.shape[0], max_rows)])
+
+
 def plain_array(values):
     """Return a dense array of a subclass of :class:`numpy.ndarray` as a plain one, without a copy.
 
@@ -597,10 +612,29 @@ def to_uns(value: Any) -> Any:
 
 
 def history_frame(history: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """scvi-tools ``model.history`` (one frame per metric) as one frame indexed by epoch."""
-    columns = {name: frame.iloc[:, 0].to_numpy() for name, frame in history.items() if len(frame)}
-    n = max((len(v) for v in columns.values()), default=0)
-    out = pd.DataFrame(index=pd.RangeIndex(n, name="epoch"))
+    """scvi-tools ``model.history`` (one frame per metric, indexed by epoch) as one frame indexed by epoch.
+
+    Each metric stays at the epochs it was logged at: one logged from a later epoch on (e.g. a loss that starts
+    after a warm-up) is missing (NaN) before it.
+
+    Examples
+    --------
+    >>> late = pd.DataFrame({"b": [0.5, 0.4]}, index=pd.Index([2, 3], name="epoch"))
+    >>> history_frame({"a": pd.DataFrame({"a": [1.0, 0.9, 0.8, 0.7]}), "b": late})["b"].tolist()
+    [nan, nan, 0.5, 0.4]
+    """
+    columns = {}
+    for name, frame in history.items():
+        if not len(frame):
+            continue
+        values = frame.iloc[:, 0].astype(float)
+        if not pd.api.types.is_integer_dtype(values.index):  # not indexed by epoch: in logging order from 0
+            values = values.reset_index(drop=True)
+        columns[name] = values
+    if not columns:
+        return pd.DataFrame(index=pd.RangeIndex(0, name="epoch"))
+    epochs = pd.RangeIndex(0, max(int(v.index.max()) for v in columns.values()) + 1, name="epoch")
+    out = pd.DataFrame(index=epochs)
     for name, values in columns.items():
-        out[name] = np.pad(values.astype(float), (0, n - len(values)), constant_values=np.nan)
+        out[name] = values.groupby(level=0).last().reindex(epochs).to_numpy()
     return out

@@ -375,7 +375,8 @@ class GenomicInterpreter(MultiomixModel):
             if adata is not None:
                 from scvi.model.base._save_load import _load_saved_files
 
-                attrs, _, _, _ = _load_saved_files(dir_path, load_adata=False, map_location="cpu")
+                attrs, _, _, _ = _load_saved_files(dir_path, load_adata=False, map_location="cpu",
+                                                   prefix=kwargs.get("prefix"))
                 adata = cls._region_input(adata, attrs["registry_"]["setup_args"], attrs)
             return BaseModelClass.load.__func__(cls, dir_path, adata=adata, **kwargs)
 

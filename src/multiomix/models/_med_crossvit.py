@@ -370,7 +370,8 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
             from scvi.model.base._save_load import _load_saved_files
 
             with quiet_scvi():  # scvi-tools says "File <dir>/model.pt already downloaded" on each read
-                attr_dict, _, _, _ = _load_saved_files(str(dir_path), load_adata=False, map_location="cpu")
+                attr_dict, _, _, _ = _load_saved_files(str(dir_path), load_adata=False, map_location="cpu",
+                                                       prefix=kwargs.get("prefix"))
             adata = _bags_only(adata, attr_dict["registry_"]["setup_args"])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*var_names. for the loaded .model.", category=UserWarning)

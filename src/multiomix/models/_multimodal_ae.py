@@ -14,7 +14,7 @@ from scipy import sparse
 
 from .._docs import fill_doc
 from .._logging import logger
-from .._utils import check_nonnegative, is_binary, new_mudata, seeded
+from .._utils import check_nonnegative, is_binary, leading_rows, new_mudata, seeded
 from ..module import MultimodalAEModule
 from ..nn.autoencoder import LIKELIHOODS
 from ..train import MultimodalAETrainingPlan
@@ -69,7 +69,7 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
     hidden_dim
         Width of the hidden layers (default 128).
     n_layers
-        Blocks per encoder/decoder.
+        Blocks per encoder/decoder (at least 1).
     dropout
         Dropout in hidden layers.
     input_dropout
@@ -134,12 +134,12 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
         if negative:
             raise ValueError(f"`loss_weights` must be >= 0 (0 leaves a modality's reconstruction out), got {negative}.")
         for name, value, least in (("latent_dim", latent_dim, 1), ("hidden_dim", hidden_dim, 1),
-                                   ("n_layers", n_layers, 0)):
+                                   ("n_layers", n_layers, 1)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
                 raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
         likelihoods, dims = {}, {}
         for m in modalities:
-            matrix = self._matrix(m)
+            matrix = leading_rows(self._matrix(m))  # backed: the value checks read the first 2,000 rows
             dims[m] = matrix.shape[1]
             lik = losses.get(m) or ("bce" if is_binary(matrix) else "mse")
             if lik not in LIKELIHOODS:

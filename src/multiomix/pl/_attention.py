@@ -240,11 +240,11 @@ def _track_panel(ax, adata, pred, observed, names, t, region, split, params, spl
         ax.set_title(f"{adata.obs_names[row]}")
         ax.legend(frameon=False)
     else:
-        rows = np.arange(adata.n_obs)
+        rows, used = np.arange(adata.n_obs), None
         if split is not None and split_key in adata.obs.columns:
-            rows = np.flatnonzero(adata.obs[split_key].astype(str).to_numpy() == split)
+            rows, used = np.flatnonzero(adata.obs[split_key].astype(str).to_numpy() == split), split
         o, p = observed[rows][..., t].ravel(), pred[rows][..., t].ravel()
-        where = f"{split or 'all'}, n={len(rows)}"
+        where = f"{used or 'all regions'}, n={len(rows)}"  # without the split column: every region, said so
         if len(o) and np.isin(o, (0, 1)).all() and len(np.unique(o)) == 2:
             _binary_panel(ax, o.astype(int), p, names[t], params["backbone"], where)
         else:

@@ -137,6 +137,7 @@ def training_history(
     history = pd.DataFrame(entry["history"])
     if len(history) == 0:
         raise ValueError(f"uns[{key!r}]['history'] is empty: no epoch was trained (max_epochs=0?).")
+    chosen = metrics is not None  # then only these are drawn (no accuracy axis added)
     metrics = [metrics] if isinstance(metrics, str) else metrics or [c for c in history.columns if "loss" in c]
     unknown = [m for m in metrics if m not in history.columns]
     if unknown:
@@ -145,7 +146,7 @@ def training_history(
     with style():
         fig, ax = new_axes(ax, (5.6, 3.8))
         seen = _validation_seen(entry)
-        _history(ax, history, metrics, key, seen=seen, legend_inside=ax_given)
+        _history(ax, history, metrics, key, seen=seen, legend_inside=ax_given, accuracies=not chosen)
         _mark_kept_epoch(ax, entry.get("best_epoch"),
                          before="the fitted linear path alone" if seen else "the weights before training")
         if not ax_given:
@@ -171,7 +172,7 @@ def _validation_seen(entry: dict) -> bool:
 
 
 def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, seen: bool = False,
-             legend_inside: bool = False) -> None:
+             legend_inside: bool = False, accuracies: bool = True) -> None:
     """Loss curves (and accuracies, dashed, on a second axis); ``seen``: validation rows also fitted the linear path.
 
     The legend goes below the axes on a figure of its own, inside them in an Axes the user gave (the panel below
@@ -183,13 +184,14 @@ def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, s
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("loss")
     handles, labels = ax.get_legend_handles_labels()
-    accuracies = [c for c in history.columns if "accuracy" in c]
+    accuracies = [c for c in history.columns if "accuracy" in c] if accuracies else []
     top = ax  # the Axes drawn last (an inside legend goes there, above every curve)
     if accuracies and not any("accuracy" in m for m in metrics):
         twin = top = ax.twinx()
         colours = {line.get_label().replace("_loss", ""): line.get_color() for line in ax.get_lines()}
+        spare = (f"C{i}" for i in range(len(colours), len(colours) + len(accuracies)))  # colours no loss has
         for column in accuracies:
-            colour = colours.get(column.replace("_accuracy", ""))
+            colour = colours.get(column.replace("_accuracy", "")) or next(spare)
             twin.plot(history.index, history[column], ls="--", color=colour, label=column)
         low, high = twin.get_ylim()
         twin.set_ylim(max(low, 0.0), min(high, 1.02))  # an accuracy: no ticks above 1 (or below 0) for flat curves

@@ -363,7 +363,8 @@ def relevance_heatmap(
     if auto_scale and len(data) == 1:  # one row scaled per column would be all ones
         standard_scale = None
     if standard_scale == "var":
-        data = data / np.maximum(data.max(0), 1e-12)
+        low = data.min(0)  # as scanpy's standard_scale="var": each column from its minimum (0) to its maximum (1)
+        data = (data - low) / np.maximum(data.max(0) - low, 1e-12)
         label += "\n(scaled per column)"
     note = _health(entry, shown)
     holder = _holder(list(data.index), list(data.columns), row_name)

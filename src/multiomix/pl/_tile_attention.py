@@ -83,6 +83,9 @@ def tile_attention(
     mask = np.asarray(wsi.obsm[mask_key]).astype(bool) if mask_key and mask_key in wsi.obsm else tiles > 0
     confidence_key = f"{key}_confidence"
     confidence = mdata.obs[confidence_key].to_numpy() if confidence_key in mdata.obs else np.ones(mdata.n_obs)
+    prediction_key = f"{key}_prediction"
+    predicted = (mdata.obs[prediction_key].astype(str).to_numpy() if prediction_key in mdata.obs
+                 else np.full(mdata.n_obs, None))
 
     n = len(classes)
     ncols = max(1, min(n, int(LAPTOP_WIDTH // panel_size)))  # classes per row: the figure stays laptop-wide
@@ -94,14 +97,21 @@ def tile_attention(
         for j in range(n, nrows * ncols):  # the last row's empty slots
             grid[2 * (j // ncols), j % ncols].set_visible(False)
             grid[2 * (j // ncols) + 1, j % ncols].set_visible(False)
-        _panels(fig, pairs, classes, groups, genes, tiles, mask, coords, confidence, n_top, mdata.obs_names)
+        _panels(fig, pairs, classes, groups, genes, tiles, mask, coords, confidence, predicted, n_top,
+                mdata.obs_names)
         fig.tight_layout()
     min_font(fig)
     return finish(fig, None, show=show, save=save)
 
 
-def _panels(fig, pairs, classes, groups, genes, tiles, mask, coords, confidence, n_top, obs_names) -> None:
-    """Draw each class's (genes, slide) pair of panels."""
+def _panels(fig, pairs, classes, groups, genes, tiles, mask, coords, confidence, predicted, n_top,
+            obs_names) -> None:
+    """Draw each class's (genes, slide) pair of panels.
+
+    The slide shown is the class's most confident patient among those predicted as the class (a patient of the
+    class predicted as another would show what the model attends to for that other class); where none is, the
+    most confident of the class, and the title says it was predicted otherwise.
+    """
     for (top, bottom), cls in zip(pairs, classes, strict=True):
         rows = np.flatnonzero((groups == cls).to_numpy())
         mean = genes.iloc[rows].mean(0).sort_values(ascending=False).iloc[:n_top]
@@ -112,7 +122,9 @@ def _panels(fig, pairs, classes, groups, genes, tiles, mask, coords, confidence,
         ax.set_title(f"{cls}: CLS → genes (n={len(rows)})", fontsize=SMALL_FONT + 1)
         ax.set_xlabel("mean attention (dashed: uniform)")  # in the label, not a legend over the bars
 
-        best = rows[np.argmax(confidence[rows])]
+        agreeing = rows[predicted[rows] == str(cls)]
+        candidates = agreeing if len(agreeing) else rows
+        best = candidates[np.argmax(confidence[candidates])]
         weights = tiles[best][mask[best]]
         ax = bottom
         if coords is not None:
@@ -127,4 +139,5 @@ def _panels(fig, pairs, classes, groups, genes, tiles, mask, coords, confidence,
             ax.bar(np.arange(len(weights)), np.sort(weights)[::-1], color="tab:green")
             ax.set_xlabel("tile rank")
             ax.set_ylabel("CLS → tile attention")
-        ax.set_title(f"{obs_names[best]} ({cls}, {len(weights)} tiles)", fontsize=SMALL_FONT + 1)
+        called = "" if predicted[best] in (None, str(cls)) else f", predicted {predicted[best]}"
+        ax.set_title(f"{obs_names[best]} ({cls}{called}, {len(weights)} tiles)", fontsize=SMALL_FONT + 1)

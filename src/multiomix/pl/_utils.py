@@ -103,24 +103,30 @@ def finish(
 ) -> Axes | Figure | None:
     """Save, show and return following the module's convention (``axes=None`` marks a figure-level plot).
 
-    ``save`` may name a folder that does not exist yet: it is created (as scanpy creates its figure folder).
+    ``save`` may name a folder that does not exist yet: it is created (as scanpy creates its figure folder). As
+    in scanpy, a figure this call made (no ``ax=`` given) is closed once it is saved or shown, so that plots made
+    in a loop do not pile up open figures; the returned figure or axes can still be saved or displayed.
     """
     if save is not None:
         try:
             check_save_path(save)
-        except (TypeError, ValueError):
-            plt.close(fig)  # a refused call leaves no open figure behind
+            save = os.fspath(save)
+            Path(save).parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(save, dpi=SAVE_DPI, bbox_inches="tight")
+        except Exception:
+            plt.close(fig)  # a refused or failed call leaves no open figure behind
             raise
-        save = os.fspath(save)
-        Path(save).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save, dpi=SAVE_DPI, bbox_inches="tight")
     if show is None:
         show = interactive_backend() and not ax_given
     if show:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*non-interactive.*")
             plt.show()
+        if not ax_given:
+            plt.close(fig)
         return None
+    if save is not None and not ax_given:
+        plt.close(fig)
     if return_fig or axes is None:
         return fig
     return axes

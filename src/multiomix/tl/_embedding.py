@@ -51,7 +51,7 @@ def _modality_components(
                        f"`layer=` naming its raw counts, or `layer={{{name!r}: None}}` to read .X.")
     matrix = in_memory(get_matrix(adata, layer))  # a backed modality is read once (sparse stays sparse)
     if use_highly_variable and "highly_variable" in adata.var.columns:
-        mask = adata.var["highly_variable"].to_numpy(dtype=bool)
+        mask = adata.var["highly_variable"].fillna(False).to_numpy().astype(bool)  # missing: not selected
         if mask.sum() >= 2:
             matrix = matrix[:, mask]
         else:

@@ -27,11 +27,11 @@ from .._utils import (
     write_obsm,
 )
 from ..models import MultimodalAE
-from ..models.base import resolve_layers
+from ..models.base import SeedEnsemble, check_n_models, resolve_layers
 from ..pp._features import infer_modality_kind
 from ..train._runner import check_fit_kwargs
 from ._embedding import modality_block
-from ._fit import FitData, drop_class_outputs, finish_fit, options_for, prepare_fit, stored_params
+from ._fit import FitData, _hold_out, drop_class_outputs, finish_fit, options_for, prepare_fit, stored_params
 from ._results import check_replaceable
 
 __all__ = ["fit_multimodal_ae"]
@@ -168,6 +168,7 @@ def fit_multimodal_ae(
     early_stopping_patience: int | None = None,
     split_key: str = "split",
     validation_size: float = 0.15,
+    n_models: int = 5,
     baseline: bool = True,
     random_state: int = 0,
     key_added: str = "mmae",
@@ -175,7 +176,7 @@ def fit_multimodal_ae(
     devices: int | list[int] | str = "auto",
     progress_bar: bool | None = None,
     **trainer_kwargs: Any,
-) -> MultimodalAE:
+) -> MultimodalAE | SeedEnsemble:
     """Fit a multimodal autoencoder and write its joint embedding to ``mdata.obsm['X_<key_added>']``.
 
     Each modality gets an encoder into a joint latent from which every modality is decoded (see
@@ -217,6 +218,16 @@ def fit_multimodal_ae(
         Column of ``mdata.obs`` with ``train``/``validation``/``test`` (``test`` rows are embedded, not trained on).
     validation_size
         Share of the train rows held out to choose the epoch when there are no ``validation`` rows.
+    n_models
+        Autoencoders to train from seeds ``random_state``, ``random_state + 1``, .... With more than one, a
+        :class:`~multiomix.models.SeedEnsemble` is returned and the embedding joins the members' latents
+        (``n_models x latent_dim`` columns, each member's latent divided by its standard deviation over its
+        training rows). Without ``validation`` rows in ``obs[split_key]``, each member holds out its own random
+        ``validation_size`` of the cells (drawn with its seed) to choose its epoch, so that every cell is trained
+        on by most members; with them, all members share them. The default of 5 was chosen on Patch-seq, with
+        the other defaults (``benchmarks/mmae_defaults.py``): a single autoencoder's neighbour graph varies from
+        seed to seed, and five seeds side by side gave clusters closer to the cell types, at five times the
+        training time; ``n_models=1`` trains one autoencoder, as fast as before.
     baseline
         With ``label_key``: also embed the same inputs by concatenated per-modality PCA / LSI (as
         :func:`~multiomix.tl.pca_concat` does, 20 components each; TF-IDF + LSI for a ``"bce"`` modality,
@@ -230,7 +241,8 @@ def fit_multimodal_ae(
 
     Returns
     -------
-    The trained model. Writes ``mdata.obsm['X_<key_added>']`` and ``mdata.uns[key_added]`` with ``params``,
+    The trained model (a :class:`~multiomix.models.SeedEnsemble` when ``n_models > 1``; ``history`` is its first
+    member's). Writes ``mdata.obsm['X_<key_added>']`` and ``mdata.uns[key_added]`` with ``params``,
     ``history`` (a DataFrame of per-epoch losses), row counts, ``seconds_per_epoch``, the ``features`` used per
     modality and, with ``label_key``, ``embedding_metrics`` (k-means with k = the number of classes on the
     embedding, against the labels: ARI, NMI; ``n_scored`` rows, a stratified 5,000 of the labelled rows when there
@@ -242,13 +254,17 @@ def fit_multimodal_ae(
     >>> mdata = mx.datasets.bmmc_multiome()
     >>> model = mx.tl.fit_multimodal_ae(mdata, latent_dim=16, max_epochs=100, modality_dropout=0.2)
     >>> mdata.obsm["X_mmae"].shape
-    (500, 16)
+    (500, 80)
+    >>> single = mx.tl.fit_multimodal_ae(mdata, n_models=1, key_added="mmae_single")
+    >>> mdata.obsm["X_mmae_single"].shape
+    (500, 20)
     """
     arguments = dict(locals())
     check_fit_kwargs(trainer_kwargs, MultimodalAE)
     modalities = check_modalities(mdata, modalities)
     check_replaceable(mdata, key_added, "fit")
     check_output_columns(mdata, key_added, [], obsm=[f"X_{key_added}"])  # the user's own embedding is kept
+    n_models = check_n_models(n_models)
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
     if max_epochs is not None and max_epochs < 1:
@@ -269,17 +285,41 @@ def fit_multimodal_ae(
     fit = replace(fit, new_split=None, notes=[n for n in fit.notes if not n.startswith(_NO_TEST_NOTE)])
     view = _subset_view(mdata, fit, layers, masks)
     MultimodalAE.setup_mudata(view, modalities=modalities, layer=layer)
-    model = MultimodalAE(view, **options_for(MultimodalAE.__init__, arguments))
     if len(fit.validation) == 0:  # train_on_rows asks Lightning to validate every epoch; there is nothing to validate
         trainer_kwargs.setdefault("limit_val_batches", 0)
+
+    # with no validation rows of the user's, each member holds out its own random validation_size (drawn with its
+    # seed) to choose its epoch: every cell is trained on by most members, and the members differ more
+    own_validation = len(fit.validation) > 0 and not (
+        split_key in mdata.obs.columns and (mdata.obs[split_key].astype(str) == "validation").any())
+    pool = np.sort(np.concatenate([fit.train, fit.validation]))
+
+    def rows_of(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        if seed == random_state or not own_validation:
+            return fit.train, fit.validation
+        return _hold_out(pool, pd.Series("cell", index=range(mdata.n_obs)), validation_size, what="a validation set",
+                         random_state=seed)
+
+    def train_one(seed: int) -> MultimodalAE:
+        member = MultimodalAE(view, **options_for(MultimodalAE.__init__, {**arguments, "random_state": seed}))
+        train, validation = rows_of(seed)
+        member.train(train_indices=train, validation_indices=validation,
+                     **options_for(member.train, {**arguments, "random_state": seed}), **trainer_kwargs)
+        # what the ensemble divides this member's latent by, so that every member weighs alike
+        member.latent_scale_ = float(np.std(member.get_latent_representation(indices=train)))
+        return member
+
     start = time.perf_counter()
-    model.train(train_indices=fit.train, validation_indices=fit.validation, **options_for(model.train, arguments),
-                **trainer_kwargs)
+    members = [train_one(random_state + i) for i in range(n_models)]
     seconds = time.perf_counter() - start
+    model = members[0] if n_models == 1 else SeedEnsemble(members)
+    if n_models > 1:
+        logger.info(f"trained {n_models} autoencoders (seeds {random_state}-{random_state + n_models - 1}); the "
+                    "embedding joins their latents (n_models=1 for one)")
     latent = model.get_latent_representation()
     params = {**stored_params(arguments, exclude=("losses", "loss_weights", "use_highly_variable", "layer"),
-                              defaults=model._train_defaults),
-              "modalities": list(model.modalities), "losses": dict(model.likelihoods_),
+                              defaults=MultimodalAE._train_defaults),
+              "modalities": list(model.modalities), "losses": dict(members[0].likelihoods_),
               "loss_weights": {m: float((loss_weights or {}).get(m, 1.0)) for m in model.modalities},
               "use_highly_variable": {m: masks[m] is not None for m in modalities},
               "layer": {m: v or "X" for m, v in layers.items()}}
@@ -288,13 +328,13 @@ def fit_multimodal_ae(
         scored = _scored_rows(mdata.obs[label_key], random_state=random_state)
         labels = mdata.obs[label_key].iloc[scored]
         metrics = _embedding_metrics(latent[scored], labels, random_state=random_state)
-        metrics["n_scored"] = len(scored)
+        metrics["n_scored"] = int(labels.notna().sum())  # the labelled rows among them
         if baseline and "kmeans" in metrics:
             baseline_metrics = {"embedding": f"pca_concat of the model's inputs, {_BASELINE_COMPONENTS} components "
-                                             "per modality", "kinds": baseline_kinds(model.likelihoods_)}
+                                             "per modality", "kinds": baseline_kinds(members[0].likelihoods_)}
             try:
                 inputs = view if len(scored) == view.n_obs else view[scored].copy()
-                reference = _baseline_embedding(inputs, model.likelihoods_, random_state=random_state)
+                reference = _baseline_embedding(inputs, members[0].likelihoods_, random_state=random_state)
             except ValueError as error:  # e.g. a modality too small to reduce: the fit stands without a baseline
                 baseline_metrics["missing"] = str(error)
                 logger.warning(f"no baseline embedding: {error}")
@@ -304,7 +344,8 @@ def fit_multimodal_ae(
     def outputs() -> dict[str, Any]:
         drop_class_outputs(mdata, key_added)  # a classifier's earlier outputs under this key
         write_obsm(mdata, f"X_{key_added}", np.asarray(latent, dtype=np.float32))
-        n_epochs = max(len(model.history.get("train_loss", [])), 1) if model.history is not None else 1
+        n_epochs = sum(max(len(m.history.get("train_loss", [])), 1) if m.history is not None else 1
+                       for m in members)
         extra: dict[str, Any] = {
             "seconds_per_epoch": seconds / n_epochs,
             "features": {m: np.asarray(model.feature_names_[m]) for m in modalities},

@@ -276,7 +276,7 @@ def check_fit_kwargs(kwargs: dict, model_class: type) -> None:
     Examples
     --------
     >>> from multiomix.models import UnitedNet
-    >>> check_fit_kwargs({"classification_repeats": 2, "gradient_clip_val": 1.0}, UnitedNet)
+    >>> check_fit_kwargs({"classification_repeats": 2, "accumulate_grad_batches": 1}, UnitedNet)
     >>> check_fit_kwargs({"max_epoch": 5}, UnitedNet)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -287,6 +287,12 @@ def check_fit_kwargs(kwargs: dict, model_class: type) -> None:
     own = {name for cls in model_class.__mro__ if "train" in vars(cls)
            for name in inspect.signature(vars(cls)["train"]).parameters}
     check_engine_kwargs({k: v for k, v in kwargs.items() if k not in own})
+    plan = getattr(model_class, "_training_plan_cls", None)
+    manual = plan is not None and getattr(plan, "manual_optimization", False)
+    clipping = sorted({"gradient_clip_val", "gradient_clip_algorithm"} & set(kwargs))
+    if manual and clipping:  # Lightning refuses them for a plan that steps its own optimisers, after the set-up
+        raise TypeError(f"{clipping}: {model_class.__name__}'s training steps its optimisers itself, so Lightning "
+                        "cannot clip its gradients; pass plan_kwargs={'gradient_clip': <max norm>} instead.")
 
 
 def check_train_options(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from numbers import Integral
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from scvi import REGISTRY_KEYS
@@ -56,6 +56,9 @@ class UnitedNetTrainingPlan(TrainingPlan):
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
+
+    #: steps its optimisers itself (Lightning's gradient clipping does not apply; ``gradient_clip`` does)
+    manual_optimization: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from mudata import MuData
 
 from ..._docs import fill_doc
@@ -18,19 +19,28 @@ _MANIFEST = ENSEMBLE_MANIFEST
 
 
 class SeedEnsemble:
-    """Classifiers of one class, trained on the same rows from different seeds, whose probabilities are averaged.
+    """Models of one class, trained on the same rows from different seeds, that predict and embed together.
 
-    A deep ensemble (Lakshminarayanan et al., NeurIPS 2017): each member is an ordinary multiomix model; the
-    ensemble predicts the mean of the members' class probabilities, which is usually more accurate and better
-    calibrated than one member, at ``n`` times the cost. The ``tl.fit_*`` functions of the classifiers build one
-    with ``n_models > 1``. :func:`multiomix.tl.feature_relevance` explains the ensemble as a whole; functions that
-    read one network's internals (attention maps, interaction importance) take a member
+    A deep ensemble (Lakshminarayanan et al., NeurIPS 2017): each member is an ordinary multiomix model.
+
+    * **Classifiers** (CrossAttOmics, UnitedNet, Med-CrossViT): the ensemble predicts the mean of the members'
+      class probabilities, which is usually more accurate and better calibrated than one member, at ``n`` times
+      the cost. Their embedding is the first member's (the members' latent spaces are not aligned).
+    * **Embedding models** (:class:`~multiomix.models.MultimodalAE`, no classes): the ensemble's embedding is the
+      concatenation of the members' latents, each divided by its standard deviation over its training rows, so
+      that each member weighs alike in the distances between cells (``n x latent_dim`` columns). Seeds disagree
+      on where a cell lies; the concatenation keeps what they agree on and averages the rest out in the
+      neighbour graph.
+
+    The ``tl.fit_*`` functions build one with ``n_models > 1``. :func:`multiomix.tl.feature_relevance` explains
+    the ensemble as a whole and :func:`multiomix.tl.predict_modality` averages the members' translations;
+    functions that read one network's internals (attention maps, interaction importance) take a member
     (``ensemble.members[0]``).
 
     Parameters
     ----------
     members
-        Trained classifiers of one class, with the same modalities, features and classes.
+        Trained models of one class, with the same modalities, features and classes (if any).
 
     Examples
     --------
@@ -59,8 +69,13 @@ class SeedEnsemble:
                     m: list(v) for m, v in first.feature_names_.items()}:
                 raise ValueError(f"Member {i} reads other features than member 0; an ensemble's members are trained "
                                  "on the same features.")
-        if not first.classes:
-            raise ValueError(f"A SeedEnsemble averages class probabilities; this {type(first).__name__} predicts none.")
+        if getattr(first, "_latent_output", None) is None:
+            raise TypeError(f"A SeedEnsemble holds classifiers or embedding models; a {type(first).__name__} is "
+                            "neither.")
+        if not first.classes and getattr(first, "_logits_output", None) is not None:
+            raise ValueError(f"A SeedEnsemble of classifiers averages class probabilities; this "
+                             f"{type(first).__name__} was trained without labels (fit with a label column, or "
+                             "ensemble embedding models such as MultimodalAE).")
         untrained = [i for i, m in enumerate(members) if not m.is_trained]
         if untrained:
             raise ValueError(f"Members {untrained} are not trained; an ensemble averages trained models.")
@@ -86,8 +101,13 @@ class SeedEnsemble:
         return f"SeedEnsemble of {len(self)} {type(self.members[0]).__name__} models (seeds {seeds})"
 
     @property
+    def embeds(self) -> bool:
+        """Whether the members are embedding models (no classes): the ensemble's embedding joins all members'."""
+        return getattr(self.members[0], "_logits_output", None) is None
+
+    @property
     def classes(self) -> list[str]:
-        """Class names, shared by the members."""
+        """Class names, shared by the members (empty for embedding models)."""
         return list(self.members[0].classes)
 
     @property
@@ -140,6 +160,9 @@ class SeedEnsemble:
         --------
         >>> proba = ensemble.predict_proba(new_mdata)  # doctest: +SKIP
         """
+        if self.embeds:
+            raise ValueError(f"This ensemble of {type(self.members[0]).__name__} models embeds cells; it predicts no "
+                             "classes.")
         first = self.members[0].predict_proba(mdata, indices=indices, batch_size=batch_size)
         total = first.to_numpy(dtype=np.float64)
         for member in self.members[1:]:
@@ -171,23 +194,104 @@ class SeedEnsemble:
     @fill_doc
     @adata_alias
     def get_latent_representation(
-        self, mdata: MuData | None = None, *, indices: Sequence[int] | None = None, batch_size: int = 256
+        self,
+        mdata: MuData | None = None,
+        *,
+        indices: Sequence[int] | None = None,
+        batch_size: int = 256,
+        members: str | None = None,
+        **kwargs: Any,
     ) -> np.ndarray:
-        """Latent representation of the first member (the members' latent spaces are not aligned).
+        """Embedding of each observation: the first member's, or all members' joined.
 
         Parameters
         ----------
         %(score_data)s
+        members
+            ``"first"``: the first member's latent; ``"all"``: the members' latents side by side, each divided by
+            its ``latent_scale_`` (its standard deviation over its training rows, set by the fit; 1 when unset).
+            Default: ``"all"`` for embedding models (MultimodalAE), ``"first"`` for classifiers.
+        **kwargs
+            Passed to each member's ``get_latent_representation`` (e.g. ``modalities=`` of a MultimodalAE).
 
         Returns
         -------
-        %(returns_latent)s
+        latent : numpy.ndarray
+            ``n_obs x latent_dim`` (``"first"``) or ``n_obs x (n_members * latent_dim)`` (``"all"``).
 
         Examples
         --------
         >>> z = ensemble.get_latent_representation()  # doctest: +SKIP
         """
-        return self.members[0].get_latent_representation(mdata, indices=indices, batch_size=batch_size)
+        members = members or ("all" if self.embeds else "first")
+        if members not in ("first", "all"):
+            raise ValueError(f"members must be 'first' or 'all', got {members!r}.")
+        chosen = self.members if members == "all" else self.members[:1]
+        latents = []
+        for member in chosen:
+            data = mdata if member is self.members[0] else self._data_for(member, mdata)
+            latent = member.get_latent_representation(data, indices=indices, batch_size=batch_size, **kwargs)
+            scale = float(getattr(member, "latent_scale_", None) or 1.0) if members == "all" else 1.0
+            latents.append(np.asarray(latent, dtype=np.float32) / scale)
+        return latents[0] if len(latents) == 1 else np.concatenate(latents, axis=1)
+
+    def translate(
+        self, mdata: MuData | AnnData, *, source: str, target: str, batch_size: int = 256
+    ) -> np.ndarray:
+        """Mean of the members' predictions of modality ``target`` from modality ``source`` alone.
+
+        For members that translate (:class:`~multiomix.models.MultimodalAE`, UnitedNet); see their ``translate``.
+
+        Parameters
+        ----------
+        mdata
+            Data holding the source modality, its features matched to the members' by name.
+        source
+            Modality to encode.
+        target
+            Modality to decode.
+        batch_size
+            Cells per minibatch.
+
+        Returns
+        -------
+        translated : numpy.ndarray
+            ``n_obs x n_target_features``, float32, on the scale of the target's training data.
+
+        Examples
+        --------
+        >>> atac = ensemble.translate(mdata, source="rna", target="atac")  # doctest: +SKIP
+        """
+        first = self.members[0]
+        if not hasattr(first, "translate"):
+            raise TypeError(f"{type(first).__name__} models do not translate one modality into another.")
+        total = np.asarray(first.translate(mdata, source=source, target=target, batch_size=batch_size),
+                           dtype=np.float64)
+        for member in self.members[1:]:
+            total += member.translate(mdata, source=source, target=target, batch_size=batch_size)
+        return (total / len(self)).astype(np.float32)
+
+    def modality_var(self, target: str) -> pd.DataFrame:
+        """Return the ``var`` of a modality the members were trained on (shared by the members).
+
+        Parameters
+        ----------
+        target
+            A modality the members were trained on.
+
+        Returns
+        -------
+        var : pandas.DataFrame
+            Its features, in training order.
+
+        Examples
+        --------
+        >>> ensemble.modality_var("atac").index[:3]  # doctest: +SKIP
+        """
+        first = self.members[0]
+        if not hasattr(first, "modality_var"):
+            raise TypeError(f"{type(first).__name__} models do not translate one modality into another.")
+        return first.modality_var(target)
 
     # save / load -------------------------------------------------------------------------------------------------
     def save(self, dir_path: str, *, overwrite: bool = False, save_anndata: bool = False, **kwargs: Any) -> None:
@@ -240,13 +344,13 @@ class SeedEnsemble:
         --------
         >>> ensemble = mx.models.SeedEnsemble.load("ensemble_dir", adata=new_mdata)  # doctest: +SKIP
         """
-        from .. import CrossAttOmics, MedCrossViT, UnitedNet
+        from .. import CrossAttOmics, MedCrossViT, MultimodalAE, UnitedNet
 
         path = Path(dir_path)
         if not (path / _MANIFEST).exists():
             raise FileNotFoundError(f"No {_MANIFEST} in {dir_path}: not a directory written by SeedEnsemble.save.")
         manifest = json.loads((path / _MANIFEST).read_text())
-        classes = {c.__name__: c for c in (CrossAttOmics, MedCrossViT, UnitedNet)}
+        classes = {c.__name__: c for c in (CrossAttOmics, MedCrossViT, MultimodalAE, UnitedNet)}
         if manifest["model_class"] not in classes:
             raise ValueError(f"Unknown model class {manifest['model_class']!r} in {_MANIFEST}.")
         model_cls = classes[manifest["model_class"]]

@@ -407,7 +407,8 @@ class MultiomixModel(BaseModelClass):
             # scvi-tools compares the saved var_names of every modality; `adata` is already matched by name to the
             # model's features (a missing one raised above), so its other modalities do not matter
             warnings.filterwarnings("ignore", message=r"`var_names` for the loaded `model` does not match")
-            return super().load(dir_path, adata=cls._matched_for_load(dir_path, adata), **kwargs)
+            return super().load(dir_path, adata=cls._matched_for_load(dir_path, adata, prefix=kwargs.get("prefix")),
+                                **kwargs)
 
     @classmethod
     def _check_saved_dir(cls, dir_path: str, adata) -> None:
@@ -430,13 +431,13 @@ class MultiomixModel(BaseModelClass):
                              "data (save(..., save_anndata=True) stores them).")
 
     @classmethod
-    def _matched_for_load(cls, dir_path: str, adata):
-        """``adata`` matched to the features saved in ``dir_path`` (``None`` passes through)."""
+    def _matched_for_load(cls, dir_path: str, adata, *, prefix: str | None = None):
+        """``adata`` matched to the features saved in ``dir_path`` (``prefix``: ``save``'s; ``None`` passes)."""
         if adata is None:
             return None
         from scvi.model.base._save_load import _load_saved_files
 
-        attr_dict, _, _, _ = _load_saved_files(dir_path, load_adata=False, map_location="cpu")
+        attr_dict, _, _, _ = _load_saved_files(dir_path, load_adata=False, map_location="cpu", prefix=prefix)
         features = attr_dict.get(_FEATURES_ATTR)
         if features is None:
             return adata
