@@ -265,6 +265,12 @@ def test_fitted_model_without_classes_gives_knn_on_its_latent():
     assert not [m for m in logged if "overconfident" in m]  # leave-one-out kNN: no rows it was trained on
     assert query.uns["ae"]["params"]["method"].startswith("kNN")
     assert query.obsm["X_ae"].shape == (query.n_obs, 8)
+    # fit_multimodal_ae's default, an ensemble of autoencoders, is used whole: kNN on its joined latent
+    ensemble = mx.tl.fit_multimodal_ae(reference.copy(), max_epochs=5, latent_dim=4, progress_bar=False,
+                                       n_models=2, accelerator="cpu")
+    mx.tl.transfer_labels(reference, query, label_key="cell_type", model=ensemble, key_added="ens")
+    assert query.obsm["X_ens"].shape == (query.n_obs, 8)
+    np.testing.assert_allclose(query.obsm["X_ens"], ensemble.get_latent_representation(query), atol=1e-5)
 
 
 def test_an_unsupervised_unitednet_s_clusters_are_never_taken_for_numbered_labels():

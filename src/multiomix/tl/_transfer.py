@@ -275,10 +275,11 @@ def _check_model_choice(model: Any, n_models: int, unknown_score: str) -> tuple[
     """Validate ``model``, ``n_models`` and ``unknown_score``; return whether ``model`` is a fitted model."""
     from ..models.base import MultiomixModel, SeedEnsemble, check_n_models
 
-    if isinstance(model, SeedEnsemble):
+    if isinstance(model, SeedEnsemble) and not model.embeds:
         raise TypeError("transfer_labels adapts one fitted model to the query; pass a member of the ensemble "
                         "(e.g. `model.members[0]`) or a model name.")
-    fitted = isinstance(model, MultiomixModel)
+    # an ensemble of embedding models (fit_multimodal_ae's default) is used whole: kNN on its joined latent
+    fitted = isinstance(model, MultiomixModel | SeedEnsemble)
     n_models = check_n_models(n_models)
     if unknown_score not in ("match", "confidence"):
         raise ValueError(f"`unknown_score` must be 'match' or 'confidence', got {unknown_score!r}.")
@@ -567,7 +568,9 @@ def transfer_labels(
     * a fitted model: a supervised UnitedNet is adapted as above; another model that predicts the reference's
       classes (e.g. :class:`~multiomix.models.CrossAttOmics`) gives its own ``predict_proba`` (averaged with the
       kNN vote below, like UnitedNet's); a model without
-      classes (``MultimodalAE``, an unsupervised UnitedNet, ...) gives kNN on its latent space as above.
+      classes (``MultimodalAE``, an unsupervised UnitedNet, ...) gives kNN on its latent space as above, and so
+      does a :class:`~multiomix.models.SeedEnsemble` of embedding models (what ``fit_multimodal_ae`` returns by
+      default), on its joined latent.
 
     **Calibration.** The probabilities of held-out reference cells (the rows the fit holds out for validation;
     with ``n_models > 1``, every reference cell, each scored by the member that held it out; for a model fitted

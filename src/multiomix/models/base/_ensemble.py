@@ -102,7 +102,7 @@ class SeedEnsemble:
 
     @property
     def embeds(self) -> bool:
-        """Whether the members are embedding models (no classes): the ensemble's embedding joins all members'."""
+        """Whether the members are embedding models without classes, whose latents the ensemble joins."""
         return getattr(self.members[0], "_logits_output", None) is None
 
     @property
