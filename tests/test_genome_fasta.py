@@ -156,6 +156,10 @@ def test_read_bed_and_fasta_formats(tmp_path, genome, peaks):
     path.write_text("track name=peaks\n# comment\nchr1\t5\t10\nchr2\t0\t3\n")
     frame = mx.io.read_bed(path)
     assert frame.columns.tolist() == ["chrom", "start", "end"] and frame["start"].tolist() == [5, 0]
+    for name in ("x.bed.gz", "x.bed.bgz", "x_gzipped_no_suffix.bed"):  # compressed is read whatever the suffix
+        with gzip.open(tmp_path / name, "wt") as handle:
+            handle.write(path.read_text())
+        pd.testing.assert_frame_equal(mx.io.read_bed(tmp_path / name), frame)
     for text, message in (
         ("chr1\t5\n", "chrom, start and end"),
         ("chr1\t5\t5\n", "empty or negative"),

@@ -418,3 +418,23 @@ def test_sequence_helpers_name_wrong_inputs():
     with pytest.raises(ValueError, match="non-whole coordinates"):
         mx.pp.one_hot_sequences(ad.AnnData(obs=pd.DataFrame({"chrom": ["chr1"], "start": [2.5], "end": [8.5]},
                                                             index=["r0"])), fasta={"chr1": "ACGTACGTACGTACGTACGT"})
+
+
+def test_split_holds_out_whole_rows_without_float_noise():
+    obs = pd.DataFrame({"y": np.arange(100) % 2}, index=[str(i) for i in range(100)])
+    adata = ad.AnnData(np.zeros((100, 2)), obs=obs)
+    for label_key in (None, "y"):  # 0.2 + 0.1 is 0.30000000000000004: 31 held-out rows, the extra one in test
+        mx.pp.split(adata, label_key=label_key, test_size=0.2, validation_size=0.1)
+        assert adata.obs["split"].value_counts().to_dict() == {"train": 70, "test": 20, "validation": 10}
+
+
+def test_variability_counts_a_repeated_sparse_entry_once_and_a_replaced_layer_is_warned(caplog):
+    # a peak open in 2 of 4 cells, one of them stored twice (COO built from fragments; a non-canonical CSR)
+    coo = sparse.coo_matrix((np.ones(3, np.float32), ([0, 0, 1], [0, 0, 0])), shape=(4, 1))
+    assert variability_score(coo)[0] == pytest.approx(1.0)
+    csr = sparse.csr_matrix((np.ones(3, np.float32), np.zeros(3, int), np.array([0, 2, 3, 3, 3])), shape=(4, 1))
+    assert not csr.has_canonical_format and variability_score(csr)[0] == pytest.approx(1.0)
+    adata = ad.AnnData(np.ones((3, 2), np.float32))
+    adata.layers["counts"] = np.full((3, 2), 7.0, np.float32)
+    mx.pp.normalize(adata, key_added="counts")
+    assert "layers['counts'] existed and is replaced" in caplog.text

@@ -662,3 +662,40 @@ def test_whole_number_labels_with_gaps_read_the_same_in_every_output():
     assert categories == [0, 1, 2, 3]
     assert sorted(map(str, categories)) == sorted(query.uns["code_transferred"]["classes"])
     assert set(query.uns["code_transferred"]["reference_labels"]) == {"0", "1", "2", "3"}
+
+
+def test_knn_votes_of_a_query_cell_depend_on_the_reference_alone():
+    from multiomix.tl._knn_vote import knn_proba
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(120, 5))
+    codes = np.arange(120) % 3
+    ref[:, 0] += 4 * codes
+    query = rng.normal(size=(60, 5)) + np.r_[[4.0], [0] * 4]
+    whole = knn_proba(ref, codes, 3, query, k=10)
+    np.testing.assert_allclose(knn_proba(ref, codes, 3, query[:10], k=10), whole[:10])  # the other cells don't matter
+    far = knn_proba(ref, codes, 3, query + 50.0, k=10)  # far from every reference cell: flat votes, not confident
+    assert far.max() < 0.34
+
+
+@pytest.mark.parametrize("weight", [3.0, -1.0, "AUTO", True])
+def test_a_bad_knn_weight_is_refused_before_any_fit(weight):
+    reference, query, _ = reference_query()
+    with pytest.raises(ValueError, match="`knn_weight` must be 'auto' or a number in \\[0, 1\\]"):
+        mx.tl.transfer_labels(reference, query, label_key="cell_type", model="multimodal_ae", knn_weight=weight)
+    assert "cell_type_transferred" not in query.obs
+
+
+def test_the_model_a_transfer_returns_reads_the_layer_it_was_fitted_on():
+    reference, query, _ = reference_query()
+    for data in (reference, query):  # .X scrambled: only the layer holds the signal
+        for m in ("rna", "adt"):
+            data.mod[m].layers["signal"] = data.mod[m].X.copy()
+            data.mod[m].X = np.random.default_rng(0).permutation(data.mod[m].X)
+    model = mx.tl.transfer_labels(reference, query, label_key="cell_type", layer="signal", max_epochs=3,
+                                  adapt_epochs=1, progress_bar=False)
+    assert model.layers == {"rna": "signal", "adt": "signal"}
+    direct = model.predict_proba(query).to_numpy()  # reads the layer it records
+    on_layer = model.predict_proba(mx.models.base.matched_input(
+        query, features=model.feature_names_, layers={"rna": "signal", "adt": "signal"})).to_numpy()
+    np.testing.assert_allclose(direct, on_layer, atol=1e-6)

@@ -884,3 +884,46 @@ def test_predict_says_once_which_features_it_ignores(supervised, caplog):
     with caplog.at_level(logging.INFO, logger="multiomix"):
         mx.tl.predict(query, model)
     assert sum("2 features the model does not use are ignored" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_an_unlabelled_category_must_come_last_and_a_misspelt_loss_weight_is_refused():
+    mdata = planted(n=80)
+    text = mdata.obs["group"].astype(str).map({"type0": "A", "type1": "B", "type2": "Z", "type3": "Unknown"})
+    mdata.obs["text"] = text.to_numpy().astype(object)  # a text column: its categories would be sorted
+    with pytest.raises(ValueError, match="'Unknown' must be the last category"):
+        mx.models.UnitedNet.setup_mudata(mdata, label_key="text", unlabeled_category="Unknown")
+    mdata.obs["ordered"] = pd.Categorical(text, categories=["A", "B", "Z", "Unknown"])
+    mx.models.UnitedNet.setup_mudata(mdata, label_key="ordered", unlabeled_category="Unknown")
+    assert mx.models.UnitedNet(mdata, latent_dim=8, hidden=(16,), n_heads=2).classes == ["A", "B", "Z"]
+    with pytest.raises(ValueError, match=r"unknown terms \['contrastiv'\]"):
+        mx.models.UnitedNet(mdata, latent_dim=8, hidden=(16,), loss_weights={"contrastiv": 0.0})
+
+
+def test_without_validation_rows_the_head_is_chosen_on_the_training_rows(caplog):
+    mdata = planted(n=160)
+    with caplog.at_level(logging.INFO, logger="multiomix"):
+        model = mx.tl.fit_unitednet(mdata, label_key="group", validation_size=0, max_epochs=6, latent_dim=16,
+                                    hidden=(64,), n_heads=3, projection_dim=32, accelerator="cpu",
+                                    progress_bar=False)
+    train = np.flatnonzero(mdata.obs["split"] == "train")
+    model.module.eval()
+    with torch.no_grad():
+        labels = torch.as_tensor(mdata.obs["group"].cat.codes.to_numpy()[train])
+        losses = model.module.head_losses(model._standardised(train), labels).numpy()
+    assert int(np.argmin(losses)) != 0, "the check needs a best head other than the first"
+    assert model.best_head == int(np.argmin(losses)) and "chosen by its loss on the training rows" in caplog.text
+
+
+def test_contrastive_negatives_are_not_filtered_by_random_prototypes_during_the_warm_up(monkeypatch):
+    from multiomix.train import _unitednet as plans
+
+    mdata = planted(n=60)
+    model = mx.tl.fit_unitednet(mdata, mode="unsupervised", n_clusters=4, max_epochs=2, latent_dim=8, hidden=(16,),
+                                n_heads=2, projection_dim=8, accelerator="cpu", progress_bar=False)
+    plan = plans.UnitedNetTrainingPlan(model.module)
+    xs = model._standardised(np.arange(20))
+    monkeypatch.setattr(plans.UnitedNetTrainingPlan, "cluster_init_epoch", property(lambda self: 5))
+    monkeypatch.setattr(plans.UnitedNetTrainingPlan, "current_epoch", property(lambda self: 2))
+    assert plan._groups(xs, None) is None  # warm-up: every other cell of the batch is a negative
+    monkeypatch.setattr(plans.UnitedNetTrainingPlan, "current_epoch", property(lambda self: 6))
+    assert plan._groups(xs, None).shape == (20,)  # after the k-means start: the best head's clusters

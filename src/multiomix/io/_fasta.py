@@ -193,7 +193,9 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = _check_path(path, "BED")
     rows, n_fields, line_nos = [], None, []
-    opener = gzip.open if path.suffix == ".gz" else open
+    with open(path, "rb") as raw_handle:  # gzip or BGZF whatever the suffix (.gz, .bgz, none)
+        compressed = raw_handle.read(2) == b"\x1f\x8b"
+    opener = gzip.open if compressed else open
     with opener(path, "rt") as handle:
         for line_no, raw in enumerate(handle, start=1):
             line = raw.rstrip("\n\r")

@@ -294,10 +294,18 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
                     f"mdata.obs[{label_key!r}] has {int(labels.isna().sum())} missing labels; give unlabelled cells "
                     "a label and pass it as `unlabeled_category`."
                 )
-            if unlabeled_category is not None and isinstance(labels.dtype, pd.CategoricalDtype):
-                cats = list(labels.cat.categories)
+            if unlabeled_category is not None:
+                # the model reads the codes past its classes as unlabelled: the category must come last. A text
+                # column's categories are sorted, which puts it last only by chance (then a real class would be
+                # left untrained and its name given to the unlabelled cells)
+                cats = (list(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype)
+                        else sorted(map(str, labels.unique())))
                 if unlabeled_category in cats and cats[-1] != unlabeled_category:
-                    raise ValueError(f"`unlabeled_category` {unlabeled_category!r} must be the last category.")
+                    raise ValueError(
+                        f"`unlabeled_category` {unlabeled_category!r} must be the last category of "
+                        f"mdata.obs[{label_key!r}] (its categories: {cats[:6]}{' ...' if len(cats) > 6 else ''}). "
+                        f"Make the column a categorical with it last, e.g. obs[{label_key!r}] = "
+                        f"obs[{label_key!r}].astype(pd.CategoricalDtype([*classes, {unlabeled_category!r}])).")
         setup_method_args = cls._get_setup_method_args(**locals())
         register_mudata_fields(
             cls, mdata, modalities=modalities, layer=layer, label_key=label_key,
@@ -424,6 +432,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             self._refine_prototypes(train)
         if self.mode == "unsupervised" and self.cluster_head_choice == "silhouette":
             self._choose_cluster_head(train)
+        elif not len(validation) and self.module.net.heads is not None:
+            self._choose_head_on_training_rows(train)
         if self.module.net.linear_skip and len(validation) and not getattr(self, "skip_blend_chosen_", False):
             # chosen once: the maps are then refitted on the validation rows, so a later choice would be in sample
             self._choose_skip_blend(validation)
@@ -432,6 +442,31 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
             # filled the cap (the refit would then see no more rows, only another random subset of them)
             if len(train) < self.linear_skip_max_cells:
                 self._fit_linear_skip(np.union1d(train, validation), keep_blend=True)
+
+    @torch.no_grad()
+    def _choose_head_on_training_rows(self, rows: np.ndarray, max_cells: int = 50000, chunk: int = 1024) -> None:
+        """Without validation rows (the plan chooses the head there): the head with the lowest loss on ``rows``.
+
+        Each head's group loss (class-weighted cross-entropy, or self-entropy + DDC) in eval mode, over chunks of
+        the training rows (a random ``max_cells`` of them when there are more), weighted by the chunks' sizes.
+        """
+        if len(rows) > max_cells:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(rows, max_cells, replace=False))
+        module = self.module
+        was_training = module.training
+        module.eval()
+        codes = (self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel() if self.has_labels
+                 else np.zeros(self.adata.n_obs))
+        total, size = 0.0, 0
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            labels = torch.as_tensor(codes[part], dtype=torch.float32, device=module.device)
+            total = total + module.head_losses(self._standardised(part), labels) * len(part)
+            size += len(part)
+        module.train(was_training)
+        best = int(torch.argmin(total / max(size, 1)))
+        module.best_head.fill_(best)
+        logger.info(f"no validation rows: head {best} chosen by its loss on the training rows")
 
     @torch.no_grad()
     def _heads_on_rows(self, rows: np.ndarray, max_cells: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

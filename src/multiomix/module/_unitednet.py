@@ -77,8 +77,12 @@ class UnitedNetModule(BaseModuleClass):
         self.mode = mode
         self.n_classes = n_classes
         self.contrastive_temperature = contrastive_temperature
-        self.loss_weights = {"reconstruction": 1.0, "translation": 1.0, "contrastive": 1.0, "adversarial": 0.1,
-                             "self_entropy": 1.0, "ddc": 1.0, **(loss_weights or {})}
+        defaults = {"reconstruction": 1.0, "translation": 1.0, "contrastive": 1.0, "adversarial": 0.1,
+                    "self_entropy": 1.0, "ddc": 1.0}
+        unknown = sorted(set(loss_weights or {}) - set(defaults))
+        if unknown:
+            raise ValueError(f"`loss_weights` names unknown terms {unknown}; UnitedNet's terms are {list(defaults)}.")
+        self.loss_weights = {**defaults, **(loss_weights or {})}
         self.net = UnitedNetwork(in_features=in_features, n_classes=0 if mode == "translation" else n_classes,
                                  **net_kwargs)
         self.standardizer = Standardizer({m: in_features[m] for m in self.modalities if not self.binary[m]})

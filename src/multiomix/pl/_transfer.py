@@ -274,9 +274,11 @@ def reliability(
 ) -> Axes | Figure | None:
     """Reliability diagram of a transfer's confidence on the held-out reference cells, before and after scaling.
 
-    Each point is one confidence bin (10 equal-width bins): mean confidence against accuracy, its area
-    proportional to the number of cells; the diagonal is perfect calibration. Grey: the model's probabilities;
-    colour: after temperature scaling (the temperature and the expected calibration errors are in the legend).
+    Each point is one confidence bin (10 equal-width bins): mean confidence against accuracy, its area growing
+    with the bin's share of the cells (a floor keeps near-empty bins visible); the diagonal is perfect
+    calibration. Grey: the probabilities before the final temperature scaling (where the transfer averages the
+    model with a kNN vote, that average); colour: after it (the temperature and the expected calibration errors
+    are in the legend).
     Where the unknown flag thresholds the confidence (``unknown_score='confidence'``), a dotted vertical line
     marks that threshold.
 
@@ -313,7 +315,7 @@ def reliability(
         fig, ax_ = new_axes(ax, (4.4, 4.0))
         ax_.plot([0, 1], [0, 1], color="black", lw=0.8, ls="--", label="perfect calibration")
         for table, color, label in (
-            (uns["reliability_uncalibrated"], "#999999", f"model (ECE {cal['ece_before']:.3f})"),
+            (uns["reliability_uncalibrated"], "#999999", f"before scaling (ECE {cal['ece_before']:.3f})"),
             (uns["reliability"], "#d62728", f"T = {uns['temperature']:.2f} (ECE {cal['ece_after']:.3f})"),
         ):
             t = pd.DataFrame(table)

@@ -54,6 +54,9 @@ def _column_nonzero_counts(matrix) -> np.ndarray:
     if sparse.issparse(matrix):
         if matrix.format not in ("csr", "csc", "coo"):
             matrix = matrix.tocsr()
+        if not matrix.has_canonical_format:  # repeated (row, column) entries count once, with their sum
+            matrix = matrix.tocsr() if matrix.format == "coo" else matrix.copy()
+            matrix.sum_duplicates()
         if matrix.format == "csc":
             lengths = np.diff(matrix.indptr)
             cols = np.repeat(np.arange(matrix.shape[1]), lengths)
@@ -371,6 +374,8 @@ def _write(adata: AnnData, out, key_added: str | None, what: str, *, copy: bool)
         logger.info(f"replaced .X with its {what} values")
     else:
         replaced = key_added in adata.layers
+        if replaced:  # a layer of the user's, e.g. key_added="counts": say so louder than the usual log line
+            logger.warning(f"{what}: layers[{key_added!r}] existed and is replaced by the {what} values")
         adata.layers[key_added] = out
         added("layers", key_added, replaced=replaced)
     return adata if copy else None

@@ -93,13 +93,16 @@ def split(
     assignment[rows] = "train"
     rows, stratify = rows[~singles], (None if stratify is None else stratify[~singles])
     if held_out > 0:
-        rest, held = train_test_split(rows, test_size=held_out, random_state=random_state, stratify=stratify)
+        # whole rows: scikit-learn rounds a float share up, and 0.2 + 0.1 is 0.30000000000000004 (31 rows of 100)
+        rest, held = train_test_split(rows, test_size=_n_held(len(rows), held_out), random_state=random_state,
+                                      stratify=stratify)
         assignment[held] = "test"
         if validation_size > 0 and test_size > 0:
             share = test_size / held_out
             held_labels = None if stratify is None else stratify[np.searchsorted(rows, held)]
             sub = held_labels if held_labels is not None and _can_stratify(held_labels, share) else None
-            val, _ = train_test_split(held, test_size=share, random_state=random_state, stratify=sub)
+            val, _ = train_test_split(held, test_size=_n_held(len(held), share), random_state=random_state,
+                                      stratify=sub)
             assignment[val] = "validation"
         elif validation_size > 0:
             assignment[held] = "validation"
@@ -108,8 +111,14 @@ def split(
 
 
 def _n_held(n: int, share: float) -> int:
-    """Rows scikit-learn's ``train_test_split`` holds out for a float ``test_size``."""
-    return int(np.ceil(share * n))
+    """Rows held out for a share: ``ceil(share * n)`` as scikit-learn's ``train_test_split``, without float noise.
+
+    Examples
+    --------
+    >>> _n_held(100, 0.2 + 0.1), _n_held(100, 0.25)
+    (30, 25)
+    """
+    return int(np.ceil(round(share * n, 9)))
 
 
 def _check_enough_rows(n: int, test_size: float, validation_size: float, *, labelled: bool) -> None:

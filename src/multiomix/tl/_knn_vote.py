@@ -102,10 +102,16 @@ def knn_proba(ref_latent: np.ndarray, ref_codes: np.ndarray, n_classes: int, lat
               k: int = 15, leave_one_out: bool = False) -> np.ndarray:
     """Class probabilities from the ``k`` nearest reference cells (distance-weighted votes, add-half smoothing).
 
-    ``latent=None`` scores the reference cells themselves, each without itself (``leave_one_out``).
+    ``latent=None`` scores the reference cells themselves, each without itself (``leave_one_out``). The distance
+    scale is always the reference's own (the median distance of a reference cell to its ``k``-th other reference
+    cell): a query cell's probabilities do not depend on the other query cells, and a query far from the
+    reference gets flat votes.
     """
-    return _knn_votes(ref_latent, np.asarray(ref_codes), n_classes, ref_latent if latent is None else latent, k=k,
-                      skip_self=latent is None)[0]
+    codes = np.asarray(ref_codes)
+    loo, scale, _ = _knn_votes(ref_latent, codes, n_classes, ref_latent, k=k, skip_self=True)
+    if latent is None:
+        return loo
+    return _knn_votes(ref_latent, codes, n_classes, latent, k=k, scale=scale)[0]
 
 
 #: above this many entries (cells x features), :func:`joint_pca` neither densifies a sparse modality nor copies

@@ -195,12 +195,21 @@ def _unitednet_transfer(reference, query, *, model, label_key, labels, modalitie
     """Fit (when ``model`` is None) and adapt UnitedNet; probabilities and latents of query and reference."""
     from ..models import UnitedNet
 
+    def view_of(matrices: dict, obs_names, var_names: dict) -> MuData:
+        """Build a MuData of the matrices in ``.X`` and, where the model reads a layer, in that layer too."""
+        mods = {}
+        for m, matrix in matrices.items():
+            adata = AnnData(X=matrix, obs=pd.DataFrame(index=obs_names), var=pd.DataFrame(index=var_names[m]))
+            if layers.get(m) is not None:
+                adata.layers[layers[m]] = matrix
+            mods[m] = adata
+        return new_mudata(mods)
+
     if model is None:
-        ref_view = new_mudata({m: AnnData(X=in_memory(get_matrix(reference.mod[m], layers[m], modality=m)),
-                                          obs=pd.DataFrame(index=reference.obs_names), var=reference.mod[m].var[[]])
-                               for m in modalities})
+        ref_view = view_of({m: in_memory(get_matrix(reference.mod[m], layers[m], modality=m)) for m in modalities},
+                           reference.obs_names, {m: reference.mod[m].var_names for m in modalities})
         ref_view.obs[label_key] = pd.Categorical(labels)
-        UnitedNet.setup_mudata(ref_view, label_key=label_key)
+        UnitedNet.setup_mudata(ref_view, label_key=label_key, layer=layers)
         model = UnitedNet(ref_view, mode="supervised", random_state=random_state, **arch)
         model.modality_vars_ = {m: reference.mod[m].var.copy() for m in modalities}
         model.train(max_epochs, train_indices=ref_train, validation_indices=ref_val, **train_kw)
@@ -216,12 +225,11 @@ def _unitednet_transfer(reference, query, *, model, label_key, labels, modalitie
                        "query_latent": model.get_latent_representation(query_matched),
                        "reference_latent": model.get_latent_representation(ref_matched)}
     names = [f"ref-{i}" for i in range(reference.n_obs)] + [f"query-{i}" for i in range(query.n_obs)]
-    joint = new_mudata({m: AnnData(X=stack_rows(ref_matched.mod[m].X, query_matched.mod[m].X),
-                                   obs=pd.DataFrame(index=names), var=pd.DataFrame(index=model.feature_names_[m]))
-                        for m in modalities})
+    joint = view_of({m: stack_rows(ref_matched.mod[m].X, query_matched.mod[m].X) for m in modalities}, names,
+                    {m: model.feature_names_[m] for m in modalities})
     joint.obs[label_key] = pd.Categorical(list(labels) + [_UNLABELLED] * query.n_obs,
                                           categories=[*classes, _UNLABELLED])
-    UnitedNet.setup_mudata(joint, label_key=label_key, unlabeled_category=_UNLABELLED)
+    UnitedNet.setup_mudata(joint, label_key=label_key, unlabeled_category=_UNLABELLED, layer=layers)
     params = {**model.init_params_["non_kwargs"], **model.init_params_.get("kwargs", {}), "random_state": random_state}
     final = UnitedNet(joint, **params)
     final.modality_vars_ = {m: v.copy() for m, v in model.modality_vars_.items()}
@@ -598,7 +606,10 @@ def transfer_labels(
     maximises Youden's J (novel cells flagged minus known cells
     flagged) among thresholds that flag at most ``max_false_unknown`` of the known held-out cells (the midpoint of
     the gap between held-out scores where it lies, so a query cell just below the lowest known one is kept). The
-    query's labels are never read.
+    query's labels are never read. The query's cells do shape two things without labels, as in scArches' query
+    mapping: the joint PCA the kNN vote is taken in (fitted on reference and query cells together, so the
+    held-out reference cells' votes, hence the temperature and threshold, move a little with the query) and
+    UnitedNet's unsupervised adaptation.
 
     Parameters
     ----------
@@ -705,6 +716,9 @@ def transfer_labels(
     if query.n_obs == 0:
         raise ValueError("The query has no cells (0 observations).")
     fitted, n_models = _check_model_choice(model, n_models, unknown_score)
+    if not (knn_weight == "auto" or (isinstance(knn_weight, int | float) and not isinstance(knn_weight, bool)
+                                     and 0.0 <= float(knn_weight) <= 1.0)):
+        raise ValueError(f"`knn_weight` must be 'auto' or a number in [0, 1], got {knn_weight!r}.")
     if label_key is None and fitted and model.label_key is not None and model.label_key in reference.obs.columns:
         label_key = model.label_key
     label_key = resolve_label_key(reference.obs, label_key)

@@ -128,10 +128,16 @@ class UnitedNetTrainingPlan(TrainingPlan):
 
     @torch.no_grad()
     def _groups(self, xs, labels) -> torch.Tensor | None:
-        """Return groups for the contrastive negatives: known labels where given, else the best head's prediction."""
+        """Return groups for the contrastive negatives: known labels where given, else the best head's prediction.
+
+        ``None`` (every other cell is a negative) without heads, and in unsupervised mode before the k-means
+        initialisation of the prototypes.
+        """
         module = self.module
         if module.net.heads is None:
             return None
+        if module.mode == "unsupervised" and self.current_epoch < self.cluster_init_epoch:
+            return None  # the heads' prototypes are still random: their clusters would drop random negatives
         was_training = module.net.training
         module.net.eval()
         pred = module.net.classify(module.net.encode(xs))["logits"][module.best_head].argmax(-1)
