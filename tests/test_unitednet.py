@@ -913,17 +913,3 @@ def test_without_validation_rows_the_head_is_chosen_on_the_training_rows(caplog)
     assert int(np.argmin(losses)) != 0, "the check needs a best head other than the first"
     assert model.best_head == int(np.argmin(losses)) and "chosen by its loss on the training rows" in caplog.text
 
-
-def test_contrastive_negatives_are_not_filtered_by_random_prototypes_during_the_warm_up(monkeypatch):
-    from multiomix.train import _unitednet as plans
-
-    mdata = planted(n=60)
-    model = mx.tl.fit_unitednet(mdata, mode="unsupervised", n_clusters=4, max_epochs=2, latent_dim=8, hidden=(16,),
-                                n_heads=2, projection_dim=8, accelerator="cpu", progress_bar=False)
-    plan = plans.UnitedNetTrainingPlan(model.module)
-    xs = model._standardised(np.arange(20))
-    monkeypatch.setattr(plans.UnitedNetTrainingPlan, "cluster_init_epoch", property(lambda self: 5))
-    monkeypatch.setattr(plans.UnitedNetTrainingPlan, "current_epoch", property(lambda self: 2))
-    assert plan._groups(xs, None) is None  # warm-up: every other cell of the batch is a negative
-    monkeypatch.setattr(plans.UnitedNetTrainingPlan, "current_epoch", property(lambda self: 6))
-    assert plan._groups(xs, None).shape == (20,)  # after the k-means start: the best head's clusters
