@@ -8,6 +8,8 @@ with 60-letter lines, so that interval reads cross line breaks. The BED gives ea
 from __future__ import annotations
 
 import gzip
+import os
+import threading
 
 import anndata as ad
 import numpy as np
@@ -160,6 +162,13 @@ def test_read_bed_and_fasta_formats(tmp_path, genome, peaks):
         with gzip.open(tmp_path / name, "wt") as handle:
             handle.write(path.read_text())
         pd.testing.assert_frame_equal(mx.io.read_bed(tmp_path / name), frame)
+    if hasattr(os, "mkfifo"):  # a pipe (e.g. <(zcat peaks.bed.gz)) is read once: sniffing must not consume it
+        fifo = tmp_path / "pipe.bed"
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.write_text(path.read_text()))
+        writer.start()
+        pd.testing.assert_frame_equal(mx.io.read_bed(fifo), frame)
+        writer.join()
     for text, message in (
         ("chr1\t5\n", "chrom, start and end"),
         ("chr1\t5\t5\n", "empty or negative"),

@@ -436,6 +436,7 @@ def test_training_history_draws_each_metric_at_its_epochs_and_only_the_metrics_a
     late = next(line for line in ax.lines if line.get_label() == "late_loss")
     x, y = np.asarray(late.get_xdata(), float), np.asarray(late.get_ydata(), float)
     assert x[np.isfinite(y)].tolist() == [2, 3]  # logged from epoch 2 on: drawn there
+    assert late.get_marker() == "o"  # a metric logged at some epochs only is drawn with markers (none vanish)
     ax = mx.pl.training_history(data, "model", metrics=["train_loss"])
     drawn = [line.get_label() for a in ax.figure.axes for line in a.lines if not line.get_label().startswith("_")]
     assert drawn == ["train_loss"]

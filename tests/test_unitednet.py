@@ -892,6 +892,12 @@ def test_an_unlabelled_category_must_come_last_and_a_misspelt_loss_weight_is_ref
     mdata.obs["text"] = text.to_numpy().astype(object)  # a text column: its categories would be sorted
     with pytest.raises(ValueError, match="'Unknown' must be the last category"):
         mx.models.UnitedNet.setup_mudata(mdata, label_key="text", unlabeled_category="Unknown")
+    mdata.obs["numbers"] = mdata.obs["group"].cat.codes.to_numpy() - 1  # -1 unlabelled: sorted first, refused
+    with pytest.raises(ValueError, match="'-1' must be the last category|-1 must be the last category"):
+        mx.models.UnitedNet.setup_mudata(mdata, label_key="numbers", unlabeled_category=-1)
+    mdata.obs["numbers"] = pd.Categorical(mdata.obs["numbers"], categories=[0, 1, 2, -1])
+    mx.models.UnitedNet.setup_mudata(mdata, label_key="numbers", unlabeled_category=-1)
+    assert mx.models.UnitedNet(mdata, latent_dim=8, hidden=(16,), n_heads=2).classes == ["0", "1", "2"]
     mdata.obs["ordered"] = pd.Categorical(text, categories=["A", "B", "Z", "Unknown"])
     mx.models.UnitedNet.setup_mudata(mdata, label_key="ordered", unlabeled_category="Unknown")
     assert mx.models.UnitedNet(mdata, latent_dim=8, hidden=(16,), n_heads=2).classes == ["A", "B", "Z"]
@@ -913,3 +919,23 @@ def test_without_validation_rows_the_head_is_chosen_on_the_training_rows(caplog)
     assert int(np.argmin(losses)) != 0, "the check needs a best head other than the first"
     assert model.best_head == int(np.argmin(losses)) and "chosen by its loss on the training rows" in caplog.text
 
+
+
+def test_the_head_chosen_on_training_rows_is_the_class_weighted_best_on_rows_stored_by_type():
+    import torch.nn.functional as F
+
+    mdata = planted(n=4800, k=4)
+    codes = mdata.obs["group"].cat.codes.to_numpy()
+    keep = np.flatnonzero((codes == 0) | (np.arange(mdata.n_obs) % 7 == 1))  # class 0 dominant, others rare
+    mdata = mdata[keep].copy()
+    mdata = mdata[np.argsort(mdata.obs["group"].cat.codes.to_numpy(), kind="stable")].copy()  # stored by type
+    mx.models.UnitedNet.setup_mudata(mdata, modalities=["rna", "adt"], label_key="group")
+    model = mx.models.UnitedNet(mdata, latent_dim=8, hidden=(16,), n_heads=4, projection_dim=8, random_state=0)
+    model.train(2, validation_size=0, accelerator="cpu", progress_bar=False, batch_size=256)
+    labels = torch.as_tensor(mdata.obs["group"].cat.codes.to_numpy(), dtype=torch.long)
+    module = model.module.eval()
+    with torch.no_grad():
+        logits = module.net.classify(module.net.encode(model._standardised(np.arange(mdata.n_obs))))["logits"]
+        w = module.class_weight[labels]
+        exact = [float((F.cross_entropy(h, labels, reduction="none") * w).sum() / w.sum()) for h in logits]
+    assert model.best_head == int(np.argmin(exact))

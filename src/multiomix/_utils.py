@@ -277,19 +277,45 @@ def in_memory(matrix):
     return matrix
 
 
-def leading_rows(matrix, max_rows: int = 2_000):
-    """Return an in-memory matrix as it is; of a backed one, its first ``max_rows`` rows read into memory.
+def row_chunks(matrix, rows: int = 2_000):
+    """Yield an in-memory matrix whole, and a backed one in blocks of ``rows`` rows read into memory.
 
-    For checks on the values (binary? non-negative?) that would otherwise read a whole on-disk matrix.
+    For checks on the values (binary? non-negative?) of a matrix that may lie on disk: every row is checked, one
+    block at a time, and a whole on-disk matrix is never read at once.
 
     Examples
     --------
-    >>> leading_rows(np.ones((5, 2)), max_rows=2).shape
-    (5, 2)
+    >>> [block.shape for block in row_chunks(np.ones((5, 2)))]
+    [(5, 2)]
     """
     if isinstance(matrix, np.ndarray) or sparse.issparse(matrix):
-        return matrix
-    return in_memory(matrix[: min(matrix.shape[0], max_rows)])
+        yield matrix
+        return
+    for start in range(0, matrix.shape[0], rows):
+        yield in_memory(matrix[start:start + rows])
+
+
+def all_binary(matrix) -> bool:
+    """:func:`is_binary` of a matrix that may lie on disk (read a block of rows at a time).
+
+    Examples
+    --------
+    >>> all_binary(np.array([[0, 1], [1, 0]])), all_binary(np.array([[0, 2]]))
+    (True, False)
+    """
+    stored = False
+    for block in row_chunks(matrix):
+        values = block.data if sparse.issparse(block) else np.asarray(block)
+        if values.size and not np.isin(values, (0, 1)).all():
+            return False
+        stored = stored or bool(values.size)
+    return stored
+
+
+def check_nonnegative_rows(matrix, name: str, **kwargs) -> None:
+    """:func:`check_nonnegative` of a matrix that may lie on disk (read a block of rows at a time)."""
+    for block in row_chunks(matrix):
+        check_nonnegative(block, name, **kwargs)
 
 
 def plain_array(values):

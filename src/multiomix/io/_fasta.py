@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -193,10 +194,11 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = _check_path(path, "BED")
     rows, n_fields, line_nos = [], None, []
-    with open(path, "rb") as raw_handle:  # gzip or BGZF whatever the suffix (.gz, .bgz, none)
-        compressed = raw_handle.read(2) == b"\x1f\x8b"
-    opener = gzip.open if compressed else open
-    with opener(path, "rt") as handle:
+    # opened once (a pipe cannot be read twice); gzip or BGZF whatever the suffix (.gz, .bgz, none)
+    with open(path, "rb") as raw_handle:
+        compressed = raw_handle.peek(2)[:2] == b"\x1f\x8b"
+        binary = gzip.GzipFile(fileobj=raw_handle) if compressed else raw_handle
+        handle = io.TextIOWrapper(binary, encoding="utf-8")
         for line_no, raw in enumerate(handle, start=1):
             line = raw.rstrip("\n\r")
             if not line.strip() or line.startswith(("#", "track", "browser")):

@@ -14,7 +14,7 @@ from scipy import sparse
 
 from .._docs import fill_doc
 from .._logging import logger
-from .._utils import check_nonnegative, is_binary, leading_rows, new_mudata, seeded
+from .._utils import all_binary, check_nonnegative_rows, new_mudata, row_chunks, seeded
 from ..module import MultimodalAEModule
 from ..nn.autoencoder import LIKELIHOODS
 from ..train import MultimodalAETrainingPlan
@@ -139,20 +139,21 @@ class MultimodalAE(MultimodalInputMixin, MultiomixModel):
                 raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
         likelihoods, dims = {}, {}
         for m in modalities:
-            matrix = leading_rows(self._matrix(m))  # backed: the value checks read the first 2,000 rows
+            matrix = self._matrix(m)  # backed: the value checks read every row, a block at a time
             dims[m] = matrix.shape[1]
-            lik = losses.get(m) or ("bce" if is_binary(matrix) else "mse")
+            binary = all_binary(matrix)
+            lik = losses.get(m) or ("bce" if binary else "mse")
             if lik not in LIKELIHOODS:
                 raise ValueError(f"Unknown loss {lik!r} for modality {m!r}; expected one of {LIKELIHOODS}.")
             if lik in ("bce", "nb"):
-                check_nonnegative(matrix, f"Modality {m!r} (loss {lik!r})")
-            if lik == "nb" and not _whole_numbers(matrix):
+                check_nonnegative_rows(matrix, f"Modality {m!r} (loss {lik!r})")
+            sample = next(row_chunks(matrix), matrix)  # whole-number hints: the first block of a backed matrix
+            if lik == "nb" and not _whole_numbers(sample):
                 logger.warning(f"modality {m!r}: loss 'nb' models raw counts, but its values are not whole numbers "
                                "(normalised data?); pass the counts layer (layer=) or use loss 'mse'")
-            if lik == "bce" and not is_binary(matrix):
+            if lik == "bce" and not binary:
                 raise ValueError(f"Modality {m!r} has non-binary values but loss 'bce' needs 0/1; use mx.pp.binarize.")
-            in_memory_matrix = isinstance(matrix, np.ndarray) or hasattr(matrix, "tocsr")
-            if lik == "mse" and m not in losses and in_memory_matrix and _whole_numbers(matrix):
+            if lik == "mse" and m not in losses and _whole_numbers(sample):
                 logger.warning(f"modality {m!r} holds whole numbers (raw counts?) and gets the default loss 'mse' on "
                                f"them as they are; for counts pass losses={{{m!r}: 'nb'}}, binarise peaks "
                                "(mx.pp.binarize) for 'bce', or give normalised values (e.g. mx.pp.normalize into a "

@@ -298,9 +298,8 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
                 # the model reads the codes past its classes as unlabelled: the category must come last. A text
                 # column's categories are sorted, which puts it last only by chance (then a real class would be
                 # left untrained and its name given to the unlabelled cells)
-                cats = (list(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype)
-                        else sorted(map(str, labels.unique())))
-                if unlabeled_category in cats and cats[-1] != unlabeled_category:
+                cats = list(map(str, labels.astype("category").cat.categories))  # the order scvi-tools registers
+                if str(unlabeled_category) in cats and cats[-1] != str(unlabeled_category):
                     raise ValueError(
                         f"`unlabeled_category` {unlabeled_category!r} must be the last category of "
                         f"mdata.obs[{label_key!r}] (its categories: {cats[:6]}{' ...' if len(cats) > 6 else ''}). "
@@ -457,14 +456,21 @@ class UnitedNet(MultimodalInputMixin, MultiomixModel):
         module.eval()
         codes = (self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel() if self.has_labels
                  else np.zeros(self.adata.n_obs))
-        total, size = 0.0, 0
+        # chunks of shuffled rows (rows stored by cell type would give single-class chunks); each chunk's loss
+        # counts with its total class weight (supervised: the class-weighted mean over all rows) or its size
+        rows = np.random.default_rng(self.random_state).permutation(rows)
+        weight = module.class_weight if self.mode == "supervised" else None
+        total, size = 0.0, 0.0
         for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
+            part = np.sort(rows[start:start + chunk])
             labels = torch.as_tensor(codes[part], dtype=torch.float32, device=module.device)
-            total = total + module.head_losses(self._standardised(part), labels) * len(part)
-            size += len(part)
+            known = labels.long()[labels.long() < module.n_classes] if self.mode == "supervised" else labels
+            share = float(weight[known].sum()) if weight is not None else float(len(known))
+            if share > 0:
+                total = total + module.head_losses(self._standardised(part), labels) * share
+                size += share
         module.train(was_training)
-        best = int(torch.argmin(total / max(size, 1)))
+        best = int(torch.argmin(total / max(size, 1e-12)))
         module.best_head.fill_(best)
         logger.info(f"no validation rows: head {best} chosen by its loss on the training rows")
 

@@ -178,8 +178,9 @@ def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, s
     The legend goes below the axes on a figure of its own, inside them in an Axes the user gave (the panel below
     would cover it).
     """
-    for column in metrics:
-        ax.plot(history.index, history[column], label=column)
+    for column in metrics:  # each at the epochs it was logged at (validation may run every n epochs)
+        values = history[column].dropna()
+        ax.plot(values.index, values, label=column, marker="o" if len(values) < len(history) else None, ms=3)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("loss")
@@ -192,7 +193,9 @@ def _history(ax: Axes, history: pd.DataFrame, metrics: list[str], key: str, *, s
         spare = (f"C{i}" for i in range(len(colours), len(colours) + len(accuracies)))  # colours no loss has
         for column in accuracies:
             colour = colours.get(column.replace("_accuracy", "")) or next(spare)
-            twin.plot(history.index, history[column], ls="--", color=colour, label=column)
+            values = history[column].dropna()
+            twin.plot(values.index, values, ls="--", color=colour, label=column,
+                      marker="o" if len(values) < len(history) else None, ms=3)
         low, high = twin.get_ylim()
         twin.set_ylim(max(low, 0.0), min(high, 1.02))  # an accuracy: no ticks above 1 (or below 0) for flat curves
         twin.set_ylabel("accuracy (dashed)")

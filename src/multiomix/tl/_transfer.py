@@ -24,6 +24,7 @@ holds the orchestration.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -716,7 +717,7 @@ def transfer_labels(
     if query.n_obs == 0:
         raise ValueError("The query has no cells (0 observations).")
     fitted, n_models = _check_model_choice(model, n_models, unknown_score)
-    if not (knn_weight == "auto" or (isinstance(knn_weight, int | float) and not isinstance(knn_weight, bool)
+    if not (knn_weight == "auto" or (isinstance(knn_weight, numbers.Real) and not isinstance(knn_weight, bool)
                                      and 0.0 <= float(knn_weight) <= 1.0)):
         raise ValueError(f"`knn_weight` must be 'auto' or a number in [0, 1], got {knn_weight!r}.")
     if label_key is None and fitted and model.label_key is not None and model.label_key in reference.obs.columns:

@@ -190,6 +190,7 @@ class MultiomixModel(BaseModelClass):
     def classes(self) -> list[str]:
         """Class names, in the order of the logits (an unlabelled placeholder category is left out)."""
         unlabeled = self.setup_args.get(self._unlabeled_arg)
+        unlabeled = None if unlabeled is None else str(unlabeled)  # the categories are compared as text
         return [c for c in self._registered_categories() if c != unlabeled]
 
     # training ---------------------------------------------------------------------------------------------------
