@@ -39,6 +39,9 @@ VARIANTS: dict[str, dict] = {
     "no_linear": {"linear_path": None},  # the original architecture
     "trained_linear": {"linear_path": "trained"},
     "ensemble3": {"n_models": 3},  # a seed ensemble of three default models (probabilities averaged)
+    # AttOmics groups = co-variation modules of mx.pp.group_features, computed on the fold's training rows only
+    "modules": {"groups": "feature_group"},
+    "modules_no_linear": {"groups": "feature_group", "linear_path": None},
 }
 
 
@@ -64,6 +67,11 @@ def crossattomics(mdata, label_key, train_rows, test_rows, seed, variant) -> tup
     split[test_rows] = "test"
     data.obs["split"] = pd.Categorical(split, categories=["train", "validation", "test"])
     start = time.perf_counter()
+    if VARIANTS[variant].get("groups") == "feature_group":  # label-free, and the test fold is not read
+        train = data[np.setdiff1d(np.arange(mdata.n_obs), test_rows)].copy()
+        mx.pp.group_features(train, random_state=seed)
+        for m in data.mod:
+            data.mod[m].var["feature_group"] = train.mod[m].var["feature_group"]
     mx.tl.fit_crossattomics(data, label_key=label_key, random_state=seed, baseline=False, **VARIANTS[variant])
     return data.obs["crossattomics_prediction"].astype(str).to_numpy()[test_rows], time.perf_counter() - start
 

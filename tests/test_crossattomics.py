@@ -12,7 +12,8 @@ from mudata import MuData, read_h5mu
 
 import multiomix as mx
 from multiomix.explain import interaction_relevance
-from multiomix.nn import AttOmicsEncoder, CrossAttOmicsNet, GroupedLinear, lrp_mode, random_groups
+from multiomix.nn import AttOmicsEncoder, CrossAttOmicsNet, GroupedLinear, lrp_mode, random_groups, validate_graph
+from multiomix.nn.attomics import group_index
 
 FAST = {"max_epochs": 3, "enable_progress_bar": False, "batch_size": 128}
 
@@ -424,3 +425,36 @@ def test_importance_of_the_logistic_regression_alone_conserves_its_intercept():
     torch.testing.assert_close(weight[0], -weight[1])
     mx.tl.interaction_importance(mdata, model)
     np.testing.assert_allclose(mdata.uns["crossattomics_interactions"]["share"]["linear"], 1.0, atol=1e-5)
+
+
+def test_graph_given_as_a_set_is_stored_in_one_order_and_groups_keys_checked(small, tmp_path):
+    graph = validate_graph({"rna": {"mirna", "methylation"}}, ["rna", "methylation", "mirna"])
+    assert graph == {"rna": ["methylation", "mirna"]}  # sorted: the stacked edge weights need one order
+    mx.models.CrossAttOmics.setup_mudata(small, label_key="label")
+    model = mx.models.CrossAttOmics(small, interaction_graph={"rna": {"mirna", "methylation"}})
+    assert model.init_params_["non_kwargs"].get("interaction_graph", model.init_params_["kwargs"].get(
+        "interaction_graph")) == {"rna": ["methylation", "mirna"]}
+    with pytest.raises(ValueError, match="interaction graph is empty"):
+        mx.models.CrossAttOmics(small, interaction_graph={})
+    with pytest.raises(KeyError, match="also \\['mirn'\\]"):
+        mx.models.CrossAttOmics(small, groups={"rna": 2, "mirn": 2})
+    with pytest.raises(ValueError, match="outside \\[0, 4\\)"):
+        group_index([[0, 1], [-1, 2]], 4)
+
+
+def test_fitted_linear_path_stays_frozen_after_load(small, tmp_path):
+    model = mx.tl.fit_crossattomics(small, label_key="label", baseline=False, **FAST)
+    model.save(tmp_path / "m")
+    loaded = mx.models.CrossAttOmics.load(tmp_path / "m", adata=small)
+    assert not loaded.module.net.linear.weight.requires_grad
+    before = loaded.module.net.linear.weight.detach().clone()
+    loaded.train(max_epochs=1, validation_size=0.0, enable_progress_bar=False)
+    torch.testing.assert_close(loaded.module.net.linear.weight.detach(), before)
+
+
+def test_interaction_plot_labels_rows_by_what_tl_grouped_by(small):
+    model = mx.tl.fit_crossattomics(small, label_key="label", baseline=False, **FAST)
+    small.obs["batch"] = pd.Categorical(np.arange(small.n_obs) % 2).astype(str)
+    mx.tl.interaction_importance(small, model, groupby="batch")
+    fig = mx.pl.interaction_importance(small, show=False)
+    assert fig.axes[0].get_ylabel() == "batch"

@@ -203,3 +203,16 @@ def test_read_bed_and_fasta_formats(tmp_path, genome, peaks):
         (tmp_path / "bad.fa").write_bytes(text)
         with pytest.raises(ValueError, match=message):
             mx.io.read_fasta(tmp_path / "bad.fa")
+
+
+def test_one_hot_from_a_dict_genome_with_numeric_chromosomes_and_missing_coordinates():
+    import anndata as ad
+
+    obs = pd.DataFrame({"chrom": [1, 1], "start": [0, 4], "end": [4, 8]}, index=["r1", "r2"])
+    adata = ad.AnnData(obs=obs)
+    mx.pp.one_hot_sequences(adata, sequence_key=None, fasta={1: "ACGTTTTT"})
+    assert adata.obsm["dna_onehot"][0].argmax(1).tolist() == [0, 1, 2, 3]
+    bad = ad.AnnData(obs=obs.assign(start=[0.0, np.nan]))
+    with pytest.raises(ValueError, match="Region 'r2': the start or end coordinate is missing"):
+        mx.pp.one_hot_sequences(bad, sequence_key=None, fasta={"1": "ACGTTTTT"})
+    assert "dna_onehot" not in bad.obsm

@@ -285,8 +285,25 @@ def fitted():
     return mdata, truth, model
 
 
-def test_fit_learns_planted_signal_and_attends_to_it(fitted):
+@pytest.fixture(scope="module")
+def fitted_no_wide():
+    torch.set_num_threads(1)
+    mdata, truth = _data()
+    model = mx.tl.fit_med_crossvit(mdata, label_key="label", random_state=0, wide_path=None, **FIT)
+    return mdata, truth, model
+
+
+def test_default_fit_starts_from_the_wide_path(fitted):
     mdata, truth, model = fitted
+    test = (mdata.obs["split"] == "test").to_numpy()
+    y = mdata.obs["label"].astype(str).to_numpy()
+    assert (mdata.obs["medcrossvit_prediction"].astype(str).to_numpy()[test] == y[test]).mean() >= 0.9
+    assert set(model.wide_path_choice_) >= {"penalty", "product", "epochs", "cv_loss", "cv_loss_linear"}
+    assert not any(p.requires_grad for p in model.module.net.wide.parameters())
+
+
+def test_fit_learns_planted_signal_and_attends_to_it(fitted_no_wide):
+    mdata, truth, model = fitted_no_wide
     test = (mdata.obs["split"] == "test").to_numpy()
     y = mdata.obs["label"].astype(str).to_numpy()
     pred = mdata.obs["medcrossvit_prediction"]
@@ -500,3 +517,52 @@ def test_tile_attention_plot(fitted, tmp_path):
     shuffled = mudata.MuData({"wsi": new.mod["wsi"].copy(), "rna": new.mod["rna"][::-1].copy()})
     with pytest.raises(ValueError, match="Modality 'rna' holds the MuData's"):
         mx.tl.predict(shuffled, model)
+
+
+def test_wide_path_learns_a_planted_tile_by_expression_interaction_where_the_baseline_cannot():
+    # label = tile state XOR expression state: a logistic regression of the mean tile and the expression is at
+    # chance, the default fit's tile x expression product is not
+    torch.set_num_threads(1)
+    mdata, _ = _data(n=320, interaction=True, tile_signal=6.0, gene_signal=1.5, n_signal_genes=4)
+    model = mx.tl.fit_med_crossvit(mdata, label_key="label", random_state=0, **{**FIT, "max_epochs": 5})
+    uns = mdata.uns["medcrossvit"]
+    assert model.wide_path_choice_["product"]
+    assert uns["baseline"]["test_metrics"]["accuracy"] < 0.65
+    assert uns["test_metrics"]["accuracy"] >= uns["baseline"]["test_metrics"]["accuracy"] + 0.15, uns["test_metrics"]
+
+
+def test_wide_path_stays_frozen_after_load(fitted, tmp_path):
+    mdata, _, model = fitted
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = mx.models.MedCrossViT.load(tmp_path / "m", adata=mdata)
+    before = {k: v.clone() for k, v in loaded.module.net.wide.state_dict().items()}
+    loaded.train(max_epochs=1, validation_size=0.0, accelerator="cpu", enable_progress_bar=False)
+    for k, v in loaded.module.net.wide.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+
+
+def test_tile_attention_on_a_subset_draws_each_patients_own_weights(fitted):
+    mdata, _, _ = fitted
+    sub = mdata[mdata.obs["split"] == "test"].copy()[::-1].copy()  # fewer patients, other order
+    fig = mx.pl.tile_attention(sub, n_top=3, show=False)
+    stored = sub.uns["medcrossvit"]["attention"]
+    own = pd.DataFrame(stored["tiles"], index=stored["genes"].index).loc[sub.obs_names]
+    drawn = [ax for ax in fig.axes if ax.collections and ax.get_title()]
+    assert drawn
+    mask = sub.mod["wsi"].obsm["tile_mask"]
+    for ax in drawn:
+        weights = np.asarray(ax.collections[0].get_array())
+        candidates = [own.iloc[i].to_numpy()[mask[i]] for i in range(sub.n_obs)]
+        assert any(len(c) == len(weights) and np.allclose(weights, c) for c in candidates)
+    renamed = sub.copy()
+    renamed.obs_names = [f"other{i}" for i in range(renamed.n_obs)]
+    with pytest.raises(ValueError, match="have no attention"):
+        mx.pl.tile_attention(renamed, show=False)
+
+
+def test_synthetic_tile_bags_give_each_class_its_own_gene_pattern():
+    for seed in range(6):
+        _, truth = mx.datasets.synthetic_tile_bags(12, n_classes=4, random_state=seed)
+        assert len(np.unique(truth["gene_patterns"], axis=0)) == 4
+    with pytest.raises(ValueError, match="distinct"):
+        mx.datasets.synthetic_tile_bags(12, n_classes=5, n_signal_genes=2)

@@ -548,3 +548,27 @@ def test_groupby_defaults_to_the_label_column_the_model_was_trained_on(fitted):
     pd.testing.assert_frame_equal(data.uns["default"]["groups"]["B"], data.uns["named"]["groups"]["B"])
     with pytest.raises(ValueError, match="groupby= is needed"):
         feature_relevance(data, _TinyModel(30, ["A", "B", "C"]), **options)
+
+
+def test_ensemble_members_must_read_the_same_layers():
+    mdata = _tiny_mudata()
+    mdata.mod["rna"].layers["counts"] = np.abs(mdata.mod["rna"].X)
+    first, other = _TinyModel(12, ["a", "b", "c"]), _TinyModel(12, ["a", "b", "c"], seed=1)
+    counts = other.relevance_adapter()
+    counts.layers = {"rna": "counts"}
+    other.relevance_adapter = lambda: counts
+    with pytest.raises(ValueError, match="features, layers or classes"):
+        feature_relevance(mdata, [first, other], groupby="group")
+
+
+def test_dense_reads_backed_rows_in_any_order(tmp_path):
+    import h5py
+
+    from multiomix.explain._relevance import _dense
+
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["x"] = x
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        np.testing.assert_array_equal(_dense(f["x"], np.array([7, 3, 7, 0])), x[[7, 3, 7, 0]])
+        np.testing.assert_array_equal(_dense(f["x"], np.array([9, 1]), np.array([2, 0])), x[[9, 1]][:, [2, 0]])

@@ -111,6 +111,14 @@ def synthetic_tile_bags(
     directions = np.linalg.qr(signal_rng.normal(size=(tile_dim, n_classes)))[0].T.astype(np.float32)
     signal_genes = np.sort(signal_rng.choice(n_genes, size=n_signal_genes, replace=False))
     patterns = signal_rng.choice([-1.0, 1.0], size=(n_classes, n_signal_genes))
+    if n_classes > 2:  # class-specific patterns: a class that repeats another's is drawn again
+        if n_classes > 2**n_signal_genes:
+            raise ValueError(f"{n_classes} classes need {n_classes} distinct +-1 patterns of the planted genes; "
+                             f"{n_signal_genes} planted genes give only {2**n_signal_genes}. Plant more genes.")
+        while len(np.unique(patterns, axis=0)) < n_classes:
+            _, first = np.unique(patterns, axis=0, return_index=True)
+            repeated = np.setdiff1d(np.arange(n_classes), first)
+            patterns[repeated] = signal_rng.choice([-1.0, 1.0], size=(len(repeated), n_signal_genes))
     rng = np.random.default_rng([random_state, 1])
     if interaction:  # four balanced (tile state, expression state) cells; the label is their XOR
         states = rng.permutation(np.arange(n_samples) % 4)

@@ -113,7 +113,13 @@ def average_results(results: Sequence[RelevanceResult]) -> RelevanceResult:
 
 
 def _dense(matrix, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
-    chunk = matrix[rows]
+    rows = np.asarray(rows)
+    if isinstance(matrix, np.ndarray) or sparse.issparse(matrix):
+        chunk = matrix[rows]
+    else:  # on disk (h5py, backed AnnData): read increasing unique rows, then put them in the order asked for
+        unique, inverse = np.unique(rows, return_inverse=True)
+        chunk = matrix[unique]
+        chunk = chunk[inverse]
     if columns is not None:
         chunk = chunk[:, columns]
     chunk = chunk.toarray() if sparse.issparse(chunk) else np.asarray(chunk)

@@ -56,6 +56,29 @@ def default_n_groups(n_features: int) -> int:
     return int(min(np.clip(n_features // 20, 2, 20), n_features))
 
 
+def groups_from_column(var: pd.DataFrame, column: str, *, modality: str) -> dict[str, list[str]]:
+    """``{group: [features]}`` from a ``var`` column (e.g. :func:`multiomix.pp.group_features`); missing = no group.
+
+    Examples
+    --------
+    >>> var = pd.DataFrame({"g": ["a", "b", "a", None]}, index=["f0", "f1", "f2", "f3"])
+    >>> groups_from_column(var, "g", modality="rna")
+    {'a': ['f0', 'f2'], 'b': ['f1']}
+    """
+    if column not in var.columns:
+        raise KeyError(f"groups={column!r} names no column of .mod[{modality!r}].var (columns: {list(var.columns)}); "
+                       f"write one with mx.pp.group_features(mdata, key_added={column!r}).")
+    values = var[column]
+    keep = values.notna().to_numpy()
+    if not keep.any():
+        raise ValueError(f".mod[{modality!r}].var[{column!r}] puts no feature in a group (all missing).")
+    names = var.index[keep].astype(str)
+    labels = values[keep].astype(str).to_numpy()
+    order = pd.unique(labels) if not isinstance(values.dtype, pd.CategoricalDtype) else [
+        str(c) for c in values.cat.categories if str(c) in set(labels)]
+    return {group: list(names[labels == group]) for group in order}
+
+
 def resolve_groups(
     var_names: pd.Index, spec: int | Mapping[str, Sequence[str]] | None, *, generator: torch.Generator
 ) -> tuple[list[list[int]], list[str]]:
@@ -102,8 +125,10 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
     interaction_graph
         ``{target: [sources]}``; default: :func:`~multiomix.models.default_interaction_graph`.
     groups
-        Per modality: ``None`` (random groups of about 20 features), an int (number of random groups) or a dict
-        ``{group name: [feature names]}`` (e.g. pathways). A single int/dict applies to every modality.
+        Per modality: ``None`` (random groups of about 20 features), an int (number of random groups), a dict
+        ``{group name: [feature names]}`` (e.g. pathways, :func:`~multiomix.io.read_gmt`) or the name of a ``var``
+        column holding each feature's group (e.g. written by :func:`~multiomix.pp.group_features`; features with a
+        missing value are in no group). A single int/dict/name applies to every modality.
     group_sizes
         Token widths of the encoder layers, per modality or one list for all.
     hidden
@@ -165,14 +190,26 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
     ):
         super().__init__(mdata, random_state=random_state)
         modalities = self.modalities
-        graph = validate_graph(interaction_graph or default_interaction_graph(modalities), modalities)
+        given = default_interaction_graph(modalities) if interaction_graph is None else interaction_graph
+        graph = validate_graph(given, modalities)
         generator = torch.Generator().manual_seed(random_state)
-        per_mod = groups if isinstance(groups, Mapping) and set(groups) <= set(modalities) and groups else None
+        interaction_graph = graph  # stored as validated (ordered lists), so that load rebuilds the same edges
+        named = set(groups) & set(modalities) if isinstance(groups, Mapping) else set()
+        if named and not set(groups) <= set(modalities):
+            raise KeyError(f"groups names modalities {sorted(named)} and also {sorted(set(groups) - set(modalities))}, "
+                           f"which are not among the model's modalities {modalities}; give one entry per modality "
+                           "(or one spec for all).")
+        per_mod = groups if named else None
+        specs = {m: per_mod.get(m) if per_mod is not None else groups for m in modalities}
+        # a var column is read once into explicit groups, which are what the model stores (and load rebuilds)
+        specs = {m: groups_from_column(mdata.mod[m].var, spec, modality=m) if isinstance(spec, str) else spec
+                 for m, spec in specs.items()}
+        if any(isinstance(spec, str) for spec in (groups, *(per_mod or {}).values())):
+            groups = specs
         self.feature_groups_: dict[str, list[list[int]]] = {}
         self.group_names_: dict[str, list[str]] = {}
         for m in modalities:
-            spec = per_mod.get(m) if per_mod is not None else groups
-            idx, names = resolve_groups(mdata.mod[m].var_names, spec, generator=generator)
+            idx, names = resolve_groups(mdata.mod[m].var_names, specs[m], generator=generator)
             self.feature_groups_[m], self.group_names_[m] = idx, names
         sizes = {m: list(group_sizes[m] if isinstance(group_sizes, Mapping) else group_sizes) for m in modalities}
         n_classes = len(self.classes)
@@ -197,6 +234,8 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         if linear_path not in ("fitted", "trained", None):
             raise ValueError(f"linear_path must be 'fitted', 'trained' or None, got {linear_path!r}.")
         self.linear_path = linear_path
+        if linear_path == "fitted":  # fitted once and frozen; also after load, which does not refit it
+            self.module.net.linear.weight.requires_grad_(False)
         self.class_weighting = class_weighting
         self._initial_state_is_candidate = linear_path == "fitted"
         self._model_summary_string = (

@@ -16,6 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import MuDataCategoricalObsField, MuDataLayerField, MuDataWrapper, ObsmField
 
+from .._baseline import subsample_rows
 from .._utils import (
     check_aligned,
     check_finite,
@@ -29,9 +30,13 @@ from .._utils import (
 )
 from ..module import MedCrossViTModule
 from ..module._med_crossvit import ATTENTION_KEYS, TILE_MASK_KEY, TILES_KEY
+from ..nn.crossvit import masked_mean
+from ..nn.wide import fit_wide_path
 from .base import MultimodalInputMixin, MultiomixModel, adata_alias, modality_key
 
 logger = logging.getLogger("multiomix")
+#: rows the wide path is fitted on at most (a stratified sample above it)
+_MAX_WIDE_ROWS = 5000
 
 __all__ = ["MedCrossViT", "MedCrossViTModule"]
 
@@ -163,6 +168,13 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         Dropout rates.
     class_weighting
         Weight the cross-entropy by inverse class frequency ("balanced") of the training rows.
+    wide_path
+        ``"fitted"`` (default): a wide path of each bag's mean tile and the expression (a logistic regression plus a
+        rank-1 tile x expression product, :class:`~multiomix.nn.wide.WidePath`) is fitted first, with its penalty,
+        its product and its epochs chosen by 5-fold cross-validation on the training rows, and then frozen; the
+        heads' output layers start at zero, so training starts from exactly that model and the transformer learns
+        what it misses. The transformer is kept only if it lowers the validation loss of the wide path alone (the
+        validation rows are unseen by both). ``None``: the original architecture.
     random_state
         Seed of the weight initialisation and of training.
 
@@ -206,10 +218,13 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         dropout: float = 0.1,
         emb_dropout: float = 0.1,
         class_weighting: bool = True,
+        wide_path: Literal["fitted"] | None = "fitted",
         random_state: int = 0,
     ):
         if bag_size is not None and bag_size < 1:
             raise ValueError(f"bag_size must be a positive integer or None, got {bag_size}.")
+        if wide_path not in ("fitted", None):
+            raise ValueError(f"wide_path must be 'fitted' or None, got {wide_path!r}.")
         super().__init__(mdata, random_state=random_state)
         # the tiles modality is matched by its obsm bags only: it has no features the model reads
         self.feature_names_[self.tiles_modality] = []
@@ -239,10 +254,15 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
                 pool=pool,
                 dropout=dropout,
                 emb_dropout=emb_dropout,
+                wide_path=wide_path is not None,
             )
+        self.wide_path = wide_path
+        if wide_path is not None:  # fitted once, then frozen (also after load, which does not refit it)
+            self.module.net.wide.requires_grad_(False)
+        self._initial_state_is_candidate = wide_path is not None
         self._model_summary_string = (
             f"MedCrossViT: tiles {tiles.shape[2]} wide -> {wsi_dim}, {n_genes} genes -> {rna_dim}; depth {depth}; "
-            f"{n_classes} classes; gene tokenizer {gene_tokenizer!r}; pool {pool!r}."
+            f"{n_classes} classes; gene tokenizer {gene_tokenizer!r}; pool {pool!r}; wide path {wide_path!r}."
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -383,6 +403,46 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
     @classmethod
     def _load_obsm(cls, setup_args: Mapping[str, Any]) -> dict[str, list[str]]:
         return cls._bag_keys(setup_args)
+
+    def _on_train_start(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Class weights from the training rows; with ``wide_path="fitted"``, fit the wide path and start from it.
+
+        The wide path is fitted on the training rows (at most 5,000, stratified), so that the validation rows,
+        which it has not seen, choose fairly between it alone and the trained transformer; see ``wide_path``.
+        """
+        super()._on_train_start(rows)
+        if self.wide_path is None:
+            return
+        # training rows only: the validation rows then judge the wide path and the transformer on equal terms
+        rows_fit = np.sort(rows[0])
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel().astype(int)
+        if len(rows_fit) > _MAX_WIDE_ROWS:
+            logger.info(f"wide path: fitted on a stratified random {_MAX_WIDE_ROWS:,} of the {len(rows_fit):,} rows")
+            rows_fit = subsample_rows(rows_fit, codes[rows_fit], max_rows=_MAX_WIDE_ROWS,
+                                      random_state=self.random_state)
+        tiles = np.asarray(self.adata_manager.get_from_registry(TILES_KEY)[rows_fit], dtype=np.float32)
+        if self.setup_args["mask_key"] is not None:
+            mask = np.asarray(self.adata_manager.get_from_registry(TILE_MASK_KEY)[rows_fit]).astype(float) > 0.5
+        else:
+            mask = np.ones(tiles.shape[:2], dtype=bool)
+        pooled = masked_mean(torch.as_tensor(tiles), torch.as_tensor(mask)).numpy()
+        genes = self._matrix(self.rna_modality)[rows_fit]
+        genes = genes.toarray() if hasattr(genes, "toarray") else np.asarray(genes)
+        net = self.module.net
+        weight = self.module.class_weight
+        path, choice = fit_wide_path(pooled, genes, codes[rows_fit], num_classes=len(self.classes),
+                                     class_weight=None if weight is None else weight.cpu().numpy(),
+                                     rank=net.wide.rank, random_state=self.random_state)
+        with torch.no_grad():
+            net.wide.load_state_dict(path.state_dict())
+            for head in (net.wsi_head, net.rna_head):
+                head[-1].weight.zero_(), head[-1].bias.zero_()
+        net.wide.requires_grad_(False)
+        self.wide_path_choice_ = choice
+        product = "on" if choice["product"] else "off"
+        logger.info(f"wide path: penalty {choice['penalty']}, tile x expression product {product}, "
+                    f"{choice['epochs']} epochs (by {choice['n_folds']}-fold CV on {len(rows_fit)} rows; loss "
+                    f"{choice['cv_loss']:.3f}, linear only {choice['cv_loss_linear']:.3f})")
 
     # prediction -------------------------------------------------------------------------------------------------
     def _inference_outputs(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -75,5 +75,5 @@ class MedCrossViTModule(ClassifierModule):
             index, mask = sample_bag_indices(mask, self.bag_size)
             tiles = torch.gather(tiles, 1, index.unsqueeze(-1).expand(-1, -1, tiles.shape[-1]))
         wsi, rna, attention = self.net.encode(tiles, genes, tile_mask=mask)
-        logits = self.net.wsi_head(wsi) + self.net.rna_head(rna)
+        logits = self.net.classify(wsi, rna, tiles, genes, mask)
         return {"logits": logits, "embedding": torch.cat((wsi, rna), dim=-1), "attention": attention}

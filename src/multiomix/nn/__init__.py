@@ -17,6 +17,7 @@ from .mlp import MLPHead
 from .sequence_cnn import AttentionPoolCNN, DilatedResidualCNN, EnformerLike, MaxPoolCNN
 from .swin1d import DropPath, Swin1D, TrackHead
 from .unitednet import CosinePrototypeHeads, UnitedNetwork
+from .wide import WidePath, fit_wide_path
 
 __all__ = [
     "AttentionBlock",
@@ -28,6 +29,7 @@ __all__ = [
     "DilatedResidualCNN",
     "DropPath",
     "EnformerLike",
+    "fit_wide_path",
     "GroupedLinear",
     "interaction_name",
     "kind_linear",
@@ -44,4 +46,5 @@ __all__ = [
     "TrackHead",
     "UnitedNetwork",
     "validate_graph",
+    "WidePath",
 ]

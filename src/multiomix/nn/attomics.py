@@ -43,6 +43,9 @@ def group_index(groups: Sequence[Sequence[int]], n_features: int) -> torch.Tenso
     for i, g in enumerate(groups):
         if len(g) == 0:
             raise ValueError(f"Group {i} is empty.")
+        outside = [j for j in g if not 0 <= int(j) < n_features]
+        if outside:
+            raise ValueError(f"Group {i} holds feature indices {outside[:5]} outside [0, {n_features}).")
         index[i, : len(g)] = torch.as_tensor(list(g), dtype=torch.long)
     return index
 

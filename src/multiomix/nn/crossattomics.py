@@ -83,6 +83,8 @@ def validate_graph(graph: Mapping[str, Sequence[str]], modalities: Sequence[str]
         raise ValueError("The interaction graph is empty; give at least one {target: [sources]} entry.")
     clean = {}
     for target, sources in graph.items():
+        if isinstance(sources, set | frozenset):  # no order of its own: the stacked edge weights need one
+            sources = sorted(sources)
         sources = [sources] if isinstance(sources, str) else list(sources)
         unknown = [m for m in [target, *sources] if m not in modalities]
         if unknown:

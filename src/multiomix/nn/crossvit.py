@@ -10,7 +10,9 @@ Pure torch, no AnnData. Each modality becomes a token sequence with a learned CL
 
 A block runs a pre-norm transformer per modality, then a cross-transformer in which each CLS token
 attends to ``[its own CLS; the other modality's tokens]``. Padded tiles are masked out of every
-attention and of mean pooling. Each modality has its own head, and the logits are their sum.
+attention and of mean pooling. Each modality has its own head, and the logits are their sum; an optional wide
+path (:class:`~multiomix.nn.wide.WidePath`: a linear map and a low-rank tile x expression product of each bag's
+mean tile and the expression) is added to them.
 
 Differences to the original implementation (Med-CrossViT, adapted from lucidrains' CrossViT): the two
 heads are separate (the original applied the WSI head twice), the cross-attention gets the number of
@@ -27,7 +29,17 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-__all__ = ["Attention", "CrossTransformer", "GeneTokenizer", "MedCrossViT", "Transformer", "sample_bag_indices"]
+from .wide import WidePath
+
+__all__ = [
+    "Attention",
+    "CrossTransformer",
+    "GeneTokenizer",
+    "MedCrossViT",
+    "Transformer",
+    "masked_mean",
+    "sample_bag_indices",
+]
 
 
 # helpers
@@ -71,6 +83,19 @@ def sample_bag_indices(tile_mask: torch.Tensor, bag_size: int, *, generator: tor
         order = torch.cat([order, order[:, :1].expand(-1, pad)], dim=1)
         mask = torch.cat([mask, torch.zeros_like(mask[:, :1]).expand(-1, pad)], dim=1)
     return order, mask
+
+
+def masked_mean(tiles: torch.Tensor, tile_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of each bag's real tiles: ``(batch, n_tiles, dim)``, ``(batch, n_tiles)`` -> ``(batch, dim)``.
+
+    Examples
+    --------
+    >>> masked_mean(torch.tensor([[[1.0], [3.0], [float("nan")]]]), torch.tensor([[True, True, False]]))
+    tensor([[2.]])
+    """
+    weights = tile_mask.unsqueeze(-1).to(tiles.dtype)
+    total = tiles.masked_fill(~tile_mask.unsqueeze(-1), 0.0).sum(1)
+    return total / weights.sum(1).clamp_min(1.0)
 
 
 # classes
@@ -278,6 +303,10 @@ class MedCrossViT(nn.Module):
         Largest bag, only for ``tile_positions=True``.
     dropout, emb_dropout
         Dropout inside the transformers and on the token embeddings.
+    wide_path
+        Add a :class:`~multiomix.nn.wide.WidePath` of the bag's mean tile and the expression to the logits.
+    wide_rank
+        Rank of the wide path's tile x expression product.
 
     Examples
     --------
@@ -311,6 +340,8 @@ class MedCrossViT(nn.Module):
         max_tiles: int | None = None,
         dropout: float = 0.1,
         emb_dropout: float = 0.1,
+        wide_path: bool = False,
+        wide_rank: int = 1,
     ):
         super().__init__()
         if pool not in ("cls", "mean"):
@@ -349,6 +380,16 @@ class MedCrossViT(nn.Module):
         )
         self.wsi_head = nn.Sequential(nn.LayerNorm(wsi_dim), nn.Linear(wsi_dim, num_classes))
         self.rna_head = nn.Sequential(nn.LayerNorm(rna_dim), nn.Linear(rna_dim, num_classes))
+        self.wide = WidePath(a_dim=tile_dim, b_dim=n_genes, num_classes=num_classes, rank=wide_rank) if wide_path \
+            else None
+
+    def classify(self, wsi: torch.Tensor, rna: torch.Tensor, tiles: torch.Tensor, genes: torch.Tensor,
+                 tile_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from the pooled vectors of :meth:`encode` (+ the wide path of the inputs, if any)."""
+        logits = self.wsi_head(wsi) + self.rna_head(rna)
+        if exists(self.wide):
+            logits = logits + self.wide(masked_mean(tiles, tile_mask.bool()), genes)
+        return logits
 
     def encode(self, tiles: torch.Tensor, genes: torch.Tensor, *, tile_mask: torch.Tensor | None = None):
         """Return ``(wsi_pooled, rna_pooled, attention)``; see :meth:`forward` for the attention keys."""
@@ -407,8 +448,10 @@ class MedCrossViT(nn.Module):
 
         Returns
         -------
-        Logits ``(batch, num_classes)`` = tile head + gene head, and the attention dict on request.
+        Logits ``(batch, num_classes)`` = tile head + gene head (+ wide path), and the attention dict on request.
         """
+        b, n, _ = tiles.shape
+        tile_mask = torch.ones(b, n, dtype=torch.bool, device=tiles.device) if tile_mask is None else tile_mask.bool()
         wsi, rna, attention = self.encode(tiles, genes, tile_mask=tile_mask)
-        logits = self.wsi_head(wsi) + self.rna_head(rna)
+        logits = self.classify(wsi, rna, tiles, genes, tile_mask)
         return (logits, attention) if return_attention else logits

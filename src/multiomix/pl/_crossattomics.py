@@ -61,7 +61,9 @@ def interaction_importance(
         raise ValueError(f"value must be 'share' or 'mean', got {value!r}.")
     if kind not in ("heatmap", "bar"):
         raise ValueError(f"kind must be 'heatmap' or 'bar', got {kind!r}.")
-    table = pd.DataFrame(get_result(mdata, key, kind="interaction_importance")[value])
+    result = get_result(mdata, key, kind="interaction_importance")
+    table = pd.DataFrame(result[value])
+    rows_label = str(result.get("params", {}).get("groupby") or table.index.name or "class")  # what tl grouped by
     label = "share of |relevance|" if value == "share" else "mean LRP relevance"
     with style():
         if kind == "heatmap":
@@ -76,7 +78,7 @@ def interaction_importance(
                 colour = "white" if abs(v) > 0.6 * limit else "black"
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=SMALL_FONT, color=colour)
             fig.colorbar(image, ax=ax, label=label, shrink=0.85, pad=0.02)
-            ax.set_ylabel(str(table.index.name or "class"))
+            ax.set_ylabel(rows_label)
         else:
             size = (min(LAPTOP_WIDTH, 3.4 + 0.25 * table.size), 3.8)
             fig, ax = plt.subplots(figsize=figsize or size)
@@ -87,9 +89,9 @@ def interaction_importance(
             long_names = max((len(str(c)) for c in table.index), default=0) > 8
             ax.set_xticks(range(table.shape[0]), [str(c) for c in table.index], rotation=35 if long_names else 0,
                           ha="right" if long_names else "center")
-            ax.set_xlabel(str(table.index.name or "class"))
+            ax.set_xlabel(rows_label)
             ax.spines[["top", "right"]].set_visible(False)
-        params = get_result(mdata, key, kind="interaction_importance").get("params", {})
+        params = result.get("params", {})
         alone = bool(params.get("linear_path_only", False))
         note = "\nthe kept model is its fitted linear path alone" if alone else ""
         ax.set_title(f"Interaction importance (LRP){note}")

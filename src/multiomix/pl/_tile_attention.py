@@ -77,6 +77,16 @@ def tile_attention(
     if not isinstance(genes, pd.DataFrame):
         genes = pd.DataFrame(np.asarray(genes), index=mdata.obs_names)
     tiles = np.asarray(attention["tiles"])
+    if len(tiles) != len(genes):
+        raise ValueError(f"uns[{key!r}]['attention'] holds {len(tiles)} tile rows but {len(genes)} gene rows; run "
+                         f"mx.tl.predict(mdata, model, key_added={key!r}) on this object again.")
+    # the maps are stored for the patients they were computed on: take this object's patients, by name
+    position = genes.index.get_indexer(mdata.obs_names)
+    if (position < 0).any():
+        missing = mdata.obs_names[position < 0]
+        raise ValueError(f"{len(missing)} patients of mdata (e.g. {missing[0]!r}) have no attention in "
+                         f"uns[{key!r}]['attention']; run mx.tl.predict(mdata, model, key_added={key!r}) on it.")
+    genes, tiles = genes.iloc[position], tiles[position]
     wsi = mdata.mod[str(params["tiles_modality"])]
     coords = np.asarray(wsi.obsm[coords_key]) if coords_key in wsi.obsm else None
     mask_key = str(params.get("mask_key", ""))

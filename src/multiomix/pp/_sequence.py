@@ -142,14 +142,17 @@ def _fetch_intervals(
     from ..io._fasta import open_fasta
 
     if isinstance(genome, Mapping):
-        lengths = {str(k): len(v) for k, v in genome.items()}
-        fetch = genome
+        fetch = {str(k): v for k, v in genome.items()}  # chromosome names compared as text (obs may hold 1 or "1")
+        lengths = {k: len(v) for k, v in fetch.items()}
     else:
         fasta = genome if isinstance(genome, pyfaidx.Fasta) else open_fasta(genome)
         lengths = {k: int(v.rlen) for k, v in fasta.faidx.index.items()}
         fetch = fasta
     out = []
     for name, chrom, start, end in zip(names, chroms, starts, ends):
+        if any(pd.isna(v) for v in (start, end)):
+            raise ValueError(f"Region {name!r}: the start or end coordinate is missing ({start}, {end}).")
+        chrom = str(chrom)
         if chrom not in lengths:
             known = list(lengths)
             raise KeyError(

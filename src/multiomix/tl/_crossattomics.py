@@ -87,8 +87,8 @@ def fit_crossattomics(
     interaction_graph
         ``{target: [sources]}``; default: expression (``rna``) is the target of every other modality.
     groups
-        Feature groups: ``None`` (random, ~20 features each), an int, or ``{group: [features]}`` (per modality
-        or for all).
+        Feature groups: ``None`` (random, ~20 features each), an int, ``{group: [features]}`` or the name of a
+        ``var`` column with each feature's group (:func:`~multiomix.pp.group_features`), per modality or for all.
     group_sizes, hidden, heads, dropout, class_weighting, standardize
         Architecture and loss options, see :class:`~multiomix.models.CrossAttOmics`.
     target_self_attention, add_unimodal_branches, add_unimodal_to_multimodal
@@ -127,7 +127,8 @@ def fit_crossattomics(
     arguments = dict(locals())
     check_fit_kwargs(trainer_kwargs, CrossAttOmics)
     modalities = check_modalities(mdata, modalities)
-    validate_graph(interaction_graph or default_interaction_graph(modalities), modalities)
+    validate_graph(default_interaction_graph(modalities) if interaction_graph is None else interaction_graph,
+                   modalities)
     fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layer, split_key=split_key,
                       test_size=test_size, validation_size=validation_size, random_state=random_state,
                       output_key=key_added)

@@ -261,7 +261,7 @@ def training_view(
             logger.info(f"modality {mod!r} is backed: read into memory ({kind}) for training")
         if isinstance(matrix, sparse.spmatrix | sparse.sparray) and matrix.format != "csr":
             matrix = matrix.tocsr()  # minibatches are row slices (a sparse copy, never densified)
-        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=mdata.obs_names), var=pd.DataFrame(index=source.var_names))
+        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=mdata.obs_names), var=source.var.copy())
         if layers.get(mod) is not None:
             adata.layers[layers[mod]] = matrix
         for key in (obsm or {}).get(mod, ()):

@@ -76,6 +76,7 @@ def fit_med_crossvit(
     dropout: float = 0.1,
     emb_dropout: float = 0.1,
     class_weighting: bool = True,
+    wide_path: Literal["fitted"] | None = "fitted",
     n_models: int = 1,
     max_epochs: int | None = None,
     lr: float | None = None,
@@ -130,6 +131,10 @@ def fit_med_crossvit(
         Dropout rates.
     class_weighting
         Weight the cross-entropy by inverse class frequency of the training rows.
+    wide_path
+        ``"fitted"`` (default): start from a cross-validated wide path (logistic regression + a rank-1 tile x
+        expression product of the mean tile and the expression), frozen, and keep the transformer only if it
+        lowers the validation loss; ``None``: the original architecture. See :class:`~multiomix.models.MedCrossViT`.
     %(fit_n_models)s
     max_epochs, lr, weight_decay, batch_size, early_stopping_patience
         Training options (defaults: the model's, 100 epochs, AdamW 1e-3 / 1e-2, 32 patients, patience 20).

@@ -141,6 +141,7 @@ def _adapters(model: Any, kind: str) -> list:
     for i, other in enumerate(adapters[1:], 1):
         same = other.modalities == first.modalities and all(
             other.feature_names[m].equals(first.feature_names[m]) for m in first.modalities)
+        same = same and dict(other.layers or {}) == dict(first.layers or {})  # each member reads its own data
         if kind == "group":
             same = same and list(map(str, other.class_names or [])) == list(map(str, first.class_names or []))
         if not same:
@@ -152,7 +153,8 @@ def _adapters(model: Any, kind: str) -> list:
                        "fit the ensemble in one call (n_models=k), or give the fits one obs['split'] with "
                        "validation rows.")
             raise ValueError(
-                f"Model {i} of the ensemble reads other modalities, features or classes than model 0; an ensemble "
+                f"Model {i} of the ensemble reads other modalities, features, layers or classes than model 0; an "
+                "ensemble "
                 f"must share them (train every member on the same MuData with the same options).{why}"
             )
     return adapters
