@@ -62,7 +62,7 @@ def test_read_tile_bags_folder_layout(tmp_path):
     assert "coords" not in mx.io.read_tile_bags(files, coords_dataset=None).obsm
 
 
-def test_tile_bags_from_a_table_match_the_h5_reader(tmp_path):
+def test_tile_bags_from_a_table_match_the_h5_reader(tmp_path, caplog):
     """A table with one row per tile (integer patient ids, interleaved) gives the bags read from one h5 per slide."""
     sizes = {7: 4, 3: 5, 12: 1}
     written = {pid: _write_slide(tmp_path / f"{pid}.h5", n, 6, seed=i) for i, (pid, n) in enumerate(sizes.items())}
@@ -78,8 +78,12 @@ def test_tile_bags_from_a_table_match_the_h5_reader(tmp_path):
     for key in ("tiles", "tile_mask", "coords"):
         np.testing.assert_allclose(wsi.obsm[key], h5.obsm[key])
     np.testing.assert_allclose(wsi.X, h5.X, rtol=1e-6)
-    # default features: every numeric column but the patient and the coordinates ('tile' is numeric too)
-    assert mx.io.tile_bags_from_table(table, patient_key="patient", coords_columns=["x", "y"]).n_vars == 7
+    # default features: every numeric column but the patient, the coordinates and a tile-number column (warned)
+    with caplog.at_level("WARNING", logger="multiomix"):
+        default = mx.io.tile_bags_from_table(table, patient_key="patient", coords_columns=["x", "y"])
+    assert list(default.var_names) == [f"f{j}" for j in range(6)]
+    assert "['tile'] look like tile ids" in caplog.text
+    assert mx.io.tile_bags_from_table(table, patient_key="patient").n_vars == 6  # x, y left out by name too
     sub = mx.io.tile_bags_from_table(table, patient_key="patient", feature_columns=["f0"], max_tiles=2)
     assert sub.obs["n_tiles"].tolist() == [2, 2, 1]
     bad = table.assign(f0=np.where(np.arange(len(table)) == 2, np.nan, table["f0"]))

@@ -16,6 +16,9 @@ from .._utils import check_whole, label_text
 __all__ = ["read_tile_bags", "sample_tile_bags", "tile_bags_from_table"]
 
 _H5_SUFFIXES = (".h5", ".hdf5")
+#: numeric table columns that are bookkeeping, not embedding values (compared in lower case)
+_NOT_EMBEDDING_NAMES = frozenset({"tile", "tile_id", "tile_index", "tile_idx", "x", "y", "row", "col", "column",
+                                  "level", "index"})
 
 
 def _list_files(paths_or_folder: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -192,8 +195,10 @@ def tile_bags_from_table(
     """Build the AnnData of bags that :func:`~multiomix.io.read_tile_bags` reads, from a table with one row per tile.
 
     For tile embeddings kept as a table (CSV, parquet: ``patient, tile, f0 ... f1023``) rather than one h5 file
-    per slide. Patients come in the order of their first tile; their ids become ``obs_names`` as text (an
-    integer id ``7`` is ``'7'``, also from a float column holding whole numbers). The table is not modified.
+    per slide. By default every numeric column is an embedding feature except the patient, the coordinates and
+    columns named like a tile id or a coordinate (``tile``, ``tile_id``, ``x``, ``y``...; left out with a warning).
+    Patients come in the order of their first tile; their ids become ``obs_names`` as text (an integer id ``7`` is
+    ``'7'``, also from a float column holding whole numbers). The table is not modified.
 
     Parameters
     ----------
@@ -238,6 +243,13 @@ def tile_bags_from_table(
     if feature_columns is None:
         feature_columns = [c for c in table.columns if c not in not_features
                            and pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
+        # a tile number or a coordinate is not an embedding value: left out by name, and said so
+        bookkeeping = [c for c in feature_columns if str(c).lower() in _NOT_EMBEDDING_NAMES]
+        if bookkeeping:
+            logger.warning(f"tile_bags_from_table: columns {bookkeeping} look like tile ids or coordinates and are "
+                           "not used as embedding features; pass feature_columns= to choose the columns yourself "
+                           "(and coords_columns= for coordinates).")
+            feature_columns = [c for c in feature_columns if c not in bookkeeping]
     feature_columns = list(feature_columns)
     absent = [c for c in feature_columns + (coords_columns or []) if c not in table.columns]
     if absent:
