@@ -6,8 +6,9 @@ direction and a few genes, so each modality alone informs) and ``interaction`` (
 expression state, so the answer needs both modalities and no linear model on mean-pooled features finds it).
 Same stratified split (``mx.pp.split``) for every method:
 
-* Med-CrossViT (``mx.tl.fit_med_crossvit`` at its defaults; per-gene tokens over several seeds, and the
-  original's dense tokenizer for one seed);
+* Med-CrossViT (``mx.tl.fit_med_crossvit`` at its defaults, with its fitted wide path, over several seeds; the
+  same without the wide path, ``wide_path=None``, over the same seeds; and the original's dense tokenizer without
+  the wide path for one seed);
 * mean-pooled tiles + logistic regression (scikit-learn), RNA-only logistic regression, both concatenated, and an
   MLP on the concatenation (a non-linear peer), fitted on train + validation rows.
 

@@ -609,3 +609,22 @@ def test_split_plots_and_scored_regions_follow_the_fit(fitted, motif_data, tmp_p
         mx.pl.attention_maps(adata, region=0, heads=[9])
     with pytest.raises(ValueError, match="motif_length"):
         mx.tl.attention_pair_hit_rate(adata, motif_length=0)
+
+
+def test_profile_input_is_padded_symmetrically_so_both_strands_share_one_token_grid():
+    from multiomix.module._genomic_interpreter import GenomicInterpreterModule
+
+    module = GenomicInterpreterModule(backbone="swin1d", backbone_kwargs={}, n_tracks=1, n_bins=10, loss="mse")
+    reduction = module.backbone.reduction
+    x = torch.zeros(2, 1000, 4)
+    x[:, torch.arange(1000), torch.randint(0, 4, (1000,))] = 1
+    padded = module.pad_to_tokens(x)
+    extra = padded.shape[1] - 1000
+    assert padded.shape[1] % reduction == 0 and 0 < extra < reduction
+    torch.testing.assert_close(padded[:, extra // 2: extra // 2 + 1000], x)
+    assert padded[:, : extra // 2].abs().sum() == 0 and padded[:, extra // 2 + 1000:].abs().sum() == 0
+    reverse = x.flip(-2).flip(-1)  # the reverse complement, padded, is the padded input reverse-complemented
+    torch.testing.assert_close(module.pad_to_tokens(reverse), padded.flip(-2).flip(-1))
+    assert module.inference(x)["output"].shape == (2, 10, 1)
+    scalar = GenomicInterpreterModule(backbone="swin1d", backbone_kwargs={}, n_tracks=1, n_bins=None, loss="mse")
+    assert scalar.pad_to_tokens(x) is x  # one value per region: left as it is

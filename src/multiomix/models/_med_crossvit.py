@@ -170,7 +170,7 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
         Weight the cross-entropy by inverse class frequency ("balanced") of the training rows.
     wide_path
         ``"fitted"`` (default): a wide path of each bag's mean tile and the expression (a logistic regression plus a
-        rank-1 tile x expression product, :class:`~multiomix.nn.wide.WidePath`) is fitted first, with its penalty,
+        rank-1 tile x expression product, :class:`~multiomix.nn.WidePath`) is fitted first, with its penalty,
         its product and its epochs chosen by 5-fold cross-validation on the training rows, and then frozen; the
         heads' output layers start at zero, so training starts from exactly that model and the transformer learns
         what it misses. The transformer is kept only if it lowers the validation loss of the wide path alone (the

@@ -119,10 +119,26 @@ class GenomicInterpreterModule(BaseModuleClass):
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"x": tensors[DNA_KEY]}
 
+    def pad_to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad a profile model's input with ``N`` on both sides to a whole number of backbone tokens.
+
+        The backbones pool by ``reduction`` base pairs, padding the last token at the end only; for a region whose
+        length is not a multiple of it, the token grids of the two strands would then be offset (the reverse
+        strand, flipped back, puts the short token at the start), and the bins of a profile would not line up
+        between the strands averaged by :meth:`predict_mean`. Padding half before and half after keeps the grid
+        symmetric (to within one base pair when the padding is odd). One value per region needs no alignment and
+        is left unpadded.
+        """
+        extra = (-x.shape[1]) % int(getattr(self.backbone, "reduction", 1))
+        if self.n_bins is None or extra == 0:
+            return x
+        before = extra // 2
+        return F.pad(x, (0, 0, before, extra - before))
+
     @auto_move_data
     def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw outputs (log-space rate parameter, logits or values) for one-hot ``x`` ``(b, L, 4)``."""
-        return {"output": self.head(self.backbone(x.float()))}
+        return {"output": self.head(self.backbone(self.pad_to_tokens(x.float())))}
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
         return {}

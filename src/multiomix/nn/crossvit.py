@@ -11,7 +11,7 @@ Pure torch, no AnnData. Each modality becomes a token sequence with a learned CL
 A block runs a pre-norm transformer per modality, then a cross-transformer in which each CLS token
 attends to ``[its own CLS; the other modality's tokens]``. Padded tiles are masked out of every
 attention and of mean pooling. Each modality has its own head, and the logits are their sum; an optional wide
-path (:class:`~multiomix.nn.wide.WidePath`: a linear map and a low-rank tile x expression product of each bag's
+path (:class:`~multiomix.nn.WidePath`: a linear map and a low-rank tile x expression product of each bag's
 mean tile and the expression) is added to them.
 
 Differences to the original implementation (Med-CrossViT, adapted from lucidrains' CrossViT): the two
@@ -304,7 +304,7 @@ class MedCrossViT(nn.Module):
     dropout, emb_dropout
         Dropout inside the transformers and on the token embeddings.
     wide_path
-        Add a :class:`~multiomix.nn.wide.WidePath` of the bag's mean tile and the expression to the logits.
+        Add a :class:`~multiomix.nn.WidePath` of the bag's mean tile and the expression to the logits.
     wide_rank
         Rank of the wide path's tile x expression product.
 

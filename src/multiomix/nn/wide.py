@@ -131,8 +131,8 @@ def fit_wide_path(
     max_epochs: int = 300,
     lr: float = 1e-2,
     random_state: int = 0,
-) -> tuple[WidePath, dict]:
-    """Fit a :class:`WidePath`, choosing penalty, product and epochs by stratified K-fold cross-validation.
+) -> tuple[nn.Module, dict]:
+    """Fit a :class:`~multiomix.nn.WidePath`, choosing penalty, product and epochs by stratified K-fold cross-validation.
 
     Every candidate (each penalty, with and without the product) is trained full-batch on each fold's other rows
     for ``max_epochs``; the candidate and epoch with the lowest class-weighted cross-entropy on the held-out rows,
@@ -162,7 +162,7 @@ def fit_wide_path(
 
     Returns
     -------
-    path : WidePath
+    path : multiomix.nn.WidePath
         The fitted path.
     choice : dict
         ``penalty``, ``product`` (bool), ``epochs``, ``cv_loss`` (of the chosen candidate), ``cv_loss_linear``
