@@ -132,7 +132,7 @@ def fit_wide_path(
     lr: float = 1e-2,
     random_state: int = 0,
 ) -> tuple[nn.Module, dict]:
-    """Fit a :class:`~multiomix.nn.WidePath`, choosing penalty, product and epochs by stratified K-fold cross-validation.
+    """Fit a :class:`~multiomix.nn.WidePath`; penalty, product and epochs are chosen by stratified K-fold CV.
 
     Every candidate (each penalty, with and without the product) is trained full-batch on each fold's other rows
     for ``max_epochs``; the candidate and epoch with the lowest class-weighted cross-entropy on the held-out rows,
