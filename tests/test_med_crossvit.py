@@ -570,3 +570,16 @@ def test_synthetic_tile_bags_give_each_class_its_own_gene_pattern():
         assert len(np.unique(truth["gene_patterns"], axis=0)) == 4
     with pytest.raises(ValueError, match="distinct"):
         mx.datasets.synthetic_tile_bags(12, n_classes=5, n_signal_genes=2)
+
+
+def test_weights_saved_without_a_wide_path_load_into_a_network_without_one():
+    from multiomix.module import MedCrossViTModule
+
+    kwargs = {"rna_key": "X_rna", "has_mask": True, "num_classes": 2, "tile_dim": 8, "n_genes": 6, "wsi_dim": 16,
+              "rna_dim": 16, "enc_heads": 2, "cross_heads": 2}
+    old = MedCrossViTModule(**kwargs, wide_path=False).eval()
+    new = MedCrossViTModule(**kwargs, wide_path=True).eval()
+    new.load_state_dict(old.state_dict())
+    assert new.net.wide is None
+    tiles, genes, mask = torch.randn(3, 5, 8), torch.randn(3, 6), torch.ones(3, 5)
+    torch.testing.assert_close(new.inference(tiles, genes, mask)["logits"], old.inference(tiles, genes, mask)["logits"])

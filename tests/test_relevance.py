@@ -345,6 +345,17 @@ def test_groups_of_a_float_label_column_are_found_by_their_own_values():
                       key_added="dose_relevance")
     assert sorted(mdata.uns["dose_relevance"]["params"]["groups"]) == ["0.5", "1.0"]
     assert rank_relevant_features(mdata, "dose_relevance", 1.0, 3)["group"].tolist() == ["1.0"] * 3
+    # the plots take the groups as the tl functions do: a number, or a list of numbers
+    for groups in (1.0, [1.0, 0.5], 0.5):
+        ax = mx.pl.relevance_dotplot(mdata, "dose_relevance", groups=groups, n_top=3)
+        plt.close(ax.figure)
+    ax = mx.pl.relevance_heatmap(mdata, "dose_relevance", groups=[0.5], n_top=3)
+    plt.close(ax.figure)
+    feature_relevance(mdata, model, groupby="level", groups=1.0, kind="cross_modal", source="src", target="tgt",
+                      max_cells_per_group=10, n_samples=5, key_added="cross_level")
+    for call in (mx.pl.relevance_heatmap, mx.pl.relevance_network):
+        ax = call(mdata, "cross_level", group=np.float64(1.0), n_top=4)
+        plt.close(ax.figure)
 
 
 def test_ensemble_log_odds_and_signed_ranking():

@@ -56,3 +56,22 @@ def test_wide_path_without_fit_is_zero_and_rejects_rank_zero():
     assert torch.count_nonzero(path(torch.randn(5, 3), torch.randn(5, 2))) == 0
     with pytest.raises(ValueError, match="rank must be at least 1"):
         WidePath(a_dim=3, b_dim=2, num_classes=2, rank=0)
+
+
+def test_wide_inputs_are_reduced_to_principal_components_and_still_learn():
+    # 400 noise features around a low-rank signal: the path reads 50 components, fitted in seconds
+    rng = np.random.default_rng(2)
+    n = 300
+    factors = rng.normal(size=(n, 3))
+    a = factors @ rng.normal(size=(3, 400)) + 0.5 * rng.normal(size=(n, 400))
+    b = rng.normal(size=(n, 6))
+    y = ((factors[:, 0] > 0) ^ (b[:, 1] > 0)).astype(int)
+    path, choice = fit_wide_path(a[:220], b[:220], y[:220], num_classes=2, max_epochs=200, random_state=0)
+    assert path.a_proj.shape == (400, 50) and path.b_proj.shape == (6, 6)
+    torch.testing.assert_close(path.b_proj, torch.eye(6))  # a narrow input is only standardised
+    with torch.no_grad():
+        reduced, _ = path.reduce(torch.as_tensor(a[:220], dtype=torch.float32), torch.zeros(220, 6))
+    torch.testing.assert_close(path.a_proj.T @ path.a_proj, torch.eye(50), atol=1e-4, rtol=0)  # orthonormal
+    spread = reduced.std(0)
+    assert spread[:3].min() > 5 * spread[3:].max()  # the three planted factors lead, noise comes after
+    assert choice["product"] and _accuracy(path, a[220:], b[220:], y[220:]) >= 0.75

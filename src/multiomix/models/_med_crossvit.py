@@ -395,7 +395,10 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
             adata = _bags_only(adata, attr_dict["registry_"]["setup_args"])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*var_names. for the loaded .model.", category=UserWarning)
-            return super().load(dir_path, adata=adata, **kwargs)
+            model = super().load(dir_path, adata=adata, **kwargs)
+        if model.module.net.wide is None:  # saved by an earlier version, before the wide path
+            model.wide_path = None
+        return model
 
     def _input_obsm(self) -> dict[str, list[str]]:
         return self._bag_keys(self.setup_args)

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from scvi.module.base import auto_move_data
 
+from .._logging import logger
 from ..nn.crossvit import MedCrossViT as MedCrossViTNet
 from ..nn.crossvit import sample_bag_indices
 from ._classifier import ClassifierModule
@@ -56,6 +57,13 @@ class MedCrossViTModule(ClassifierModule):
         self.net = MedCrossViTNet(**net_kwargs)
         weight = torch.ones(net_kwargs["num_classes"]) if class_weighting else None
         self.register_buffer("class_weight", weight)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load weights; weights saved before the wide path existed load into a network without one."""
+        if self.net.wide is not None and not any(k.startswith("net.wide.") for k in state_dict):
+            logger.info("the saved weights have no wide path (saved by an earlier version): loaded without one")
+            self.net.wide = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {

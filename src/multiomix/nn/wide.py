@@ -20,16 +20,22 @@ import torch
 from einops import rearrange
 from torch import nn
 
-__all__ = ["PENALTIES", "WidePath", "fit_wide_path"]
+__all__ = ["MAX_COMPONENTS", "PENALTIES", "WidePath", "fit_wide_path"]
 
 #: logit of a class without training rows
 ABSENT_CLASS_LOGIT = -30.0
+#: widest input the wide path reads (wider inputs are reduced to this many principal components)
+MAX_COMPONENTS = 50
 #: L2 penalties tried by :func:`fit_wide_path` (on the mean cross-entropy; weights only, not the intercepts)
 PENALTIES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 
 class WidePath(nn.Module):
-    """Logits ``linear([a; b]) + sum_r (u_r a)(v_r b)`` of two standardised inputs.
+    """Logits ``linear([a; b]) + sum_r (u_r a)(v_r b)`` of two standardised, reduced inputs.
+
+    An input wider than ``max_components`` (e.g. thousands of genes) is standardised and projected on its top
+    principal components (orthonormal, not whitened), set by :func:`fit_wide_path` from the rows it is fitted
+    on; a narrower one is only standardised. The projection keeps the fit fast and its penalty meaningful.
 
     Parameters
     ----------
@@ -39,35 +45,66 @@ class WidePath(nn.Module):
         Number of classes.
     rank
         Rank of the interaction (its factors may be all zero: a plain linear model).
+    max_components
+        Largest width the inputs are reduced to.
 
     Examples
     --------
-    >>> wide = WidePath(a_dim=4, b_dim=3, num_classes=2)
-    >>> wide(torch.randn(5, 4), torch.randn(5, 3)).shape
-    torch.Size([5, 2])
+    >>> wide = WidePath(a_dim=4, b_dim=300, num_classes=2)
+    >>> wide(torch.randn(5, 4), torch.randn(5, 300)).shape, wide.b_proj.shape
+    (torch.Size([5, 2]), torch.Size([300, 50]))
     """
 
-    def __init__(self, *, a_dim: int, b_dim: int, num_classes: int, rank: int = 1):
+    def __init__(self, *, a_dim: int, b_dim: int, num_classes: int, rank: int = 1,
+                 max_components: int = MAX_COMPONENTS):
         super().__init__()
         if rank < 1:
             raise ValueError(f"rank must be at least 1, got {rank}.")
+        if max_components < 1:
+            raise ValueError(f"max_components must be at least 1, got {max_components}.")
         self.rank = rank
+        widths = {}
         for name, dim in (("a", a_dim), ("b", b_dim)):
+            widths[name] = min(dim, max_components)
             self.register_buffer(f"{name}_mean", torch.zeros(dim))
             self.register_buffer(f"{name}_std", torch.ones(dim))
-        self.linear = nn.Linear(a_dim + b_dim, num_classes)
-        self.a_factors = nn.Linear(a_dim, num_classes * rank, bias=False)
-        self.b_factors = nn.Linear(b_dim, num_classes * rank, bias=False)
+            self.register_buffer(f"{name}_proj", torch.eye(dim, widths[name]))
+        self.linear = nn.Linear(widths["a"] + widths["b"], num_classes)
+        self.a_factors = nn.Linear(widths["a"], num_classes * rank, bias=False)
+        self.b_factors = nn.Linear(widths["b"], num_classes * rank, bias=False)
         for layer in (self.linear, self.a_factors, self.b_factors):
             nn.init.zeros_(layer.weight)
         nn.init.zeros_(self.linear.bias)
 
+    def reduce(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardise and project raw inputs to the widths the path reads."""
+        return (a - self.a_mean) / self.a_std @ self.a_proj, (b - self.b_mean) / self.b_std @ self.b_proj
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` of raw (unstandardised) inputs."""
-        a = (a - self.a_mean) / self.a_std
-        b = (b - self.b_mean) / self.b_std
+        a, b = self.reduce(a, b)
         product = rearrange(self.a_factors(a) * self.b_factors(b), "n (c r) -> n c r", r=self.rank).sum(-1)
         return self.linear(torch.cat((a, b), dim=-1)) + product
+
+
+def _projection(x: torch.Tensor, width: int, seed: int) -> torch.Tensor:
+    """``(dim, width)`` orthonormal map of standardised rows to their top principal components.
+
+    The identity when ``width`` is the input's width; components beyond the rows' rank get a zero column.
+    """
+    n, dim = x.shape
+    if width >= dim:
+        return torch.eye(dim, width)
+    k = min(width, n - 1)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        _, singular, v = torch.svd_lowrank(x, q=min(k + 10, n, dim), niter=4)
+    finally:
+        torch.random.set_rng_state(state)
+    proj = torch.zeros(dim, width)
+    proj[:, :k] = v[:, :k]  # not whitened: the top components keep their larger variance, as in ridge regression
+    return proj
 
 
 def _folds(labels: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -130,6 +167,7 @@ def fit_wide_path(
     n_folds: int = 5,
     max_epochs: int = 300,
     lr: float = 1e-2,
+    max_components: int = MAX_COMPONENTS,
     random_state: int = 0,
 ) -> tuple[nn.Module, dict]:
     """Fit a :class:`~multiomix.nn.WidePath`; penalty, product and epochs are chosen by stratified K-fold CV.
@@ -141,7 +179,8 @@ def fit_wide_path(
     Parameters
     ----------
     a, b
-        ``(n, a_dim)`` and ``(n, b_dim)`` inputs (standardised here, with their mean and SD over these rows).
+        ``(n, a_dim)`` and ``(n, b_dim)`` inputs (standardised here, with their mean and SD over these rows, and
+        reduced to their top ``max_components`` principal components when wider).
     labels
         ``(n,)`` class codes in ``0..num_classes-1``.
     num_classes
@@ -157,8 +196,10 @@ def fit_wide_path(
         penalty, the product and 100 epochs are used without cross-validation).
     max_epochs, lr
         Full-batch Adam epochs per candidate, and its learning rate.
+    max_components
+        Widest input read as it is; wider ones are reduced to this many principal components of these rows.
     random_state
-        Seed of the folds and of the factors' initial values.
+        Seed of the folds, of the factors' initial values and of the randomised SVD.
 
     Returns
     -------
@@ -177,14 +218,21 @@ def fit_wide_path(
     >>> choice["product"]
     True
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     labels = np.asarray(labels).astype(int)
-    stats = {}
+    path = WidePath(a_dim=a.shape[1], b_dim=b.shape[1], num_classes=num_classes, rank=rank,
+                    max_components=max_components)
+    reduced = {}
     for name, x in (("a", a), ("b", b)):
-        std = x.std(0)
-        stats[name] = (x.mean(0), np.where(std > 0, std, 1.0))
-    at = torch.as_tensor((a - stats["a"][0]) / stats["a"][1], dtype=torch.float32)
-    bt = torch.as_tensor((b - stats["b"][0]) / stats["b"][1], dtype=torch.float32)
+        x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        mean, std = x.mean(0), x.std(0, correction=0)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        x = (x - mean) / std
+        proj = _projection(x, getattr(path, f"{name}_proj").shape[1], random_state)
+        with torch.no_grad():
+            getattr(path, f"{name}_mean").copy_(mean), getattr(path, f"{name}_std").copy_(std)
+            getattr(path, f"{name}_proj").copy_(proj)
+        reduced[name] = x @ proj
+    at, bt = reduced["a"], reduced["b"]
     y = torch.as_tensor(labels, dtype=torch.long)
     cw = torch.ones(num_classes) if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
     counts = np.bincount(labels, minlength=num_classes)
@@ -210,10 +258,7 @@ def fit_wide_path(
     weight, bias, u, v, _ = _train_batched(
         at, bt, y, cw, torch.ones(1, len(labels)), torch.tensor([choice["penalty"]]),
         torch.tensor([float(choice["product"])]), rank=rank, epochs=choice["epochs"], lr=lr, seed=random_state)
-    path = WidePath(a_dim=a.shape[1], b_dim=b.shape[1], num_classes=num_classes, rank=rank)
     with torch.no_grad():
-        path.a_mean.copy_(torch.as_tensor(stats["a"][0])), path.a_std.copy_(torch.as_tensor(stats["a"][1]))
-        path.b_mean.copy_(torch.as_tensor(stats["b"][0])), path.b_std.copy_(torch.as_tensor(stats["b"][1]))
         path.linear.weight.copy_(weight[0].T), path.linear.bias.copy_(bias[0, 0])
         path.a_factors.weight.copy_(u[0].T), path.b_factors.weight.copy_(v[0].T)
         path.linear.bias[torch.as_tensor(counts == 0)] = ABSENT_CLASS_LOGIT  # never predict a class without rows

@@ -27,6 +27,7 @@ from .._logging import logger
 from .._settings import settings
 from ..tl import get_result, rank_relevant_features
 from ..tl._relevance import check_n_top
+from ..tl._results import _group_key, _group_name
 from ._utils import (
     FONT_SIZE,
     LAPTOP_WIDTH,
@@ -90,10 +91,10 @@ def _select_groups(mdata: MuData, key: str, entry: dict, groups: str | Sequence[
     """Return the groups to show: the given ones (checked), else all, or the ``max_groups`` with most cells."""
     names = _all_groups(entry)
     if groups is not None:
-        chosen = [groups] if isinstance(groups, str) else [str(g) for g in groups]
-        for g in chosen:
-            get_result(mdata, key, group=g)  # a KeyError listing the groups when unknown
-        return chosen
+        chosen = [groups] if isinstance(groups, str) or np.isscalar(groups) else list(groups)
+        # each as the name it is stored under (a float 1.0 of a float label column is group '1'); a KeyError
+        # listing the groups when one is unknown
+        return [_group_name(entry, _group_key(entry, g)) for g in chosen]
     if max_groups is None or len(names) <= max_groups:
         return names
     counts = _n_cells(entry)
@@ -342,6 +343,7 @@ def relevance_heatmap(
         if "matrices" not in entry:
             raise ValueError(f"`group=` shows a cross-modal matrix, but uns[{key!r}] holds group relevance; "
                              "leave `group` out to show groups x features.")
+        group = _group_name(entry, _group_key(entry, group))  # as stored: 2.0 of a float label column is '2'
         mat, label = _matrix(mdata, key, entry, group, scale)
         n_top = 10 if n_top is None else n_top
         rows = mat.sum(1).nlargest(n_top).index
@@ -555,6 +557,7 @@ def relevance_network(
             "group to its top features, or use relevance_dotplot / relevance_heatmap.")
     if cross:
         n_top = 20 if n_top is None else n_top
+        group = _group_name(entry, _group_key(entry, group))  # as stored: 2.0 of a float label column is '2'
         mat, label = _matrix(mdata, key, entry, group, scale)
         links = mat.stack().rename("value").reset_index()
         links.columns = ["right", "left", "value"]
