@@ -628,3 +628,13 @@ def test_profile_input_is_padded_symmetrically_so_both_strands_share_one_token_g
     assert module.inference(x)["output"].shape == (2, 10, 1)
     scalar = GenomicInterpreterModule(backbone="swin1d", backbone_kwargs={}, n_tracks=1, n_bins=None, loss="mse")
     assert scalar.pad_to_tokens(x) is x  # one value per region: left as it is
+
+
+def test_far_motif_pairs_keep_both_motifs_when_b_is_longer_than_the_distance():
+    adata = mx.datasets.planted_motif_pairs(500, length=128, distance=4, motif_a="TG",
+                                            motif_b="GGAATTCCGGAATTCCAAGG", random_state=0)
+    onehot = adata.obsm[next(k for k in adata.obsm if "onehot" in k or "dna" in k)]
+    letters = np.array(list("ACGT"))[onehot.argmax(-1)]
+    for i in np.flatnonzero(adata.obs["motif_a_pos"].to_numpy() >= 0):
+        pa = int(adata.obs["motif_a_pos"].iloc[i])
+        assert "".join(letters[i, pa:pa + 2]) == "TG", i

@@ -198,7 +198,8 @@ def planted_motif_pairs(
                 raise ValueError(f"length={length} is too short for 'far' pairs at 3 x distance={distance}.")
             while True:
                 pa, pb = rng.integers(0, length - la + 1), rng.integers(0, length - lb + 1)
-                if abs(pb - pa) >= 3 * distance:
+                apart = pa + la <= pb or pb + lb <= pa  # B never overwrites A (nor A, written first, B)
+                if abs(pb - pa) >= 3 * distance and apart:
                     pos_a[i], pos_b[i] = pa, pb
                     break
         elif kind == "a_only":
