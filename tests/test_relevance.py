@@ -583,3 +583,25 @@ def test_dense_reads_backed_rows_in_any_order(tmp_path):
     with h5py.File(tmp_path / "x.h5", "r") as f:
         np.testing.assert_array_equal(_dense(f["x"], np.array([7, 3, 7, 0])), x[[7, 3, 7, 0]])
         np.testing.assert_array_equal(_dense(f["x"], np.array([9, 1]), np.array([2, 0])), x[[9, 1]][:, [2, 0]])
+
+
+def test_explaining_leaves_the_modules_training_mode_as_it_was_and_output_checked():
+    from multiomix.explain._relevance import cross_modal_relevance, group_relevance
+
+    rng = np.random.default_rng(0)
+    clf = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5), nn.Linear(8, 3), nn.Softmax(-1)).train()
+    x, bg = rng.normal(size=(10, 6)).astype(np.float32), rng.normal(size=(4, 6)).astype(np.float32)
+    group_relevance(clf, [x], np.arange(10), 1, [bg], method="expected_gradients", n_samples=20)
+    assert clf.training and clf[1].training
+    translator = nn.Sequential(nn.Linear(6, 3), nn.Dropout(0.5)).train()
+    cross_modal_relevance(translator, x, np.arange(10), bg, method="expected_gradients", n_samples=20)
+    assert translator.training
+    clf.eval()
+    group_relevance(clf, [x], np.arange(10), 1, [bg], method="expected_gradients", n_samples=20)
+    assert not clf.training
+    mdata = planted_mudata(n_per_type=20)
+    model = mx.tl.fit_unitednet(mdata, label_key="cell_type", max_epochs=1, latent_dim=8, hidden=(16,), n_heads=1,
+                                progress_bar=False)
+    with pytest.raises(ValueError, match="kind='cross_modal' explains the predicted target features"):
+        feature_relevance(mdata, model, groupby="cell_type", kind="cross_modal", source="src", target="tgt",
+                          output="log_odds")

@@ -27,6 +27,8 @@ on a small probe is below ``tolerance``; otherwise expected gradients. The addit
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -309,6 +311,28 @@ def _deep_group_batch(explainer, xs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.as_tensor(np.asarray(v)[..., 0] if np.asarray(v).ndim == 3 else np.asarray(v)) for v in values]
 
 
+def _restores_training_mode(argument: str):
+    """Decorate a function that puts the module passed as ``argument`` in eval mode: its mode is restored after."""
+
+    def decorate(function):
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            module = signature.bind_partial(*args, **kwargs).arguments.get(argument)
+            training = getattr(module, "training", None)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                if isinstance(module, nn.Module) and training is not None:
+                    module.train(training)
+
+        return wrapper
+
+    return decorate
+
+
+@_restores_training_mode("classifier")
 def group_relevance(
     classifier: nn.Module,
     matrices: Sequence,
@@ -456,6 +480,7 @@ def _deep_cross_batch(explainer, x: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(values).permute(0, 2, 1)
 
 
+@_restores_training_mode("translator")
 def cross_modal_relevance(
     translator: nn.Module,
     matrix,

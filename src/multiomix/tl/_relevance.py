@@ -182,6 +182,9 @@ def _check_relevance_args(mdata, *, kind: str, method: str, background: str, n_b
         raise ValueError("`source`/`target` are only used with kind='cross_modal'.")
     if output not in OUTPUTS:
         raise ValueError(f"`output` must be one of {OUTPUTS}, got {output!r}.")
+    if kind == "cross_modal" and output != "proba":
+        raise ValueError(f"`output={output!r}` transforms class probabilities (kind='group'); kind='cross_modal' "
+                         "explains the predicted target features themselves. Leave `output` out.")
 
 
 def _model_classes_only(chosen: list[str], adapter, *, groupby: str, explicit: bool) -> list[str]:
