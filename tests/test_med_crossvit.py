@@ -583,3 +583,12 @@ def test_weights_saved_without_a_wide_path_load_into_a_network_without_one():
     assert new.net.wide is None
     tiles, genes, mask = torch.randn(3, 5, 8), torch.randn(3, 6), torch.ones(3, 5)
     torch.testing.assert_close(new.inference(tiles, genes, mask)["logits"], old.inference(tiles, genes, mask)["logits"])
+
+
+def test_a_bag_whose_mask_holds_only_small_fractions_is_refused():
+    mdata, _ = _data(n=40)
+    mask = mdata.mod["wsi"].obsm["tile_mask"].astype(float)
+    mask[3] = np.where(mask[3] > 0, 0.3, 0.0)  # read as no real tile by the network
+    mdata.mod["wsi"].obsm["tile_mask"] = mask
+    with pytest.raises(ValueError, match="1 bags have no tiles"):
+        mx.tl.fit_med_crossvit(mdata, label_key="label", **{**FIT, "max_epochs": 1})

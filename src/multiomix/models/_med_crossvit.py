@@ -71,6 +71,17 @@ class _BagObsmField(ObsmField):
 _MuDataBagObsmField = MuDataWrapper(_BagObsmField)
 
 
+def real_tiles(mask) -> np.ndarray:
+    """Boolean mask of the real tiles: a value above 0.5 (``True``, 1, 1.0), as the network reads the mask.
+
+    Examples
+    --------
+    >>> real_tiles(np.array([[1.0, 0.3, 0.0]])).tolist()
+    [[True, False, False]]
+    """
+    return np.asarray(mask).astype(float) > 0.5
+
+
 def _check_bags(mdata: MuData, modality: str, tiles_key: str, mask_key: str | None) -> None:
     adata = mdata.mod[modality]
     if tiles_key not in adata.obsm:
@@ -96,9 +107,9 @@ def _check_bags(mdata: MuData, modality: str, tiles_key: str, mask_key: str | No
     mask = np.asarray(adata.obsm[mask_key])
     if mask.shape != tiles.shape[:2]:
         raise ValueError(f"obsm[{mask_key!r}] has shape {mask.shape}; expected {tiles.shape[:2]} to match the tiles.")
-    check_finite(tiles[mask.astype(bool)], f"Modality {modality!r} obsm[{tiles_key!r}] (real tiles; padded slots may "
+    check_finite(tiles[real_tiles(mask)], f"Modality {modality!r} obsm[{tiles_key!r}] (real tiles; padded slots may "
                  "hold anything)")
-    empty = np.flatnonzero(~mask.astype(bool).any(1))
+    empty = np.flatnonzero(~real_tiles(mask).any(1))  # e.g. a bag whose mask holds 0.3 only
     if len(empty):
         raise ValueError(f"{len(empty)} bags have no tiles in obsm[{mask_key!r}] (e.g. {adata.obs_names[empty[0]]!r}).")
 
@@ -425,7 +436,7 @@ class MedCrossViT(MultimodalInputMixin, MultiomixModel):
                                       random_state=self.random_state)
         tiles = np.asarray(self.adata_manager.get_from_registry(TILES_KEY)[rows_fit], dtype=np.float32)
         if self.setup_args["mask_key"] is not None:
-            mask = np.asarray(self.adata_manager.get_from_registry(TILE_MASK_KEY)[rows_fit]).astype(float) > 0.5
+            mask = real_tiles(self.adata_manager.get_from_registry(TILE_MASK_KEY)[rows_fit])
         else:
             mask = np.ones(tiles.shape[:2], dtype=bool)
         pooled = masked_mean(torch.as_tensor(tiles), torch.as_tensor(mask)).numpy()

@@ -13,7 +13,7 @@ from mudata import MuData
 from .._baseline import stack_modalities
 from .._docs import fill_doc
 from .._utils import check_modalities
-from ..models._med_crossvit import MedCrossViT, _check_bags
+from ..models._med_crossvit import MedCrossViT, _check_bags, real_tiles
 from ..models.base import SeedEnsemble, check_n_models
 from ..train._runner import check_fit_kwargs
 from ._fit import (
@@ -32,7 +32,7 @@ __all__ = ["fit_med_crossvit"]
 def _mean_pooled_tiles(mdata: MuData, tiles_modality: str, tiles_key: str, mask_key: str | None):
     """``rows -> mean of each bag's real tiles`` (padded slots left out), for the baseline."""
     tiles = mdata.mod[tiles_modality].obsm[tiles_key]
-    mask = None if mask_key is None else np.asarray(mdata.mod[tiles_modality].obsm[mask_key]).astype(bool)
+    mask = None if mask_key is None else real_tiles(mdata.mod[tiles_modality].obsm[mask_key])
 
     def pooled(rows: np.ndarray) -> np.ndarray:
         bags = np.asarray(tiles[rows], dtype=np.float64)
