@@ -458,3 +458,15 @@ def test_interaction_plot_labels_rows_by_what_tl_grouped_by(small):
     mx.tl.interaction_importance(small, model, groupby="batch")
     fig = mx.pl.interaction_importance(small, show=False)
     assert fig.axes[0].get_ylabel() == "batch"
+
+
+def test_interaction_importance_names_float_label_groups_as_the_model_names_classes(small, caplog):
+    small.obs["grade"] = np.where(small.obs["label"].astype(str).to_numpy() == small.obs["label"].cat.categories[0],
+                                  1.0, 2.0)
+    model = mx.tl.fit_crossattomics(small, label_key="grade", baseline=False, **FAST)
+    assert sorted(model.classes) == ["1", "2"]
+    small.obs.loc[small.obs_names[:2], "grade"] = 3.0  # a label the model has no class for
+    with caplog.at_level("INFO", logger="multiomix"):
+        mx.tl.interaction_importance(small, model, groupby="grade")
+    assert "2 rows have a label the model has no class for (e.g. ['3'])" in caplog.text
+    assert list(small.uns["crossattomics_interactions"]["mean"].index) == ["1", "2", "3"]

@@ -240,6 +240,12 @@ def interaction_importance(
     # the model's classes are the labels as strings (as its fit read them), whatever the column's dtype
     label_codes = torch.as_tensor(pd.Categorical(label_text(known).where(known.notna(), None),
                                                  categories=classes).codes.astype(np.int64))
+    if target == "label":
+        foreign = known.notna().to_numpy() & (label_codes.numpy() < 0)
+        if foreign.any():
+            examples = sorted(set(label_text(known[foreign])))[:3]
+            logger.info(f"{int(foreign.sum())} rows have a label the model has no class for (e.g. {examples}): "
+                        "their relevance is for their predicted class")
     linear_only = bool(getattr(model, "linear_path", None) == "fitted" and getattr(model, "best_epoch_", None) == -1)
     relevances, logits, biases = [], [], []
     loader = model._make_data_loader(adata=data, batch_size=batch_size)
@@ -261,7 +267,11 @@ def interaction_importance(
     logit = torch.cat(logits).numpy()
     bias = pd.Series(torch.cat(biases).numpy(), index=mdata.obs_names)
     per_sample = pd.DataFrame(relevance, index=mdata.obs_names, columns=model.interactions)
-    groups = mdata.obs[groupby].astype("category")
+    column = mdata.obs[groupby]  # groups named as the model names classes: 1.0 of a float column is '1'
+    text = label_text(column).where(column.notna(), None)
+    order = (list(dict.fromkeys(label_text(pd.Series(column.cat.categories))))  # a categorical keeps its order
+             if isinstance(column.dtype, pd.CategoricalDtype) else sorted(set(text.dropna())))
+    groups = pd.Series(pd.Categorical(text, categories=order), index=mdata.obs_names)
     mean = per_sample.groupby(groups.values, observed=True).mean()
     mean.index = mean.index.astype(str)
     mean_abs = per_sample.abs().groupby(groups.values, observed=True).mean()
