@@ -26,7 +26,7 @@ def synthetic_interaction_mudata(
     modality, which is co-regulated: each of its features is a shared latent value (``a`` for ``planted[1]``,
     ``b`` for ``planted[0]``, both standard normal) plus ``within_group_noise`` times independent noise.
     The label is ``"pos"`` when ``a * b > 0`` and ``"neg"`` otherwise: an XOR, so neither modality alone carries
-    any information about it. ``noise`` flips that fraction of labels.
+    any information about it. ``noise`` flips each label with that probability.
 
     Parameters
     ----------
@@ -39,7 +39,7 @@ def synthetic_interaction_mudata(
     planted
         ``(source, target)`` modalities whose first groups interact.
     noise
-        Fraction of labels flipped at random.
+        Probability that a label is flipped (each label independently, so about this fraction of the labels).
     within_group_noise
         Standard deviation of the feature-specific noise around the latent value in the planted groups.
     random_state

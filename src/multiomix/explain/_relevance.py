@@ -58,7 +58,7 @@ OUTPUTS = ("proba", "log_proba", "log_odds")
 
 @dataclass
 class RelevanceResult:
-    """Per-group sums of attributions and the additivity error of the estimator that produced them.
+    """Per-group means of attributions (signed and absolute) and the additivity error of the estimator.
 
     ``mean_abs`` and ``mean`` are lists (one array per explained modality) for group relevance, or one
     ``(target features, source features)`` array for cross-modal relevance.

@@ -353,7 +353,12 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
 
     @property
     def interactions(self) -> list[str]:
-        """Names of the fusion parts (``source->target`` interactions, then unimodal branches)."""
+        """Names of the fusion parts, in the order relevance reports them.
+
+        Per target its ``source->target`` interactions and its own tokens (named by the target), then the unimodal
+        branches, and ``"linear"`` when the model has a linear path (see
+        :attr:`multiomix.nn.CrossAttOmicsNet.part_names`).
+        """
         return self.module.net.part_names
 
     def relevance_adapter(self):
