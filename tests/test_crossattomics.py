@@ -470,3 +470,6 @@ def test_interaction_importance_names_float_label_groups_as_the_model_names_clas
         mx.tl.interaction_importance(small, model, groupby="grade")
     assert "2 rows have a label the model has no class for (e.g. ['3'])" in caplog.text
     assert list(small.uns["crossattomics_interactions"]["mean"].index) == ["1", "2", "3"]
+    small.obs["dose"] = np.where(np.arange(small.n_obs) % 2, 10, 2)  # numbers: 2 before 10
+    mx.tl.interaction_importance(small, model, groupby="dose", key_added="by_dose")
+    assert list(small.uns["by_dose"]["mean"].index) == ["2", "10"]

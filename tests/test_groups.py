@@ -116,3 +116,25 @@ def test_crossattomics_groups_column_mixed_with_random_and_missing_column(small)
     assert len(model.feature_groups_["rna"]) == 5 and len(model.feature_groups_["methylation"]) == 4
     with pytest.raises(KeyError, match="names no column of .mod\\['methylation'\\].var"):
         mx.tl.fit_crossattomics(small, label_key="label", groups="feature_group", baseline=False, **FAST)
+
+
+def test_group_features_never_splits_identical_features_into_more_modules_than_profiles(caplog):
+    rng = np.random.default_rng(0)
+    x = np.hstack([np.repeat(rng.normal(size=(30, 2)), 3, axis=1), np.ones((30, 2))])  # 2 profiles x 3, 2 constant
+    adata = ad.AnnData(x.astype(np.float32))
+    with caplog.at_level("WARNING", logger="multiomix"):
+        mx.pp.group_features(adata, n_groups=5)
+    found = adata.var["feature_group"].cat.codes.to_numpy()
+    assert "vary in only 3 distinct ways" in caplog.text
+    assert len(set(found[:3])) == 1 and len(set(found[3:6])) == 1 and len(set(found[6:])) == 1
+    assert adata.var["feature_group"].value_counts().min() > 0  # no empty module
+
+
+def test_crossattomics_view_carries_only_the_groups_column(small, tmp_path):
+    mx.pp.group_features(small, n_groups={"rna": 3, "methylation": 3, "mirna": 2})
+    small["rna"].var["mixed"] = ["a", 1] * 10  # a column AnnData cannot write
+    model = mx.tl.fit_crossattomics(small, label_key="label", groups="feature_group", baseline=False, **FAST)
+    assert list(model.adata["rna"].var.columns) == ["feature_group"]
+    model.save(tmp_path / "m", save_anndata=True)
+    with pytest.raises(KeyError, match="no column of .mod\\['rna'\\].var \\(columns: \\['feature_group', 'mixed'"):
+        mx.tl.fit_crossattomics(small, label_key="label", groups="other", baseline=False, **FAST)

@@ -592,3 +592,18 @@ def test_a_bag_whose_mask_holds_only_small_fractions_is_refused():
     mdata.mod["wsi"].obsm["tile_mask"] = mask
     with pytest.raises(ValueError, match="1 bags have no tiles"):
         mx.tl.fit_med_crossvit(mdata, label_key="label", **{**FIT, "max_epochs": 1})
+
+
+def test_a_fit_that_keeps_the_wide_path_alone_says_its_attention_does_not_explain_it(caplog):
+    mdata, _ = _data(n=80)
+    with caplog.at_level("WARNING", logger="multiomix"):  # lr=0: the transformer cannot improve on the wide path
+        model = mx.tl.fit_med_crossvit(mdata, label_key="label", **{**FIT, "max_epochs": 2}, lr=0.0)
+    params = mdata.uns["medcrossvit"]["params"]
+    assert model.best_epoch_ == -1 and params["wide_path_only"] and params["best_epoch"] == -1
+    assert "wide path alone" in caplog.text
+    fig = mx.pl.tile_attention(mdata, show=False)
+    assert "do not explain" in fig._suptitle.get_text()
+    new, _ = _data(n=80)  # the same patients, unscored: tl.predict writes the same warning for the plot
+    mx.tl.predict(new, model)
+    assert new.uns["medcrossvit"]["params"]["wide_path_only"]
+    assert "do not explain" in mx.pl.tile_attention(new, show=False)._suptitle.get_text()

@@ -96,12 +96,9 @@ def _projection(x: torch.Tensor, width: int, seed: int) -> torch.Tensor:
     if width >= dim:
         return torch.eye(dim, width)
     k = min(width, n - 1)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        _, singular, v = torch.svd_lowrank(x, q=min(k + 10, n, dim), niter=4)
-    finally:
-        torch.random.set_rng_state(state)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(seed)
+        _, _, v = torch.svd_lowrank(x, q=min(k + 10, n, dim), niter=4)
     proj = torch.zeros(dim, width)
     proj[:, :k] = v[:, :k]  # not whitened: the top components keep their larger variance, as in ridge regression
     return proj

@@ -109,6 +109,9 @@ def tile_attention(
             grid[2 * (j // ncols) + 1, j % ncols].set_visible(False)
         _panels(fig, pairs, classes, groups, genes, tiles, mask, coords, confidence, predicted, n_top,
                 mdata.obs_names)
+        if bool(params.get("wide_path_only", False)):
+            fig.suptitle("the kept model is its wide path alone: these maps do not explain its predictions",
+                         fontsize=SMALL_FONT + 1, color="tab:red")
         fig.tight_layout()
     min_font(fig)
     return finish(fig, None, show=show, save=save)

@@ -58,11 +58,17 @@ def _group_one(adata: AnnData, name: str, *, layer: str | None, n_groups: int | 
     block = matrix[rows]  # only the sampled rows are read and densified
     block = block.toarray() if sparse.issparse(block) else np.asarray(block)
     check_finite(block, f"{name} ({layer or 'X'})")
+    embedding = _feature_embedding(block.astype(np.float64), n_components, random_state) if n_groups > 1 else None
+    if embedding is not None:
+        distinct = len(np.unique(np.round(embedding, 6), axis=0))  # identical (or constant) features coincide
+        if distinct < n_groups:
+            logger.warning(f"{name}: {n_groups} modules asked for, but the features vary in only {distinct} distinct "
+                           f"ways; making {distinct}")
+            n_groups = distinct
     if n_groups == 1:
         labels = np.zeros(adata.n_vars, dtype=int)
     else:
-        labels = _module_labels(_feature_embedding(block.astype(np.float64), n_components, random_state),
-                                n_groups, random_state)
+        labels = _module_labels(embedding, n_groups, random_state)
     return pd.Categorical.from_codes(labels, categories=[f"module{i}" for i in range(n_groups)])
 
 

@@ -15,6 +15,7 @@ from .._logging import logger
 from .._utils import check_modalities, label_text, write_uns
 from ..explain import interaction_relevance
 from ..models import CrossAttOmics, SeedEnsemble, default_interaction_graph
+from ..models._crossattomics import groups_from_column
 from ..models.base import modality_key, resolve_layers
 from ..nn import validate_graph
 from ..train._runner import check_fit_kwargs
@@ -129,9 +130,15 @@ def fit_crossattomics(
     modalities = check_modalities(mdata, modalities)
     validate_graph(default_interaction_graph(modalities) if interaction_graph is None else interaction_graph,
                    modalities)
+    # groups named by a var column: the view carries that column (and only the columns a model reads)
+    per_mod = groups if isinstance(groups, Mapping) and set(groups) & set(modalities) else dict.fromkeys(
+        modalities, groups)
+    var_columns = {m: [spec] for m, spec in per_mod.items() if isinstance(spec, str) and m in modalities}
+    for m, (column,) in var_columns.items():
+        groups_from_column(mdata.mod[m].var, column, modality=m)  # a clear error before anything is fitted
     fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layer, split_key=split_key,
                       test_size=test_size, validation_size=validation_size, random_state=random_state,
-                      output_key=key_added)
+                      var=var_columns, output_key=key_added)
     CrossAttOmics.setup_mudata(fit.view, label_key=fit.label_key, modalities=modalities, layer=layer)
 
     def train_one(seed: int) -> CrossAttOmics:
@@ -269,8 +276,12 @@ def interaction_importance(
     per_sample = pd.DataFrame(relevance, index=mdata.obs_names, columns=model.interactions)
     column = mdata.obs[groupby]  # groups named as the model names classes: 1.0 of a float column is '1'
     text = label_text(column).where(column.notna(), None)
-    order = (list(dict.fromkeys(label_text(pd.Series(column.cat.categories))))  # a categorical keeps its order
-             if isinstance(column.dtype, pd.CategoricalDtype) else sorted(set(text.dropna())))
+    if isinstance(column.dtype, pd.CategoricalDtype):  # a categorical keeps its order
+        order = list(dict.fromkeys(label_text(pd.Series(column.cat.categories))))
+    elif pd.api.types.is_numeric_dtype(column):  # numbers in numeric order (2 before 10)
+        order = list(dict.fromkeys(label_text(pd.Series(np.sort(column.dropna().unique())))))
+    else:
+        order = sorted(set(text.dropna()))
     groups = pd.Series(pd.Categorical(text, categories=order), index=mdata.obs_names)
     mean = per_sample.groupby(groups.values, observed=True).mean()
     mean.index = mean.index.astype(str)

@@ -243,8 +243,12 @@ def training_view(
     label_key: str | None = None,
     labels: pd.Categorical | None = None,
     obsm: Mapping[str, Sequence[str]] | None = None,
+    var: Mapping[str, Sequence[str]] | None = None,
 ) -> MuData:
     """Build a new MuData around ``mdata``'s matrices (no copy) for scvi-tools to register.
+
+    Only the ``var`` columns the model reads (``var``: per modality) are copied, so that whatever else a user keeps
+    in ``var`` cannot get in the way of the model (e.g. of ``model.save(..., save_anndata=True)``).
 
     Examples
     --------
@@ -261,7 +265,9 @@ def training_view(
             logger.info(f"modality {mod!r} is backed: read into memory ({kind}) for training")
         if isinstance(matrix, sparse.spmatrix | sparse.sparray) and matrix.format != "csr":
             matrix = matrix.tocsr()  # minibatches are row slices (a sparse copy, never densified)
-        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=mdata.obs_names), var=source.var.copy())
+        columns = [c for c in (var or {}).get(mod, ()) if c in source.var.columns]  # a missing one: the model says
+        adata = ad.AnnData(X=matrix, obs=pd.DataFrame(index=mdata.obs_names),
+                           var=source.var[columns].copy().rename_axis(None))
         if layers.get(mod) is not None:
             adata.layers[layers[mod]] = matrix
         for key in (obsm or {}).get(mod, ()):
@@ -285,6 +291,7 @@ def prepare_fit(
     validation_size: float = 0.15,
     random_state: int = 0,
     obsm: Mapping[str, Sequence[str]] | None = None,
+    var: Mapping[str, Sequence[str]] | None = None,
     output_key: str | None = None,
 ) -> FitData:
     """Resolve labels and rows and build the training view (nothing is written to ``mdata``).
@@ -311,6 +318,8 @@ def prepare_fit(
         Seed of the hold-outs.
     obsm
         Per modality, ``obsm`` keys the model reads.
+    var
+        Per modality, ``var`` columns the model reads (the only ones the view carries).
     output_key
         ``key_added`` of a fit that writes class predictions: refuse, before training, to overwrite a user's
         ``obs['<key>_prediction']`` / ``obs['<key>_confidence']`` (see :func:`~multiomix._utils.check_output_columns`).
@@ -388,10 +397,10 @@ def prepare_fit(
         used = np.concatenate([train, validation])
         view_labels[used] = text.iloc[used].to_numpy()
         view = training_view(mdata, modalities=modalities, layers=layers, label_key=label_key,
-                             labels=pd.Categorical(view_labels, categories=classes), obsm=obsm)
+                             labels=pd.Categorical(view_labels, categories=classes), obsm=obsm, var=var)
     else:
         classes = []
-        view = training_view(mdata, modalities=modalities, layers=layers, obsm=obsm)
+        view = training_view(mdata, modalities=modalities, layers=layers, obsm=obsm, var=var)
     for note in notes:
         logger.info(note)
     return FitData(label_key=label_key, classes=classes, train=train, validation=validation, test=test, view=view,

@@ -12,6 +12,7 @@ from mudata import MuData
 
 from .._baseline import stack_modalities
 from .._docs import fill_doc
+from .._logging import logger
 from .._utils import check_modalities
 from ..models._med_crossvit import MedCrossViT, _check_bags, real_tiles
 from ..models.base import SeedEnsemble, check_n_models
@@ -157,7 +158,9 @@ def fit_med_crossvit(
     ``test_metrics``, ``baseline``, ``seconds_per_epoch`` and ``attention``: ``tiles`` ``(n, n_tiles)`` (tile CLS
     -> tiles; 0 on padded slots), ``genes`` (DataFrame patients x genes, gene CLS -> genes) and the
     cross-attention maps ``tiles_cross`` (gene CLS -> tiles) and ``genes_cross`` (tile CLS -> genes); and
-    ``obs[split_key]`` when it created the split.
+    ``obs[split_key]`` when it created the split. ``params['wide_path_only']`` is ``True`` when the wide path
+    alone was kept (``params['best_epoch'] == -1``): the attention maps then do not explain the predictions, and
+    :func:`multiomix.pl.tile_attention` says so in its title.
 
     Examples
     --------
@@ -205,7 +208,14 @@ def fit_med_crossvit(
     def extra() -> dict[str, Any]:
         return {"seconds_per_epoch": seconds / n_epochs, "attention": attention}
 
-    params = {**stored_params(arguments, defaults=defaults), "label_key": fit.label_key}
+    # the wide path alone was kept (the transformer never lowered the validation loss): the attention maps come
+    # from a transformer whose heads are zero, so they do not explain the predictions; say so where they are read
+    wide_only = bool(first.wide_path is not None and first.best_epoch_ == -1)
+    if wide_only:
+        logger.warning("the kept model is its wide path alone (the transformer never lowered the validation loss): "
+                       "the stored attention maps do not explain its predictions")
+    params = {**stored_params(arguments, defaults=defaults), "label_key": fit.label_key,
+              "best_epoch": -2 if first.best_epoch_ is None else int(first.best_epoch_), "wide_path_only": wide_only}
     pooled = _mean_pooled_tiles(mdata, tiles_modality, tiles_key, mask_key)
     expression = modality_features(mdata, [rna_modality], layers)
     finish_classifier_fit(

@@ -124,5 +124,7 @@ def predict(mdata: MuData, model: Any, *, key_added: str | None = None, batch_si
             info["attention"] = attention_record(first.get_attention(mdata, batch_size=batch_size),
                                                  first.gene_names, mdata.obs_names)
             info["params"] = {k: first.setup_args[k] or "" for k in ("tiles_modality", "mask_key")}
+            # the wide path alone was kept: the attention maps do not explain the predictions (the plot says so)
+            info["params"]["wide_path_only"] = bool(first.wide_path is not None and first.best_epoch_ == -1)
         write_uns(mdata, key, info)
     logger.debug(f"scored {mdata.n_obs} observations with {name}")
