@@ -638,3 +638,41 @@ def test_far_motif_pairs_keep_both_motifs_when_b_is_longer_than_the_distance():
     for i in np.flatnonzero(adata.obs["motif_a_pos"].to_numpy() >= 0):
         pa = int(adata.obs["motif_a_pos"].iloc[i])
         assert "".join(letters[i, pa:pa + 2]) == "TG", i
+
+
+def test_stranded_tracks_swap_on_the_reverse_strand(tmp_path):
+    from multiomix.module._genomic_interpreter import DNA_KEY, TARGET_KEY, GenomicInterpreterModule
+    from multiomix.train._genomic_interpreter import GenomicInterpreterTrainingPlan
+
+    # the module: predictions averaged over strands read the reverse strand's tracks in swapped order
+    module = GenomicInterpreterModule(backbone="cnn_maxpool", backbone_kwargs={"dims": (8,)}, n_tracks=3,
+                                      n_bins=None, loss="mse", strand_permutation=[1, 0, 2]).eval()
+    x = torch.zeros(4, 40, 4)
+    x[:, torch.arange(40), torch.randint(0, 4, (40,))] = 1
+    with torch.no_grad():
+        forward = module.inference(x)["output"]
+        reverse = module.inference(x.flip(-2).flip(-1))["output"]
+        torch.testing.assert_close(module.predict_mean(x), 0.5 * (forward + reverse[:, [1, 0, 2]]))
+    # the augmentation: a flipped region's plus and minus targets swap, an unstranded one stays
+    plan = GenomicInterpreterTrainingPlan(module)
+    torch.manual_seed(0)
+    y = torch.tensor([[1.0, 2.0, 3.0]]).repeat(64, 1)
+    batch = plan._augment({DNA_KEY: x[:1].repeat(64, 1, 1), TARGET_KEY: y})
+    flipped = ~torch.isclose(batch[DNA_KEY], x[:1].repeat(64, 1, 1)).flatten(1).all(1)
+    assert 0 < flipped.sum() < 64
+    assert (batch[TARGET_KEY][flipped] == torch.tensor([2.0, 1.0, 3.0])).all()
+    assert (batch[TARGET_KEY][~flipped] == y[0]).all()
+    # the model and the fit: pairs by track name, checked, kept through save/load
+    adata = mx.datasets.planted_motif_pairs(80, length=64, distance=12, random_state=0)
+    adata = ad.AnnData(np.hstack([adata.X, adata.X[:, :1] * 2]), obs=adata.obs, obsm=dict(adata.obsm),
+                       var=pd.DataFrame(index=["plus", "minus"]))
+    with pytest.raises(KeyError, match="strand_pairs names tracks \\['other'\\]"):
+        mx.tl.fit_genomic_interpreter(adata, backbone="cnn_maxpool", backbone_kwargs={"dims": (8,)}, max_epochs=1,
+                                      strand_pairs=[("plus", "other")], **FIT)
+    model = mx.tl.fit_genomic_interpreter(adata, backbone="cnn_maxpool", backbone_kwargs={"dims": (8,)},
+                                          max_epochs=1, strand_pairs=[("plus", "minus")], **FIT)
+    assert model.module.strand_permutation.tolist() == [1, 0]
+    adata.write_h5ad(tmp_path / "gi.h5ad")
+    model.save(tmp_path / "gi")
+    loaded = mx.models.GenomicInterpreter.load(tmp_path / "gi", adata=adata)
+    np.testing.assert_allclose(loaded.predict(), model.predict(), rtol=1e-5, atol=1e-6)

@@ -150,6 +150,33 @@ def region_input(
     return out
 
 
+def strand_permutation(track_names: Sequence[str], strand_pairs: Sequence[Sequence[str]] | None) -> list[int]:
+    """Track order on the reverse strand from pairs of stranded track names (each pair swaps).
+
+    Examples
+    --------
+    >>> strand_permutation(["plus", "minus", "dnase"], [("plus", "minus")])
+    [1, 0, 2]
+    """
+    names = [str(n) for n in track_names]
+    permutation = list(range(len(names)))
+    seen: set[str] = set()
+    for pair in strand_pairs or ():
+        pair = [str(p) for p in pair]
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"strand_pairs holds pairs of two different track names, got {pair}.")
+        unknown = [p for p in pair if p not in names]
+        if unknown:
+            raise KeyError(f"strand_pairs names tracks {unknown} that the targets do not have ({names[:10]}).")
+        twice = [p for p in pair if p in seen]
+        if twice:
+            raise ValueError(f"Track(s) {twice} appear in more than one of strand_pairs.")
+        seen.update(pair)
+        i, j = names.index(pair[0]), names.index(pair[1])
+        permutation[i], permutation[j] = j, i
+    return permutation
+
+
 class GenomicInterpreter(MultiomixModel):
     """Genomic Interpreter: predict assay tracks from DNA with a hierarchical 1D-Swin transformer or a baseline.
 
@@ -183,6 +210,10 @@ class GenomicInterpreter(MultiomixModel):
     head_pool
         For one value per region: ``"meanmax"`` concatenates the mean and the max of the backbone's tokens;
         ``"attention"`` replaces the mean by a learned softmax-weighted sum per feature (started as the mean).
+    strand_pairs
+        Pairs of stranded tracks, e.g. ``[("cage_plus", "cage_minus")]`` (track names, ``track<i>`` for targets
+        in ``obsm``): on a reverse-complemented region the two swap, both in the training augmentation and when
+        :meth:`predict` averages the strands. Unpaired tracks are taken to be the same on both strands.
     random_state
         Seed of the weight initialisation, the validation split and the augmentation.
 
@@ -220,6 +251,7 @@ class GenomicInterpreter(MultiomixModel):
         loss: Literal["auto", "poisson", "bce", "mse"] = "auto",
         reverse_complement: bool = True,
         head_pool: Literal["meanmax", "attention"] = "meanmax",
+        strand_pairs: Sequence[Sequence[str]] | None = None,
         random_state: int = 0,
     ):
         if backbone not in DEFAULT_BACKBONE_KWARGS:
@@ -237,9 +269,13 @@ class GenomicInterpreter(MultiomixModel):
             raise ValueError("loss='bce' needs targets in [0, 1].")
         n_bins, n_tracks = (targets.shape[1], targets.shape[2]) if targets.ndim == 3 else (None, targets.shape[1])
         kwargs = dict(backbone_kwargs or {})
+        names = ([str(v) for v in adata.var_names] if self.setup_args.get("tracks_key") is None
+                 else [f"track{i}" for i in range(n_tracks)])
+        permutation = strand_permutation(names, strand_pairs)
         with seeded(random_state):  # the user's global random state is kept
             self.module = self._module_cls(backbone=backbone, backbone_kwargs=kwargs, n_tracks=n_tracks, n_bins=n_bins,
-                                           loss=loss, reverse_complement=reverse_complement, head_pool=head_pool)
+                                           loss=loss, reverse_complement=reverse_complement, head_pool=head_pool,
+                                           strand_permutation=permutation)
         self._init_output_bias(targets, loss)
         self.loss_ = loss
         self.sequence_length_ = int(self.adata_manager.get_from_registry(DNA_KEY).shape[1])

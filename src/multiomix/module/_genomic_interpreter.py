@@ -99,6 +99,9 @@ class GenomicInterpreterModule(BaseModuleClass):
         Whether the training plan may augment with reverse complements (profiles are flipped with the DNA).
     head_pool
         Pooling of the tokens for one value per region (see :class:`~multiomix.nn.TrackHead`).
+    strand_permutation
+        Track order on the reverse strand: ``strand_permutation[i]`` is the track that track ``i`` becomes when the
+        region is reverse-complemented (e.g. a plus-strand and a minus-strand track swap); default: each stays.
 
     Examples
     --------
@@ -109,12 +112,22 @@ class GenomicInterpreterModule(BaseModuleClass):
     """
 
     def __init__(self, *, backbone: str, backbone_kwargs: dict, n_tracks: int, n_bins: int | None,
-                 loss: str, reverse_complement: bool = True, head_pool: str = "meanmax"):
+                 loss: str, reverse_complement: bool = True, head_pool: str = "meanmax",
+                 strand_permutation: list[int] | None = None):
         super().__init__()
         self.backbone_name, self.loss_name = backbone, loss
         self.backbone = build_backbone(backbone, **backbone_kwargs)
         self.head = TrackHead(dim=self.backbone.out_dim, n_tracks=n_tracks, n_bins=n_bins, pool=head_pool)
         self.n_bins, self.reverse_complement = n_bins, reverse_complement
+        permutation = list(range(n_tracks)) if strand_permutation is None else list(strand_permutation)
+        if sorted(permutation) != list(range(n_tracks)):
+            raise ValueError(f"strand_permutation must order the {n_tracks} tracks, got {permutation}.")
+        # derived from the init parameters, so not saved with the weights (earlier saves load unchanged)
+        self.register_buffer("strand_permutation", torch.as_tensor(permutation, dtype=torch.long), persistent=False)
+
+    def reverse_strand_tracks(self, values: torch.Tensor) -> torch.Tensor:
+        """Reorder the tracks (last axis) of values seen on the reverse strand to the forward strand's order."""
+        return values.index_select(-1, self.strand_permutation.to(values.device))
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"x": tensors[DNA_KEY]}
@@ -159,7 +172,7 @@ class GenomicInterpreterModule(BaseModuleClass):
         """Predictions on the target scale for one-hot ``x``, averaged over both strands when asked."""
         pred = self.mean(self.inference(x)["output"])
         if reverse_complement_average:
-            rc = self.mean(self.inference(x.flip(-2).flip(-1))["output"])
+            rc = self.reverse_strand_tracks(self.mean(self.inference(x.flip(-2).flip(-1))["output"]))
             pred = 0.5 * (pred + (rc.flip(1) if rc.dim() == 3 else rc))  # profiles are flipped back
         return pred
 

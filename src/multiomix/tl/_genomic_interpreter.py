@@ -129,6 +129,7 @@ def fit_genomic_interpreter(
     backbone_kwargs: dict | None = None,
     reverse_complement: bool = True,
     head_pool: Literal["meanmax", "attention"] = "meanmax",
+    strand_pairs: Sequence[Sequence[str]] | None = None,
     max_epochs: int | None = None,
     lr: float | None = None,
     weight_decay: float | None = None,
@@ -179,6 +180,9 @@ def fit_genomic_interpreter(
         Backbone overrides.
     reverse_complement
         Reverse-complement augmentation during training.
+    strand_pairs
+        Pairs of stranded track names that swap on the reverse strand, e.g. ``[("cage_plus", "cage_minus")]``
+        (see :class:`~multiomix.models.GenomicInterpreter`).
     head_pool
         Token pooling of the track head for one value per region, ``"meanmax"`` or ``"attention"``
         (see :class:`~multiomix.models.GenomicInterpreter`).

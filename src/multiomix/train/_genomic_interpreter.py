@@ -119,8 +119,11 @@ class GenomicInterpreterTrainingPlan(TrainingPlan):
         batch = dict(batch)
         batch[DNA_KEY] = torch.where(flip[:, None, None], x.flip(-2).flip(-1), x)
         y = batch[TARGET_KEY]
+        flipped = self.module.reverse_strand_tracks(y)  # stranded tracks swap (e.g. plus and minus)
         if y.dim() == 3:  # profiles follow the strand
-            batch[TARGET_KEY] = torch.where(flip[:, None, None], y.flip(1), y)
+            batch[TARGET_KEY] = torch.where(flip[:, None, None], flipped.flip(1), y)
+        else:
+            batch[TARGET_KEY] = torch.where(flip[:, None], flipped, y)
         return batch
 
     def training_step(self, batch, batch_idx):
