@@ -607,3 +607,21 @@ def test_a_fit_that_keeps_the_wide_path_alone_says_its_attention_does_not_explai
     mx.tl.predict(new, model)
     assert new.uns["medcrossvit"]["params"]["wide_path_only"]
     assert "do not explain" in mx.pl.tile_attention(new, show=False)._suptitle.get_text()
+
+
+def test_with_bag_sampling_the_wide_path_still_reads_the_whole_bag():
+    from multiomix.module import MedCrossViTModule
+    from multiomix.nn.crossvit import masked_mean
+
+    module = MedCrossViTModule(rna_key="X_rna", has_mask=True, num_classes=2, tile_dim=8, n_genes=6, wsi_dim=16,
+                               rna_dim=16, enc_heads=2, cross_heads=2, bag_size=2, wide_path=True)
+    with torch.no_grad():
+        module.net.wide.linear.weight.normal_()
+        for head in (module.net.wsi_head, module.net.rna_head):
+            head[-1].weight.zero_(), head[-1].bias.zero_()
+    tiles, genes, mask = torch.randn(3, 5, 8), torch.randn(3, 6), torch.ones(3, 5)
+    module.train()  # samples 2 of the 5 tiles for the transformer
+    logits = module.inference(tiles, genes, mask)["logits"]
+    with torch.no_grad():
+        whole = module.net.wide(masked_mean(tiles, mask.bool()), genes)
+    torch.testing.assert_close(logits, whole)

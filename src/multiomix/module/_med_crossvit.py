@@ -79,9 +79,10 @@ class MedCrossViTModule(ClassifierModule):
         """Logits, embedding (both pooled vectors) and CLS attention weights (a dict, see ``ATTENTION_KEYS``)."""
         mask = tile_mask > 0.5 if tile_mask is not None else torch.ones(tiles.shape[:2], dtype=torch.bool,
                                                                           device=tiles.device)
+        full_tiles, full_mask = tiles, mask  # the frozen wide path reads the whole bag, as it was fitted
         if self.training and self.bag_size is not None:
             index, mask = sample_bag_indices(mask, self.bag_size)
             tiles = torch.gather(tiles, 1, index.unsqueeze(-1).expand(-1, -1, tiles.shape[-1]))
         wsi, rna, attention = self.net.encode(tiles, genes, tile_mask=mask)
-        logits = self.net.classify(wsi, rna, tiles, genes, mask)
+        logits = self.net.classify(wsi, rna, full_tiles, genes, full_mask)
         return {"logits": logits, "embedding": torch.cat((wsi, rna), dim=-1), "attention": attention}
