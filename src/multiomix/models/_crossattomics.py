@@ -56,6 +56,24 @@ def default_n_groups(n_features: int) -> int:
     return int(min(np.clip(n_features // 20, 2, 20), n_features))
 
 
+def groups_per_modality(groups: Any, modalities: Sequence[str]) -> dict[str, Any]:
+    """Return the ``groups`` spec of each modality: a dict keyed by modalities is per modality, else one for all.
+
+    Examples
+    --------
+    >>> groups_per_modality({"rna": "feature_group"}, ["rna", "mirna"])
+    {'rna': 'feature_group', 'mirna': None}
+    >>> groups_per_modality(4, ["rna", "mirna"])
+    {'rna': 4, 'mirna': 4}
+    """
+    named = set(groups) & set(modalities) if isinstance(groups, Mapping) else set()
+    if named and not set(groups) <= set(modalities):
+        raise KeyError(f"groups names modalities {sorted(named)} and also {sorted(set(groups) - set(modalities))}, "
+                       f"which are not among the model's modalities {list(modalities)}; give one entry per modality "
+                       "(or one spec for all).")
+    return {m: groups.get(m) for m in modalities} if named else dict.fromkeys(modalities, groups)
+
+
 def groups_from_column(var: pd.DataFrame, column: str, *, modality: str) -> dict[str, list[str]]:
     """``{group: [features]}`` from a ``var`` column (e.g. :func:`multiomix.pp.group_features`); missing = no group.
 
@@ -194,17 +212,11 @@ class CrossAttOmics(MultimodalInputMixin, MultiomixModel):
         graph = validate_graph(given, modalities)
         generator = torch.Generator().manual_seed(random_state)
         interaction_graph = graph  # stored as validated (ordered lists), so that load rebuilds the same edges
-        named = set(groups) & set(modalities) if isinstance(groups, Mapping) else set()
-        if named and not set(groups) <= set(modalities):
-            raise KeyError(f"groups names modalities {sorted(named)} and also {sorted(set(groups) - set(modalities))}, "
-                           f"which are not among the model's modalities {modalities}; give one entry per modality "
-                           "(or one spec for all).")
-        per_mod = groups if named else None
-        specs = {m: per_mod.get(m) if per_mod is not None else groups for m in modalities}
-        # a var column is read once into explicit groups, which are what the model stores (and load rebuilds)
-        specs = {m: groups_from_column(mdata.mod[m].var, spec, modality=m) if isinstance(spec, str) else spec
-                 for m, spec in specs.items()}
-        if any(isinstance(spec, str) for spec in (groups, *(per_mod or {}).values())):
+        specs = groups_per_modality(groups, modalities)
+        if any(isinstance(spec, str) for spec in specs.values()):
+            # a var column is read once into explicit groups, which are what the model stores (and load rebuilds)
+            specs = {m: groups_from_column(mdata.mod[m].var, spec, modality=m) if isinstance(spec, str) else spec
+                     for m, spec in specs.items()}
             groups = specs
         self.feature_groups_: dict[str, list[list[int]]] = {}
         self.group_names_: dict[str, list[str]] = {}

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from mudata import MuData
 
 from .._docs import fill_doc
+from ..models._med_crossvit import real_tiles
 from ..tl import get_result
 from ._utils import LAPTOP_WIDTH, SMALL_FONT, finish, min_font, style
 
@@ -90,7 +91,7 @@ def tile_attention(
     wsi = mdata.mod[str(params["tiles_modality"])]
     coords = np.asarray(wsi.obsm[coords_key]) if coords_key in wsi.obsm else None
     mask_key = str(params.get("mask_key", ""))
-    mask = np.asarray(wsi.obsm[mask_key]).astype(float) > 0.5 if mask_key and mask_key in wsi.obsm else tiles > 0
+    mask = real_tiles(wsi.obsm[mask_key]) if mask_key and mask_key in wsi.obsm else tiles > 0
     confidence_key = f"{key}_confidence"
     confidence = mdata.obs[confidence_key].to_numpy() if confidence_key in mdata.obs else np.ones(mdata.n_obs)
     prediction_key = f"{key}_prediction"

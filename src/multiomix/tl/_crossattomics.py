@@ -15,7 +15,7 @@ from .._logging import logger
 from .._utils import check_modalities, label_text, write_uns
 from ..explain import interaction_relevance
 from ..models import CrossAttOmics, SeedEnsemble, default_interaction_graph
-from ..models._crossattomics import groups_from_column
+from ..models._crossattomics import groups_from_column, groups_per_modality
 from ..models.base import modality_key, resolve_layers
 from ..nn import validate_graph
 from ..train._runner import check_fit_kwargs
@@ -131,9 +131,7 @@ def fit_crossattomics(
     validate_graph(default_interaction_graph(modalities) if interaction_graph is None else interaction_graph,
                    modalities)
     # groups named by a var column: the view carries that column (and only the columns a model reads)
-    per_mod = groups if isinstance(groups, Mapping) and set(groups) & set(modalities) else dict.fromkeys(
-        modalities, groups)
-    var_columns = {m: [spec] for m, spec in per_mod.items() if isinstance(spec, str) and m in modalities}
+    var_columns = {m: [spec] for m, spec in groups_per_modality(groups, modalities).items() if isinstance(spec, str)}
     for m, (column,) in var_columns.items():
         groups_from_column(mdata.mod[m].var, column, modality=m)  # a clear error before anything is fitted
     fit = prepare_fit(mdata, label_key=label_key, modalities=modalities, layer=layer, split_key=split_key,
