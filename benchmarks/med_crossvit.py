@@ -89,7 +89,7 @@ PEERS = {
 
 def run_setting(setting: str, args) -> tuple[list[dict], dict]:
     data_kwargs = SETTINGS[setting]
-    mdata, truth = mx.datasets.synthetic_tile_bags(args.n_patients, random_state=0, **data_kwargs)
+    mdata, truth = mx.datasets.synthetic_tile_bags(args.n_patients, random_state=args.data_seed, **data_kwargs)
     mx.pp.split(mdata, label_key="label", test_size=0.25, validation_size=0.15, random_state=0)
     split = mdata.obs["split"].astype(str).to_numpy()
     fit_rows, test_rows = np.flatnonzero(split != "test"), np.flatnonzero(split == "test")
@@ -205,15 +205,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--max-epochs", type=int, default=None, help="default: the fit's own default")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="seed of the generated patients and planted signal (not 0: a fresh draw of the same "
+                             "task, written to med_crossvit_data<seed>.*)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (not for reporting)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json of a run")
     args = parser.parse_args()
     if args.quick:
         args.n_patients, args.seeds, args.max_epochs = 120, [0], 5
-    suffix = "_quick" if args.quick else ""
+    suffix = "_quick" if args.quick else (f"_data{args.data_seed}" if args.data_seed else "")
     if args.report_only:
         report = json.loads((RESULTS / f"med_crossvit{suffix}.json").read_text())
         args.settings, args.seeds = list(report["settings"]), report["seeds"]
+        args.data_seed = report.get("data_seed", 0)
         args.max_epochs = report["max_epochs"] if isinstance(report["max_epochs"], int) else None
         write_report(report["results"], report["settings"], args, report["machine"], suffix)
         return
@@ -230,6 +234,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 CPU thread"
     report = {"settings": metas, "max_epochs": args.max_epochs or "fit default", "seeds": args.seeds,
+              "data_seed": args.data_seed,
               "machine": machine, "results": all_rows}
     (RESULTS / f"med_crossvit{suffix}.json").write_text(json.dumps(report, indent=2))
     write_report(all_rows, metas, args, machine, suffix)
@@ -242,6 +247,10 @@ def write_report(all_rows: list[dict], metas: dict, args, machine: str, suffix: 
         command += f" --max-epochs {args.max_epochs}"
     if args.settings != list(SETTINGS):
         command += " --settings " + " ".join(args.settings)
+    if args.seeds != [0, 1, 2]:
+        command += " --seeds " + " ".join(map(str, args.seeds))
+    if args.data_seed:
+        command += f" --data-seed {args.data_seed}"
     lines = [
         "# Med-CrossViT on synthetic tile bags + RNA (planted signal)",
         "",
